@@ -1,0 +1,3 @@
+"""imgrade: grade items from photos."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from imgrade.cli import main
+
+raise SystemExit(main())
