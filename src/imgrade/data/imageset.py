@@ -25,6 +25,8 @@ class ImageSet:
             split (CUCUMBER-9 test_batch, train/val/test folders, a CSV split column);
             "" where an image has none. None when the set has no split of its own.
         dropped: what a reader left out and how many, e.g. ``{"OTHER": 12}``.
+        groups: optional int array (N,): images with the same group id show the same item
+            (CUCUMBER-9 prototype 2's three views) and always land in the same split.
     """
 
     images: np.ndarray
@@ -34,6 +36,7 @@ class ImageSet:
     source: str = ""
     split: np.ndarray | None = None
     dropped: dict[str, int] = field(default_factory=dict)
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         assert self.images.dtype == np.uint8 and self.images.ndim == 4 and self.images.shape[3] == 3, (
@@ -41,6 +44,7 @@ class ImageSet:
         )
         assert len(self.targets) == len(self.images) == len(self.ids)
         assert self.split is None or len(self.split) == len(self.images)
+        assert self.groups is None or len(self.groups) == len(self.images)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -70,4 +74,5 @@ class ImageSet:
             source=self.source,
             split=None if self.split is None else self.split[index],
             dropped=dict(self.dropped),
+            groups=None if self.groups is None else self.groups[index],
         )
