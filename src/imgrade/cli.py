@@ -1,0 +1,211 @@
+"""The command line: parse, call the verb's function in pipeline.py, print, exit. No torch math."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from imgrade.core.errors import ImgradeError
+
+EXAMPLES = """\
+examples:
+  imgrade demo                                             # the whole pipeline on synthetic cucumbers (~5 min on 2 cores)
+  imgrade data info path/to/cucumber-9-python              # format, images per grade, image size
+  imgrade train --data path/to/cucumber-9-python --epochs 30 --out runs/p1
+  imgrade evaluate runs/p1                                 # metrics and pictures for the run's test split
+  imgrade predict runs/p1 photos/ > grades.csv
+"""
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a grader on an image set", description="Train a grader; writes a run folder.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  imgrade train --data path/to/cucumber-9-python --epochs 30 --out runs/p1")
+    p.add_argument("--out", required=True, help="run folder to write (checkpoints, history, config)")
+    p.add_argument("--config", help="YAML file with data/model/train sections; flags override it")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", dest="data.path", help="CUCUMBER-9 folder/.tar.gz, class folders, or CSV manifest")
+    g.add_argument("--grades", dest="data.grades", help="grade names in rank order, comma-separated (e.g. 2L,L,M,S)")
+    g.add_argument("--view", dest="data.view", help="CUCUMBER-9 prototype 2 view: above, below, side, all")
+    g.add_argument("--image-size", dest="data.image_size", type=int, help="input size in pixels (default 32)")
+    g.add_argument("--split", dest="data.split", help="train,val,test fractions (default 0.6,0.2,0.2), 'published' or 'auto'")
+    g.add_argument("--target-column", dest="data.target_column", help="CSV manifests: the target column (default target)")
+    g.add_argument("--target", dest="data.target", help="CSV manifests: auto, ordinal or continuous")
+    g = p.add_argument_group("model")
+    g.add_argument("--depth", dest="model.depth", type=int, help="ResNet v2 depth 9n+2 (default 29, the reference)")
+    g.add_argument("--head", dest="model.head", help="regression (default)")
+    g.add_argument("--hidden", dest="model.hidden", type=int, help="regression head hidden units (default 8; 0 = linear)")
+    g.add_argument("--loss", dest="model.loss", help="mse (default) or huber")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", dest="train.epochs", type=int, help="epochs (default 200, the reference)")
+    g.add_argument("--batch-size", dest="train.batch_size", type=int, help="batch size (default 32)")
+    g.add_argument("--lr", dest="train.lr", type=float, help="Adam learning rate (default 1e-3)")
+    g.add_argument("--l2", dest="train.l2", type=float, help="L2 on conv kernels (default 1e-4)")
+    g.add_argument("--no-augment", dest="train.augment", action="store_const", const=False, help="no shifts or flips")
+    g.add_argument("--seed", dest="train.seed", type=int, help="seed for split, init, shuffling (default 0)")
+    g.add_argument("--device", dest="train.device", help="auto (default), cpu, cuda, cuda:N")
+    g.add_argument("--deterministic", dest="train.deterministic", action="store_const", const=True, help="deterministic kernels")
+    g.add_argument("--threads", dest="train.threads", type=int, help="CPU threads (default: torch's choice)")
+
+
+def cmd_train(args) -> int:
+    from imgrade import pipeline
+    from imgrade.config import load_config
+
+    overrides = {k: v for k, v in vars(args).items() if "." in k}
+    if args.resume:
+        given = [k for k, v in overrides.items() if v is not None]
+        if given or args.config:
+            raise ImgradeError("--resume continues the run with its saved config: drop " + ", ".join(given + (["--config"] if args.config else [])))
+        cfg = None
+    else:
+        cfg = load_config(args.config).with_overrides(overrides)
+    pipeline.train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from imgrade import pipeline
+
+    pipeline.evaluate(args.run, data=args.data, out=args.out, device=args.device)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from imgrade import pipeline
+
+    pipeline.predict(args.run, args.inputs, fmt=args.format, device=args.device)
+    return 0
+
+
+def cmd_data_info(args) -> int:
+    from imgrade import pipeline
+    from imgrade.config import DataConfig
+
+    grades = DataConfig(grades=args.grades).grades
+    pipeline.data_info(args.path, grades=grades, view=args.view, image_size=args.image_size)
+    return 0
+
+
+def cmd_data_download(args) -> int:
+    from imgrade import pipeline
+
+    pipeline.data_download(args.dataset, prototype=args.prototype, dest=args.dest, base_url=args.base_url)
+    return 0
+
+
+def cmd_data_synth(args) -> int:
+    from imgrade import pipeline
+
+    pipeline.data_synth(args.out, n=args.n, fmt=args.format, image_size=args.image_size, seed=args.seed, label_noise=args.label_noise)
+    return 0
+
+
+def cmd_model_summary(args) -> int:
+    from imgrade import pipeline
+
+    pipeline.model_summary(depth=args.depth, image_size=args.image_size, hidden=args.hidden)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from imgrade import pipeline
+
+    pipeline.demo(out=args.out, n=args.n, epochs=args.epochs, seed=args.seed, overwrite=args.overwrite)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imgrade", description="Grade items from photos: train, evaluate and use image graders.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+
+    _add_train(sub)
+
+    p = sub.add_parser("evaluate", help="metrics and pictures for a trained run")
+    p.add_argument("run", help="run folder written by train (or its best.pt)")
+    p.add_argument("--data", help="evaluate every image of this set instead of the run's test split")
+    p.add_argument("--out", help="output folder (default RUN/eval-test or RUN/eval-DATANAME)")
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("predict", help="score and grade images; CSV or JSON on stdout")
+    p.add_argument("run", help="run folder written by train (or its best.pt)")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--format", default="csv", choices=["csv", "json"])
+    p.add_argument("--device", default="auto")
+
+    data = sub.add_parser("data", help="inspect, download or generate image sets").add_subparsers(dest="data_verb", metavar="ACTION")
+    p = data.add_parser("info", help="format, images per grade, image size, what is dropped")
+    p.add_argument("path")
+    p.add_argument("--grades", help="grade names in rank order, comma-separated")
+    p.add_argument("--view", default="above", choices=["above", "below", "side", "all"])
+    p.add_argument("--image-size", type=int, default=None)
+    p = data.add_parser("download", help="download a public data set (cucumber9)")
+    p.add_argument("dataset", choices=["cucumber9"])
+    p.add_argument("--prototype", type=int, default=1, choices=[1, 2])
+    p.add_argument("--dest", default="data")
+    p.add_argument("--base-url", default=None, help="mirror to download from instead of the public repository")
+    p = data.add_parser("synth", help="generate synthetic cucumbers")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--format", default="cucumber9", choices=["cucumber9", "folders"])
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label-noise", type=float, default=0.0)
+
+    model = sub.add_parser("model", help="describe the network").add_subparsers(dest="model_verb", metavar="ACTION")
+    p = model.add_parser("summary", help="layer table with output shapes and parameter counts")
+    p.add_argument("--depth", type=int, default=29)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--hidden", type=int, default=8)
+
+    p = sub.add_parser("demo", help="the whole pipeline on built-in synthetic cucumbers")
+    p.add_argument("--out", default="demo-run")
+    p.add_argument("--n", type=int, default=1500)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    return parser
+
+
+# verb (and action) -> the function that runs it; each calls the same-named pipeline function
+COMMANDS: dict[tuple[str, ...], Callable] = {
+    ("train",): cmd_train,
+    ("evaluate",): cmd_evaluate,
+    ("predict",): cmd_predict,
+    ("data", "info"): cmd_data_info,
+    ("data", "download"): cmd_data_download,
+    ("data", "synth"): cmd_data_synth,
+    ("model", "summary"): cmd_model_summary,
+    ("demo",): cmd_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
+    key = tuple(v for v in (args.verb, getattr(args, "data_verb", None), getattr(args, "model_verb", None)) if v)
+    command = COMMANDS.get(key)
+    if command is None:
+        parser.parse_args([*argv, "--help"])  # prints the sub-command's usage and exits
+        return 2
+    try:
+        return command(args)
+    except ImgradeError as e:
+        if args.debug:
+            raise
+        print(f"imgrade: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("imgrade: interrupted" + ("; continue with `imgrade train --resume --out RUN`" if key == ("train",) else ""), file=sys.stderr)
+        return 130

@@ -1,0 +1,217 @@
+"""Run configuration: dataclasses with documented defaults, YAML loading and validation.
+
+Precedence: the defaults below < ``--config run.yaml`` < command-line flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from imgrade.core.errors import ConfigError
+
+
+def parse_split(spec: str) -> tuple[float, float, float] | str:
+    """Parse ``--split``: ``auto``, ``published`` or three fractions ``train,val,test``.
+
+    >>> parse_split("0.6,0.2,0.2")
+    (0.6, 0.2, 0.2)
+    >>> parse_split("published")
+    'published'
+    """
+    if spec in ("auto", "published"):
+        return spec
+    try:
+        parts = tuple(float(p) for p in spec.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or any(p < 0 for p in parts) or parts[0] <= 0 or abs(sum(parts) - 1) > 1e-6:
+        raise ConfigError(
+            f"--split {spec!r} is not train,val,test fractions that sum to 1 (e.g. 0.6,0.2,0.2), 'auto' or 'published'"
+        )
+    return parts  # type: ignore[return-value]
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None
+    """The image set: a CUCUMBER-9 folder or .tar.gz, a folder of class folders, or a CSV manifest."""
+    grades: list[str] | None = None
+    """Grade names in rank order (best first). Default: the set's own (grades.txt, CUCUMBER-9 order)."""
+    view: str = "above"
+    """CUCUMBER-9 prototype 2 view: above (as the reference), below, side, or all."""
+    image_size: int = 32
+    """Images are converted to RGB and resized to image_size x image_size."""
+    split: str = "auto"
+    """train,val,test fractions (stratified, seeded); 'published' keeps the set's own test images;
+    'auto' uses a set's own train/val/test folders or CSV column when it has them, else 0.6,0.2,0.2."""
+    target_column: str = "target"
+    """CSV manifests: the column holding the target."""
+    target: str = "auto"
+    """CSV manifests: 'ordinal' (integer grades), 'continuous', or 'auto' (integers -> ordinal)."""
+
+    def __post_init__(self) -> None:
+        if self.view not in ("above", "below", "side", "all"):
+            raise ConfigError(f"data.view {self.view!r} is not one of above, below, side, all: set --view")
+        if not 8 <= int(self.image_size) <= 1024:
+            raise ConfigError(f"data.image_size {self.image_size} is outside 8..1024: set --image-size")
+        if self.target not in ("auto", "ordinal", "continuous"):
+            raise ConfigError(f"data.target {self.target!r} is not auto, ordinal or continuous: set --target")
+        parse_split(self.split)
+        if isinstance(self.grades, str):
+            self.grades = [g.strip() for g in self.grades.split(",") if g.strip()]
+        if self.grades is not None and len(set(self.grades)) != len(self.grades):
+            raise ConfigError(f"--grades {','.join(self.grades)} names a grade twice: list each grade once")
+
+
+@dataclass
+class ModelConfig:
+    depth: int = 29
+    """ResNet v2 depth, 9n+2 (11, 20, 29, 38, ...). 29 is the reference."""
+    head: str = "regression"
+    """The head on the backbone: regression (the reference: Dense(8, relu) -> Dense(1))."""
+    hidden: int = 8
+    """Hidden units of the regression head; 0 gives a linear head without the ReLU bottleneck."""
+    loss: str = "mse"
+    """Regression loss: mse (the reference) or huber."""
+
+    def __post_init__(self) -> None:
+        if self.depth < 11 or (self.depth - 2) % 9:
+            raise ConfigError(f"model depth {self.depth} is not 9n+2 (11, 20, 29, 38, ...): set --depth to one of those")
+        if self.hidden < 0:
+            raise ConfigError(f"model.hidden {self.hidden} is negative: set --hidden 8 (the reference) or 0")
+        if self.loss not in ("mse", "huber"):
+            raise ConfigError(f"model.loss {self.loss!r} is not mse or huber: set --loss")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    """Training epochs (the reference: 200). The learning-rate steps scale with it."""
+    batch_size: int = 32
+    """Images per optimizer step (the reference: 32)."""
+    lr: float = 1e-3
+    """Adam learning rate before the step schedule (x0.1 at 40% of epochs, x0.01 at 60%,
+    x0.001 at 80%, x0.0005 at 90%)."""
+    l2: float = 1e-4
+    """Keras-style L2 penalty on convolution kernels (added to the loss as l2 * sum(w^2))."""
+    augment: bool = True
+    """Random shifts up to ``shift`` of the size and horizontal flips, as the reference."""
+    shift: float = 0.1
+    """Largest random shift as a fraction of the image size."""
+    seed: int = 0
+    """Seeds the split, the initial weights, shuffling and augmentation: same seed, same run on CPU."""
+    device: str = "auto"
+    """auto (cuda if available, else cpu), cpu, cuda or cuda:N."""
+    deterministic: bool = False
+    """Force deterministic kernels (matters on GPU; CPU runs are reproducible anyway)."""
+    threads: int = 0
+    """CPU threads for torch; 0 keeps torch's default (one per core)."""
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"train.epochs {self.epochs} must be at least 1: set --epochs")
+        if self.batch_size < 1:
+            raise ConfigError(f"train.batch_size {self.batch_size} must be at least 1: set --batch-size")
+        if not self.lr > 0:
+            raise ConfigError(f"train.lr {self.lr} must be positive: set --lr")
+        if self.l2 < 0:
+            raise ConfigError(f"train.l2 {self.l2} must be >= 0: set --l2")
+        if not 0 <= self.shift < 0.5:
+            raise ConfigError(f"train.shift {self.shift} must be in [0, 0.5): set --shift")
+        if self.threads < 0:
+            raise ConfigError(f"train.threads {self.threads} must be >= 0: set --threads")
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> "RunConfig":
+        """Build a config from nested dicts; unknown keys fail with the closest known name."""
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source} must be a mapping of sections (data, model, train), got {type(raw).__name__}")
+        sections = {f.name: f.type for f in fields(cls)}
+        _check_keys(raw, list(sections), source)
+        built = {}
+        for f in fields(cls):
+            section_cls = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}[f.name]
+            values = raw.get(f.name) or {}
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: section {f.name!r} must be a mapping, got {values!r}")
+            _check_keys(values, [sf.name for sf in fields(section_cls)], f"{source} section {f.name!r}")
+            built[f.name] = _build(section_cls, values, f"{source} {f.name}")
+        return cls(**built)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "RunConfig":
+        """Return a copy with ``{"train.epochs": 30, ...}`` applied (None values are skipped)."""
+        raw = self.to_dict()
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            section, key = dotted.split(".", 1)
+            raw[section][key] = value
+        return RunConfig.from_dict(raw)
+
+
+def _check_keys(values: dict, known: list[str], where: str) -> None:
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+            raise ConfigError(f"unknown key {key!r} in {where}: {hint}")
+
+
+def _build(section_cls, values: dict, where: str):
+    types = {f.name: f.type for f in fields(section_cls)}
+    clean = {}
+    for key, value in values.items():
+        expected = types[key]
+        if value is not None and expected in ("int", "float") and isinstance(value, bool):
+            raise ConfigError(f"{where}.{key} must be a number, got {value!r}")
+        if expected == "int" and value is not None:
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if not isinstance(value, int):
+                raise ConfigError(f"{where}.{key} must be an integer, got {value!r}")
+        if expected == "float" and value is not None:
+            if not isinstance(value, (int, float)):
+                raise ConfigError(f"{where}.{key} must be a number, got {value!r}")
+            value = float(value)
+        if expected == "bool" and not isinstance(value, bool):
+            raise ConfigError(f"{where}.{key} must be true or false, got {value!r}")
+        clean[key] = value
+    return section_cls(**clean)
+
+
+def load_config(path: str | Path | None) -> RunConfig:
+    """Load a YAML run config (plain data, never executed); None gives the defaults."""
+    if path is None:
+        return RunConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist: check the --config path")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}: fix the syntax") from None
+    return RunConfig.from_dict(raw, source=str(path))
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,77 @@
+"""Run folders and checkpoints: atomic writes, safe loads, a format version.
+
+A run folder holds:
+    config.yaml     the resolved configuration
+    split.json      train/val/test indexes (and ids) into the data set
+    best.pt         the model with the lowest validation loss: what evaluate and predict use
+    last.pt         the latest epoch's full training state: what --resume continues from
+    history.csv     one row per epoch
+    loss_curve.png  train vs validation loss
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from imgrade.core.errors import CheckpointError
+from imgrade.core.io import atomic_write
+
+FORMAT_VERSION = 1
+BEST = "best.pt"
+LAST = "last.pt"
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (tensors and plain Python values only) to ``path`` atomically."""
+    payload = {"format_version": FORMAT_VERSION, **payload}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_write(path) as f:
+        f.write(buffer.getbuffer())
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint on the CPU with ``weights_only=True`` (nothing in it can run code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: train a model first with `imgrade train --out {path.parent}`")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a bad file; all mean the same to the user
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable imgrade checkpoint ({first[:160]}): retrain or restore the file") from None
+    if not isinstance(payload, dict) or "format_version" not in payload:
+        raise CheckpointError(f"{path} is not an imgrade checkpoint (no format_version): retrain with this imgrade")
+    if payload["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {payload['format_version']} but this imgrade reads format "
+            f"{FORMAT_VERSION}: retrain, or use the imgrade version that wrote it"
+        )
+    return payload
+
+
+def find_run_checkpoint(run: str | Path) -> Path:
+    """The checkpoint to use for a run folder (best.pt), or the .pt file itself."""
+    run = Path(run)
+    if run.is_file() and run.suffix == ".pt":
+        return run
+    if not run.exists():
+        raise CheckpointError(f"run folder {run} does not exist: check the path, or train with `imgrade train --out {run}`")
+    if not run.is_dir():
+        raise CheckpointError(f"{run} is neither a run folder nor a .pt checkpoint: pass the folder `imgrade train --out` wrote")
+    best = run / BEST
+    if not best.is_file():
+        hint = " (training was interrupted before its first epoch ended: resume with `imgrade train --resume`)" if (run / "config.yaml").is_file() else ""
+        raise CheckpointError(f"run folder {run} has no checkpoint {BEST}{hint}: train a model into it first")
+    return best
+
+
+def save_json(path: str | Path, obj: Any) -> None:
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")

@@ -1,0 +1,540 @@
+"""CUCUMBER-9 (workpiles, CC BY 4.0): read and write the published batch files, safely.
+
+The files imitate CIFAR-10's "python version" with three twists a CIFAR loader gets wrong:
+``data`` holds ONE COLOUR PLANE PER ROW (3 rows per cucumber in prototype 1; 9 in prototype 2:
+above R,G,B, below R,G,B, side R,G,B), ``labels`` index ``label_names`` of batches.meta (whose
+order differs between prototypes and is not the grade order), and prototype 2 spells the bent
+grades BD and BC where prototype 1 says BL and BM. So labels are mapped to grades BY NAME, and the
+prototype is read from the rows per cucumber (``num_vis`` says 3072 in both).
+
+The files are Python 2 pickles, which can run code when loaded: :func:`safe_load_pickle` accepts
+only the numpy globals that rebuild a uint8 array and refuses anything else.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import pickle
+import re
+import struct
+import tarfile
+import zlib
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+import numpy as np
+
+from imgrade.core.errors import ConfigError, DataError
+from imgrade.core.io import atomic_write
+from imgrade.data.imageset import ImageSet
+
+try:  # numpy >= 2 (numpy 1.x only has numpy.core)
+    from numpy._core.multiarray import _reconstruct as _numpy_reconstruct
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.core.multiarray import _reconstruct as _numpy_reconstruct
+
+DEFAULT_GRADE_ORDER: tuple[str, ...] = ("2L", "L", "M", "S", "2S", "BL", "BM", "BS", "C")
+GRADE_ALIASES: dict[str, str] = {"BD": "BL", "BC": "BM"}
+VIEWS = ("above", "below", "side")
+OTHER = "OTHER"
+FOLDER_NAMES = ("cucumber-9-python", "cucumber-9-p2-python")
+META_NAME = "batches.meta"
+
+# The only globals a CUCUMBER-9 pickle may name: the real files use the numpy.core spelling
+# (written by numpy 1.x); files written by numpy >= 2 say numpy._core.
+SAFE_PICKLE_GLOBALS: dict[tuple[str, str], object] = {
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+_BATCH_NAME = re.compile(r"(?:data_batch_(\d+)|test_batch)")
+_PROTOTYPE_OF_PLANES = {3: 1, 9: 2}  # colour planes per cucumber -> prototype
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def __init__(self, data: bytes, name: str):
+        # latin1: the files hold Python 2 str, for keys and for the raw array bytes alike
+        super().__init__(io.BytesIO(data), encoding="latin1")
+        self.name = name
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in SAFE_PICKLE_GLOBALS:
+            return SAFE_PICKLE_GLOBALS[(module, name)]
+        raise DataError(
+            f"refusing to unpickle {module}.{name} in {self.name}: CUCUMBER-9 batches hold only numpy "
+            "arrays; this file is not a CUCUMBER-9 batch"
+        )
+
+
+def _text(value):
+    return value.decode("latin1") if isinstance(value, bytes) else value
+
+
+def safe_load_pickle(data: bytes, name: str) -> dict:
+    """Unpickle one CUCUMBER-9 file, allowing only the numpy globals in ``SAFE_PICKLE_GLOBALS``.
+
+    Args:
+        data: the file's bytes.
+        name: the file's name, for messages.
+
+    Returns:
+        The file's dict, with str keys.
+
+    Raises:
+        DataError: the file names any other global (it could run code), is truncated or corrupt,
+            or does not hold a dict.
+
+    >>> import pickle
+    >>> safe_load_pickle(pickle.dumps({"labels": [5, 1]}, protocol=2), "data_batch_1")
+    {'labels': [5, 1]}
+    >>> safe_load_pickle(pickle.dumps(print, protocol=2), "data_batch_1")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    imgrade.core.errors.DataError: refusing to unpickle ...print in data_batch_1: ...
+    """
+    try:
+        obj = _BatchUnpickler(data, name).load()
+    except DataError:
+        raise
+    except Exception as e:  # a damaged stream fails in many ways (EOFError, UnpicklingError, ValueError, ...)
+        reason = (str(e).splitlines() or [""])[0][:200]
+        raise DataError(
+            f"{name} is truncated or corrupt: {type(e).__name__}: {reason}; download the archive again"
+        ) from None
+    if not isinstance(obj, dict):
+        raise DataError(
+            f"{name} holds a {type(obj).__name__}, not the dict of a CUCUMBER-9 file; download the archive again"
+        )
+    return {_text(key): value for key, value in obj.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the files
+
+
+def _meta_folders(folder: Path) -> list[Path]:
+    if (folder / META_NAME).is_file():
+        return [folder]
+    return [folder / name for name in FOLDER_NAMES if (folder / name / META_NAME).is_file()]
+
+
+def _batch_order(name: str) -> tuple[int, int]:
+    match = _BATCH_NAME.fullmatch(name)
+    assert match is not None
+    return (0, int(match.group(1))) if match.group(1) else (1, 0)
+
+
+def is_cucumber9(path) -> bool:
+    """Whether ``path`` is a CUCUMBER-9 folder (batches.meta in it or in cucumber-9-python/ or
+    cucumber-9-p2-python/) or a .tar.gz/.tgz archive with a batches.meta member."""
+    path = Path(path)
+    if path.is_dir():
+        return bool(_meta_folders(path))
+    if not (path.is_file() and path.name.endswith((".tar.gz", ".tgz"))):
+        return False
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            return any(m.isfile() and PurePosixPath(m.name).name == META_NAME for m in tar)
+    except (tarfile.TarError, OSError, EOFError, zlib.error):
+        return False
+
+
+# (batch name, name for messages, function returning the file's bytes)
+_BatchFile = tuple[str, str, Callable[[], bytes]]
+
+
+def _folder_files(folder: Path) -> tuple[str, bytes, list[_BatchFile]]:
+    folders = _meta_folders(folder)
+    if not folders:
+        raise DataError(
+            f"no {META_NAME} in {folder} (nor in {' or '.join(FOLDER_NAMES)} inside it): pass the "
+            "extracted CUCUMBER-9 folder that holds batches.meta and data_batch_1, or the .tar.gz archive"
+        )
+    if len(folders) > 1:
+        raise DataError(f"{folder} holds both {' and '.join(FOLDER_NAMES)}: pass one of them")
+    (folder,) = folders
+    batches = sorted(
+        (p for p in folder.iterdir() if p.is_file() and _BATCH_NAME.fullmatch(p.name)),
+        key=lambda p: _batch_order(p.name),
+    )
+    meta_path = folder / META_NAME
+    return str(meta_path), meta_path.read_bytes(), [(p.name, str(p), p.read_bytes) for p in batches]
+
+
+def _archive_files(archive: Path) -> tuple[str, bytes, list[_BatchFile]]:
+    # one pass over the compressed stream, in memory: never extract anything to disk
+    contents: dict[str, bytes] = {}
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                name = PurePosixPath(member.name)
+                if member.isfile() and (name.name == META_NAME or _BATCH_NAME.fullmatch(name.name)):
+                    contents[str(name)] = tar.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise DataError(
+            f"{archive} is not a readable .tar.gz archive or is truncated ({type(e).__name__}: {e}); "
+            "download the archive again, or pass the extracted folder"
+        ) from None
+    metas = sorted(PurePosixPath(name) for name in contents if PurePosixPath(name).name == META_NAME)
+    if not metas:
+        raise DataError(
+            f"{archive} has no {META_NAME} member: it is not a CUCUMBER-9 archive; download "
+            "cucumber-9-python.tar.gz or cucumber-9-p2-python.tar.gz again"
+        )
+    if len(metas) > 1:
+        raise DataError(f"{archive} holds {len(metas)} batches.meta files ({', '.join(map(str, metas))}): pass one set")
+    meta = metas[0]
+    batches = sorted(
+        (PurePosixPath(name) for name in contents if PurePosixPath(name).parent == meta.parent and PurePosixPath(name).name != META_NAME),
+        key=lambda p: _batch_order(p.name),
+    )
+    files = [(p.name, f"{archive}:{p}", (lambda key=str(p): contents[key])) for p in batches]
+    return f"{archive}:{meta}", contents[str(meta)], files
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def _grade_lookup(
+    label_names: list[str], grade_order, keep_other: bool, meta_name: str
+) -> np.ndarray:
+    """Grade index in ``grade_order`` for each label index, -1 for OTHER when it is dropped.
+
+    >>> _grade_lookup(["OTHER", "2L", "BD", "BC"], DEFAULT_GRADE_ORDER, False, "batches.meta")
+    array([-1,  0,  5,  6])
+    """
+    canonical_order = [GRADE_ALIASES.get(name, name) for name in grade_order]
+    if not canonical_order or len(set(canonical_order)) != len(canonical_order):
+        raise ConfigError(f"grade order {list(grade_order)} is empty or names a grade twice: pass each grade once with --grades")
+    lookup = []
+    for name in label_names:
+        grade = GRADE_ALIASES.get(name, name)
+        if grade == OTHER and not keep_other:
+            lookup.append(-1)
+        elif grade in canonical_order:
+            lookup.append(canonical_order.index(grade))
+        elif grade == OTHER:
+            raise DataError(
+                f"{meta_name} has OTHER images and keep_other is on, but the grade order {list(grade_order)} "
+                "has no OTHER: add OTHER to --grades (e.g. last), or drop those images"
+            )
+        else:
+            raise DataError(
+                f"{meta_name} names grade {name!r}, which is not in the grade order {list(grade_order)}: "
+                "pass the order of all its grades with --grades"
+            )
+    return np.asarray(lookup, dtype=np.int64)
+
+
+def _decode_batch(raw: dict, name: str, num_labels: int, meta_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The batch's colour planes (N, planes per cucumber, side, side) and its label indexes (N,)."""
+    for key in ("data", "labels"):
+        if key not in raw:
+            raise DataError(
+                f"{name} has no {key!r} entry (it has {sorted(map(str, raw))}): it is not a CUCUMBER-9 batch; "
+                "download the archive again"
+            )
+    labels, data = np.asarray(raw["labels"]), raw["data"]
+    if labels.size == 0:
+        labels = labels.astype(np.int64)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(f"labels in {name} are not a list of integers ({labels.dtype}, shape {labels.shape}); download the archive again")
+    if not isinstance(data, np.ndarray) or data.ndim != 2:
+        seen = f"shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"data in {name} is {seen}, not a 2-D uint8 array (one colour plane per row); download the archive again")
+    if data.dtype != np.uint8:
+        if data.dtype.kind not in "iu" or (data.size and (data.min() < 0 or data.max() > 255)):
+            raise DataError(f"data in {name} is {data.dtype}, not uint8 pixels; download the archive again")
+        data = data.astype(np.uint8)
+    rows, length = data.shape
+    num_images = len(labels)
+    if rows % 3:
+        raise DataError(
+            f"data in {name} has {rows} rows, not a multiple of 3: CUCUMBER-9 stores one colour plane "
+            "(R, G or B) per row; the file is damaged, download the archive again"
+        )
+    if rows not in (3 * num_images, 9 * num_images):
+        raise DataError(
+            f"data in {name} has {rows} rows for {num_images} labels: expected {3 * num_images} (3 colour planes "
+            f"per cucumber, prototype 1) or {9 * num_images} (9, prototype 2); download the archive again"
+        )
+    side = math.isqrt(length)
+    if side == 0 or side * side != length:
+        raise DataError(
+            f"rows in {name} hold {length} values, not a square image (32x32 = 1024): it is not a CUCUMBER-9 batch"
+        )
+    if num_images and (labels.min() < 0 or labels.max() >= num_labels):
+        bad = int(labels.min()) if labels.min() < 0 else int(labels.max())
+        raise DataError(
+            f"labels in {name} use index {bad} but {meta_name} names only {num_labels} grades: the batch and "
+            "batches.meta come from different sets; download the archive again"
+        )
+    planes = data.reshape(num_images, rows // max(num_images, 1), side, side)
+    return planes, labels.astype(np.int64)
+
+
+def read_cucumber9(
+    path, grade_order=DEFAULT_GRADE_ORDER, view: str = "above", keep_other: bool = False
+) -> ImageSet:
+    """Read CUCUMBER-9 prototype 1 or 2 from the extracted folder or the .tar.gz archive.
+
+    Args:
+        path: the folder holding batches.meta (or its parent), or the .tar.gz archive (read in
+            memory, never extracted).
+        grade_order: grade names in rank order; labels are mapped onto it by name (BD = BL,
+            BC = BM). The returned targets are indexes into it.
+        view: "above", "below", "side" (prototype 2; prototype 1 has only "above") or "all":
+            three images per cucumber, ids suffixed ":above" etc., one group id per cucumber.
+        keep_other: keep prototype 2's OTHER pictures (then OTHER must be in ``grade_order``);
+            by default they are dropped and counted in ``dropped``.
+
+    Returns:
+        An ImageSet with uint8 (N, H, W, 3) RGB images, ids like ``data_batch_1:17`` (the index
+        within the batch file), ``split`` "test" for test_batch images and "" for the others
+        (None when there is no test_batch, as in prototype 2), ``dropped`` in images (e.g.
+        ``{"OTHER": 12}``, three per cucumber with view "all"), and ``groups`` only for "all".
+
+    Raises:
+        DataError: a missing or damaged file, labels that do not match batches.meta, a grade
+            missing from ``grade_order``, or a view prototype 1 does not have.
+        ConfigError: an unknown view or a grade order that repeats a grade.
+
+    >>> import tempfile
+    >>> folder = write_cucumber9(tempfile.mkdtemp() + "/cucumber-9-python",
+    ...     np.zeros((4, 32, 32, 3), np.uint8), np.array([0, 1, 5, 1]),
+    ...     ["2L", "BM", "BL", "M", "S", "L", "2S", "BS", "C"], num_batches=2)
+    >>> images = read_cucumber9(folder)
+    >>> images.targets, images.ids[2], images.image_size
+    (array([0., 6., 1., 6.], dtype=float32), 'data_batch_2:0', (32, 32))
+    """
+    if view not in (*VIEWS, "all"):
+        raise ConfigError(f"view {view!r} is not one of {', '.join(VIEWS)}, all: pass --view above")
+    path = Path(path)
+    if not path.exists():
+        raise DataError(
+            f"{path} does not exist: pass the extracted CUCUMBER-9 folder (cucumber-9-python) or the "
+            ".tar.gz archive"
+        )
+    if path.is_dir():
+        kind, (meta_name, meta_bytes, files) = "folder", _folder_files(path)
+    elif path.name == META_NAME:
+        kind, (meta_name, meta_bytes, files) = "folder", _folder_files(path.parent)
+    else:
+        kind, (meta_name, meta_bytes, files) = "archive", _archive_files(path)
+    meta = safe_load_pickle(meta_bytes, meta_name)
+    if not isinstance(meta.get("label_names"), (list, tuple)):
+        raise DataError(
+            f"{meta_name} has no label_names list (it has {sorted(map(str, meta))}): it is not a CUCUMBER-9 "
+            "batches.meta; download the archive again"
+        )
+    label_names = [str(_text(name)) for name in meta["label_names"]]
+    grade_of_label = _grade_lookup(label_names, grade_order, keep_other, meta_name)
+    if not files:
+        raise DataError(f"no data_batch_<k> or test_batch beside {meta_name}: download the archive again")
+
+    images, targets, ids, is_test, groups = [], [], [], [], []
+    num_dropped = num_groups = 0
+    shape = first_name = None
+    views = range(len(VIEWS)) if view == "all" else [VIEWS.index(view)]
+    for batch_name, name, load in files:
+        planes, labels = _decode_batch(safe_load_pickle(load(), name), name, len(label_names), meta_name)
+        if len(labels) == 0:
+            continue
+        if shape is None:
+            shape, first_name = planes.shape[1:], name
+            if shape[0] == 3 and view != "above":
+                raise DataError(
+                    f"{path} is CUCUMBER-9 prototype 1 (3 colour planes per cucumber in {name}), which has "
+                    f"only the 'above' view, not {view!r}: use --view above"
+                )
+        elif planes.shape[1:] != shape:
+            raise DataError(
+                f"{name} has {planes.shape[1]} planes of {planes.shape[2]}x{planes.shape[3]} per cucumber but "
+                f"{first_name} has {shape[0]} of {shape[1]}x{shape[2]}: the files come from different sets"
+            )
+        grades = grade_of_label[labels]
+        keep = np.flatnonzero(grades >= 0)
+        num_dropped += (len(labels) - len(keep)) * len(views)
+        # (kept, views, H, W, 3): planes 3v..3v+2 are view v's R, G, B
+        kept = np.stack([planes[keep, 3 * v : 3 * v + 3].transpose(0, 2, 3, 1) for v in views], axis=1)
+        images.append(kept.reshape(-1, *kept.shape[2:]))
+        targets.append(np.repeat(grades[keep], len(views)))
+        suffixes = [f":{VIEWS[v]}" for v in views] if view == "all" else [""]
+        ids += [f"{batch_name}:{i}{suffix}" for i in keep for suffix in suffixes]
+        is_test.append(np.full(len(keep) * len(views), batch_name == "test_batch"))
+        groups.append(np.repeat(np.arange(num_groups, num_groups + len(keep)), len(views)))
+        num_groups += len(keep)
+    if shape is None:
+        raise DataError(f"the batches beside {meta_name} hold no images: download the archive again")
+
+    has_test = any(name == "test_batch" for name, _, _ in files)
+    all_test = np.concatenate(is_test)
+    return ImageSet(
+        images=np.ascontiguousarray(np.concatenate(images)),
+        targets=np.concatenate(targets).astype(np.float32),
+        grade_names=list(grade_order),
+        ids=ids,
+        source=f"CUCUMBER-9 prototype {_PROTOTYPE_OF_PLANES[shape[0]]} ({kind} {path})",
+        # "<U5" is wide enough for later "train" assignments
+        split=np.where(all_test, "test", "").astype("<U5") if has_test else None,
+        dropped={OTHER: int(num_dropped)} if num_dropped else {},
+        groups=np.concatenate(groups).astype(np.int64) if view == "all" else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing: Python 2 cPickle's protocol-2 bytes, so the files are the published format exactly
+
+
+def _pickle_into(obj, out: list[bytes]) -> None:
+    if obj is None:
+        out.append(b"N")
+    elif isinstance(obj, bool):
+        out.append(b"\x88" if obj else b"\x89")
+    elif isinstance(obj, (int, np.integer)):
+        value = int(obj)
+        if 0 <= value <= 0xFF:
+            out.append(b"K" + struct.pack("<B", value))
+        elif 0 <= value <= 0xFFFF:
+            out.append(b"M" + struct.pack("<H", value))
+        else:
+            out.append(b"J" + struct.pack("<i", value))
+    elif isinstance(obj, (str, bytes)):  # a Python 2 str either way
+        raw = obj.encode("latin1") if isinstance(obj, str) else obj
+        out.append((b"U" + struct.pack("<B", len(raw)) if len(raw) < 256 else b"T" + struct.pack("<I", len(raw))) + raw)
+    elif isinstance(obj, tuple):
+        if len(obj) > 3:
+            out.append(b"(")
+        for item in obj:
+            _pickle_into(item, out)
+        out.append({0: b")", 1: b"\x85", 2: b"\x86", 3: b"\x87"}.get(len(obj), b"t"))
+    elif isinstance(obj, list):
+        out.append(b"](")
+        for item in obj:
+            _pickle_into(item, out)
+        out.append(b"e")
+    elif isinstance(obj, dict):
+        out.append(b"}(")
+        for key, value in obj.items():
+            _pickle_into(key, out)
+            _pickle_into(value, out)
+        out.append(b"u")
+    elif isinstance(obj, np.ndarray) and obj.dtype == np.uint8:
+        # numpy 1.x's reduction: _reconstruct(ndarray, (0,), 'b') then __setstate__(state)
+        out.append(b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R")
+        out.append(b"(K\x01")
+        _pickle_into(tuple(obj.shape), out)
+        out.append(b"cnumpy\ndtype\nU\x02u1K\x00K\x01\x87R(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89")
+        _pickle_into(np.ascontiguousarray(obj).tobytes(), out)
+        out.append(b"tb")
+    else:
+        raise TypeError(f"cannot write {type(obj).__name__} into a CUCUMBER-9 file")
+
+
+def _py2_pickle(obj) -> bytes:
+    """Protocol-2 bytes as Python 2's cPickle wrote them (byte strings, no memo)."""
+    out = [b"\x80\x02"]
+    _pickle_into(obj, out)
+    out.append(b".")
+    return b"".join(out)
+
+
+def write_cucumber9(
+    folder,
+    images: np.ndarray,
+    labels: np.ndarray,
+    label_names: list[str],
+    *,
+    num_batches: int = 5,
+    test_fraction: float | None = None,
+    prototype: int = 1,
+) -> Path:
+    """Write images in the published CUCUMBER-9 format (read back by :func:`read_cucumber9`).
+
+    Writes data_batch_1..num_batches (nearly equal, in order), test_batch when ``test_fraction``
+    is given, and batches.meta last (num_cases_per_batch = the largest data batch, num_vis =
+    3*H*W as published). Each file is written atomically; batch files from an earlier write
+    that this one does not produce are removed, so the folder reads back as exactly these images.
+
+    Args:
+        folder: the folder to write into (created; name it cucumber-9-python to mimic the archive).
+        images: uint8 (N, H, W, 3) RGB, H == W. For prototype 2 either (N, 3, H, W, 3) with the
+            views above, below, side, or (N, H, W, 3), written as all three views.
+        labels: (N,) ints, indexes into ``label_names``.
+        label_names: the names batches.meta lists (the published order is not the grade order).
+        num_batches: number of data batches.
+        test_fraction: if given (0 < f < 1), the last round(N * f) images (at least one) go to
+            test_batch.
+        prototype: 1 (3 colour planes per image) or 2 (9: three views).
+
+    Returns:
+        ``folder`` as a Path.
+    """
+    if prototype not in (1, 2):
+        raise ConfigError(f"prototype must be 1 or 2, got {prototype!r}")
+    if test_fraction is not None and not 0 < test_fraction < 1:
+        raise ConfigError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise DataError(f"images must be uint8, got {images.dtype}")
+    if prototype == 2 and images.ndim == 4:
+        images = np.repeat(images[:, None], 3, axis=1)
+    views = images[:, None] if prototype == 1 else images  # (N, views, H, W, 3)
+    expected_views = 1 if prototype == 1 else 3
+    if views.ndim != 5 or views.shape[1] != expected_views or views.shape[4] != 3 or views.shape[2] != views.shape[3]:
+        wanted = "(N, S, S, 3)" if prototype == 1 else "(N, 3, S, S, 3) or (N, S, S, 3)"
+        raise DataError(f"prototype {prototype} images must be square uint8 {wanted}, got shape {images.shape}")
+    labels = np.asarray(labels)
+    num_images, size = len(views), views.shape[2]
+    if labels.shape != (num_images,) or (num_images and (labels.min() < 0 or labels.max() >= len(label_names))):
+        raise DataError(f"labels must be {num_images} indexes into the {len(label_names)} label_names, got {labels}")
+    num_test = 0 if test_fraction is None else max(1, int(round(num_images * test_fraction)))
+    num_train = num_images - num_test
+    if num_batches < 1 or num_train < num_batches:
+        raise ConfigError(f"cannot write {num_train} training images into {num_batches} batches: pass 1 <= num_batches <= {num_train}")
+
+    # one colour plane per row: (N, views, 3, S, S) -> (N * views * 3, S * S)
+    rows = views.transpose(0, 1, 4, 2, 3).reshape(num_images * expected_views * 3, size * size)
+    planes_per_image = expected_views * 3
+    parts = np.array_split(np.arange(num_train), num_batches)
+    batches = [(f"data_batch_{k + 1}", f"training batch {k + 1} of {num_batches}", part) for k, part in enumerate(parts)]
+    if num_test:
+        batches.append(("test_batch", "testing batch 1 of 1", np.arange(num_train, num_images)))
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.iterdir():
+        if _BATCH_NAME.fullmatch(stale.name) and stale.name not in {name for name, _, _ in batches}:
+            stale.unlink()
+    for name, batch_label, index in batches:
+        plane_index = (index[:, None] * planes_per_image + np.arange(planes_per_image)).ravel()
+        batch = {
+            "batch_label": batch_label,
+            "labels": [int(label) for label in labels[index]],
+            "data": rows[plane_index],
+            "filenames": [f"{i:05d}.png" for i in index],
+        }
+        with atomic_write(folder / name) as f:
+            f.write(_py2_pickle(batch))
+    meta = {
+        "label_names": [str(name) for name in label_names],
+        "num_cases_per_batch": max(len(part) for part in parts),
+        "num_vis": 3 * size * size,
+    }
+    with atomic_write(folder / META_NAME) as f:
+        f.write(_py2_pickle(meta))
+    return folder
+
+
+def write_tar_gz(folder, archive_path) -> Path:
+    """Pack a CUCUMBER-9 folder as the published archive does: members ``<folder name>/<file>``."""
+    folder, archive_path = Path(folder), Path(archive_path)
+    with atomic_write(archive_path) as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
+        tar.add(folder, arcname=folder.name, recursive=False)
+        for path in sorted(folder.iterdir()):
+            if path.is_file():
+                tar.add(path, arcname=f"{folder.name}/{path.name}")
+    return archive_path

@@ -1,0 +1,374 @@
+"""Two plain image-set layouts: one folder per grade, and a CSV manifest of paths and targets.
+
+Class folders::
+
+    root/                      root/
+      grades.txt (optional)      grades.txt (optional)
+      2L/ a.jpg b.jpg            train/ 2L/ ... L/ ...
+      L/  c.png                  val/   2L/ ... L/ ...
+      ...                        test/  2L/ ... L/ ...
+
+CSV manifest (paths relative to the CSV's folder; ``split`` optional)::
+
+    path,target,split
+    images/a.jpg,0,train
+    images/b.jpg,2,test
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from imgrade.core.errors import ConfigError, DataError
+from imgrade.data.images import IMAGE_EXTENSIONS, list_images, load_images, natural_sort_key
+from imgrade.data.imageset import SPLIT_NAMES, ImageSet
+
+GRADES_FILE = "grades.txt"
+
+CUCUMBER9_GRADES = ("2L", "L", "M", "S", "2S", "BL", "BM", "BS", "C")
+"""The CUCUMBER-9 grades, best first: folders named only with these are ordered this way."""
+
+
+def is_class_folders(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder whose subfolders hold images (train/val/test ones included)."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    return any(_holds_images(folder) for folder in _subfolders(path))
+
+
+def read_grades_file(path: str | os.PathLike) -> list[str]:
+    """The grade names in a grades.txt: one per line, best (first) grade first.
+
+    Blank lines and lines starting with ``#`` are ignored; names are stripped of spaces.
+
+    Raises:
+        DataError: the file is missing, unreadable, names no grade, or names one twice.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: Windows editors start with a BOM
+    except FileNotFoundError as error:
+        raise DataError(f"{path} does not exist: write one grade name per line, best grade first") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path} cannot be read as UTF-8 text ({error}): save it as plain UTF-8 text") from error
+    names: list[str] = []
+    first_line: dict[str, int] = {}
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        name = line.strip()
+        if not name or name.startswith("#"):
+            continue
+        if name in first_line:
+            raise DataError(
+                f"{path} names grade {name!r} twice (lines {first_line[name]} and {line_number}): "
+                "keep one line per grade"
+            )
+        first_line[name] = line_number
+        names.append(name)
+    if not names:
+        raise DataError(f"{path} names no grades: write one grade name per line, best grade first")
+    return names
+
+
+def infer_grade_order(names: list[str]) -> list[str]:
+    """A grade order for folder names when none is given: CUCUMBER-9's if it fits, else natural sort.
+
+    Natural sort is only a guess (alphabetical order rarely ranks grades): users should write a
+    grades.txt, best grade first.
+
+    >>> infer_grade_order(["S", "2L", "M"])
+    ['2L', 'M', 'S']
+    >>> infer_grade_order(["grade10", "grade2", "grade1"])
+    ['grade1', 'grade2', 'grade10']
+    """
+    if names and set(names) <= set(CUCUMBER9_GRADES):
+        return [grade for grade in CUCUMBER9_GRADES if grade in names]
+    return sorted(set(names), key=natural_sort_key)
+
+
+def resolve_grade_order(root: str | os.PathLike, grade_order: list[str] | None = None) -> tuple[list[str], str]:
+    """The grade order for class folders at ``root`` and where it came from.
+
+    Returns:
+        (grade names best first, origin) where origin is "given", "grades.txt", "CUCUMBER-9" or
+        "natural sort"; "natural sort" means the order is a guess the user should fix by adding
+        ``root/grades.txt``.
+    """
+    root = Path(root)
+    if grade_order is not None:
+        return list(grade_order), "given"
+    if (root / GRADES_FILE).is_file():
+        return read_grades_file(root / GRADES_FILE), GRADES_FILE
+    names = sorted({folder.name for _, folder in _grade_folders(root)})
+    order = infer_grade_order(names)
+    return order, "CUCUMBER-9" if set(names) <= set(CUCUMBER9_GRADES) else "natural sort"
+
+
+def read_class_folders(
+    root: str | os.PathLike, image_size: int, grade_order: list[str] | None = None
+) -> ImageSet:
+    """Read a folder with one subfolder of images per grade (optionally under train/val/test).
+
+    The grade order is ``grade_order`` if given, else ``root/grades.txt``, else the CUCUMBER-9
+    order when every folder is a CUCUMBER-9 grade, else the natural sort of the folder names
+    (a guess: see ``resolve_grade_order``). A grade with no folder has 0 images. With train/,
+    val/ or test/ subfolders (train/ required) each holds the grade folders and sets the split.
+    Images are ordered by split, then grade, then natural path order; ids are paths relative to
+    ``root``.
+
+    Raises:
+        DataError: a grade folder not in the order, a folder with no images, an image outside a
+            grade folder, a corrupt image (naming the file), a bad grades.txt.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder: pass a folder with one subfolder of images per grade")
+    order, origin = resolve_grade_order(root, grade_order)
+    index = {name: i for i, name in enumerate(order)}
+    paths: list[Path] = []
+    targets: list[int] = []
+    splits: list[str] = []
+    for split, folder in _grade_folders(root):
+        if folder.name not in index:
+            fix = f"add it to {root / GRADES_FILE}" if origin == GRADES_FILE else "add it to --grades"
+            raise DataError(
+                f"grade folder {folder} is not in the grade order {order} (from {origin}): "
+                f"{fix}, or remove the folder"
+            )
+        files = list_images(folder)
+        paths += files
+        targets += [index[folder.name]] * len(files)
+        splits += [split or ""] * len(files)
+    # split, then grade, then the natural file order list_images gave (sort is stable)
+    split_rank = {"": 0, **{name: i for i, name in enumerate(SPLIT_NAMES)}}
+    order_of = sorted(range(len(paths)), key=lambda i: (split_rank[splits[i]], targets[i]))
+    paths = [paths[i] for i in order_of]
+    return ImageSet(
+        images=load_images(paths, image_size),
+        targets=np.asarray([targets[i] for i in order_of], dtype=np.float32),
+        grade_names=order,
+        ids=[path.relative_to(root).as_posix() for path in paths],
+        source=f"class folders {root}",
+        split=np.asarray([splits[i] for i in order_of]) if any(splits) else None,
+    )
+
+
+def read_csv_manifest(
+    csv_path: str | os.PathLike,
+    image_size: int,
+    grade_order: list[str] | None = None,
+    target_column: str = "target",
+    continuous: bool | None = None,
+) -> ImageSet:
+    """Read a CSV with a header and the columns ``path``, ``target`` and optionally ``split``.
+
+    Column names match case-insensitively; other columns are ignored, as are blank rows.
+    Paths are relative to the CSV's folder (absolute paths work too); ``ids`` are the paths as
+    written. ``split`` is train, val, test or empty. Targets:
+
+    - with ``grade_order``: grade names from that order (an integer like 2 also matches the
+      name "2", so a run trained on integer grades can read a new manifest);
+    - else numbers: ``continuous=None`` reads all-integer targets as ordinal grades and anything
+      else as a continuous value. Integer grades k become the names str(k) for k from the smallest
+      to the largest value seen, and grade index k - smallest (the smallest integer ranks first).
+      Continuous targets have no grade names and are kept as float32.
+
+    Errors name the CSV and the row, counting the header as row 1, as a spreadsheet does.
+
+    Raises:
+        DataError: a missing file, header or column; a missing, non-numeric or unknown target; a
+            path that does not exist; a bad split; no rows; a corrupt image (naming the file).
+        ConfigError: ``grade_order`` together with ``continuous=True``.
+    """
+    csv_path = Path(csv_path)
+    if grade_order is not None and continuous:
+        raise ConfigError(
+            "a grade order (--grades) names ordinal grades, but the target was set to continuous: "
+            "drop one of them"
+        )
+    rows = _read_csv_rows(csv_path, target_column)
+    if not rows:
+        raise DataError(f"{csv_path} has a header but no rows: add one row per image (path,{target_column})")
+    paths, ids, values, splits = [], [], [], []
+    for row_number, path_text, target_text, split_text in rows:
+        where = f"{csv_path} row {row_number}"
+        if not path_text:
+            raise DataError(f"{where}: the path is empty: give the image file, relative to {csv_path.parent}")
+        path = Path(path_text) if Path(path_text).is_absolute() else csv_path.parent / path_text
+        if not path.is_file():
+            raise DataError(
+                f"{where}: image {path_text} does not exist (looked for {path}): "
+                "paths are relative to the CSV's folder"
+            )
+        if not target_text:
+            raise DataError(f"{where}: the {target_column} is missing: give a value for every image")
+        split = split_text.lower()
+        if split and split not in SPLIT_NAMES:
+            raise DataError(f"{where}: split {split_text!r} is not one of train, val, test: fix it or leave it empty")
+        paths.append(path)
+        ids.append(path_text)
+        values.append((row_number, target_text))
+        splits.append(split)
+    if grade_order is not None:
+        grade_names: list[str] | None = list(grade_order)
+        targets = _grade_indexes(values, grade_names, csv_path)
+    else:
+        grade_names, targets = _numeric_targets(values, csv_path, target_column, continuous)
+    return ImageSet(
+        images=load_images(paths, image_size),
+        targets=targets,
+        grade_names=grade_names,
+        ids=ids,
+        source=f"CSV manifest {csv_path}",
+        split=np.asarray(splits) if any(splits) else None,
+    )
+
+
+def _read_csv_rows(csv_path: Path, target_column: str) -> list[tuple[int, str, str, str]]:
+    """(row number, path, target, split) for each non-blank row, all stripped."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"{csv_path} is empty: write a header row path,{target_column}[,split] then one row per image")
+            columns = {name.strip().lower(): i for i, name in reversed(list(enumerate(header)))}
+            wanted = ["path", target_column.lower()]
+            missing = [name for name in wanted if name not in columns]
+            if missing:
+                raise DataError(
+                    f"{csv_path} has no column {', '.join(missing)} in its header row (columns seen: "
+                    f"{', '.join(repr(name) for name in header)}): the first row must name path,{target_column}[,split]"
+                )
+            path_at, target_at, split_at = columns["path"], columns[target_column.lower()], columns.get("split")
+            rows = []
+            for cells in reader:
+                if not any(cell.strip() for cell in cells):
+                    continue
+                rows.append((reader.line_num, _cell(cells, path_at), _cell(cells, target_at), _cell(cells, split_at)))
+            return rows
+    except FileNotFoundError as error:
+        raise DataError(f"{csv_path} does not exist: check the path to the CSV manifest") from error
+    except UnicodeDecodeError as error:
+        raise DataError(f"{csv_path} is not UTF-8 text ({error}): save the CSV as UTF-8") from error
+    except csv.Error as error:
+        raise DataError(f"{csv_path} is not a valid CSV ({error}): save it as comma-separated text") from error
+
+
+def _cell(cells: list[str], at: int | None) -> str:
+    """The stripped cell at column ``at``; "" for a short row or an absent column."""
+    return cells[at].strip() if at is not None and at < len(cells) else ""
+
+
+def _grade_indexes(values: list[tuple[int, str]], grade_names: list[str], csv_path: Path) -> np.ndarray:
+    index = {name: i for i, name in enumerate(grade_names)}
+    targets = np.empty(len(values), dtype=np.float32)
+    for k, (row_number, text) in enumerate(values):
+        name = text
+        if name not in index:
+            number = _parse_number(text)
+            if number is not None and number.is_integer():
+                name = str(int(number))
+        if name not in index:
+            raise DataError(
+                f"{csv_path} row {row_number}: grade {text!r} is not in the grade order {grade_names}: "
+                "fix the target, or add the grade to --grades"
+            )
+        targets[k] = index[name]
+    return targets
+
+
+def _numeric_targets(
+    values: list[tuple[int, str]], csv_path: Path, target_column: str, continuous: bool | None
+) -> tuple[list[str] | None, np.ndarray]:
+    numbers = []
+    for row_number, text in values:
+        number = _parse_number(text)
+        if number is None:
+            raise DataError(
+                f"{csv_path} row {row_number}: {target_column} {text!r} is not a number: "
+                "give a number, or pass the grade names in order (--grades) to use names"
+            )
+        if continuous is False and not number.is_integer():
+            raise DataError(
+                f"{csv_path} row {row_number}: {target_column} {text!r} is not an integer grade: "
+                "ordinal targets are integers (or grade names with --grades); use a continuous target for measurements"
+            )
+        numbers.append(number)
+    if continuous is None:
+        continuous = not all(number.is_integer() for number in numbers)
+    if continuous:
+        return None, np.asarray(numbers, dtype=np.float32)
+    grades = np.asarray(numbers, dtype=np.int64)
+    low, high = int(grades.min()), int(grades.max())
+    return [str(k) for k in range(low, high + 1)], (grades - low).astype(np.float32)
+
+
+def _parse_number(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _subfolders(path: Path) -> list[Path]:
+    return sorted(
+        (child for child in path.iterdir() if child.is_dir() and not child.name.startswith(".")),
+        key=lambda child: natural_sort_key(child.name),
+    )
+
+
+def _image_files_in(path: Path) -> list[Path]:
+    """Image files directly in ``path`` (not below)."""
+    return [
+        child
+        for child in path.iterdir()
+        if child.is_file() and not child.name.startswith(".") and child.suffix.lower() in IMAGE_EXTENSIONS
+    ]
+
+
+def _holds_images(path: Path) -> bool:
+    for folder, subfolders, files in os.walk(path):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        if any(not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS for name in files):
+            return True
+    return False
+
+
+def _grade_folders(root: Path) -> list[tuple[str | None, Path]]:
+    """(split or None, grade folder) for the layout at ``root``; DataError for a mixed layout."""
+    split_folders = [root / name for name in SPLIT_NAMES if (root / name).is_dir()]
+    if not split_folders:
+        parents: list[tuple[str | None, Path]] = [(None, root)]
+    else:
+        if not (root / "train").is_dir():
+            raise DataError(
+                f"{root} has {', '.join(f.name + '/' for f in split_folders)} but no train/: "
+                "add train/ with one folder per grade, or move the grade folders up into the root"
+            )
+        others = [f for f in _subfolders(root) if f.name not in SPLIT_NAMES and _holds_images(f)]
+        if others:
+            raise DataError(
+                f"{root} mixes train/val/test with other image folders ({', '.join(f.name for f in others)}): "
+                "move every grade folder inside train/, val/ or test/ (the name must be val, not valid)"
+            )
+        parents = [(f.name, f) for f in split_folders]
+    folders: list[tuple[str | None, Path]] = []
+    for split, parent in parents:
+        stray = _image_files_in(parent)
+        if stray:
+            raise DataError(
+                f"{stray[0]} is not inside a grade folder: move the images in {parent} into "
+                f"{parent}/<grade>/ folders, one per grade"
+            )
+        grade_folders = _subfolders(parent)
+        if not grade_folders:
+            raise DataError(f"{parent} has no grade folders: add one subfolder of images per grade")
+        folders += [(split, folder) for folder in grade_folders]
+    return folders

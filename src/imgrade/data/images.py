@@ -1,0 +1,249 @@
+"""Decode image files of any common format and mode into square uint8 RGB arrays.
+
+Every reader (class folders, CSV manifests) and ``predict`` goes through ``decode_image``, so a
+photo is turned into pixels the same way in training and in production.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
+
+from imgrade.core.errors import ConfigError, DataError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+# Shown in messages in this order: the usual photo formats first.
+_EXTENSIONS_TEXT = ".png, .jpg, .jpeg, .bmp, .gif, .tif, .tiff, .webp"
+
+MAX_PIXELS = 64_000_000
+"""Images with more pixels are refused before decoding (a decompression-bomb guard); 64 MP is
+above any phone or DSLR photo, while a malicious 50 kB PNG can claim billions of pixels."""
+
+PROGRESS_MIN_IMAGES = 500
+"""Loading more images than this shows a progress bar (on stderr, when it is a terminal)."""
+
+# Integer modes and the bit depth their values span when the file does not say otherwise.
+_INTEGER_MODE_BITS = {"I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 32}
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def natural_sort_key(text: str) -> list:
+    """A sort key that orders the digit runs in ``text`` by value, so img2 sorts before img10.
+
+    >>> sorted(["img10.png", "img2.png", "Img1.png"], key=natural_sort_key)
+    ['Img1.png', 'img2.png', 'img10.png']
+    """
+    # re.split with a capture group alternates text, number, text, ...: the positions of ints and
+    # strs line up between any two keys, so the lists always compare.
+    parts = re.split(r"(\d+)", text)
+    return [int(part) if i % 2 else part.casefold() for i, part in enumerate(parts)]
+
+
+def decode_image(data: bytes, name: str, image_size: int) -> np.ndarray:
+    """Decode the bytes of one image file into a (image_size, image_size, 3) uint8 RGB array.
+
+    The EXIF orientation is applied, so a phone photo comes out upright. Every mode becomes RGB:
+    greyscale is repeated into R=G=B; 16- and 32-bit greyscale is scaled by its bit depth
+    (65535 -> 255), never clipped; float greyscale is read as 0..1 when no value exceeds 1, else
+    as 0..255. Transparent pixels are composited on WHITE: cut-out product photos are shown on
+    white, and the colour stored under a fully transparent pixel is arbitrary (often black), so
+    white keeps the item's outline as the photographer saw it. The whole image is then resized
+    to a square (no crop: a grade can depend on the item's full length), averaging pixels (BOX)
+    when shrinking and interpolating (BILINEAR) when enlarging; an image already of that size is
+    returned unchanged, byte for byte.
+
+    Args:
+        data: the file's bytes.
+        name: the file name, used in error messages.
+        image_size: side of the square output in pixels.
+
+    Raises:
+        DataError: the bytes are empty, not an image, truncated or corrupt, over ``MAX_PIXELS``,
+            or in a mode that has no RGB meaning.
+
+    >>> buffer = io.BytesIO()
+    >>> Image.new("L", (64, 48), color=200).save(buffer, format="PNG")
+    >>> pixels = decode_image(buffer.getvalue(), "grey.png", 32)
+    >>> pixels.shape, pixels.dtype, pixels[0, 0].tolist()
+    ((32, 32, 3), dtype('uint8'), [200, 200, 200])
+    """
+    if image_size < 1:
+        raise ConfigError(f"image_size must be a positive number of pixels, got {image_size}")
+    if len(data) == 0:
+        raise DataError(f"{name} is empty (0 bytes): replace it with a valid image file or delete it")
+    try:
+        # Pillow's own bomb check warns (then errors) at ~89 MP, inside Image.open; turn the warning
+        # into an error so that no huge image is ever decoded.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size  # from the header: nothing is decoded yet
+                if width * height > MAX_PIXELS:
+                    raise DataError(
+                        f"{name} is {width}x{height} = {width * height:,} pixels, over the "
+                        f"{MAX_PIXELS:,} limit (a guard against decompression bombs): "
+                        "downscale the image before grading it"
+                    )
+                image.load()  # decode every byte now, so truncated files fail here
+                bits = _stored_bit_depth(image)
+                image = _exif_upright(image)
+                pixels = _to_rgb(image, bits, name)
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise DataError(
+            f"{name} claims too many pixels ({error}): downscale the image before grading it"
+        ) from error
+    except UnidentifiedImageError as error:
+        raise DataError(
+            f"{name} is not an image Pillow can read: expected a file in one of {_EXTENSIONS_TEXT}"
+        ) from error
+    except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, zlib.error, ...
+        raise DataError(
+            f"{name} is truncated or corrupt ({type(error).__name__}: {error}): "
+            "re-export or re-download the file, or delete it"
+        ) from error
+    return _resize(pixels, image_size)
+
+
+def load_image(path: str | os.PathLike, image_size: int) -> np.ndarray:
+    """Read one image file into a (image_size, image_size, 3) uint8 RGB array (see decode_image)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as error:
+        raise DataError(_missing(path)) from error
+    except IsADirectoryError as error:
+        raise DataError(f"{path} is a folder, not an image file: pass an image file") from error
+    except OSError as error:
+        raise DataError(f"{path} cannot be read ({error.strerror}): check its permissions") from error
+    return decode_image(data, str(path), image_size)
+
+
+def list_images(path: str | os.PathLike) -> list[Path]:
+    """The image files at ``path``: the file itself, or a folder's image files, recursively.
+
+    Files are matched by extension (any case: .JPG counts). Names starting with "." are skipped,
+    files and folders alike: they are hidden system files such as macOS's ``._photo.jpg``.
+    Files come in natural order of their path below ``path`` (img2 before img10).
+
+    Raises:
+        DataError: ``path`` does not exist, is a file without an image extension, or is a folder
+            with no image files.
+    """
+    path = Path(path)
+    if path.is_file():
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise DataError(
+                f"{path} is not an image file: expected a file ending in {_EXTENSIONS_TEXT}, "
+                "or a folder of images"
+            )
+        return [path]
+    if not path.is_dir():
+        raise DataError(_missing(path))
+    images: list[Path] = []
+    others: list[str] = []
+    for folder, subfolders, files in os.walk(path):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        for name in files:
+            if name.startswith("."):
+                continue
+            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                images.append(Path(folder, name))
+            else:
+                others.append(name)
+    if not images:
+        seen = f" (found {len(others)} other files, e.g. {sorted(others)[0]})" if others else ""
+        raise DataError(f"no images in {path}{seen}: expected files ending in {_EXTENSIONS_TEXT}")
+    return sorted(images, key=lambda file: natural_sort_key(file.relative_to(path).as_posix()))
+
+
+def load_images(paths: list[Path], image_size: int) -> np.ndarray:
+    """Decode ``paths`` into one preallocated (N, image_size, image_size, 3) uint8 array.
+
+    A progress bar goes to stderr for more than ``PROGRESS_MIN_IMAGES`` images.
+
+    Raises:
+        DataError: naming the first file that is missing, not an image or corrupt.
+    """
+    images = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
+    quiet = len(paths) <= PROGRESS_MIN_IMAGES or not sys.stderr.isatty()
+    for i, path in enumerate(tqdm(paths, desc="decoding images", unit="img", disable=quiet)):
+        images[i] = load_image(path, image_size)
+    return images
+
+
+def _missing(path: Path) -> str:
+    where = "" if path.is_absolute() else f" (relative paths start from {Path.cwd()})"
+    return f"{path} does not exist: check the path{where}"
+
+
+def _stored_bit_depth(image: Image.Image) -> int | None:
+    """Bits per sample the file declares for integer greyscale (TIFF), else None."""
+    if image.mode not in _INTEGER_MODE_BITS:
+        return None
+    tags = getattr(image, "tag_v2", None)  # TIFF only
+    bits = tags.get(258) if tags is not None else None  # 258 = BitsPerSample
+    if isinstance(bits, tuple):
+        bits = bits[0] if bits else None
+    return int(bits) if bits else None
+
+
+def _exif_upright(image: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:
+        # A malformed EXIF block does not spoil the pixels, which already decoded: keep the image
+        # as stored rather than refuse a readable photo.
+        return image
+
+
+def _to_rgb(image: Image.Image, bits: int | None, name: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB for any Pillow mode; see decode_image for the conventions."""
+    mode = image.mode
+    if mode in _INTEGER_MODE_BITS:
+        # Pillow's I is signed 32-bit, so its largest value is 2**31 - 1; negatives become black.
+        bits = min(bits or _INTEGER_MODE_BITS[mode], 31)
+        grey = np.asarray(image).astype(np.float64) * (255.0 / (2**bits - 1))
+        return _grey_to_rgb(grey)
+    if mode == "F":
+        grey = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        scale = 255.0 if grey.size and grey.max() <= 1.0 else 1.0
+        return _grey_to_rgb(grey * scale)
+    if mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float64)
+        alpha = rgba[..., 3:] / 255.0
+        white = 255.0
+        composited = rgba[..., :3] * alpha + white * (1.0 - alpha)
+        return np.rint(composited).astype(np.uint8)
+    if mode == "RGB":
+        return np.array(image)
+    try:
+        return np.array(image.convert("RGB"))
+    except ValueError as error:
+        raise DataError(
+            f"{name} uses the image mode {mode}, which has no RGB conversion: "
+            "save it as an RGB or greyscale PNG/JPEG"
+        ) from error
+
+
+def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
+    grey = np.rint(np.clip(grey, 0.0, 255.0)).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def _resize(pixels: np.ndarray, image_size: int) -> np.ndarray:
+    height, width = pixels.shape[:2]
+    if height == width == image_size:
+        return pixels
+    shrinking = height >= image_size and width >= image_size
+    resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(pixels).resize((image_size, image_size), resample)).copy()

@@ -1,0 +1,108 @@
+"""Stratified, seeded train/val/test splits, saved in the run so evaluation reuses them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from imgrade.core.errors import DataError
+from imgrade.data.imageset import SPLIT_NAMES, ImageSet
+
+
+def allocate(n: int, fractions: tuple[float, ...]) -> list[int]:
+    """Split ``n`` items into counts proportional to ``fractions`` (largest remainder).
+
+    >>> allocate(10, (0.6, 0.2, 0.2))
+    [6, 2, 2]
+    >>> allocate(7, (0.6, 0.2, 0.2))
+    [5, 1, 1]
+    """
+    exact = np.asarray(fractions, dtype=float) * n
+    counts = np.floor(exact).astype(int)
+    # hand the leftover items to the largest remainders; ties favour the earlier (train) part
+    order = sorted(range(len(fractions)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[: n - counts.sum()]:
+        counts[i] += 1
+    return counts.tolist()
+
+
+def stratify_labels(imageset: ImageSet, bins: int = 5) -> np.ndarray:
+    """Integer strata: the grade for ordinal sets, quantile bins of the target for continuous ones."""
+    if imageset.is_ordinal:
+        return imageset.targets.astype(np.int64)
+    edges = np.quantile(imageset.targets, np.linspace(0, 1, bins + 1)[1:-1])
+    return np.searchsorted(edges, imageset.targets, side="right")
+
+
+def stratified_split(
+    strata: np.ndarray, fractions: tuple[float, ...], seed: int, groups: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """Split indexes into len(fractions) parts, stratified by ``strata`` and seeded.
+
+    Items sharing a group id go to the same part (stratified by the group's first stratum).
+
+    >>> parts = stratified_split(np.array([0] * 10 + [1] * 5), (0.6, 0.2, 0.2), seed=0)
+    >>> [len(p) for p in parts]
+    [9, 3, 3]
+    """
+    if groups is None:
+        groups = np.arange(len(strata))
+    unique_groups, first = np.unique(groups, return_index=True)
+    group_strata = strata[first]
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[] for _ in fractions]
+    for stratum in np.unique(group_strata):
+        members = unique_groups[group_strata == stratum]
+        members = members[rng.permutation(len(members))]
+        start = 0
+        for k, count in enumerate(allocate(len(members), fractions)):
+            parts[k].extend(members[start : start + count].tolist())
+            start += count
+    # map groups back to item indexes, sorted for readability of split.json
+    order = np.argsort(groups, kind="stable")
+    sorted_groups = groups[order]
+    result = []
+    for chosen in parts:
+        chosen = np.asarray(sorted(chosen), dtype=groups.dtype)
+        lo = np.searchsorted(sorted_groups, chosen, side="left")
+        hi = np.searchsorted(sorted_groups, chosen, side="right")
+        idx = np.concatenate([order[a:b] for a, b in zip(lo, hi)]) if len(chosen) else np.array([], dtype=np.int64)
+        result.append(np.sort(idx).astype(np.int64))
+    return result
+
+
+def make_split(imageset: ImageSet, spec: str | tuple[float, float, float], seed: int) -> dict[str, np.ndarray]:
+    """Train/val/test indexes for ``imageset`` by ``spec`` (see DataConfig.split).
+
+    ``auto`` uses the set's own train/val/test assignment when it has one for every image, else
+    0.6,0.2,0.2. ``published`` keeps the set's own test images and splits the rest into train and
+    val 3:1 (the 0.6:0.2 proportion), stratified.
+    """
+    own = imageset.split
+    if spec == "auto":
+        if own is not None and (own == "train").any() and (own != "").all():
+            spec = "own"
+        else:
+            spec = (0.6, 0.2, 0.2)
+    strata = stratify_labels(imageset)
+    if spec == "own":
+        split = {name: np.flatnonzero(own == name) for name in SPLIT_NAMES}
+    elif spec == "published":
+        if own is None or not (own == "test").any():
+            raise DataError(
+                f"--split published needs a set with its own test images, but {imageset.source} has none: "
+                "use --split 0.6,0.2,0.2"
+            )
+        test = np.flatnonzero(own == "test")
+        rest = np.flatnonzero(own != "test")
+        sub_groups = None if imageset.groups is None else imageset.groups[rest]
+        train, val = stratified_split(strata[rest], (0.75, 0.25), seed, sub_groups)
+        split = {"train": rest[train], "val": rest[val], "test": test}
+    else:
+        train, val, test = stratified_split(strata, tuple(spec), seed, imageset.groups)
+        split = {"train": train, "val": val, "test": test}
+    if len(split["train"]) == 0 or len(split["val"]) == 0:
+        raise DataError(
+            f"the split of {imageset.source} leaves {len(split['train'])} training and {len(split['val'])} "
+            f"validation images out of {len(imageset)}: add images or change --split"
+        )
+    return split

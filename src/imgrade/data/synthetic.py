@@ -1,0 +1,323 @@
+"""Synthetic cucumbers: photos drawn like CUCUMBER-9's, graded by a rule on their geometry.
+
+The project's built-in demo data. Each image is a top view of one cucumber on a grey-blue
+gradient background: a dark green tube with light specks (the warty skin), a soft shadow, and a
+little jitter in position, rotation and lighting. The geometry is sampled first, the grade is
+then the rule below applied to it, so a model can learn the grade and a regressor can learn any
+of the recorded attributes.
+
+Attributes (recorded to 4 decimals, in ``ATTRIBUTES`` order; the grade uses exactly these values):
+
+=========  ==================================================================================
+length     tip to tip along the centre line, as a fraction of the image width (0.64 - 0.94)
+thickness  diameter of the regular body, as a fraction of the image width (0.13 - 0.18)
+bend       depth of the centre line's arc over its chord (sagitta / chord): 0 is straight,
+           0.1 a clear bow, 0.5 a half circle
+deformity  largest relative change of the body's radius from a regular cucumber (a thin end,
+           a thick end or a waist): 0 is regular, 0.5 means one part is half as thick
+=========  ==================================================================================
+
+Grade rule (``grade_from_geometry``), first matching row wins:
+
+=====  ===================================================  ===============
+grade  condition                                            length
+=====  ===================================================  ===============
+C      bend >= 0.20 or deformity >= 0.35                    any
+2L     straight: bend < 0.08                                >= 0.88
+L      straight                                             0.82 - 0.88
+M      straight                                             0.76 - 0.82
+S      straight                                             0.70 - 0.76
+2S     straight                                             < 0.70
+BL     bent: 0.08 <= bend < 0.20                            >= 0.82
+BM     bent                                                 0.70 - 0.82
+BS     bent                                                 < 0.70
+=====  ===================================================  ===============
+
+Sampling: each image first draws one of the nine grade regions of this table with equal
+probability, then its geometry uniformly inside that region (C: half strongly bent, half
+misshapen), so the grades come out balanced like the real set; the label is then recomputed
+from the recorded geometry. Label noise moves a chosen fraction of labels to an adjacent grade
+in ``GRADE_NAMES`` order (the regression axis) and records which.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from imgrade.core.errors import ConfigError
+from imgrade.core.io import write_text
+from imgrade.data.imageset import ImageSet
+
+GRADE_NAMES = ("2L", "L", "M", "S", "2S", "BL", "BM", "BS", "C")
+ATTRIBUTES = ("length", "thickness", "bend", "deformity")
+
+BENT_MIN_BEND = 0.08
+"""bend at and above which a cucumber is bent (BL/BM/BS)."""
+C_MIN_BEND = 0.20
+"""bend at and above which a cucumber is grade C."""
+C_MIN_DEFORMITY = 0.35
+"""deformity at and above which a cucumber is grade C."""
+STRAIGHT_LENGTH_EDGES = (0.88, 0.82, 0.76, 0.70)
+"""Shortest length of 2L, L, M, S; shorter straight ones are 2S."""
+BENT_LENGTH_EDGES = (0.82, 0.70)
+"""Shortest length of BL, BM; shorter bent ones are BS."""
+LENGTH_RANGE = (0.64, 0.94)
+THICKNESS_RANGE = (0.13, 0.18)
+
+_SUPERSAMPLE = 4
+_CHUNK = 64  # images rendered at once: bounds memory to a few tens of MB at 32x32
+_SPECK_CELL = 0.028  # speck grid along the body, in image widths (about one pixel at 32x32)
+_SPECK_BANDS = 4  # speck rows across the body's width
+_SPECK_CELLS = 40  # cells per speck row: enough for the longest body
+
+
+def grade_from_geometry(length, bend, deformity) -> np.ndarray:
+    """The grade index (into ``GRADE_NAMES``) of each cucumber, by the rule table above.
+
+    >>> grade_from_geometry([0.90, 0.80, 0.66, 0.85, 0.75, 0.65], [0.0] * 3 + [0.1] * 3, [0.1] * 6)
+    array([0, 2, 4, 5, 6, 7])
+    >>> [GRADE_NAMES[g] for g in grade_from_geometry([0.9, 0.9, 0.9], [0.25, 0.0, 0.08], [0.0, 0.4, 0.0])]
+    ['C', 'C', 'BL']
+    """
+    length, bend, deformity = (np.asarray(a, dtype=np.float64) for a in (length, bend, deformity))
+    # the edges fall with the grade index, so count the edges a cucumber is shorter than
+    straight = np.searchsorted(-np.asarray(STRAIGHT_LENGTH_EDGES), -length, side="left")
+    bent = 5 + np.searchsorted(-np.asarray(BENT_LENGTH_EDGES), -length, side="left")
+    grade = np.where(bend >= BENT_MIN_BEND, bent, straight)
+    grade = np.where((bend >= C_MIN_BEND) | (deformity >= C_MIN_DEFORMITY), 8, grade)
+    return grade.astype(np.int64)
+
+
+@dataclass
+class SyntheticSet:
+    """Generated cucumbers with the geometry behind their grades.
+
+    Attributes:
+        imageset: the images, targets (grade index, after label noise) and ids.
+        attributes: one float64 array (N,) per name in ``ATTRIBUTES``.
+        noisy: bool array (N,): True where label noise changed the grade the rule gives.
+    """
+
+    imageset: ImageSet
+    attributes: dict[str, np.ndarray]
+    noisy: np.ndarray
+
+
+def generate_cucumbers(n: int, *, image_size: int = 32, seed: int = 0, label_noise: float = 0.0) -> SyntheticSet:
+    """Draw ``n`` cucumber photos of ``image_size`` x ``image_size`` pixels, graded by the rule table.
+
+    The same seed gives the same geometry and labels at every image size.
+
+    Raises:
+        ConfigError: n, image_size or label_noise is out of range.
+    """
+    if n < 1:
+        raise ConfigError(f"n={n}: ask for at least 1 synthetic image")
+    if image_size < 8:
+        raise ConfigError(f"image_size={image_size} is too small to draw a cucumber: use 8 or more (32 like CUCUMBER-9)")
+    if not 0.0 <= label_noise <= 1.0:
+        raise ConfigError(f"label_noise={label_noise} must be a fraction between 0 and 1 (0.1 = 10% of labels)")
+    geometry_rng, render_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    attributes = _sample_geometry(n, geometry_rng)
+    clean = grade_from_geometry(attributes["length"], attributes["bend"], attributes["deformity"])
+    grades, noisy = _add_label_noise(clean, label_noise, noise_rng)
+    images = _render(attributes, image_size, render_rng)
+    imageset = ImageSet(
+        images=images,
+        targets=grades.astype(np.float32),
+        grade_names=list(GRADE_NAMES),
+        ids=[f"synthetic:{i:05d}" for i in range(n)],
+        source=f"synthetic cucumbers (seed {seed})",
+        split=None,
+    )
+    return SyntheticSet(imageset=imageset, attributes=attributes, noisy=noisy)
+
+
+def write_folders(synthetic: SyntheticSet, out_dir: str | os.PathLike) -> Path:
+    """Write one folder per grade, ``grades.txt`` and ``attributes.csv``; return ``out_dir``.
+
+    Images go to ``out_dir/<grade>/<id>.png`` with ``:`` in the id written as ``_`` (file systems
+    differ on colons). ``attributes.csv`` has columns path,target,grade,length,thickness,bend,
+    deformity (path relative to ``out_dir``, target the grade index), so it serves as a CSV
+    manifest with ``target`` or any attribute as the target. The two text files are written last
+    and atomically: their presence means the images are complete.
+    """
+    out_dir = Path(out_dir)
+    imageset = synthetic.imageset
+    grade_names = imageset.grade_names or list(GRADE_NAMES)
+    rows = io.StringIO()
+    writer = csv.writer(rows, lineterminator="\n")
+    writer.writerow(["path", "target", "grade", *ATTRIBUTES])
+    for i, (image, target, image_id) in enumerate(zip(imageset.images, imageset.targets, imageset.ids)):
+        grade = grade_names[int(target)]
+        relative = f"{grade}/{image_id.replace(':', '_')}.png"
+        (out_dir / grade).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(out_dir / relative)
+        values = [f"{synthetic.attributes[name][i]:.4f}" for name in ATTRIBUTES]
+        writer.writerow([relative, int(target), grade, *values])
+    write_text(out_dir / "grades.txt", "".join(f"{name}\n" for name in grade_names))
+    write_text(out_dir / "attributes.csv", rows.getvalue())
+    return out_dir
+
+
+def _sample_geometry(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Geometry drawn uniformly inside a uniformly chosen grade region of the rule table."""
+    region = rng.integers(0, len(GRADE_NAMES), size=n)
+    u = rng.random((4, n))
+    straight_edges = (LENGTH_RANGE[1], *STRAIGHT_LENGTH_EDGES, LENGTH_RANGE[0])
+    bent_edges = (LENGTH_RANGE[1], *BENT_LENGTH_EDGES, LENGTH_RANGE[0])
+    # (longest, shortest) length of each region; C takes the whole range
+    high = np.array([*straight_edges[:5], *bent_edges[:3], LENGTH_RANGE[1]])[region]
+    low = np.array([*straight_edges[1:], *bent_edges[1:], LENGTH_RANGE[0]])[region]
+    length = low + (high - low) * u[0]
+    thickness = THICKNESS_RANGE[0] + (THICKNESS_RANGE[1] - THICKNESS_RANGE[0]) * u[1]
+    bend = np.where(region < 5, BENT_MIN_BEND * u[2], BENT_MIN_BEND + (C_MIN_BEND - BENT_MIN_BEND) * u[2])
+    deformity = C_MIN_DEFORMITY * u[3]
+    # C: half strongly bent (any deformity up to 0.5), half misshapen (any bend up to 0.3)
+    is_c = region == 8
+    strongly_bent = rng.random(n) < 0.5
+    bend = np.where(is_c & strongly_bent, C_MIN_BEND + 0.15 * u[2], bend)
+    bend = np.where(is_c & ~strongly_bent, 0.30 * u[2], bend)
+    deformity = np.where(is_c & strongly_bent, 0.50 * u[3], deformity)
+    deformity = np.where(is_c & ~strongly_bent, C_MIN_DEFORMITY + 0.30 * u[3], deformity)
+    values = {"length": length, "thickness": thickness, "bend": bend, "deformity": deformity}
+    return {name: np.round(values[name], 4) for name in ATTRIBUTES}
+
+
+def _add_label_noise(grades: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Move ``round(fraction * N)`` labels one step up or down the grade order (inward at the ends)."""
+    n = len(grades)
+    chosen = rng.choice(n, size=int(round(fraction * n)), replace=False)
+    step = rng.choice([-1, 1], size=len(chosen))
+    moved = grades[chosen] + step
+    moved = np.where(moved < 0, 1, np.where(moved >= len(GRADE_NAMES), len(GRADE_NAMES) - 2, moved))
+    noisy_grades = grades.copy()
+    noisy_grades[chosen] = moved
+    noisy = np.zeros(n, dtype=bool)
+    noisy[chosen] = True
+    return noisy_grades, noisy
+
+
+def _render(attributes: dict[str, np.ndarray], image_size: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 (N, image_size, image_size, 3) photos of the cucumbers described by ``attributes``."""
+    n = len(attributes["length"])
+    # Nuisance parameters are drawn per image up front, so they do not depend on image_size.
+    scene = {
+        "direction": rng.choice([-1.0, 1.0], size=n),  # bows up or down
+        "angle": rng.normal(0.0, 0.07, size=n),  # radians
+        "centre_x": rng.normal(0.0, 0.025, size=n),
+        "centre_y": rng.normal(0.03, 0.035, size=n),  # a little above the middle, like CUCUMBER-9
+        "flip": rng.choice([-1.0, 1.0], size=n),  # which end is the stem end
+        "taper_mix": rng.random(n),
+        "waist_at": rng.uniform(0.3, 0.7, size=n),
+        "skin": rng.normal(1.0, 0.12, size=n),
+        "skin_hue": rng.normal(0.0, 0.08, size=n),
+        "top": rng.normal(0.0, 1.0, size=(n, 3)),
+        "bottom": rng.normal(0.0, 1.0, size=(n, 3)),
+        "fade_start": rng.uniform(0.15, 0.45, size=n),
+        "speck_rate": rng.uniform(0.15, 0.35, size=n),
+        "specks": rng.random((n, _SPECK_BANDS, _SPECK_CELLS)),
+        "shadow": rng.uniform(0.25, 0.45, size=n),
+    }
+    images = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
+    for start in range(0, n, _CHUNK):
+        part = slice(start, min(start + _CHUNK, n))
+        chunk = {k: v[part] for k, v in {**attributes, **scene}.items()}
+        noise = rng.normal(0.0, 2.0, size=(part.stop - part.start, image_size, image_size, 3))
+        images[part] = _render_chunk(chunk, image_size, noise)
+    return images
+
+
+def _grid(image_size: int, supersample: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates in image widths: x right, y up, (0, 0) the image centre."""
+    steps = (np.arange(image_size * supersample, dtype=np.float32) + 0.5) / (image_size * supersample) - 0.5
+    return steps[None, None, :], -steps[None, :, None]  # (1, 1, W), (1, H, 1)
+
+
+def _body(c: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray):
+    """Distance field of each cucumber at image points: (inside margin, across-width u, along s).
+
+    The centre line is a circular arc (signed curvature ``kappa``) through the local origin;
+    ``v`` is the signed offset from its circle, ``t`` the arc length along it.
+    """
+
+    def col(a):
+        return np.asarray(a, dtype=np.float32)[:, None, None]
+
+    radius = col(c["thickness"] / 2)
+    end_radius = radius * 0.6
+    arc = col(c["length"]) - 2 * end_radius  # centre line between the two end caps
+    theta = 4 * np.arctan(2 * col(c["bend"])) * col(c["direction"])  # turning angle from sagitta / chord
+    kappa = theta / arc
+    sagitta = arc * np.sinc(theta / (2 * np.pi)) * col(c["bend"]) * col(c["direction"])  # chord * bend
+    cos_a, sin_a = np.cos(col(c["angle"])), np.sin(col(c["angle"]))
+    dx, dy = x - col(c["centre_x"]), y - col(c["centre_y"])
+    lx = cos_a * dx + sin_a * dy
+    ly = -sin_a * dx + cos_a * dy + sagitta / 2  # centre the bow's bounding box, not its midpoint
+    # Stable for kappa -> 0 (v -> ly, t -> lx): see the circle-offset identity R - rho = (2y - k(x^2+y^2)) / (1 + k rho).
+    v = (2 * ly - kappa * (lx * lx + ly * ly)) / (1 + np.sqrt((kappa * lx) ** 2 + (1 - kappa * ly) ** 2))
+    safe = np.where(np.abs(kappa) < 1e-6, 1e-6, kappa)
+    t = np.where(np.abs(kappa) < 1e-6, lx, np.arctan2(safe * lx, 1 - safe * ly) / safe)
+    s = np.clip(t / arc + 0.5, 0.0, 1.0)
+    beyond = np.maximum(np.abs(t) - arc / 2, 0.0) * (1 - kappa * v)  # along the circle at this offset
+    distance = np.sqrt(v * v + beyond * beyond)
+    # Radius profile: rounded ends, then the deformity as a taper and a waist mixed at random.
+    ends = 1 - np.abs(2 * s - 1) ** 3
+    profile = end_radius + (radius - end_radius) * np.sqrt(ends)
+    mix = col(c["taper_mix"])
+    shape = mix * col(c["flip"]) * (2 * s - 1) - (1 - mix) * np.exp(-(((s - col(c["waist_at"])) / 0.15) ** 2))
+    profile = profile * np.maximum(1 + col(c["deformity"]) * shape, 0.25)
+    across = np.clip(v / profile, -1.0, 1.0)
+    return profile - distance, across, s, arc
+
+
+def _render_chunk(c: dict[str, np.ndarray], image_size: int, noise: np.ndarray) -> np.ndarray:
+    b = len(c["length"])
+    ss = _SUPERSAMPLE
+    x, y = _grid(image_size, ss)
+    margin, across, s, arc = _body(c, x, y)
+    edge = 1.0 / (image_size * ss)
+    alpha = np.clip(margin / (2 * edge) + 0.5, 0.0, 1.0)  # (B, H*ss, W*ss)
+    # Roundness: lit from above, a darker lower flank; the skin is dark green with light specks.
+    normal = np.sqrt(np.maximum(1 - across * across, 0.0))
+    light = 0.55 + 0.35 * normal + 0.25 * across
+    band = np.clip(((across + 1) / 2 * _SPECK_BANDS).astype(np.int64), 0, _SPECK_BANDS - 1)
+    along = s * arc[:, :1, :1] / _SPECK_CELL
+    cell = np.clip(along.astype(np.int64), 0, _SPECK_CELLS - 1)
+    chance = np.take_along_axis(c["specks"].reshape(b, -1), (band * _SPECK_CELLS + cell).reshape(b, -1), axis=1)
+    rate = c["speck_rate"][:, None, None] * (0.4 + 0.8 * (band >= _SPECK_BANDS // 2))
+    frac_along, frac_across = along - np.floor(along), (across + 1) / 2 * _SPECK_BANDS % 1.0
+    dot = ((frac_along - 0.5) ** 2 + (frac_across - 0.5) ** 2) < 0.12
+    speck = (chance.reshape(alpha.shape) < rate) & dot
+    skin = np.array([32.0, 54.0, 22.0], dtype=np.float32)
+    speck_colour = np.array([105.0, 130.0, 70.0], dtype=np.float32)
+    colour = np.where(speck[..., None], speck_colour, skin * light[..., None])  # (B, H*ss, W*ss, 3)
+    hue = np.stack([1 + c["skin_hue"], np.ones(b), 1 - c["skin_hue"]], axis=1) * c["skin"][:, None]
+    colour = colour * hue[:, None, None, :].astype(np.float32)
+    # Box-downsample the premultiplied colour and the coverage: antialiasing.
+    shape = (b, image_size, ss, image_size, ss)
+    cover = alpha.reshape(shape).mean(axis=(2, 4))
+    body = (colour * alpha[..., None]).reshape(*shape, 3).mean(axis=(2, 4))
+    # Background: blue-grey top fading to a darker grey-olive bottom, a slight vignette.
+    px, py = _grid(image_size, 1)
+    top = np.array([172.0, 180.0, 197.0]) + c["top"] * np.array([10.0, 9.0, 16.0])
+    bottom = np.array([118.0, 121.0, 113.0]) + c["bottom"][:, :1] * 22.0 + c["bottom"] * 4.0
+    depth = (0.5 - py) - c["fade_start"][:, None, None]  # 0 at the top edge, 1 at the bottom
+    fade = np.clip(depth / (1 - c["fade_start"][:, None, None]), 0.0, 1.0) ** 1.3
+    background = top[:, None, None, :] + (bottom - top)[:, None, None, :] * fade[..., None]
+    background = background * (1 - 0.25 * (px * px + py * py))[..., None]
+    # Soft shadow: the body's distance field, a little lower, fading over ~1.5 px at 32x32.
+    shifted = dict(c, centre_y=c["centre_y"] - 0.012, thickness=c["thickness"] * 1.1)
+    shadow_margin = _body(shifted, px, py)[0]
+    shadow = np.exp(-(np.maximum(-shadow_margin, 0.0) / 0.045) ** 2) * c["shadow"][:, None, None]
+    background = background * (1 - shadow)[..., None]
+    image = background * (1 - cover[..., None]) + body + noise
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)

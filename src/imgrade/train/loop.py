@@ -1,0 +1,153 @@
+"""The training loop: shuffle, augment, forward, loss, backward, step; validate; checkpoint.
+
+The whole data set lives in memory as one uint8 tensor; batches are gathered, augmented and
+normalised as tensors, so there is no DataLoader and no per-image Python.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from imgrade.config import TrainConfig
+from imgrade.core.checkpoint import BEST, LAST, save_checkpoint
+from imgrade.core.preprocess import to_input
+from imgrade.data.augment import random_shift_flip
+from imgrade.train.optim import build_optimizer, lr_factor, set_lr
+
+
+@dataclass
+class FitData:
+    """Tensors for one run: images stay uint8 until a batch is taken."""
+
+    train_x: torch.Tensor  # (N, 3, H, W) uint8
+    train_y: torch.Tensor  # (N,) float32
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    mean: torch.Tensor  # (3, H, W) float32 in [0, 1]: the training set's per-pixel mean
+
+
+@torch.no_grad()
+def validate(model, x, y, mean, device, batch_size: int = 256) -> tuple[float, float]:
+    """(mean loss, mean absolute error of the decoded score) over a whole split."""
+    model.eval()
+    total_loss, total_abs, n = 0.0, 0.0, len(x)
+    for i in range(0, n, batch_size):
+        target = y[i : i + batch_size].to(device)
+        outputs = model(to_input(x[i : i + batch_size], mean, device))
+        total_loss += float(model.loss(outputs, target)) * len(target)
+        total_abs += float((model.decode(outputs).float() - target).abs().sum())
+    return total_loss / n, total_abs / n
+
+
+def train_one_epoch(model, optimizer, data: FitData, cfg: TrainConfig, device, generator, progress=None) -> float:
+    """One pass over the shuffled training set; returns the mean training loss."""
+    model.train()
+    n = len(data.train_x)
+    order = torch.randperm(n, generator=generator)
+    total, seen = 0.0, 0
+    for start in range(0, n, cfg.batch_size):
+        index = order[start : start + cfg.batch_size]
+        x = data.train_x[index]  # (B, 3, H, W) uint8
+        if cfg.augment:
+            x = random_shift_flip(x, cfg.shift, True, generator)
+        x = to_input(x, data.mean, device)
+        target = data.train_y[index].to(device, non_blocking=True)
+        loss = model.loss(model(x), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        # float() is a sync point on GPU; once per step is cheap next to the step itself
+        total += float(loss) * len(index)
+        seen += len(index)
+        if progress is not None:
+            progress.update(len(index))
+            progress.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
+    return total / seen
+
+
+def fit(
+    model,
+    data: FitData,
+    cfg: TrainConfig,
+    device: torch.device,
+    run_dir,
+    meta: dict,
+    resume: dict | None = None,
+    on_epoch_end: Callable[[list[dict]], None] | None = None,
+) -> list[dict]:
+    """Train for ``cfg.epochs`` epochs, keeping the best checkpoint by validation loss.
+
+    Args:
+        model: a GradingModel (backbone + head), already on ``device``.
+        data: the training and validation tensors and the mean image.
+        cfg: the training settings.
+        run_dir: where best.pt and last.pt are written (atomically) after every epoch.
+        meta: plain values stored in every checkpoint (config, grade names, mean image, ...).
+        resume: the payload of a last.pt to continue from, or None for a fresh start.
+        on_epoch_end: called with the history after each epoch (writes history.csv and plots).
+
+    Returns:
+        The history: one dict per epoch (epoch, train_loss, val_loss, val_mae, lr, seconds).
+    """
+    optimizer = build_optimizer(model, cfg.lr, cfg.l2)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    history: list[dict] = []
+    best_val = math.inf
+    start_epoch = 0
+    if resume is not None:
+        model.load_state_dict(resume["model_state"])
+        optimizer.load_state_dict(resume["optimizer_state"])
+        generator.set_state(resume["generator_state"])
+        history = list(resume["history"])
+        best_val = float(resume["best_val_loss"])
+        start_epoch = int(resume["epoch"])
+    show_bar = sys.stderr.isatty()
+    for epoch in range(start_epoch, cfg.epochs):
+        lr = cfg.lr * lr_factor(epoch, cfg.epochs)
+        set_lr(optimizer, lr)
+        t0 = time.perf_counter()
+        bar = tqdm(total=len(data.train_x), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img", leave=False, file=sys.stderr) if show_bar else None
+        try:
+            train_loss = train_one_epoch(model, optimizer, data, cfg, device, generator, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        val_loss, val_mae = validate(model, data.val_x, data.val_y, data.mean, device)
+        seconds = time.perf_counter() - t0
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_mae": val_mae, "lr": lr, "seconds": round(seconds, 3)}
+        history.append(row)
+        improved = val_loss < best_val
+        if improved:
+            best_val = val_loss
+            save_checkpoint(run_dir / BEST, {**meta, "model_state": model.state_dict(), "epoch": epoch + 1, "val_loss": val_loss})
+        # last.pt is written after best.pt: a crash between the two replays this epoch on resume
+        save_checkpoint(
+            run_dir / LAST,
+            {
+                **meta,
+                "model_state": model.state_dict(),
+                "optimizer_state": optimizer.state_dict(),
+                "generator_state": generator.get_state(),
+                "history": history,
+                "best_val_loss": best_val,
+                "epoch": epoch + 1,
+                "finished": epoch + 1 == cfg.epochs,
+            },
+        )
+        mark = " *" if improved else ""
+        print(
+            f"epoch {epoch + 1}/{cfg.epochs} loss {train_loss:.4f} val_loss {val_loss:.4f} "
+            f"val_mae {val_mae:.3f} lr {lr:.1e} {seconds:.1f}s{mark}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(history)
+    return history

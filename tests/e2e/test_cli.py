@@ -1,0 +1,230 @@
+"""The real CLI, in-process, on small generated sets: assert on the files and what a user reads."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imgrade.cli import main
+from imgrade.core.checkpoint import load_checkpoint, save_checkpoint
+
+GRADES = ["2L", "L", "M", "S", "2S", "BL", "BM", "BS", "C"]
+
+
+def _is_png(path):
+    with Image.open(path) as im:
+        return im.format == "PNG" and im.size[0] > 200 and im.size[1] > 200
+
+
+def test_no_arguments_prints_usage_with_examples(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "imgrade train --data" in out and "imgrade evaluate" in out and "imgrade demo" in out
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run([sys.executable, "-m", "imgrade", "model", "summary", "--depth", "11"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Trainable params" in result.stdout
+
+
+def test_model_summary_reference_totals(capsys):
+    assert main(["model", "summary"]) == 0
+    out = capsys.readouterr().out
+    assert "Total params: 848,497" in out
+    assert "Trainable params: 843,281" in out
+    assert "Non-trainable params: 5,216" in out
+
+
+def test_train_writes_a_complete_run(trained_run):
+    for name in ("config.yaml", "split.json", "data.json", "best.pt", "last.pt", "history.csv", "loss_curve.png"):
+        assert (trained_run / name).is_file(), name
+    with open(trained_run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(np.isfinite(float(r["val_loss"])) for r in rows)
+    split = json.loads((trained_run / "split.json").read_text())
+    assert (len(split["train"]), len(split["val"]), len(split["test"])) == (54, 18, 18)
+    assert not set(split["train"]) & set(split["test"])
+    ckpt = load_checkpoint(trained_run / "best.pt")
+    assert ckpt["grade_names"] == GRADES and ckpt["mean_image"].shape == (3, 32, 32)
+    assert _is_png(trained_run / "loss_curve.png")
+
+
+def test_evaluate_writes_metrics_predictions_and_pictures(trained_run, capsys):
+    assert main(["evaluate", str(trained_run)]) == 0
+    out = capsys.readouterr().out
+    assert "qwk" in out.lower() and "2L" in out and "BS" in out
+    folder = trained_run / "eval-test"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["n"] == 18
+    for key in ("mae", "rmse", "accuracy", "within1", "qwk", "confusion", "per_grade"):
+        assert key in metrics
+    assert np.asarray(metrics["confusion"]).sum() == 18 and list(metrics["per_grade"]) == GRADES
+    with open(folder / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    split = json.loads((trained_run / "split.json").read_text())
+    assert [r["image"] for r in rows] == split["ids"]["test"]
+    assert {r["true_grade"] for r in rows} <= set(GRADES) and {r["predicted_grade"] for r in rows} <= set(GRADES)
+    # the printed MAE is the mean of the per-image errors in the CSV
+    assert abs(np.mean([abs(float(r["error"])) for r in rows]) - metrics["mae"]) < 1e-3
+    for name in ("scatter.png", "error_violin.png", "confusion.png", "loss_curve.png"):
+        assert _is_png(folder / name), name
+
+
+def test_predict_csv_and_json_on_a_folder(trained_run, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (48, 40, 3), dtype=np.uint8)).save(photos / f"p{i}.png")
+    assert main(["predict", str(trained_run), str(photos)]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert [r["image"].rsplit("/", 1)[-1] for r in rows] == ["p0.png", "p1.png", "p2.png"]
+    assert all(r["grade"] in GRADES for r in rows)
+    assert main(["predict", str(trained_run), str(photos / "p1.png"), "--format", "json"]) == 0
+    (item,) = json.loads(capsys.readouterr().out)
+    assert item["grade"] in GRADES and item["score"] == pytest.approx(float(rows[1]["score"]), abs=1e-4)
+
+
+def test_same_seed_gives_identical_runs(synth_dir, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        assert main(["train", "--data", str(synth_dir), "--epochs", "1", "--depth", "11", "--out", str(tmp_path / name)]) == 0
+        runs.append(load_checkpoint(tmp_path / name / "last.pt"))
+    assert runs[0]["history"][0]["val_loss"] == runs[1]["history"][0]["val_loss"]
+    for key, value in runs[0]["model_state"].items():
+        assert torch.equal(value, runs[1]["model_state"][key]), key
+
+
+def test_resume_continues_to_the_same_weights(synth_dir, tmp_path, monkeypatch):
+    args = ["--data", str(synth_dir), "--epochs", "3", "--depth", "11"]
+    assert main(["train", *args, "--out", str(tmp_path / "full")]) == 0
+
+    from imgrade import pipeline
+
+    calls = []
+    real_plot = pipeline.plots.plot_loss_curve
+
+    def interrupt_after_two_epochs(history, path, **kw):
+        real_plot(history, path, **kw)
+        calls.append(1)
+        if len(history) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.plots, "plot_loss_curve", interrupt_after_two_epochs)
+    assert main(["train", *args, "--out", str(tmp_path / "cut")]) == 130
+    monkeypatch.setattr(pipeline.plots, "plot_loss_curve", real_plot)
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 2
+    # a plain train into the unfinished run is refused; --resume finishes it
+    assert main(["train", *args, "--out", str(tmp_path / "cut")]) == 2
+    assert main(["train", "--resume", "--out", str(tmp_path / "cut")]) == 0
+    full, cut = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert [r["val_loss"] for r in full["history"]] == [r["val_loss"] for r in cut["history"]]
+    for key, value in full["model_state"].items():
+        assert torch.equal(value, cut["model_state"][key]), key
+
+
+def test_finished_run_is_not_overwritten_without_flag(trained_run, synth_dir, capsys):
+    before = (trained_run / "best.pt").read_bytes()
+    assert main(["train", "--data", str(synth_dir), "--epochs", "1", "--out", str(trained_run)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a finished run" in err and "--overwrite" in err
+    assert (trained_run / "best.pt").read_bytes() == before
+
+
+def test_evaluate_on_other_data_matches_grades_by_name(trained_run, tmp_path, capsys):
+    # class folders holding only three of the grades, in another order on disk
+    root = tmp_path / "folders"
+    rng = np.random.default_rng(1)
+    for grade in ("C", "M", "2L"):
+        (root / grade).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / grade / f"{i}.png")
+    assert main(["evaluate", str(trained_run), "--data", str(root), "--out", str(tmp_path / "ev")]) == 0
+    with open(tmp_path / "ev" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["true_grade"] for r in rows) == ["2L", "2L", "C", "C", "M", "M"]
+
+
+def test_continuous_target_from_a_csv_manifest(tmp_path, capsys):
+    folders = tmp_path / "folders"
+    assert main(["data", "synth", "--out", str(folders), "--n", "60", "--format", "folders"]) == 0
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(folders / "attributes.csv"), "--target-column", "length", "--target", "continuous",
+                 "--epochs", "1", "--depth", "11", "--out", str(run)]) == 0
+    assert main(["evaluate", str(run)]) == 0
+    metrics = json.loads((run / "eval-test" / "metrics.json").read_text())
+    assert metrics["n"] == 12 and "r2" in metrics and "qwk" not in metrics
+    assert _is_png(run / "eval-test" / "scatter.png") and _is_png(run / "eval-test" / "error_violin.png")
+
+
+def test_demo_runs_end_to_end_small(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--n", "60", "--epochs", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "qwk" in captured.out.lower()
+    assert "scatter.png" in captured.err and "Look at" in captured.err
+    assert _is_png(tmp_path / "demo" / "run" / "eval-test" / "error_violin.png")
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["train", "--data", "/nonexistent/set", "--out", "{tmp}/r", "--epochs", "1"], "/nonexistent/set does not exist"),
+        (["evaluate", "{tmp}/no-run"], "no-run does not exist"),
+        (["train", "--data", "{tmp}", "--out", "{tmp}/r", "--depth", "30"], "--depth"),
+        (["predict", "{tmp}/no-run", "x.png"], "no-run does not exist"),
+        (["data", "info", "{tmp}/empty"], "empty"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(argv, expected, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("imgrade: error:") and len(err.splitlines()) == 1
+    assert expected in err
+
+
+def test_run_without_checkpoint_and_foreign_checkpoint_version(trained_run, tmp_path, capsys):
+    empty_run = tmp_path / "run"
+    empty_run.mkdir()
+    assert main(["evaluate", str(empty_run)]) == 2
+    assert "has no checkpoint best.pt" in capsys.readouterr().err
+    old = load_checkpoint(trained_run / "best.pt")
+    old.pop("format_version")
+    payload = {**old}
+    save_checkpoint(empty_run / "best.pt", payload)
+    torch.save({**payload, "format_version": 99}, empty_run / "best.pt")
+    assert main(["evaluate", str(empty_run)]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint format 99" in err and "retrain" in err
+    (empty_run / "best.pt").write_bytes(b"not a checkpoint at all")
+    assert main(["evaluate", str(empty_run)]) == 2
+    assert "not a readable imgrade checkpoint" in capsys.readouterr().err
+
+
+def test_data_info_on_the_real_sample(shared_dir, capsys):
+    path = shared_dir / "data" / "cucumber9-p1-sample" / "cucumber-9-python"
+    assert main(["data", "info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "images:     248" in out
+    expected = {"2L": 32, "L": 24, "M": 32, "S": 23, "2S": 26, "BL": 28, "BM": 30, "BS": 25, "C": 28}
+    for grade, count in expected.items():
+        assert any(line.split() == [grade, str(count)] for line in out.splitlines()), grade
+    assert "32x32" in out
+
+
+def test_train_and_evaluate_on_the_real_sample(shared_dir, tmp_path, capsys):
+    path = shared_dir / "data" / "cucumber9-p1-sample" / "cucumber-9-python"
+    run = tmp_path / "p1"
+    assert main(["train", "--data", str(path), "--epochs", "1", "--out", str(run)]) == 0
+    assert main(["evaluate", str(run)]) == 0
+    metrics = json.loads((run / "eval-test" / "metrics.json").read_text())
+    assert metrics["n"] == 50  # 20% of 248, stratified per grade
+    assert sum(v["n"] for v in metrics["per_grade"].values()) == 50
