@@ -28,7 +28,8 @@ from imgrade.evaluate import plots
 from imgrade.evaluate.metrics import continuous_metrics, ordinal_metrics
 from imgrade.evaluate.report import format_metrics_table
 from imgrade.models.factory import build_model
-from imgrade.runtime.predictor import Predictor, round_to_grade_index
+from imgrade.core.grades import round_to_grades
+from imgrade.runtime.predictor import Predictor
 from imgrade.train.loop import FitData, fit
 
 
@@ -254,7 +255,7 @@ def _write_predictions(path: Path, imageset: ImageSet, scores: np.ndarray, grade
     with atomic_write(path, "w") as f:
         writer = csv.writer(f)
         if grade_names is not None:
-            predicted = round_to_grade_index(scores, len(grade_names))
+            predicted = round_to_grades(scores, len(grade_names))
             writer.writerow(["image", "true_grade", "score", "predicted_grade", "error"])
             for image_id, t, s, p in zip(imageset.ids, imageset.targets.astype(int), scores, predicted):
                 writer.writerow([image_id, grade_names[t], f"{s:.4f}", grade_names[p], f"{s - t:.4f}"])

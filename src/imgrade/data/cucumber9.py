@@ -69,6 +69,11 @@ class _BatchUnpickler(pickle.Unpickler):
         )
 
 
+def _one_line(error: Exception) -> str:
+    """An exception as ``Type: message`` on one short line (tarfile's messages span lines)."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"[:200]
+
+
 def _text(value):
     return value.decode("latin1") if isinstance(value, bytes) else value
 
@@ -99,9 +104,8 @@ def safe_load_pickle(data: bytes, name: str) -> dict:
     except DataError:
         raise
     except Exception as e:  # a damaged stream fails in many ways (EOFError, UnpicklingError, ValueError, ...)
-        reason = (str(e).splitlines() or [""])[0][:200]
         raise DataError(
-            f"{name} is truncated or corrupt: {type(e).__name__}: {reason}; download the archive again"
+            f"{name} is truncated or corrupt: {_one_line(e)}; download the archive again"
         ) from None
     if not isinstance(obj, dict):
         raise DataError(
@@ -174,7 +178,7 @@ def _archive_files(archive: Path) -> tuple[str, bytes, list[_BatchFile]]:
                     contents[str(name)] = tar.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise DataError(
-            f"{archive} is not a readable .tar.gz archive or is truncated ({type(e).__name__}: {e}); "
+            f"{archive} is not a readable .tar.gz archive or is truncated ({_one_line(e)}); "
             "download the archive again, or pass the extracted folder"
         ) from None
     metas = sorted(PurePosixPath(name) for name in contents if PurePosixPath(name).name == META_NAME)
@@ -184,11 +188,12 @@ def _archive_files(archive: Path) -> tuple[str, bytes, list[_BatchFile]]:
             "cucumber-9-python.tar.gz or cucumber-9-p2-python.tar.gz again"
         )
     if len(metas) > 1:
-        raise DataError(f"{archive} holds {len(metas)} batches.meta files ({', '.join(map(str, metas))}): pass one set")
+        listed = ", ".join(map(str, metas))
+        raise DataError(f"{archive} holds {len(metas)} batches.meta files ({listed}): pass an archive of one set")
     meta = metas[0]
+    members = (PurePosixPath(name) for name in contents)
     batches = sorted(
-        (PurePosixPath(name) for name in contents if PurePosixPath(name).parent == meta.parent and PurePosixPath(name).name != META_NAME),
-        key=lambda p: _batch_order(p.name),
+        (p for p in members if p.parent == meta.parent and p.name != META_NAME), key=lambda p: _batch_order(p.name)
     )
     files = [(p.name, f"{archive}:{p}", (lambda key=str(p): contents[key])) for p in batches]
     return f"{archive}:{meta}", contents[str(meta)], files
@@ -198,9 +203,7 @@ def _archive_files(archive: Path) -> tuple[str, bytes, list[_BatchFile]]:
 # Reading
 
 
-def _grade_lookup(
-    label_names: list[str], grade_order, keep_other: bool, meta_name: str
-) -> np.ndarray:
+def _grade_lookup(label_names: list[str], grade_order, keep_other: bool, meta_name: str) -> np.ndarray:
     """Grade index in ``grade_order`` for each label index, -1 for OTHER when it is dropped.
 
     >>> _grade_lookup(["OTHER", "2L", "BD", "BC"], DEFAULT_GRADE_ORDER, False, "batches.meta")
@@ -208,7 +211,9 @@ def _grade_lookup(
     """
     canonical_order = [GRADE_ALIASES.get(name, name) for name in grade_order]
     if not canonical_order or len(set(canonical_order)) != len(canonical_order):
-        raise ConfigError(f"grade order {list(grade_order)} is empty or names a grade twice: pass each grade once with --grades")
+        raise ConfigError(
+            f"grade order {list(grade_order)} is empty or names a grade twice: pass each grade once with --grades"
+        )
     lookup = []
     for name in label_names:
         grade = GRADE_ALIASES.get(name, name)
@@ -224,7 +229,7 @@ def _grade_lookup(
         else:
             raise DataError(
                 f"{meta_name} names grade {name!r}, which is not in the grade order {list(grade_order)}: "
-                "pass the order of all its grades with --grades"
+                f"pass the order of all its grades with --grades, e.g. --grades {','.join([*grade_order, name])}"
             )
     return np.asarray(lookup, dtype=np.int64)
 
@@ -237,14 +242,23 @@ def _decode_batch(raw: dict, name: str, num_labels: int, meta_name: str) -> tupl
                 f"{name} has no {key!r} entry (it has {sorted(map(str, raw))}): it is not a CUCUMBER-9 batch; "
                 "download the archive again"
             )
-    labels, data = np.asarray(raw["labels"]), raw["data"]
+    data = raw["data"]
+    try:
+        labels = np.asarray(raw["labels"])
+    except (ValueError, TypeError):  # a ragged list
+        labels = np.asarray(None)
     if labels.size == 0:
         labels = labels.astype(np.int64)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise DataError(f"labels in {name} are not a list of integers ({labels.dtype}, shape {labels.shape}); download the archive again")
+        raise DataError(
+            f"labels in {name} are not a list of integers ({labels.dtype}, shape {labels.shape}); "
+            "download the archive again"
+        )
     if not isinstance(data, np.ndarray) or data.ndim != 2:
         seen = f"shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise DataError(f"data in {name} is {seen}, not a 2-D uint8 array (one colour plane per row); download the archive again")
+        raise DataError(
+            f"data in {name} is {seen}, not a 2-D uint8 array (one colour plane per row); download the archive again"
+        )
     if data.dtype != np.uint8:
         if data.dtype.kind not in "iu" or (data.size and (data.min() < 0 or data.max() > 255)):
             raise DataError(f"data in {name} is {data.dtype}, not uint8 pixels; download the archive again")
@@ -276,9 +290,7 @@ def _decode_batch(raw: dict, name: str, num_labels: int, meta_name: str) -> tupl
     return planes, labels.astype(np.int64)
 
 
-def read_cucumber9(
-    path, grade_order=DEFAULT_GRADE_ORDER, view: str = "above", keep_other: bool = False
-) -> ImageSet:
+def read_cucumber9(path, grade_order=DEFAULT_GRADE_ORDER, view: str = "above", keep_other: bool = False) -> ImageSet:
     """Read CUCUMBER-9 prototype 1 or 2 from the extracted folder or the .tar.gz archive.
 
     Args:
@@ -404,7 +416,8 @@ def _pickle_into(obj, out: list[bytes]) -> None:
             out.append(b"J" + struct.pack("<i", value))
     elif isinstance(obj, (str, bytes)):  # a Python 2 str either way
         raw = obj.encode("latin1") if isinstance(obj, str) else obj
-        out.append((b"U" + struct.pack("<B", len(raw)) if len(raw) < 256 else b"T" + struct.pack("<I", len(raw))) + raw)
+        head = b"U" + struct.pack("<B", len(raw)) if len(raw) < 256 else b"T" + struct.pack("<I", len(raw))
+        out.append(head + raw)
     elif isinstance(obj, tuple):
         if len(obj) > 3:
             out.append(b"(")
@@ -427,7 +440,9 @@ def _pickle_into(obj, out: list[bytes]) -> None:
         out.append(b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R")
         out.append(b"(K\x01")
         _pickle_into(tuple(obj.shape), out)
-        out.append(b"cnumpy\ndtype\nU\x02u1K\x00K\x01\x87R(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89")
+        # dtype('u1') with its state (3, '|', None, None, None, -1, -1, 0); then fortran_order=False
+        out.append(b"cnumpy\ndtype\nU\x02u1K\x00K\x01\x87R")
+        out.append(b"(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89")
         _pickle_into(np.ascontiguousarray(obj).tobytes(), out)
         out.append(b"tb")
     else:
@@ -484,7 +499,8 @@ def write_cucumber9(
         images = np.repeat(images[:, None], 3, axis=1)
     views = images[:, None] if prototype == 1 else images  # (N, views, H, W, 3)
     expected_views = 1 if prototype == 1 else 3
-    if views.ndim != 5 or views.shape[1] != expected_views or views.shape[4] != 3 or views.shape[2] != views.shape[3]:
+    square_rgb = views.ndim == 5 and views.shape[2] == views.shape[3] and views.shape[4] == 3
+    if not square_rgb or views.shape[1] != expected_views:
         wanted = "(N, S, S, 3)" if prototype == 1 else "(N, 3, S, S, 3) or (N, S, S, 3)"
         raise DataError(f"prototype {prototype} images must be square uint8 {wanted}, got shape {images.shape}")
     labels = np.asarray(labels)
@@ -494,13 +510,17 @@ def write_cucumber9(
     num_test = 0 if test_fraction is None else max(1, int(round(num_images * test_fraction)))
     num_train = num_images - num_test
     if num_batches < 1 or num_train < num_batches:
-        raise ConfigError(f"cannot write {num_train} training images into {num_batches} batches: pass 1 <= num_batches <= {num_train}")
+        raise ConfigError(
+            f"cannot write {num_train} training images into {num_batches} batches: pass 1 <= num_batches <= {num_train}"
+        )
 
     # one colour plane per row: (N, views, 3, S, S) -> (N * views * 3, S * S)
     rows = views.transpose(0, 1, 4, 2, 3).reshape(num_images * expected_views * 3, size * size)
     planes_per_image = expected_views * 3
     parts = np.array_split(np.arange(num_train), num_batches)
-    batches = [(f"data_batch_{k + 1}", f"training batch {k + 1} of {num_batches}", part) for k, part in enumerate(parts)]
+    batches = [
+        (f"data_batch_{k + 1}", f"training batch {k + 1} of {num_batches}", part) for k, part in enumerate(parts)
+    ]
     if num_test:
         batches.append(("test_batch", "testing batch 1 of 1", np.arange(num_train, num_images)))
 

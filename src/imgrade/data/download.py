@@ -28,6 +28,10 @@ BASE_URL_ENV = "IMGRADE_CUCUMBER9_BASE_URL"  # replaces CUCUMBER9_BASE_URL (a mi
 _CHUNK = 1 << 16
 
 
+def _one_line(reason) -> str:
+    return " ".join(str(reason).split())
+
+
 def _stream(url: str, out, *, timeout: float, progress: bool, label: str) -> None:
     """Copy ``url`` into the open file ``out``; any failure -> DataError("could not download URL (reason)")."""
     try:
@@ -48,9 +52,9 @@ def _stream(url: str, out, *, timeout: float, progress: bool, label: str) -> Non
         e.close()
         raise DataError(f"could not download {url} (HTTP {e.code} {e.reason})") from None
     except urllib.error.URLError as e:
-        raise DataError(f"could not download {url} ({e.reason})") from None
+        raise DataError(f"could not download {url} ({_one_line(e.reason)})") from None
     except (OSError, http.client.HTTPException, ValueError) as e:  # timeouts, resets, bad URLs
-        raise DataError(f"could not download {url} ({type(e).__name__}: {e})") from None
+        raise DataError(f"could not download {url} ({type(e).__name__}: {_one_line(e)})") from None
     # http.client returns a short body without complaint when the server closes early
     if total is not None and received != total:
         raise DataError(f"could not download {url} (connection closed after {received} of {total} bytes)")
@@ -127,7 +131,8 @@ def download_cucumber9(
         try:
             read_cucumber9(partial)
         except DataError as e:
-            raise DataError(f"downloaded {url} but it is not a CUCUMBER-9 archive ({e}); removed it. {by_hand}") from None
+            reason = f"downloaded {url} but it is not a CUCUMBER-9 archive ({e}); removed it"
+            raise DataError(f"{reason}. {by_hand}") from None
         os.replace(partial, dest)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -25,14 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from imgrade.core.errors import ConfigError, DataError
+from imgrade.data.cucumber9 import DEFAULT_GRADE_ORDER as CUCUMBER9_GRADES
 from imgrade.data.images import IMAGE_EXTENSIONS, list_images, load_images, natural_sort_key
 from imgrade.data.imageset import SPLIT_NAMES, ImageSet
 
 GRADES_FILE = "grades.txt"
-
-CUCUMBER9_GRADES = ("2L", "L", "M", "S", "2S", "BL", "BM", "BS", "C")
-"""The CUCUMBER-9 grades, best first: folders named only with these are ordered this way."""
-
 
 def is_class_folders(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a folder whose subfolders hold images (train/val/test ones included)."""

@@ -10,7 +10,7 @@ Attributes (recorded to 4 decimals, in ``ATTRIBUTES`` order; the grade uses exac
 
 =========  ==================================================================================
 length     tip to tip along the centre line, as a fraction of the image width (0.64 - 0.94)
-thickness  diameter of the regular body, as a fraction of the image width (0.13 - 0.18)
+thickness  diameter of the regular body, as a fraction of the image width (0.12 - 0.17)
 bend       depth of the centre line's arc over its chord (sagitta / chord): 0 is straight,
            0.1 a clear bow, 0.5 a half circle
 deformity  largest relative change of the body's radius from a regular cucumber (a thin end,
@@ -70,7 +70,7 @@ STRAIGHT_LENGTH_EDGES = (0.88, 0.82, 0.76, 0.70)
 BENT_LENGTH_EDGES = (0.82, 0.70)
 """Shortest length of BL, BM; shorter bent ones are BS."""
 LENGTH_RANGE = (0.64, 0.94)
-THICKNESS_RANGE = (0.13, 0.18)
+THICKNESS_RANGE = (0.12, 0.17)
 
 _SUPERSAMPLE = 4
 _CHUNK = 64  # images rendered at once: bounds memory to a few tens of MB at 32x32
@@ -212,20 +212,22 @@ def _render(attributes: dict[str, np.ndarray], image_size: int, rng: np.random.G
     # Nuisance parameters are drawn per image up front, so they do not depend on image_size.
     scene = {
         "direction": rng.choice([-1.0, 1.0], size=n),  # bows up or down
-        "angle": rng.normal(0.0, 0.07, size=n),  # radians
+        "angle": rng.normal(0.0, 0.09, size=n),  # radians
         "centre_x": rng.normal(0.0, 0.025, size=n),
-        "centre_y": rng.normal(0.03, 0.035, size=n),  # a little above the middle, like CUCUMBER-9
+        "centre_y": rng.normal(0.03, 0.04, size=n),  # a little above the middle, like CUCUMBER-9
         "flip": rng.choice([-1.0, 1.0], size=n),  # which end is the stem end
         "taper_mix": rng.random(n),
         "waist_at": rng.uniform(0.3, 0.7, size=n),
         "skin": rng.normal(1.0, 0.12, size=n),
         "skin_hue": rng.normal(0.0, 0.08, size=n),
-        "top": rng.normal(0.0, 1.0, size=(n, 3)),
-        "bottom": rng.normal(0.0, 1.0, size=(n, 3)),
+        "brightness": rng.normal(0.0, 1.0, size=n),
+        "blueness": np.clip(rng.normal(0.0, 1.0, size=n), -2.0, 1.5),
+        "bottom": rng.normal(0.0, 1.0, size=n),
         "fade_start": rng.uniform(0.15, 0.45, size=n),
-        "speck_rate": rng.uniform(0.15, 0.35, size=n),
+        "speck_rate": rng.uniform(0.12, 0.3, size=n),
         "specks": rng.random((n, _SPECK_BANDS, _SPECK_CELLS)),
-        "shadow": rng.uniform(0.25, 0.45, size=n),
+        "shadow": rng.uniform(0.12, 0.28, size=n),
+        "rim": rng.uniform(0.02, 0.05, size=n),
     }
     images = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
     for start in range(0, n, _CHUNK):
@@ -288,18 +290,21 @@ def _render_chunk(c: dict[str, np.ndarray], image_size: int, noise: np.ndarray) 
     alpha = np.clip(margin / (2 * edge) + 0.5, 0.0, 1.0)  # (B, H*ss, W*ss)
     # Roundness: lit from above, a darker lower flank; the skin is dark green with light specks.
     normal = np.sqrt(np.maximum(1 - across * across, 0.0))
-    light = 0.55 + 0.35 * normal + 0.25 * across
+    light = 0.6 + 0.35 * normal + 0.15 * across
     band = np.clip(((across + 1) / 2 * _SPECK_BANDS).astype(np.int64), 0, _SPECK_BANDS - 1)
     along = s * arc[:, :1, :1] / _SPECK_CELL
     cell = np.clip(along.astype(np.int64), 0, _SPECK_CELLS - 1)
     chance = np.take_along_axis(c["specks"].reshape(b, -1), (band * _SPECK_CELLS + cell).reshape(b, -1), axis=1)
-    rate = c["speck_rate"][:, None, None] * (0.4 + 0.8 * (band >= _SPECK_BANDS // 2))
+    rate = c["speck_rate"][:, None, None] * np.array([0.2, 0.6, 1.4, 1.4])[band]  # mostly on the lit side
+    chance = chance.reshape(alpha.shape)
+    jitter = chance / rate - 0.5  # uniform in (-0.5, 0.5) where a speck is: moves it off the grid
     frac_along, frac_across = along - np.floor(along), (across + 1) / 2 * _SPECK_BANDS % 1.0
-    dot = ((frac_along - 0.5) ** 2 + (frac_across - 0.5) ** 2) < 0.12
-    speck = (chance.reshape(alpha.shape) < rate) & dot
-    skin = np.array([32.0, 54.0, 22.0], dtype=np.float32)
-    speck_colour = np.array([105.0, 130.0, 70.0], dtype=np.float32)
-    colour = np.where(speck[..., None], speck_colour, skin * light[..., None])  # (B, H*ss, W*ss, 3)
+    dot = ((frac_along - 0.5 - 0.4 * jitter) ** 2 + (frac_across - 0.5 + 0.3 * jitter) ** 2) < 0.2
+    speck = (chance < rate) & dot
+    skin = np.array([33.0, 56.0, 23.0], dtype=np.float32)
+    speck_colour = np.array([112.0, 138.0, 84.0], dtype=np.float32)
+    mottle = 0.8 + 0.4 * chance  # cell-sized light and dark patches
+    colour = np.where(speck[..., None], speck_colour, skin * (light * mottle)[..., None])  # (B, H*ss, W*ss, 3)
     hue = np.stack([1 + c["skin_hue"], np.ones(b), 1 - c["skin_hue"]], axis=1) * c["skin"][:, None]
     colour = colour * hue[:, None, None, :].astype(np.float32)
     # Box-downsample the premultiplied colour and the coverage: antialiasing.
@@ -308,16 +313,24 @@ def _render_chunk(c: dict[str, np.ndarray], image_size: int, noise: np.ndarray) 
     body = (colour * alpha[..., None]).reshape(*shape, 3).mean(axis=(2, 4))
     # Background: blue-grey top fading to a darker grey-olive bottom, a slight vignette.
     px, py = _grid(image_size, 1)
-    top = np.array([172.0, 180.0, 197.0]) + c["top"] * np.array([10.0, 9.0, 16.0])
-    bottom = np.array([118.0, 121.0, 113.0]) + c["bottom"][:, :1] * 22.0 + c["bottom"] * 4.0
+    # the lamp and white balance vary along two axes: brighter or darker, bluer or greyer
+    top = (
+        np.array([177.0, 184.0, 200.0])
+        + c["brightness"][:, None] * np.array([11.0, 10.0, 11.0])
+        + c["blueness"][:, None] * np.array([-4.0, -3.0, 13.0])
+    )
+    bottom = np.array([117.0, 120.0, 110.0]) + (0.5 * c["brightness"] + c["bottom"])[:, None] * 20.0
     depth = (0.5 - py) - c["fade_start"][:, None, None]  # 0 at the top edge, 1 at the bottom
-    fade = np.clip(depth / (1 - c["fade_start"][:, None, None]), 0.0, 1.0) ** 1.3
+    fade = np.clip(depth / (1 - c["fade_start"][:, None, None]), 0.0, 1.0) ** 1.5
     background = top[:, None, None, :] + (bottom - top)[:, None, None, :] * fade[..., None]
-    background = background * (1 - 0.25 * (px * px + py * py))[..., None]
+    background = background * (1 - 0.12 * (px * px + py * py))[..., None]
     # Soft shadow: the body's distance field, a little lower, fading over ~1.5 px at 32x32.
     shifted = dict(c, centre_y=c["centre_y"] - 0.012, thickness=c["thickness"] * 1.1)
     shadow_margin = _body(shifted, px, py)[0]
     shadow = np.exp(-(np.maximum(-shadow_margin, 0.0) / 0.045) ** 2) * c["shadow"][:, None, None]
-    background = background * (1 - shadow)[..., None]
+    # A dark rim along the upper edge: CUCUMBER-9's camera sees a little of the far side.
+    raised = dict(c, centre_y=c["centre_y"] + c["rim"])
+    rim = np.clip(_body(raised, px, py)[0] * image_size + 0.5, 0.0, 1.0) * 0.45
+    background = background * (1 - np.maximum(shadow, rim))[..., None]
     image = background * (1 - cover[..., None]) + body + noise
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)

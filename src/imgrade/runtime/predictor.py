@@ -11,17 +11,9 @@ import torch
 from imgrade.core.checkpoint import find_run_checkpoint, load_checkpoint
 from imgrade.core.device import resolve_device
 from imgrade.core.errors import CheckpointError
+from imgrade.core.grades import round_to_grades
 from imgrade.core.preprocess import nhwc_to_tensor, to_input
 from imgrade.models.factory import build_model
-
-
-def round_to_grade_index(scores: np.ndarray, num_grades: int) -> np.ndarray:
-    """Nearest grade index for each score, clipped to the grade range (ties go up).
-
-    >>> round_to_grade_index(np.array([-0.7, 0.5, 1.49, 9.3]), 9).tolist()
-    [0, 1, 1, 8]
-    """
-    return np.clip(np.floor(np.asarray(scores, dtype=np.float64) + 0.5), 0, num_grades - 1).astype(np.int64)
 
 
 @dataclass
@@ -69,4 +61,4 @@ class Predictor:
     def grades(self, scores: np.ndarray) -> np.ndarray:
         """Grade indexes for scores (rounding to the nearest grade)."""
         assert self.grade_names is not None
-        return round_to_grade_index(scores, len(self.grade_names))
+        return round_to_grades(scores, len(self.grade_names))
