@@ -3,7 +3,7 @@ import pytest
 
 from imgrade.core.errors import DataError
 from imgrade.data.imageset import ImageSet
-from imgrade.data.splits import allocate, make_split, stratified_split
+from imgrade.data.splits import make_split, stratified_split
 
 
 def make_set(targets, split=None, groups=None, grade_names=("a", "b", "c")):
@@ -19,9 +19,17 @@ def make_set(targets, split=None, groups=None, grade_names=("a", "b", "c")):
     )
 
 
-def test_allocate_sums_to_n():
-    for n in range(0, 40):
-        assert sum(allocate(n, (0.6, 0.2, 0.2))) == n
+@pytest.mark.parametrize("n_per_grade", [1, 2, 5, 7, 11])
+def test_totals_follow_the_fractions_even_for_small_grades(n_per_grade):
+    strata = np.repeat(np.arange(9), n_per_grade)
+    n = len(strata)
+    parts = stratified_split(strata, (0.6, 0.2, 0.2), seed=0)
+    for part, fraction in zip(parts, (0.6, 0.2, 0.2)):
+        assert abs(len(part) - fraction * n) < 1
+    for grade in range(9):  # and each grade is split within one image of its share
+        counts = [(strata[p] == grade).sum() for p in parts]
+        assert sum(counts) == n_per_grade
+        assert all(abs(c - f * n_per_grade) < 1 + 1e-9 for c, f in zip(counts, (0.6, 0.2, 0.2)))
 
 
 def test_stratified_622_per_grade_and_disjoint():

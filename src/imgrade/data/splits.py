@@ -8,23 +8,6 @@ from imgrade.core.errors import DataError
 from imgrade.data.imageset import SPLIT_NAMES, ImageSet
 
 
-def allocate(n: int, fractions: tuple[float, ...]) -> list[int]:
-    """Split ``n`` items into counts proportional to ``fractions`` (largest remainder).
-
-    >>> allocate(10, (0.6, 0.2, 0.2))
-    [6, 2, 2]
-    >>> allocate(7, (0.6, 0.2, 0.2))
-    [5, 1, 1]
-    """
-    exact = np.asarray(fractions, dtype=float) * n
-    counts = np.floor(exact).astype(int)
-    # hand the leftover items to the largest remainders; ties favour the earlier (train) part
-    order = sorted(range(len(fractions)), key=lambda i: (-(exact[i] - counts[i]), i))
-    for i in order[: n - counts.sum()]:
-        counts[i] += 1
-    return counts.tolist()
-
-
 def stratify_labels(imageset: ImageSet, bins: int = 5) -> np.ndarray:
     """Integer strata: the grade for ordinal sets, quantile bins of the target for continuous ones."""
     if imageset.is_ordinal:
@@ -43,18 +26,32 @@ def stratified_split(
     >>> parts = stratified_split(np.array([0] * 10 + [1] * 5), (0.6, 0.2, 0.2), seed=0)
     >>> [len(p) for p in parts]
     [9, 3, 3]
+    >>> parts = stratified_split(np.repeat(np.arange(9), 7), (0.6, 0.2, 0.2), seed=0)
+    >>> [len(p) for p in parts]  # 5,1,1 per stratum would give 45, 9, 9
+    [38, 13, 12]
     """
     if groups is None:
         groups = np.arange(len(strata))
     unique_groups, first = np.unique(groups, return_index=True)
     group_strata = strata[first]
     rng = np.random.default_rng(seed)
+    fractions_arr = np.asarray(fractions, dtype=float)
     parts: list[list[int]] = [[] for _ in fractions]
+    assigned = np.zeros(len(fractions))
+    seen = 0
     for stratum in np.unique(group_strata):
         members = unique_groups[group_strata == stratum]
         members = members[rng.permutation(len(members))]
+        # floor per stratum, then give its leftover items to the parts furthest below their
+        # share of everything seen so far, so the totals match the fractions too
+        seen += len(members)
+        counts = np.floor(len(members) * fractions_arr).astype(int)
+        deficit = seen * fractions_arr - (assigned + counts)
+        for k in np.argsort(-deficit, kind="stable")[: len(members) - counts.sum()]:
+            counts[k] += 1
+        assigned += counts
         start = 0
-        for k, count in enumerate(allocate(len(members), fractions)):
+        for k, count in enumerate(counts):
             parts[k].extend(members[start : start + count].tolist())
             start += count
     # map groups back to item indexes, sorted for readability of split.json

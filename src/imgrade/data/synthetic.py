@@ -244,44 +244,61 @@ def _grid(image_size: int, supersample: int) -> tuple[np.ndarray, np.ndarray]:
     return steps[None, None, :], -steps[None, :, None]  # (1, 1, W), (1, H, 1)
 
 
+def _column(values) -> np.ndarray:
+    """A per-image value as a (B, 1, 1) float32 array, to broadcast over pixels."""
+    return np.asarray(values, dtype=np.float32)[:, None, None]
+
+
+def _radius_change(c: dict[str, np.ndarray], s: np.ndarray) -> np.ndarray:
+    """Radius factor along the body (s = 0..1): a taper and a waist mixed at random, peak change = deformity."""
+    mix, flip, waist = _column(c["taper_mix"]), _column(c["flip"]), _column(c["waist_at"])
+
+    def shape(s):
+        return mix * flip * (2 * s - 1) - (1 - mix) * np.exp(-(((s - waist) / 0.15) ** 2))
+
+    peak = np.abs(shape(np.linspace(0.0, 1.0, 65, dtype=np.float32))).max(axis=2, keepdims=True)
+    return np.maximum(1 + _column(c["deformity"]) * shape(s) / peak, 0.25)
+
+
 def _body(c: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray):
-    """Distance field of each cucumber at image points: (inside margin, across-width u, along s).
+    """Each cucumber's distance field at image points ``x``, ``y`` (image widths, y up).
 
     The centre line is a circular arc (signed curvature ``kappa``) through the local origin;
     ``v`` is the signed offset from its circle, ``t`` the arc length along it.
+
+    Returns:
+        (margin, across, s, arc): how far inside the body each point is (image widths, negative
+        outside), the position across the width (-1 lower edge .. 1 upper edge), the position
+        along the centre line (0..1), and each centre line's length (B, 1, 1).
     """
-
-    def col(a):
-        return np.asarray(a, dtype=np.float32)[:, None, None]
-
-    radius = col(c["thickness"] / 2)
+    radius = _column(c["thickness"] / 2)
     end_radius = radius * 0.6
-    arc = col(c["length"]) - 2 * end_radius  # centre line between the two end caps
-    theta = 4 * np.arctan(2 * col(c["bend"])) * col(c["direction"])  # turning angle from sagitta / chord
+    ends = np.zeros((1, 1, 1), dtype=np.float32)
+    cap_lengths = end_radius * (_radius_change(c, ends) + _radius_change(c, ends + 1))
+    arc = _column(c["length"]) - cap_lengths  # so that tip to tip is the recorded length
+    direction = _column(c["direction"])
+    theta = 4 * np.arctan(2 * _column(c["bend"])) * direction  # turning angle, from sagitta / chord
     kappa = theta / arc
-    sagitta = arc * np.sinc(theta / (2 * np.pi)) * col(c["bend"]) * col(c["direction"])  # chord * bend
-    cos_a, sin_a = np.cos(col(c["angle"])), np.sin(col(c["angle"]))
-    dx, dy = x - col(c["centre_x"]), y - col(c["centre_y"])
+    sagitta = arc * np.sinc(theta / (2 * np.pi)) * _column(c["bend"]) * direction  # chord * bend
+    cos_a, sin_a = np.cos(_column(c["angle"])), np.sin(_column(c["angle"]))
+    dx, dy = x - _column(c["centre_x"]), y - _column(c["centre_y"])
     lx = cos_a * dx + sin_a * dy
     ly = -sin_a * dx + cos_a * dy + sagitta / 2  # centre the bow's bounding box, not its midpoint
-    # Stable for kappa -> 0 (v -> ly, t -> lx): see the circle-offset identity R - rho = (2y - k(x^2+y^2)) / (1 + k rho).
+    # R - rho written as (2y - k(x^2 + y^2)) / (1 + |k| rho): exact, and stays finite as k -> 0
     v = (2 * ly - kappa * (lx * lx + ly * ly)) / (1 + np.sqrt((kappa * lx) ** 2 + (1 - kappa * ly) ** 2))
     safe = np.where(np.abs(kappa) < 1e-6, 1e-6, kappa)
     t = np.where(np.abs(kappa) < 1e-6, lx, np.arctan2(safe * lx, 1 - safe * ly) / safe)
     s = np.clip(t / arc + 0.5, 0.0, 1.0)
     beyond = np.maximum(np.abs(t) - arc / 2, 0.0) * (1 - kappa * v)  # along the circle at this offset
     distance = np.sqrt(v * v + beyond * beyond)
-    # Radius profile: rounded ends, then the deformity as a taper and a waist mixed at random.
-    ends = 1 - np.abs(2 * s - 1) ** 3
-    profile = end_radius + (radius - end_radius) * np.sqrt(ends)
-    mix = col(c["taper_mix"])
-    shape = mix * col(c["flip"]) * (2 * s - 1) - (1 - mix) * np.exp(-(((s - col(c["waist_at"])) / 0.15) ** 2))
-    profile = profile * np.maximum(1 + col(c["deformity"]) * shape, 0.25)
+    regular = end_radius + (radius - end_radius) * np.sqrt(1 - np.abs(2 * s - 1) ** 3)  # rounded ends
+    profile = regular * _radius_change(c, s)
     across = np.clip(v / profile, -1.0, 1.0)
     return profile - distance, across, s, arc
 
 
 def _render_chunk(c: dict[str, np.ndarray], image_size: int, noise: np.ndarray) -> np.ndarray:
+    """uint8 (B, image_size, image_size, 3) photos of one chunk of cucumbers and their scenes."""
     b = len(c["length"])
     ss = _SUPERSAMPLE
     x, y = _grid(image_size, ss)

@@ -51,7 +51,7 @@ def train_one_epoch(model, optimizer, data: FitData, cfg: TrainConfig, device, g
     model.train()
     n = len(data.train_x)
     order = torch.randperm(n, generator=generator)
-    total, seen = 0.0, 0
+    total, seen = torch.zeros((), device=device), 0
     for start in range(0, n, cfg.batch_size):
         index = order[start : start + cfg.batch_size]
         x = data.train_x[index]  # (B, 3, H, W) uint8
@@ -63,13 +63,12 @@ def train_one_epoch(model, optimizer, data: FitData, cfg: TrainConfig, device, g
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        # float() is a sync point on GPU; once per step is cheap next to the step itself
-        total += float(loss) * len(index)
+        # accumulate on the device: float() here would be a GPU sync point on every step
+        total += loss.detach() * len(index)
         seen += len(index)
         if progress is not None:
             progress.update(len(index))
-            progress.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
-    return total / seen
+    return float(total) / seen
 
 
 def fit(
