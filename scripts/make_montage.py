@@ -54,8 +54,8 @@ def draw_montage(real: ImageSet, synthetic: ImageSet) -> Image.Image:
     for row, grade in enumerate(GRADE_NAMES):
         top = HEADER_HEIGHT + row * cell
         draw.text((6, top + 32 * SCALE // 2 - 9), grade, fill="black", font=font)
-        for left, images in ((LABEL_WIDTH, first_of_grade(real, grade, PER_SIDE)), (right, first_of_grade(synthetic, grade, PER_SIDE))):
-            for column, image in enumerate(images):
+        for left, imageset in ((LABEL_WIDTH, real), (right, synthetic)):
+            for column, image in enumerate(first_of_grade(imageset, grade, PER_SIDE)):
                 photo = Image.fromarray(image).resize((image.shape[1] * SCALE, image.shape[0] * SCALE), Image.NEAREST)
                 canvas.paste(photo, (left + column * cell, top))
     return canvas

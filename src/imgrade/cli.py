@@ -45,6 +45,7 @@ def _add_train(sub) -> None:
     g.add_argument("--lr", dest="train.lr", type=float, help="Adam learning rate (default 1e-3)")
     g.add_argument("--l2", dest="train.l2", type=float, help="L2 on conv kernels (default 1e-4)")
     g.add_argument("--no-augment", dest="train.augment", action="store_const", const=False, help="no shifts or flips")
+    g.add_argument("--bn-stats", dest="train.bn_stats", choices=["epoch", "ema"], help="BatchNorm statistics for evaluation: epoch average (default) or the reference's moving average")
     g.add_argument("--seed", dest="train.seed", type=int, help="seed for split, init, shuffling (default 0)")
     g.add_argument("--device", dest="train.device", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--deterministic", dest="train.deterministic", action="store_const", const=True, help="deterministic kernels")

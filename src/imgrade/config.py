@@ -104,6 +104,9 @@ class TrainConfig:
     """Random shifts up to ``shift`` of the size and horizontal flips, as the reference."""
     shift: float = 0.1
     """Largest random shift as a fraction of the image size."""
+    bn_stats: str = "epoch"
+    """BatchNorm statistics used for evaluation: 'epoch' averages the last epoch's batches;
+    'ema' is the reference's Keras moving average (momentum 0.99), which lags badly on small sets."""
     seed: int = 0
     """Seeds the split, the initial weights, shuffling and augmentation: same seed, same run on CPU."""
     device: str = "auto"
@@ -124,6 +127,8 @@ class TrainConfig:
             raise ConfigError(f"train.l2 {self.l2} must be >= 0: set --l2")
         if not 0 <= self.shift < 0.5:
             raise ConfigError(f"train.shift {self.shift} must be in [0, 0.5): set --shift")
+        if self.bn_stats not in ("epoch", "ema"):
+            raise ConfigError(f"train.bn_stats {self.bn_stats!r} is not epoch or ema: set --bn-stats")
         if self.threads < 0:
             raise ConfigError(f"train.threads {self.threads} must be >= 0: set --threads")
 

@@ -12,9 +12,10 @@ Attributes (recorded to 4 decimals, in ``ATTRIBUTES`` order; the grade uses exac
 length     tip to tip along the centre line, as a fraction of the image width (0.64 - 0.94)
 thickness  diameter of the regular body, as a fraction of the image width (0.12 - 0.17)
 bend       depth of the centre line's arc over its chord (sagitta / chord): 0 is straight,
-           0.1 a clear bow, 0.5 a half circle
+           0.1 a clear bow, 0.5 would be a half circle (0 - 0.35)
 deformity  largest relative change of the body's radius from a regular cucumber (a thin end,
-           a thick end or a waist): 0 is regular, 0.5 means one part is half as thick
+           a thick end or a waist): 0 is regular, 0.3 means some part is 30% thinner or
+           thicker (0 - 0.65)
 =========  ==================================================================================
 
 Grade rule (``grade_from_geometry``), first matching row wins:
@@ -44,7 +45,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +122,9 @@ def generate_cucumbers(n: int, *, image_size: int = 32, seed: int = 0, label_noi
     if n < 1:
         raise ConfigError(f"n={n}: ask for at least 1 synthetic image")
     if image_size < 8:
-        raise ConfigError(f"image_size={image_size} is too small to draw a cucumber: use 8 or more (32 like CUCUMBER-9)")
+        raise ConfigError(
+            f"image_size={image_size} is too small to draw a cucumber: use 8 or more (32 like CUCUMBER-9)"
+        )
     if not 0.0 <= label_noise <= 1.0:
         raise ConfigError(f"label_noise={label_noise} must be a fraction between 0 and 1 (0.1 = 10% of labels)")
     geometry_rng, render_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
@@ -147,8 +149,9 @@ def write_folders(synthetic: SyntheticSet, out_dir: str | os.PathLike) -> Path:
     Images go to ``out_dir/<grade>/<id>.png`` with ``:`` in the id written as ``_`` (file systems
     differ on colons). ``attributes.csv`` has columns path,target,grade,length,thickness,bend,
     deformity (path relative to ``out_dir``, target the grade index), so it serves as a CSV
-    manifest with ``target`` or any attribute as the target. The two text files are written last
-    and atomically: their presence means the images are complete.
+    manifest with ``target`` or any attribute as the target. Folders and targets follow the labels
+    after label noise; the attributes are the true geometry. The images are written directly, the
+    two text files last and atomically: their presence means the images are complete.
     """
     out_dir = Path(out_dir)
     imageset = synthetic.imageset
@@ -219,13 +222,13 @@ def _render(attributes: dict[str, np.ndarray], image_size: int, rng: np.random.G
         "taper_mix": rng.random(n),
         "waist_at": rng.uniform(0.3, 0.7, size=n),
         "skin": rng.normal(1.0, 0.12, size=n),
-        "skin_hue": rng.normal(0.0, 0.08, size=n),
+        "skin_hue": rng.normal(0.0, 0.05, size=n),
         "brightness": rng.normal(0.0, 1.0, size=n),
         "blueness": np.clip(rng.normal(0.0, 1.0, size=n), -2.0, 1.5),
         "bottom": rng.normal(0.0, 1.0, size=n),
         "fade_start": rng.uniform(0.15, 0.45, size=n),
         "speck_rate": rng.uniform(0.12, 0.3, size=n),
-        "specks": rng.random((n, _SPECK_BANDS, _SPECK_CELLS)),
+        "specks": rng.random((n, _SPECK_BANDS, _SPECK_CELLS), dtype=np.float32),
         "shadow": rng.uniform(0.12, 0.28, size=n),
         "rim": rng.uniform(0.02, 0.05, size=n),
     }
@@ -268,8 +271,9 @@ def _body(c: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray):
 
     Returns:
         (margin, across, s, arc): how far inside the body each point is (image widths, negative
-        outside), the position across the width (-1 lower edge .. 1 upper edge), the position
-        along the centre line (0..1), and each centre line's length (B, 1, 1).
+        outside), the position across the width (-1 lower edge .. 1 upper edge, in the
+        cucumber's frame), the position along the centre line (0..1), and each centre line's
+        length (B, 1, 1).
     """
     radius = _column(c["thickness"] / 2)
     end_radius = radius * 0.6
@@ -299,55 +303,65 @@ def _body(c: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray):
 
 def _render_chunk(c: dict[str, np.ndarray], image_size: int, noise: np.ndarray) -> np.ndarray:
     """uint8 (B, image_size, image_size, 3) photos of one chunk of cucumbers and their scenes."""
-    b = len(c["length"])
-    ss = _SUPERSAMPLE
-    x, y = _grid(image_size, ss)
-    margin, across, s, arc = _body(c, x, y)
-    edge = 1.0 / (image_size * ss)
-    alpha = np.clip(margin / (2 * edge) + 0.5, 0.0, 1.0)  # (B, H*ss, W*ss)
-    # Roundness: lit from above, a darker lower flank; the skin is dark green with light specks.
-    normal = np.sqrt(np.maximum(1 - across * across, 0.0))
-    light = 0.6 + 0.35 * normal + 0.15 * across
+    cover, body = _cucumbers(c, image_size)
+    image = _background(c, image_size) * (1 - cover[..., None]) + body + noise
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def _cucumbers(c: dict[str, np.ndarray], image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each cucumber's coverage (B, H, W) and premultiplied colour (B, H, W, 3), antialiased."""
+    b, ss = len(c["length"]), _SUPERSAMPLE
+    margin, across, s, arc = _body(c, *_grid(image_size, ss))
+    alpha = np.clip(margin * (image_size * ss) + 0.5, 0.0, 1.0)  # (B, H*ss, W*ss), one sub-pixel ramp
+    # Roundness: lit from above, a darker lower flank.
+    light = 0.6 + 0.35 * np.sqrt(np.maximum(1 - across * across, 0.0)) + 0.15 * across
+    # Warty skin: a grid of cells along the body and across it; each cell's random number sets
+    # its shade and, below the speck rate, puts a light dot in it.
     band = np.clip(((across + 1) / 2 * _SPECK_BANDS).astype(np.int64), 0, _SPECK_BANDS - 1)
-    along = s * arc[:, :1, :1] / _SPECK_CELL
+    along = s * arc / _SPECK_CELL
     cell = np.clip(along.astype(np.int64), 0, _SPECK_CELLS - 1)
     chance = np.take_along_axis(c["specks"].reshape(b, -1), (band * _SPECK_CELLS + cell).reshape(b, -1), axis=1)
-    rate = c["speck_rate"][:, None, None] * np.array([0.2, 0.6, 1.4, 1.4])[band]  # mostly on the lit side
     chance = chance.reshape(alpha.shape)
+    band_rate = np.array([0.2, 0.6, 1.4, 1.4], dtype=np.float32)[band]  # specks mostly on the lit side
+    rate = _column(c["speck_rate"]) * band_rate
     jitter = chance / rate - 0.5  # uniform in (-0.5, 0.5) where a speck is: moves it off the grid
-    frac_along, frac_across = along - np.floor(along), (across + 1) / 2 * _SPECK_BANDS % 1.0
+    frac_along, frac_across = along % 1.0, (across + 1) / 2 * _SPECK_BANDS % 1.0
     dot = ((frac_along - 0.5 - 0.4 * jitter) ** 2 + (frac_across - 0.5 + 0.3 * jitter) ** 2) < 0.2
     speck = (chance < rate) & dot
-    skin = np.array([33.0, 56.0, 23.0], dtype=np.float32)
-    speck_colour = np.array([112.0, 138.0, 84.0], dtype=np.float32)
-    mottle = 0.8 + 0.4 * chance  # cell-sized light and dark patches
-    colour = np.where(speck[..., None], speck_colour, skin * (light * mottle)[..., None])  # (B, H*ss, W*ss, 3)
-    hue = np.stack([1 + c["skin_hue"], np.ones(b), 1 - c["skin_hue"]], axis=1) * c["skin"][:, None]
-    colour = colour * hue[:, None, None, :].astype(np.float32)
-    # Box-downsample the premultiplied colour and the coverage: antialiasing.
+    mottle = 0.8 + 0.4 * chance
+    # Box-downsample coverage, shaded skin and specks (premultiplied by coverage). Colour is
+    # linear in the last two, so it is applied after, on 16x fewer pixels.
     shape = (b, image_size, ss, image_size, ss)
     cover = alpha.reshape(shape).mean(axis=(2, 4))
-    body = (colour * alpha[..., None]).reshape(*shape, 3).mean(axis=(2, 4))
-    # Background: blue-grey top fading to a darker grey-olive bottom, a slight vignette.
-    px, py = _grid(image_size, 1)
-    # the lamp and white balance vary along two axes: brighter or darker, bluer or greyer
+    shaded = np.where(speck, 0.0, alpha * light * mottle).reshape(shape).mean(axis=(2, 4))
+    dots = np.where(speck, alpha, 0.0).reshape(shape).mean(axis=(2, 4))
+    skin, speck_colour = np.array([33.0, 56.0, 23.0]), np.array([112.0, 138.0, 84.0])
+    tint = np.stack([1 + c["skin_hue"], np.ones(b), 1 - c["skin_hue"]], axis=1) * c["skin"][:, None]  # (B, 3)
+    body = (shaded[..., None] * skin + dots[..., None] * speck_colour) * tint[:, None, None, :]
+    return cover, body
+
+
+def _background(c: dict[str, np.ndarray], image_size: int) -> np.ndarray:
+    """The empty scene (B, H, W, 3): a lit gradient with each cucumber's shadow and rim."""
+    x, y = _grid(image_size, 1)
+    # Blue-grey top fading to a darker grey-olive bottom. The lamp and white balance vary along
+    # two axes: brighter or darker, bluer or greyer.
     top = (
         np.array([177.0, 184.0, 200.0])
         + c["brightness"][:, None] * np.array([11.0, 10.0, 11.0])
         + c["blueness"][:, None] * np.array([-4.0, -3.0, 13.0])
     )
     bottom = np.array([117.0, 120.0, 110.0]) + (0.5 * c["brightness"] + c["bottom"])[:, None] * 20.0
-    depth = (0.5 - py) - c["fade_start"][:, None, None]  # 0 at the top edge, 1 at the bottom
-    fade = np.clip(depth / (1 - c["fade_start"][:, None, None]), 0.0, 1.0) ** 1.5
+    fade_start = _column(c["fade_start"])
+    from_top = 0.5 - y  # 0 at the top edge, 1 at the bottom edge
+    fade = np.clip((from_top - fade_start) / (1 - fade_start), 0.0, 1.0) ** 1.5
     background = top[:, None, None, :] + (bottom - top)[:, None, None, :] * fade[..., None]
-    background = background * (1 - 0.12 * (px * px + py * py))[..., None]
+    background = background * (1 - 0.12 * (x * x + y * y))[..., None]  # slight vignette
     # Soft shadow: the body's distance field, a little lower, fading over ~1.5 px at 32x32.
-    shifted = dict(c, centre_y=c["centre_y"] - 0.012, thickness=c["thickness"] * 1.1)
-    shadow_margin = _body(shifted, px, py)[0]
-    shadow = np.exp(-(np.maximum(-shadow_margin, 0.0) / 0.045) ** 2) * c["shadow"][:, None, None]
+    lowered = dict(c, centre_y=c["centre_y"] - 0.012, thickness=c["thickness"] * 1.1)
+    outside = np.maximum(-_body(lowered, x, y)[0], 0.0)
+    shadow = np.exp(-((outside / 0.045) ** 2)) * _column(c["shadow"])
     # A dark rim along the upper edge: CUCUMBER-9's camera sees a little of the far side.
     raised = dict(c, centre_y=c["centre_y"] + c["rim"])
-    rim = np.clip(_body(raised, px, py)[0] * image_size + 0.5, 0.0, 1.0) * 0.45
-    background = background * (1 - np.maximum(shadow, rim))[..., None]
-    image = background * (1 - cover[..., None]) + body + noise
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    rim = np.clip(_body(raised, x, y)[0] * image_size + 0.5, 0.0, 1.0) * 0.45
+    return background * (1 - np.maximum(shadow, rim))[..., None]

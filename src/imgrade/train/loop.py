@@ -46,9 +46,26 @@ def validate(model, x, y, mean, device, batch_size: int = 256) -> tuple[float, f
     return total_loss / n, total_abs / n
 
 
+def restart_batchnorm_averages(model) -> None:
+    """Make every BatchNorm keep the plain average of this epoch's batch statistics.
+
+    The reference's Keras BatchNorm keeps an exponential average with momentum 0.99 that starts
+    at mean 0, variance 1. With a few steps per epoch (a few hundred images) it lags the weights
+    by dozens of epochs, so validation in eval mode sees wrong statistics: on the 248-image real
+    sample the validation MSE after 30 epochs was 9.96 with the EMA and 2.02 with statistics
+    recomputed for the final weights. Averaging over the current epoch costs nothing extra.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average since the reset
+
+
 def train_one_epoch(model, optimizer, data: FitData, cfg: TrainConfig, device, generator, progress=None) -> float:
     """One pass over the shuffled training set; returns the mean training loss."""
     model.train()
+    if cfg.bn_stats == "epoch":
+        restart_batchnorm_averages(model)
     n = len(data.train_x)
     order = torch.randperm(n, generator=generator)
     total, seen = torch.zeros((), device=device), 0

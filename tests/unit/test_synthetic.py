@@ -1,0 +1,176 @@
+"""The synthetic cucumber generator: reproducible, graded by its rule table, and photo-like."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgrade.core.errors import ConfigError
+from imgrade.data.synthetic import (
+    ATTRIBUTES,
+    GRADE_NAMES,
+    SyntheticSet,
+    generate_cucumbers,
+    grade_from_geometry,
+    write_folders,
+)
+
+
+@pytest.fixture(scope="module")
+def nine_hundred() -> SyntheticSet:
+    return generate_cucumbers(900, seed=7)
+
+
+def cucumber_mask(images: np.ndarray) -> np.ndarray:
+    """Dark green pixels: green above red and blue, darker than any background."""
+    rgb = images.astype(np.float32)
+    green_lead = rgb[..., 1] - np.maximum(rgb[..., 0], rgb[..., 2])
+    return (green_lead > 12) & (rgb.mean(axis=-1) < 110)
+
+
+def grade_of(synthetic: SyntheticSet) -> np.ndarray:
+    return synthetic.imageset.targets.astype(np.int64)
+
+
+def rule(synthetic: SyntheticSet) -> np.ndarray:
+    a = synthetic.attributes
+    return grade_from_geometry(a["length"], a["bend"], a["deformity"])
+
+
+def test_rule_table_hand_cases():
+    #                  length, bend, deformity, grade
+    cases = [
+        (0.90, 0.00, 0.00, "2L"),
+        (0.88, 0.05, 0.10, "2L"),  # edges belong to the longer grade
+        (0.8799, 0.05, 0.10, "L"),
+        (0.82, 0.00, 0.00, "L"),
+        (0.80, 0.07, 0.34, "M"),
+        (0.72, 0.00, 0.00, "S"),
+        (0.65, 0.00, 0.00, "2S"),
+        (0.90, 0.08, 0.00, "BL"),  # bend 0.08 is bent
+        (0.82, 0.15, 0.00, "BL"),
+        (0.75, 0.10, 0.20, "BM"),
+        (0.69, 0.19, 0.00, "BS"),
+        (0.90, 0.20, 0.00, "C"),  # strongly bent
+        (0.66, 0.00, 0.35, "C"),  # misshapen
+    ]
+    length, bend, deformity, expected = zip(*cases)
+    grades = grade_from_geometry(length, bend, deformity)
+    assert grades.dtype == np.int64
+    assert [GRADE_NAMES[g] for g in grades] == list(expected)
+    assert int(grade_from_geometry(0.9, 0.0, 0.0)) == 0
+
+
+def test_same_seed_same_set_other_seed_other_set():
+    first, again, other = (generate_cucumbers(30, seed=s) for s in (1, 1, 2))
+    np.testing.assert_array_equal(first.imageset.images, again.imageset.images)
+    np.testing.assert_array_equal(first.imageset.targets, again.imageset.targets)
+    for name in ATTRIBUTES:
+        np.testing.assert_array_equal(first.attributes[name], again.attributes[name])
+    assert not np.array_equal(first.imageset.images, other.imageset.images)
+    assert not np.array_equal(first.attributes["length"], other.attributes["length"])
+
+
+@pytest.mark.parametrize("image_size", [32, 64])
+def test_shapes_dtypes_and_metadata(image_size):
+    synthetic = generate_cucumbers(12, image_size=image_size, seed=3)
+    imageset = synthetic.imageset
+    assert imageset.images.shape == (12, image_size, image_size, 3)
+    assert imageset.images.dtype == np.uint8
+    assert imageset.targets.dtype == np.float32 and imageset.targets.shape == (12,)
+    assert imageset.grade_names == list(GRADE_NAMES)
+    assert imageset.ids[0] == "synthetic:00000" and imageset.ids[11] == "synthetic:00011"
+    assert imageset.source == "synthetic cucumbers (seed 3)"
+    assert imageset.split is None
+    assert tuple(synthetic.attributes) == ATTRIBUTES
+    assert all(values.shape == (12,) and values.dtype == np.float64 for values in synthetic.attributes.values())
+    assert synthetic.noisy.dtype == bool and not synthetic.noisy.any()
+
+
+def test_geometry_and_grades_do_not_depend_on_image_size():
+    small, large = generate_cucumbers(20, image_size=32, seed=5), generate_cucumbers(20, image_size=64, seed=5)
+    np.testing.assert_array_equal(small.imageset.targets, large.imageset.targets)
+    for name in ATTRIBUTES:
+        np.testing.assert_array_equal(small.attributes[name], large.attributes[name])
+
+
+def test_grade_is_the_rule_applied_to_the_recorded_geometry(nine_hundred):
+    np.testing.assert_array_equal(grade_of(nine_hundred), rule(nine_hundred))
+
+
+def test_every_grade_appears_and_none_is_rare(nine_hundred):
+    counts = nine_hundred.imageset.counts()
+    assert list(counts) == list(GRADE_NAMES)
+    assert min(counts.values()) >= 0.05 * 900, counts
+
+
+def test_label_noise_moves_about_that_fraction_to_adjacent_grades():
+    clean, noisy = generate_cucumbers(500, seed=11), generate_cucumbers(500, seed=11, label_noise=0.2)
+    np.testing.assert_array_equal(noisy.imageset.images, clean.imageset.images)  # noise touches labels only
+    changed = grade_of(noisy) != rule(noisy)
+    np.testing.assert_array_equal(changed, noisy.noisy)
+    assert 0.17 <= changed.mean() <= 0.23
+    assert set(np.abs(grade_of(noisy) - rule(noisy))[changed]) == {1}
+
+
+def test_cucumber_is_a_dark_green_shape_on_a_light_background(nine_hundred):
+    images = nine_hundred.imageset.images
+    mask = cucumber_mask(images)
+    assert mask.sum(axis=(1, 2)).min() >= 15  # every photo shows a cucumber
+    border_rows = np.concatenate([images[:, :2], images[:, -2:]], axis=1).astype(np.float32)
+    assert mask[:, :2].mean() < 0.005 and mask[:, -2:].mean() < 0.005
+    inside = images[mask].astype(np.float32)
+    assert inside.mean() < border_rows.mean() - 60  # darker
+    green_lead = lambda rgb: (rgb[..., 1] - rgb[..., 2]).mean()  # noqa: E731
+    assert green_lead(inside) > green_lead(border_rows) + 20  # greener
+
+
+def test_longer_grades_cover_more_pixels_and_bent_ones_fill_less_of_their_box(nine_hundred):
+    mask = cucumber_mask(nine_hundred.imageset.images)
+    grades = grade_of(nine_hundred)
+    area = mask.sum(axis=(1, 2))
+    mean_area = [area[grades == g].mean() for g in range(len(GRADE_NAMES))]
+    straight, bent = mean_area[0:5], mean_area[5:8]  # 2L..2S and BL..BS, long to short
+    assert all(a > b for a, b in zip(straight, straight[1:])), mean_area
+    assert all(a > b for a, b in zip(bent, bent[1:])), mean_area
+    rows, columns = mask.any(axis=2), mask.any(axis=1)
+
+    def extent(occupied):
+        first = occupied.argmax(axis=1)
+        last = occupied.shape[1] - 1 - occupied[:, ::-1].argmax(axis=1)
+        return last - first + 1
+
+    fill = area / (extent(rows) * extent(columns))
+    assert fill[grades <= 4].mean() > fill[(grades >= 5) & (grades <= 7)].mean() + 0.04
+
+
+def test_write_folders_makes_a_readable_class_folder_set(tmp_path):
+    synthetic = generate_cucumbers(15, seed=2, label_noise=0.2)
+    out = write_folders(synthetic, tmp_path / "cucumbers")
+    assert out == tmp_path / "cucumbers"
+    assert (out / "grades.txt").read_text().splitlines() == list(GRADE_NAMES)
+    with open(out / "attributes.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["path", "target", "grade", *ATTRIBUTES]
+    assert len(rows) == 15
+    for i, row in enumerate(rows):
+        assert row["path"] == f"{row['grade']}/synthetic_{i:05d}.png"
+        assert GRADE_NAMES[int(row["target"])] == row["grade"]
+        assert int(row["target"]) == synthetic.imageset.targets[i]
+        for name in ATTRIBUTES:
+            assert float(row[name]) == synthetic.attributes[name][i]
+        with Image.open(out / row["path"]) as image:
+            assert image.size == (32, 32) and image.mode == "RGB"
+            np.testing.assert_array_equal(np.asarray(image), synthetic.imageset.images[i])
+
+
+@pytest.mark.parametrize(
+    "arguments, flag",
+    [({"n": 0}, "n=0"), ({"n": 5, "image_size": 4}, "image_size=4"), ({"n": 5, "label_noise": 1.5}, "label_noise=1.5")],
+)
+def test_bad_arguments_name_the_value(arguments, flag):
+    with pytest.raises(ConfigError, match=flag):
+        generate_cucumbers(**arguments)
