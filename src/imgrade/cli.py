@@ -168,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole pipeline on built-in synthetic cucumbers")
     p.add_argument("--out", default="demo-run")
-    p.add_argument("--n", type=int, default=1500)
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--n", type=int, default=2500)
+    p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     return parser

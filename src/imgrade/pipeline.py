@@ -50,6 +50,9 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: b
         _check_out_is_free(out, overwrite)
     if cfg.data.path is None:
         raise ConfigError("no data given: pass --data PATH (or set data.path in --config)")
+    if resume_state is None and Path(cfg.data.path).exists():
+        # evaluate reads the data again later, perhaps from another working directory
+        cfg = cfg.with_overrides({"data.path": str(Path(cfg.data.path).resolve())})
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -340,7 +343,7 @@ def data_download(dataset: str, *, prototype: int = 1, dest: str = "data", base_
 
 def data_synth(out: str | Path, *, n: int = 2000, fmt: str = "cucumber9", image_size: int = 32, seed: int = 0, label_noise: float = 0.0) -> Path:
     """Generate synthetic cucumbers into ``out`` as CUCUMBER-9 batches or class folders."""
-    from imgrade.data.cucumber9 import write_cucumber9
+    from imgrade.data.cucumber9_writer import write_cucumber9
     from imgrade.data.synthetic import generate_cucumbers, write_folders
 
     if n < 10:
@@ -388,7 +391,7 @@ def model_summary(*, depth: int = 29, image_size: int = 32, hidden: int = 8) -> 
 # ----------------------------------------------------------------------------- demo
 
 
-def demo(*, out: str | Path = "demo-run", n: int = 1500, epochs: int = 12, seed: int = 0, overwrite: bool = False) -> dict[str, Any]:
+def demo(*, out: str | Path = "demo-run", n: int = 2500, epochs: int = 30, seed: int = 0, overwrite: bool = False) -> dict[str, Any]:
     """The whole pipeline on built-in synthetic cucumbers: generate, train, evaluate."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):

@@ -15,9 +15,8 @@ from imgrade.data.cucumber9 import (
     is_cucumber9,
     read_cucumber9,
     safe_load_pickle,
-    write_cucumber9,
-    write_tar_gz,
 )
+from imgrade.data.cucumber9_writer import write_cucumber9, write_tar_gz
 
 P1_NAMES = ["2L", "BM", "BL", "M", "S", "L", "2S", "BS", "C"]  # as published: label 1 = BM, 5 = L
 P2_NAMES = ["OTHER", "2L", "L", "M", "S", "2S", "BD", "BC", "BS", "C"]
@@ -372,7 +371,7 @@ def test_real_prototype_1_sample(shared_dir):
 
 def test_writer_matches_the_real_files_opcode_for_opcode(shared_dir, tmp_path):
     """Re-written, a real batch differs only in how an int is spelled (cPickle's BININT2 vs BININT)."""
-    from imgrade.data.cucumber9 import _py2_pickle
+    from imgrade.data.cucumber9_writer import _py2_pickle
 
     for name in ("test_batch", "batches.meta"):
         real = (shared_dir / "data" / "cucumber9-p1-sample" / "cucumber-9-python" / name).read_bytes()

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from imgrade.core.errors import ConfigError, DataError
-from imgrade.data.cucumber9 import read_cucumber9, write_cucumber9, write_tar_gz
+from imgrade.data.cucumber9 import read_cucumber9
+from imgrade.data.cucumber9_writer import write_cucumber9, write_tar_gz
 from imgrade.data.download import CUCUMBER9_URLS, download_cucumber9, download_file
 
 P1_PATH = "/prototype_1/cucumber-9-python.tar.gz"
@@ -157,3 +158,28 @@ def test_bad_url_and_prototype(tmp_path):
         download_file("not a url", tmp_path / "x", progress=False)
     with pytest.raises(ConfigError, match="prototypes 1 and 2"):
         download_cucumber9(3, tmp_path)
+
+
+def test_cli_download_then_info(server, archive_bytes, tmp_path, capsys):
+    from imgrade.cli import main
+
+    httpd, base_url = server
+    httpd.routes[P1_PATH] = archive_bytes
+    assert main(["data", "download", "cucumber9", "--prototype", "1", "--dest", str(tmp_path / "d"), "--base-url", base_url]) == 0
+    archive = tmp_path / "d" / "cucumber-9-python.tar.gz"
+    assert archive.is_file() and f"train with: imgrade train --data {archive}" in capsys.readouterr().err
+    assert main(["data", "info", str(archive)]) == 0
+    assert "images:     4" in capsys.readouterr().out
+
+
+def test_cli_download_offline_is_one_clear_line(tmp_path, capsys):
+    import time
+
+    from imgrade.cli import main
+
+    t0 = time.monotonic()
+    code = main(["data", "download", "cucumber9", "--dest", str(tmp_path), "--base-url", f"http://127.0.0.1:{closed_port()}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and time.monotonic() - t0 < 10
+    assert len(err.splitlines()) == 1 and "Download it by hand" in err and "cucumber-9-python.tar.gz" in err
+    assert list(tmp_path.iterdir()) == []

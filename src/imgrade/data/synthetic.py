@@ -54,9 +54,10 @@ from PIL import Image
 
 from imgrade.core.errors import ConfigError
 from imgrade.core.io import write_text
+from imgrade.data.cucumber9 import DEFAULT_GRADE_ORDER
 from imgrade.data.imageset import ImageSet
 
-GRADE_NAMES = ("2L", "L", "M", "S", "2S", "BL", "BM", "BS", "C")
+GRADE_NAMES = DEFAULT_GRADE_ORDER  # the CUCUMBER-9 grades, in rank order
 ATTRIBUTES = ("length", "thickness", "bend", "deformity")
 
 BENT_MIN_BEND = 0.08
