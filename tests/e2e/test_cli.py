@@ -230,3 +230,29 @@ def test_train_and_evaluate_on_the_real_sample(shared_dir, tmp_path, capsys):
     assert len(split["test"]) in (49, 50)  # 20% of 248, stratified per grade
     assert metrics["n"] == len(split["test"]) == sum(v["n"] for v in metrics["per_grade"].values())
     assert metrics["data"].startswith("CUCUMBER-9 prototype 1")
+
+
+def test_predict_names_a_corrupt_photo(trained_run, tmp_path, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    assert main(["predict", str(trained_run), str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "broken.jpg" in err
+
+
+def test_csv_manifest_errors_name_file_and_row(tmp_path, capsys):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    manifest = tmp_path / "set.csv"
+    manifest.write_text("path,target\na.png,1\na.png,big\n")
+    assert main(["train", "--data", str(manifest), "--out", str(tmp_path / "run"), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "set.csv" in err and "row 3" in err and "big" in err
+    assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def test_published_split_keeps_the_test_batch(synth_dir, tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(synth_dir), "--split", "published", "--epochs", "1", "--depth", "11", "--out", str(run)]) == 0
+    split = json.loads((run / "split.json").read_text())
+    assert split["ids"]["test"] and all(i.startswith("test_batch:") for i in split["ids"]["test"])
+    assert not any(i.startswith("test_batch:") for i in split["ids"]["train"] + split["ids"]["val"])
