@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -207,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"imgrade: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`imgrade predict ... | head`): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("imgrade: interrupted" + ("; continue with `imgrade train --resume --out RUN`" if key == ("train",) else ""), file=sys.stderr)
         return 130
