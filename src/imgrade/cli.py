@@ -15,18 +15,14 @@ examples:
   imgrade data info path/to/cucumber-9-python              # format, images per grade, image size
   imgrade train --data path/to/cucumber-9-python --epochs 30 --out runs/p1
   imgrade evaluate runs/p1                                 # metrics and pictures for the run's test split
+  imgrade compare --data DATA --folds 5 --epochs 60 --out cmp   # regression vs classification vs ordinal
   imgrade predict runs/p1 photos/ > grades.csv
 """
 
 
-def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a grader on an image set", description="Train a grader; writes a run folder.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="example:\n  imgrade train --data path/to/cucumber-9-python --epochs 30 --out runs/p1")
-    p.add_argument("--out", required=True, help="run folder to write (checkpoints, history, config)")
-    p.add_argument("--config", help="YAML file with data/model/train sections; flags override it")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+def _add_run_flags(p, *, compare: bool = False) -> None:
+    """The data/model/training/calibration flags shared by train and compare (dest = config key)."""
+    p.add_argument("--config", help="YAML file with data/model/train/calibrate sections; flags override it")
     g = p.add_argument_group("data")
     g.add_argument("--data", dest="data.path", help="CUCUMBER-9 folder/.tar.gz, class folders, or CSV manifest")
     g.add_argument("--grades", dest="data.grades", help="grade names in rank order, comma-separated (e.g. 2L,L,M,S)")
@@ -37,20 +33,36 @@ def _add_train(sub) -> None:
     g.add_argument("--target", dest="data.target", help="CSV manifests: auto, ordinal or continuous")
     g = p.add_argument_group("model")
     g.add_argument("--depth", dest="model.depth", type=int, help="ResNet v2 depth 9n+2 (default 29, the reference)")
-    g.add_argument("--head", dest="model.head", help="regression (default)")
-    g.add_argument("--hidden", dest="model.hidden", type=int, help="regression head hidden units (default 8; 0 = linear)")
-    g.add_argument("--loss", dest="model.loss", help="mse (default) or huber")
+    if not compare:
+        g.add_argument("--task", dest="model.task", help="regression (default, the reference), classification, coral, corn")
+    g.add_argument("--head", dest="model.head", help="auto (default), reference (Dense(8, relu) first) or linear")
+    g.add_argument("--loss", dest="model.loss", help="regression loss: mse (default) or huber")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", dest="train.epochs", type=int, help="epochs (default 200, the reference)")
     g.add_argument("--batch-size", dest="train.batch_size", type=int, help="batch size (default 32)")
     g.add_argument("--lr", dest="train.lr", type=float, help="Adam learning rate (default 1e-3)")
     g.add_argument("--l2", dest="train.l2", type=float, help="L2 on conv kernels (default 1e-4)")
     g.add_argument("--no-augment", dest="train.augment", action="store_const", const=False, help="no shifts or flips")
+    g.add_argument("--class-weight", dest="train.class_weight", help="none (default) or balanced per-grade loss weights")
     g.add_argument("--bn-stats", dest="train.bn_stats", choices=["epoch", "ema"], help="BatchNorm statistics for evaluation: epoch average (default) or the reference's moving average")
-    g.add_argument("--seed", dest="train.seed", type=int, help="seed for split, init, shuffling (default 0)")
+    if not compare:
+        g.add_argument("--seed", dest="train.seed", type=int, help="seed for split, init, shuffling (default 0)")
     g.add_argument("--device", dest="train.device", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--deterministic", dest="train.deterministic", action="store_const", const=True, help="deterministic kernels")
     g.add_argument("--threads", dest="train.threads", type=int, help="CPU threads (default: torch's choice)")
+    g = p.add_argument_group("calibration (thresholds and grade sets, fitted on the validation split)")
+    g.add_argument("--objective", dest="calibrate.objective", help="what tuned cut points maximise: qwk (default), accuracy, mae")
+    g.add_argument("--alpha", dest="calibrate.alpha", type=float, help="grade sets miss the true grade at most this often (default 0.1)")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a grader on an image set", description="Train a grader; writes a run folder.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  imgrade train --data path/to/cucumber-9-python --epochs 30 --out runs/p1")
+    p.add_argument("--out", required=True, help="run folder to write (checkpoints, history, config)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    _add_run_flags(p)
 
 
 def cmd_train(args) -> int:
@@ -66,6 +78,23 @@ def cmd_train(args) -> int:
     else:
         cfg = load_config(args.config).with_overrides(overrides)
     pipeline.train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from imgrade import pipeline
+
+    pipeline.calibrate(args.run, objective=args.objective, alpha=args.alpha, folds=args.folds, device=args.device)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from imgrade import pipeline
+    from imgrade.config import load_config
+
+    overrides = {k: v for k, v in vars(args).items() if "." in k}
+    cfg = load_config(args.config).with_overrides(overrides)
+    pipeline.compare(cfg, args.out, tasks=args.tasks, seeds=args.seeds, folds=args.folds)
     return 0
 
 
@@ -109,7 +138,7 @@ def cmd_data_synth(args) -> int:
 def cmd_model_summary(args) -> int:
     from imgrade import pipeline
 
-    pipeline.model_summary(depth=args.depth, image_size=args.image_size, hidden=args.hidden)
+    pipeline.model_summary(depth=args.depth, image_size=args.image_size, task=args.task, head=args.head, num_grades=args.num_grades)
     return 0
 
 
@@ -129,6 +158,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
 
     _add_train(sub)
+
+    p = sub.add_parser("calibrate", help="refit cut points and grade sets on a run's validation split")
+    p.add_argument("run", help="run folder written by train")
+    p.add_argument("--objective", default=None, help="qwk (default), accuracy or mae")
+    p.add_argument("--alpha", type=float, default=None, help="grade sets miss the true grade at most this often (default 0.1)")
+    p.add_argument("--folds", type=int, default=None, help="cross-validation folds deciding tuned vs rounding (default 5)")
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("compare", help="every formulation on the same split and budget, side by side",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  imgrade compare --data DATA --tasks regression,classification,coral,corn --seeds 3 --epochs 30 --out cmp")
+    p.add_argument("--out", required=True, help="folder for the runs, tables, plots and report")
+    p.add_argument("--tasks", default="regression,classification,coral,corn", help="comma-separated tasks (default: all four)")
+    p.add_argument("--seeds", type=int, default=3, help="training seeds per task (default 3)")
+    p.add_argument("--folds", type=int, default=0, help="cross-validation folds instead of one split (e.g. 5 for small sets)")
+    _add_run_flags(p, compare=True)
 
     p = sub.add_parser("evaluate", help="metrics and pictures for a trained run")
     p.add_argument("run", help="run folder written by train (or its best.pt)")
@@ -165,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = model.add_parser("summary", help="layer table with output shapes and parameter counts")
     p.add_argument("--depth", type=int, default=29)
     p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--hidden", type=int, default=8)
+    p.add_argument("--task", default="regression", help="regression, classification, coral, corn")
+    p.add_argument("--head", default="auto", help="auto, reference, linear")
+    p.add_argument("--num-grades", type=int, default=9)
 
     p = sub.add_parser("demo", help="the whole pipeline on built-in synthetic cucumbers")
     p.add_argument("--out", default="demo-run")
@@ -179,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
 # verb (and action) -> the function that runs it; each calls the same-named pipeline function
 COMMANDS: dict[tuple[str, ...], Callable] = {
     ("train",): cmd_train,
+    ("calibrate",): cmd_calibrate,
+    ("compare",): cmd_compare,
     ("evaluate",): cmd_evaluate,
     ("predict",): cmd_predict,
     ("data", "info"): cmd_data_info,

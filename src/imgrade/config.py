@@ -69,22 +69,31 @@ class DataConfig:
             raise ConfigError(f"--grades {','.join(self.grades)} names a grade twice: list each grade once")
 
 
+TASKS = ("regression", "classification", "coral", "corn")
+
+
 @dataclass
 class ModelConfig:
     depth: int = 29
     """ResNet v2 depth, 9n+2 (11, 20, 29, 38, ...). 29 is the reference."""
-    head: str = "regression"
-    """The head on the backbone: regression (the reference: Dense(8, relu) -> Dense(1))."""
-    hidden: int = 8
-    """Hidden units of the regression head; 0 gives a linear head without the ReLU bottleneck."""
+    task: str = "regression"
+    """How the grade is learned: regression (the reference: MSE on the grade number),
+    classification (softmax), coral or corn (rank-consistent ordinal heads)."""
+    head: str = "auto"
+    """reference (Dense(8, relu) before the output, as the reference), linear (no hidden layer),
+    or auto: reference for regression, linear for the other tasks."""
     loss: str = "mse"
     """Regression loss: mse (the reference) or huber."""
 
     def __post_init__(self) -> None:
         if self.depth < 11 or (self.depth - 2) % 9:
             raise ConfigError(f"model depth {self.depth} is not 9n+2 (11, 20, 29, 38, ...): set --depth to one of those")
-        if self.hidden < 0:
-            raise ConfigError(f"model.hidden {self.hidden} is negative: set --hidden 8 (the reference) or 0")
+        if self.task not in TASKS:
+            close = difflib.get_close_matches(self.task, TASKS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"unknown task {self.task!r}: {hint}set --task to one of {', '.join(TASKS)}")
+        if self.head not in ("auto", "reference", "linear"):
+            raise ConfigError(f"model.head {self.head!r} is not auto, reference or linear: set --head")
         if self.loss not in ("mse", "huber"):
             raise ConfigError(f"model.loss {self.loss!r} is not mse or huber: set --loss")
 
@@ -104,6 +113,8 @@ class TrainConfig:
     """Random shifts up to ``shift`` of the size and horizontal flips, as the reference."""
     shift: float = 0.1
     """Largest random shift as a fraction of the image size."""
+    class_weight: str = "none"
+    """Per-grade loss weights: none, or balanced (weights n / (K * count) for imbalanced sets)."""
     bn_stats: str = "epoch"
     """BatchNorm statistics used for evaluation: 'epoch' averages the last epoch's batches;
     'ema' is the reference's Keras moving average (momentum 0.99), which lags badly on small sets."""
@@ -127,6 +138,8 @@ class TrainConfig:
             raise ConfigError(f"train.l2 {self.l2} must be >= 0: set --l2")
         if not 0 <= self.shift < 0.5:
             raise ConfigError(f"train.shift {self.shift} must be in [0, 0.5): set --shift")
+        if self.class_weight not in ("none", "balanced"):
+            raise ConfigError(f"train.class_weight {self.class_weight!r} is not none or balanced: set --class-weight")
         if self.bn_stats not in ("epoch", "ema"):
             raise ConfigError(f"train.bn_stats {self.bn_stats!r} is not epoch or ema: set --bn-stats")
         if self.threads < 0:
@@ -134,10 +147,32 @@ class TrainConfig:
 
 
 @dataclass
+class CalibrateConfig:
+    objective: str = "qwk"
+    """What tuned cut points maximise on the validation split: qwk, accuracy or mae."""
+    alpha: float = 0.1
+    """Grade sets contain the true grade with probability at least 1 - alpha."""
+    folds: int = 5
+    """Cross-validation folds on the validation predictions that decide tuned cut points vs rounding."""
+
+    def __post_init__(self) -> None:
+        if self.objective not in ("qwk", "accuracy", "mae"):
+            raise ConfigError(f"calibrate.objective {self.objective!r} is not qwk, accuracy or mae: set --objective")
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"--alpha {self.alpha} must be between 0 and 1 (exclusive), e.g. 0.1")
+        if self.folds < 2:
+            raise ConfigError(f"calibrate.folds {self.folds} must be at least 2: set --threshold-folds")
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "calibrate": CalibrateConfig}
+
+
+@dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -148,12 +183,11 @@ class RunConfig:
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
-            raise ConfigError(f"{source} must be a mapping of sections (data, model, train), got {type(raw).__name__}")
-        sections = {f.name: f.type for f in fields(cls)}
-        _check_keys(raw, list(sections), source)
+            raise ConfigError(f"{source} must be a mapping of sections ({', '.join(SECTIONS)}), got {type(raw).__name__}")
+        _check_keys(raw, list(SECTIONS), source)
         built = {}
         for f in fields(cls):
-            section_cls = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}[f.name]
+            section_cls = SECTIONS[f.name]
             values = raw.get(f.name) or {}
             if not isinstance(values, dict):
                 raise ConfigError(f"{source}: section {f.name!r} must be a mapping, got {values!r}")

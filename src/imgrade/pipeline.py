@@ -16,20 +16,23 @@ import torch
 
 import imgrade
 from imgrade.config import DataConfig, RunConfig, dump_config, load_config, parse_split
-from imgrade.core.checkpoint import LAST, load_checkpoint, save_json
+from imgrade.calibrate import (
+    apply_thresholds, choose_thresholds, fit_conformal, format_set, min_calibration_size, prediction_sets, set_summary,
+)
+from imgrade.core.checkpoint import LAST, find_run_checkpoint, load_checkpoint, save_checkpoint, save_json
 from imgrade.core.device import resolve_device, seed_everything, set_determinism
-from imgrade.core.errors import CheckpointError, ConfigError, DataError
+from imgrade.core.errors import CheckpointError, ConfigError, DataError, ImgradeError
 from imgrade.core.io import atomic_write, write_text
-from imgrade.core.preprocess import nhwc_to_tensor
+from imgrade.core.preprocess import nhwc_to_tensor, to_input
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import detect_format, load_dataset
 from imgrade.data.splits import make_split
 from imgrade.evaluate import plots
 from imgrade.evaluate.metrics import continuous_metrics, ordinal_metrics
-from imgrade.evaluate.report import format_metrics_table
+from imgrade.evaluate.report import format_metrics_table, write_run_report
 from imgrade.models.factory import build_model
-from imgrade.core.grades import round_to_grades
-from imgrade.runtime.predictor import Predictor
+from imgrade.models.heads import balanced_class_weights
+from imgrade.runtime.predictor import Outputs, Predictor
 from imgrade.train.loop import FitData, fit
 
 
@@ -40,8 +43,15 @@ def log(message: str) -> None:
 # ----------------------------------------------------------------------------- train
 
 
-def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False) -> list[dict]:
-    """Train a model on ``cfg.data.path`` into the run folder ``out``; returns the epoch history."""
+def train(
+    cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+    split: dict[str, np.ndarray] | None = None, imageset: ImageSet | None = None,
+) -> list[dict]:
+    """Train a model on ``cfg.data.path`` into the run folder ``out``; returns the epoch history.
+
+    ``split`` (train/val/test indexes) and ``imageset`` (the loaded data) let ``compare`` give
+    every formulation the same images without reading them again.
+    """
     out = Path(out)
     resume_state = None
     if resume:
@@ -60,11 +70,13 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: b
     set_determinism(cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
 
-    imageset = load_dataset(cfg.data)
+    imageset = imageset if imageset is not None else load_dataset(cfg.data)
     log(f"data: {imageset.source}: {len(imageset)} images, {imageset.image_size[0]}x{imageset.image_size[1]}")
+    if cfg.model.task != "regression" and not imageset.is_ordinal:
+        raise ConfigError(f"task {cfg.model.task} needs integer grades, but {cfg.data.path} has a continuous target: use --task regression")
     if resume_state is not None:
         split = _load_split(out, imageset)
-    else:
+    elif split is None:
         split = make_split(imageset, parse_split(cfg.data.split), cfg.train.seed)
     sizes = {name: len(index) for name, index in split.items()}
     log(f"split: {sizes['train']} train, {sizes['val']} val, {sizes['test']} test")
@@ -82,15 +94,20 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: b
     data = FitData(x[train_idx], y[train_idx], x[val_idx], y[val_idx], mean)
 
     num_grades = len(imageset.grade_names) if imageset.is_ordinal else None
-    model = build_model(cfg.model.depth, cfg.model.head, cfg.model.hidden, cfg.model.loss, num_grades).to(device)
+    class_weights = None
+    if cfg.train.class_weight == "balanced":
+        if num_grades is None:
+            raise ConfigError("--class-weight balanced needs graded data, but this target is continuous: drop the flag")
+        class_weights = torch.as_tensor(balanced_class_weights(imageset.targets[split["train"]].astype(np.int64), num_grades), dtype=torch.float32)
+    model = build_model(cfg.model.depth, cfg.model.task, cfg.model.head, cfg.model.loss, num_grades, class_weights).to(device)
     meta = {
         "imgrade_version": imgrade.__version__,
         "config": cfg.to_dict(),
         "grade_names": imageset.grade_names,
         "image_size": cfg.data.image_size,
         "mean_image": mean,
-        "task": cfg.model.head,
-        "thresholds": None,
+        "task": cfg.model.task,
+        "calibration": None,
         "data_source": imageset.source,
     }
 
@@ -99,15 +116,45 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: b
         plots.plot_loss_curve(history, out / "loss_curve.png", title=f"loss: {out.name}")
 
     t0 = time.perf_counter()
-    log(f"training {cfg.model.head} ResNet v2 depth {cfg.model.depth} on {device} for {cfg.train.epochs} epochs -> {out}")
+    log(f"training {cfg.model.task} ResNet v2 depth {cfg.model.depth} on {device} for {cfg.train.epochs} epochs -> {out}")
     history = fit(model, data, cfg.train, device, out, meta, resume=resume_state, on_epoch_end=on_epoch_end)
-    if history:
-        best = min(history, key=lambda r: r["val_loss"])
-        log(
-            f"done in {time.perf_counter() - t0:.0f}s: best val_loss {best['val_loss']:.4f} (val_mae {best['val_mae']:.3f}) "
-            f"at epoch {best['epoch']}; next: imgrade evaluate {out}"
-        )
+    best = min(history, key=lambda r: r["val_loss"])
+    log(
+        f"done in {time.perf_counter() - t0:.0f}s: best val_loss {best['val_loss']:.4f} (val_mae {best['val_mae']:.3f}) "
+        f"at epoch {best['epoch']}"
+    )
+    predictor = Predictor.from_run(out, device=cfg.train.device)
+    val_set = imageset.subset(split["val"])
+    val_outputs = predictor.outputs(val_set.images)
+    for warning in health_warnings(predictor, val_set, val_outputs):
+        log(f"warning: {warning}")
+    if imageset.is_ordinal:
+        _calibrate_and_save(out, predictor, val_set, val_outputs, cfg.calibrate, strict=False)
+    log(f"next: imgrade evaluate {out}")
     return history
+
+
+def health_warnings(predictor: Predictor, val_set: ImageSet, outputs: Outputs) -> list[str]:
+    """Warnings about a model that trained badly: dead hidden units, near-constant predictions."""
+    warnings = []
+    model = predictor.model
+    with torch.no_grad():
+        x = nhwc_to_tensor(val_set.images[:512])
+        hidden = model.head.hidden(model.features(to_input(x, predictor.mean, predictor.device)))
+    if hidden is not None and len(hidden):
+        dead = int((hidden.amax(dim=0) <= 0).sum())
+        if dead > hidden.shape[1] // 2:
+            warnings.append(
+                f"{dead} of the head's {hidden.shape[1]} hidden ReLU units never fire on the validation images "
+                "(dead ReLUs): retrain with --head linear or another --seed"
+            )
+    spread, target_spread = float(np.std(outputs.scores)), float(np.std(val_set.targets))
+    if len(outputs.scores) > 1 and target_spread > 0 and spread < 0.1 * target_spread:
+        warnings.append(
+            f"the predictions on validation are near constant (std {spread:.3g} against {target_spread:.3g} for the "
+            "targets): the model learned little; train longer, or try another --seed or --task"
+        )
+    return warnings
 
 
 def _check_out_is_free(out: Path, overwrite: bool) -> None:
@@ -197,17 +244,80 @@ def _read_history(path: Path) -> list[dict]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+# ----------------------------------------------------------------------------- calibrate
+
+
+def calibrate(
+    run: str | Path, *, objective: str | None = None, alpha: float | None = None, folds: int | None = None, device: str = "auto"
+) -> dict[str, Any]:
+    """Fit cut points and conformal grade sets on the run's validation split; store them in best.pt."""
+    run = Path(run)
+    predictor = Predictor.from_run(run, device=device)
+    cfg = RunConfig.from_dict(predictor.checkpoint["config"], source=f"{run} checkpoint")
+    cfg = cfg.with_overrides({"calibrate.objective": objective, "calibrate.alpha": alpha, "calibrate.folds": folds})
+    if predictor.grade_names is None:
+        raise ConfigError(f"{run} predicts a continuous target: thresholds and grade sets need graded data")
+    imageset, split = _run_data(run, cfg)
+    val_set = imageset.subset(split["val"])
+    needed = min_calibration_size(cfg.calibrate.alpha)
+    if len(val_set) < needed:  # checked first, so a refused request prints nothing else
+        raise DataError(
+            f"alpha {cfg.calibrate.alpha} needs at least {needed} validation images for grade sets with a coverage "
+            f"guarantee, but {run} has {len(val_set)}: raise --alpha or retrain with a larger validation split"
+        )
+    calibration = _calibrate_and_save(run, predictor, val_set, predictor.outputs(val_set.images), cfg.calibrate, strict=True)
+    write_text(run / "config.yaml", dump_config(cfg))
+    return calibration
+
+
+def _calibrate_and_save(run: Path, predictor: Predictor, val_set: ImageSet, outputs: Outputs, cfg, *, strict: bool) -> dict:
+    """Choose cut points (tuned vs the head's own rule, by cross-validation) and fit conformal sets."""
+    num_grades = len(predictor.grade_names)
+    y = val_set.targets.astype(np.int64)
+    rule = "rounding" if predictor.model.task == "regression" else f"the {predictor.model.task} rule"
+    choice = choose_thresholds(
+        y, outputs.scores, num_grades, objective=cfg.objective, folds=cfg.folds, seed=0, baseline=outputs.native, baseline_name=rule
+    )
+    log(f"thresholds: {choice.reason}")
+    calibration: dict[str, Any] = {"thresholds": choice.to_dict(), "conformal": None}
+    try:
+        conformal = fit_conformal(y, scores=outputs.scores, probabilities=outputs.probabilities, alpha=cfg.alpha)
+    except ImgradeError as e:
+        if strict:
+            raise
+        log(f"warning: no grade sets: {e}")
+    else:
+        calibration["conformal"] = conformal.to_dict()
+        sets = prediction_sets(conformal, scores=outputs.scores, probabilities=outputs.probabilities, num_grades=num_grades)
+        summary = set_summary(sets, y, predictor.grade_names)
+        log(
+            f"grade sets: {conformal.kind}, alpha {cfg.alpha}: validation coverage {summary['coverage']:.3f}, "
+            f"mean size {summary['mean_size']:.2f} grades ({conformal.n} calibration images)"
+        )
+    best = find_run_checkpoint(run)
+    payload = load_checkpoint(best)
+    payload["calibration"] = calibration
+    save_checkpoint(best, payload)
+    predictor.checkpoint["calibration"] = calibration
+    return calibration
+
+
+def _run_data(run: Path, cfg: RunConfig) -> tuple[ImageSet, dict[str, np.ndarray]]:
+    imageset = load_dataset(cfg.data)
+    return imageset, _load_split(run if run.is_dir() else run.parent, imageset)
+
+
 # ----------------------------------------------------------------------------- evaluate
 
 
 def evaluate(run: str | Path, *, data: str | None = None, out: str | Path | None = None, device: str = "auto") -> dict[str, Any]:
-    """Score the run's test split (or every image of ``data``); write predictions, metrics, plots."""
+    """Score the run's test split (or every image of ``data``); write predictions, metrics, plots, report."""
     run = Path(run)
+    run_dir = run if run.is_dir() else run.parent
     predictor = Predictor.from_run(run, device=device)
     cfg = RunConfig.from_dict(predictor.checkpoint["config"], source=f"{run} checkpoint")
     if data is None:
-        imageset = load_dataset(cfg.data)
-        split = _load_split(run if run.is_dir() else run.parent, imageset)
+        imageset, split = _run_data(run, cfg)
         imageset = imageset.subset(split["test"])
         name = "test"
     else:
@@ -219,49 +329,80 @@ def evaluate(run: str | Path, *, data: str | None = None, out: str | Path | None
         name = Path(data).name.removesuffix(".tar.gz").removesuffix(".csv") or "data"
     if len(imageset) == 0:
         raise DataError(f"no images to evaluate in {data or cfg.data.path}: the test split is empty; pass --data")
-    out_dir = Path(out) if out is not None else (run if run.is_dir() else run.parent) / f"eval-{name}"
+    out_dir = Path(out) if out is not None else run_dir / f"eval-{name}"
     log(f"evaluating {len(imageset)} images from {imageset.source} -> {out_dir}")
 
-    scores = predictor.scores(imageset.images)
+    outputs = predictor.outputs(imageset.images)
     y = imageset.targets
     grade_names = predictor.grade_names
+    sets = None
     if grade_names is not None:
-        metrics = ordinal_metrics(y.astype(np.int64), scores, grade_names)
+        y_int = y.astype(np.int64)
+        predicted = predictor.grades(outputs)
+        metrics = ordinal_metrics(y_int, outputs.scores, grade_names, y_pred=predicted)
+        metrics["decisions"] = _decision_metrics(predictor, outputs, y_int)
+        sets = predictor.sets(outputs)
+        if sets is not None:
+            metrics["grade_sets"] = {"alpha": predictor.conformal.alpha, "kind": predictor.conformal.kind, **set_summary(sets, y_int, grade_names)}
     else:
-        metrics = continuous_metrics(y, scores)
-    metrics = {"data": imageset.source, "split": name, **metrics}
+        predicted = None
+        metrics = continuous_metrics(y, outputs.scores)
+    metrics = {"data": imageset.source, "split": name, "task": predictor.model.task, **metrics}
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_predictions(out_dir / "predictions.csv", imageset, scores, grade_names)
+    _write_predictions(out_dir / "predictions.csv", imageset, outputs.scores, predicted, sets, grade_names)
+    title = f"{run_dir.name}: {name} ({len(imageset)} images)"
+    pictures = _evaluation_plots(out_dir, run_dir, y, outputs.scores, grade_names, metrics, predictor.thresholds, title)
+    metrics["files"] = {"predictions": str(out_dir / "predictions.csv"), "metrics": str(out_dir / "metrics.json"),
+                        "report": str(out_dir / "report.html"), **{k: str(v) for k, v in pictures.items()}}
     save_json(out_dir / "metrics.json", metrics)
-    pictures = {
-        "scatter": out_dir / "scatter.png",
-        "violin": out_dir / "error_violin.png",
-    }
-    title = f"{run.name}: {name} ({len(imageset)} images)"
-    plots.plot_scatter(y, scores, grade_names, pictures["scatter"], title=f"predicted vs true - {title}")
+    write_run_report(out_dir / "report.html", title, metrics, grade_names, pictures, cfg, run_dir, predictor.thresholds)
+    print(format_metrics_table(metrics, grade_names))
+    log("wrote " + ", ".join(str(p) for p in [out_dir / "predictions.csv", out_dir / "metrics.json", out_dir / "report.html", *pictures.values()]))
+    return metrics
+
+
+def _decision_metrics(predictor: Predictor, outputs: Outputs, y: np.ndarray) -> dict[str, Any]:
+    """Headline metrics for each way of turning scores into grades, so the gain of tuning shows."""
+    names = predictor.grade_names
+    rule = "rounding" if predictor.model.task == "regression" else f"{predictor.model.task} rule"
+    decisions = {rule: outputs.native}
+    choice = predictor.thresholds
+    if choice and choice.get("kind") == "tuned":
+        decisions["tuned thresholds"] = apply_thresholds(outputs.scores, np.asarray(choice["thresholds"]))
+    keys = ("accuracy", "within1", "grade_mae", "qwk")
+    result = {}
+    for label, pred in decisions.items():
+        m = ordinal_metrics(y, outputs.scores, names, y_pred=pred)
+        result[label] = {k: m[k] for k in keys}
+    result["used"] = "tuned thresholds" if len(decisions) > 1 else rule
+    return result
+
+
+def _evaluation_plots(out_dir, run_dir, y, scores, grade_names, metrics, thresholds, title) -> dict[str, Path]:
+    pictures = {"scatter": out_dir / "scatter.png", "violin": out_dir / "error_violin.png"}
+    cut_points = thresholds["thresholds"] if thresholds and thresholds.get("kind") == "tuned" else None
+    plots.plot_scatter(y, scores, grade_names, pictures["scatter"], thresholds=cut_points, title=f"predicted vs true - {title}")
     plots.plot_error_violin(y, scores, grade_names, pictures["violin"], title=f"error per grade - {title}")
     if grade_names is not None:
         pictures["confusion"] = out_dir / "confusion.png"
         plots.plot_confusion(np.asarray(metrics["confusion"]), grade_names, pictures["confusion"], title=f"confusion - {title}")
-    history = _read_history((run if run.is_dir() else run.parent) / "history.csv")
+    history = _read_history(run_dir / "history.csv")
     if history:
         pictures["loss"] = out_dir / "loss_curve.png"
-        plots.plot_loss_curve(history, pictures["loss"], title=f"loss: {run.name}")
-    metrics["files"] = {"predictions": str(out_dir / "predictions.csv"), "metrics": str(out_dir / "metrics.json"), **{k: str(v) for k, v in pictures.items()}}
-    print(format_metrics_table(metrics, grade_names))
-    log("wrote " + ", ".join(str(p) for p in [out_dir / "predictions.csv", out_dir / "metrics.json", *pictures.values()]))
-    return metrics
+        plots.plot_loss_curve(history, pictures["loss"], title=f"loss: {run_dir.name}")
+    return pictures
 
 
-def _write_predictions(path: Path, imageset: ImageSet, scores: np.ndarray, grade_names: list[str] | None) -> None:
+def _write_predictions(path: Path, imageset: ImageSet, scores, predicted, sets, grade_names) -> None:
     with atomic_write(path, "w") as f:
         writer = csv.writer(f)
         if grade_names is not None:
-            predicted = round_to_grades(scores, len(grade_names))
-            writer.writerow(["image", "true_grade", "score", "predicted_grade", "error"])
-            for image_id, t, s, p in zip(imageset.ids, imageset.targets.astype(int), scores, predicted):
-                writer.writerow([image_id, grade_names[t], f"{s:.4f}", grade_names[p], f"{s - t:.4f}"])
+            header = ["image", "true_grade", "score", "predicted_grade", "error"]
+            writer.writerow(header + (["grade_set"] if sets is not None else []))
+            for i, (image_id, t) in enumerate(zip(imageset.ids, imageset.targets.astype(int))):
+                row = [image_id, grade_names[t], f"{scores[i]:.4f}", grade_names[predicted[i]], f"{scores[i] - t:.4f}"]
+                writer.writerow(row + ([format_set(sets[i], grade_names)] if sets is not None else []))
         else:
             writer.writerow(["image", "true", "predicted", "error"])
             for image_id, t, s in zip(imageset.ids, imageset.targets, scores):
@@ -279,13 +420,19 @@ def predict(run: str | Path, inputs: list[str], *, fmt: str = "csv", device: str
         raise ConfigError(f"--format {fmt!r} is not csv or json")
     predictor = Predictor.from_run(run, device=device)
     paths = [p for item in inputs for p in list_images(item)]
-    images = load_images(paths, predictor.image_size)
-    scores = predictor.scores(images)
+    outputs = predictor.outputs(load_images(paths, predictor.image_size))
+    names = predictor.grade_names
+    grades = predictor.grades(outputs) if names is not None else None
+    sets = predictor.sets(outputs)
     rows = []
-    for path, score in zip(paths, scores):
-        row = {"image": str(path), "score": round(float(score), 4)}
-        if predictor.grade_names is not None:
-            row["grade"] = predictor.grade_names[int(predictor.grades(np.array([score]))[0])]
+    for i, path in enumerate(paths):
+        row: dict[str, Any] = {"image": str(path), "score": round(float(outputs.scores[i]), 4)}
+        if names is not None:
+            row["grade"] = names[grades[i]]
+        if sets is not None:
+            row["grade_set"] = format_set(sets[i], names)
+        if fmt == "json" and outputs.probabilities is not None:
+            row["probabilities"] = {name: round(float(p), 4) for name, p in zip(names, outputs.probabilities[i])}
         rows.append(row)
     stream = stream or sys.stdout
     if fmt == "json":
@@ -296,6 +443,19 @@ def predict(run: str | Path, inputs: list[str], *, fmt: str = "csv", device: str
         writer.writeheader()
         writer.writerows(rows)
     return rows
+
+
+# ----------------------------------------------------------------------------- compare
+
+
+def compare(cfg: RunConfig, out: str | Path, *, tasks: str | list[str] = "regression,classification,coral,corn", seeds: int = 3, folds: int = 0) -> dict[str, Any]:
+    """Train every task on the same split(s) and budget; write tables, box plots and a report."""
+    from imgrade.compare import parse_tasks, run_comparison
+
+    if cfg.data.path is None:
+        raise ConfigError("no data given: pass --data PATH")
+    task_list = parse_tasks(tasks) if isinstance(tasks, str) else list(tasks)
+    return run_comparison(cfg, out, tasks=task_list, seeds=seeds, folds=folds)
 
 
 # ----------------------------------------------------------------------------- data
@@ -378,12 +538,13 @@ def _write_attributes(path: Path, synthetic) -> None:
 # ----------------------------------------------------------------------------- model
 
 
-def model_summary(*, depth: int = 29, image_size: int = 32, hidden: int = 8) -> str:
+def model_summary(*, depth: int = 29, image_size: int = 32, task: str = "regression", head: str = "auto", num_grades: int = 9) -> str:
     """The layer table of the network with output shapes and parameter counts."""
     from imgrade.models.summary import summarize
 
-    RunConfig.from_dict({"model": {"depth": depth, "hidden": hidden}})  # validates with the flag names
-    table = summarize(build_model(depth=depth, hidden=hidden), input_size=(3, image_size, image_size))
+    RunConfig.from_dict({"model": {"depth": depth, "task": task, "head": head}})  # validates with the flag names
+    model = build_model(depth=depth, task=task, head=head, num_grades=num_grades)
+    table = summarize(model, input_size=(3, image_size, image_size))
     print(table)
     return table
 

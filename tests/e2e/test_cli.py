@@ -256,3 +256,115 @@ def test_published_split_keeps_the_test_batch(synth_dir, tmp_path):
     split = json.loads((run / "split.json").read_text())
     assert split["ids"]["test"] and all(i.startswith("test_batch:") for i in split["ids"]["test"])
     assert not any(i.startswith("test_batch:") for i in split["ids"]["train"] + split["ids"]["val"])
+
+
+# ----------------------------------------------------------------------------- formulations
+
+
+@pytest.fixture(scope="session")
+def coral_run(tmp_path_factory, synth_dir) -> "Path":
+    run = tmp_path_factory.mktemp("runs") / "coral"
+    assert main(["train", "--data", str(synth_dir), "--task", "coral", "--epochs", "2", "--depth", "11", "--out", str(run)]) == 0
+    return run
+
+
+def test_training_calibrates_thresholds_and_grade_sets(coral_run, capsys):
+    ckpt = load_checkpoint(coral_run / "best.pt")
+    calibration = ckpt["calibration"]
+    assert calibration["thresholds"]["kind"] in ("tuned", "rounding") and calibration["thresholds"]["reason"]
+    assert len(calibration["thresholds"]["thresholds"]) == 8
+    assert calibration["conformal"]["kind"] == "aps" and calibration["conformal"]["alpha"] == 0.1
+
+
+def test_evaluate_reports_decisions_sets_and_html(coral_run, capsys):
+    assert main(["evaluate", str(coral_run)]) == 0
+    out = capsys.readouterr().out
+    assert "coral rule" in out and "grade sets (aps, alpha 0.1)" in out
+    folder = coral_run / "eval-test"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["task"] == "coral" and 0 <= metrics["grade_sets"]["coverage"] <= 1
+    assert metrics["grade_sets"]["mean_size"] >= 1
+    with open(folder / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:  # every grade set is a |-separated run of grade names holding at least one grade
+        assert set(row["grade_set"].split("|")) <= set(GRADES)
+    page = (folder / "report.html").read_text()
+    assert "data:image/png;base64," in page and "Per grade" in page and "http://" not in page
+
+
+def test_predict_prints_the_grade_set_and_probabilities(coral_run, tmp_path, capsys):
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.full((32, 32, 3), 120, np.uint8)).save(photo)
+    assert main(["predict", str(coral_run), str(photo), "--format", "json"]) == 0
+    (item,) = json.loads(capsys.readouterr().out)
+    assert item["grade"] in GRADES and set(item["grade_set"].split("|")) <= set(GRADES)
+    assert abs(sum(item["probabilities"].values()) - 1) < 1e-3
+
+
+def test_calibrate_verb_changes_alpha_and_sets_get_wider(coral_run, capsys):
+    assert main(["calibrate", str(coral_run), "--alpha", "0.5"]) == 0
+    loose = load_checkpoint(coral_run / "best.pt")["calibration"]["conformal"]
+    assert main(["calibrate", str(coral_run), "--alpha", "0.1"]) == 0
+    strict = load_checkpoint(coral_run / "best.pt")["calibration"]["conformal"]
+    assert loose["alpha"] == 0.5 and strict["alpha"] == 0.1 and strict["qhat"] >= loose["qhat"]
+    assert "alpha: 0.1" in (coral_run / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--alpha", "1.5"], "--alpha 1.5 must be between 0 and 1"),
+        (["--alpha", "0.01"], "needs at least 99 validation images"),
+    ],
+)
+def test_calibrate_bad_alpha_is_one_line(coral_run, extra, expected, capsys):
+    before = (coral_run / "best.pt").read_bytes()
+    assert main(["calibrate", str(coral_run), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err
+    assert (coral_run / "best.pt").read_bytes() == before
+
+
+def test_unknown_task_suggests_the_closest(synth_dir, tmp_path, capsys):
+    assert main(["train", "--data", str(synth_dir), "--task", "clasification", "--out", str(tmp_path / "r")]) == 2
+    assert "did you mean 'classification'" in capsys.readouterr().err
+
+
+def test_thresholds_of_a_continuous_run_are_refused(tmp_path, capsys):
+    folders = tmp_path / "folders"
+    assert main(["data", "synth", "--out", str(folders), "--n", "40", "--format", "folders"]) == 0
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(folders / "attributes.csv"), "--target-column", "bend", "--target", "continuous",
+                 "--epochs", "1", "--depth", "11", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["calibrate", str(run)]) == 2
+    assert "continuous target" in capsys.readouterr().err
+
+
+def test_compare_two_tasks_writes_tables_plots_and_report(synth_dir, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--data", str(synth_dir), "--tasks", "regression,classification", "--seeds", "2",
+                 "--epochs", "1", "--depth", "11", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| regression, rounding |" in printed and printed.strip().splitlines()[-1].startswith("use ")
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 2 * 2  # tasks x seeds x (own rule, calibrated)
+    assert {r["formulation"] for r in rows} == {"regression, rounding", "regression, calibrated", "classification, own rule", "classification, calibrated"}
+    with open(out / "summary.csv") as f:
+        summary = {r["formulation"]: r for r in csv.DictReader(f)}
+    ref = [float(r["qwk"]) for r in rows if r["formulation"] == "regression, rounding"]
+    assert float(summary["regression, rounding"]["qwk"]) == pytest.approx(np.mean(ref))
+    assert "qwk_diff" in summary["classification, calibrated"]
+    assert _is_png(out / "boxes.png") and "data:image/png;base64," in (out / "report.html").read_text()
+    assert (out / "summary.md").read_text().count("\n|") >= 5
+    # every run is a complete run folder that can be evaluated later
+    assert (out / "runs" / "classification-seed1" / "best.pt").is_file()
+
+
+def test_compare_folds_use_disjoint_test_sets(synth_dir, tmp_path, capsys):
+    out = tmp_path / "cv"
+    assert main(["compare", "--data", str(synth_dir), "--tasks", "regression", "--seeds", "1", "--folds", "3",
+                 "--epochs", "1", "--depth", "11", "--out", str(out)]) == 0
+    tests = [json.loads((out / "runs" / f"regression-fold{f}" / "split.json").read_text())["test"] for f in range(3)]
+    assert sorted(sum(tests, [])) == list(range(90))

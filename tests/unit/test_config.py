@@ -6,7 +6,8 @@ from imgrade.core.errors import ConfigError
 
 def test_defaults_are_the_reference():
     cfg = RunConfig()
-    assert (cfg.model.depth, cfg.model.hidden, cfg.model.loss) == (29, 8, "mse")
+    assert (cfg.model.depth, cfg.model.task, cfg.model.head, cfg.model.loss) == (29, "regression", "auto", "mse")
+    assert (cfg.calibrate.objective, cfg.calibrate.alpha) == ("qwk", 0.1)
     assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.l2) == (200, 32, 1e-3, 1e-4)
     assert cfg.data.image_size == 32 and cfg.data.split == "auto"
 
@@ -45,6 +46,11 @@ def test_invalid_yaml_names_the_file(tmp_path):
         ("data", {"view": "top"}, "--view"),
         ("data", {"split": "0.5,0.5"}, "--split"),
         ("data", {"grades": ["A", "A"]}, "--grades"),
+        ("model", {"task": "corl"}, "did you mean 'coral'"),
+        ("model", {"head": "big"}, "--head"),
+        ("calibrate", {"alpha": 1.5}, "--alpha 1.5 must be between 0 and 1"),
+        ("calibrate", {"objective": "f1"}, "--objective"),
+        ("train", {"class_weight": "inverse"}, "--class-weight"),
     ],
 )
 def test_validation_names_the_flag(section, values, flag):

@@ -30,7 +30,7 @@ def conv_count(in_channels: int, out_channels: int, kernel: int = 1) -> int:
 
 
 def test_parameter_count_matches_keras_reference():
-    counts = count_parameters(build_model(depth=29, hidden=8))
+    counts = count_parameters(build_model())  # regression, reference head: the defaults
     assert counts == {
         "trainable": KERAS_TRAINABLE,
         "non_trainable": KERAS_NON_TRAINABLE,
@@ -111,19 +111,29 @@ def test_bad_depth_names_the_flag(depth):
         ResNetV2(depth=depth)
 
 
-def test_unknown_head_suggests_the_closest_name():
-    hint = r"did you mean 'regression'\?.*--head to one of regression$"
+def test_unknown_task_suggests_the_closest_name():
+    hint = r"unknown task 'corl': did you mean 'coral'\?.*--task to one of regression, classification, coral, corn$"
     with pytest.raises(ConfigError, match=hint):
-        build_model(head="regresion")
+        build_model(task="corl")
+    with pytest.raises(ConfigError, match="--task"):
+        build_model(task="xyz")
+
+
+def test_unknown_head_names_the_flag():
+    hint = r"did you mean 'linear'\?.*--head to one of auto, reference, linear$"
+    with pytest.raises(ConfigError, match=hint):
+        build_model(head="liner")
     with pytest.raises(ConfigError, match="--head"):
-        build_model(head="xyz")
+        build_model(head="regression")  # the old meaning of --head is now --task
 
 
 def test_bad_head_options_name_their_flags():
     with pytest.raises(ConfigError, match="--loss"):
         RegressionHead(256, loss="l1")
-    with pytest.raises(ConfigError, match="--hidden"):
-        RegressionHead(256, hidden=-1)
+    with pytest.raises(ConfigError, match="--head"):
+        RegressionHead(256, architecture="wide")
+    with pytest.raises(ConfigError, match="--loss"):
+        build_model(depth=11, task="coral", loss="huber", num_grades=3)
 
 
 @pytest.mark.parametrize("loss", ["mse", "huber"])
@@ -211,12 +221,39 @@ def test_keras_same_padding_for_stride_2_1x1_is_zero():
 
 
 def test_regression_head_sizes():
-    assert count_parameters(RegressionHead(256, hidden=0))["total"] == 257
-    assert count_parameters(RegressionHead(256, hidden=8))["total"] == 2_065
+    assert count_parameters(RegressionHead(256, architecture="linear"))["total"] == 257
+    assert count_parameters(RegressionHead(256, architecture="reference"))["total"] == 2_065
+    assert RegressionHead(256).architecture == "reference"
     head = RegressionHead(256)
     outputs = head(torch.randn(3, 256))
     assert outputs.shape == (3, 1)
     torch.testing.assert_close(head.decode(outputs), outputs[:, 0])
+
+
+BACKBONE_TOTAL = KERAS_TOTAL - 2_065  # 846,432
+
+
+@pytest.mark.parametrize(
+    "task, head, num_grades, head_total",
+    [
+        ("regression", "reference", None, (256 * 8 + 8) + (8 * 1 + 1)),  # 2,065: the reference
+        ("regression", "linear", None, 256 + 1),
+        ("classification", "linear", 9, 256 * 9 + 9),  # 2,313
+        ("classification", "reference", 9, (256 * 8 + 8) + (8 * 9 + 9)),  # 2,137
+        ("coral", "linear", 9, 256 + 8),  # one shared weight vector + K-1 biases: 264
+        ("coral", "reference", 9, (256 * 8 + 8) + (8 + 8)),  # 2,072
+        ("corn", "linear", 9, 256 * 8 + 8),  # K-1 independent outputs: 2,056
+        ("corn", "reference", 9, (256 * 8 + 8) + (8 * 8 + 8)),  # 2,128
+    ],
+)
+def test_head_parameter_counts_by_hand(task, head, num_grades, head_total):
+    model = build_model(depth=11, task=task, head=head, num_grades=num_grades)
+    assert count_parameters(model.head) == {"trainable": head_total, "non_trainable": 0, "total": head_total}
+
+
+def test_full_model_count_with_another_head():
+    model = build_model(depth=29, task="classification", num_grades=9)
+    assert count_parameters(model)["total"] == BACKBONE_TOTAL + 2_313
 
 
 def truncated_normal_std_factor(limit: float = 2.0) -> float:
@@ -241,7 +278,7 @@ def test_he_normal_init():
     norms = [m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)]
     assert all((m.weight == 1).all() and (m.bias == 0).all() for m in norms)
     torch.manual_seed(0)
-    dense = RegressionHead(4096, hidden=512).layers[0]
+    dense = RegressionHead(4096).layers[0]  # 8 x 4096 draws
     assert dense.weight.std().item() == pytest.approx(
         math.sqrt(2 / 4096) * truncated_normal_std_factor(), rel=0.02
     )

@@ -61,7 +61,7 @@ def quadratic_weighted_kappa(y_true, y_pred, num_grades: int) -> float:
     return float(1.0 - np.sum(weights * observed) / expected_disagreement)
 
 
-def ordinal_metrics(y_true, scores, grade_names: list[str]) -> dict:
+def ordinal_metrics(y_true, scores, grade_names: list[str], y_pred=None) -> dict:
     """Judge continuous scores on the grade-index scale against true grade indices.
 
     Args:
@@ -69,10 +69,13 @@ def ordinal_metrics(y_true, scores, grade_names: list[str]) -> dict:
         scores: predicted scores on the same scale (any real number; rounded and clipped for
             the grade-level metrics).
         grade_names: grade names in rank order; index k names grade k.
+        y_pred: the predicted grades to judge (a head's own decision, or tuned cut points);
+            default: the scores rounded and clipped.
 
     Returns:
         ``n``; ``mae``, ``rmse`` of ``score - true``; ``accuracy`` and ``within1`` (share with
-        ``|rounded - true| <= 1``) of the rounded grades; ``qwk`` (None where undefined, see
+        ``|rounded - true| <= 1``) of the rounded grades (or ``y_pred``); ``grade_mae``, the mean
+        of ``|predicted grade - true|``; ``qwk`` (None where undefined, see
         :func:`quadratic_weighted_kappa`); ``confusion`` (list of lists, rows true); and
         ``per_grade``: ``{name: {"n", "mae", "accuracy", "mean_error"}}`` in grade order, with
         None values for a grade without samples. Only plain ints, floats, None, lists and dicts.
@@ -93,7 +96,8 @@ def ordinal_metrics(y_true, scores, grade_names: list[str]) -> dict:
     _check_same_length(y_true, scores)
     if len(y_true) == 0:
         raise ImgradeError("no samples to evaluate: y_true and scores are empty")
-    rounded = round_to_grades(scores, num_grades)
+    rounded = round_to_grades(scores, num_grades) if y_pred is None else _grade_indices(y_pred, num_grades, "y_pred")
+    _check_same_length(y_true, rounded)
     errors = scores - y_true
     per_grade = {}
     for k, name in enumerate(grade_names):
@@ -114,6 +118,7 @@ def ordinal_metrics(y_true, scores, grade_names: list[str]) -> dict:
         "rmse": float(np.sqrt(np.mean(errors**2))),
         "accuracy": float(np.mean(rounded == y_true)),
         "within1": float(np.mean(np.abs(rounded - y_true) <= 1)),
+        "grade_mae": float(np.mean(np.abs(rounded - y_true))),
         "qwk": _none_if_nan(quadratic_weighted_kappa(y_true, rounded, num_grades)),
         "confusion": confusion_matrix(y_true, rounded, num_grades).tolist(),
         "per_grade": per_grade,

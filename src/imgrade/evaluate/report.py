@@ -1,6 +1,11 @@
-"""The text summary of an evaluation that the command line prints."""
+"""What a user reads: the text summary the command line prints and the HTML reports."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from imgrade.evaluate import html
 
 _ORDINAL_HEADLINE = (
     ("n", "n"), ("MAE", "mae"), ("RMSE", "rmse"), ("accuracy", "accuracy"), ("within-1", "within1"), ("QWK", "qwk"),
@@ -26,11 +31,25 @@ def format_metrics_table(metrics: dict, grade_names: list[str] | None) -> str:
     label_width = max(len(label) for label, _ in rows)
     value_width = max(len(value) for _, value in rows)
     lines = [f"{label:<{label_width}}  {value:>{value_width}}" for label, value in rows]
+    decisions = metrics.get("decisions")
+    if decisions:
+        lines += ["", "grades from         accuracy  within-1  grade MAE    QWK"]
+        for label, m in decisions.items():
+            if label == "used":
+                continue
+            mark = "  <- used" if label == decisions.get("used") else ""
+            lines.append(
+                f"{label:<18}  {_number(m['accuracy'], 'n/a'):>8}  {_number(m['within1'], 'n/a'):>8}  "
+                f"{_number(m['grade_mae'], 'n/a'):>9}  {_number(m['qwk'], 'n/a'):>5}{mark}"
+            )
+    sets = metrics.get("grade_sets")
+    if sets:
+        lines += ["", f"grade sets ({sets['kind']}, alpha {sets['alpha']}): coverage {sets['coverage']:.3f}, mean size {sets['mean_size']:.2f} grades"]
     if not per_grade:
         return "\n".join(lines)
 
     names = list(grade_names) if grade_names is not None else list(per_grade)
-    table = [_PER_GRADE_HEADER]
+    table = [_PER_GRADE_HEADER + (("set coverage",) if sets else ())]
     for name in names:
         entry = per_grade.get(name) or {"n": 0}
         table.append((
@@ -39,8 +58,9 @@ def format_metrics_table(metrics: dict, grade_names: list[str] | None) -> str:
             _number(entry.get("mae"), "-"),
             _number(entry.get("accuracy"), "-"),
             _number(entry.get("mean_error"), "-", signed=True),
+            *([_number((sets["per_grade"].get(name) or {}).get("coverage"), "-")] if sets else []),
         ))
-    widths = [max(len(row[column]) for row in table) for column in range(len(_PER_GRADE_HEADER))]
+    widths = [max(len(row[column]) for row in table) for column in range(len(table[0]))]
     lines += ["", "per grade:"]
     for row in table:
         cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
@@ -54,3 +74,89 @@ def _number(value, missing: str, signed: bool = False) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def write_run_report(path, title: str, metrics: dict, grade_names, pictures: dict, cfg, run_dir: Path, thresholds: dict | None) -> Path:
+    """One self-contained report.html for an evaluation: metrics, tables, plots, calibration, config."""
+    blocks = [html.heading("Metrics")]
+    headline = {k: metrics[k] for k in ("n", "mae", "rmse", "accuracy", "within1", "grade_mae", "qwk", "r2", "pearson") if k in metrics}
+    blocks.append(html.kv(headline, caption=f"{metrics.get('task', '')} on {metrics.get('data', '')}"))
+    decisions = metrics.get("decisions")
+    if decisions:
+        rows = [[label, m["accuracy"], m["within1"], m["grade_mae"], m["qwk"]] for label, m in decisions.items() if label != "used"]
+        used = [r[0] for r in rows].index(decisions["used"]) if decisions["used"] in [r[0] for r in rows] else None
+        blocks.append(html.table(["grades from", "accuracy", "within-1", "grade MAE", "QWK"], rows, caption="plain decision vs tuned cut points (the highlighted row is used)", highlight_row=used))
+    if thresholds:
+        blocks.append(html.text(f"Cut points: {thresholds.get('reason', '')}"))
+        if thresholds.get("kind") == "tuned":
+            blocks.append(html.kv({f"{grade_names[k]} | {grade_names[k + 1]}": v for k, v in enumerate(thresholds["thresholds"])}, caption="tuned cut points on the score"))
+    sets = metrics.get("grade_sets")
+    if sets:
+        blocks.append(html.text(
+            f"Grade sets ({sets['kind']}): each set should contain the true grade for at least {1 - sets['alpha']:.0%} of images. "
+            f"Measured on these images: coverage {sets['coverage']:.3f}, mean set size {sets['mean_size']:.2f} grades."
+        ))
+    if metrics.get("per_grade"):
+        header = ["grade", "n", "MAE", "accuracy", "mean error"] + (["set coverage", "set size"] if sets else [])
+        rows = []
+        for name in grade_names:
+            g = metrics["per_grade"][name]
+            row = [name, g["n"], g["mae"], g["accuracy"], g["mean_error"]]
+            if sets:
+                gs = sets["per_grade"].get(name) or {}
+                row += [gs.get("coverage"), gs.get("mean_size")]
+            rows.append(row)
+        blocks += [html.heading("Per grade"), html.table(header, rows)]
+    blocks.append(html.heading("Pictures"))
+    captions = {"scatter": "predicted score vs true grade", "violin": "error per true grade", "confusion": "confusion matrix", "loss": "training and validation loss"}
+    blocks += [html.image(p, captions.get(k, k)) for k, p in pictures.items()]
+    blocks.append(html.heading("Data"))
+    data_json = Path(run_dir) / "data.json"
+    if data_json.is_file():
+        data = json.loads(data_json.read_text())
+        blocks.append(html.kv({"source": data.get("source"), "images": data.get("n"), "dropped": data.get("dropped") or "nothing"}))
+        if data.get("counts"):
+            blocks.append(html.table(["grade", "images"], [[g, c] for g, c in data["counts"].items()], caption="the whole data set"))
+    blocks += [html.heading("Configuration"), html.pre(_yaml(cfg.to_dict()), caption="config.yaml")]
+    return html.write_report(path, f"imgrade report: {title}", blocks, subtitle=str(run_dir))
+
+
+def write_compare_report(path, summary: list[dict], recommendation: str, markdown: str, boxes: Path, cfg, *, tasks, seeds: int, folds: int) -> Path:
+    """One self-contained report.html for a comparison of formulations."""
+    over = f"{folds}-fold cross-validation" if folds else f"{seeds} seeds on one split"
+    blocks = [
+        html.heading("Recommendation"),
+        html.text(recommendation),
+        html.heading("Test metrics"),
+        html.text(f"Tasks {', '.join(tasks)}; same split(s) and budget ({cfg.train.epochs} epochs) for all; {over}. "
+                  "'own rule' is the head's plain decision (rounding, argmax, rank count); 'calibrated' uses the cut "
+                  "points chosen on the validation split (tuned when they helped out of fold, else the plain decision)."),
+    ]
+    metrics = ("qwk", "accuracy", "within1", "grade_mae", "mae", "coverage", "set_size", "train_seconds")
+    rows = [[s["formulation"], s["runs"], *[mean_std(s, m) for m in metrics], paired_gain(s, "qwk"), paired_gain(s, "accuracy")] for s in summary]
+    blocks.append(html.table(["formulation", "runs", *metrics, "qwk gain", "accuracy gain"], rows, caption="mean ± std; gains are paired differences against regression with rounding"))
+    blocks += [html.image(boxes, "test metrics per formulation"), html.heading("Configuration"), html.pre(_yaml(cfg.to_dict()), caption="base config")]
+    return html.write_report(path, "imgrade comparison of formulations", blocks, subtitle=str(Path(path).parent))
+
+
+def mean_std(entry: dict, metric: str) -> str:
+    """``"0.812 ± 0.031"`` from ``entry[metric]`` and ``entry[metric + "_std"]``; "-" when missing."""
+    value, std = entry.get(metric), entry.get(metric + "_std")
+    if value is None:
+        return "-"
+    digits = 1 if metric == "train_seconds" else 3
+    return f"{value:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def paired_gain(entry: dict, metric: str) -> str:
+    """The paired difference against the reference, with its p-value: ``"+0.041 (p=0.03)"``."""
+    if f"{metric}_diff" not in entry:
+        return "reference" if entry["formulation"].startswith("regression, rounding") else "-"
+    p = entry.get(f"{metric}_p")
+    return f"{entry[f'{metric}_diff']:+.3f}" + (f" (p={p:.2g})" if p is not None else "")
+
+
+def _yaml(obj) -> str:
+    import yaml
+
+    return yaml.safe_dump(obj, sort_keys=False)

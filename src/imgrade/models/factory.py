@@ -4,26 +4,46 @@ from __future__ import annotations
 
 import difflib
 
+import numpy as np
 import torch
 from torch import nn
 
 from imgrade.core.errors import ConfigError
-from imgrade.models.heads import Head, RegressionHead
+from imgrade.models.heads import (
+    ARCHITECTURES,
+    ClassificationHead,
+    CoralHead,
+    CornHead,
+    Head,
+    RegressionHead,
+)
 from imgrade.models.resnet_v2 import ResNetV2
 
-HEADS = ("regression",)
+TASKS = ("regression", "classification", "coral", "corn")
+HEADS = ("auto", *ARCHITECTURES)
 
 
 class GradingModel(nn.Module):
-    """Images -> head outputs; ``loss`` and ``decode`` are the head's."""
+    """Images -> head outputs; ``loss``, ``decode``, ``probabilities`` and ``predict_grade`` are the head's."""
 
     def __init__(self, backbone: nn.Module, head: Head) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
 
+    @property
+    def task(self) -> str:
+        return self.head.name
+
+    @property
+    def num_grades(self) -> int | None:
+        return self.head.num_grades
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features(x)  # (B, num_features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone.forward_features(x))  # (B, head outputs)
+        return self.head(self.features(x))  # (B, head outputs)
 
     def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.head.loss(outputs, target)
@@ -31,36 +51,60 @@ class GradingModel(nn.Module):
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
         return self.head.decode(outputs)
 
+    def probabilities(self, outputs: torch.Tensor) -> torch.Tensor | None:
+        return self.head.probabilities(outputs)
+
+    def predict_grade(self, outputs: torch.Tensor) -> torch.Tensor:
+        return self.head.predict_grade(outputs)
+
+
+def _unknown(kind: str, value: str, choices: tuple[str, ...], flag: str) -> ConfigError:
+    close = difflib.get_close_matches(value, choices, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return ConfigError(f"unknown {kind} {value!r}: {hint}set {flag} to one of {', '.join(choices)}")
+
 
 def build_model(
     depth: int = 29,
-    head: str = "regression",
-    hidden: int = 8,
+    task: str = "regression",
+    head: str = "auto",
     loss: str = "mse",
     num_grades: int | None = None,
+    class_weights: torch.Tensor | np.ndarray | None = None,
 ) -> GradingModel:
-    """Build the reference ResNetV2 with the named head.
+    """Build the reference ResNetV2 with the head for ``task``.
 
     Args:
         depth: backbone depth, 9n+2.
-        head: head name; one of ``HEADS``.
-        hidden: hidden width of the regression head (0: one linear layer).
-        loss: regression loss, "mse" or "huber".
-        num_grades: number of grades, for the classification and ordinal heads; the regression
-            head does not use it.
+        task: how the grade is learned; one of ``TASKS``.
+        head: the layers before the output: "reference" (Dense(8, relu), as the reference),
+            "linear" (none), or "auto" (reference for regression, linear for the others).
+        loss: regression loss, "mse" or "huber"; the other tasks have their own loss.
+        num_grades: number of grades K; None for a continuous target (regression only).
+        class_weights: per-grade loss weights (K,), e.g. from ``balanced_class_weights``; None
+            for none.
 
     Raises:
-        ConfigError: an unknown head, a bad depth, hidden width or loss.
+        ConfigError: an unknown task or head, a bad depth or loss, a grade task on a continuous
+            target, a regression loss for another task, or class weights that do not fit the grades.
 
-    >>> model = build_model(depth=11, hidden=0)
+    >>> model = build_model(depth=11, task="coral", num_grades=5)
     >>> model(torch.zeros(2, 3, 32, 32)).shape
-    torch.Size([2, 1])
+    torch.Size([2, 4])
     """
+    if task not in TASKS:
+        raise _unknown("task", task, TASKS, "--task")
     if head not in HEADS:
-        close = difflib.get_close_matches(head, HEADS, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise _unknown("head", head, HEADS, "--head")
+    if task != "regression" and loss != "mse":
         raise ConfigError(
-            f"unknown head {head!r}: {hint}set --head to one of {', '.join(HEADS)}"
+            f"loss {loss!r} is for --task regression; task {task} has its own loss: drop --loss"
         )
     backbone = ResNetV2(depth=depth)
-    return GradingModel(backbone, RegressionHead(backbone.num_features, hidden=hidden, loss=loss))
+    width = backbone.num_features
+    if task == "regression":
+        head_module: Head = RegressionHead(width, head, loss, num_grades, class_weights)
+    else:
+        head_class = {"classification": ClassificationHead, "coral": CoralHead, "corn": CornHead}[task]
+        head_module = head_class(width, num_grades, head, class_weights)
+    return GradingModel(backbone, head_module)

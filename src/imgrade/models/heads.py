@@ -1,28 +1,170 @@
 """Heads: each owns its layers, its loss and its decoding to a score on the grade axis.
 
 The training loop only calls ``head(features)``, ``head.loss(outputs, target)`` and
-``head.decode(outputs)``, so it does not know which head it drives.
+``head.decode(outputs)``, so it does not know which head it drives. Four ways to learn a grade:
+
+- ``regression``: one number, MSE (or Huber) on the grade index: the reference.
+- ``classification``: softmax over K grades, cross-entropy; blind to the grades' order.
+- ``coral`` (Cao et al. 2020): K-1 binary tasks "grade > k" sharing one weight vector, so the
+  cumulative probabilities can never cross (rank consistency).
+- ``corn`` (Shi et al. 2021): K-1 conditional tasks "grade > k given grade > k-1", chained by a
+  product, so the cumulative probabilities are ordered by construction.
+
+Every head turns its outputs into a score on the grade axis (``decode``: 0 = first grade, 1 = the
+second, ...) so that scatter plots, violins and thresholds work the same for all of them, and into
+its own grade decision (``predict_grade``). The layers before the output are either the
+reference's Dense(8, relu) ("reference") or nothing ("linear").
+
+Per-grade loss weights (``class_weights``, shape (K,)) weight each sample's loss by the weight of
+its true grade and normalise by the weights, ``sum(w_i * loss_i) / sum(w_i)``: the rule
+``F.cross_entropy(weight=...)`` follows, so equal weights give the unweighted loss whatever their
+scale. (CORN normalises by the weighted count of its binary tasks instead, as ``corn_loss`` does
+by their count.)
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from coral_pytorch.dataset import corn_label_from_logits, proba_to_label
+from coral_pytorch.layers import CoralLayer
+from coral_pytorch.losses import coral_loss, corn_loss
 from torch import nn
 
-from imgrade.core.errors import ConfigError
+from imgrade.core.errors import ConfigError, DataError
 from imgrade.models.resnet_v2 import init_keras_
 
 REGRESSION_LOSSES = ("mse", "huber")
+ARCHITECTURES = ("reference", "linear")  # plus "auto": reference for regression, linear otherwise
+REFERENCE_HIDDEN = 8  # the reference's Dense(8, relu)
+
+
+def balanced_class_weights(targets: np.ndarray, num_grades: int) -> np.ndarray:
+    """Per-grade loss weights ``n / (K * count_k)``: each grade then weighs as much in total.
+
+    A grade with no example keeps weight 1: there is nothing to up-weight, and a weight of 0 would
+    hide that grade from a validation loss computed with the same weights.
+
+    Args:
+        targets: integer grade indices (N,), in [0, num_grades).
+        num_grades: K.
+
+    Returns:
+        Float weights (K,).
+
+    Raises:
+        DataError: a target is outside [0, num_grades).
+
+    >>> balanced_class_weights(np.array([0, 0, 0, 1]), 3).round(3).tolist()
+    [0.444, 1.333, 1.0]
+    """
+    targets = np.asarray(targets).astype(np.int64).ravel()
+    if len(targets) and (targets.min() < 0 or targets.max() >= num_grades):
+        bad = int(targets.max()) if targets.max() >= num_grades else int(targets.min())
+        raise DataError(f"targets use grade index {bad} but there are only {num_grades} grades (0..{num_grades - 1})")
+    counts = np.bincount(targets, minlength=num_grades).astype(np.float64)  # (K,)
+    weights = np.ones(num_grades, dtype=np.float64)
+    seen = counts > 0
+    weights[seen] = len(targets) / (num_grades * counts[seen])
+    return weights
+
+
+def grade_probabilities(exceed: torch.Tensor) -> torch.Tensor:
+    """Grade probabilities (B, K) from the cumulative ``P(y > k)`` (B, K-1) of an ordinal head.
+
+    ``p_0 = 1 - P(y > 0)``, ``p_k = P(y > k-1) - P(y > k)``, ``p_{K-1} = P(y > K-2)``; negative
+    differences (a rank inconsistency) are clipped to 0 and the rows renormalised.
+
+    >>> grade_probabilities(torch.tensor([[0.9, 0.6, 0.2]]))
+    tensor([[0.1000, 0.3000, 0.4000, 0.2000]])
+    """
+    ones = torch.ones_like(exceed[:, :1])
+    above = torch.cat([ones, exceed], dim=1)  # (B, K): P(y > k - 1), with P(y > -1) = 1
+    below = torch.cat([exceed, torch.zeros_like(ones)], dim=1)  # (B, K): P(y > k), P(y > K-1) = 0
+    probabilities = (above - below).clamp_min(0)
+    return probabilities / probabilities.sum(dim=1, keepdim=True)
 
 
 class Head(nn.Module):
-    """Base class: features (B, in_features) -> outputs; subclasses define the three methods."""
+    """Base class: features (B, in_features) -> outputs; subclasses define the layers and methods.
+
+    Args:
+        in_features: width of the backbone features.
+        out_features: outputs of the last layer.
+        architecture: "reference" (Linear(in, 8) + ReLU before the output layer), "linear" (the
+            output layer only) or "auto" (the subclass's ``default_architecture``).
+        num_grades: K; None for a continuous regression target.
+        class_weights: per-grade loss weights (K,), or None.
+        output_layer: a factory ``in_width -> module`` for the output layer; default ``nn.Linear``.
+
+    Raises:
+        ConfigError: an unknown architecture, or class weights that do not fit the grades.
+    """
 
     name: str = "head"
+    default_architecture: str = "linear"
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        architecture: str = "auto",
+        num_grades: int | None = None,
+        class_weights: torch.Tensor | np.ndarray | None = None,
+        output_layer: Callable[[int], nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        if architecture == "auto":
+            architecture = self.default_architecture
+        if architecture not in ARCHITECTURES:
+            raise ConfigError(
+                f"unknown head {architecture!r}: set --head to one of auto, {', '.join(ARCHITECTURES)}"
+            )
+        self.architecture = architecture
+        self.num_grades = num_grades
+        make_output = output_layer or (lambda width: nn.Linear(width, out_features))
+        if architecture == "reference":
+            self.layers = nn.Sequential(
+                nn.Linear(in_features, REFERENCE_HIDDEN), nn.ReLU(), make_output(REFERENCE_HIDDEN)
+            )
+        else:
+            self.layers = nn.Sequential(make_output(in_features))
+        # Not part of the state dict: the weights are a training choice, not part of the model.
+        self.register_buffer("class_weights", self._check_weights(class_weights), persistent=False)
+
+    def _check_weights(self, class_weights) -> torch.Tensor | None:
+        if class_weights is None:
+            return None
+        weights = torch.as_tensor(class_weights, dtype=torch.float32).detach().clone()
+        if self.num_grades is None:
+            raise ConfigError("class weights need graded data, but this target is continuous: drop --class-weight")
+        if weights.shape != (self.num_grades,):
+            raise ConfigError(
+                f"class weights have shape {tuple(weights.shape)} but there are {self.num_grades} grades: "
+                "give one weight per grade or drop --class-weight"
+            )
+        if not (torch.isfinite(weights).all() and (weights > 0).all()):
+            raise ConfigError(f"class weights {weights.tolist()} must be finite and positive: fix --class-weight")
+        return weights
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        return self.layers(features)  # (B, out_features)
+
+    def hidden(self, features: torch.Tensor) -> torch.Tensor | None:
+        """Post-ReLU activations (B, 8) of the reference hidden layer; None for a linear head."""
+        if self.architecture != "reference":
+            return None
+        return self.layers[1](self.layers[0](features))  # (B, 8)
+
+    def _weighted_mean(self, losses: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean of per-sample ``losses`` (B,), weighted by the class weight of each ``target``."""
+        if self.class_weights is None:
+            return losses.mean()
+        weights = self.class_weights[target]  # (B,)
+        return (weights * losses).sum() / weights.sum()
 
     def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Scalar training loss; ``target`` is float (B,), a grade index or a continuous value."""
@@ -32,47 +174,56 @@ class Head(nn.Module):
         """Float score (B,) on the grade axis (0 = first grade, 1 = second, ...)."""
         raise NotImplementedError
 
+    def probabilities(self, outputs: torch.Tensor) -> torch.Tensor | None:
+        """Grade probabilities (B, K), rows summing to 1; None where the head has none."""
+        raise NotImplementedError
+
+    def predict_grade(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The head's own grade decision (B,), long, in [0, K-1]."""
+        raise NotImplementedError
+
 
 class RegressionHead(Head):
     """One number per image: the reference's Dense(8, relu) -> Dense(1).
 
     Args:
         in_features: width of the backbone features.
-        hidden: width of the hidden layer; 0 for a single linear layer.
+        architecture: "reference" (the default), "linear" or "auto" (= reference).
         loss: "mse", or "huber" (delta 1.0).
+        num_grades: K, for ``predict_grade``'s clipping and the class weights; None for a
+            continuous target.
+        class_weights: per-grade loss weights (K,); a sample's weight is that of its target
+            rounded to the nearest grade.
 
     Raises:
-        ConfigError: ``hidden`` is negative or ``loss`` is unknown.
+        ConfigError: an unknown architecture or loss, or class weights without grades.
 
-    >>> head = RegressionHead(4, hidden=0)
+    >>> head = RegressionHead(4, architecture="linear")
     >>> outputs = head(torch.zeros(2, 4))
     >>> outputs.shape, head.decode(outputs).shape
     (torch.Size([2, 1]), torch.Size([2]))
     """
 
     name = "regression"
+    default_architecture = "reference"
 
-    def __init__(self, in_features: int, hidden: int = 8, loss: str = "mse") -> None:
-        super().__init__()
-        if hidden < 0:
-            raise ConfigError(f"head hidden width {hidden} is negative: set --hidden to 0 or more")
+    def __init__(
+        self,
+        in_features: int,
+        architecture: str = "auto",
+        loss: str = "mse",
+        num_grades: int | None = None,
+        class_weights: torch.Tensor | np.ndarray | None = None,
+    ) -> None:
         if loss not in REGRESSION_LOSSES:
             raise ConfigError(
-                f"regression loss {loss!r} is unknown: "
-                f"set --loss to one of {', '.join(REGRESSION_LOSSES)}"
+                f"regression loss {loss!r} is unknown: set --loss to one of {', '.join(REGRESSION_LOSSES)}"
             )
-        self.hidden = hidden
+        if num_grades is not None and num_grades < 1:
+            raise ConfigError(f"num_grades {num_grades} must be at least 1: check --grades")
+        super().__init__(in_features, 1, architecture, num_grades, class_weights)
         self.loss_name = loss
-        if hidden > 0:
-            self.layers = nn.Sequential(
-                nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, 1)
-            )
-        else:
-            self.layers = nn.Sequential(nn.Linear(in_features, 1))
         init_keras_(self)  # he_normal kernels, zero biases, as the reference's Dense layers
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.layers(features)  # (B, 1)
 
     def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean squared (or Huber) error between the output and the target score.
@@ -81,12 +232,237 @@ class RegressionHead(Head):
         >>> float(head.loss(torch.tensor([[1.0], [3.0]]), torch.tensor([1.0, 1.0])))
         2.0
         """
-        prediction = outputs[:, 0]  # (B,)
+        prediction = outputs[:, 0].float()  # (B,)
         target = target.to(prediction.dtype)
         if self.loss_name == "huber":
-            return F.huber_loss(prediction, target, delta=1.0)
-        return F.mse_loss(prediction, target)
+            losses = F.huber_loss(prediction, target, delta=1.0, reduction="none")
+        else:
+            losses = F.mse_loss(prediction, target, reduction="none")
+        grade = None
+        if self.class_weights is not None:
+            grade = torch.floor(target + 0.5).long().clamp(0, self.num_grades - 1)  # (B,)
+        return self._weighted_mean(losses, grade)
 
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
         """The output itself, as (B,)."""
-        return outputs[:, 0]  # (B,)
+        return outputs[:, 0].float()  # (B,)
+
+    def probabilities(self, outputs: torch.Tensor) -> None:
+        """None: one number carries no distribution over grades."""
+        return None
+
+    def predict_grade(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The nearest grade, ties up (``floor(x + 0.5)``), clipped to [0, K-1] when K is known.
+
+        >>> RegressionHead(4, num_grades=3).predict_grade(torch.tensor([[-0.7], [0.5], [1.49], [9.0]]))
+        tensor([0, 1, 1, 2])
+        """
+        grade = torch.floor(self.decode(outputs) + 0.5)  # (B,)
+        if self.num_grades is not None:
+            grade = grade.clamp(0, self.num_grades - 1)
+        return grade.long()
+
+
+def _check_grades(name: str, num_grades: int | None) -> int:
+    if num_grades is None:
+        raise ConfigError(
+            f"task {name} needs integer grades; this data set has a continuous target: use --task regression"
+        )
+    if num_grades < 2:
+        raise ConfigError(
+            f"task {name} needs at least 2 grades but the data has {num_grades}: "
+            "add grades or use --task regression"
+        )
+    return num_grades
+
+
+class ClassificationHead(Head):
+    """Softmax over K grades with cross-entropy; score = expected grade, decision = argmax.
+
+    Args:
+        in_features: width of the backbone features.
+        num_grades: K >= 2.
+        architecture: "linear" (the default), "reference" or "auto" (= linear).
+        class_weights: per-grade loss weights (K,), the ``weight`` of ``F.cross_entropy``.
+
+    Raises:
+        ConfigError: fewer than 2 grades, an unknown architecture or bad class weights.
+
+    >>> head = ClassificationHead(4, num_grades=3)
+    >>> logits = torch.log(torch.tensor([[0.2, 0.5, 0.3]]))
+    >>> round(float(head.decode(logits)), 4), head.predict_grade(logits).tolist()
+    (1.1, [1])
+    """
+
+    name = "classification"
+
+    def __init__(
+        self,
+        in_features: int,
+        num_grades: int | None,
+        architecture: str = "auto",
+        class_weights: torch.Tensor | np.ndarray | None = None,
+    ) -> None:
+        num_grades = _check_grades(self.name, num_grades)
+        super().__init__(in_features, num_grades, architecture, num_grades, class_weights)
+        init_keras_(self)
+
+    def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy with the true grade (``target`` holds grade indices)."""
+        return F.cross_entropy(outputs.float(), target.long(), weight=self.class_weights)
+
+    def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(outputs.float(), dim=1)  # (B, K)
+
+    def decode(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Expected grade under the softmax, ``sum_k k * p_k``."""
+        probabilities = self.probabilities(outputs)
+        grades = torch.arange(self.num_grades, dtype=probabilities.dtype, device=probabilities.device)
+        return probabilities @ grades  # (B,)
+
+    def predict_grade(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs.argmax(dim=1)  # (B,)
+
+
+class _OrdinalHead(Head):
+    """K-1 logits, one per threshold "grade > k"; subclasses say how they give ``P(y > k)``."""
+
+    def exceed_probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        """``P(y > k)`` for k = 0..K-2, (B, K-1), non-increasing along each row."""
+        raise NotImplementedError
+
+    def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        return grade_probabilities(self.exceed_probabilities(outputs))  # (B, K)
+
+    def decode(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Expected grade, ``sum_k P(y > k)`` (equal to ``sum_k k * p_k``)."""
+        return self.exceed_probabilities(outputs).sum(dim=1)  # (B,)
+
+
+class CoralHead(_OrdinalHead):
+    """CORAL (Cao, Mirjalili and Raschka 2020): rank-consistent ordinal regression.
+
+    The output layer is coral_pytorch's ``CoralLayer``: one weight vector shared by the K-1
+    thresholds plus K-1 biases, so ``P(y > k) = sigmoid(logit_k)`` never increases with k once the
+    biases are ordered. Its biases start descending in [0, 1], as coral_pytorch recommends.
+
+    Args:
+        in_features: width of the backbone features.
+        num_grades: K >= 2.
+        architecture: "linear" (the CoralLayer alone; the default), "reference" (Linear(in, 8) +
+            ReLU before it) or "auto" (= linear).
+        class_weights: per-grade loss weights (K,), applied per sample by its true grade.
+
+    Raises:
+        ConfigError: fewer than 2 grades, an unknown architecture or bad class weights.
+
+    >>> head = CoralHead(4, num_grades=4)
+    >>> logits = torch.logit(torch.tensor([[0.9, 0.6, 0.2]]))
+    >>> head.predict_grade(logits).tolist(), round(float(head.decode(logits)), 4)
+    ([2], 1.7)
+    """
+
+    name = "coral"
+
+    def __init__(
+        self,
+        in_features: int,
+        num_grades: int | None,
+        architecture: str = "auto",
+        class_weights: torch.Tensor | np.ndarray | None = None,
+    ) -> None:
+        num_grades = _check_grades(self.name, num_grades)
+        super().__init__(
+            in_features,
+            num_grades - 1,
+            architecture,
+            num_grades,
+            class_weights,
+            output_layer=lambda width: CoralLayer(width, num_grades),
+        )
+        init_keras_(self)  # he_normal kernels; the CoralLayer's own biases stay as it set them
+
+    def levels(self, target: torch.Tensor) -> torch.Tensor:
+        """Extended binary labels (B, K-1): ``levels[i, k] = target_i > k``.
+
+        The vectorised ``coral_pytorch.dataset.levels_from_labelbatch``, which loops in Python.
+
+        >>> CoralHead(4, num_grades=4).levels(torch.tensor([0.0, 2.0, 3.0]))
+        tensor([[0., 0., 0.],
+                [1., 1., 0.],
+                [1., 1., 1.]])
+        """
+        thresholds = torch.arange(self.num_grades - 1, device=target.device)
+        return (target.long()[:, None] > thresholds[None, :]).float()  # (B, K-1)
+
+    def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """coral_pytorch's ``coral_loss``: the K-1 binary cross-entropies summed per sample."""
+        target = target.long()
+        losses = coral_loss(outputs.float(), self.levels(target), reduction=None)  # (B,)
+        return self._weighted_mean(losses, target)
+
+    def exceed_probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(outputs.float())  # (B, K-1)
+
+    def predict_grade(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The number of thresholds passed, ``sum_k [P(y > k) > 0.5]``."""
+        return proba_to_label(self.exceed_probabilities(outputs))  # (B,)
+
+
+class CornHead(_OrdinalHead):
+    """CORN (Shi, Cao and Raschka 2021): ordinal regression by conditional probabilities.
+
+    Logit k models ``P(y > k | y > k-1)``; the chain rule gives ``P(y > k)`` as the running
+    product of the sigmoids, ordered by construction with no constraint on the layer.
+
+    Args:
+        in_features: width of the backbone features.
+        num_grades: K >= 2.
+        architecture: "linear" (the default), "reference" or "auto" (= linear).
+        class_weights: per-grade loss weights (K,), applied to every binary task of a sample.
+
+    Raises:
+        ConfigError: fewer than 2 grades, an unknown architecture or bad class weights.
+
+    >>> head = CornHead(4, num_grades=4)
+    >>> logits = torch.logit(torch.tensor([[0.9, 0.5, 0.5]]))
+    >>> head.exceed_probabilities(logits), head.predict_grade(logits).tolist()
+    (tensor([[0.9000, 0.4500, 0.2250]]), [1])
+    """
+
+    name = "corn"
+
+    def __init__(
+        self,
+        in_features: int,
+        num_grades: int | None,
+        architecture: str = "auto",
+        class_weights: torch.Tensor | np.ndarray | None = None,
+    ) -> None:
+        num_grades = _check_grades(self.name, num_grades)
+        super().__init__(in_features, num_grades - 1, architecture, num_grades, class_weights)
+        init_keras_(self)
+
+    def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """coral_pytorch's ``corn_loss``: task k trains on the samples with grade > k-1 only.
+
+        With class weights, the same mean over (sample, task) pairs, each pair weighted by its
+        sample's class weight: ``sum_i w_i sum_k bce_ik / sum_i w_i n_i`` (n_i tasks of sample i).
+        Equal weights give ``corn_loss`` exactly.
+        """
+        logits, target = outputs.float(), target.long()
+        if self.class_weights is None:
+            return corn_loss(logits, target, self.num_grades)
+        thresholds = torch.arange(self.num_grades - 1, device=target.device)
+        in_task = target[:, None] > thresholds[None, :] - 1  # (B, K-1): task k sees grades >= k
+        labels = (target[:, None] > thresholds[None, :]).float()  # (B, K-1)
+        bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")  # (B, K-1)
+        weights = self.class_weights[target][:, None] * in_task  # (B, K-1)
+        return (weights * bce).sum() / weights.sum()
+
+    def exceed_probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        return torch.cumprod(torch.sigmoid(outputs.float()), dim=1)  # (B, K-1)
+
+    def predict_grade(self, outputs: torch.Tensor) -> torch.Tensor:
+        """coral_pytorch's ``corn_label_from_logits``: the count of ``P(y > k) > 0.5``."""
+        return corn_label_from_logits(outputs.float())  # (B,)

@@ -1,4 +1,4 @@
-"""A trained grader: checkpoint + preprocessing + decoding, from images to scores and grades."""
+"""A trained grader: checkpoint + preprocessing + decoding, from images to scores, grades and sets."""
 
 from __future__ import annotations
 
@@ -8,12 +8,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from imgrade.calibrate import Conformal, apply_thresholds, prediction_sets
 from imgrade.core.checkpoint import find_run_checkpoint, load_checkpoint
 from imgrade.core.device import resolve_device
 from imgrade.core.errors import CheckpointError
-from imgrade.core.grades import round_to_grades
 from imgrade.core.preprocess import nhwc_to_tensor, to_input
 from imgrade.models.factory import build_model
+
+
+@dataclass
+class Outputs:
+    """What the network says about N images."""
+
+    scores: np.ndarray  # (N,) on the grade axis (or the continuous target)
+    probabilities: np.ndarray | None  # (N, K) for classification, coral and corn; None for regression
+    native: np.ndarray | None  # (N,) the head's own grade decision; None for a continuous target
 
 
 @dataclass
@@ -36,29 +45,66 @@ class Predictor:
             model_cfg = ckpt["config"]["model"]
             model = build_model(
                 depth=model_cfg["depth"],
+                task=model_cfg["task"],
                 head=model_cfg["head"],
-                hidden=model_cfg["hidden"],
                 loss=model_cfg["loss"],
                 num_grades=len(ckpt["grade_names"]) if ckpt["grade_names"] else None,
             )
             model.load_state_dict(ckpt["model_state"])
         except (KeyError, RuntimeError, TypeError) as e:
-            raise CheckpointError(f"{path} does not hold a model this imgrade can rebuild ({str(e).splitlines()[0][:120]}): retrain") from None
+            first = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            raise CheckpointError(f"{path} does not hold a model this imgrade can rebuild ({first}): retrain") from None
         target = resolve_device(device)
         model.to(target).eval()
         return cls(model, ckpt["mean_image"].float(), ckpt["grade_names"], int(ckpt["image_size"]), target, ckpt)
 
-    @torch.no_grad()
-    def scores(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
-        """Scores (N,) on the grade axis for uint8 images (N, H, W, 3) or tensors (N, 3, H, W)."""
-        x = nhwc_to_tensor(images) if isinstance(images, np.ndarray) else images
-        out = []
-        for i in range(0, len(x), batch_size):
-            outputs = self.model(to_input(x[i : i + batch_size], self.mean, self.device))
-            out.append(self.model.decode(outputs).float().cpu())
-        return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+    @property
+    def thresholds(self) -> dict | None:
+        """The calibration's cut-point choice (``ThresholdChoice.to_dict()``), if calibrated."""
+        return (self.checkpoint.get("calibration") or {}).get("thresholds")
 
-    def grades(self, scores: np.ndarray) -> np.ndarray:
-        """Grade indexes for scores (rounding to the nearest grade)."""
-        assert self.grade_names is not None
-        return round_to_grades(scores, len(self.grade_names))
+    @property
+    def conformal(self) -> Conformal | None:
+        found = (self.checkpoint.get("calibration") or {}).get("conformal")
+        return Conformal.from_dict(found) if found else None
+
+    @torch.no_grad()
+    def outputs(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> Outputs:
+        """Run the network on uint8 images (N, H, W, 3) or tensors (N, 3, H, W)."""
+        x = nhwc_to_tensor(images) if isinstance(images, np.ndarray) else images
+        scores, probabilities, native = [], [], []
+        for i in range(0, len(x), batch_size):
+            out = self.model(to_input(x[i : i + batch_size], self.mean, self.device))
+            scores.append(self.model.decode(out).float().cpu())
+            p = self.model.probabilities(out)
+            if p is not None:
+                probabilities.append(p.float().cpu())
+            if self.grade_names is not None:
+                native.append(self.model.predict_grade(out).cpu())
+        if not scores:
+            k = len(self.grade_names) if self.grade_names else 0
+            empty = np.zeros(0, np.int64) if self.grade_names else None
+            return Outputs(np.zeros(0, np.float32), np.zeros((0, k), np.float32) if self.model.task != "regression" else None, empty)
+        return Outputs(
+            torch.cat(scores).numpy(),
+            torch.cat(probabilities).numpy() if probabilities else None,
+            torch.cat(native).numpy().astype(np.int64) if native else None,
+        )
+
+    def scores(self, images, batch_size: int = 256) -> np.ndarray:
+        return self.outputs(images, batch_size).scores
+
+    def grades(self, outputs: Outputs) -> np.ndarray:
+        """Grade indexes: the tuned cut points when calibration kept them, else the head's own rule."""
+        assert self.grade_names is not None and outputs.native is not None
+        choice = self.thresholds
+        if choice and choice.get("kind") == "tuned":
+            return apply_thresholds(outputs.scores, np.asarray(choice["thresholds"]))
+        return outputs.native
+
+    def sets(self, outputs: Outputs) -> np.ndarray | None:
+        """Grade sets (N, K) bool with the calibrated coverage, or None when not calibrated."""
+        conformal = self.conformal
+        if conformal is None or self.grade_names is None:
+            return None
+        return prediction_sets(conformal, scores=outputs.scores, probabilities=outputs.probabilities, num_grades=len(self.grade_names))

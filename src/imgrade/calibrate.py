@@ -1,0 +1,549 @@
+"""Thresholds and conformal grade sets from validation scores (pure functions).
+
+Every model gives a score on the grade axis (0 = first grade, e.g. 2.7); some also give grade
+probabilities (N, K). Two questions are answered from the validation split's predictions:
+
+* Which cut points turn a score into a grade? Plain rounding (cut points 0.5, 1.5, ...) or cut
+  points tuned to maximise QWK, accuracy or -MAE (the Kaggle "OptimizedRounder"). Tuned cut points
+  overfit a small split, so :func:`choose_thresholds` keeps them only when they beat rounding out
+  of fold.
+* Which grades could this image be? Split conformal prediction (Angelopoulos & Bates, "A Gentle
+  Introduction to Conformal Prediction and Distribution-Free Uncertainty Quantification", 2021)
+  turns validation errors into grade sets that hold the true grade with probability at least
+  ``1 - alpha`` for new images exchangeable with the validation ones.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from imgrade.core.errors import CheckpointError, ConfigError, DataError, ImgradeError
+from imgrade.core.grades import round_to_grades
+from imgrade.evaluate.metrics import quadratic_weighted_kappa
+
+OBJECTIVES = ("qwk", "accuracy", "mae")
+CONFORMAL_KINDS = ("interval", "aps")
+TUNING_MARGIN = 0.005
+"""Tuned cut points must beat rounding out of fold by more than this and by more than two standard
+errors of the per-fold gains (about a one-sided paired t-test at 5% for 5 folds). QWK and accuracy
+are on a 0..1 scale and MAE in grades, so 0.005 is half a point of accuracy or 1/200 of a grade."""
+_LINE_SEARCH_CANDIDATES = 64
+
+
+# ---------------------------------------------------------------- cut points
+
+
+def apply_thresholds(scores, thresholds) -> np.ndarray:
+    """Grade = the number of cut points at or below the score, so a score on a cut point goes up.
+
+    >>> apply_thresholds([-1.0, 0.5, 1.49, 1.5, 7.0], [0.5, 1.5])
+    array([0, 1, 1, 2, 2])
+    """
+    scores = _finite_scores(scores)
+    thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(thresholds)) or np.any(np.diff(thresholds) < 0):
+        raise ImgradeError(
+            f"cut points must be finite and ascending, got {thresholds.tolist()}: sort them or refit them with fit_thresholds"
+        )
+    return np.searchsorted(thresholds, scores, side="right").astype(np.int64)
+
+
+def default_thresholds(num_grades: int) -> np.ndarray:
+    """Plain rounding as cut points: 0.5, 1.5, ..., K - 1.5 (ties go up, like ``round_to_grades``).
+
+    >>> default_thresholds(4)
+    array([0.5, 1.5, 2.5])
+    >>> apply_thresholds([0.5, 2.49, 2.5], default_thresholds(4))
+    array([1, 2, 3])
+    """
+    if num_grades < 1:
+        raise ImgradeError(f"num_grades must be at least 1, got {num_grades}: name at least one grade")
+    return np.arange(num_grades - 1, dtype=np.float64) + 0.5
+
+
+def objective_value(y_true, y_pred, num_grades: int, objective: str) -> float:
+    """How good predicted grades are; higher is better: QWK, accuracy, or minus the mean |pred - true|.
+
+    QWK is undefined (nan) when, e.g., every true and predicted grade is the same one; it counts as
+    0.0 (chance level) here, so such a cross-validation fold neither wins nor turns a mean into nan.
+
+    >>> objective_value([0, 1, 2, 2], [0, 2, 2, 1], 3, "accuracy")
+    0.5
+    >>> objective_value([0, 1, 2, 2], [0, 2, 2, 1], 3, "mae")
+    -0.5
+    >>> objective_value([1, 1], [1, 1], 3, "qwk")
+    0.0
+    """
+    _check_objective(objective)
+    y_true = _grade_indices(y_true, num_grades, "y_true")
+    y_pred = _grade_indices(y_pred, num_grades, "y_pred")
+    _check_same_length(y_true, y_pred, "predicted grades")
+    if len(y_true) == 0:
+        raise ImgradeError("no samples to score: y_true and y_pred are empty")
+    return _objective(y_true, y_pred, num_grades, objective)
+
+
+def fit_thresholds(y_true, scores, num_grades: int, objective: str = "qwk") -> np.ndarray:
+    """Cut points (K - 1,) that maximise the objective on these scores (the Kaggle OptimizedRounder).
+
+    Starts from the rounding midpoints and runs Nelder-Mead twice (a simplex of 0.5 grade, then a
+    restart with 0.2 from the best point). The objective is piecewise constant in the cut points,
+    so Nelder-Mead often stalls on a plateau; a coordinate-wise line search over the gaps between
+    neighbouring scores (each cut point in turn, between its neighbours) finishes the job and puts
+    every cut point in the middle of a gap. Deterministic, always ascending, and never worse on the
+    given data than the midpoints, which it returns when nothing beats them.
+
+    >>> y = [0, 0, 1, 1, 2, 2]
+    >>> scores = [0.3, 0.6, 1.3, 1.7, 2.4, 2.6]   # each grade reads about 0.4 high
+    >>> apply_thresholds(scores, default_thresholds(3)).tolist()
+    [0, 1, 1, 2, 2, 2]
+    >>> fit_thresholds(y, scores, 3, "accuracy").round(2).tolist()
+    [0.95, 2.05]
+    """
+    from scipy.optimize import minimize  # here, not at the top: serving imports this module without scipy
+
+    _check_objective(objective)
+    y_true, scores = _check_pairs(y_true, scores, num_grades)
+    start = default_thresholds(num_grades)
+    if num_grades < 2 or len(y_true) == 0:
+        return start
+
+    def value(thresholds: np.ndarray) -> float:
+        grades = np.searchsorted(thresholds, scores, side="right")
+        return _objective(y_true, grades, num_grades, objective)
+
+    best, best_value = start, value(start)
+    start_value = best_value
+    for step in (0.5, 0.2):
+        simplex = np.vstack([best, best + step * np.eye(len(best))])  # (K, K - 1)
+        result = minimize(
+            lambda t: -value(np.sort(t)),
+            best,
+            method="Nelder-Mead",
+            options={"initial_simplex": simplex, "xatol": 1e-3, "fatol": 1e-9, "maxiter": 200 * len(best)},
+        )
+        candidate = np.sort(result.x)
+        candidate_value = value(candidate)
+        if candidate_value > best_value:
+            best, best_value = candidate, candidate_value
+    best, best_value = _line_search(best, best_value, scores, value)
+    return _centre_in_gaps(best, np.unique(scores)) if best_value > start_value else start
+
+
+def _centre_in_gaps(thresholds: np.ndarray, unique_scores: np.ndarray) -> np.ndarray:
+    """Move each cut point to the middle of the gap between the scores on either side of it.
+
+    No score changes grade, so the objective is unchanged, but a new score near a cut point is
+    as far as possible from being misgraded by an arbitrary Nelder-Mead position.
+    """
+    centred = thresholds.copy()
+    for j, t in enumerate(thresholds):
+        below, above = unique_scores[unique_scores < t], unique_scores[unique_scores >= t]
+        if below.size and above.size:
+            centred[j] = (below[-1] + above[0]) / 2
+    return centred
+
+
+def _line_search(thresholds: np.ndarray, current: float, scores: np.ndarray, value, sweeps: int = 3):
+    """Move one cut point at a time to the gap midpoint that scores best; stop when a sweep gains nothing."""
+    thresholds = thresholds.copy()
+    unique_scores = np.unique(scores)
+    for _ in range(sweeps):
+        improved = False
+        for j in range(len(thresholds)):
+            low = thresholds[j - 1] if j > 0 else -np.inf
+            high = thresholds[j + 1] if j + 1 < len(thresholds) else np.inf
+            inside = unique_scores[(unique_scores > low) & (unique_scores < high)]
+            left = low if np.isfinite(low) else (inside[0] if inside.size else thresholds[j]) - 1.0
+            right = high if np.isfinite(high) else (inside[-1] if inside.size else thresholds[j]) + 1.0
+            points = np.concatenate([[left], inside, [right]])
+            candidates = (points[:-1] + points[1:]) / 2
+            if len(candidates) > _LINE_SEARCH_CANDIDATES:
+                picks = np.linspace(0, len(candidates) - 1, _LINE_SEARCH_CANDIDATES).round().astype(int)
+                candidates = candidates[np.unique(picks)]
+            trial = thresholds.copy()
+            values = []
+            for c in candidates:
+                trial[j] = c
+                values.append(value(trial))
+            values = np.asarray(values)
+            if values.max() > current:
+                # Among equally good gaps take the one nearest the current cut point: the smallest move.
+                winners = np.flatnonzero(values == values.max())
+                pick = winners[np.argmin(np.abs(candidates[winners] - thresholds[j]))]
+                thresholds[j], current, improved = candidates[pick], float(values[pick]), True
+        if not improved:
+            break
+    return thresholds, current
+
+
+@dataclass
+class ThresholdChoice:
+    """Tuned cut points or plain rounding, with the cross-validation evidence behind the choice."""
+
+    thresholds: list[float]
+    """The cut points to use: tuned ones, or the midpoints 0.5, 1.5, ... when rounding was kept."""
+    kind: str
+    """``"tuned"`` or ``"rounding"``."""
+    objective: str
+    """One of OBJECTIVES; the cv values below are :func:`objective_value` (higher is better, -MAE)."""
+    cv_tuned: float
+    """Mean out-of-fold objective of tuned cut points; nan when cross-validation did not run."""
+    cv_rounding: float
+    """Mean out-of-fold objective of plain rounding on the same folds; nan when it did not run."""
+    folds: int
+    reason: str
+    """One sentence for the user: which was kept and why."""
+
+    def to_dict(self) -> dict:
+        """Plain JSON- and pickle-safe values; nan becomes None."""
+        return {
+            "thresholds": [float(t) for t in self.thresholds],
+            "kind": self.kind,
+            "objective": self.objective,
+            "cv_tuned": _none_if_nan(self.cv_tuned),
+            "cv_rounding": _none_if_nan(self.cv_rounding),
+            "folds": int(self.folds),
+            "reason": self.reason,
+        }
+
+
+def choose_thresholds(
+    y_true, scores, num_grades: int, objective: str = "qwk", folds: int = 5, seed: int = 0,
+    baseline=None, baseline_name: str = "rounding",
+) -> ThresholdChoice:
+    """Keep tuned cut points only when they beat plain rounding out of fold on the validation split.
+
+    ``baseline`` (optional) is the model's own grade decision per image (argmax for a classifier,
+    the rank count for CORAL/CORN); tuned cut points must then beat that instead of rounding.
+
+    The validation predictions are split into ``folds`` folds (seeded, stratified by grade); for each
+    fold the cut points are fitted on the other folds and scored on it, next to rounding on the same
+    fold. Tuned cut points (refitted on all the data) are kept only when their mean out-of-fold
+    objective beats rounding's by more than ``max(TUNING_MARGIN, two standard errors of the per-fold
+    gains)``; otherwise, and with fewer than ``2 * folds`` images or a single grade present, rounding
+    is kept. ``reason`` says which and why.
+
+    >>> choice = choose_thresholds([0, 1, 2], [0.1, 1.2, 1.9], 3)
+    >>> choice.kind, choice.thresholds
+    ('rounding', [0.5, 1.5])
+    >>> choice.reason
+    'kept plain rounding: 3 validation images are too few to tune cut points (tuning needs at least 10, 2 per fold for 5 folds)'
+    """
+    _check_objective(objective)
+    if folds < 2:
+        raise ConfigError(f"calibrate.folds {folds} must be at least 2: set --threshold-folds")
+    y_true, scores = _check_pairs(y_true, scores, num_grades)
+    rounding = default_thresholds(num_grades)
+    baseline = apply_thresholds(scores, rounding) if baseline is None else np.asarray(baseline, dtype=np.int64)
+    n = len(y_true)
+    nan = float("nan")
+    plain = "plain rounding" if baseline_name == "rounding" else baseline_name
+
+    def keep_rounding(why: str, cv_tuned: float = nan, cv_rounding: float = nan) -> ThresholdChoice:
+        return ThresholdChoice(rounding.tolist(), "rounding", objective, cv_tuned, cv_rounding, folds, f"kept {plain}: {why}")
+
+    if num_grades < 2:
+        return keep_rounding("a single grade needs no cut points")
+    if n < 2 * folds:
+        return keep_rounding(
+            f"{n} validation images are too few to tune cut points (tuning needs at least {2 * folds}, 2 per fold for {folds} folds)"
+        )
+    present = np.unique(y_true)
+    if len(present) < 2:
+        return keep_rounding(f"every validation image has grade {int(present[0])}, so there is nothing to tune cut points on")
+
+    fold_of = _stratified_folds(y_true, folds, seed)
+    tuned_values, rounding_values = [], []
+    for fold in range(folds):
+        held = fold_of == fold
+        tuned = fit_thresholds(y_true[~held], scores[~held], num_grades, objective)
+        tuned_values.append(_objective(y_true[held], apply_thresholds(scores[held], tuned), num_grades, objective))
+        rounding_values.append(_objective(y_true[held], baseline[held], num_grades, objective))
+    gains = np.asarray(tuned_values) - np.asarray(rounding_values)
+    cv_tuned, cv_rounding = float(np.mean(tuned_values)), float(np.mean(rounding_values))
+    # Two standard errors, not one: in simulations one let tuning win on pure-noise scores in ~1 draw of 5.
+    margin = max(TUNING_MARGIN, 2 * float(np.std(gains, ddof=1) / math.sqrt(folds)))
+    scored = (
+        f"{_describe(objective, cv_tuned)} out of fold vs {_describe(objective, cv_rounding, False)} "
+        f"for {baseline_name} ({folds} folds of {n} validation images)"
+    )
+    if not float(np.mean(gains)) > margin:
+        if float(np.mean(gains)) > 0:
+            scored += f", a gain below the {margin:.3f} margin that fold-to-fold noise allows"
+        return keep_rounding(f"tuned cut points scored {scored}", cv_tuned, cv_rounding)
+    thresholds = fit_thresholds(y_true, scores, num_grades, objective)
+    if np.array_equal(thresholds, rounding):
+        why = f"tuned cut points scored {scored}, but refitted on all {n} images they did not beat the midpoints"
+        return keep_rounding(why, cv_tuned, cv_rounding)
+    return ThresholdChoice(thresholds.tolist(), "tuned", objective, cv_tuned, cv_rounding, folds, f"using tuned cut points: they scored {scored}")
+
+
+def _stratified_folds(y_true: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold index per image: shuffled within each grade, then dealt round-robin grade by grade."""
+    order = np.random.default_rng(seed).permutation(len(y_true))
+    order = order[np.argsort(y_true[order], kind="stable")]
+    fold_of = np.empty(len(y_true), dtype=np.int64)
+    fold_of[order] = np.arange(len(y_true)) % folds
+    return fold_of
+
+
+def _describe(objective: str, value: float, name: bool = True) -> str:
+    label = {"qwk": "QWK", "accuracy": "accuracy", "mae": "MAE"}[objective]
+    text = {"qwk": f"{value:.3f}", "accuracy": f"{value:.1%}", "mae": f"{abs(value):.3f} grades"}[objective]
+    return f"{label} {text}" if name else text
+
+
+def _objective(y_true: np.ndarray, y_pred: np.ndarray, num_grades: int, objective: str) -> float:
+    if objective == "accuracy":
+        return float(np.mean(y_pred == y_true))
+    if objective == "mae":
+        return -float(np.mean(np.abs(y_pred - y_true)))
+    kappa = quadratic_weighted_kappa(y_true, y_pred, num_grades)
+    return 0.0 if math.isnan(kappa) else kappa
+
+
+# ---------------------------------------------------------------- conformal grade sets
+
+
+@dataclass
+class Conformal:
+    """A fitted split-conformal calibration: sets built with it hold the true grade w.p. >= 1 - alpha."""
+
+    kind: str
+    """``"interval"`` (grades within qhat of the score, any head) or ``"aps"`` (from grade probabilities)."""
+    alpha: float
+    qhat: float
+    """The calibrated threshold on the nonconformity score: |score - grade|, or APS probability mass."""
+    n: int
+    """Calibration (validation) images it was fitted on."""
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "alpha": float(self.alpha), "qhat": float(self.qhat), "n": int(self.n)}
+
+    @classmethod
+    def from_dict(cls, d) -> "Conformal":
+        missing = [key for key in ("kind", "alpha", "qhat", "n") if not isinstance(d, dict) or key not in d]
+        if missing or d["kind"] not in CONFORMAL_KINDS:
+            problem = f"lacks {missing}" if missing else f"has kind {d['kind']!r}, not one of {CONFORMAL_KINDS}"
+            raise CheckpointError(f"the checkpoint's conformal calibration {problem}: recalibrate or retrain the run")
+        return cls(str(d["kind"]), float(d["alpha"]), float(d["qhat"]), int(d["n"]))
+
+
+def min_calibration_size(alpha: float) -> int:
+    """Fewest calibration images for which the conformal quantile exists: ceil((n+1)(1-alpha)) <= n.
+
+    >>> min_calibration_size(0.1), min_calibration_size(0.05), min_calibration_size(0.3)
+    (9, 19, 3)
+    """
+    _check_alpha(alpha)
+    # ceil((n+1)(1-alpha)) <= n  <=>  (n+1)(1-alpha) <= n  <=>  n >= (1-alpha)/alpha; the 1e-9 absorbs float error.
+    return max(1, math.ceil((1 - alpha) / alpha - 1e-9))
+
+
+def fit_conformal(y_true, *, scores=None, probabilities=None, alpha: float = 0.1) -> Conformal:
+    """Split conformal calibration on validation predictions (Angelopoulos & Bates 2021).
+
+    With ``probabilities`` (N, K) it fits APS (adaptive prediction sets): an image's nonconformity is
+    the probability mass of the grades ranked at or above its true grade (sorted by falling
+    probability, ties by grade; the non-randomised, slightly conservative version). With ``scores``
+    only it fits an interval: nonconformity ``|score - true grade|``. Probabilities win when both
+    are given. ``qhat`` is the k-th smallest nonconformity with ``k = ceil((n+1)(1-alpha))``, i.e.
+    the empirical ``k/n`` quantile taken as an order statistic (numpy's ``method="inverted_cdf"``);
+    ``method="higher"`` at ``k/n`` would take the (k+1)-th for many n, more conservative than needed.
+
+    Raises:
+        ImgradeError: alpha outside (0, 1), fewer than ``min_calibration_size(alpha)`` images, neither
+            scores nor probabilities, mismatched lengths, or bad values.
+
+    >>> c = fit_conformal([0, 1, 2, 1, 0, 2, 1, 1, 0], scores=[0.1, 1.2, 1.7, 0.6, 0.0, 2.2, 1.0, 1.9, 0.3], alpha=0.2)
+    >>> c.kind, round(c.qhat, 6), c.n   # 8th smallest of |score - y|: 0, .0, .1, .2, .2, .3, .3, .4, .9
+    ('interval', 0.4, 9)
+    """
+    _check_alpha(alpha)
+    if probabilities is not None:
+        probabilities = _check_probabilities(probabilities, None)
+        y_true = _grade_indices(y_true, probabilities.shape[1], "y_true")
+        _check_same_length(y_true, probabilities, "probability rows")
+        kind = "aps"
+        nonconformity = _aps_mass(probabilities)[np.arange(len(y_true)), y_true]
+    elif scores is not None:
+        scores = _finite_scores(scores)
+        y_true = _finite_scores(y_true, "y_true")
+        _check_same_length(y_true, scores, "scores")
+        kind = "interval"
+        nonconformity = np.abs(scores - y_true)
+    else:
+        raise ImgradeError("fit_conformal needs scores or probabilities, got neither: pass the validation predictions")
+    n = len(y_true)
+    need = min_calibration_size(alpha)
+    if n < need:
+        raise DataError(
+            f"alpha {alpha} needs at least {need} validation images for grade sets with a coverage guarantee, "
+            f"got {n}: raise --alpha or enlarge the validation split"
+        )
+    rank = min(n, math.ceil((n + 1) * (1 - alpha) - 1e-9))
+    qhat = float(np.sort(nonconformity)[rank - 1])
+    return Conformal(kind, float(alpha), qhat, n)
+
+
+def prediction_sets(conformal: Conformal, *, scores=None, probabilities=None, num_grades: int) -> np.ndarray:
+    """Grade sets (N, K) bool, never empty; which input is used follows ``conformal.kind``.
+
+    interval: the grades k with ``|score - k| <= qhat``, or the nearest grade when none is that close.
+    aps: the grades whose APS mass (see :func:`fit_conformal`) is <= qhat, i.e. the top-probability
+    grades while their cumulative mass stays within qhat, or the top grade alone when even it is
+    above. This is the Gentle Introduction's set; also adding the grade that crosses qhat would pair
+    the non-randomised score with an extra grade per image and cover ~99.5% instead of ~90% at
+    alpha 0.1 (one grade larger on average with 5 grades).
+
+    >>> prediction_sets(Conformal("interval", 0.1, 0.8, 20), scores=[1.3, 9.0], num_grades=4).astype(int)
+    array([[0, 1, 1, 0],
+           [0, 0, 0, 1]])
+    >>> prediction_sets(Conformal("aps", 0.1, 0.95, 20), probabilities=[[0.1, 0.6, 0.3], [0.02, 0.03, 0.95]], num_grades=3).astype(int)
+    array([[0, 1, 1],
+           [0, 0, 1]])
+    """
+    if conformal.kind == "aps":
+        if probabilities is None:
+            raise ImgradeError("these grade sets were calibrated on grade probabilities (aps) but none were given: pass probabilities")
+        probabilities = _check_probabilities(probabilities, num_grades)
+        sets = _aps_mass(probabilities) <= conformal.qhat  # (N, K)
+        sets[np.arange(len(sets)), np.argmax(probabilities, axis=1)] = True
+        return sets
+    if conformal.kind != "interval":
+        raise ImgradeError(f"conformal kind {conformal.kind!r} is not one of {CONFORMAL_KINDS}: recalibrate")
+    if scores is None:
+        raise ImgradeError("interval grade sets need scores, got none: pass the model's scores")
+    scores = _finite_scores(scores)
+    sets = np.abs(scores[:, None] - np.arange(num_grades)[None, :]) <= conformal.qhat  # (N, K)
+    empty = ~sets.any(axis=1)
+    sets[np.flatnonzero(empty), round_to_grades(scores[empty], num_grades)] = True
+    return sets
+
+
+def _aps_mass(probabilities: np.ndarray) -> np.ndarray:
+    """(N, K): per image and grade, the probability mass of the grades ranked at or above it.
+
+    Fitting and prediction both go through here, so a test image identical to a calibration one
+    gets bit-identical masses and the coverage guarantee survives float rounding.
+    """
+    order = np.argsort(-probabilities, axis=1, kind="stable")  # (N, K) grades by falling probability, ties by grade
+    cumulative = np.cumsum(np.take_along_axis(probabilities, order, axis=1), axis=1)  # (N, K) by rank
+    mass = np.empty_like(cumulative)
+    np.put_along_axis(mass, order, cumulative, axis=1)
+    return mass
+
+
+def set_summary(sets, y_true, grade_names: list[str]) -> dict:
+    """Coverage (share of sets holding the true grade) and mean set size, overall and per true grade.
+
+    >>> s = set_summary([[1, 1, 0], [0, 1, 0], [0, 1, 1]], [0, 2, 2], ["L", "M", "S"])
+    >>> s["coverage"], s["mean_size"], s["per_grade"]["S"], s["per_grade"]["M"]
+    (0.6666666666666666, 1.6666666666666667, {'n': 2, 'coverage': 0.5, 'mean_size': 1.5}, {'n': 0, 'coverage': None, 'mean_size': None})
+    """
+    sets = np.asarray(sets).astype(bool)
+    num_grades = len(grade_names)
+    if sets.ndim != 2 or sets.shape[1] != num_grades:
+        raise ImgradeError(f"grade sets have shape {sets.shape} but {num_grades} grades are named: pass (N, {num_grades}) sets")
+    y_true = _grade_indices(y_true, num_grades, "y_true")
+    _check_same_length(y_true, sets, "grade sets")
+    covered = sets[np.arange(len(y_true)), y_true]
+    sizes = sets.sum(axis=1)
+
+    def summary(mask: np.ndarray) -> dict:
+        count = int(mask.sum())
+        if count == 0:
+            return {"n": 0, "coverage": None, "mean_size": None}
+        return {"n": count, "coverage": float(covered[mask].mean()), "mean_size": float(sizes[mask].mean())}
+
+    overall = summary(np.ones(len(y_true), dtype=bool))
+    per_grade = {name: summary(y_true == k) for k, name in enumerate(grade_names)}
+    return {"coverage": overall["coverage"], "mean_size": overall["mean_size"], "per_grade": per_grade}
+
+
+def format_set(row_mask, grade_names: list[str]) -> str:
+    """One grade set as text, names in grade order joined by ``|``.
+
+    >>> format_set([False, True, True, True], ["L", "M", "S", "2S"])
+    'M|S|2S'
+    """
+    row_mask = np.asarray(row_mask).astype(bool).reshape(-1)
+    if len(row_mask) != len(grade_names):
+        raise ImgradeError(f"a grade set has {len(row_mask)} entries but {len(grade_names)} grades are named")
+    return "|".join(name for name, kept in zip(grade_names, row_mask) if kept)
+
+
+# ---------------------------------------------------------------- input checks
+
+
+def _check_objective(objective: str) -> None:
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective {objective!r} is not one of {', '.join(OBJECTIVES)}: set --objective")
+
+
+def _check_alpha(alpha: float) -> None:
+    if not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
+        raise ConfigError(f"--alpha {alpha} must be between 0 and 1 (exclusive), e.g. 0.1")
+
+
+def _finite_scores(values, name: str = "scores") -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(values)):
+        bad = int(np.sum(~np.isfinite(values)))
+        raise ImgradeError(f"{bad} of {values.size} {name} are NaN or infinite: check the model's outputs")
+    return values
+
+
+def _grade_indices(values, num_grades: int, name: str) -> np.ndarray:
+    values = np.asarray(values).reshape(-1)
+    if values.size and values.dtype.kind not in "iub":
+        if values.dtype.kind != "f":
+            raise ImgradeError(f"{name} must hold grade indices (numbers), got dtype {values.dtype}")
+        whole = np.isfinite(values) & (values == np.round(values))
+        if not np.all(whole):
+            raise ImgradeError(f"{name} must hold whole grade indices, found {values[~whole][0]}: pass grade indices, not scores")
+    values = values.astype(np.int64)
+    outside = (values < 0) | (values >= num_grades)
+    if np.any(outside):
+        raise ImgradeError(
+            f"{name} uses grade index {int(values[outside][0])} but there are only {num_grades} grades "
+            f"(indices 0..{num_grades - 1}): check the grade names match the data"
+        )
+    return values
+
+
+def _check_pairs(y_true, scores, num_grades: int) -> tuple[np.ndarray, np.ndarray]:
+    y_true = _grade_indices(y_true, num_grades, "y_true")
+    scores = _finite_scores(scores)
+    _check_same_length(y_true, scores, "scores")
+    return y_true, scores
+
+
+def _check_probabilities(probabilities, num_grades: int | None) -> np.ndarray:
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 2 or (num_grades is not None and probabilities.shape[1] != num_grades):
+        want = f"(N, {num_grades})" if num_grades is not None else "(N, num_grades)"
+        raise ImgradeError(f"grade probabilities have shape {probabilities.shape}, expected {want}: pass one row per image")
+    sums = probabilities.sum(axis=1)
+    bad = ~np.isfinite(sums) | (np.abs(sums - 1) > 1e-3) | np.any(probabilities < -1e-6, axis=1)
+    if np.any(bad):
+        i = int(np.flatnonzero(bad)[0])
+        raise ImgradeError(
+            f"grade probabilities of image {i} are {probabilities[i].tolist()} (sum {sums[i]:.4g}): "
+            "each row must be non-negative and sum to 1; pass softmax outputs"
+        )
+    return probabilities
+
+
+def _check_same_length(y_true: np.ndarray, other: np.ndarray, what: str) -> None:
+    if len(y_true) != len(other):
+        raise ImgradeError(f"{len(y_true)} true grades but {len(other)} {what}: pass one per validation image")
+
+
+def _none_if_nan(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)

@@ -1,0 +1,199 @@
+"""Every formulation on the same split and budget: which one grades this data best, honestly.
+
+``imgrade compare`` trains each task (regression, classification, coral, corn) for each seed (or
+each cross-validation fold) into ``OUT/runs/``, scores the test images of each, and summarises:
+a table of mean +- std per formulation, a paired comparison against the reference formulation
+(regression with plain rounding), a box plot per metric, a report, and one recommendation.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imgrade.config import TASKS, RunConfig, parse_split
+from imgrade.core.errors import ConfigError, DataError
+from imgrade.core.io import write_text
+from imgrade.data.imageset import ImageSet
+from imgrade.data.loader import load_dataset
+from imgrade.data.splits import make_split, stratified_split, stratify_labels
+from imgrade.evaluate import plots
+from imgrade.evaluate.metrics import ordinal_metrics
+from imgrade.evaluate.report import mean_std, paired_gain
+
+REFERENCE = "regression, rounding"
+METRICS = ("qwk", "accuracy", "within1", "grade_mae", "mae", "rmse", "coverage", "set_size", "train_seconds")
+HIGHER_IS_BETTER = {"qwk": True, "accuracy": True, "within1": True, "coverage": True}
+PLOTTED = ("qwk", "accuracy", "within1", "grade_mae", "coverage", "set_size")
+
+
+def fold_splits(imageset: ImageSet, folds: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Stratified k-fold: fold f is the test set; the rest is split 3:1 into train and val."""
+    if folds < 2:
+        raise ConfigError(f"--folds {folds} must be at least 2 (or 0 for one split with several seeds)")
+    strata = stratify_labels(imageset)
+    parts = stratified_split(strata, tuple([1.0 / folds] * folds), seed, imageset.groups)
+    result = []
+    for f, test in enumerate(parts):
+        rest = np.setdiff1d(np.arange(len(imageset)), test)
+        groups = None if imageset.groups is None else imageset.groups[rest]
+        train, val = stratified_split(strata[rest], (0.75, 0.25), seed + f, groups)
+        result.append({"train": rest[train], "val": rest[val], "test": np.sort(test)})
+    return result
+
+
+def parse_tasks(text: str) -> list[str]:
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    for task in tasks:
+        RunConfig.from_dict({"model": {"task": task}})  # unknown names fail with the closest one
+    if not tasks:
+        raise ConfigError(f"--tasks is empty: give some of {', '.join(TASKS)}")
+    return list(dict.fromkeys(tasks))
+
+
+def run_comparison(cfg: RunConfig, out: str | Path, *, tasks: list[str], seeds: int = 3, folds: int = 0) -> dict[str, Any]:
+    """Train and score every task x seed (x fold); write the tables, plots and report into ``out``."""
+    from imgrade import pipeline  # the train verb; imported here because pipeline imports this module
+
+    out = Path(out)
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds} must be at least 1")
+    if (out / "results.csv").exists():
+        raise ConfigError(f"{out} already holds a comparison: choose another --out")
+    imageset = load_dataset(cfg.data)
+    if not imageset.is_ordinal:
+        raise DataError(f"compare needs graded data, but {cfg.data.path} has a continuous target")
+    splits = fold_splits(imageset, folds) if folds else [make_split(imageset, parse_split(cfg.data.split), 0)]
+    rows: list[dict[str, Any]] = []
+    total = len(splits) * len(tasks) * seeds
+    done = 0
+    for f, split in enumerate(splits):
+        test_set = imageset.subset(split["test"])
+        for seed in range(seeds):
+            for task in tasks:
+                done += 1
+                name = f"{task}-{'fold' + str(f) if folds else 'seed' + str(seed)}" + (f"-seed{seed}" if folds and seeds > 1 else "")
+                pipeline.log(f"\n[{done}/{total}] {name}")
+                run_cfg = replace(cfg, model=replace(cfg.model, task=task), train=replace(cfg.train, seed=seed))
+                t0 = time.perf_counter()
+                pipeline.train(run_cfg, out / "runs" / name, split=split, imageset=imageset)
+                seconds = time.perf_counter() - t0
+                rows.extend(_score_run(out / "runs" / name, test_set, task, f, seed, seconds))
+    return summarise(rows, out, cfg, tasks=tasks, seeds=seeds, folds=folds)
+
+
+def _score_run(run: Path, test_set: ImageSet, task: str, fold: int, seed: int, seconds: float) -> list[dict[str, Any]]:
+    """Test metrics of one run, once with the head's own rule and once as calibrated."""
+    from imgrade.calibrate import prediction_sets, set_summary
+    from imgrade.runtime.predictor import Predictor
+
+    predictor = Predictor.from_run(run)
+    outputs = predictor.outputs(test_set.images)
+    y = test_set.targets.astype(np.int64)
+    coverage = set_size = None
+    if predictor.conformal is not None:
+        sets = prediction_sets(predictor.conformal, scores=outputs.scores, probabilities=outputs.probabilities, num_grades=len(predictor.grade_names))
+        summary = set_summary(sets, y, predictor.grade_names)
+        coverage, set_size = summary["coverage"], summary["mean_size"]
+    rule = "rounding" if task == "regression" else "own rule"
+    rows = []
+    for decision, predicted in ((rule, outputs.native), ("calibrated", predictor.grades(outputs))):
+        m = ordinal_metrics(y, outputs.scores, predictor.grade_names, y_pred=predicted)
+        rows.append({
+            "formulation": f"{task}, {decision}", "task": task, "decision": decision, "fold": fold, "seed": seed,
+            "thresholds": (predictor.thresholds or {}).get("kind", "rounding"),
+            **{k: m[k] for k in ("qwk", "accuracy", "within1", "grade_mae", "mae", "rmse")},
+            "coverage": coverage, "set_size": set_size, "train_seconds": round(seconds, 1),
+        })
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]], out: Path, cfg: RunConfig, *, tasks, seeds: int, folds: int) -> dict[str, Any]:
+    """Aggregate per-run rows into the summary table, the paired comparison, the plots and the report."""
+    from scipy import stats
+
+    from imgrade.evaluate.report import write_compare_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    _write_csv(out / "results.csv", rows)
+    formulations = list(dict.fromkeys(r["formulation"] for r in rows))
+    by = {f: [r for r in rows if r["formulation"] == f] for f in formulations}
+    summary = []
+    reference = by.get(REFERENCE)
+    for f in formulations:
+        entry: dict[str, Any] = {"formulation": f, "runs": len(by[f])}
+        for metric in METRICS:
+            values = [r[metric] for r in by[f] if r[metric] is not None]
+            entry[metric] = float(np.mean(values)) if values else None
+            entry[metric + "_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+        if reference is not None and f != REFERENCE:
+            for metric in ("qwk", "accuracy"):
+                a = np.array([r[metric] for r in by[f]], dtype=float)
+                b = np.array([r[metric] for r in reference], dtype=float)
+                diff = a - b  # paired: same fold / seed, same test images
+                entry[f"{metric}_diff"] = float(np.mean(diff))
+                entry[f"{metric}_diff_std"] = float(np.std(diff, ddof=1)) if len(diff) > 1 else None
+                p = stats.ttest_rel(a, b).pvalue if len(diff) > 1 and np.ptp(diff) > 0 else math.nan
+                entry[f"{metric}_p"] = None if math.isnan(p) else float(p)
+        summary.append(entry)
+    _write_csv(out / "summary.csv", summary)
+    recommendation = recommend(summary)
+    markdown = summary_markdown(summary, recommendation, seeds=seeds, folds=folds)
+    write_text(out / "summary.md", markdown)
+    results = {f: {m: [r[m] for r in by[f] if r[m] is not None] for m in PLOTTED} for f in formulations}
+    plots.plot_metric_boxes(results, list(PLOTTED), out / "boxes.png", title="test metrics per formulation", reference=REFERENCE)
+    write_compare_report(out / "report.html", summary, recommendation, markdown, out / "boxes.png", cfg, tasks=tasks, seeds=seeds, folds=folds)
+    print(markdown)
+    return {"summary": summary, "recommendation": recommendation, "rows": rows}
+
+
+def recommend(summary: list[dict[str, Any]]) -> str:
+    """One line: the formulation with the best mean qwk (then accuracy), against the reference."""
+    candidates = [s for s in summary if s["qwk"] is not None]
+    if not candidates:
+        return "no formulation produced a defined qwk: the test sets hold a single grade"
+    best = max(candidates, key=lambda s: (round(s["qwk"], 3), s["accuracy"]))
+    ref = next((s for s in summary if s["formulation"] == REFERENCE), None)
+    line = f"use {best['formulation']}: qwk {mean_std(best, 'qwk')}, accuracy {mean_std(best, 'accuracy')}"
+    if ref is not None and best is not ref:
+        line += (
+            f" (vs {REFERENCE}: qwk {mean_std(ref, 'qwk')}, accuracy {mean_std(ref, 'accuracy')}; "
+            f"paired gain qwk {best['qwk_diff']:+.3f}, accuracy {best['accuracy_diff']:+.3f})"
+        )
+    return line
+
+
+def summary_markdown(summary: list[dict[str, Any]], recommendation: str, *, seeds: int, folds: int) -> str:
+    shown = ("qwk", "accuracy", "within1", "grade_mae", "mae", "coverage", "set_size", "train_seconds")
+    header = ["formulation", "runs", *shown, "qwk gain", "accuracy gain"]
+    over = f"{folds} cross-validation folds" if folds else f"{seeds} seeds on one split"
+    if folds and seeds > 1:
+        over += f" x {seeds} seeds"
+    lines = [
+        f"Test metrics, mean ± std over {over}; gains are paired differences against {REFERENCE} (p: paired t-test).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for s in summary:
+        cells = [s["formulation"], str(s["runs"])] + [mean_std(s, m) for m in shown]
+        cells += [paired_gain(s, "qwk"), paired_gain(s, "accuracy")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", recommendation, ""]
+    return "\n".join(lines)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())

@@ -1,0 +1,273 @@
+"""Every formulation of the grade as a head: shapes, losses, decoding by hand, class weights."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from coral_pytorch.dataset import levels_from_labelbatch
+from coral_pytorch.losses import coral_loss, corn_loss
+
+from imgrade.core.errors import ConfigError, DataError
+from imgrade.models.factory import HEADS, TASKS, build_model
+from imgrade.models.heads import (
+    ClassificationHead,
+    CoralHead,
+    CornHead,
+    RegressionHead,
+    balanced_class_weights,
+    grade_probabilities,
+)
+
+K = 4
+GRADED = [t for t in TASKS if t != "regression"]
+WIDTH = {"regression": 1, "classification": K, "coral": K - 1, "corn": K - 1}  # outputs per image
+
+
+def logit(p):
+    return torch.logit(torch.tensor(p, dtype=torch.float64)).float()
+
+
+@pytest.mark.parametrize("head", ["reference", "linear"])
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_and_head_on_a_batch(task, head):
+    torch.manual_seed(0)
+    model = build_model(depth=11, task=task, head=head, num_grades=K).train()
+    outputs = model(torch.randn(2, 3, 32, 32))
+    assert outputs.shape == (2, WIDTH[task])
+    assert model.task == task and model.num_grades == K
+
+    value = model.loss(outputs, torch.tensor([0.0, 3.0]))
+    assert value.ndim == 0 and torch.isfinite(value)
+    value.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert all(p.grad.abs().sum() > 0 for p in model.head.layers[-1].parameters())
+
+    with torch.no_grad():
+        score = model.decode(outputs)
+        grade = model.predict_grade(outputs)
+        probabilities = model.probabilities(outputs)
+        hidden = model.head.hidden(model.features(torch.randn(2, 3, 32, 32)))
+    assert score.shape == (2,) and score.dtype == torch.float32 and torch.isfinite(score).all()
+    assert grade.shape == (2,) and grade.dtype == torch.long
+    assert ((grade >= 0) & (grade <= K - 1)).all()
+    if task == "regression":
+        assert probabilities is None
+    else:
+        assert probabilities.shape == (2, K) and (probabilities >= 0).all()
+        torch.testing.assert_close(probabilities.sum(dim=1), torch.ones(2))
+        assert ((score >= 0) & (score <= K - 1)).all()
+    if head == "reference":
+        assert hidden.shape == (2, 8) and (hidden >= 0).all()
+    else:
+        assert hidden is None
+
+
+def test_auto_head_is_reference_for_regression_and_linear_otherwise():
+    assert build_model(depth=11).head.architecture == "reference"
+    for task in GRADED:
+        assert build_model(depth=11, task=task, num_grades=3).head.architecture == "linear"
+    assert HEADS == ("auto", "reference", "linear")
+
+
+# --- decoding from fixed outputs, by hand ---
+
+
+def test_regression_decoding():
+    head = RegressionHead(4, num_grades=3)
+    outputs = torch.tensor([[-0.7], [0.5], [1.49], [1.5], [9.0]])
+    torch.testing.assert_close(head.decode(outputs), outputs[:, 0])
+    assert head.predict_grade(outputs).tolist() == [0, 1, 1, 2, 2]  # ties go up, then clip
+    assert RegressionHead(4).predict_grade(torch.tensor([[-0.7], [9.0]])).tolist() == [-1, 9]  # no K: no clip
+    assert head.probabilities(outputs) is None
+
+
+def test_classification_decoding():
+    head = ClassificationHead(4, num_grades=3)
+    outputs = torch.log(torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]))
+    torch.testing.assert_close(head.probabilities(outputs), torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]))
+    torch.testing.assert_close(head.decode(outputs), torch.tensor([0.5 + 0.6, 0.1 + 0.6]))
+    assert head.predict_grade(outputs).tolist() == [1, 0]
+
+
+def test_coral_decoding():
+    head = CoralHead(4, num_grades=4)
+    outputs = logit([[0.9, 0.6, 0.2], [0.4, 0.3, 0.1]])  # P(y > k)
+    torch.testing.assert_close(head.exceed_probabilities(outputs), torch.tensor([[0.9, 0.6, 0.2], [0.4, 0.3, 0.1]]))
+    assert head.predict_grade(outputs).tolist() == [2, 0]
+    torch.testing.assert_close(head.decode(outputs), torch.tensor([1.7, 0.8]))
+    expected = torch.tensor([[0.1, 0.3, 0.4, 0.2], [0.6, 0.1, 0.2, 0.1]])
+    torch.testing.assert_close(head.probabilities(outputs), expected)
+    # the score is also the expected grade under those probabilities
+    torch.testing.assert_close(expected @ torch.arange(4.0), head.decode(outputs))
+
+
+def test_corn_decoding():
+    head = CornHead(4, num_grades=4)
+    outputs = logit([[0.9, 0.5, 0.5], [0.4, 0.9, 0.9]])  # P(y > k | y > k-1)
+    exceed = torch.tensor([[0.9, 0.45, 0.225], [0.4, 0.36, 0.324]])
+    torch.testing.assert_close(head.exceed_probabilities(outputs), exceed)
+    assert head.predict_grade(outputs).tolist() == [1, 0]
+    torch.testing.assert_close(head.decode(outputs), exceed.sum(dim=1))
+    torch.testing.assert_close(
+        head.probabilities(outputs),
+        torch.tensor([[0.1, 0.45, 0.225, 0.225], [0.6, 0.04, 0.036, 0.324]]),
+    )
+
+
+def test_grade_probabilities_clips_an_inconsistent_row():
+    probabilities = grade_probabilities(torch.tensor([[0.3, 0.6]]))  # raw [0.7, -0.3, 0.6]
+    torch.testing.assert_close(probabilities, torch.tensor([[0.7, 0.0, 0.6]]) / 1.3)
+
+
+def test_coral_is_rank_consistent():
+    torch.manual_seed(0)
+    head = CoralHead(16, num_grades=6)
+    with torch.no_grad():  # any descending biases keep the thresholds ordered, whatever the input
+        head.layers[0].coral_bias.copy_(torch.sort(torch.randn(5) * 3, descending=True).values)
+        outputs = head(torch.randn(64, 16) * 5)
+    exceed = head.exceed_probabilities(outputs)
+    assert (exceed[:, 1:] <= exceed[:, :-1]).all()
+    unclipped = torch.cat([torch.ones(64, 1), exceed], 1) - torch.cat([exceed, torch.zeros(64, 1)], 1)
+    assert (unclipped >= 0).all()
+    torch.testing.assert_close(head.probabilities(outputs), unclipped)
+    assert head.layers[0].coral_weights.weight.shape == (1, 16)  # one weight vector for all thresholds
+
+
+def test_coral_levels_match_coral_pytorch():
+    head = CoralHead(4, num_grades=5)
+    labels = [2, 1, 4, 0]
+    expected = levels_from_labelbatch(labels, num_classes=5)
+    torch.testing.assert_close(head.levels(torch.tensor(labels, dtype=torch.float32)), expected)
+
+
+# --- losses and class weights, by hand ---
+
+
+def test_unweighted_losses_are_the_libraries():
+    torch.manual_seed(0)
+    target = torch.tensor([0.0, 2.0, 3.0, 1.0])
+    logits = torch.randn(4, K - 1)
+    torch.testing.assert_close(
+        CoralHead(4, K).loss(logits, target), coral_loss(logits, levels_from_labelbatch([0, 2, 3, 1], K))
+    )
+    torch.testing.assert_close(CornHead(4, K).loss(logits, target), corn_loss(logits, target.long(), K))
+    scores = torch.randn(4, K)
+    torch.testing.assert_close(ClassificationHead(4, K).loss(scores, target), F.cross_entropy(scores, target.long()))
+
+
+def test_class_weights_by_hand():
+    log2, log43 = math.log(2), math.log(4 / 3)
+
+    # regression: squared errors 0 and 4 for grades 0 and 1, weights 1 and 3
+    head = RegressionHead(4, num_grades=2, class_weights=torch.tensor([1.0, 3.0]))
+    value = head.loss(torch.tensor([[0.0], [3.0]]), torch.tensor([0.0, 1.0]))
+    assert float(value) == pytest.approx((1 * 0 + 3 * 4) / (1 + 3))
+
+    # classification: probabilities [0.5, 0.25, 0.25]; losses log 2 (grade 0) and log 4 (grade 1)
+    weights = torch.tensor([1.0, 3.0, 1.0])
+    head = ClassificationHead(4, 3, class_weights=weights)
+    outputs = torch.log(torch.tensor([[0.5, 0.25, 0.25]] * 2))
+    target = torch.tensor([0.0, 1.0])
+    assert float(head.loss(outputs, target)) == pytest.approx((1 * log2 + 3 * 2 * log2) / 4)
+    assert float(ClassificationHead(4, 3).loss(outputs, target)) == pytest.approx(1.5 * log2)
+
+    # coral, K=3: P(y > 0) = 0.75, P(y > 1) = 0.25 for both samples
+    outputs = logit([[0.75, 0.25]] * 2)
+    target = torch.tensor([1.0, 2.0])
+    grade1 = -math.log(0.75) - math.log(0.75)  # levels [1, 0]
+    grade2 = -math.log(0.75) - math.log(0.25)  # levels [1, 1]
+    head = CoralHead(4, 3, class_weights=torch.tensor([1.0, 1.0, 3.0]))
+    assert float(head.loss(outputs, target)) == pytest.approx((grade1 + 3 * grade2) / 4)
+    assert float(CoralHead(4, 3).loss(outputs, target)) == pytest.approx((grade1 + grade2) / 2)
+
+    # corn, K=3: both conditional sigmoids 0.75; grade 0 sees task 0 only (label 0: -log 0.25),
+    # grade 2 sees tasks 0 and 1 (labels 1, 1: -log 0.75 each)
+    outputs = logit([[0.75, 0.75]] * 2)
+    target = torch.tensor([0.0, 2.0])
+    head = CornHead(4, 3, class_weights=torch.tensor([3.0, 1.0, 1.0]))
+    assert float(head.loss(outputs, target)) == pytest.approx((3 * 2 * log2 + 2 * log43) / (3 * 1 + 1 * 2))
+    assert float(CornHead(4, 3).loss(outputs, target)) == pytest.approx((2 * log2 + 2 * log43) / 3)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_equal_class_weights_of_any_scale_change_nothing(task):
+    torch.manual_seed(0)
+    plain = build_model(depth=11, task=task, num_grades=K)
+    weighted = build_model(depth=11, task=task, num_grades=K, class_weights=torch.full((K,), 2.5))
+    outputs = torch.randn(5, WIDTH[task])
+    target = torch.tensor([0.0, 1.0, 3.0, 3.0, 2.0])
+    torch.testing.assert_close(weighted.loss(outputs, target), plain.loss(outputs, target))
+
+
+def test_classification_weights_are_cross_entropy_weights():
+    torch.manual_seed(0)
+    weights = torch.tensor([0.5, 2.0, 1.0, 4.0])
+    outputs, target = torch.randn(6, K), torch.tensor([0.0, 1.0, 1.0, 3.0, 2.0, 0.0])
+    expected = F.cross_entropy(outputs, target.long(), weight=weights)
+    torch.testing.assert_close(ClassificationHead(4, K, class_weights=weights).loss(outputs, target), expected)
+
+
+def test_class_weights_follow_the_device_but_stay_out_of_checkpoints():
+    weighted = build_model(depth=11, task="coral", num_grades=3, class_weights=np.array([1.0, 2.0, 3.0]))
+    assert weighted.head.class_weights.dtype == torch.float32
+    assert not any("class_weights" in key for key in weighted.state_dict())
+    build_model(depth=11, task="coral", num_grades=3).load_state_dict(weighted.state_dict())
+    assert weighted.to(torch.float64).head.class_weights.dtype == torch.float64  # a buffer: moves with .to()
+
+
+def test_balanced_class_weights():
+    weights = balanced_class_weights(np.array([0, 0, 0, 1, 3, 3]), 4)
+    np.testing.assert_allclose(weights, [6 / (4 * 3), 6 / (4 * 1), 1.0, 6 / (4 * 2)])  # grade 2 unseen: 1
+    np.testing.assert_allclose(balanced_class_weights(np.array([0, 1, 2, 0, 1, 2]), 3), [1.0, 1.0, 1.0])
+    counts = np.bincount([0, 0, 0, 1, 3, 3], minlength=4)
+    np.testing.assert_allclose((weights * counts)[counts > 0], 6 / 4)  # each seen grade weighs n / K in all
+    with pytest.raises(DataError, match="grade index 4 but there are only 4 grades"):
+        balanced_class_weights(np.array([0, 4]), 4)
+
+
+# --- bad settings name their flags ---
+
+
+@pytest.mark.parametrize("task", GRADED)
+def test_graded_tasks_refuse_a_continuous_target(task):
+    message = f"task {task} needs integer grades; this data set has a continuous target: use --task regression"
+    with pytest.raises(ConfigError, match=message):
+        build_model(depth=11, task=task, num_grades=None)
+    with pytest.raises(ConfigError, match="at least 2 grades.*--task regression"):
+        build_model(depth=11, task=task, num_grades=1)
+
+
+def test_bad_class_weights_name_the_flag():
+    with pytest.raises(ConfigError, match="shape \\(3,\\) but there are 4 grades.*--class-weight"):
+        build_model(depth=11, task="corn", num_grades=4, class_weights=torch.ones(3))
+    with pytest.raises(ConfigError, match="finite and positive.*--class-weight"):
+        build_model(depth=11, task="classification", num_grades=2, class_weights=torch.tensor([1.0, 0.0]))
+    with pytest.raises(ConfigError, match="continuous.*--class-weight"):
+        build_model(depth=11, task="regression", class_weights=torch.ones(3))
+
+
+# --- a few optimisation steps learn a separable toy problem ---
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_few_steps_reduce_the_loss(task):
+    torch.manual_seed(0)
+    target = torch.arange(K, dtype=torch.float32).repeat(2)  # (8,): two images per grade
+    x = target[:, None, None, None] / (K - 1) + 0.05 * torch.randn(8, 3, 16, 16)  # brightness = grade
+    model = build_model(depth=11, task=task, num_grades=K).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(8):
+        optimizer.zero_grad()
+        loss = model.loss(model(x), target)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        losses.append(model.loss(model(x), target).item())
+    assert losses[-1] < 0.7 * losses[0], losses
