@@ -22,12 +22,14 @@ from imgrade.calibrate import (
 from imgrade.core.checkpoint import LAST, find_run_checkpoint, load_checkpoint, save_checkpoint, save_json
 from imgrade.core.device import resolve_device, seed_everything, set_determinism
 from imgrade.core.errors import CheckpointError, ConfigError, DataError, ImgradeError
-from imgrade.core.io import atomic_write, write_text
+from imgrade.core.io import write_text
 from imgrade.core.preprocess import nhwc_to_tensor, to_input
+from imgrade.core.rundir import load_split, read_history, save_split, write_history
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import detect_format, load_dataset
 from imgrade.data.splits import make_split
 from imgrade.evaluate import plots
+from imgrade.evaluate.outputs import evaluation_plots, write_predictions
 from imgrade.evaluate.metrics import continuous_metrics, ordinal_metrics
 from imgrade.evaluate.report import format_metrics_table, write_run_report
 from imgrade.models.factory import build_model
@@ -75,7 +77,7 @@ def train(
     if cfg.model.task != "regression" and not imageset.is_ordinal:
         raise ConfigError(f"task {cfg.model.task} needs integer grades, but {cfg.data.path} has a continuous target: use --task regression")
     if resume_state is not None:
-        split = _load_split(out, imageset)
+        split = load_split(out, imageset)
     elif split is None:
         split = make_split(imageset, parse_split(cfg.data.split), cfg.train.seed)
     sizes = {name: len(index) for name, index in split.items()}
@@ -84,7 +86,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     if resume_state is None:
         write_text(out / "config.yaml", dump_config(cfg))
-        _save_split(out / "split.json", split, imageset)
+        save_split(out / "split.json", split, imageset)
         save_json(out / "data.json", _data_summary(imageset, cfg.data))
 
     x = nhwc_to_tensor(imageset.images)
@@ -112,7 +114,7 @@ def train(
     }
 
     def on_epoch_end(history: list[dict]) -> None:
-        _write_history(out / "history.csv", history)
+        write_history(out / "history.csv", history)
         plots.plot_loss_curve(history, out / "loss_curve.png", title=f"loss: {out.name}")
 
     t0 = time.perf_counter()
@@ -189,33 +191,8 @@ def _resume_state(out: Path) -> tuple[RunConfig, dict | None]:
     return cfg, state
 
 
-def _save_split(path: Path, split: dict[str, np.ndarray], imageset: ImageSet) -> None:
-    save_json(path, {
-        "n": len(imageset),
-        "source": imageset.source,
-        **{name: index.tolist() for name, index in split.items()},
-        "ids": {name: [imageset.ids[i] for i in index] for name, index in split.items()},
-    })
 
 
-def _load_split(run: Path, imageset: ImageSet) -> dict[str, np.ndarray]:
-    path = run / "split.json"
-    try:
-        saved = json.loads(path.read_text())
-        split = {name: np.asarray(saved[name], dtype=np.int64) for name in ("train", "val", "test")}
-        same = saved["n"] == len(imageset) and all(
-            [imageset.ids[i] for i in split[name]] == saved["ids"][name] for name in split
-        )
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing: the run's split cannot be recovered; retrain") from None
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise CheckpointError(f"{path} is corrupt: the run's split cannot be recovered; retrain") from None
-    if not same:
-        raise DataError(
-            f"the images at the run's data path differ from those it was trained on ({saved.get('source')}): "
-            "pass --data to evaluate on a whole set instead"
-        )
-    return split
 
 
 def _data_summary(imageset: ImageSet, cfg: DataConfig) -> dict[str, Any]:
@@ -229,19 +206,8 @@ def _data_summary(imageset: ImageSet, cfg: DataConfig) -> dict[str, Any]:
     return summary
 
 
-def _write_history(path: Path, history: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
-    writer.writeheader()
-    writer.writerows(history)
-    write_text(path, buffer.getvalue())
 
 
-def _read_history(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open() as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 # ----------------------------------------------------------------------------- calibrate
@@ -304,7 +270,7 @@ def _calibrate_and_save(run: Path, predictor: Predictor, val_set: ImageSet, outp
 
 def _run_data(run: Path, cfg: RunConfig) -> tuple[ImageSet, dict[str, np.ndarray]]:
     imageset = load_dataset(cfg.data)
-    return imageset, _load_split(run if run.is_dir() else run.parent, imageset)
+    return imageset, load_split(run if run.is_dir() else run.parent, imageset)
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -350,9 +316,11 @@ def evaluate(run: str | Path, *, data: str | None = None, out: str | Path | None
     metrics = {"data": imageset.source, "split": name, "task": predictor.model.task, **metrics}
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_predictions(out_dir / "predictions.csv", imageset, outputs.scores, predicted, sets, grade_names)
+    write_predictions(out_dir / "predictions.csv", imageset, outputs.scores, predicted, sets, grade_names)
     title = f"{run_dir.name}: {name} ({len(imageset)} images)"
-    pictures = _evaluation_plots(out_dir, run_dir, y, outputs.scores, grade_names, metrics, predictor.thresholds, title)
+    pictures = evaluation_plots(
+        out_dir, read_history(run_dir / "history.csv"), y, outputs.scores, grade_names, metrics, predictor.thresholds, title, run_dir.name
+    )
     metrics["files"] = {"predictions": str(out_dir / "predictions.csv"), "metrics": str(out_dir / "metrics.json"),
                         "report": str(out_dir / "report.html"), **{k: str(v) for k, v in pictures.items()}}
     save_json(out_dir / "metrics.json", metrics)
@@ -379,34 +347,6 @@ def _decision_metrics(predictor: Predictor, outputs: Outputs, y: np.ndarray) -> 
     return result
 
 
-def _evaluation_plots(out_dir, run_dir, y, scores, grade_names, metrics, thresholds, title) -> dict[str, Path]:
-    pictures = {"scatter": out_dir / "scatter.png", "violin": out_dir / "error_violin.png"}
-    cut_points = thresholds["thresholds"] if thresholds and thresholds.get("kind") == "tuned" else None
-    plots.plot_scatter(y, scores, grade_names, pictures["scatter"], thresholds=cut_points, title=f"predicted vs true - {title}")
-    plots.plot_error_violin(y, scores, grade_names, pictures["violin"], title=f"error per grade - {title}")
-    if grade_names is not None:
-        pictures["confusion"] = out_dir / "confusion.png"
-        plots.plot_confusion(np.asarray(metrics["confusion"]), grade_names, pictures["confusion"], title=f"confusion - {title}")
-    history = _read_history(run_dir / "history.csv")
-    if history:
-        pictures["loss"] = out_dir / "loss_curve.png"
-        plots.plot_loss_curve(history, pictures["loss"], title=f"loss: {run_dir.name}")
-    return pictures
-
-
-def _write_predictions(path: Path, imageset: ImageSet, scores, predicted, sets, grade_names) -> None:
-    with atomic_write(path, "w") as f:
-        writer = csv.writer(f)
-        if grade_names is not None:
-            header = ["image", "true_grade", "score", "predicted_grade", "error"]
-            writer.writerow(header + (["grade_set"] if sets is not None else []))
-            for i, (image_id, t) in enumerate(zip(imageset.ids, imageset.targets.astype(int))):
-                row = [image_id, grade_names[t], f"{scores[i]:.4f}", grade_names[predicted[i]], f"{scores[i] - t:.4f}"]
-                writer.writerow(row + ([format_set(sets[i], grade_names)] if sets is not None else []))
-        else:
-            writer.writerow(["image", "true", "predicted", "error"])
-            for image_id, t, s in zip(imageset.ids, imageset.targets, scores):
-                writer.writerow([image_id, f"{t:.6g}", f"{s:.6g}", f"{s - t:.6g}"])
 
 
 # ----------------------------------------------------------------------------- predict

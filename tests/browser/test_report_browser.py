@@ -70,3 +70,27 @@ def test_report_renders_in_a_real_browser(browser, tmp_path):
 
     ARTIFACTS.mkdir(exist_ok=True)
     assert browser.save_screenshot(str(ARTIFACTS / "report.png"))
+
+
+def test_the_report_of_a_real_run_and_comparison_render(browser, tmp_path):
+    """imgrade train -> evaluate -> compare on generated cucumbers; both report.html pages open and render."""
+    from selenium.webdriver.common.by import By
+
+    from imgrade.cli import main
+
+    data = tmp_path / "synth"
+    assert main(["data", "synth", "--out", str(data), "--n", "60"]) == 0
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--task", "classification", "--epochs", "1", "--depth", "11", "--out", str(run)]) == 0
+    assert main(["evaluate", str(run)]) == 0
+    assert main(["compare", "--data", str(data), "--tasks", "regression,corn", "--seeds", "1", "--epochs", "1",
+                 "--depth", "11", "--out", str(tmp_path / "cmp")]) == 0
+    for page, expected_images in ((run / "eval-test" / "report.html", 4), (tmp_path / "cmp" / "report.html", 1)):
+        browser.get(page.as_uri())
+        assert browser.title.startswith("imgrade")
+        widths = browser.execute_script("return Array.from(document.images, i => i.complete ? i.naturalWidth : 0)")
+        assert len(widths) == expected_images and all(w > 100 for w in widths), (page, widths)
+        assert browser.find_elements(By.CSS_SELECTOR, "table tbody tr")
+    browser.get((run / "eval-test" / "report.html").as_uri())
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "run_report.png"))

@@ -262,7 +262,7 @@ def test_published_split_keeps_the_test_batch(synth_dir, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def coral_run(tmp_path_factory, synth_dir) -> "Path":
+def coral_run(tmp_path_factory, synth_dir):
     run = tmp_path_factory.mktemp("runs") / "coral"
     assert main(["train", "--data", str(synth_dir), "--task", "coral", "--epochs", "2", "--depth", "11", "--out", str(run)]) == 0
     return run

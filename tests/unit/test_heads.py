@@ -15,12 +15,10 @@ from imgrade.core.errors import ConfigError, DataError
 from imgrade.models.factory import HEADS, TASKS, build_model
 from imgrade.models.heads import (
     ClassificationHead,
-    CoralHead,
-    CornHead,
     RegressionHead,
     balanced_class_weights,
-    grade_probabilities,
 )
+from imgrade.models.ordinal import CoralHead, CornHead, grade_probabilities
 
 K = 4
 GRADED = [t for t in TASKS if t != "regression"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from imgrade.core.errors import ImgradeError
@@ -23,3 +25,31 @@ def round_to_grades(scores, num_grades: int) -> np.ndarray:
         bad = int(np.sum(~np.isfinite(scores)))
         raise ImgradeError(f"{bad} of {scores.size} scores are NaN or infinite; cannot round them to grades")
     return np.clip(np.floor(scores + 0.5), 0, num_grades - 1).astype(np.int64)
+
+
+def grade_indices(values, num_grades: int, name: str) -> np.ndarray:
+    """Whole grade indices in [0, num_grades) as int64, or an ImgradeError naming the bad value.
+
+    >>> grade_indices([0, 2.0, 1], 3, "y_true").tolist()
+    [0, 2, 1]
+    """
+    values = np.asarray(values).reshape(-1)
+    if values.size and values.dtype.kind not in "iub":
+        if values.dtype.kind != "f":
+            raise ImgradeError(f"{name} must hold grade indices (numbers), got dtype {values.dtype}")
+        whole = np.isfinite(values) & (values == np.round(values))
+        if not np.all(whole):
+            raise ImgradeError(f"{name} must hold whole grade indices, found {values[~whole][0]}: pass grade indices, not scores")
+    values = values.astype(np.int64)
+    outside = (values < 0) | (values >= num_grades)
+    if np.any(outside):
+        raise ImgradeError(
+            f"{name} uses grade index {int(values[outside][0])} but only {num_grades} grades are named "
+            f"(indices 0..{num_grades - 1}): check the grade names match the data"
+        )
+    return values
+
+
+def none_if_nan(value: float | None) -> float | None:
+    """JSON-friendly: NaN becomes None."""
+    return None if value is None or math.isnan(value) else float(value)

@@ -17,7 +17,6 @@ import io
 import math
 import pickle
 import re
-import struct
 import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -26,7 +25,6 @@ from typing import Callable
 import numpy as np
 
 from imgrade.core.errors import ConfigError, DataError
-from imgrade.core.io import atomic_write
 from imgrade.data.imageset import ImageSet
 
 try:  # numpy >= 2 (numpy 1.x only has numpy.core)

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from imgrade.core.errors import ImgradeError
-from imgrade.core.grades import round_to_grades  # noqa: F401  (part of this module's API)
+from imgrade.core.grades import grade_indices, none_if_nan, round_to_grades  # noqa: F401  (round_to_grades: part of this API)
 
 
 def confusion_matrix(y_true, y_pred, num_grades: int) -> np.ndarray:
@@ -23,8 +23,8 @@ def confusion_matrix(y_true, y_pred, num_grades: int) -> np.ndarray:
            [0, 0, 1],
            [0, 1, 1]])
     """
-    y_true = _grade_indices(y_true, num_grades, "y_true")
-    y_pred = _grade_indices(y_pred, num_grades, "y_pred")
+    y_true = grade_indices(y_true, num_grades, "y_true")
+    y_pred = grade_indices(y_pred, num_grades, "y_pred")
     _check_same_length(y_true, y_pred)
     counts = np.bincount(y_true * num_grades + y_pred, minlength=num_grades * num_grades)
     return counts.reshape(num_grades, num_grades).astype(np.int64)
@@ -91,12 +91,12 @@ def ordinal_metrics(y_true, scores, grade_names: list[str], y_pred=None) -> dict
     num_grades = len(grade_names)
     if len(set(grade_names)) != num_grades:
         raise ImgradeError(f"grade names must be unique, got {list(grade_names)}")
-    y_true = _grade_indices(y_true, num_grades, "y_true")
+    y_true = grade_indices(y_true, num_grades, "y_true")
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     _check_same_length(y_true, scores)
     if len(y_true) == 0:
         raise ImgradeError("no samples to evaluate: y_true and scores are empty")
-    rounded = round_to_grades(scores, num_grades) if y_pred is None else _grade_indices(y_pred, num_grades, "y_pred")
+    rounded = round_to_grades(scores, num_grades) if y_pred is None else grade_indices(y_pred, num_grades, "y_pred")
     _check_same_length(y_true, rounded)
     errors = scores - y_true
     per_grade = {}
@@ -119,7 +119,7 @@ def ordinal_metrics(y_true, scores, grade_names: list[str], y_pred=None) -> dict
         "accuracy": float(np.mean(rounded == y_true)),
         "within1": float(np.mean(np.abs(rounded - y_true) <= 1)),
         "grade_mae": float(np.mean(np.abs(rounded - y_true))),
-        "qwk": _none_if_nan(quadratic_weighted_kappa(y_true, rounded, num_grades)),
+        "qwk": none_if_nan(quadratic_weighted_kappa(y_true, rounded, num_grades)),
         "confusion": confusion_matrix(y_true, rounded, num_grades).tolist(),
         "per_grade": per_grade,
     }
@@ -166,29 +166,7 @@ def continuous_metrics(y_true, y_pred) -> dict:
     }
 
 
-def _grade_indices(values, num_grades: int, name: str) -> np.ndarray:
-    """Integral grade indices in [0, num_grades) as int64, or an error naming the bad value."""
-    values = np.asarray(values).reshape(-1)
-    if values.dtype.kind == "f":
-        if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
-            bad = values[~np.isfinite(values) | (values != np.round(values))][0]
-            raise ImgradeError(f"{name} must hold whole grade indices, found {bad}")
-    elif values.size and values.dtype.kind not in "iub":
-        raise ImgradeError(f"{name} must hold grade indices (numbers), got dtype {values.dtype}")
-    values = values.astype(np.int64)
-    outside = (values < 0) | (values >= num_grades)
-    if np.any(outside):
-        raise ImgradeError(
-            f"{name} uses grade index {int(values[outside][0])} but only {num_grades} grades are "
-            f"named (indices 0..{num_grades - 1}); check the grade names match the data"
-        )
-    return values
-
-
 def _check_same_length(a: np.ndarray, b: np.ndarray) -> None:
     if len(a) != len(b):
         raise ImgradeError(f"true values and predictions differ in length: {len(a)} vs {len(b)}")
 
-
-def _none_if_nan(value: float) -> float | None:
-    return None if math.isnan(value) else value

@@ -12,11 +12,10 @@ from imgrade.core.errors import ConfigError
 from imgrade.models.heads import (
     ARCHITECTURES,
     ClassificationHead,
-    CoralHead,
-    CornHead,
     Head,
     RegressionHead,
 )
+from imgrade.models.ordinal import CoralHead, CornHead
 from imgrade.models.resnet_v2 import ResNetV2
 
 TASKS = ("regression", "classification", "coral", "corn")

@@ -1,0 +1,178 @@
+"""Ordinal heads: K-1 binary "grade > k" tasks whose probabilities respect the grades' order.
+
+- ``coral`` (Cao et al. 2020): one weight vector shared by the K-1 tasks, so the cumulative
+  probabilities can never cross (rank consistency).
+- ``corn`` (Shi et al. 2021): K-1 conditional tasks "grade > k given grade > k-1", chained by a
+  product, so the cumulative probabilities are ordered by construction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from coral_pytorch.dataset import corn_label_from_logits, proba_to_label
+from coral_pytorch.layers import CoralLayer
+from coral_pytorch.losses import coral_loss, corn_loss
+from imgrade.models.heads import Head, _check_grades
+from imgrade.models.resnet_v2 import init_keras_
+
+
+def grade_probabilities(exceed: torch.Tensor) -> torch.Tensor:
+    """Grade probabilities (B, K) from the cumulative ``P(y > k)`` (B, K-1) of an ordinal head.
+
+    ``p_0 = 1 - P(y > 0)``, ``p_k = P(y > k-1) - P(y > k)``, ``p_{K-1} = P(y > K-2)``; negative
+    differences (a rank inconsistency) are clipped to 0 and the rows renormalised.
+
+    >>> grade_probabilities(torch.tensor([[0.9, 0.6, 0.2]]))
+    tensor([[0.1000, 0.3000, 0.4000, 0.2000]])
+    """
+    ones = torch.ones_like(exceed[:, :1])
+    above = torch.cat([ones, exceed], dim=1)  # (B, K): P(y > k - 1), with P(y > -1) = 1
+    below = torch.cat([exceed, torch.zeros_like(ones)], dim=1)  # (B, K): P(y > k), P(y > K-1) = 0
+    probabilities = (above - below).clamp_min(0)
+    return probabilities / probabilities.sum(dim=1, keepdim=True)
+
+
+class _OrdinalHead(Head):
+    """K-1 logits, one per threshold "grade > k"; subclasses say how they give ``P(y > k)``."""
+
+    def exceed_probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        """``P(y > k)`` for k = 0..K-2, (B, K-1), non-increasing along each row."""
+        raise NotImplementedError
+
+    def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        return grade_probabilities(self.exceed_probabilities(outputs))  # (B, K)
+
+    def decode(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Expected grade, ``sum_k P(y > k)`` (equal to ``sum_k k * p_k``)."""
+        return self.exceed_probabilities(outputs).sum(dim=1)  # (B,)
+
+
+class CoralHead(_OrdinalHead):
+    """CORAL (Cao, Mirjalili and Raschka 2020): rank-consistent ordinal regression.
+
+    The output layer is coral_pytorch's ``CoralLayer``: one weight vector shared by the K-1
+    thresholds plus K-1 biases, so ``P(y > k) = sigmoid(logit_k)`` never increases with k once the
+    biases are ordered. Its biases start descending in [0, 1], as coral_pytorch recommends.
+
+    Args:
+        in_features: width of the backbone features.
+        num_grades: K >= 2.
+        architecture: "linear" (the CoralLayer alone; the default), "reference" (Linear(in, 8) +
+            ReLU before it) or "auto" (= linear).
+        class_weights: per-grade loss weights (K,), applied per sample by its true grade.
+
+    Raises:
+        ConfigError: fewer than 2 grades, an unknown architecture or bad class weights.
+
+    >>> head = CoralHead(4, num_grades=4)
+    >>> logits = torch.logit(torch.tensor([[0.9, 0.6, 0.2]]))
+    >>> head.predict_grade(logits).tolist(), round(float(head.decode(logits)), 4)
+    ([2], 1.7)
+    """
+
+    name = "coral"
+
+    def __init__(
+        self,
+        in_features: int,
+        num_grades: int | None,
+        architecture: str = "auto",
+        class_weights: torch.Tensor | np.ndarray | None = None,
+    ) -> None:
+        num_grades = _check_grades(self.name, num_grades)
+        super().__init__(
+            in_features,
+            num_grades - 1,
+            architecture,
+            num_grades,
+            class_weights,
+            output_layer=lambda width: CoralLayer(width, num_grades),
+        )
+        init_keras_(self)  # he_normal kernels; the CoralLayer's own biases stay as it set them
+
+    def levels(self, target: torch.Tensor) -> torch.Tensor:
+        """Extended binary labels (B, K-1): ``levels[i, k] = target_i > k``.
+
+        The vectorised ``coral_pytorch.dataset.levels_from_labelbatch``, which loops in Python.
+
+        >>> CoralHead(4, num_grades=4).levels(torch.tensor([0.0, 2.0, 3.0]))
+        tensor([[0., 0., 0.],
+                [1., 1., 0.],
+                [1., 1., 1.]])
+        """
+        thresholds = torch.arange(self.num_grades - 1, device=target.device)
+        return (target.long()[:, None] > thresholds[None, :]).float()  # (B, K-1)
+
+    def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """coral_pytorch's ``coral_loss``: the K-1 binary cross-entropies summed per sample."""
+        target = target.long()
+        losses = coral_loss(outputs.float(), self.levels(target), reduction=None)  # (B,)
+        return self._weighted_mean(losses, target)
+
+    def exceed_probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(outputs.float())  # (B, K-1)
+
+    def predict_grade(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The number of thresholds passed, ``sum_k [P(y > k) > 0.5]``."""
+        return proba_to_label(self.exceed_probabilities(outputs))  # (B,)
+
+
+class CornHead(_OrdinalHead):
+    """CORN (Shi, Cao and Raschka 2021): ordinal regression by conditional probabilities.
+
+    Logit k models ``P(y > k | y > k-1)``; the chain rule gives ``P(y > k)`` as the running
+    product of the sigmoids, ordered by construction with no constraint on the layer.
+
+    Args:
+        in_features: width of the backbone features.
+        num_grades: K >= 2.
+        architecture: "linear" (the default), "reference" or "auto" (= linear).
+        class_weights: per-grade loss weights (K,), applied to every binary task of a sample.
+
+    Raises:
+        ConfigError: fewer than 2 grades, an unknown architecture or bad class weights.
+
+    >>> head = CornHead(4, num_grades=4)
+    >>> logits = torch.logit(torch.tensor([[0.9, 0.5, 0.5]]))
+    >>> head.exceed_probabilities(logits), head.predict_grade(logits).tolist()
+    (tensor([[0.9000, 0.4500, 0.2250]]), [1])
+    """
+
+    name = "corn"
+
+    def __init__(
+        self,
+        in_features: int,
+        num_grades: int | None,
+        architecture: str = "auto",
+        class_weights: torch.Tensor | np.ndarray | None = None,
+    ) -> None:
+        num_grades = _check_grades(self.name, num_grades)
+        super().__init__(in_features, num_grades - 1, architecture, num_grades, class_weights)
+        init_keras_(self)
+
+    def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """coral_pytorch's ``corn_loss``: task k trains on the samples with grade > k-1 only.
+
+        With class weights, the same mean over (sample, task) pairs, each pair weighted by its
+        sample's class weight: ``sum_i w_i sum_k bce_ik / sum_i w_i n_i`` (n_i tasks of sample i).
+        Equal weights give ``corn_loss`` exactly.
+        """
+        logits, target = outputs.float(), target.long()
+        if self.class_weights is None:
+            return corn_loss(logits, target, self.num_grades)
+        thresholds = torch.arange(self.num_grades - 1, device=target.device)
+        in_task = target[:, None] > thresholds[None, :] - 1  # (B, K-1): task k sees grades >= k
+        labels = (target[:, None] > thresholds[None, :]).float()  # (B, K-1)
+        bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")  # (B, K-1)
+        weights = self.class_weights[target][:, None] * in_task  # (B, K-1)
+        return (weights * bce).sum() / weights.sum()
+
+    def exceed_probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        return torch.cumprod(torch.sigmoid(outputs.float()), dim=1)  # (B, K-1)
+
+    def predict_grade(self, outputs: torch.Tensor) -> torch.Tensor:
+        """coral_pytorch's ``corn_label_from_logits``: the count of ``P(y > k) > 0.5``."""
+        return corn_label_from_logits(outputs.float())  # (B,)
