@@ -53,6 +53,7 @@ def _add_run_flags(p, *, compare: bool = False) -> None:
     g = p.add_argument_group("calibration (thresholds and grade sets, fitted on the validation split)")
     g.add_argument("--objective", dest="calibrate.objective", help="what tuned cut points maximise: qwk (default), accuracy, mae")
     g.add_argument("--alpha", dest="calibrate.alpha", type=float, help="grade sets miss the true grade at most this often (default 0.1)")
+    g.add_argument("--threshold-folds", dest="calibrate.folds", type=int, help="cross-validation folds deciding tuned cut points vs the plain decision (default 5)")
 
 
 def _add_train(sub) -> None:
@@ -163,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder written by train")
     p.add_argument("--objective", default=None, help="qwk (default), accuracy or mae")
     p.add_argument("--alpha", type=float, default=None, help="grade sets miss the true grade at most this often (default 0.1)")
-    p.add_argument("--folds", type=int, default=None, help="cross-validation folds deciding tuned vs rounding (default 5)")
+    p.add_argument("--threshold-folds", dest="folds", type=int, default=None, help="cross-validation folds deciding tuned cut points vs the plain decision (default 5)")
     p.add_argument("--device", default="auto")
 
     p = sub.add_parser("compare", help="every formulation on the same split and budget, side by side",
