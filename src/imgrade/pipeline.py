@@ -101,7 +101,10 @@ def train(
         if num_grades is None:
             raise ConfigError("--class-weight balanced needs graded data, but this target is continuous: drop the flag")
         class_weights = torch.as_tensor(balanced_class_weights(imageset.targets[split["train"]].astype(np.int64), num_grades), dtype=torch.float32)
-    model = build_model(cfg.model.depth, cfg.model.task, cfg.model.head, cfg.model.loss, num_grades, class_weights).to(device)
+    model = build_model(cfg.model.depth, cfg.model.task, cfg.model.head, cfg.model.loss, num_grades, class_weights)
+    if num_grades is not None:
+        model.head.init_from_targets(imageset.targets[split["train"]])
+    model = model.to(device)
     meta = {
         "imgrade_version": imgrade.__version__,
         "config": cfg.to_dict(),

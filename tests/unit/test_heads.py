@@ -269,3 +269,24 @@ def test_a_few_steps_reduce_the_loss(task):
     with torch.no_grad():
         losses.append(model.loss(model(x), target).item())
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_output_biases_start_at_the_training_prior():
+    targets = np.array([0] * 5 + [1] * 3 + [2] * 2)  # P(y > 0) = 0.5, P(y > 1) = 0.2
+    coral = CoralHead(4, num_grades=3)
+    coral.init_from_targets(targets)
+    assert torch.allclose(torch.sigmoid(coral.layers[-1].coral_bias), torch.tensor([0.5, 0.2]), atol=1e-6)
+    corn = CornHead(4, num_grades=3)
+    corn.init_from_targets(targets)  # P(y > 0) = 0.5, P(y > 1 | y >= 1) = 2/5
+    assert torch.allclose(torch.sigmoid(corn.layers[-1].bias), torch.tensor([0.5, 0.4]), atol=1e-6)
+    clf = ClassificationHead(4, num_grades=3)
+    clf.init_from_targets(targets)
+    assert torch.allclose(torch.softmax(clf.layers[-1].bias, 0), torch.tensor([0.5, 0.3, 0.2]), atol=1e-6)
+    # with zero features the heads' first predictions are exactly the prior
+    features = torch.zeros(1, 4)
+    assert torch.allclose(clf.probabilities(clf(features)), torch.tensor([[0.5, 0.3, 0.2]]), atol=1e-6)
+    assert torch.allclose(coral.probabilities(coral(features)), torch.tensor([[0.5, 0.3, 0.2]]), atol=1e-6)
+    reg = RegressionHead(4)
+    before = [p.clone() for p in reg.parameters()]
+    reg.init_from_targets(targets)  # the reference head keeps its zero bias
+    assert all(torch.equal(a, b) for a, b in zip(before, reg.parameters()))

@@ -334,7 +334,7 @@ def _column(history: list[dict], key: str) -> np.ndarray:
     return np.array([np.nan if row.get(key) is None else float(row[key]) for row in history], dtype=np.float64)
 
 
-LOWER_IS_BETTER = frozenset({"mae", "rmse", "set_size", "train_seconds"})
+LOWER_IS_BETTER = frozenset({"mae", "grade_mae", "rmse", "set_size", "train_seconds"})
 HIGHER_IS_BETTER = frozenset({"qwk", "accuracy", "within1", "r2", "pearson"})
 _REFERENCE_COLOUR = "tab:orange"
 

@@ -69,6 +69,16 @@ def balanced_class_weights(targets: np.ndarray, num_grades: int) -> np.ndarray:
     return weights
 
 
+def _prior_logits(probabilities: np.ndarray) -> torch.Tensor:
+    """Logits of probabilities clipped away from 0 and 1.
+
+    >>> [round(v, 3) for v in _prior_logits(np.array([0.5, 0.0, 0.8])).tolist()]
+    [0.0, -6.907, 1.386]
+    """
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-3, 1 - 1e-3)
+    return torch.as_tensor(np.log(p / (1 - p)), dtype=torch.float32)
+
+
 class Head(nn.Module):
     """Base class: features (B, in_features) -> outputs; subclasses define the layers and methods.
 
@@ -133,6 +143,16 @@ class Head(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.layers(features)  # (B, out_features)
+
+    def init_from_targets(self, targets: np.ndarray) -> None:
+        """Start the output biases at the training set's grade frequencies (the prior).
+
+        Adam moves a bias by about the learning rate per step, so a few hundred steps on a small
+        set cannot carry biases from zero to the spread the grade frequencies need (an ordinal
+        head's thresholds span several logits); starting at the prior removes that handicap.
+        The regression head keeps the reference's zero bias.
+        """
+
 
     def hidden(self, features: torch.Tensor) -> torch.Tensor | None:
         """Post-ReLU activations (B, 8) of the reference hidden layer; None for a linear head."""
@@ -287,6 +307,13 @@ class ClassificationHead(Head):
         num_grades = _check_grades(self.name, num_grades)
         super().__init__(in_features, num_grades, architecture, num_grades, class_weights)
         init_keras_(self)
+
+    def init_from_targets(self, targets: np.ndarray) -> None:
+        """Output biases = log grade frequencies, so the first softmax is the training prior."""
+        counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=self.num_grades)
+        log_prior = np.log(np.clip(counts / max(counts.sum(), 1), 1e-3, None))
+        with torch.no_grad():
+            self.layers[-1].bias.copy_(torch.as_tensor(log_prior - log_prior.mean(), dtype=torch.float32))
 
     def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Cross-entropy with the true grade (``target`` holds grade indices)."""

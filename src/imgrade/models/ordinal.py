@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from coral_pytorch.dataset import corn_label_from_logits, proba_to_label
 from coral_pytorch.layers import CoralLayer
 from coral_pytorch.losses import coral_loss, corn_loss
-from imgrade.models.heads import Head, _check_grades
+from imgrade.models.heads import Head, _check_grades, _prior_logits
 from imgrade.models.resnet_v2 import init_keras_
 
 
@@ -92,6 +92,13 @@ class CoralHead(_OrdinalHead):
         )
         init_keras_(self)  # he_normal kernels; the CoralLayer's own biases stay as it set them
 
+    def init_from_targets(self, targets: np.ndarray) -> None:
+        """Threshold biases = logit P(grade > k) in the training set (not coral_pytorch's [1, 0])."""
+        targets = np.asarray(targets, dtype=np.int64)
+        exceed = np.array([(targets > k).mean() for k in range(self.num_grades - 1)])
+        with torch.no_grad():
+            self.layers[-1].coral_bias.copy_(_prior_logits(exceed))
+
     def levels(self, target: torch.Tensor) -> torch.Tensor:
         """Extended binary labels (B, K-1): ``levels[i, k] = target_i > k``.
 
@@ -152,6 +159,13 @@ class CornHead(_OrdinalHead):
         num_grades = _check_grades(self.name, num_grades)
         super().__init__(in_features, num_grades - 1, architecture, num_grades, class_weights)
         init_keras_(self)
+
+    def init_from_targets(self, targets: np.ndarray) -> None:
+        """Task biases = logit P(grade > k | grade >= k) in the training set."""
+        targets = np.asarray(targets, dtype=np.int64)
+        conditional = [(targets > k).sum() / max((targets >= k).sum(), 1) for k in range(self.num_grades - 1)]
+        with torch.no_grad():
+            self.layers[-1].bias.copy_(_prior_logits(np.array(conditional)))
 
     def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """coral_pytorch's ``corn_loss``: task k trains on the samples with grade > k-1 only.
