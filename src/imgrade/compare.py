@@ -155,18 +155,18 @@ def summarise(rows: list[dict[str, Any]], out: Path, cfg: RunConfig, *, tasks, s
 
 
 def recommend(summary: list[dict[str, Any]]) -> str:
-    """One line: the formulation with the best mean qwk (then accuracy), against the reference."""
+    """One line: the best formulation by mean qwk (and by accuracy, when another wins that)."""
     candidates = [s for s in summary if s["qwk"] is not None]
     if not candidates:
         return "no formulation produced a defined qwk: the test sets hold a single grade"
     best = max(candidates, key=lambda s: (round(s["qwk"], 3), s["accuracy"]))
+    exact = max(candidates, key=lambda s: (round(s["accuracy"], 3), s["qwk"]))
     ref = next((s for s in summary if s["formulation"] == REFERENCE), None)
     line = f"use {best['formulation']}: qwk {mean_std(best, 'qwk')}, accuracy {mean_std(best, 'accuracy')}"
     if ref is not None and best is not ref:
-        line += (
-            f" (vs {REFERENCE}: qwk {mean_std(ref, 'qwk')}, accuracy {mean_std(ref, 'accuracy')}; "
-            f"paired gain qwk {best['qwk_diff']:+.3f}, accuracy {best['accuracy_diff']:+.3f})"
-        )
+        line += f" (paired gain over {REFERENCE}: qwk {best['qwk_diff']:+.3f}, accuracy {best['accuracy_diff']:+.3f})"
+    if exact is not best:
+        line += f"; for the most exact grades use {exact['formulation']}: accuracy {mean_std(exact, 'accuracy')}, qwk {mean_std(exact, 'qwk')}"
     return line
 
 
