@@ -30,13 +30,16 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--tasks", default="regression,classification,coral,corn")
     parser.add_argument("--out", default="bench-accuracy")
+    parser.add_argument("--calibration-holdout", type=float, default=0.0, help="see imgrade train --help")
     args = parser.parse_args()
     if not Path(args.data).exists():
         raise SystemExit(f"{args.data} is absent: pass --data with the CUCUMBER-9 sample (../shared/data/cucumber9-p1-sample/cucumber-9-python)")
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
-    cfg = RunConfig.from_dict({"data": {"path": args.data}, "train": {"epochs": args.epochs}})
+    cfg = RunConfig.from_dict({
+        "data": {"path": args.data}, "train": {"epochs": args.epochs}, "calibrate": {"holdout": args.calibration_holdout},
+    })
     t0 = time.perf_counter()
     result = pipeline.compare(cfg, out, tasks=args.tasks, seeds=args.seeds, folds=args.folds)
     print(f"{len(result['rows']) // 2} runs of {args.epochs} epochs in {time.perf_counter() - t0:.0f} s; report: {out / 'report.html'}")

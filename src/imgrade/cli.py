@@ -53,6 +53,7 @@ def _add_run_flags(p, *, compare: bool = False) -> None:
     g = p.add_argument_group("calibration (thresholds and grade sets, fitted on the validation split)")
     g.add_argument("--objective", dest="calibrate.objective", help="what tuned cut points maximise: qwk (default), accuracy, mae")
     g.add_argument("--alpha", dest="calibrate.alpha", type=float, help="grade sets miss the true grade at most this often (default 0.1)")
+    g.add_argument("--calibration-holdout", dest="calibrate.holdout", type=float, help="fraction of the validation split kept out of epoch selection, for the grade sets only (default 0; 0.5 makes their coverage honest on small sets)")
     g.add_argument("--threshold-folds", dest="calibrate.folds", type=int, help="cross-validation folds deciding tuned cut points vs the plain decision (default 5)")
 
 

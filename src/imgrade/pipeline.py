@@ -27,7 +27,7 @@ from imgrade.core.preprocess import nhwc_to_tensor, to_input
 from imgrade.core.rundir import load_split, read_history, save_split, write_history
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import detect_format, load_dataset
-from imgrade.data.splits import make_split
+from imgrade.data.splits import hold_out_calibration, make_split
 from imgrade.evaluate import plots
 from imgrade.evaluate.outputs import evaluation_plots, write_predictions
 from imgrade.evaluate.metrics import continuous_metrics, ordinal_metrics
@@ -78,10 +78,14 @@ def train(
         raise ConfigError(f"task {cfg.model.task} needs integer grades, but {cfg.data.path} has a continuous target: use --task regression")
     if resume_state is not None:
         split = load_split(out, imageset)
-    elif split is None:
-        split = make_split(imageset, parse_split(cfg.data.split), cfg.train.seed)
+    else:
+        if split is None:
+            split = make_split(imageset, parse_split(cfg.data.split), cfg.train.seed)
+        if imageset.is_ordinal:
+            split = hold_out_calibration(split, imageset, cfg.calibrate.holdout, cfg.train.seed)
     sizes = {name: len(index) for name, index in split.items()}
-    log(f"split: {sizes['train']} train, {sizes['val']} val, {sizes['test']} test")
+    held = f", {sizes['cal']} held out for grade sets" if "cal" in sizes else ""
+    log(f"split: {sizes['train']} train, {sizes['val']} val, {sizes['test']} test{held}")
 
     out.mkdir(parents=True, exist_ok=True)
     if resume_state is None:
@@ -134,7 +138,8 @@ def train(
     for warning in health_warnings(predictor, val_set, val_outputs):
         log(f"warning: {warning}")
     if imageset.is_ordinal:
-        _calibrate_and_save(out, predictor, val_set, val_outputs, cfg.calibrate, strict=False)
+        cal_set = imageset.subset(split["cal"]) if "cal" in split else None
+        _calibrate_and_save(out, predictor, val_set, val_outputs, cfg.calibrate, strict=False, cal_set=cal_set)
     log(f"next: imgrade evaluate {out}")
     return history
 
@@ -228,19 +233,26 @@ def calibrate(
         raise ConfigError(f"{run} predicts a continuous target: thresholds and grade sets need graded data")
     imageset, split = _run_data(run, cfg)
     val_set = imageset.subset(split["val"])
+    cal_set = imageset.subset(split["cal"]) if "cal" in split else None
     needed = min_calibration_size(cfg.calibrate.alpha)
-    if len(val_set) < needed:  # checked first, so a refused request prints nothing else
+    available = len(cal_set if cal_set is not None else val_set)
+    if available < needed:  # checked first, so a refused request prints nothing else
         raise DataError(
             f"alpha {cfg.calibrate.alpha} needs at least {needed} validation images for grade sets with a coverage "
-            f"guarantee, but {run} has {len(val_set)}: raise --alpha or retrain with a larger validation split"
+            f"guarantee, but {run} has {available}: raise --alpha or retrain with a larger validation split"
         )
-    calibration = _calibrate_and_save(run, predictor, val_set, predictor.outputs(val_set.images), cfg.calibrate, strict=True)
+    calibration = _calibrate_and_save(run, predictor, val_set, predictor.outputs(val_set.images), cfg.calibrate, strict=True, cal_set=cal_set)
     write_text(run / "config.yaml", dump_config(cfg))
     return calibration
 
 
-def _calibrate_and_save(run: Path, predictor: Predictor, val_set: ImageSet, outputs: Outputs, cfg, *, strict: bool) -> dict:
-    """Choose cut points (tuned vs the head's own rule, by cross-validation) and fit conformal sets."""
+def _calibrate_and_save(
+    run: Path, predictor: Predictor, val_set: ImageSet, outputs: Outputs, cfg, *, strict: bool, cal_set: ImageSet | None = None
+) -> dict:
+    """Choose cut points (tuned vs the head's own rule, by cross-validation) and fit conformal sets.
+
+    The grade sets are calibrated on ``cal_set`` when the run held one out, else on ``val_set``.
+    """
     num_grades = len(predictor.grade_names)
     y = val_set.targets.astype(np.int64)
     rule = "rounding" if predictor.model.task == "regression" else f"the {predictor.model.task} rule"
@@ -249,6 +261,9 @@ def _calibrate_and_save(run: Path, predictor: Predictor, val_set: ImageSet, outp
     )
     log(f"thresholds: {choice.reason}")
     calibration: dict[str, Any] = {"thresholds": choice.to_dict(), "conformal": None}
+    if cal_set is not None:
+        y, outputs = cal_set.targets.astype(np.int64), predictor.outputs(cal_set.images)
+    where = "held-out calibration" if cal_set is not None else "validation"
     try:
         conformal = fit_conformal(y, scores=outputs.scores, probabilities=outputs.probabilities, alpha=cfg.alpha)
     except ImgradeError as e:
@@ -260,7 +275,7 @@ def _calibrate_and_save(run: Path, predictor: Predictor, val_set: ImageSet, outp
         sets = prediction_sets(conformal, scores=outputs.scores, probabilities=outputs.probabilities, num_grades=num_grades)
         summary = set_summary(sets, y, predictor.grade_names)
         log(
-            f"grade sets: {conformal.kind}, alpha {cfg.alpha}: validation coverage {summary['coverage']:.3f}, "
+            f"grade sets: {conformal.kind}, alpha {cfg.alpha}: {where} coverage {summary['coverage']:.3f}, "
             f"mean size {summary['mean_size']:.2f} grades ({conformal.n} calibration images)"
         )
     best = find_run_checkpoint(run)

@@ -368,3 +368,18 @@ def test_compare_folds_use_disjoint_test_sets(synth_dir, tmp_path, capsys):
                  "--epochs", "1", "--depth", "11", "--out", str(out)]) == 0
     tests = [json.loads((out / "runs" / f"regression-fold{f}" / "split.json").read_text())["test"] for f in range(3)]
     assert sorted(sum(tests, [])) == list(range(90))
+
+
+def test_calibration_holdout_keeps_grade_set_images_out_of_selection(synth_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(synth_dir), "--task", "classification", "--calibration-holdout", "0.5",
+                 "--epochs", "1", "--depth", "11", "--out", str(run)]) == 0
+    assert "held-out calibration coverage" in capsys.readouterr().err
+    split = json.loads((run / "split.json").read_text())
+    parts = [set(split[name]) for name in ("train", "val", "test", "cal")]
+    assert sum(len(p) for p in parts) == 90 and len(set().union(*parts)) == 90  # disjoint, complete
+    assert len(split["cal"]) == 9 and len(split["val"]) == 9
+    conformal = load_checkpoint(run / "best.pt")["calibration"]["conformal"]
+    assert conformal["n"] == len(split["cal"])
+    assert main(["calibrate", str(run), "--alpha", "0.2"]) == 0  # the verb uses the held-out images too
+    assert load_checkpoint(run / "best.pt")["calibration"]["conformal"]["n"] == 9

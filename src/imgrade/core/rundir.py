@@ -27,7 +27,8 @@ def load_split(run: Path, imageset) -> dict[str, np.ndarray]:
     path = run / "split.json"
     try:
         saved = json.loads(path.read_text())
-        split = {name: np.asarray(saved[name], dtype=np.int64) for name in ("train", "val", "test")}
+        names = ("train", "val", "test", "cal") if "cal" in saved else ("train", "val", "test")
+        split = {name: np.asarray(saved[name], dtype=np.int64) for name in names}
         same = saved["n"] == len(imageset) and all(
             [imageset.ids[i] for i in split[name]] == saved["ids"][name] for name in split
         )

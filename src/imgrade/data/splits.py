@@ -103,3 +103,25 @@ def make_split(imageset: ImageSet, spec: str | tuple[float, float, float], seed:
             f"validation images out of {len(imageset)}: add images or change --split"
         )
     return split
+
+
+def hold_out_calibration(split: dict[str, np.ndarray], imageset: ImageSet, fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """Move ``fraction`` of the validation images (stratified, seeded) into a "cal" split.
+
+    >>> from imgrade.data.imageset import ImageSet
+    >>> s = ImageSet(np.zeros((8, 2, 2, 3), np.uint8), np.array([0, 1] * 4, np.float32), ["a", "b"], list("abcdefgh"))
+    >>> parts = hold_out_calibration({"train": np.arange(4), "val": np.arange(4, 8), "test": np.array([], int)}, s, 0.5, 0)
+    >>> len(parts["val"]), len(parts["cal"]), sorted(parts["val"].tolist() + parts["cal"].tolist())
+    (2, 2, [4, 5, 6, 7])
+    """
+    if fraction <= 0:
+        return split
+    val = split["val"]
+    groups = None if imageset.groups is None else imageset.groups[val]
+    keep, cal = stratified_split(stratify_labels(imageset)[val], (1 - fraction, fraction), seed, groups)
+    if len(keep) == 0 or len(cal) == 0:
+        raise DataError(
+            f"--calibration-holdout {fraction} leaves {len(keep)} validation and {len(cal)} calibration images "
+            f"out of {len(val)}: use a fraction nearer 0.5 or a larger validation split"
+        )
+    return {**split, "val": val[keep], "cal": val[cal]}
