@@ -277,7 +277,32 @@ def _check_grades(name: str, num_grades: int | None) -> int:
     return num_grades
 
 
-class ClassificationHead(Head):
+class GradedHead(Head):
+    """A head for integer grades: K >= 2, ``output_width(K)`` outputs, Keras (he_normal) init."""
+
+    def __init__(
+        self,
+        in_features: int,
+        num_grades: int | None,
+        architecture: str = "auto",
+        class_weights: torch.Tensor | np.ndarray | None = None,
+    ) -> None:
+        num_grades = _check_grades(self.name, num_grades)
+        super().__init__(
+            in_features, self.output_width(num_grades), architecture, num_grades, class_weights,
+            output_layer=self.output_layer(num_grades),
+        )
+        init_keras_(self)  # a CoralLayer's own biases are not touched: init_from_targets sets them
+
+    def output_width(self, num_grades: int) -> int:
+        return num_grades
+
+    def output_layer(self, num_grades: int) -> Callable[[int], nn.Module] | None:
+        """A factory for the output layer, or None for a plain ``nn.Linear``."""
+        return None
+
+
+class ClassificationHead(GradedHead):
     """Softmax over K grades with cross-entropy; score = expected grade, decision = argmax.
 
     Args:
@@ -296,17 +321,6 @@ class ClassificationHead(Head):
     """
 
     name = "classification"
-
-    def __init__(
-        self,
-        in_features: int,
-        num_grades: int | None,
-        architecture: str = "auto",
-        class_weights: torch.Tensor | np.ndarray | None = None,
-    ) -> None:
-        num_grades = _check_grades(self.name, num_grades)
-        super().__init__(in_features, num_grades, architecture, num_grades, class_weights)
-        init_keras_(self)
 
     def init_from_targets(self, targets: np.ndarray) -> None:
         """Output biases = log grade frequencies, so the first softmax is the training prior."""

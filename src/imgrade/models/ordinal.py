@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from coral_pytorch.dataset import corn_label_from_logits, proba_to_label
 from coral_pytorch.layers import CoralLayer
 from coral_pytorch.losses import coral_loss, corn_loss
-from imgrade.models.heads import Head, _check_grades, _prior_logits
-from imgrade.models.resnet_v2 import init_keras_
+from imgrade.models.heads import GradedHead, _prior_logits
 
 
 def grade_probabilities(exceed: torch.Tensor) -> torch.Tensor:
@@ -34,8 +33,11 @@ def grade_probabilities(exceed: torch.Tensor) -> torch.Tensor:
     return probabilities / probabilities.sum(dim=1, keepdim=True)
 
 
-class _OrdinalHead(Head):
+class _OrdinalHead(GradedHead):
     """K-1 logits, one per threshold "grade > k"; subclasses say how they give ``P(y > k)``."""
+
+    def output_width(self, num_grades: int) -> int:
+        return num_grades - 1
 
     def exceed_probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         """``P(y > k)`` for k = 0..K-2, (B, K-1), non-increasing along each row."""
@@ -74,23 +76,8 @@ class CoralHead(_OrdinalHead):
 
     name = "coral"
 
-    def __init__(
-        self,
-        in_features: int,
-        num_grades: int | None,
-        architecture: str = "auto",
-        class_weights: torch.Tensor | np.ndarray | None = None,
-    ) -> None:
-        num_grades = _check_grades(self.name, num_grades)
-        super().__init__(
-            in_features,
-            num_grades - 1,
-            architecture,
-            num_grades,
-            class_weights,
-            output_layer=lambda width: CoralLayer(width, num_grades),
-        )
-        init_keras_(self)  # he_normal kernels; the CoralLayer's own biases stay as it set them
+    def output_layer(self, num_grades: int):
+        return lambda width: CoralLayer(width, num_grades)  # one shared weight vector + K-1 biases
 
     def init_from_targets(self, targets: np.ndarray) -> None:
         """Threshold biases = logit P(grade > k) in the training set (not coral_pytorch's [1, 0])."""
@@ -148,17 +135,6 @@ class CornHead(_OrdinalHead):
     """
 
     name = "corn"
-
-    def __init__(
-        self,
-        in_features: int,
-        num_grades: int | None,
-        architecture: str = "auto",
-        class_weights: torch.Tensor | np.ndarray | None = None,
-    ) -> None:
-        num_grades = _check_grades(self.name, num_grades)
-        super().__init__(in_features, num_grades - 1, architecture, num_grades, class_weights)
-        init_keras_(self)
 
     def init_from_targets(self, targets: np.ndarray) -> None:
         """Task biases = logit P(grade > k | grade >= k) in the training set."""
