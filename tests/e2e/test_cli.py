@@ -152,12 +152,19 @@ def test_evaluate_on_other_data_matches_grades_by_name(trained_run, tmp_path, ca
     assert sorted(r["true_grade"] for r in rows) == ["2L", "2L", "C", "C", "M", "M"]
 
 
-def test_continuous_target_from_a_csv_manifest(tmp_path, capsys):
-    folders = tmp_path / "folders"
+@pytest.fixture(scope="session")
+def continuous_run(tmp_path_factory):
+    """1 epoch regressing the synthetic cucumbers' length from a CSV manifest (60 images)."""
+    folders = tmp_path_factory.mktemp("data") / "folders"
     assert main(["data", "synth", "--out", str(folders), "--n", "60", "--format", "folders"]) == 0
-    run = tmp_path / "run"
+    run = tmp_path_factory.mktemp("runs") / "continuous"
     assert main(["train", "--data", str(folders / "attributes.csv"), "--target-column", "length", "--target", "continuous",
                  "--epochs", "1", "--depth", "11", "--out", str(run)]) == 0
+    return run
+
+
+def test_continuous_target_from_a_csv_manifest(continuous_run, capsys):
+    run = continuous_run
     assert main(["evaluate", str(run)]) == 0
     metrics = json.loads((run / "eval-test" / "metrics.json").read_text())
     assert metrics["n"] == 12 and "r2" in metrics and "qwk" not in metrics
@@ -330,14 +337,9 @@ def test_unknown_task_suggests_the_closest(synth_dir, tmp_path, capsys):
     assert "did you mean 'classification'" in capsys.readouterr().err
 
 
-def test_thresholds_of_a_continuous_run_are_refused(tmp_path, capsys):
-    folders = tmp_path / "folders"
-    assert main(["data", "synth", "--out", str(folders), "--n", "40", "--format", "folders"]) == 0
-    run = tmp_path / "run"
-    assert main(["train", "--data", str(folders / "attributes.csv"), "--target-column", "bend", "--target", "continuous",
-                 "--epochs", "1", "--depth", "11", "--out", str(run)]) == 0
+def test_thresholds_of_a_continuous_run_are_refused(continuous_run, capsys):
     capsys.readouterr()
-    assert main(["calibrate", str(run)]) == 2
+    assert main(["calibrate", str(continuous_run)]) == 2
     assert "continuous target" in capsys.readouterr().err
 
 
