@@ -79,7 +79,9 @@ def run_comparison(cfg: RunConfig, out: str | Path, *, tasks: list[str], seeds: 
         for seed in range(seeds):
             for task in tasks:
                 done += 1
-                name = f"{task}-{'fold' + str(f) if folds else 'seed' + str(seed)}" + (f"-seed{seed}" if folds and seeds > 1 else "")
+                name = f"{task}-fold{f}" if folds else f"{task}-seed{seed}"
+                if folds and seeds > 1:
+                    name += f"-seed{seed}"
                 pipeline.log(f"\n[{done}/{total}] {name}")
                 run_cfg = replace(cfg, model=replace(cfg.model, task=task), train=replace(cfg.train, seed=seed))
                 t0 = time.perf_counter()
@@ -91,15 +93,15 @@ def run_comparison(cfg: RunConfig, out: str | Path, *, tasks: list[str], seeds: 
 
 def _score_run(run: Path, test_set: ImageSet, task: str, fold: int, seed: int, seconds: float) -> list[dict[str, Any]]:
     """Test metrics of one run, once with the head's own rule and once as calibrated."""
-    from imgrade.calibrate import prediction_sets, set_summary
+    from imgrade.calibrate import set_summary
     from imgrade.runtime.predictor import Predictor
 
     predictor = Predictor.from_run(run)
     outputs = predictor.outputs(test_set.images)
     y = test_set.targets.astype(np.int64)
     coverage = set_size = None
-    if predictor.conformal is not None:
-        sets = prediction_sets(predictor.conformal, scores=outputs.scores, probabilities=outputs.probabilities, num_grades=len(predictor.grade_names))
+    sets = predictor.sets(outputs)
+    if sets is not None:
         summary = set_summary(sets, y, predictor.grade_names)
         coverage, set_size = summary["coverage"], summary["mean_size"]
     rule = "rounding" if task == "regression" else "own rule"
@@ -149,7 +151,7 @@ def summarise(rows: list[dict[str, Any]], out: Path, cfg: RunConfig, *, tasks, s
     write_text(out / "summary.md", markdown)
     results = {f: {m: [r[m] for r in by[f] if r[m] is not None] for m in PLOTTED} for f in formulations}
     plots.plot_metric_boxes(results, list(PLOTTED), out / "boxes.png", title="test metrics per formulation", reference=REFERENCE)
-    write_compare_report(out / "report.html", summary, recommendation, markdown, out / "boxes.png", cfg, tasks=tasks, seeds=seeds, folds=folds)
+    write_compare_report(out / "report.html", summary, recommendation, out / "boxes.png", cfg, tasks=tasks, seeds=seeds, folds=folds)
     print(markdown)
     return {"summary": summary, "recommendation": recommendation, "rows": rows}
 

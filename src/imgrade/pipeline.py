@@ -91,7 +91,7 @@ def train(
     if resume_state is None:
         write_text(out / "config.yaml", dump_config(cfg))
         save_split(out / "split.json", split, imageset)
-        save_json(out / "data.json", _data_summary(imageset, cfg.data))
+        save_json(out / "data.json", _data_summary(imageset))
 
     x = nhwc_to_tensor(imageset.images)
     y = torch.from_numpy(imageset.targets.astype(np.float32))
@@ -199,11 +199,7 @@ def _resume_state(out: Path) -> tuple[RunConfig, dict | None]:
     return cfg, state
 
 
-
-
-
-
-def _data_summary(imageset: ImageSet, cfg: DataConfig) -> dict[str, Any]:
+def _data_summary(imageset: ImageSet) -> dict[str, Any]:
     summary = {"source": imageset.source, "n": len(imageset), "image_size": list(imageset.image_size), "dropped": imageset.dropped}
     if imageset.is_ordinal:
         summary["grades"] = imageset.grade_names
@@ -212,10 +208,6 @@ def _data_summary(imageset: ImageSet, cfg: DataConfig) -> dict[str, Any]:
         t = imageset.targets
         summary["target"] = {"min": float(t.min()), "max": float(t.max()), "mean": float(t.mean())}
     return summary
-
-
-
-
 
 
 # ----------------------------------------------------------------------------- calibrate
@@ -365,8 +357,6 @@ def _decision_metrics(predictor: Predictor, outputs: Outputs, y: np.ndarray) -> 
     return result
 
 
-
-
 # ----------------------------------------------------------------------------- predict
 
 
@@ -424,7 +414,7 @@ def data_info(path: str, *, grades: list[str] | None = None, view: str = "above"
     kind = detect_format(path)
     native = image_size or 32
     imageset = load_dataset(DataConfig(path=path, grades=grades, view=view, image_size=native))
-    info = _data_summary(imageset, DataConfig(path=path))
+    info = _data_summary(imageset)
     info["format"] = kind
     lines = [f"format:     {kind} ({imageset.source})", f"images:     {len(imageset)}"]
     if kind == "cucumber9":

@@ -111,7 +111,7 @@ def decode_image(data: bytes, name: str, image_size: int) -> np.ndarray:
             f"{name} is truncated or corrupt ({type(error).__name__}: {error}): "
             "re-export or re-download the file, or delete it"
         ) from error
-    return _resize(pixels, image_size)
+    return resize_square(pixels, image_size)
 
 
 def load_image(path: str | os.PathLike, image_size: int) -> np.ndarray:
@@ -240,7 +240,8 @@ def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=2)
 
 
-def _resize(pixels: np.ndarray, image_size: int) -> np.ndarray:
+def resize_square(pixels: np.ndarray, image_size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (image_size, image_size, 3): BOX when shrinking, BILINEAR otherwise."""
     height, width = pixels.shape[:2]
     if height == width == image_size:
         return pixels

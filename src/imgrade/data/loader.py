@@ -7,6 +7,7 @@ from pathlib import Path
 from imgrade.config import DataConfig
 from imgrade.core.errors import DataError
 from imgrade.data import cucumber9, folders
+from imgrade.data.images import resize_square
 from imgrade.data.imageset import ImageSet
 
 FORMATS = "a CUCUMBER-9 folder or .tar.gz, a folder of class folders, or a CSV manifest (path,target[,split])"
@@ -59,8 +60,6 @@ def load_dataset(cfg: DataConfig, grades: list[str] | None = None) -> ImageSet:
 
 def _resize(imageset: ImageSet, size: int) -> ImageSet:
     import numpy as np
-    from PIL import Image
 
-    resized = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in imageset.images])
-    imageset.images = resized
+    imageset.images = np.stack([resize_square(im, size) for im in imageset.images])
     return imageset

@@ -121,7 +121,7 @@ def write_run_report(path, title: str, metrics: dict, grade_names, pictures: dic
     return html.write_report(path, f"imgrade report: {title}", blocks, subtitle=str(run_dir))
 
 
-def write_compare_report(path, summary: list[dict], recommendation: str, markdown: str, boxes: Path, cfg, *, tasks, seeds: int, folds: int) -> Path:
+def write_compare_report(path, summary: list[dict], recommendation: str, boxes: Path, cfg, *, tasks, seeds: int, folds: int) -> Path:
     """One self-contained report.html for a comparison of formulations."""
     over = f"{folds}-fold cross-validation" if folds else f"{seeds} seeds on one split"
     blocks = [

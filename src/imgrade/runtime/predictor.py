@@ -72,6 +72,7 @@ class Predictor:
     def outputs(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> Outputs:
         """Run the network on uint8 images (N, H, W, 3) or tensors (N, 3, H, W)."""
         x = nhwc_to_tensor(images) if isinstance(images, np.ndarray) else images
+        assert len(x) > 0, "callers check for an empty set first"
         scores, probabilities, native = [], [], []
         for i in range(0, len(x), batch_size):
             out = self.model(to_input(x[i : i + batch_size], self.mean, self.device))
@@ -81,18 +82,11 @@ class Predictor:
                 probabilities.append(p.float().cpu())
             if self.grade_names is not None:
                 native.append(self.model.predict_grade(out).cpu())
-        if not scores:
-            k = len(self.grade_names) if self.grade_names else 0
-            empty = np.zeros(0, np.int64) if self.grade_names else None
-            return Outputs(np.zeros(0, np.float32), np.zeros((0, k), np.float32) if self.model.task != "regression" else None, empty)
         return Outputs(
             torch.cat(scores).numpy(),
             torch.cat(probabilities).numpy() if probabilities else None,
             torch.cat(native).numpy().astype(np.int64) if native else None,
         )
-
-    def scores(self, images, batch_size: int = 256) -> np.ndarray:
-        return self.outputs(images, batch_size).scores
 
     def grades(self, outputs: Outputs) -> np.ndarray:
         """Grade indexes: the tuned cut points when calibration kept them, else the head's own rule."""
