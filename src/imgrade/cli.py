@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImgradeError as e:
         if args.debug:
             raise
-        print(f"imgrade: error: {e}", file=sys.stderr)
+        print(f"imgrade: error: {' '.join(str(e).split())}", file=sys.stderr)  # always one line
         return 2
     except BrokenPipeError:
         # the reader went away (`imgrade predict ... | head`): stop quietly, as Unix tools do
