@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from imgrade.cli import main
+
 
 @pytest.fixture
 def shared_dir() -> Path:
@@ -12,3 +14,27 @@ def shared_dir() -> Path:
     if not path.is_dir():
         pytest.skip("../shared is absent: the real CUCUMBER-9 sample lives there")
     return path
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """90 synthetic cucumbers in the CUCUMBER-9 on-disk format (10 per grade on average)."""
+    out = tmp_path_factory.mktemp("data") / "synth"
+    assert main(["data", "synth", "--out", str(out), "--n", "90", "--seed", "1"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, synth_dir) -> Path:
+    """A 2-epoch run of the reference network on the synthetic set."""
+    run = tmp_path_factory.mktemp("runs") / "run"
+    assert main(["train", "--data", str(synth_dir), "--epochs", "2", "--out", str(run), "--seed", "0"]) == 0
+    return run
+
+
+@pytest.fixture(scope="session")
+def coral_run(tmp_path_factory, synth_dir) -> Path:
+    """A 2-epoch CORAL run (depth 11) on the synthetic set: probabilities and APS grade sets."""
+    run = tmp_path_factory.mktemp("runs") / "coral"
+    assert main(["train", "--data", str(synth_dir), "--task", "coral", "--epochs", "2", "--depth", "11", "--out", str(run)]) == 0
+    return run

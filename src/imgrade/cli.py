@@ -17,6 +17,8 @@ examples:
   imgrade evaluate runs/p1                                 # metrics and pictures for the run's test split
   imgrade compare --data DATA --folds 5 --epochs 60 --out cmp   # regression vs classification vs ordinal
   imgrade predict runs/p1 photos/ > grades.csv
+  imgrade export runs/p1 --out p1.onnx                     # one file: network, grades, cut points, grade sets
+  imgrade serve p1.onnx                                    # HTTP API and web page on http://127.0.0.1:8000/
 """
 
 
@@ -110,7 +112,26 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from imgrade import pipeline
 
-    pipeline.predict(args.run, args.inputs, fmt=args.format, device=args.device)
+    pipeline.predict(args.run, args.inputs, fmt=args.format, device=args.device, runtime=args.runtime)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from imgrade import pipeline
+
+    pipeline.export(args.run, out=args.out, fmt=args.format)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from imgrade.serve import serve
+
+    serve(
+        args.model, host=args.host, port=args.port, runtime=args.runtime, device=args.device,
+        token=args.token if args.token is not None else os.environ.get("IMGRADE_TOKEN") or None,
+        max_upload_mb=args.max_upload_mb, max_files=args.max_files,
+        max_batch=args.max_batch, batch_window_ms=args.batch_window_ms, threads=args.threads,
+    )
     return 0
 
 
@@ -184,10 +205,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
 
     p = sub.add_parser("predict", help="score and grade images; CSV or JSON on stdout")
-    p.add_argument("run", help="run folder written by train (or its best.pt)")
+    p.add_argument("run", help="run folder written by train (or its best.pt), or a .onnx file from export")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--format", default="csv", choices=["csv", "json"])
+    p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"], help="auto (default: onnx for a .onnx file, else torch)")
     p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("export", help="write a trained run as one self-contained ONNX grader",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  imgrade export runs/p1 --out model.onnx\n  imgrade predict model.onnx photos/")
+    p.add_argument("run", help="run folder written by train (or its best.pt)")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+
+    p = sub.add_parser("serve", help="an HTTP grading service with a web page",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  imgrade serve runs/p1                 # http://127.0.0.1:8000/\n"
+                              "  imgrade serve model.onnx --port 9000 --token SECRET")
+    p.add_argument("model", help="run folder, .pt checkpoint or .onnx file")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"])
+    p.add_argument("--device", default="auto", help="torch runtime: auto, cpu, cuda, cuda:N")
+    p.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on the API (default: $IMGRADE_TOKEN; none)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body in MB (default 10): larger ones get 413")
+    p.add_argument("--max-files", type=int, default=64, help="most images in one request (default 64)")
+    p.add_argument("--max-batch", type=int, default=64, help="most images in one forward pass across concurrent requests (default 64)")
+    p.add_argument("--batch-window-ms", type=float, default=5.0, help="how long to collect concurrent requests into one batch (default 5 ms)")
+    p.add_argument("--threads", type=int, default=None, help="inference threads (default: one per core)")
 
     data = sub.add_parser("data", help="inspect, download or generate image sets").add_subparsers(dest="data_verb", metavar="ACTION")
     p = data.add_parser("info", help="format, images per grade, image size, what is dropped")
@@ -232,6 +277,8 @@ COMMANDS: dict[tuple[str, ...], Callable] = {
     ("compare",): cmd_compare,
     ("evaluate",): cmd_evaluate,
     ("predict",): cmd_predict,
+    ("export",): cmd_export,
+    ("serve",): cmd_serve,
     ("data", "info"): cmd_data_info,
     ("data", "download"): cmd_data_download,
     ("data", "synth"): cmd_data_synth,

@@ -268,13 +268,6 @@ def test_published_split_keeps_the_test_batch(synth_dir, tmp_path):
 # ----------------------------------------------------------------------------- formulations
 
 
-@pytest.fixture(scope="session")
-def coral_run(tmp_path_factory, synth_dir):
-    run = tmp_path_factory.mktemp("runs") / "coral"
-    assert main(["train", "--data", str(synth_dir), "--task", "coral", "--epochs", "2", "--depth", "11", "--out", str(run)]) == 0
-    return run
-
-
 def test_training_calibrates_thresholds_and_grade_sets(coral_run, capsys):
     ckpt = load_checkpoint(coral_run / "best.pt")
     calibration = ckpt["calibration"]

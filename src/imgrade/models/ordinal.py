@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from coral_pytorch.dataset import corn_label_from_logits, proba_to_label
+from coral_pytorch.dataset import proba_to_label
 from coral_pytorch.layers import CoralLayer
 from coral_pytorch.losses import coral_loss, corn_loss
 from imgrade.models.heads import GradedHead, _prior_logits
@@ -161,8 +161,10 @@ class CornHead(_OrdinalHead):
         return (weights * bce).sum() / weights.sum()
 
     def exceed_probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
-        return torch.cumprod(torch.sigmoid(outputs.float()), dim=1)  # (B, K-1)
+        # The running product of sigmoids, as exp(cumsum(log sigmoid)): the same numbers (to float
+        # rounding), stable for very negative logits, and exportable (ONNX has CumSum, not CumProd).
+        return torch.exp(torch.cumsum(F.logsigmoid(outputs.float()), dim=1))  # (B, K-1)
 
     def predict_grade(self, outputs: torch.Tensor) -> torch.Tensor:
-        """coral_pytorch's ``corn_label_from_logits``: the count of ``P(y > k) > 0.5``."""
-        return corn_label_from_logits(outputs.float())  # (B,)
+        """The count of ``P(y > k) > 0.5``, as coral_pytorch's ``corn_label_from_logits``."""
+        return (self.exceed_probabilities(outputs) > 0.5).sum(dim=1)  # (B,)

@@ -1,0 +1,47 @@
+"""Graders: a trained model as images -> scores, grades and grade sets, from PyTorch or ONNX Runtime.
+
+``load_grader`` picks the back end: a run folder or ``.pt`` checkpoint loads with PyTorch, an
+``.onnx`` file written by ``imgrade export`` with ONNX Runtime (no torch import).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imgrade.core.errors import ConfigError
+from imgrade.runtime.grading import Grader, Outputs
+
+RUNTIMES = ("auto", "torch", "onnx")
+
+__all__ = ["Grader", "Outputs", "RUNTIMES", "load_grader"]
+
+
+def load_grader(source: str | Path, runtime: str = "auto", device: str = "auto", threads: int | None = None) -> Grader:
+    """Load a grader from a run folder, a ``.pt`` checkpoint or an exported ``.onnx`` file.
+
+    Args:
+        source: what ``imgrade train`` wrote (folder or checkpoint) or ``imgrade export`` wrote.
+        runtime: "auto" (by the file: .onnx -> onnx, else torch), "torch" or "onnx".
+        device: PyTorch device for the torch runtime ("auto", "cpu", "cuda", ...).
+        threads: ONNX Runtime intra-op threads (None: its default, one per core).
+
+    Raises:
+        ConfigError: an unknown runtime, or one that cannot read ``source``.
+        CheckpointError: ``source`` is not a model imgrade can load.
+    """
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
+    is_onnx = Path(source).suffix.lower() == ".onnx"
+    if runtime == "auto":
+        runtime = "onnx" if is_onnx else "torch"
+    if runtime == "onnx":
+        if not is_onnx:
+            raise ConfigError(f"--runtime onnx needs an .onnx file, got {source}: export it first with `imgrade export {source} --out model.onnx`")
+        from imgrade.runtime.onnx import OnnxGrader
+
+        return OnnxGrader.from_file(source, threads=threads)
+    if is_onnx:
+        raise ConfigError(f"{source} is an ONNX file: grade it with --runtime onnx (or auto)")
+    from imgrade.runtime.predictor import Predictor
+
+    return Predictor.from_run(source, device=device)

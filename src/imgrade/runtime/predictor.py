@@ -8,26 +8,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgrade.calibrate import Conformal, apply_thresholds, prediction_sets
 from imgrade.core.checkpoint import find_run_checkpoint, load_checkpoint
 from imgrade.core.device import resolve_device
 from imgrade.core.errors import CheckpointError
 from imgrade.core.preprocess import nhwc_to_tensor, to_input
 from imgrade.models.factory import build_model
+from imgrade.runtime.grading import DEFAULT_BATCH, Grader, Outputs
+
+__all__ = ["Outputs", "Predictor"]
 
 
 @dataclass
-class Outputs:
-    """What the network says about N images."""
+class Predictor(Grader):
+    """Grades images with a trained PyTorch model. Build it with :meth:`from_run`."""
 
-    scores: np.ndarray  # (N,) on the grade axis (or the continuous target)
-    probabilities: np.ndarray | None  # (N, K) for classification, coral and corn; None for regression
-    native: np.ndarray | None  # (N,) the head's own grade decision; None for a continuous target
-
-
-@dataclass
-class Predictor:
-    """Grades images with a trained model. Build it with :meth:`from_run`."""
+    runtime = "torch"
 
     model: torch.nn.Module
     mean: torch.Tensor  # (3, H, W)
@@ -59,17 +54,19 @@ class Predictor:
         return cls(model, ckpt["mean_image"].float(), ckpt["grade_names"], int(ckpt["image_size"]), target, ckpt)
 
     @property
-    def thresholds(self) -> dict | None:
-        """The calibration's cut-point choice (``ThresholdChoice.to_dict()``), if calibrated."""
-        return (self.checkpoint.get("calibration") or {}).get("thresholds")
+    def calibration(self) -> dict | None:
+        return self.checkpoint.get("calibration")
 
     @property
-    def conformal(self) -> Conformal | None:
-        found = (self.checkpoint.get("calibration") or {}).get("conformal")
-        return Conformal.from_dict(found) if found else None
+    def task(self) -> str:
+        return self.checkpoint["config"]["model"]["task"]
+
+    @property
+    def version(self) -> str:
+        return str(self.checkpoint.get("imgrade_version", "unknown"))
 
     @torch.no_grad()
-    def outputs(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> Outputs:
+    def outputs(self, images: np.ndarray | torch.Tensor, batch_size: int = DEFAULT_BATCH) -> Outputs:
         """Run the network on uint8 images (N, H, W, 3) or tensors (N, 3, H, W)."""
         x = nhwc_to_tensor(images) if isinstance(images, np.ndarray) else images
         assert len(x) > 0, "callers check for an empty set first"
@@ -87,18 +84,3 @@ class Predictor:
             torch.cat(probabilities).numpy() if probabilities else None,
             torch.cat(native).numpy().astype(np.int64) if native else None,
         )
-
-    def grades(self, outputs: Outputs) -> np.ndarray:
-        """Grade indexes: the tuned cut points when calibration kept them, else the head's own rule."""
-        assert self.grade_names is not None and outputs.native is not None
-        choice = self.thresholds
-        if choice and choice.get("kind") == "tuned":
-            return apply_thresholds(outputs.scores, np.asarray(choice["thresholds"]))
-        return outputs.native
-
-    def sets(self, outputs: Outputs) -> np.ndarray | None:
-        """Grade sets (N, K) bool with the calibrated coverage, or None when not calibrated."""
-        conformal = self.conformal
-        if conformal is None or self.grade_names is None:
-            return None
-        return prediction_sets(conformal, scores=outputs.scores, probabilities=outputs.probabilities, num_grades=len(self.grade_names))
