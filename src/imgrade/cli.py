@@ -110,9 +110,9 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from imgrade import pipeline
+    from imgrade.runtime.files import predict
 
-    pipeline.predict(args.run, args.inputs, fmt=args.format, device=args.device, runtime=args.runtime)
+    predict(args.run, args.inputs, fmt=args.format, device=args.device, runtime=args.runtime)
     return 0
 
 

@@ -34,6 +34,7 @@ from imgrade.evaluate.metrics import continuous_metrics, ordinal_metrics
 from imgrade.evaluate.report import format_metrics_table, write_run_report
 from imgrade.models.factory import build_model
 from imgrade.models.heads import balanced_class_weights
+from imgrade.runtime.files import predict  # noqa: F401  (torch-free; `imgrade predict` imports it directly)
 from imgrade.runtime.predictor import Outputs, Predictor
 from imgrade.train.loop import FitData, fit
 
@@ -360,37 +361,19 @@ def _decision_metrics(predictor: Predictor, outputs: Outputs, y: np.ndarray) -> 
 # ----------------------------------------------------------------------------- predict
 
 
-def predict(run: str | Path, inputs: list[str], *, fmt: str = "csv", device: str = "auto", stream=None) -> list[dict]:
-    """Score and grade each image under ``inputs``; writes CSV or JSON to ``stream`` (stdout)."""
-    from imgrade.data.images import list_images, load_images
+def export(run: str | Path, *, out: str | Path, fmt: str = "onnx") -> dict[str, Any]:
+    """Write ``run`` as one self-contained grader file (ONNX); prints what was written."""
+    from imgrade.runtime.export import export_onnx
 
-    if fmt not in ("csv", "json"):
-        raise ConfigError(f"--format {fmt!r} is not csv or json")
-    predictor = Predictor.from_run(run, device=device)
-    paths = [p for item in inputs for p in list_images(item)]
-    outputs = predictor.outputs(load_images(paths, predictor.image_size))
-    names = predictor.grade_names
-    grades = predictor.grades(outputs) if names is not None else None
-    sets = predictor.sets(outputs)
-    rows = []
-    for i, path in enumerate(paths):
-        row: dict[str, Any] = {"image": str(path), "score": round(float(outputs.scores[i]), 4)}
-        if names is not None:
-            row["grade"] = names[grades[i]]
-        if sets is not None:
-            row["grade_set"] = format_set(sets[i], names)
-        if fmt == "json" and outputs.probabilities is not None:
-            row["probabilities"] = {name: round(float(p), 4) for name, p in zip(names, outputs.probabilities[i])}
-        rows.append(row)
-    stream = stream or sys.stdout
-    if fmt == "json":
-        json.dump(rows, stream, indent=1)
-        stream.write("\n")
-    else:
-        writer = csv.DictWriter(stream, fieldnames=list(rows[0]) if rows else ["image", "score"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return rows
+    if fmt != "onnx":
+        raise ConfigError(f"--format {fmt!r} is not supported: use onnx")
+    summary = export_onnx(run, out)
+    print(
+        f"wrote {summary['path']} ({summary['bytes'] / 1e6:.1f} MB; outputs {', '.join(summary['outputs'])}); "
+        f"ONNX Runtime matches PyTorch within {summary['max_score_diff']:.1e}\n"
+        f"grade with it: imgrade predict {summary['path']} IMAGES  |  imgrade serve {summary['path']}"
+    )
+    return summary
 
 
 # ----------------------------------------------------------------------------- compare

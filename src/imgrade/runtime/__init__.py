@@ -42,6 +42,11 @@ def load_grader(source: str | Path, runtime: str = "auto", device: str = "auto",
         return OnnxGrader.from_file(source, threads=threads)
     if is_onnx:
         raise ConfigError(f"{source} is an ONNX file: grade it with --runtime onnx (or auto)")
-    from imgrade.runtime.predictor import Predictor
-
+    try:
+        from imgrade.runtime.predictor import Predictor
+    except ImportError as e:
+        raise ConfigError(
+            f"grading the run {source} needs PyTorch ({e}): install torch, or export the run on a machine "
+            f"that has it (`imgrade export {source} --out model.onnx`) and grade the .onnx file"
+        ) from None
     return Predictor.from_run(source, device=device)

@@ -1,0 +1,162 @@
+"""Export a trained run as one self-contained ONNX grader.
+
+The graph takes what a decoder gives, uint8 RGB images (N, S, S, 3), and does the rest itself:
+scaling to [0, 1], subtracting the training set's per-pixel mean, the network and the head's
+decoding. Its outputs are ``score`` (N,), ``probabilities`` (N, K) for heads that have them and
+``native`` (N,) int64, the head's own grade. Everything after the network that needs the
+calibration (tuned cut points, the conformal quantile) and the grade names travel as JSON in the
+model's metadata under the key ``imgrade``, so the file alone is a complete grader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import imgrade
+from imgrade.core.errors import ConfigError, ImgradeError
+from imgrade.core.io import atomic_write
+from imgrade.runtime.onnx import METADATA_FORMAT, METADATA_KEY, OnnxGrader
+from imgrade.runtime.predictor import Predictor
+
+
+PARITY_ATOL = 1e-4
+"""Largest score difference between PyTorch and ONNX Runtime that export accepts."""
+
+OPSET = 18
+
+
+class _GraderGraph(torch.nn.Module):
+    """uint8 NHWC images -> (score, [probabilities], [native]) with the preprocessing inside."""
+
+    def __init__(self, predictor: Predictor):
+        super().__init__()
+        self.model = predictor.model
+        self.register_buffer("mean", predictor.mean.clone())
+        self.graded = predictor.grade_names is not None
+
+    def forward(self, images: torch.Tensor):
+        x = images.permute(0, 3, 1, 2).float() / 255.0 - self.mean
+        out = self.model(x)
+        results = [self.model.decode(out).float()]
+        probabilities = self.model.probabilities(out)
+        if probabilities is not None:
+            results.append(probabilities.float())
+        if self.graded:
+            results.append(self.model.predict_grade(out).long())
+        return tuple(results)
+
+
+def metadata(predictor: Predictor, source: str) -> dict:
+    """The JSON stored in the ONNX file: what ``predict`` needs besides the network."""
+    ckpt = predictor.checkpoint
+    return {
+        "format": METADATA_FORMAT,
+        "imgrade_version": imgrade.__version__,
+        "trained_with": predictor.version,
+        "task": predictor.task,
+        "grade_names": predictor.grade_names,
+        "image_size": predictor.image_size,
+        "input": {
+            "name": "images", "dtype": "uint8", "layout": "NHWC", "channels": "RGB",
+            "size": predictor.image_size,
+            "preprocessing": "in the graph: x / 255 minus the training set's per-pixel mean image",
+            "resize": "whole image to a square, no crop (BOX when shrinking, BILINEAR when enlarging), EXIF-upright",
+        },
+        "outputs": _output_names(predictor),
+        "calibration": ckpt.get("calibration"),
+        "source": source,
+        "data_source": ckpt.get("data_source"),
+        "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _output_names(predictor: Predictor) -> list[str]:
+    names = ["score"]
+    if predictor.task != "regression":
+        names.append("probabilities")
+    if predictor.grade_names is not None:
+        names.append("native")
+    return names
+
+
+def export_onnx(run: str | Path, out: str | Path) -> dict:
+    """Write ``run``'s best model to ``out`` as an ONNX grader; return a summary of the check.
+
+    The export is verified before the file is written: ONNX Runtime must reproduce PyTorch's
+    scores within ``PARITY_ATOL`` and its native grades exactly on 64 random images.
+    The file is written atomically: a failed export leaves nothing, an old file stays intact.
+
+    Raises:
+        ConfigError: ``out`` does not end in .onnx.
+        CheckpointError: ``run`` holds no loadable model.
+        ImgradeError: the exporter failed or the exported graph disagrees with PyTorch.
+    """
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise ConfigError(f"--out {out} must end in .onnx")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder: give a file name ending in .onnx")
+    predictor = Predictor.from_run(run, device="cpu")
+    graph = _GraderGraph(predictor).eval()
+    size = predictor.image_size
+    example = torch.zeros((2, size, size, 3), dtype=torch.uint8)
+    names = _output_names(predictor)
+    try:
+        # torch.onnx reports progress on stdout and warns about optional packages: keep them quiet
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_logger("torch.onnx"):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                graph, (example,), dynamo=True, opset_version=OPSET, input_names=["images"], output_names=names,
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 20)},), verbose=False,
+            )
+        proto = program.model_proto
+    except Exception as e:  # the exporter raises many kinds; the user needs one line and the cause
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ImgradeError(f"exporting {run} to ONNX failed ({type(e).__name__}: {first}); rerun with --debug for the trace") from e
+    info = metadata(predictor, source=str(run))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(info)
+    proto.producer_name, proto.producer_version = "imgrade", imgrade.__version__
+    payload = proto.SerializeToString()
+    check = _check_parity(predictor, payload)
+    with atomic_write(out, "wb") as f:
+        f.write(payload)
+    return {"path": str(out), "bytes": len(payload), "outputs": names, **check}
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    """Raise logger ``name`` to ERROR for the block (torch.onnx logs a warning per missing optional package)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _check_parity(predictor: Predictor, payload: bytes) -> dict:
+    """Run both back ends on the same random images; raise when they disagree."""
+    rng = np.random.default_rng(0)
+    size = predictor.image_size
+    images = rng.integers(0, 256, size=(64, size, size, 3), dtype=np.uint8)
+    expected = predictor.outputs(images)
+    got = OnnxGrader.from_bytes(payload, threads=None).outputs(images)
+    score_diff = float(np.abs(expected.scores - got.scores).max())
+    same_native = expected.native is None or bool(np.array_equal(expected.native, got.native))
+    if not score_diff <= PARITY_ATOL or not same_native:
+        raise ImgradeError(
+            f"the exported graph disagrees with PyTorch (largest score difference {score_diff:.2e}, "
+            f"native grades {'equal' if same_native else 'differ'}): nothing written; please report it"
+        )
+    return {"max_score_diff": score_diff}

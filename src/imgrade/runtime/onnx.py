@@ -1,0 +1,124 @@
+"""Grade with an exported ``.onnx`` file and ONNX Runtime alone: no PyTorch is imported.
+
+The file carries the grade names, the input size and the calibration in its ``imgrade``
+metadata (see ``export.py``); this module reads them back and runs the graph in batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from imgrade.calibrate import Conformal
+from imgrade.core.errors import CheckpointError, DataError
+from imgrade.runtime.grading import DEFAULT_BATCH, Grader, Outputs
+
+METADATA_KEY = "imgrade"
+"""The ONNX metadata entry holding imgrade's JSON (written by ``export.py``)."""
+METADATA_FORMAT = 1
+"""Version of that JSON's layout; other versions are refused."""
+_TASKS = ("regression", "classification", "coral", "corn")
+
+
+class OnnxGrader(Grader):
+    """A grader backed by an ONNX Runtime session. Build it with :meth:`from_file`."""
+
+    runtime = "onnx"
+
+    def __init__(self, session, meta: dict, name: str):
+        self.session = session
+        self.name = name
+        self.meta = meta
+        self.task = meta["task"]
+        self.grade_names = list(meta["grade_names"]) if meta["grade_names"] is not None else None
+        self.image_size = int(meta["image_size"])
+        self.calibration = meta.get("calibration")
+        self.version = str(meta.get("trained_with") or meta.get("imgrade_version") or "unknown")
+        self._outputs = [o.name for o in session.get_outputs()]
+        self._input = session.get_inputs()[0].name
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, threads: int | None = None) -> "OnnxGrader":
+        """Load an ``.onnx`` file written by ``imgrade export``.
+
+        Raises:
+            CheckpointError: the file is missing, is not ONNX, or lacks imgrade's metadata.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path} does not exist: give the .onnx file written by `imgrade export`")
+        return cls._load(str(path), str(path), threads)
+
+    @classmethod
+    def from_bytes(cls, payload: bytes, threads: int | None = None, name: str = "<memory>") -> "OnnxGrader":
+        """Load a serialized ONNX model (what ``export`` checks before writing the file)."""
+        return cls._load(payload, name, threads)
+
+    @classmethod
+    def _load(cls, model, name: str, threads: int | None) -> "OnnxGrader":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: no warnings on stderr for every session
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        try:
+            session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise CheckpointError(f"{name} is not a readable ONNX model ({first}): export it again with `imgrade export RUN --out FILE.onnx`") from None
+        return cls(session, _read_metadata(session, name), name)
+
+    def outputs(self, images: np.ndarray, batch_size: int = DEFAULT_BATCH) -> Outputs:
+        """Run the graph on uint8 images (N, S, S, 3), ``batch_size`` at a time."""
+        images = np.asarray(images)
+        size = self.image_size
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
+            raise DataError(f"the ONNX grader takes uint8 images of shape (N, {size}, {size}, 3), got {images.dtype} {images.shape}")
+        assert len(images) > 0, "callers check for an empty set first"
+        chunks = [
+            dict(zip(self._outputs, self.session.run(None, {self._input: np.ascontiguousarray(images[i : i + batch_size])})))
+            for i in range(0, len(images), batch_size)
+        ]
+        joined = {key: np.concatenate([c[key] for c in chunks]) for key in self._outputs}
+        return Outputs(
+            joined["score"].astype(np.float32),
+            joined["probabilities"].astype(np.float32) if "probabilities" in joined else None,
+            joined["native"].astype(np.int64) if "native" in joined else None,
+        )
+
+
+def _read_metadata(session, name: str) -> dict:
+    """The ``imgrade`` metadata, checked: a clear error for any ONNX file imgrade did not write."""
+    raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    fix = "export the run with `imgrade export RUN --out FILE.onnx`"
+    if raw is None:
+        raise CheckpointError(f"{name} is an ONNX model but not an imgrade grader (no '{METADATA_KEY}' metadata): {fix}")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{name} has unreadable imgrade metadata: {fix}") from None
+    if not isinstance(meta, dict) or meta.get("format") != METADATA_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{name} has imgrade metadata format {found!r}, this imgrade reads {METADATA_FORMAT}: {fix}")
+    problems = []
+    if meta.get("task") not in _TASKS:
+        problems.append(f"task {meta.get('task')!r}")
+    names = meta.get("grade_names")
+    if names is not None and (not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names)):
+        problems.append("grade_names")
+    if not isinstance(meta.get("image_size"), int) or meta["image_size"] < 1:
+        problems.append("image_size")
+    outputs = [o.name for o in session.get_outputs()]
+    if "score" not in outputs or (names is not None and "native" not in outputs):
+        problems.append(f"outputs {outputs}")
+    calibration = meta.get("calibration")
+    if calibration is not None and calibration.get("conformal"):
+        Conformal.from_dict(calibration["conformal"])  # raises CheckpointError when malformed
+    if problems:
+        raise CheckpointError(f"{name} has imgrade metadata with a bad {', '.join(problems)}: {fix}")
+    return meta
