@@ -23,7 +23,7 @@ def load_grader(source: str | Path, runtime: str = "auto", device: str = "auto",
         source: what ``imgrade train`` wrote (folder or checkpoint) or ``imgrade export`` wrote.
         runtime: "auto" (by the file: .onnx -> onnx, else torch), "torch" or "onnx".
         device: PyTorch device for the torch runtime ("auto", "cpu", "cuda", ...).
-        threads: ONNX Runtime intra-op threads (None: its default, one per core).
+        threads: inference threads, ONNX Runtime's intra-op or torch's (None: the runtime's default).
 
     Raises:
         ConfigError: an unknown runtime, or one that cannot read ``source``.
@@ -49,4 +49,8 @@ def load_grader(source: str | Path, runtime: str = "auto", device: str = "auto",
             f"grading the run {source} needs PyTorch ({e}): install torch, or export the run on a machine "
             f"that has it (`imgrade export {source} --out model.onnx`) and grade the .onnx file"
         ) from None
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
     return Predictor.from_run(source, device=device)

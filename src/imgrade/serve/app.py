@@ -1,0 +1,242 @@
+"""The HTTP grading service: photos in (multipart upload), grades out (JSON), plus the web page.
+
+Routes (every error is ``{"detail": "<one line: what is wrong and the fix>"}``):
+
+- ``GET /`` the web page, ``GET /static/...`` its scripts and styles: local files, no CDN.
+- ``GET /healthz`` -> ``{"status": "ok"}``; never needs the token.
+- ``GET /v1/model`` -> the grader's model card, ``model`` (its file or folder name), ``limits``
+  (``max_files``, ``max_upload_mb``) and ``auth`` (whether a token is needed).
+- ``POST /v1/grade`` multipart/form-data, one part named ``files`` per image ->
+  ``{"results": [record, ...]}`` in upload order (``Grader.records``). 400: no ``files`` part,
+  a part that is not an image file (the detail names it), more than ``max_files`` files, a
+  malformed body; 413: a body over ``max_upload_mb``; 415: a body that is not multipart/form-data;
+  500: the model failed on these images (other requests are unaffected).
+- ``GET /v1/stats`` -> forward passes, images graded, largest and mean batch size.
+- With a token, every ``/v1/`` route needs ``Authorization: Bearer <token>`` (else 401).
+
+``/docs`` is FastAPI's Swagger UI, which loads its script from a CDN: the API docs need the
+internet, the service and its page do not.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from imgrade import __version__
+from imgrade.core.errors import ConfigError, DataError
+from imgrade.data.images import decode_image
+from imgrade.runtime.grading import Grader
+from imgrade.serve.batcher import Batcher
+from imgrade.serve.guards import MB, BodyLimit, require_token
+
+STATIC_DIR = Path(__file__).with_name("static")
+"""The web page: index.html (served at /) and the files it loads (served at /static/)."""
+
+HOW_TO_SEND = "send multipart/form-data with one part named files per image (curl -F files=@photo.jpg URL)"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the server; each field is the ``imgrade serve`` flag of that name."""
+
+    max_upload_mb: float = 10.0
+    """Largest request body in MB (10**6 bytes); larger ones get 413."""
+    max_files: int = 64
+    """Most images in one request."""
+    max_batch: int = 64
+    """Most images in one forward pass, across concurrent requests."""
+    batch_window_ms: float = 5.0
+    """How long a queued image waits for others to share its forward pass."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.max_upload_mb) and self.max_upload_mb > 0):
+            raise ConfigError(f"--max-upload-mb must be a positive number of megabytes, got {self.max_upload_mb}: try 10")
+        if self.max_files < 1:
+            raise ConfigError(f"--max-files must be at least 1, got {self.max_files}: try 64")
+        if self.max_batch < 1:
+            raise ConfigError(f"--max-batch must be at least 1, got {self.max_batch}: try 64")
+        if not (math.isfinite(self.batch_window_ms) and self.batch_window_ms >= 0):
+            raise ConfigError(f"--batch-window-ms must be 0 or more milliseconds, got {self.batch_window_ms}: try 5")
+
+
+open_routes = APIRouter()
+"""The page, its files and /healthz: open to all."""
+api_routes = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
+"""The API: needs the token when the server has one."""
+
+
+def create_app(
+    grader: Grader,
+    *,
+    source_name: str = "model",
+    token: str | None = None,
+    max_upload_mb: float = 10.0,
+    max_files: int = 64,
+    max_batch: int = 64,
+    batch_window_ms: float = 5.0,
+    static_dir: Path = STATIC_DIR,
+) -> FastAPI:
+    """The service for ``grader`` as an ASGI app (run it with uvicorn, or test it with TestClient).
+
+    Args:
+        grader: what grades the images (``imgrade.runtime.load_grader``).
+        source_name: the model's file or folder name, shown by ``GET /v1/model``.
+        token: the bearer token the ``/v1/`` routes require; None: no token.
+        max_upload_mb, max_files, max_batch, batch_window_ms: see :class:`Limits`.
+        static_dir: the web page's folder.
+
+    Raises:
+        ConfigError: a limit out of range, or an empty token.
+    """
+    limits = Limits(max_upload_mb, max_files, max_batch, batch_window_ms)
+    if token == "":
+        raise ConfigError("--token is empty: pass a non-empty token, or leave --token out to serve without one")
+    batcher = Batcher(partial(grader.outputs, batch_size=max_batch), max_batch, batch_window_ms / 1000)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+
+    app = FastAPI(
+        title="imgrade",
+        version=__version__,
+        summary="Grade items from photos: upload images to POST /v1/grade; GET /v1/model names the grades.",
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    app.state.grader = grader
+    app.state.batcher = batcher
+    app.state.limits = limits
+    app.state.token = token
+    app.state.index_html = static_dir / "index.html"
+    app.state.model_card = {
+        **grader.describe(),
+        "model": source_name,
+        "limits": {"max_files": max_files, "max_upload_mb": max_upload_mb},
+        "auth": token is not None,
+    }
+    app.add_middleware(BodyLimit, max_bytes=int(max_upload_mb * MB))
+    app.include_router(open_routes)
+    app.include_router(api_routes)
+    app.mount("/static", StaticFiles(directory=static_dir), name="static")
+    return app
+
+
+_GRADE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    "required": ["files"],
+                }
+            }
+        },
+    }
+}
+
+
+@open_routes.get("/", include_in_schema=False)
+async def page(request: Request) -> FileResponse:
+    """The web page."""
+    index: Path = request.app.state.index_html
+    if not index.is_file():
+        raise HTTPException(404, f"the web page is missing ({index} not found): reinstall imgrade; the API under /v1/ works without it")
+    return FileResponse(index)
+
+
+@open_routes.get("/healthz")
+async def health() -> dict[str, str]:
+    """Liveness: answers as soon as the server accepts requests; never needs the token."""
+    return {"status": "ok"}
+
+
+@api_routes.get("/model")
+async def model_card(request: Request) -> dict[str, Any]:
+    """The model card: grades, decision rule, input size, calibration, and this server's limits."""
+    return request.app.state.model_card
+
+
+@api_routes.get("/stats")
+async def stats(request: Request) -> dict[str, Any]:
+    """Forward passes run, images graded, and the largest and mean number of images per pass."""
+    return request.app.state.batcher.stats.to_dict()
+
+
+@api_routes.post("/grade", openapi_extra=_GRADE_BODY)
+async def grade(request: Request) -> dict[str, list[dict[str, Any]]]:
+    """Grade the uploaded images: one record per part named ``files``, in upload order."""
+    state = request.app.state
+    _require_multipart(request)
+    uploads = await _read_uploads(request, state.limits.max_files)
+    grader: Grader = state.grader
+    try:
+        images = await run_in_threadpool(_decode_all, uploads, grader.image_size)
+    except DataError as error:
+        raise HTTPException(400, _one_line(error)) from None
+    try:
+        outputs = await state.batcher.submit(images)
+    except Exception as error:
+        raise HTTPException(
+            500, f"the model failed on these images ({type(error).__name__}: {_one_line(error)}): "
+                 "the server log has the details; report it if it happens again"
+        ) from None
+    return {"results": grader.records([name for name, _ in uploads], outputs)}
+
+
+def _require_multipart(request: Request) -> None:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "multipart/form-data":
+        raise HTTPException(415, f"expected a multipart/form-data body, got {content_type or 'no Content-Type'}: {HOW_TO_SEND}")
+
+
+async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, bytes]]:
+    """The (file name, bytes) of each part named ``files``, in order.
+
+    Raises:
+        HTTPException: 400 for a malformed body, too many files, no ``files`` part, or a
+            ``files`` part that is a text field rather than a file.
+    """
+    try:
+        form = await request.form(max_files=max_files, max_fields=max_files)
+    except StarletteHTTPException as error:  # Starlette reports multipart errors (too many files too) as 400s
+        raise HTTPException(400, f"cannot read the upload ({str(error.detail).rstrip('.')}): {HOW_TO_SEND}, at most {max_files} per request") from None
+    try:
+        parts = form.getlist("files")
+        if not parts:
+            raise HTTPException(400, f"no part named files in the form: {HOW_TO_SEND}")
+        uploads = []
+        for number, part in enumerate(parts, start=1):
+            if isinstance(part, str):
+                raise HTTPException(400, f"files part number {number} is a text field, not a file: {HOW_TO_SEND}")
+            uploads.append((part.filename or f"files part {number}", await part.read()))
+        return uploads
+    finally:
+        await form.close()
+
+
+def _decode_all(uploads: list[tuple[str, bytes]], image_size: int) -> np.ndarray:
+    """(N, image_size, image_size, 3) uint8; DataError naming the first file that is not an image."""
+    return np.stack([decode_image(data, name, image_size) for name, data in uploads])
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
