@@ -3,8 +3,8 @@
 Usage:
     python benchmarks/serve_load.py [MODEL] [--requests 2000] [--clients 16] [--timeout 300]
 
-MODEL is a run folder, .pt or .onnx file; without one, a tiny model is trained first (synthetic
-cucumbers, 1 epoch, depth 11) in a temporary folder. The server runs as a real subprocess
+MODEL is a run folder, .pt or .onnx file; without one, the reference network (depth 29) is
+trained for 1 epoch on 300 synthetic cucumbers in a temporary folder and exported to ONNX. The server runs as a real subprocess
 (`python -m imgrade serve MODEL --port FREE`) on loopback; each request uploads one pre-encoded
 32x32 PNG. Prints requests/s, p50/p99 latency, errors and the server's mean batch size (from
 GET /v1/stats), then stops the server. Exits 1 if any request failed or the run timed out.
@@ -52,13 +52,13 @@ class Tally:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", nargs="?", help="run folder, .pt or .onnx (default: train a tiny one)")
+    parser.add_argument("model", nargs="?", help="run folder, .pt or .onnx (default: a 1-epoch reference run, exported to ONNX)")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds for the whole load phase")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        model = args.model or train_tiny_model(Path(scratch))
+        model = args.model or train_reference_model(Path(scratch))
         port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "imgrade", "serve", str(model), "--port", str(port)])
         try:
@@ -69,13 +69,15 @@ def main() -> int:
             stop(server)
 
 
-def train_tiny_model(scratch: Path) -> Path:
-    """A 1-epoch depth-11 regression run on 300 synthetic cucumbers (seconds on a CPU)."""
+def train_reference_model(scratch: Path) -> Path:
+    """A 1-epoch reference run (depth 29, regression) on 300 synthetic cucumbers, as ONNX."""
     data, run = scratch / "synth", scratch / "run"
     imgrade = [sys.executable, "-m", "imgrade"]
     subprocess.run([*imgrade, "data", "synth", "--out", str(data), "--n", "300"], check=True, timeout=300)
-    subprocess.run([*imgrade, "train", "--data", str(data), "--epochs", "1", "--depth", "11", "--out", str(run)], check=True, timeout=600)
-    return run
+    subprocess.run([*imgrade, "train", "--data", str(data), "--epochs", "1", "--out", str(run)], check=True, timeout=600)
+    model = scratch / "model.onnx"
+    subprocess.run([*imgrade, "export", str(run), "--out", str(model)], check=True, timeout=300)
+    return model
 
 
 def free_port() -> int:
