@@ -7,6 +7,14 @@ import pytest
 from imgrade.cli import main
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _decoded_image_cache(tmp_path_factory):
+    """Keep the decoded-image cache of folder/CSV sets out of the user's ~/.cache during tests."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IMGRADE_CACHE_DIR", str(tmp_path_factory.mktemp("imgrade-cache")))
+        yield
+
+
 @pytest.fixture
 def shared_dir() -> Path:
     """The ../shared folder beside the repository (real CUCUMBER-9 samples); skips where absent."""

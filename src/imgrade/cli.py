@@ -33,6 +33,8 @@ def _add_run_flags(p, *, compare: bool = False) -> None:
     g.add_argument("--split", dest="data.split", help="train,val,test fractions (default 0.6,0.2,0.2), 'published' or 'auto'")
     g.add_argument("--target-column", dest="data.target_column", help="CSV manifests: the target column (default target)")
     g.add_argument("--target", dest="data.target", help="CSV manifests: auto, ordinal or continuous")
+    g.add_argument("--workers", dest="data.workers", type=int, help="folder/CSV sets: processes decoding photos in parallel (default 0: this process)")
+    g.add_argument("--cache", dest="data.cache", help="folder/CSV sets: where decoded images are kept, 'auto' (default: $IMGRADE_CACHE_DIR or ~/.cache/imgrade), 'off', or a folder")
     g = p.add_argument_group("model")
     g.add_argument("--depth", dest="model.depth", type=int, help="ResNet v2 depth 9n+2 (default 29, the reference)")
     if not compare:

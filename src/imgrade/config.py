@@ -54,6 +54,11 @@ class DataConfig:
     """CSV manifests: the column holding the target."""
     target: str = "auto"
     """CSV manifests: 'ordinal' (integer grades), 'continuous', or 'auto' (integers -> ordinal)."""
+    workers: int = 0
+    """Folder and CSV sets: processes decoding the photos in parallel (0: decode in this process)."""
+    cache: str = "auto"
+    """Folder and CSV sets: where decoded images are kept so later runs skip decoding: 'auto'
+    ($IMGRADE_CACHE_DIR, else ~/.cache/imgrade), 'off', or a folder."""
 
     def __post_init__(self) -> None:
         if self.view not in ("above", "below", "side", "all"):
@@ -63,6 +68,8 @@ class DataConfig:
         if self.target not in ("auto", "ordinal", "continuous"):
             raise ConfigError(f"data.target {self.target!r} is not auto, ordinal or continuous: set --target")
         parse_split(self.split)
+        if int(self.workers) < 0:
+            raise ConfigError(f"data.workers {self.workers} is negative: set --workers to 0 or more")
         if isinstance(self.grades, str):
             self.grades = [g.strip() for g in self.grades.split(",") if g.strip()]
         if self.grades is not None and len(set(self.grades)) != len(self.grades):

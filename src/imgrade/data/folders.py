@@ -26,7 +26,8 @@ import numpy as np
 
 from imgrade.core.errors import ConfigError, DataError
 from imgrade.data.cucumber9 import DEFAULT_GRADE_ORDER as CUCUMBER9_GRADES
-from imgrade.data.images import IMAGE_EXTENSIONS, list_images, load_images, natural_sort_key
+from imgrade.data.cache import DecodeOptions, decode_images
+from imgrade.data.images import IMAGE_EXTENSIONS, list_images, natural_sort_key
 from imgrade.data.imageset import SPLIT_NAMES, ImageSet
 
 GRADES_FILE = "grades.txt"
@@ -107,7 +108,7 @@ def resolve_grade_order(root: str | os.PathLike, grade_order: list[str] | None =
 
 
 def read_class_folders(
-    root: str | os.PathLike, image_size: int, grade_order: list[str] | None = None
+    root: str | os.PathLike, image_size: int, grade_order: list[str] | None = None, decode: DecodeOptions | None = None
 ) -> ImageSet:
     """Read a folder with one subfolder of images per grade (optionally under train/val/test).
 
@@ -116,7 +117,7 @@ def read_class_folders(
     (a guess: see ``resolve_grade_order``). A grade with no folder has 0 images. With train/,
     val/ or test/ subfolders (train/ required) each holds the grade folders and sets the split.
     Images are ordered by split, then grade, then natural path order; ids are paths relative to
-    ``root``.
+    ``root``. ``decode`` sets the decoding workers and cache (default: this process, no cache).
 
     Raises:
         DataError: a grade folder not in the order, a folder with no images, an image outside a
@@ -146,7 +147,7 @@ def read_class_folders(
     order_of = sorted(range(len(paths)), key=lambda i: (split_rank[splits[i]], targets[i]))
     paths = [paths[i] for i in order_of]
     return ImageSet(
-        images=load_images(paths, image_size),
+        images=decode_images(paths, image_size, decode),
         targets=np.asarray([targets[i] for i in order_of], dtype=np.float32),
         grade_names=order,
         ids=[path.relative_to(root).as_posix() for path in paths],
@@ -161,6 +162,7 @@ def read_csv_manifest(
     grade_order: list[str] | None = None,
     target_column: str = "target",
     continuous: bool | None = None,
+    decode: DecodeOptions | None = None,
 ) -> ImageSet:
     """Read a CSV with a header and the columns ``path``, ``target`` and optionally ``split``.
 
@@ -217,7 +219,7 @@ def read_csv_manifest(
     else:
         grade_names, targets = _numeric_targets(values, csv_path, target_column, continuous)
     return ImageSet(
-        images=load_images(paths, image_size),
+        images=decode_images(paths, image_size, decode),
         targets=targets,
         grade_names=grade_names,
         ids=ids,

@@ -7,6 +7,7 @@ from pathlib import Path
 from imgrade.config import DataConfig
 from imgrade.core.errors import DataError
 from imgrade.data import cucumber9, folders
+from imgrade.data.cache import DecodeOptions
 from imgrade.data.images import resize_square
 from imgrade.data.imageset import ImageSet
 
@@ -47,11 +48,13 @@ def load_dataset(cfg: DataConfig, grades: list[str] | None = None) -> ImageSet:
         if imageset.image_size != (cfg.image_size, cfg.image_size):
             imageset = _resize(imageset, cfg.image_size)
     elif kind == "folders":
-        imageset = folders.read_class_folders(cfg.path, cfg.image_size, grade_order=grades)
+        decode = DecodeOptions.from_config(cfg.workers, cfg.cache)
+        imageset = folders.read_class_folders(cfg.path, cfg.image_size, grade_order=grades, decode=decode)
     else:
+        decode = DecodeOptions.from_config(cfg.workers, cfg.cache)
         continuous = {"auto": None, "ordinal": False, "continuous": True}[cfg.target]
         imageset = folders.read_csv_manifest(
-            cfg.path, cfg.image_size, grade_order=grades, target_column=cfg.target_column, continuous=continuous
+            cfg.path, cfg.image_size, grade_order=grades, target_column=cfg.target_column, continuous=continuous, decode=decode
         )
     if len(imageset) == 0:
         raise DataError(f"{cfg.path} holds no usable images: check the path and the grade names")
