@@ -26,7 +26,7 @@ from imgrade.runtime import load_grader
 from imgrade.runtime.grading import Outputs
 from imgrade.serve import create_app, serve
 from imgrade.serve.batcher import Batcher
-from imgrade.serve.guards import BodyLimit
+from imgrade.serve.guards import BodyLimit, HeaderLimit, RequestTimeout
 
 TOLERANCE = 1e-5
 
@@ -306,6 +306,61 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read():
     assert sent[0]["status"] == 413 and b"1,001 bytes" in sent[1]["body"]
 
 
+def _run_asgi(middleware, scope_headers=()) -> list[dict]:
+    """The messages ``middleware`` sends for one POST whose body never arrives."""
+    async def receive():
+        await asyncio.sleep(3600)
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/grade", "raw_path": b"/v1/grade", "query_string": b"",
+             "headers": list(scope_headers)}
+    asyncio.run(middleware(scope, receive, send))
+    return sent
+
+
+def test_a_request_past_its_timeout_is_a_408_while_its_body_is_late_and_a_503_after():
+    async def reads_the_body(scope, receive, send):
+        await receive()
+
+    async def works_slowly(scope, receive, send):
+        await asyncio.sleep(3600)
+
+    late, busy = (_run_asgi(RequestTimeout(app, timeout_s=0.05)) for app in (reads_the_body, works_slowly))
+    assert late[0]["status"] == 408 and (b"connection", b"close") in late[0]["headers"]
+    assert b"did not arrive within 0.05 s" in late[1]["body"] and b"--request-timeout-s" in late[1]["body"]
+    assert busy[0]["status"] == 503 and b"could not answer within 0.05 s" in busy[1]["body"]
+
+
+def test_the_request_timeout_stops_once_the_response_starts_and_lets_other_timeouts_through():
+    async def streams_slowly(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await asyncio.sleep(0.2)
+        await send({"type": "http.response.body", "body": b"done"})
+
+    async def times_out_itself(scope, receive, send):
+        raise TimeoutError("a timeout of the app's own")
+
+    sent = _run_asgi(RequestTimeout(streams_slowly, timeout_s=0.05))
+    assert [sent[0]["status"], sent[1]["body"]] == [200, b"done"]
+    with pytest.raises(TimeoutError, match="app's own"):
+        _run_asgi(RequestTimeout(times_out_itself, timeout_s=10))
+
+
+def test_headers_over_the_limit_are_a_431():
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    small = _run_asgi(HeaderLimit(app, max_bytes=100), [(b"host", b"x" * 60)])
+    large = _run_asgi(HeaderLimit(app, max_bytes=100), [(b"host", b"x" * 60), (b"cookie", b"y" * 30)])
+    assert small[0]["status"] == 200
+    assert large[0]["status"] == 431 and b"headers are 117 bytes" in large[1]["body"]  # 9 (path) + 68 + 40
+
+
 def test_a_token_guards_every_api_route_and_nothing_else(grader, tmp_path):
     token = "s3cret-token"
     good = {"Authorization": f"Bearer {token}"}
@@ -351,6 +406,7 @@ def test_the_page_and_its_files_come_from_the_static_folder(grader, tmp_path):
         ({"max_batch": 0}, "--max-batch"),
         ({"max_upload_mb": 0.0}, "--max-upload-mb"),
         ({"batch_window_ms": -1.0}, "--batch-window-ms"),
+        ({"request_timeout_s": 0.0}, "--request-timeout-s"),
         ({"token": ""}, "--token"),
     ],
 )

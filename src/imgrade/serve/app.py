@@ -9,8 +9,10 @@ Routes (every error is ``{"detail": "<one line: what is wrong and the fix>"}``):
 - ``POST /v1/grade`` multipart/form-data, one part named ``files`` per image ->
   ``{"results": [record, ...]}`` in upload order (``Grader.records``). 400: no ``files`` part,
   a part that is not an image file (the detail names it), more than ``max_files`` files, a
-  malformed body; 413: a body over ``max_upload_mb``; 415: a body that is not multipart/form-data;
-  500: the model failed on these images (other requests are unaffected).
+  malformed body; 408: the body did not arrive within ``request_timeout_s``; 413: a body over
+  ``max_upload_mb``; 415: a body that is not multipart/form-data; 431: headers over 16 KiB;
+  500: the model failed on these images (other requests are unaffected); 503: no answer
+  within ``request_timeout_s``.
 - ``GET /v1/stats`` -> forward passes, images graded, largest and mean batch size.
 - With a token, every ``/v1/`` route needs ``Authorization: Bearer <token>`` (else 401).
 
@@ -33,13 +35,14 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from imgrade import __version__
 from imgrade.core.errors import ConfigError, DataError
 from imgrade.data.images import decode_image
 from imgrade.runtime.grading import Grader
 from imgrade.serve.batcher import Batcher
-from imgrade.serve.guards import MB, BodyLimit, require_token
+from imgrade.serve.guards import MB, BodyLimit, HeaderLimit, RequestTimeout, require_token
 
 STATIC_DIR = Path(__file__).with_name("static")
 """The web page: index.html (served at /) and the files it loads (served at /static/)."""
@@ -59,6 +62,9 @@ class Limits:
     """Most images in one forward pass, across concurrent requests."""
     batch_window_ms: float = 5.0
     """How long a queued image waits for others to share its forward pass."""
+    request_timeout_s: float = 30.0
+    """Longest a request may take from its headers to its response, reading the body included:
+    408 if its body is still arriving, else 503 (:class:`imgrade.serve.guards.RequestTimeout`)."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.max_upload_mb) and self.max_upload_mb > 0):
@@ -69,6 +75,8 @@ class Limits:
             raise ConfigError(f"--max-batch must be at least 1, got {self.max_batch}: try 64")
         if not (math.isfinite(self.batch_window_ms) and self.batch_window_ms >= 0):
             raise ConfigError(f"--batch-window-ms must be 0 or more milliseconds, got {self.batch_window_ms}: try 5")
+        if not (math.isfinite(self.request_timeout_s) and self.request_timeout_s > 0):
+            raise ConfigError(f"--request-timeout-s must be a positive number of seconds, got {self.request_timeout_s}: try 30")
 
 
 open_routes = APIRouter()
@@ -86,6 +94,7 @@ def create_app(
     max_files: int = 64,
     max_batch: int = 64,
     batch_window_ms: float = 5.0,
+    request_timeout_s: float = 30.0,
     static_dir: Path = STATIC_DIR,
 ) -> FastAPI:
     """The service for ``grader`` as an ASGI app (run it with uvicorn, or test it with TestClient).
@@ -94,13 +103,13 @@ def create_app(
         grader: what grades the images (``imgrade.runtime.load_grader``).
         source_name: the model's file or folder name, shown by ``GET /v1/model``.
         token: the bearer token the ``/v1/`` routes require; None: no token.
-        max_upload_mb, max_files, max_batch, batch_window_ms: see :class:`Limits`.
+        max_upload_mb, max_files, max_batch, batch_window_ms, request_timeout_s: see :class:`Limits`.
         static_dir: the web page's folder.
 
     Raises:
         ConfigError: a limit out of range, or an empty token.
     """
-    limits = Limits(max_upload_mb, max_files, max_batch, batch_window_ms)
+    limits = Limits(max_upload_mb, max_files, max_batch, batch_window_ms, request_timeout_s)
     if token == "":
         raise ConfigError("--token is empty: pass a non-empty token, or leave --token out to serve without one")
     batcher = Batcher(partial(grader.outputs, batch_size=max_batch), max_batch, batch_window_ms / 1000)
@@ -131,7 +140,10 @@ def create_app(
         "limits": {"max_files": max_files, "max_upload_mb": max_upload_mb},
         "auth": token is not None,
     }
+    # The last added runs first: the timeout's clock covers all, the size checks come before the routes.
     app.add_middleware(BodyLimit, max_bytes=int(max_upload_mb * MB))
+    app.add_middleware(HeaderLimit)
+    app.add_middleware(RequestTimeout, timeout_s=request_timeout_s)
     app.include_router(open_routes)
     app.include_router(api_routes)
     app.mount("/static", StaticFiles(directory=static_dir), name="static")
@@ -212,11 +224,14 @@ async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, byt
     """The (file name, bytes) of each part named ``files``, in order.
 
     Raises:
-        HTTPException: 400 for a malformed body, too many files, no ``files`` part, or a
-            ``files`` part that is a text field rather than a file.
+        HTTPException: 400 for a malformed body, too many files, no ``files`` part, a ``files``
+            part that is a text field rather than a file, or a client gone mid-upload (the answer
+            goes nowhere, but the log stays free of tracebacks).
     """
     try:
         form = await request.form(max_files=max_files, max_fields=max_files)
+    except ClientDisconnect:
+        raise HTTPException(400, "the client closed the connection before the upload was complete: send it again") from None
     except StarletteHTTPException as error:  # Starlette reports multipart errors (too many files too) as 400s
         raise HTTPException(400, f"cannot read the upload ({str(error.detail).rstrip('.')}): {HOW_TO_SEND}, at most {max_files} per request") from None
     try:

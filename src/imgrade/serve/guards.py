@@ -1,16 +1,172 @@
-"""What stands between a request and the model: the body-size limit and the bearer token."""
+"""What stands between a client and the model: deadlines, size limits and the bearer token.
+
+Each guard bounds one thing a client controls, so that no client, however slow or large, can
+hold the server's time or memory for longer than a limit the operator set:
+
+- :class:`HeadersTimeoutH11`: how long a connection may take to send a request's headers.
+- :class:`RequestTimeout`: how long a request may take from its headers to its response
+  (reading the body included).
+- :class:`HeaderLimit`, :class:`BodyLimit`: how many bytes a request's headers and body may have.
+- :func:`require_token`: who may use the API.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+from typing import Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 MB = 1_000_000
 """Bytes in the megabyte of ``--max-upload-mb`` (decimal, as browsers and curl count)."""
+MAX_HEADER_BYTES = 16 * 1024
+"""Largest request line plus headers (h11's default): 400 or 431 past it."""
+
+
+class HeadersTimeoutH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol (h11), plus a deadline for each request's headers.
+
+    uvicorn closes a keep-alive connection after ``timeout_keep_alive`` seconds without a byte,
+    but restarts that clock on every byte, and sets no clock at all on a new connection. So a
+    client that connects and sends nothing, or sends its headers one byte a second (slowloris),
+    would hold its connection for ever. Here a connection has ``headers_timeout_s`` from opening,
+    or from the end of its previous response, to deliver a complete request line and headers,
+    whatever it trickles in meanwhile; then it is closed without an answer (nginx's
+    ``client_header_timeout`` does the same). Once the headers are in, :class:`RequestTimeout`
+    takes over. Real clients send their headers in one packet, milliseconds after connecting.
+
+    Pass it to uvicorn as ``http=functools.partial(HeadersTimeoutH11, headers_timeout_s=10)``.
+    """
+
+    def __init__(self, *args: Any, headers_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.headers_timeout_s = headers_timeout_s
+        self._headers_deadline: asyncio.TimerHandle | None = None
+        self._awaited_after: object = None  # the request/response cycle before the awaited request
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_headers()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._headers_deadline is not None and self.cycle is not self._awaited_after:
+            self._stop_waiting()  # uvicorn started a new cycle: the request's headers are complete
+
+    def on_response_complete(self) -> None:
+        finished = self.cycle
+        super().on_response_complete()  # may start a request pipelined behind this one
+        if not self.transport.is_closing() and self.cycle is finished:
+            self._await_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
+        super().connection_lost(exc)
+
+    def _await_headers(self) -> None:
+        self._stop_waiting()
+        self._awaited_after = self.cycle
+        self._headers_deadline = self.loop.call_later(self.headers_timeout_s, self._headers_too_late)
+
+    def _stop_waiting(self) -> None:
+        if self._headers_deadline is not None:
+            self._headers_deadline.cancel()
+            self._headers_deadline = None
+
+    def _headers_too_late(self) -> None:
+        self._headers_deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+class RequestTimeout:
+    """Pure ASGI middleware: a request has ``timeout_s`` seconds from its headers to its response.
+
+    The clock starts when the HTTP server hands the request over (its headers are complete) and
+    covers reading the body, so an upload trickled in a byte at a time is cut off, then decoding
+    and the wait for the model. When it runs out, the request is cancelled and answered:
+
+    - 408, with ``Connection: close``, if the server was waiting for the body: the client is too
+      slow, and the connection is not worth keeping (RFC 9110 section 15.5.9);
+    - 503 if the server was still working on it: it is too busy, the client may try again.
+
+    The clock stops once the response starts: responses are small JSON or the page's files,
+    which the socket's buffers take whole, so a client that does not read them holds nothing.
+    """
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        reading = False  # inside receive(): waiting for the client
+        received = 0
+        response_started = False
+
+        async def timed_receive() -> Message:
+            nonlocal reading, received
+            reading = True
+            message = await receive()  # the deadline cancels it here, leaving reading True
+            reading = False
+            received += len(message.get("body", b""))
+            return message
+
+        async def timed_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start" and not deadline.expired():
+                response_started = True
+                deadline.reschedule(None)
+            await send(message)
+
+        try:
+            async with asyncio.timeout(self.timeout_s) as deadline:
+                await self.app(scope, timed_receive, timed_send)
+        except TimeoutError:
+            if not deadline.expired() or response_started:
+                raise  # the app's own TimeoutError; or too late for another response (uvicorn closes)
+            fix = f"or start the server with a larger --request-timeout-s (now {self.timeout_s:g})"
+            if reading:
+                detail = (f"the request body did not arrive within {self.timeout_s:g} s ({received:,} bytes came): "
+                          f"send it again on a faster connection, send fewer or smaller images, {fix}")
+                response = JSONResponse({"detail": detail}, status_code=408, headers={"Connection": "close"})
+            else:
+                detail = (f"the server could not answer within {self.timeout_s:g} s, it is busy: "
+                          f"try again in a moment, {fix}")
+                response = JSONResponse({"detail": detail}, status_code=503)
+            await response(scope, receive, send)
+
+
+class HeaderLimit:
+    """Pure ASGI middleware: 431 for request headers over ``max_bytes``.
+
+    h11 refuses headers past its ``max_incomplete_event_size`` only while they are incomplete:
+    a header block that arrives whole in one read of the socket (up to 256 KiB with asyncio)
+    passes it. This counts the parsed request line and headers, so the limit holds however
+    they arrive.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_HEADER_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = len(scope.get("raw_path", b"")) + len(scope.get("query_string", b""))
+            size += sum(len(name) + len(value) + 4 for name, value in scope["headers"])  # 4: ": " and CRLF
+            if size > self.max_bytes:
+                detail = (f"the request headers are {size:,} bytes, over the server's {self.max_bytes:,}: "
+                          "send fewer or shorter headers (cookies, say)")
+                await JSONResponse({"detail": detail}, status_code=431)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _BodyTooLarge(Exception):
@@ -22,7 +178,9 @@ class BodyLimit:
 
     A declared Content-Length over the limit is refused before a byte of the body is read; a
     body without one (chunked) is counted as it streams in and refused as soon as it passes the
-    limit, so an upload never costs more than ``max_bytes`` of memory or disk.
+    limit, so an upload never costs more than ``max_bytes`` of memory or disk. The connection
+    stays open: the server reads and drops the rest of the body (so the client, still sending,
+    gets to read the 413), and :class:`HeadersTimeoutH11` closes it if that takes too long.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
@@ -87,7 +245,8 @@ def require_token(request: Request, credentials: HTTPAuthorizationCredentials | 
     """FastAPI dependency: 401 unless the request carries ``Authorization: Bearer <token>``.
 
     The server's token is ``request.app.state.token`` (None: no token needed). The comparison
-    takes the same time whatever the guess, so the token cannot be found a character at a time.
+    takes the same time whatever the guess, so the token cannot be found a character at a time;
+    neither the token nor the guess is ever logged or echoed.
     """
     expected: str | None = request.app.state.token
     if expected is None:

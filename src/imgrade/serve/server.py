@@ -1,4 +1,19 @@
-"""``imgrade serve``: check the flags, bind the port, load the model, run uvicorn until Ctrl+C."""
+"""``imgrade serve``: check the flags, bind the port, load the model, run uvicorn until Ctrl+C.
+
+Every wait on a client is bounded, so no client, however slow, idle or large, holds the server
+(the guards themselves are in :mod:`imgrade.serve.guards`):
+
+- a new connection must deliver a request's headers within ``min(HEADERS_TIMEOUT_S,
+  --request-timeout-s)``, as must a kept-alive one after each response; else it is closed;
+- headers of more than ``MAX_HEADER_BYTES`` (16 KiB): 400 and the connection closes (h11, while
+  they are incomplete) or 431;
+- the body and the answer must come within ``--request-timeout-s`` of the headers: 408 and the
+  connection closes if the body is still arriving, 503 if the server is still working on it;
+- a body over ``--max-upload-mb``: 413, before it is read (Content-Length) or as soon as it
+  passes the limit (chunked);
+- a kept-alive connection that sends nothing for ``KEEP_ALIVE_S`` is closed;
+- from ``MAX_CONNECTIONS`` open connections on, new requests get an immediate 503.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +22,31 @@ import os
 import socket
 import sys
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from imgrade.core.errors import ConfigError
 from imgrade.runtime import Grader, load_grader
 from imgrade.serve.app import Limits, create_app
+from imgrade.serve.guards import MAX_HEADER_BYTES, HeadersTimeoutH11
 
 GRACEFUL_SHUTDOWN_S = 5
 """After Ctrl+C, how long requests in progress may take to finish."""
+HEADERS_TIMEOUT_S = 10.0
+"""Longest a connection may take to send a request's headers, counted from connecting or from its
+previous response; never more than ``--request-timeout-s``. Real clients take milliseconds."""
+KEEP_ALIVE_S = 5
+"""How long an idle keep-alive connection stays open for the client's next request (uvicorn's default)."""
+MAX_CONNECTIONS = 1000
+"""Open connections (or requests in progress) from which new requests get an immediate 503
+rather than more memory and queueing. uvicorn counts idle connections too, so it sits far above
+honest load: a flood of a few hundred idle ones (closed within the headers timeout) must not
+turn good clients away."""
+BACKLOG = 2048
+"""Connections the kernel queues before the server accepts them (uvicorn's default)."""
 
 
 def serve(
@@ -31,6 +61,7 @@ def serve(
     max_files: int = 64,
     max_batch: int = 64,
     batch_window_ms: float = 5.0,
+    request_timeout_s: float = 30.0,
     threads: int | None = None,
 ) -> None:
     """Serve ``model`` over HTTP until Ctrl+C (routes: :mod:`imgrade.serve.app`).
@@ -43,23 +74,47 @@ def serve(
         host, port: where to listen; port 0 picks a free one (printed in the banner).
         runtime, device, threads: how to run the model (see ``load_grader``).
         token: the bearer token the API requires; None: no token.
-        max_upload_mb, max_files, max_batch, batch_window_ms: see :class:`imgrade.serve.app.Limits`.
+        max_upload_mb, max_files, max_batch, batch_window_ms, request_timeout_s: see
+            :class:`imgrade.serve.app.Limits`.
 
     Raises:
         ConfigError: a limit out of range, an empty token, or a port that cannot be bound.
         CheckpointError: ``model`` is not a model imgrade can load.
     """
-    limits = Limits(max_upload_mb, max_files, max_batch, batch_window_ms)
+    limits = Limits(max_upload_mb, max_files, max_batch, batch_window_ms, request_timeout_s)
     with _bind(host, port) as listener:
         grader = load_grader(model, runtime=runtime, device=device, threads=threads)
         app = create_app(grader, source_name=Path(model).name or str(model), token=token, **asdict(limits))
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+        config = uvicorn_config(app, request_timeout_s=request_timeout_s)
         print(_banner(model, grader, host, listener.getsockname()[1], token is not None), file=sys.stderr, flush=True)
         try:
             uvicorn.Server(config).run(sockets=[listener])
         except KeyboardInterrupt:  # uvicorn raises Ctrl+C again once it has shut down gracefully
             pass
     print("imgrade: stopped", file=sys.stderr)
+
+
+def uvicorn_config(app: Any, *, request_timeout_s: float, **options: Any) -> uvicorn.Config:
+    """uvicorn's settings for ``app``, with every limit of the module docstring.
+
+    Args:
+        app: the ASGI app (``create_app``), built with the same ``request_timeout_s``.
+        request_timeout_s: ``--request-timeout-s``; it also caps the headers timeout.
+        options: other ``uvicorn.Config`` arguments, overriding these (tests pass ``log_config``).
+    """
+    settings: dict[str, Any] = {
+        "log_level": "warning",  # errors and warnings only: no access log
+        "lifespan": "on",
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
+        # h11 always (not httptools, were it installed): HeadersTimeoutH11 extends it.
+        "http": partial(HeadersTimeoutH11, headers_timeout_s=min(HEADERS_TIMEOUT_S, request_timeout_s)),
+        "ws": "none",  # no WebSocket routes: refuse upgrades rather than keep a second protocol open
+        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+        "timeout_keep_alive": KEEP_ALIVE_S,
+        "limit_concurrency": MAX_CONNECTIONS,
+        "backlog": BACKLOG,
+    }
+    return uvicorn.Config(app, **{**settings, **options})
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -71,7 +126,7 @@ def _bind(host: str, port: int) -> socket.socket:
     except socket.gaierror as error:
         raise ConfigError(f"cannot resolve --host {host} ({error.strerror}): use 127.0.0.1 (this machine only) or 0.0.0.0 (all networks)") from None
     try:
-        return socket.create_server(address, family=family)
+        return socket.create_server(address, family=family, backlog=BACKLOG)
     except OSError as error:
         reason = os.strerror(error.errno) if error.errno else str(error)
         if error.errno == errno.EADDRINUSE:

@@ -1,0 +1,165 @@
+"""`imgrade serve` under attack: a real server on loopback, good and bad clients at the same time.
+
+Every kind of bad request of ``benchmarks/serve_abuse.py`` (slow headers, slow and truncated
+uploads, malformed multipart, wrong content types, bodies and headers over the limits, garbage,
+a decompression bomb, a non-UTF-8 file name, 65 files, missing and wrong tokens) is sent once,
+all at the same moment, with a flood of 200 idle connections, while four good clients keep
+grading. Each bad one must get its 4xx or a closed connection within the server's timeouts plus
+slack; every good one a 200 with the grade the model gives. The clients live in the benchmark,
+which runs the same mix for a minute.
+"""
+
+import importlib.util
+import logging
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from imgrade.data.images import decode_image
+from imgrade.runtime import load_grader
+from imgrade.serve import create_app
+from imgrade.serve.server import uvicorn_config
+
+ROOT = Path(__file__).resolve().parents[2]
+REQUEST_TIMEOUT_S = 3.0  # the server's --request-timeout-s (and so its headers timeout): slow clients wait this long
+MAX_UPLOAD_MB = 1
+SERVER_START_S = 120  # imports torch and loads the run: seconds, but 2 busy cores can be slow
+
+
+def _load_abuse_kit():
+    """benchmarks/serve_abuse.py as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("serve_abuse", ROOT / "benchmarks" / "serve_abuse.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+kit = _load_abuse_kit()
+
+
+@pytest.fixture(scope="module")
+def token() -> str:
+    return "tok-" + secrets.token_urlsafe(16)
+
+
+@pytest.fixture(scope="module")
+def server(trained_run, token, tmp_path_factory):
+    """``python -m imgrade serve RUN`` with a token (from $IMGRADE_TOKEN) and short timeouts: the
+    abuse kit's Target, and the file the server's stdout and stderr go to."""
+    port = kit.free_port()
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    with log.open("wb") as out:  # a file, not a pipe: a full pipe would block the server
+        process = subprocess.Popen(
+            [sys.executable, "-m", "imgrade", "serve", str(trained_run), "--port", str(port),
+             "--request-timeout-s", str(REQUEST_TIMEOUT_S), "--max-upload-mb", str(MAX_UPLOAD_MB)],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "IMGRADE_TOKEN": token},
+        )
+    target = kit.Target("127.0.0.1", port, token, REQUEST_TIMEOUT_S, MAX_UPLOAD_MB * 1_000_000, kit.good_png())
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"imgrade serve exited with {process.returncode} before /healthz answered:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{target.base_url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"imgrade serve did not answer /healthz within {SERVER_START_S}s:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield target, log
+    finally:
+        kit.stop(process)
+
+
+def test_good_requests_all_succeed_while_every_kind_of_bad_request_is_refused(server, trained_run):
+    target, log = server
+    reference = kit.grade_once(target)
+    grader = load_grader(trained_run, device="cpu")
+    (expected,) = grader.grade(decode_image(target.png, "good.png", grader.image_size)[None], ["good.png"])
+    assert (reference["grade"], reference["score"]) == (expected["grade"], pytest.approx(expected["score"], abs=1e-5))
+
+    figures = kit.abuse(target, reference, seconds=0, good_clients=4, bad_clients=len(kit.BAD_REQUESTS), flood=200)
+
+    seen = {kind: figures["bad"][kind]["answers"] for kind in kit.BAD_REQUESTS}
+    assert all(sum(answers.values()) == 1 for answers in seen.values()), seen
+    wrong = {kind: answers for kind, answers in seen.items() if not set(answers) <= kit.BAD_REQUESTS[kind][1]}
+    assert not wrong, f"answers outside the expected ones (all answers: {seen})"
+    assert seen["slow body"] == {"408": 1}  # the body-read timeout, not the connection's
+    assert figures["flood_connections"] == 200 and figures["flood_left_open"] == 0
+    assert figures["good_failures"] == 0, figures["good_failure_examples"]
+    assert figures["good_requests"] >= 4  # the slow clients keep the abuse going for REQUEST_TIMEOUT_S
+    assert kit.healthy(target, reference)
+    server_log = log.read_text()
+    assert "Traceback" not in server_log and "Exception in ASGI application" not in server_log, server_log
+
+
+def test_the_token_stays_out_of_the_log_at_the_default_level(server):
+    target, log = server
+    good = {"Authorization": f"Bearer {target.token}"}
+    with httpx.Client(base_url=target.base_url, timeout=30) as client:
+        assert client.get("/v1/model", headers=good).status_code == 200
+        for headers in ({}, {"Authorization": f"Bearer {target.token}x"}, {"Authorization": target.token}):
+            assert client.get("/v1/model", headers=headers).status_code == 401
+    assert target.token not in log.read_text()
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def test_the_token_stays_out_of_the_access_log(trained_run, capfd):
+    """The real app in uvicorn (in a thread, on loopback) with access logs at info."""
+    token = "tok-" + secrets.token_urlsafe(16)
+    app = create_app(load_grader(trained_run, device="cpu"), token=token, request_timeout_s=REQUEST_TIMEOUT_S)
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access")
+    levels = {name: logging.getLogger(name).level for name in names}
+    collect = _Collect()
+    logging.getLogger("uvicorn").addHandler(collect)
+    try:
+        config = uvicorn_config(app, request_timeout_s=REQUEST_TIMEOUT_S, log_level="info", log_config=None, access_log=True)
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            server = uvicorn.Server(config)
+            thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+            thread.start()
+            try:
+                deadline = time.monotonic() + 60
+                while not server.started:
+                    assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+                    time.sleep(0.05)
+                base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+                png = kit.good_png()
+                with httpx.Client(base_url=base_url, timeout=30) as client:
+                    good = {"Authorization": f"Bearer {token}"}
+                    assert client.get("/v1/model", headers=good).status_code == 200
+                    assert client.post("/v1/grade", headers=good, files={"files": ("a.png", png)}).status_code == 200
+                    for headers in ({}, {"Authorization": f"Bearer {token}x"}, {"Authorization": f"Bearer {token[:-1]}"},
+                                    {"Authorization": token}, {"Authorization": f"Basic {token}"}):
+                        assert client.post("/v1/grade", headers=headers, files={"files": ("a.png", png)}).status_code == 401
+            finally:
+                server.should_exit = True
+                thread.join(timeout=30)
+    finally:
+        logging.getLogger("uvicorn").removeHandler(collect)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    logged = "\n".join(collect.lines)
+    assert '"POST /v1/grade HTTP/1.1" 200' in logged and '"POST /v1/grade HTTP/1.1" 401' in logged, logged
+    captured = capfd.readouterr()
+    assert token not in logged + captured.out + captured.err
