@@ -36,11 +36,13 @@ from imgrade.models.factory import build_model
 from imgrade.models.heads import balanced_class_weights
 from imgrade.runtime.files import predict  # noqa: F401  (torch-free; `imgrade predict` imports it directly)
 from imgrade.runtime.predictor import Outputs, Predictor
+from imgrade.train import distributed
 from imgrade.train.loop import FitData, fit
 
 
 def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    if distributed.is_main():  # under torchrun, one copy of each line
+        print(message, file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- train
@@ -54,45 +56,45 @@ def train(
 
     ``split`` (train/val/test indexes) and ``imageset`` (the loaded data) let ``compare`` give
     every formulation the same images without reading them again.
-    """
-    out = Path(out)
-    resume_state = None
-    if resume:
-        cfg, resume_state = _resume_state(out)
-    else:
-        _check_out_is_free(out, overwrite)
-    if cfg.data.path is None:
-        raise ConfigError("no data given: pass --data PATH (or set data.path in --config)")
-    if resume_state is None and Path(cfg.data.path).exists():
-        # evaluate reads the data again later, perhaps from another working directory
-        cfg = cfg.with_overrides({"data.path": str(Path(cfg.data.path).resolve())})
 
+    Under torchrun every process calls this; rank 0 alone reads and writes ``out`` and the others
+    receive what they need from it (see train/distributed.py).
+    """
+    with distributed.process_group():
+        return _train(cfg, Path(out), resume, overwrite, split, imageset)
+
+
+def _train(
+    cfg: RunConfig, out: Path, resume: bool, overwrite: bool, split: dict[str, np.ndarray] | None, imageset: ImageSet | None
+) -> list[dict]:
+    cfg, resume_state = distributed.on_main(_prepare_out, cfg, out, resume, overwrite)
+    world = distributed.world_size()
+    if cfg.train.batch_size < world:
+        raise ConfigError(
+            f"--batch-size {cfg.train.batch_size} is the global batch, smaller than the {world} processes torchrun "
+            f"started: each needs at least one image per step; use --batch-size {world} or more"
+        )
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
     set_determinism(cfg.train.deterministic)
-    device = resolve_device(cfg.train.device)
+    device = distributed.process_device(resolve_device(cfg.train.device))
 
     imageset = imageset if imageset is not None else load_dataset(cfg.data)
     log(f"data: {imageset.source}: {len(imageset)} images, {imageset.image_size[0]}x{imageset.image_size[1]}")
     if cfg.model.task != "regression" and not imageset.is_ordinal:
         raise ConfigError(f"task {cfg.model.task} needs integer grades, but {cfg.data.path} has a continuous target: use --task regression")
-    if resume_state is not None:
-        split = load_split(out, imageset)
-    else:
-        if split is None:
-            split = make_split(imageset, parse_split(cfg.data.split), cfg.train.seed)
-        if imageset.is_ordinal:
-            split = hold_out_calibration(split, imageset, cfg.calibrate.holdout, cfg.train.seed)
+    split = distributed.on_main(_choose_split, cfg, out, imageset, resume_state is not None, split)
     sizes = {name: len(index) for name, index in split.items()}
     held = f", {sizes['cal']} held out for grade sets" if "cal" in sizes else ""
     log(f"split: {sizes['train']} train, {sizes['val']} val, {sizes['test']} test{held}")
 
-    out.mkdir(parents=True, exist_ok=True)
-    if resume_state is None:
-        write_text(out / "config.yaml", dump_config(cfg))
-        save_split(out / "split.json", split, imageset)
-        save_json(out / "data.json", _data_summary(imageset))
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        if resume_state is None:
+            write_text(out / "config.yaml", dump_config(cfg))
+            save_split(out / "split.json", split, imageset)
+            save_json(out / "data.json", _data_summary(imageset))
 
     x = nhwc_to_tensor(imageset.images)
     y = torch.from_numpy(imageset.targets.astype(np.float32))
@@ -126,8 +128,11 @@ def train(
         plots.plot_loss_curve(history, out / "loss_curve.png", title=f"loss: {out.name}")
 
     t0 = time.perf_counter()
-    log(f"training {cfg.model.task} ResNet v2 depth {cfg.model.depth} on {device} for {cfg.train.epochs} epochs -> {out}")
+    where = f"{device}" if world == 1 else f"{world} processes ({device.type}, DDP)"
+    log(f"training {cfg.model.task} ResNet v2 depth {cfg.model.depth} on {where} for {cfg.train.epochs} epochs -> {out}")
     history = fit(model, data, cfg.train, device, out, meta, resume=resume_state, on_epoch_end=on_epoch_end)
+    if not distributed.is_main():
+        return history  # rank 0 alone checks, calibrates and reports on the files it wrote
     best = min(history, key=lambda r: r["val_loss"])
     log(
         f"done in {time.perf_counter() - t0:.0f}s: best val_loss {best['val_loss']:.4f} (val_mae {best['val_mae']:.3f}) "
@@ -166,6 +171,34 @@ def health_warnings(predictor: Predictor, val_set: ImageSet, outputs: Outputs) -
             "targets): the model learned little; train longer, or try another --seed or --task"
         )
     return warnings
+
+
+def _prepare_out(cfg: RunConfig, out: Path, resume: bool, overwrite: bool) -> tuple[RunConfig, dict | None]:
+    """Check ``out`` for a fresh run, or read the run to resume; returns the config and last.pt's state."""
+    resume_state = None
+    if resume:
+        cfg, resume_state = _resume_state(out)
+    else:
+        _check_out_is_free(out, overwrite)
+    if cfg.data.path is None:
+        raise ConfigError("no data given: pass --data PATH (or set data.path in --config)")
+    if resume_state is None and Path(cfg.data.path).exists():
+        # evaluate reads the data again later, perhaps from another working directory
+        cfg = cfg.with_overrides({"data.path": str(Path(cfg.data.path).resolve())})
+    return cfg, resume_state
+
+
+def _choose_split(
+    cfg: RunConfig, out: Path, imageset: ImageSet, resuming: bool, split: dict[str, np.ndarray] | None
+) -> dict[str, np.ndarray]:
+    """The run's split: the saved one when resuming, else ``split`` or a new seeded one."""
+    if resuming:
+        return load_split(out, imageset)
+    if split is None:
+        split = make_split(imageset, parse_split(cfg.data.split), cfg.train.seed)
+    if imageset.is_ordinal:
+        split = hold_out_calibration(split, imageset, cfg.calibrate.holdout, cfg.train.seed)
+    return split
 
 
 def _check_out_is_free(out: Path, overwrite: bool) -> None:

@@ -19,6 +19,8 @@ from imgrade.config import TrainConfig
 from imgrade.core.checkpoint import BEST, LAST, save_checkpoint
 from imgrade.core.preprocess import to_input
 from imgrade.data.augment import random_shift_flip
+from imgrade.train import distributed
+from imgrade.train.distributed import sum_over_ranks
 from imgrade.train.optim import build_optimizer, lr_factor, set_lr
 
 
@@ -46,6 +48,26 @@ def validate(model, x, y, mean, device, batch_size: int = 256) -> tuple[float, f
     return total_loss / n, total_abs / n
 
 
+def validate_sharded(model, data: FitData, device, shard: tuple[int, int], batch_size: int = 256) -> tuple[float, float]:
+    """validate() on the validation split shared out over the ranks; the same numbers on every rank.
+
+    Each rank takes whole batches of the split, so every batch, and hence the result up to the
+    order of one float64 sum, is the one a single process computes.
+    """
+    rank, world = shard
+    if world == 1:
+        return validate(model, data.val_x, data.val_y, data.mean, device, batch_size)
+    n = len(data.val_x)
+    batches = math.ceil(n / batch_size)
+    lo, hi = (min(n, batch_size * (batches * r // world)) for r in (rank, rank + 1))
+    loss_sum, abs_sum = 0.0, 0.0
+    if hi > lo:
+        loss, mae = validate(model, data.val_x[lo:hi], data.val_y[lo:hi], data.mean, device, batch_size)
+        loss_sum, abs_sum = loss * (hi - lo), mae * (hi - lo)
+    loss_sum, abs_sum = sum_over_ranks(loss_sum, abs_sum)
+    return loss_sum / n, abs_sum / n
+
+
 def restart_batchnorm_averages(model) -> None:
     """Make every BatchNorm keep the plain average of this epoch's batch statistics.
 
@@ -61,8 +83,14 @@ def restart_batchnorm_averages(model) -> None:
             module.momentum = None  # cumulative average since the reset
 
 
-def train_one_epoch(model, optimizer, data: FitData, cfg: TrainConfig, device, generator, progress=None) -> float:
-    """One pass over the shuffled training set; returns the mean training loss."""
+def train_one_epoch(model, optimizer, data: FitData, cfg: TrainConfig, device, generator, progress=None, shard: tuple[int, int] = (0, 1)) -> float:
+    """One pass over the shuffled training set; returns the mean training loss.
+
+    ``shard`` is (rank, world size) under DistributedDataParallel: every rank draws the same
+    permutation and augmentation and trains on its slice of each global batch of
+    ``cfg.batch_size`` images. A last batch with fewer images than ranks is skipped.
+    """
+    rank, world = shard
     model.train()
     if cfg.bn_stats == "epoch":
         restart_batchnorm_averages(model)
@@ -71,21 +99,28 @@ def train_one_epoch(model, optimizer, data: FitData, cfg: TrainConfig, device, g
     total, seen = torch.zeros((), device=device), 0
     for start in range(0, n, cfg.batch_size):
         index = order[start : start + cfg.batch_size]
+        if len(index) < world:
+            break  # DDP needs every rank to take the step
         x = data.train_x[index]  # (B, 3, H, W) uint8
         if cfg.augment:
             x = random_shift_flip(x, cfg.shift, True, generator)
+        # sliced after augmenting the whole global batch, so every rank's generator stays in step
+        share = len(index[rank::world]) * world / len(index)  # 1.0 unless the batch splits unevenly
+        x, index = x[rank::world], index[rank::world]
         x = to_input(x, data.mean, device)
         target = data.train_y[index].to(device, non_blocking=True)
         loss = model.loss(model(x), target)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # DDP averages the ranks' gradients; weighting by share makes that the global batch's mean
+        (loss * share if world > 1 else loss).backward()
         optimizer.step()
         # accumulate on the device: float() here would be a GPU sync point on every step
         total += loss.detach() * len(index)
         seen += len(index)
         if progress is not None:
-            progress.update(len(index))
-    return float(total) / seen
+            progress.update(len(index) * world)
+    total, seen = sum_over_ranks(float(total), seen)
+    return total / seen
 
 
 def fit(
@@ -109,6 +144,9 @@ def fit(
         resume: the payload of a last.pt to continue from, or None for a fresh start.
         on_epoch_end: called with the history after each epoch (writes history.csv and plots).
 
+    Under torchrun every rank calls this and trains its share of each batch (see distributed.py);
+    rank 0 alone writes checkpoints, prints and calls ``on_epoch_end``.
+
     Returns:
         The history: one dict per epoch (epoch, train_loss, val_loss, val_mae, lr, seconds).
     """
@@ -124,24 +162,31 @@ def fit(
         history = list(resume["history"])
         best_val = float(resume["best_val_loss"])
         start_epoch = int(resume["epoch"])
-    show_bar = sys.stderr.isatty()
+    shard = (distributed.rank(), distributed.world_size())
+    main = distributed.is_main()
+    trained = distributed.wrap(model, device)  # DDP over the ranks; ``model`` itself when alone
+    show_bar = sys.stderr.isatty() and main
     for epoch in range(start_epoch, cfg.epochs):
         lr = cfg.lr * lr_factor(epoch, cfg.epochs)
         set_lr(optimizer, lr)
         t0 = time.perf_counter()
         bar = tqdm(total=len(data.train_x), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img", leave=False, file=sys.stderr) if show_bar else None
         try:
-            train_loss = train_one_epoch(model, optimizer, data, cfg, device, generator, bar)
+            train_loss = train_one_epoch(trained, optimizer, data, cfg, device, generator, bar, shard=shard)
         finally:
             if bar is not None:
                 bar.close()
-        val_loss, val_mae = validate(model, data.val_x, data.val_y, data.mean, device)
+        distributed.average_batchnorm_statistics(model)
+        val_loss, val_mae = validate_sharded(model, data, device, shard)
         seconds = time.perf_counter() - t0
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_mae": val_mae, "lr": lr, "seconds": round(seconds, 3)}
         history.append(row)
         improved = val_loss < best_val
         if improved:
             best_val = val_loss
+        if not main:
+            continue  # rank 0 alone writes and prints
+        if improved:
             save_checkpoint(run_dir / BEST, {**meta, "model_state": model.state_dict(), "epoch": epoch + 1, "val_loss": val_loss})
         # last.pt is written after best.pt: a crash between the two replays this epoch on resume
         save_checkpoint(
