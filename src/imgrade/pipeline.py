@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -22,9 +23,9 @@ from imgrade.calibrate import (
 from imgrade.core.checkpoint import LAST, find_run_checkpoint, load_checkpoint, save_checkpoint, save_json
 from imgrade.core.device import resolve_device, seed_everything, set_determinism
 from imgrade.core.errors import CheckpointError, ConfigError, DataError, ImgradeError
-from imgrade.core.io import write_text
+from imgrade.core.io import remove_stale_temporaries, write_text
 from imgrade.core.preprocess import nhwc_to_tensor, to_input
-from imgrade.core.rundir import load_split, read_history, save_split, write_history
+from imgrade.core.rundir import load_split, read_history, run_lock, save_split, write_history
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import detect_format, load_dataset
 from imgrade.data.splits import hold_out_calibration, make_split
@@ -67,7 +68,19 @@ def train(
 def _train(
     cfg: RunConfig, out: Path, resume: bool, overwrite: bool, split: dict[str, np.ndarray] | None, imageset: ImageSet | None
 ) -> list[dict]:
-    cfg, resume_state = distributed.on_main(_prepare_out, cfg, out, resume, overwrite)
+    with contextlib.ExitStack() as lock:
+
+        def prepare():
+            lock.enter_context(run_lock(out))  # held by rank 0 until training, calibration and reports are done
+            return _prepare_out(cfg, out, resume, overwrite)
+
+        cfg, resume_state = distributed.on_main(prepare)
+        return _train_locked(cfg, out, resume_state, split, imageset)
+
+
+def _train_locked(
+    cfg: RunConfig, out: Path, resume_state: dict | None, split: dict[str, np.ndarray] | None, imageset: ImageSet | None
+) -> list[dict]:
     world = distributed.world_size()
     if cfg.train.batch_size < world:
         raise ConfigError(
@@ -174,7 +187,14 @@ def health_warnings(predictor: Predictor, val_set: ImageSet, outputs: Outputs) -
 
 
 def _prepare_out(cfg: RunConfig, out: Path, resume: bool, overwrite: bool) -> tuple[RunConfig, dict | None]:
-    """Check ``out`` for a fresh run, or read the run to resume; returns the config and last.pt's state."""
+    """Check ``out`` for a fresh run, or read the run to resume; returns the config and last.pt's state.
+
+    Runs under the run folder's lock, so the temporary files of a writer that was killed are stale
+    and go first.
+    """
+    stale = remove_stale_temporaries(out)
+    if stale:
+        log(f"removed {len(stale)} unfinished temporary file(s) left by an interrupted run in {out}")
     resume_state = None
     if resume:
         cfg, resume_state = _resume_state(out)
@@ -227,10 +247,20 @@ def _resume_state(out: Path) -> tuple[RunConfig, dict | None]:
         log(f"{out} has no finished epoch yet: starting it from the beginning")
         return cfg, None
     state = load_checkpoint(out / LAST)
+    if state.get("finished") and state.get("grade_names") and _calibration_missing(out):
+        log(f"{out} finished training but was stopped before calibration: calibrating it now")
+        return cfg, state
     if state.get("finished"):
         raise ConfigError(f"{out} is already finished ({state['epoch']} epochs): nothing to resume; evaluate it, or train into another --out")
     log(f"resuming {out} after epoch {state['epoch']}/{cfg.train.epochs}")
     return cfg, state
+
+
+def _calibration_missing(out: Path) -> bool:
+    try:
+        return load_checkpoint(out / "best.pt").get("calibration") is None
+    except CheckpointError:
+        return True
 
 
 def _data_summary(imageset: ImageSet) -> dict[str, Any]:

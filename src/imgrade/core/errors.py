@@ -15,3 +15,7 @@ class ConfigError(ImgradeError):
 
 class CheckpointError(ImgradeError):
     """A run folder or checkpoint is missing, corrupt or of another format version."""
+
+
+class OutputError(ImgradeError):
+    """An output file cannot be written (disk full, read-only folder, no permission)."""

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from imgrade.core.checkpoint import save_json
-from imgrade.core.errors import CheckpointError, DataError
+from imgrade.core.errors import CheckpointError, ConfigError, DataError, OutputError
 from imgrade.core.io import write_text
 
 
@@ -57,3 +59,47 @@ def read_history(path: Path) -> list[dict]:
         return []
     with path.open() as f:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+LOCK_FILE = ".imgrade.lock"
+
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """Hold an exclusive lock on the run folder ``out`` (created if missing) for the block.
+
+    A second ``imgrade train`` into the same folder fails at once with a clear message instead
+    of interleaving its checkpoints with the first one's. The lock is an ``flock`` on
+    ``out/.imgrade.lock``: the kernel releases it when the process ends, even by SIGKILL, so a
+    crash never leaves a stale lock. Where ``fcntl`` does not exist (Windows) there is no lock.
+    On the way out, a folder the block created and left empty is removed again.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / LOCK_FILE, "a+")
+    except OSError as error:
+        raise OutputError(f"cannot create the run folder {out} ({error.strerror}): check the path and its permissions, or choose another --out") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ConfigError(f"{out} is in use by another imgrade train ({holder}): wait for it to finish, or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+        if created and [p.name for p in out.iterdir()] == [LOCK_FILE]:
+            (out / LOCK_FILE).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                out.rmdir()

@@ -1,0 +1,62 @@
+"""Run folders under stress: a second trainer, a full or read-only disk, a stop before calibration."""
+
+import errno
+import os
+
+import pytest
+
+from imgrade.cli import main
+from imgrade.core import io as core_io
+from imgrade.core.checkpoint import load_checkpoint, save_checkpoint
+from imgrade.core.rundir import run_lock
+
+TRAIN = ["--epochs", "3", "--depth", "11", "--seed", "1"]
+
+
+def test_a_second_trainer_into_the_same_folder_is_refused(synth_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    with run_lock(out):  # as a first `imgrade train` holds it
+        assert main(["train", "--data", str(synth_dir), *TRAIN, "--out", str(out)]) == 2
+        assert [p.name for p in out.iterdir()] == [".imgrade.lock"], "the refused run wrote nothing"
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "in use by another imgrade train (pid " in err and str(os.getpid()) in err
+    # once the first one is done, the folder is free again
+    assert main(["train", "--data", str(synth_dir), *TRAIN, "--out", str(out)]) == 0
+
+
+@pytest.mark.parametrize("code, expected", [(errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system")])
+def test_a_full_or_read_only_disk_is_one_line_and_keeps_the_last_good_checkpoint(code, expected, synth_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    real_fsync, calls = os.fsync, {"last.pt": 0}
+
+    def failing_fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1].startswith(".last.pt."):
+            calls["last.pt"] += 1
+            if calls["last.pt"] == 2:  # epoch 2's last.pt: the disk is full now
+                raise OSError(code, os.strerror(code))
+        real_fsync(fd)
+
+    monkeypatch.setattr(core_io.os, "fsync", failing_fsync)
+    assert main(["train", "--data", str(synth_dir), *TRAIN, "--out", str(out)]) == 2
+    (err,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("imgrade: error:")]
+    assert f"cannot write {out / 'last.pt'}" in err and expected in err
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1, "the previous last.pt is intact"
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(core_io.os, "fsync", real_fsync)  # space freed: the run goes on
+    assert main(["train", "--resume", "--out", str(out)]) == 0
+    assert load_checkpoint(out / "last.pt")["epoch"] == 3
+
+
+def test_a_run_stopped_between_training_and_calibration_is_calibrated_on_resume(synth_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(synth_dir), *TRAIN, "--out", str(out)]) == 0
+    best = load_checkpoint(out / "best.pt")
+    calibration = best.pop("calibration")
+    best.pop("format_version")
+    save_checkpoint(out / "best.pt", {**best, "calibration": None})  # as if killed before calibrating
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out)]) == 0
+    assert "calibrating it now" in capsys.readouterr().err
+    assert load_checkpoint(out / "best.pt")["calibration"] == calibration
+    assert main(["train", "--resume", "--out", str(out)]) == 2
+    assert "already finished" in capsys.readouterr().err
