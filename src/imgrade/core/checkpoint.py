@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,18 +42,35 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: train a model first with `imgrade train --out {path.parent}`")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says what matters
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file; all mean the same to the user
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable imgrade checkpoint ({first[:160]}): retrain or restore the file") from None
+        reason = _load_failure(e)
+        if "GLOBAL" in reason:
+            raise CheckpointError(
+                f"{path} holds Python objects that could run code when loaded ({reason}): imgrade refuses them; "
+                "use a checkpoint written by `imgrade train`"
+            ) from None
+        raise CheckpointError(f"{path} is not a readable imgrade checkpoint ({reason}): retrain or restore the file") from None
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise CheckpointError(f"{path} is not an imgrade checkpoint (no format_version): retrain with this imgrade")
-    if payload["format_version"] != FORMAT_VERSION:
+    version = payload["format_version"]
+    if type(version) is not int or version != FORMAT_VERSION:  # a tensor here would not compare to one bool
+        shown = version if type(version) is int else f"of type {type(version).__name__}"
         raise CheckpointError(
-            f"{path} has checkpoint format {payload['format_version']} but this imgrade reads format "
+            f"{path} has checkpoint format {shown} but this imgrade reads format "
             f"{FORMAT_VERSION}: retrain, or use the imgrade version that wrote it"
         )
     return payload
+
+
+def _load_failure(error: Exception) -> str:
+    """The line of torch.load's error that says what is wrong, without its advice on weights_only."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    reasons = [line for line in lines if not line.startswith(advice)] or lines
+    return reasons[0][:160] if reasons else type(error).__name__
 
 
 def find_run_checkpoint(run: str | Path) -> Path:

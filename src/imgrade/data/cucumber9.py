@@ -14,6 +14,7 @@ only the numpy globals that rebuild a uint8 array and refuses anything else.
 from __future__ import annotations
 
 import io
+import lzma
 import math
 import pickle
 import re
@@ -38,31 +39,91 @@ VIEWS = ("above", "below", "side")
 OTHER = "OTHER"
 FOLDER_NAMES = ("cucumber-9-python", "cucumber-9-p2-python")
 META_NAME = "batches.meta"
+MAX_MEMBER_BYTES = 256 << 20
+"""Archive members bigger than this are refused unread; the largest published batch is 13 MB."""
 
-# The only globals a CUCUMBER-9 pickle may name: the real files use the numpy.core spelling
-# (written by numpy 1.x); files written by numpy >= 2 say numpy._core.
+
+# The globals a CUCUMBER-9 pickle may name map to checked stand-ins, never to numpy itself: called
+# as a pickle can call them, ndarray allocates any size a 100-byte file names and an object dtype
+# crashes numpy's __setstate__ (it reads past a short list). Their empty __slots__ keep a pickle's
+# BUILD from setting attributes on them.
+
+
+class _NdarrayMarker:
+    """Stands for numpy.ndarray, which a pickle may only pass to ``_reconstruct``."""
+
+    __slots__ = ()
+
+
+class _EmptyArray:
+    """numpy's ``_reconstruct`` as ``ndarray.__reduce__`` calls it, ``(ndarray, (0,), 'b')``: an
+    empty array that BUILD then fills (sized by the bytes BUILD gives it)."""
+
+    __slots__ = ()
+
+    def __call__(self, subtype, shape, dtype):
+        if subtype is not _NDARRAY or shape != (0,):
+            raise pickle.UnpicklingError("_reconstruct is called as numpy never writes it")
+        return _numpy_reconstruct(np.ndarray, (0,), b"b")
+
+
+class _PlainDtype:
+    """numpy.dtype for plain numbers only, and always numpy's built-in instance, never a copy:
+    numpy ignores the state BUILD then gives a built-in dtype, while a copy would take any flags
+    the file names (object flags on uint8 memory crash numpy)."""
+
+    __slots__ = ()
+
+    def __call__(self, spec, align=False, copy=False):
+        dtype = np.dtype(_text(spec)) if isinstance(spec, (str, bytes)) else None
+        if dtype is None or dtype.kind not in "biuf" or dtype is not np.dtype(dtype.char):
+            raise pickle.UnpicklingError(f"dtype {str(spec)[:20]!r} is not a plain number type")
+        return dtype
+
+
+_NDARRAY = _NdarrayMarker()
+
+# The real files use the numpy.core spelling (written by numpy 1.x); numpy >= 2 writes numpy._core.
 SAFE_PICKLE_GLOBALS: dict[tuple[str, str], object] = {
-    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _EmptyArray(),
+    ("numpy._core.multiarray", "_reconstruct"): _EmptyArray(),
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _PlainDtype(),
 }
 
 _BATCH_NAME = re.compile(r"(?:data_batch_(\d+)|test_batch)")
 _PROTOTYPE_OF_PLANES = {3: 1, 9: 2}  # colour planes per cucumber -> prototype
 
 
-class _BatchUnpickler(pickle.Unpickler):
+class _Stream(io.BytesIO):
+    def readline(self, size=-1) -> bytes:
+        line = super().readline(size)
+        if not line.endswith(b"\n"):  # the pure-Python unpickler would read a cut-off global name
+            raise pickle.UnpicklingError("pickle data was truncated")
+        return line
+
+
+# The pure-Python unpickler: the C one grows its memo list to any index a PUT names, so 16 bytes
+# could make it allocate and zero gigabytes. The files hold few opcodes, so it is as fast here.
+class _BatchUnpickler(pickle._Unpickler):
     def __init__(self, data: bytes, name: str):
         # latin1: the files hold Python 2 str, for keys and for the raw array bytes alike
-        super().__init__(io.BytesIO(data), encoding="latin1")
+        super().__init__(_Stream(data), encoding="latin1")
         self.name = name
 
     def find_class(self, module: str, name: str):
         if (module, name) in SAFE_PICKLE_GLOBALS:
             return SAFE_PICKLE_GLOBALS[(module, name)]
+        shown = " ".join(f"{module}.{name}".split())[:100]  # the names come from the file: keep one line
         raise DataError(
-            f"refusing to unpickle {module}.{name} in {self.name}: CUCUMBER-9 batches hold only numpy "
+            f"refusing to unpickle {shown} in {self.name}: CUCUMBER-9 batches hold only numpy "
+            "arrays; this file is not a CUCUMBER-9 batch"
+        )
+
+    def get_extension(self, code):
+        # copyreg's extension codes name globals too, and its cache would hand them over unchecked
+        raise DataError(
+            f"refusing to unpickle extension code {code} in {self.name}: CUCUMBER-9 batches hold only numpy "
             "arrays; this file is not a CUCUMBER-9 batch"
         )
 
@@ -70,6 +131,17 @@ class _BatchUnpickler(pickle.Unpickler):
 def _one_line(error: Exception) -> str:
     """An exception as ``Type: message`` on one short line (tarfile's messages span lines)."""
     return f"{type(error).__name__}: {' '.join(str(error).split())}"[:200]
+
+
+def _member_name(member: PurePosixPath) -> str:
+    """An archive member's name for messages, on one line: a crafted archive can put line breaks in it."""
+    return " ".join(str(member).split())
+
+
+def _keys(mapping: dict) -> list[str]:
+    """A loaded file's keys for a message: text keys shortened, others by type (a crafted key can
+    nest too deep to print)."""
+    return sorted(key[:40] if isinstance(key, str) else type(key).__name__ for key in mapping)[:12]
 
 
 def _text(value):
@@ -139,7 +211,7 @@ def is_cucumber9(path) -> bool:
     try:
         with tarfile.open(path, "r:*") as tar:
             return any(m.isfile() and PurePosixPath(m.name).name == META_NAME for m in tar)
-    except (tarfile.TarError, OSError, EOFError, zlib.error):
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError):
         return False
 
 
@@ -173,8 +245,13 @@ def _archive_files(archive: Path) -> tuple[str, bytes, list[_BatchFile]]:
             for member in tar:
                 name = PurePosixPath(member.name)
                 if member.isfile() and (name.name == META_NAME or _BATCH_NAME.fullmatch(name.name)):
+                    if member.size > MAX_MEMBER_BYTES:
+                        raise DataError(
+                            f"{archive} member {_member_name(name)} unpacks to {member.size:,} bytes, over the "
+                            f"{MAX_MEMBER_BYTES:,} limit (a guard against decompression bombs): download the archive again"
+                        )
                     contents[str(name)] = tar.extractfile(member).read()
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as e:
         raise DataError(
             f"{archive} is not a readable .tar.gz archive or is truncated ({_one_line(e)}); "
             "download the archive again, or pass the extracted folder"
@@ -186,15 +263,15 @@ def _archive_files(archive: Path) -> tuple[str, bytes, list[_BatchFile]]:
             "cucumber-9-python.tar.gz or cucumber-9-p2-python.tar.gz again"
         )
     if len(metas) > 1:
-        listed = ", ".join(map(str, metas))
+        listed = ", ".join(map(_member_name, metas))
         raise DataError(f"{archive} holds {len(metas)} batches.meta files ({listed}): pass an archive of one set")
     meta = metas[0]
     members = (PurePosixPath(name) for name in contents)
     batches = sorted(
         (p for p in members if p.parent == meta.parent and p.name != META_NAME), key=lambda p: _batch_order(p.name)
     )
-    files = [(p.name, f"{archive}:{p}", (lambda key=str(p): contents[key])) for p in batches]
-    return f"{archive}:{meta}", contents[str(meta)], files
+    files = [(p.name, f"{archive}:{_member_name(p)}", (lambda key=str(p): contents[key])) for p in batches]
+    return f"{archive}:{_member_name(meta)}", contents[str(meta)], files
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +314,7 @@ def _decode_batch(raw: dict, name: str, num_labels: int, meta_name: str) -> tupl
     for key in ("data", "labels"):
         if key not in raw:
             raise DataError(
-                f"{name} has no {key!r} entry (it has {sorted(map(str, raw))}): it is not a CUCUMBER-9 batch; "
+                f"{name} has no {key!r} entry (it has {_keys(raw)}): it is not a CUCUMBER-9 batch; "
                 "download the archive again"
             )
     data = raw["data"]
@@ -336,9 +413,10 @@ def read_cucumber9(path, grade_order=DEFAULT_GRADE_ORDER, view: str = "above", k
     else:
         kind, (meta_name, meta_bytes, files) = "archive", _archive_files(path)
     meta = safe_load_pickle(meta_bytes, meta_name)
-    if not isinstance(meta.get("label_names"), (list, tuple)):
+    names = meta.get("label_names")
+    if not isinstance(names, (list, tuple)) or not all(isinstance(name, (str, bytes)) for name in names):
         raise DataError(
-            f"{meta_name} has no label_names list (it has {sorted(map(str, meta))}): it is not a CUCUMBER-9 "
+            f"{meta_name} has no label_names list of grade names (it has {_keys(meta)}): it is not a CUCUMBER-9 "
             "batches.meta; download the archive again"
         )
     label_names = [str(_text(name)) for name in meta["label_names"]]

@@ -27,10 +27,12 @@ import numpy as np
 from imgrade.core.errors import ConfigError, DataError
 from imgrade.data.cucumber9 import DEFAULT_GRADE_ORDER as CUCUMBER9_GRADES
 from imgrade.data.cache import DecodeOptions, decode_images
-from imgrade.data.images import IMAGE_EXTENSIONS, list_images, natural_sort_key
+from imgrade.data.images import IMAGE_EXTENSIONS, list_images, natural_sort_key, one_line
 from imgrade.data.imageset import SPLIT_NAMES, ImageSet
 
 GRADES_FILE = "grades.txt"
+MAX_INTEGER_GRADES = 1000
+"""Integer targets spanning more grades than this are refused as ordinal (one name per grade)."""
 
 def is_class_folders(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a folder whose subfolders hold images (train/val/test ones included)."""
@@ -180,8 +182,9 @@ def read_csv_manifest(
     Errors name the CSV and the row, counting the header as row 1, as a spreadsheet does.
 
     Raises:
-        DataError: a missing file, header or column; a missing, non-numeric or unknown target; a
-            path that does not exist; a bad split; no rows; a corrupt image (naming the file).
+        DataError: a missing file, header or column; a missing, non-numeric or unknown target;
+            integer grades spanning over ``MAX_INTEGER_GRADES``; a path that does not exist; a bad
+            split; no rows; a corrupt image (naming the file).
         ConfigError: ``grade_order`` together with ``continuous=True``.
     """
     csv_path = Path(csv_path)
@@ -199,9 +202,9 @@ def read_csv_manifest(
         if not path_text:
             raise DataError(f"{where}: the path is empty: give the image file, relative to {csv_path.parent}")
         path = Path(path_text) if Path(path_text).is_absolute() else csv_path.parent / path_text
-        if not path.is_file():
+        if not os.path.isfile(path):  # unlike Path.is_file, False for a name too long for the system
             raise DataError(
-                f"{where}: image {path_text} does not exist (looked for {path}): "
+                f"{where}: image {one_line(path_text)} does not exist (looked for {one_line(str(path))}): "
                 "paths are relative to the CSV's folder"
             )
         if not target_text:
@@ -253,6 +256,8 @@ def _read_csv_rows(csv_path: Path, target_column: str) -> list[tuple[int, str, s
             return rows
     except FileNotFoundError as error:
         raise DataError(f"{csv_path} does not exist: check the path to the CSV manifest") from error
+    except OSError as error:
+        raise DataError(f"{csv_path} cannot be read ({error.strerror}): pass a CSV file you can read") from error
     except UnicodeDecodeError as error:
         raise DataError(f"{csv_path} is not UTF-8 text ({error}): save the CSV as UTF-8") from error
     except csv.Error as error:
@@ -302,10 +307,17 @@ def _numeric_targets(
     if continuous is None:
         continuous = not all(number.is_integer() for number in numbers)
     if continuous:
+        for (row_number, text), number in zip(values, numbers):
+            if abs(number) > float(np.finfo(np.float32).max):  # would become inf in float32
+                raise DataError(f"{csv_path} row {row_number}: {target_column} {text!r} is too large: rescale the targets")
         return None, np.asarray(numbers, dtype=np.float32)
-    grades = np.asarray(numbers, dtype=np.int64)
-    low, high = int(grades.min()), int(grades.max())
-    return [str(k) for k in range(low, high + 1)], (grades - low).astype(np.float32)
+    low, high = int(min(numbers)), int(max(numbers))
+    if high - low >= MAX_INTEGER_GRADES:
+        raise DataError(
+            f"{csv_path}: the {target_column} integers run from {float(low):g} to {float(high):g}, more than "
+            f"{MAX_INTEGER_GRADES:,} grades: if they are measurements, pass --target continuous"
+        )
+    return [str(k) for k in range(low, high + 1)], (np.asarray(numbers) - low).astype(np.float32)
 
 
 def _parse_number(text: str) -> float | None:

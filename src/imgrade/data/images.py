@@ -33,6 +33,17 @@ PROGRESS_MIN_IMAGES = 500
 # Integer modes and the bit depth their values span when the file does not say otherwise.
 _INTEGER_MODE_BITS = {"I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 32}
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks escaped, for an error message that must stay on one line
+    (a file name from a CSV cell or an upload, or a decoder's message, can hold any character).
+
+    >>> print(one_line("a\\nb.png"))
+    a\\nb.png
+    """
+    return text.translate(_LINE_BREAKS)
 
 
 def natural_sort_key(text: str) -> list:
@@ -77,6 +88,7 @@ def decode_image(data: bytes, name: str, image_size: int) -> np.ndarray:
     """
     if image_size < 1:
         raise ConfigError(f"image_size must be a positive number of pixels, got {image_size}")
+    name = one_line(name)
     if len(data) == 0:
         raise DataError(f"{name} is empty (0 bytes): replace it with a valid image file or delete it")
     try:
@@ -100,7 +112,7 @@ def decode_image(data: bytes, name: str, image_size: int) -> np.ndarray:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise DataError(
-            f"{name} claims too many pixels ({error}): downscale the image before grading it"
+            f"{name} claims too many pixels ({one_line(str(error))}): downscale the image before grading it"
         ) from error
     except UnidentifiedImageError as error:
         raise DataError(
@@ -108,7 +120,7 @@ def decode_image(data: bytes, name: str, image_size: int) -> np.ndarray:
         ) from error
     except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, zlib.error, ...
         raise DataError(
-            f"{name} is truncated or corrupt ({type(error).__name__}: {error}): "
+            f"{name} is truncated or corrupt ({type(error).__name__}: {one_line(str(error))}): "
             "re-export or re-download the file, or delete it"
         ) from error
     return resize_square(pixels, image_size)
@@ -122,9 +134,9 @@ def load_image(path: str | os.PathLike, image_size: int) -> np.ndarray:
     except FileNotFoundError as error:
         raise DataError(_missing(path)) from error
     except IsADirectoryError as error:
-        raise DataError(f"{path} is a folder, not an image file: pass an image file") from error
+        raise DataError(f"{one_line(str(path))} is a folder, not an image file: pass an image file") from error
     except OSError as error:
-        raise DataError(f"{path} cannot be read ({error.strerror}): check its permissions") from error
+        raise DataError(f"{one_line(str(path))} cannot be read ({error.strerror}): check its permissions") from error
     return decode_image(data, str(path), image_size)
 
 
@@ -183,7 +195,7 @@ def load_images(paths: list[Path], image_size: int) -> np.ndarray:
 
 def _missing(path: Path) -> str:
     where = "" if path.is_absolute() else f" (relative paths start from {Path.cwd()})"
-    return f"{path} does not exist: check the path{where}"
+    return f"{one_line(str(path))} does not exist: check the path{where}"
 
 
 def _stored_bit_depth(image: Image.Image) -> int | None:

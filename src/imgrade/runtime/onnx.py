@@ -45,7 +45,8 @@ class OnnxGrader(Grader):
         """Load an ``.onnx`` file written by ``imgrade export``.
 
         Raises:
-            CheckpointError: the file is missing, is not ONNX, or lacks imgrade's metadata.
+            CheckpointError: the file is missing, is not ONNX, lacks imgrade's metadata, or has inputs or
+                outputs other than those `imgrade export` writes.
         """
         path = Path(path)
         if not path.is_file():
@@ -80,10 +81,14 @@ class OnnxGrader(Grader):
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
             raise DataError(f"the ONNX grader takes uint8 images of shape (N, {size}, {size}, 3), got {images.dtype} {images.shape}")
         assert len(images) > 0, "callers check for an empty set first"
-        chunks = [
-            dict(zip(self._outputs, self.session.run(None, {self._input: np.ascontiguousarray(images[i : i + batch_size])})))
-            for i in range(0, len(images), batch_size)
-        ]
+        try:
+            chunks = [
+                dict(zip(self._outputs, self.session.run(None, {self._input: np.ascontiguousarray(images[i : i + batch_size])})))
+                for i in range(0, len(images), batch_size)
+            ]
+        except Exception as e:  # onnxruntime's own types: a graph that loads but cannot grade these images
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise CheckpointError(f"{self.name} failed to grade the images ({first}): export the run again with `imgrade export RUN --out FILE.onnx`") from None
         joined = {key: np.concatenate([c[key] for c in chunks]) for key in self._outputs}
         return Outputs(
             joined["score"].astype(np.float32),
@@ -111,14 +116,28 @@ def _read_metadata(session, name: str) -> dict:
     names = meta.get("grade_names")
     if names is not None and (not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names)):
         problems.append("grade_names")
-    if not isinstance(meta.get("image_size"), int) or meta["image_size"] < 1:
+    size = meta.get("image_size")
+    if not isinstance(size, int) or size < 1:
         problems.append("image_size")
-    outputs = [o.name for o in session.get_outputs()]
-    if "score" not in outputs or (names is not None and "native" not in outputs):
-        problems.append(f"outputs {outputs}")
+    # A graph of another architecture can carry copied metadata: its inputs and outputs must be imgrade's.
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or inputs[0].type != "tensor(uint8)" or list(inputs[0].shape)[1:] != [size, size, 3]:
+        seen = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
+        problems.append(f"input {seen} (imgrade feeds one tensor(uint8) [batch, {size}, {size}, 3])")
+    outputs = {o.name: o for o in session.get_outputs()}
+    kinds = {"score": ("tensor(float)", 1), "probabilities": ("tensor(float)", 2), "native": ("tensor(int64)", 1)}
+    needed = ["score"] if names is None else ["score", "native"]
+    if any(n not in outputs for n in needed) or any((o.type, len(o.shape or ())) != kinds[n] for n, o in outputs.items() if n in kinds):
+        seen = ", ".join(f"{n} {o.type} {o.shape}" for n, o in outputs.items())
+        problems.append(f"outputs {seen} (imgrade reads " + ", ".join(f"{n} {kinds[n][0]} of rank {kinds[n][1]}" for n in needed) + ")")
     calibration = meta.get("calibration")
-    if calibration is not None and calibration.get("conformal"):
-        Conformal.from_dict(calibration["conformal"])  # raises CheckpointError when malformed
+    if calibration is not None and not isinstance(calibration, dict):
+        problems.append("calibration")
+    elif calibration and calibration.get("conformal"):
+        try:
+            Conformal.from_dict(calibration["conformal"])
+        except (TypeError, ValueError):  # CheckpointError is a ValueError
+            problems.append("conformal calibration")
     if problems:
-        raise CheckpointError(f"{name} has imgrade metadata with a bad {', '.join(problems)}: {fix}")
+        raise CheckpointError(f"{name} is not a grader this imgrade can run: bad {'; '.join(problems)}: {fix}")
     return meta

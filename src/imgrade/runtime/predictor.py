@@ -38,20 +38,32 @@ class Predictor(Grader):
         ckpt = load_checkpoint(path)
         try:
             model_cfg = ckpt["config"]["model"]
+            grade_names = ckpt["grade_names"]
             model = build_model(
                 depth=model_cfg["depth"],
                 task=model_cfg["task"],
                 head=model_cfg["head"],
                 loss=model_cfg["loss"],
-                num_grades=len(ckpt["grade_names"]) if ckpt["grade_names"] else None,
+                num_grades=len(grade_names) if grade_names else None,
             )
+            image_size = int(ckpt["image_size"])
+            mean = ckpt["mean_image"].float()  # (3, H, W)
+            if tuple(mean.shape) != (3, image_size, image_size):
+                raise ValueError(f"a mean_image of shape {tuple(mean.shape)} for image_size {image_size}")
+        except (KeyError, TypeError, AttributeError, ValueError) as e:  # ValueError includes build_model's ConfigError
+            reason = f"no {e.args[0]!r} entry" if isinstance(e, KeyError) and e.args else " ".join(str(e).split())[:120]
+            raise CheckpointError(f"{path} does not hold a model this imgrade can rebuild ({reason or type(e).__name__}): retrain") from None
+        try:
             model.load_state_dict(ckpt["model_state"])
-        except (KeyError, RuntimeError, TypeError) as e:
-            first = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-            raise CheckpointError(f"{path} does not hold a model this imgrade can rebuild ({first}): retrain") from None
+        except (KeyError, RuntimeError, TypeError, AttributeError) as e:
+            raise CheckpointError(
+                f"{path} holds weights that do not fit the depth-{model_cfg['depth']} {model_cfg['task']} network its "
+                f"config describes ({_mismatch(model, ckpt.get('model_state'), e)}): retrain, or pass the checkpoint "
+                "that config was saved with"
+            ) from None
         target = resolve_device(device)
         model.to(target).eval()
-        return cls(model, ckpt["mean_image"].float(), ckpt["grade_names"], int(ckpt["image_size"]), target, ckpt)
+        return cls(model, mean, grade_names, image_size, target, ckpt)
 
     @property
     def calibration(self) -> dict | None:
@@ -84,3 +96,17 @@ class Predictor(Grader):
             torch.cat(probabilities).numpy() if probabilities else None,
             torch.cat(native).numpy().astype(np.int64) if native else None,
         )
+
+
+def _mismatch(model: torch.nn.Module, state, error: Exception) -> str:
+    """What ``load_state_dict`` refused, in short (its own message lists every key)."""
+    if not isinstance(state, dict):
+        return "no 'model_state' entry" if state is None else f"model_state is a {type(state).__name__}"
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    reshaped = [key for key in expected if key in state and getattr(state[key], "shape", None) != expected[key].shape]
+    if not (missing or unexpected or reshaped):
+        return " ".join(str(error).split())[:160] or type(error).__name__
+    counts = ", ".join(f"{len(keys)} {kind}" for kind, keys in (("missing", missing), ("unexpected", unexpected), ("reshaped", reshaped)) if keys)
+    return f"{counts} tensors, e.g. {str((missing + unexpected + reshaped)[0])[:80]}"

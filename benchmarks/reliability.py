@@ -1,0 +1,138 @@
+"""Reliability: nothing lost, nothing let in. Fuzzes the readers of files from elsewhere at volume.
+
+Usage:
+    python benchmarks/reliability.py [--examples 5000] [--seconds-per-input 10] [--only NAME]
+
+One section per reader (cucumber9, unpickler, images, csv) runs the property tests of
+tests/fuzz/test_readers_fuzz.py with about ``--examples`` inputs in all: truncated, bit-flipped
+and random files made from valid seeds, and pickles that call arbitrary globals. It reports the
+inputs tried, the imgrade errors (clean refusals: one line, naming the file), the accepted
+inputs, the unexpected outcomes (another exception, a hang past ``--seconds-per-input``, code
+that ran, a message on several lines) and the slowest input. Exits 1 if anything was unexpected.
+Needs the test tools (``pip install -e ".[test]"``: hypothesis).
+
+Adding a section: write ``def name(args) -> dict[str, float]`` whose dict has an
+``unexpected`` count (0 when all went well) and append ``("name", name)`` to ``SECTIONS``;
+``--only name`` then runs it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import importlib.util
+import os
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Callable
+
+FUZZ_TESTS = Path(__file__).resolve().parents[1] / "tests" / "fuzz" / "test_readers_fuzz.py"
+
+
+def _fuzz_module(examples_per_test: int, seconds_per_input: float):
+    """A fresh import of the fuzz tests, their settings read from the environment at import."""
+    os.environ["IMGRADE_FUZZ_EXAMPLES"] = str(examples_per_test)
+    os.environ["IMGRADE_FUZZ_SECONDS"] = str(seconds_per_input)
+    spec = importlib.util.spec_from_file_location("imgrade_fuzz_readers", FUZZ_TESTS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 in the block: libtiff prints a line for every damaged TIFF."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def fuzz_reader(reader: str) -> Callable[[argparse.Namespace], dict[str, float]]:
+    """A section that runs ``reader``'s fuzz tests, ``args.examples`` inputs shared between them."""
+
+    def section(args: argparse.Namespace) -> dict[str, float]:
+        num_tests = len(_fuzz_module(1, args.seconds_per_input).FUZZ_TESTS[reader])
+        module = _fuzz_module(max(1, args.examples // num_tests), args.seconds_per_input)
+        tally = module.TALLY[reader]
+        unraisable = []  # errors raised while freeing an object (numpy's, say): pytest fails on them too
+        previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+        try:
+            for test in module.FUZZ_TESTS[reader]:
+                try:
+                    with _quiet_stderr():
+                        test()
+                except Exception:  # hypothesis has shrunk it to the smallest failing input: show it
+                    traceback.print_exc(file=sys.stdout)
+                    tally["unexpected"] = max(1, tally["unexpected"])
+            gc.collect()
+        finally:
+            sys.unraisablehook = previous_hook
+        for info in unraisable[:3]:
+            print(f"while freeing {info.object!r:.80}: {info.exc_type.__name__}: {info.exc_value}")
+        tally["unexpected"] += len(unraisable)
+        return dict(tally)
+
+    return section
+
+
+SECTIONS: list[tuple[str, Callable[[argparse.Namespace], dict[str, float]]]] = [
+    ("cucumber9", fuzz_reader("cucumber9")),
+    ("unpickler", fuzz_reader("unpickler")),
+    ("images", fuzz_reader("images")),
+    ("csv", fuzz_reader("csv")),
+]
+FUZZ_SECTIONS = ("cucumber9", "unpickler", "images", "csv")
+
+
+def _format(result: dict[str, float]) -> str:
+    return "  ".join(f"{key} {value:,.3f}" if isinstance(value, float) else f"{key} {value:,}" for key, value in result.items())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=5000, help="fuzzed inputs per reader (default 5000)")
+    parser.add_argument("--seconds-per-input", type=float, default=10.0, help="an input taking longer counts as a hang")
+    parser.add_argument("--only", choices=[name for name, _ in SECTIONS], help="run one section")
+    args = parser.parse_args()
+
+    # Pillow warns about the damaged files it still opens; hypothesis keeps its caches out of the repository.
+    warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    home = tempfile.TemporaryDirectory(prefix="imgrade-reliability-")
+    set_hypothesis_home_dir(home.name)
+
+    results: dict[str, dict[str, float]] = {}
+    start = time.perf_counter()
+    for name, section in SECTIONS:
+        if args.only and name != args.only:
+            continue
+        t0 = time.perf_counter()
+        results[name] = section(args)
+        print(f"{name:10s} {_format(results[name])}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    fuzzed = [results[name] for name in FUZZ_SECTIONS if name in results]
+    if fuzzed:
+        inputs = sum(int(r["inputs"]) for r in fuzzed)
+        unexpected = sum(int(r["unexpected"]) for r in fuzzed)
+        print(f"{inputs:,} inputs fuzzed with {unexpected or 'zero'} unexpected errors "
+              f"(slowest input {max(r['slowest_s'] for r in fuzzed):.2f} s; {time.perf_counter() - start:.0f} s in all)")
+    failed = [name for name, result in results.items() if result.get("unexpected", 0)]
+    if failed:
+        print(f"unexpected outcomes in: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
