@@ -266,3 +266,12 @@ def test_load_images_stacks_in_order(tmp_path):
     assert stacked.shape == (3, 16, 16, 3) and stacked.dtype == np.uint8
     assert [stacked[i, 0, 0].tolist() for i in range(3)] == [[255, 0, 0], [0, 255, 0], [0, 0, 255]]
     assert load_images([], 16).shape == (0, 16, 16, 3)
+
+
+@pytest.mark.parametrize("fmt", ["EPS", "PPM", "TGA", "ICO"])
+def test_formats_outside_the_photo_list_are_refused_unread(fmt):
+    # Pillow would read these (EPS through Ghostscript, where installed); a photo never needs them
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(buffer, format=fmt)
+    with pytest.raises(DataError, match="not an image Pillow can read"):
+        decode_image(buffer.getvalue(), f"x.{fmt.lower()}", 32)

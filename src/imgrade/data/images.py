@@ -23,6 +23,13 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", "
 # Shown in messages in this order: the usual photo formats first.
 _EXTENSIONS_TEXT = ".png, .jpg, .jpeg, .bmp, .gif, .tif, .tiff, .webp"
 
+Image.init()  # registers every plugin, so that TIFF and WebP are known below
+PILLOW_FORMATS = tuple(f for f in ("PNG", "JPEG", "MPO", "BMP", "GIF", "TIFF", "WEBP") if f in Image.OPEN)
+"""The only decoders Pillow may use: the formats of IMAGE_EXTENSIONS (MPO, a phone's multi-picture
+JPEG, has a decoder of its own in older Pillows and goes through JPEG's in newer ones).
+Pillow knows 40+ others, some of which hand the bytes to outside programs (EPS to Ghostscript):
+a photo from a client must never reach those."""
+
 MAX_PIXELS = 64_000_000
 """Images with more pixels are refused before decoding (a decompression-bomb guard); 64 MP is
 above any phone or DSLR photo, while a malicious 50 kB PNG can claim billions of pixels."""
@@ -96,7 +103,7 @@ def decode_image(data: bytes, name: str, image_size: int) -> np.ndarray:
         # into an error so that no huge image is ever decoded.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(io.BytesIO(data), formats=PILLOW_FORMATS) as image:
                 width, height = image.size  # from the header: nothing is decoded yet
                 if width * height > MAX_PIXELS:
                     raise DataError(
