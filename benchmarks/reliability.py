@@ -1,7 +1,12 @@
-"""Reliability: nothing lost, nothing let in. Fuzzes the readers of files from elsewhere at volume.
+"""Reliability: nothing lost, nothing let in. Fuzzed readers, killed training runs, abused service.
 
 Usage:
-    python benchmarks/reliability.py [--examples 5000] [--seconds-per-input 10] [--only NAME]
+    python benchmarks/reliability.py [--examples 5000] [--seconds-per-input 10] [--kill-rounds 2]
+                                     [--abuse-seconds 60] [--only NAME]
+
+Sections ``kills`` (SIGKILLs of `imgrade train`, resumed; results identical to an uninterrupted
+run?) and ``http`` (bad requests against a real server while good clients grade: any good one
+failed?) follow the fuzzing.
 
 One section per reader (cucumber9, unpickler, images, csv) runs the property tests of
 tests/fuzz/test_readers_fuzz.py with about ``--examples`` inputs in all: truncated, bit-flipped
@@ -86,11 +91,53 @@ def fuzz_reader(reader: str) -> Callable[[argparse.Namespace], dict[str, float]]
     return section
 
 
+def _load_by_path(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def kills(args: argparse.Namespace) -> dict[str, float]:
+    """SIGKILL `imgrade train` at random moments (one during a checkpoint write), resume each time;
+    ``--kill-rounds`` rounds of 6 kills, each compared with an uninterrupted run."""
+    crash = _load_by_path(FUZZ_TESTS.parents[1] / "e2e" / "test_crash_safety.py", "crash_safety")
+    totals = {"kills": 0, "during_write": 0, "rounds_identical": 0, "rounds": args.kill_rounds, "unexpected": 0}
+    with tempfile.TemporaryDirectory(prefix="imgrade-kills-") as scratch:
+        from imgrade.cli import main as imgrade
+
+        data = Path(scratch) / "synth"
+        with _quiet_stderr():
+            imgrade(["data", "synth", "--out", str(data), "--n", "90", "--seed", "1"])
+        for round_ in range(args.kill_rounds):
+            result = crash.kill_and_resume(data, Path(scratch) / f"round{round_}", seed=round_)
+            totals["kills"] += result["kills"]
+            totals["during_write"] += result["during_write"]
+            totals["rounds_identical"] += result["identical"]
+            totals["unexpected"] += 1 - result["identical"]
+    return totals
+
+
+def bad_requests(args: argparse.Namespace) -> dict[str, float]:
+    """Every kind of bad HTTP request and an idle-connection flood against a real `imgrade serve`,
+    while good clients grade photos (benchmarks/serve_abuse.py)."""
+    abuse = _load_by_path(Path(__file__).with_name("serve_abuse.py"), "serve_abuse")
+    figures = abuse.run(seconds=args.abuse_seconds)
+    print(abuse.report(figures), flush=True)
+    problems = abuse.failed(figures)
+    return {
+        "bad_requests": figures["bad_requests"], "good_requests": figures["good_requests"],
+        "good_failures": figures["good_failures"], "unexpected": len(problems),
+    }
+
+
 SECTIONS: list[tuple[str, Callable[[argparse.Namespace], dict[str, float]]]] = [
     ("cucumber9", fuzz_reader("cucumber9")),
     ("unpickler", fuzz_reader("unpickler")),
     ("images", fuzz_reader("images")),
     ("csv", fuzz_reader("csv")),
+    ("kills", kills),
+    ("http", bad_requests),
 ]
 FUZZ_SECTIONS = ("cucumber9", "unpickler", "images", "csv")
 
@@ -103,6 +150,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=5000, help="fuzzed inputs per reader (default 5000)")
     parser.add_argument("--seconds-per-input", type=float, default=10.0, help="an input taking longer counts as a hang")
+    parser.add_argument("--kill-rounds", type=int, default=2, help="rounds of 6 SIGKILLs of imgrade train (default 2)")
+    parser.add_argument("--abuse-seconds", type=float, default=60.0, help="how long bad and good clients hit the server (default 60)")
     parser.add_argument("--only", choices=[name for name, _ in SECTIONS], help="run one section")
     args = parser.parse_args()
 

@@ -54,18 +54,23 @@ def _same_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(synth_dir, tmp_path):
-    reference = tmp_path / "reference"
+def kill_and_resume(data: Path, folder: Path, kills: int = KILLS, seed: int = 7) -> dict[str, int]:
+    """Train into ``folder``/killed with ``kills`` SIGKILLs (one aimed at a checkpoint write), resuming
+    after each, and compare with an uninterrupted run in ``folder``/reference.
+
+    Returns the kills made, how many hit a checkpoint write, and whether weights, history and
+    calibration came out identical (1) or not (0). Also used by benchmarks/reliability.py.
+    """
+    reference = folder / "reference"
     started = time.monotonic()
-    _finish(_train(synth_dir, reference, resume=False))
+    _finish(_train(data, reference, resume=False))
     duration = time.monotonic() - started
 
-    run = tmp_path / "killed"
-    rng = random.Random(7)
-    kills, during_write, process = 0, 0, _train(synth_dir, run, resume=False)
-    while kills < KILLS:
-        if kills == 2:  # one kill aimed at a checkpoint write
+    run = folder / "killed"
+    rng = random.Random(seed)
+    made, during_write, process = 0, 0, _train(data, run, resume=False)
+    while made < kills:
+        if made == 2:  # one kill aimed at a checkpoint write
             hit = _kill_while_writing(process, run, duration)
             during_write += hit
         else:
@@ -74,20 +79,25 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(sy
             if hit:
                 process.send_signal(signal.SIGKILL)
                 process.wait()
-        if not hit:  # the run ended before the kill: start the rest of it anyway
+        if not hit:  # the run ended before the kill
             assert process.returncode == 0, process.stderr.read()
             break
-        kills += 1
+        made += 1
         # what a user does after a crash: resume; a run killed before its first file starts afresh
-        process = _train(synth_dir, run, resume=(run / "config.yaml").exists())
-    if process.poll() is None or process.returncode == 0:
-        _finish(process) if process.poll() is None else None
-    assert kills >= 5 and during_write == 1, f"{kills} kills, {during_write} during a checkpoint write"
-    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")], "no temporary file survives a resumed run"
+        process = _train(data, run, resume=(run / "config.yaml").exists())
+    if process.poll() is None:
+        _finish(process)
+    identical = (
+        not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+        and all(_same_weights(load_checkpoint(run / n)["model_state"], load_checkpoint(reference / n)["model_state"]) for n in ("best.pt", "last.pt"))
+        and _history(run) == _history(reference)
+        and load_checkpoint(run / "best.pt")["calibration"] == load_checkpoint(reference / "best.pt")["calibration"]
+    )
+    return {"kills": made, "during_write": during_write, "identical": int(identical)}
 
-    for name in ("best.pt", "last.pt"):
-        got, want = load_checkpoint(run / name), load_checkpoint(reference / name)
-        assert _same_weights(got["model_state"], want["model_state"]), name
-        assert got["epoch"] == want["epoch"]
-    assert _history(run) == _history(reference)
-    assert load_checkpoint(run / "best.pt")["calibration"] == load_checkpoint(reference / "best.pt")["calibration"]
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(synth_dir, tmp_path):
+    result = kill_and_resume(synth_dir, tmp_path)
+    assert result["kills"] >= 5 and result["during_write"] == 1, result
+    assert result["identical"] == 1, "weights, history and calibration equal the uninterrupted run's"
