@@ -132,7 +132,8 @@ def cmd_serve(args) -> int:
         args.model, host=args.host, port=args.port, runtime=args.runtime, device=args.device,
         token=args.token if args.token is not None else os.environ.get("IMGRADE_TOKEN") or None,
         max_upload_mb=args.max_upload_mb, max_files=args.max_files,
-        max_batch=args.max_batch, batch_window_ms=args.batch_window_ms, threads=args.threads,
+        max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
+        request_timeout_s=args.request_timeout_s, threads=args.threads,
     )
     return 0
 
@@ -234,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-files", type=int, default=64, help="most images in one request (default 64)")
     p.add_argument("--max-batch", type=int, default=64, help="most images in one forward pass across concurrent requests (default 64)")
     p.add_argument("--batch-window-ms", type=float, default=5.0, help="how long to collect concurrent requests into one batch (default 5 ms)")
+    p.add_argument("--request-timeout-s", type=float, default=30.0, help="longest a request may take, upload included (default 30 s): 408 if its upload is still arriving, else 503")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: one per core)")
 
     data = sub.add_parser("data", help="inspect, download or generate image sets").add_subparsers(dest="data_verb", metavar="ACTION")
