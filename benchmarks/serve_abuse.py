@@ -47,7 +47,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-HEALTH_TIMEOUT_S = 120
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_load import free_port, wait_until_healthy  # noqa: E402  (the load benchmark beside this one)
 SLACK_S = 5.0
 """How much later than the server's own timeouts a bad client may be answered (a busy CPU)."""
 TRICKLE_S = 0.5
@@ -531,26 +532,6 @@ def healthy(target: Target, reference: dict[str, Any]) -> bool:
         return _differs(response, reference) is None
     except httpx.HTTPError:
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_healthy(base_url: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + HEALTH_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with code {server.returncode} before answering /healthz")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the server did not answer /healthz within {HEALTH_TIMEOUT_S} s")
 
 
 def stop(server: subprocess.Popen) -> None:
