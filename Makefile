@@ -2,12 +2,13 @@
 #   make demo   creates .venv if missing, installs imgrade, runs the demo on synthetic cucumbers
 #   make test   creates .venv if missing, installs imgrade with its test tools, runs the tests
 #               (as root it also apt-get installs Chromium + chromedriver for tests/browser)
+#   both, as root, also apt-get install tcmalloc (libtcmalloc-minimal4), which imgrade then uses
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.imgrade-installed
 
-.PHONY: demo test install browser clean
+.PHONY: demo test install browser tcmalloc clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,12 +27,24 @@ browser:
 	    echo "hint: the browser tests skip without Chromium; install it: sudo apt-get install chromium chromium-driver"; \
 	  fi; }
 
-install: $(STAMP) browser
+# tcmalloc: imgrade re-runs itself with it preloaded when installed (PyTorch inference on many images
+# 2.4x faster on CPU than with glibc malloc; see src/imgrade/core/allocator.py). Installed once, as root.
+tcmalloc:
+	@ls /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing libtcmalloc-minimal4, a faster allocator for training and inference (apt-get)"; \
+	    apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libtcmalloc-minimal4 >/dev/null; \
+	  else \
+	    echo "hint: training and inference run faster with tcmalloc: sudo apt-get install libtcmalloc-minimal4"; \
+	  fi; }
 
-demo: $(STAMP)
+install: $(STAMP) browser tcmalloc
+
+demo: $(STAMP) tcmalloc
 	$(VENV)/bin/imgrade demo --out demo-run --overwrite
 
-test: $(STAMP) browser
+test: $(STAMP) browser tcmalloc
 	$(PY) -m pytest
 
 clean:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from imgrade.config import DataConfig, TrainConfig
+from imgrade.core.allocator import reexec_with_tcmalloc
 from imgrade.core.preprocess import nhwc_to_tensor, to_input
 from imgrade.data.loader import load_dataset
 from imgrade.data.synthetic import generate_cucumbers
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
+    reexec_with_tcmalloc()  # as the imgrade command does; IMGRADE_NO_TCMALLOC=1 keeps glibc malloc
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

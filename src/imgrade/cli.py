@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Callable
 
+from imgrade.core.allocator import reexec_with_tcmalloc, started_as_imgrade
 from imgrade.core.errors import ImgradeError
 
 EXAMPLES = """\
@@ -54,6 +55,8 @@ def _add_run_flags(p, *, compare: bool = False) -> None:
     g.add_argument("--device", dest="train.device", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--deterministic", dest="train.deterministic", action="store_const", const=True, help="deterministic kernels")
     g.add_argument("--threads", dest="train.threads", type=int, help="CPU threads (default: torch's choice)")
+    g.add_argument("--amp", dest="train.amp", choices=["auto", "bf16", "off"], help="mixed precision: auto (default: bf16 on a GPU, fp32 on the CPU), bf16, off")
+    g.add_argument("--compile", dest="train.compile", action="store_const", const=True, help="torch.compile the model (worth it on a GPU for long runs)")
     g = p.add_argument_group("calibration (thresholds and grade sets, fitted on the validation split)")
     g.add_argument("--objective", dest="calibrate.objective", help="what tuned cut points maximise: qwk (default), accuracy, mae")
     g.add_argument("--alpha", dest="calibrate.alpha", type=float, help="grade sets miss the true grade at most this often (default 0.1)")
@@ -293,6 +296,7 @@ COMMANDS: dict[tuple[str, ...], Callable] = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
         parser.print_help()
@@ -303,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     if command is None:
         parser.parse_args([*argv, "--help"])  # prints the sub-command's usage and exits
         return 2
+    if from_command_line and started_as_imgrade():
+        reexec_with_tcmalloc()  # comes back only where tcmalloc is not wanted, not installed or already in
     try:
         return command(args)
     except ImgradeError as e:

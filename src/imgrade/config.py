@@ -133,6 +133,12 @@ class TrainConfig:
     """Force deterministic kernels (matters on GPU; CPU runs are reproducible anyway)."""
     threads: int = 0
     """CPU threads for torch; 0 keeps torch's default (one per core)."""
+    amp: str = "auto"
+    """Mixed precision: auto (bf16 on a CUDA GPU, fp32 on the CPU), bf16 (also on the CPU: about
+    1.7x faster on CPUs with AVX512-BF16 or AMX, slightly different numbers), or off (fp32)."""
+    compile: bool = False
+    """torch.compile the model: pays on a GPU for long runs (compiling takes a minute or so);
+    on the CPU it gave no speed-up."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -151,6 +157,8 @@ class TrainConfig:
             raise ConfigError(f"train.bn_stats {self.bn_stats!r} is not epoch or ema: set --bn-stats")
         if self.threads < 0:
             raise ConfigError(f"train.threads {self.threads} must be >= 0: set --threads")
+        if self.amp not in ("auto", "bf16", "off"):
+            raise ConfigError(f"train.amp {self.amp!r} is not auto, bf16 or off: set --amp")
 
 
 @dataclass

@@ -91,6 +91,7 @@ def _train_locked(
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
     set_determinism(cfg.train.deterministic)
+    torch.backends.cudnn.benchmark = not cfg.train.deterministic  # the image size is fixed: time cuDNN's algorithms once
     device = distributed.process_device(resolve_device(cfg.train.device))
 
     imageset = imageset if imageset is not None else load_dataset(cfg.data)
@@ -113,7 +114,9 @@ def _train_locked(
     y = torch.from_numpy(imageset.targets.astype(np.float32))
     train_idx, val_idx = torch.from_numpy(split["train"]), torch.from_numpy(split["val"])
     mean = x[train_idx].float().mean(dim=0).div_(255.0)  # (3, H, W): the reference's per-pixel mean
-    data = FitData(x[train_idx], y[train_idx], x[val_idx], y[val_idx], mean)
+    # on a GPU the whole set lives there (uint8, a few MB): batches are gathered and augmented on it
+    keep = device if device.type == "cuda" else torch.device("cpu")
+    data = FitData(x[train_idx].to(keep), y[train_idx].to(keep), x[val_idx].to(keep), y[val_idx].to(keep), mean.to(keep))
 
     num_grades = len(imageset.grade_names) if imageset.is_ordinal else None
     class_weights = None
@@ -125,6 +128,8 @@ def _train_locked(
     if num_grades is not None:
         model.head.init_from_targets(imageset.targets[split["train"]])
     model = model.to(device)
+    if cfg.train.compile:
+        model.compile()  # in place, so parameter names and checkpoints stay as they are
     meta = {
         "imgrade_version": imgrade.__version__,
         "config": cfg.to_dict(),

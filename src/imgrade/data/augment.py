@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from imgrade.core.perf import to_device_async
+
 
 def random_shift_flip(
     x: torch.Tensor, max_shift: float, flip: bool, generator: torch.Generator | None = None
@@ -34,7 +36,7 @@ def random_shift_flip(
     if flip:
         flipped = torch.rand(B, generator=generator) < 0.5
         cols = torch.where(flipped[:, None], cols.flip(1), cols)
-    rows, cols = rows.to(x.device), cols.to(x.device)
+    rows, cols = to_device_async(rows, x.device), to_device_async(cols, x.device)
     # gather rows then columns; clamping the index is the "nearest" fill
     out = torch.gather(x, 2, rows[:, None, :, None].expand(B, x.shape[1], H, W))
     return torch.gather(out, 3, cols[:, None, None, :].expand(B, x.shape[1], H, W))

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from imgrade.config import TrainConfig
 from imgrade.core.checkpoint import BEST, LAST, save_checkpoint
+from imgrade.core.perf import autocast, autocast_dtype, to_device_async
 from imgrade.core.preprocess import to_input
 from imgrade.data.augment import random_shift_flip
 from imgrade.train import distributed
@@ -37,7 +38,10 @@ class FitData:
 
 @torch.no_grad()
 def validate(model, x, y, mean, device, batch_size: int = 256) -> tuple[float, float]:
-    """(mean loss, mean absolute error of the decoded score) over a whole split."""
+    """(mean loss, mean absolute error of the decoded score) over a whole split.
+
+    In fp32 even when training autocasts (``--amp``): as ``predict`` will run the model.
+    """
     model.eval()
     total_loss, total_abs, n = 0.0, 0.0, len(x)
     for i in range(0, n, batch_size):
@@ -68,7 +72,7 @@ def validate_sharded(model, data: FitData, device, shard: tuple[int, int], batch
     return loss_sum / n, abs_sum / n
 
 
-def restart_batchnorm_averages(model) -> None:
+class EpochBatchNormAverage:
     """Make every BatchNorm keep the plain average of this epoch's batch statistics.
 
     The reference's Keras BatchNorm keeps an exponential average with momentum 0.99 that starts
@@ -76,11 +80,31 @@ def restart_batchnorm_averages(model) -> None:
     by dozens of epochs, so validation in eval mode sees wrong statistics: on the 248-image real
     sample the validation MSE after 30 epochs was 9.96 with the EMA and 2.02 with statistics
     recomputed for the final weights. Averaging over the current epoch costs nothing extra.
+
+    How: each BatchNorm keeps only its latest batch's statistics (momentum 1); ``add`` sums them
+    after every step and ``finish`` puts the average in place. (PyTorch's own cumulative average,
+    momentum None, reads a counter back from the device in every layer at every step: that
+    stalls a GPU and cuts a torch.compile graph into pieces.)
     """
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average since the reset
+
+    def __init__(self, model) -> None:
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = 1.0
+        self.statistics = [s for norm in norms for s in (norm.running_mean, norm.running_var)]
+        self.sums = [torch.zeros_like(s) for s in self.statistics]
+        self.steps = 0
+
+    def add(self) -> None:
+        if self.sums:
+            torch._foreach_add_(self.sums, self.statistics)  # one kernel for all layers on a GPU
+        self.steps += 1
+
+    def finish(self) -> None:
+        if self.steps:
+            for statistic, total in zip(self.statistics, self.sums):
+                statistic.copy_(total / self.steps)
 
 
 def train_one_epoch(model, optimizer, data: FitData, cfg: TrainConfig, device, generator, progress=None, shard: tuple[int, int] = (0, 1)) -> float:
@@ -92,33 +116,41 @@ def train_one_epoch(model, optimizer, data: FitData, cfg: TrainConfig, device, g
     """
     rank, world = shard
     model.train()
-    if cfg.bn_stats == "epoch":
-        restart_batchnorm_averages(model)
+    averages = EpochBatchNormAverage(model) if cfg.bn_stats == "epoch" else None
     n = len(data.train_x)
     order = torch.randperm(n, generator=generator)
+    amp = autocast_dtype(cfg.amp, device)
     total, seen = torch.zeros((), device=device), 0
     for start in range(0, n, cfg.batch_size):
         index = order[start : start + cfg.batch_size]
         if len(index) < world:
             break  # DDP needs every rank to take the step
-        x = data.train_x[index]  # (B, 3, H, W) uint8
+        on_data = to_device_async(index, data.train_x.device)  # where the set lives (on a GPU, pipeline.train puts it there)
+        # moved while still uint8 (4x smaller than floats), so a GPU does the augmentation
+        x = data.train_x[on_data].to(device, non_blocking=True)  # (B, 3, H, W) uint8
+        target = data.train_y[on_data].to(device, non_blocking=True)
         if cfg.augment:
             x = random_shift_flip(x, cfg.shift, True, generator)
         # sliced after augmenting the whole global batch, so every rank's generator stays in step
         share = len(index[rank::world]) * world / len(index)  # 1.0 unless the batch splits unevenly
-        x, index = x[rank::world], index[rank::world]
+        x, index, target = x[rank::world], index[rank::world], target[rank::world]
         x = to_input(x, data.mean, device)
-        target = data.train_y[index].to(device, non_blocking=True)
-        loss = model.loss(model(x), target)
+        with autocast(device, amp):
+            outputs = model(x)
+        loss = model.loss(outputs.float(), target)  # the loss in fp32 whatever the forward ran in
         optimizer.zero_grad(set_to_none=True)
         # DDP averages the ranks' gradients; weighting by share makes that the global batch's mean
         (loss * share if world > 1 else loss).backward()
         optimizer.step()
+        if averages is not None:
+            averages.add()
         # accumulate on the device: float() here would be a GPU sync point on every step
         total += loss.detach() * len(index)
         seen += len(index)
         if progress is not None:
             progress.update(len(index) * world)
+    if averages is not None:
+        averages.finish()
     total, seen = sum_over_ranks(float(total), seen)
     return total / seen
 
