@@ -309,6 +309,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if from_command_line and started_as_imgrade():
         reexec_with_tcmalloc()  # comes back only where tcmalloc is not wanted, not installed or already in
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return _exit_now(_run(command, args, key))  # under torchrun: see _exit_now
+    return _run(command, args, key)
+
+
+def _exit_now(code: int) -> int:
+    """Leave at once, skipping the interpreter's teardown: under torchrun, gloo's threads are torn
+    down by C++ static destructors at exit, which now and then abort a process whose work is done
+    ("terminate called without an active exception") and make torchrun report a failure."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run(command: Callable, args, key: tuple[str, ...]) -> int:
+    """Run the verb; user errors become one line and exit status 2."""
     try:
         return command(args)
     except ImgradeError as e:

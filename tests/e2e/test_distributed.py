@@ -162,5 +162,6 @@ def test_a_bad_data_path_stops_every_rank_with_one_line(tmp_path):
     result = torchrun("-m", "imgrade", "train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run"), timeout=120)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("imgrade: error:")]
-    assert len(errors) == 2 and "does not exist" in errors[0]
+    # every rank that gets to print says the same line; torchrun may stop the other one first
+    assert errors and "does not exist" in errors[0] and all(line == errors[0] for line in errors)
     assert not (tmp_path / "run").exists()
