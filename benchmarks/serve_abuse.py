@@ -23,13 +23,11 @@ does the abusing part against a server already running.
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
 import os
 import secrets
 import select
 import selectors
-import signal
 import socket
 import struct
 import subprocess
@@ -45,10 +43,9 @@ from typing import Any, Callable
 
 import httpx
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import free_port, wait_until_healthy  # noqa: E402  (the load benchmark beside this one)
+from serve_load import encode_png, free_port, stop, wait_until_healthy  # noqa: E402  (the load benchmark beside this one)
 SLACK_S = 5.0
 """How much later than the server's own timeouts a bad client may be answered (a busy CPU)."""
 TRICKLE_S = 0.5
@@ -499,10 +496,7 @@ def train_small_model(scratch: Path) -> Path:
 
 def good_png() -> bytes:
     """A 32x32 RGB PNG: the good clients' upload."""
-    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return encode_png(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -532,17 +526,6 @@ def healthy(target: Target, reference: dict[str, Any]) -> bool:
         return _differs(response, reference) is None
     except httpx.HTTPError:
         return False
-
-
-def stop(server: subprocess.Popen) -> None:
-    """Ctrl+C, as a user would; kill it if it has not stopped after 15 s."""
-    if server.poll() is None:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def report(figures: dict[str, Any]) -> str:
