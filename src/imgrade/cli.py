@@ -48,10 +48,17 @@ def _add_run_flags(p, *, compare: bool = False) -> None:
     g.add_argument("--lr", dest="train.lr", type=float, help="Adam learning rate (default 1e-3)")
     g.add_argument("--l2", dest="train.l2", type=float, help="L2 on conv kernels (default 1e-4)")
     g.add_argument("--no-augment", dest="train.augment", action="store_const", const=False, help="no shifts or flips")
+    g.add_argument("--color-jitter", dest="train.color_jitter", type=float, help="random brightness, contrast, saturation and colour gains up to this fraction (default 0; 0.1 = +-10%%)")
+    g.add_argument("--rotate", dest="train.rotate", type=float, help="random rotations up to this many degrees (default 0)")
+    g.add_argument("--blur", dest="train.blur", type=float, help="random Gaussian blur up to this sigma in pixels (default 0)")
     g.add_argument("--class-weight", dest="train.class_weight", help="none (default) or balanced per-grade loss weights")
     g.add_argument("--bn-stats", dest="train.bn_stats", choices=["epoch", "ema"], help="BatchNorm statistics for evaluation: epoch average (default) or the reference's moving average")
     if not compare:
         g.add_argument("--seed", dest="train.seed", type=int, help="seed for split, init, shuffling (default 0)")
+    if not compare:
+        g.add_argument("--init", dest="train.init", help="start from this run's (or .pt checkpoint's) weights: the backbone, and the head when task and grades match")
+    g.add_argument("--freeze-backbone-epochs", dest="train.freeze_backbone_epochs", type=int, help="with --init: train only the head for this many first epochs (default 0)")
+    g.add_argument("--backbone-lr-scale", dest="train.backbone_lr_scale", type=float, help="backbone lr = lr x this (default 1; 0.1 fine-tunes gently)")
     g.add_argument("--device", dest="train.device", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--deterministic", dest="train.deterministic", action="store_const", const=True, help="deterministic kernels")
     g.add_argument("--threads", dest="train.threads", type=int, help="CPU threads (default: torch's choice)")

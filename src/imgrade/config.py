@@ -139,6 +139,22 @@ class TrainConfig:
     compile: bool = False
     """torch.compile the model: pays on a GPU for long runs (compiling takes a minute or so);
     on the CPU it gave no speed-up."""
+    init: str | None = None
+    """Start from another run's weights (a run folder or a .pt checkpoint): the backbone always,
+    the head too when the task and the grades match; else the head starts fresh."""
+    freeze_backbone_epochs: int = 0
+    """With ``init``: train only the head for this many first epochs (the backbone's weights stay
+    as they came; its BatchNorm statistics still follow the new photos)."""
+    backbone_lr_scale: float = 1.0
+    """The backbone learns at lr * this (0.1: ten times slower than the head), so fine-tuning
+    adjusts pretrained features instead of overwriting them."""
+    color_jitter: float = 0.0
+    """Photometric augmentation: random brightness, contrast, saturation and per-channel colour
+    gains of up to this fraction (0.1 = +-10%), drawn per image."""
+    rotate: float = 0.0
+    """Random rotations of up to this many degrees either way, drawn per image."""
+    blur: float = 0.0
+    """Random Gaussian blur with a sigma of up to this many pixels, drawn per image (0: none)."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -159,6 +175,18 @@ class TrainConfig:
             raise ConfigError(f"train.threads {self.threads} must be >= 0: set --threads")
         if self.amp not in ("auto", "bf16", "off"):
             raise ConfigError(f"train.amp {self.amp!r} is not auto, bf16 or off: set --amp")
+        if self.freeze_backbone_epochs < 0:
+            raise ConfigError(f"train.freeze_backbone_epochs {self.freeze_backbone_epochs} must be >= 0: set --freeze-backbone-epochs")
+        if self.freeze_backbone_epochs and not self.init:
+            raise ConfigError("--freeze-backbone-epochs keeps pretrained weights, but no --init gives any: add --init RUN or drop the flag")
+        if not self.backbone_lr_scale >= 0:
+            raise ConfigError(f"train.backbone_lr_scale {self.backbone_lr_scale} must be >= 0 (1 = same lr as the head): set --backbone-lr-scale")
+        if not 0 <= self.color_jitter < 1:
+            raise ConfigError(f"train.color_jitter {self.color_jitter} must be in [0, 1), e.g. 0.1: set --color-jitter")
+        if not 0 <= self.rotate <= 45:
+            raise ConfigError(f"train.rotate {self.rotate} must be 0..45 degrees: set --rotate")
+        if not 0 <= self.blur <= 5:
+            raise ConfigError(f"train.blur {self.blur} must be 0..5 pixels: set --blur")
 
 
 @dataclass
