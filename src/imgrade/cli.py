@@ -17,6 +17,7 @@ examples:
   imgrade train --data path/to/cucumber-9-python --epochs 30 --out runs/p1
   imgrade evaluate runs/p1                                 # metrics and pictures for the run's test split
   imgrade compare --data DATA --folds 5 --epochs 60 --out cmp   # regression vs classification vs ordinal
+  imgrade fewshot --data path/to/cucumber-9-python --out runs/few   # pretrain on synthetic, fine-tune on real
   imgrade predict runs/p1 photos/ > grades.csv
   imgrade export runs/p1 --out p1.onnx                     # one file: network, grades, cut points, grade sets
   imgrade serve p1.onnx                                    # HTTP API and web page on http://127.0.0.1:8000/
@@ -111,6 +112,16 @@ def cmd_compare(args) -> int:
     overrides = {k: v for k, v in vars(args).items() if "." in k}
     cfg = load_config(args.config).with_overrides(overrides)
     pipeline.compare(cfg, args.out, tasks=args.tasks, seeds=args.seeds, folds=args.folds)
+    return 0
+
+
+def cmd_fewshot(args) -> int:
+    from imgrade import pipeline
+    from imgrade.fewshot import recipe_config
+
+    overrides = {k: v for k, v in vars(args).items() if "." in k}
+    cfg = recipe_config(args.config, overrides)
+    pipeline.fewshot(cfg, args.out, synthetic_n=args.synthetic_n, pretrain_epochs=args.pretrain_epochs, randomize=args.randomize)
     return 0
 
 
@@ -211,6 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=0, help="cross-validation folds instead of one split (e.g. 5 for small sets)")
     _add_run_flags(p, compare=True)
 
+    p = sub.add_parser("fewshot", help="few real photos: pretrain on synthetic cucumbers, fine-tune on yours, measure both",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  imgrade fewshot --data path/to/cucumber-9-python --synthetic-n 20000 --out runs/fewshot\n"
+                              "  imgrade fewshot --data photos/ --init runs/fewshot/pretrain --out runs/fewshot-b   # reuse a pretrained run\n\n"
+                              "The fine-tuning stage defaults to --task corn --epochs 60 --freeze-backbone-epochs 5\n"
+                              "--backbone-lr-scale 0.3 --color-jitter 0.1; any flag below overrides them.")
+    p.add_argument("--out", required=True, help="folder for the synthetic set, the pretrain and finetune runs and the summary")
+    p.add_argument("--synthetic-n", type=int, default=20000, help="synthetic cucumbers to pretrain on (default 20000)")
+    p.add_argument("--pretrain-epochs", type=int, default=30, help="epochs of pretraining (default 30)")
+    p.add_argument("--randomize", type=float, default=1.0, help="domain randomisation of the synthetic photos, 0..1 (default 1)")
+    _add_run_flags(p)
+
     p = sub.add_parser("evaluate", help="metrics and pictures for a trained run")
     p.add_argument("run", help="run folder written by train (or its best.pt)")
     p.add_argument("--data", help="evaluate every image of this set instead of the run's test split")
@@ -289,6 +312,7 @@ COMMANDS: dict[tuple[str, ...], Callable] = {
     ("train",): cmd_train,
     ("calibrate",): cmd_calibrate,
     ("compare",): cmd_compare,
+    ("fewshot",): cmd_fewshot,
     ("evaluate",): cmd_evaluate,
     ("predict",): cmd_predict,
     ("export",): cmd_export,

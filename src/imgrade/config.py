@@ -177,8 +177,6 @@ class TrainConfig:
             raise ConfigError(f"train.amp {self.amp!r} is not auto, bf16 or off: set --amp")
         if self.freeze_backbone_epochs < 0:
             raise ConfigError(f"train.freeze_backbone_epochs {self.freeze_backbone_epochs} must be >= 0: set --freeze-backbone-epochs")
-        if self.freeze_backbone_epochs and not self.init:
-            raise ConfigError("--freeze-backbone-epochs keeps pretrained weights, but no --init gives any: add --init RUN or drop the flag")
         if not self.backbone_lr_scale >= 0:
             raise ConfigError(f"train.backbone_lr_scale {self.backbone_lr_scale} must be >= 0 (1 = same lr as the head): set --backbone-lr-scale")
         if not 0 <= self.color_jitter < 1:

@@ -38,6 +38,7 @@ from imgrade.models.heads import balanced_class_weights
 from imgrade.runtime.files import predict  # noqa: F401  (torch-free; `imgrade predict` imports it directly)
 from imgrade.runtime.predictor import Outputs, Predictor
 from imgrade.train import distributed
+from imgrade.train.init import load_init, plan_init
 from imgrade.train.loop import FitData, fit
 
 
@@ -103,13 +104,6 @@ def _train_locked(
     held = f", {sizes['cal']} held out for grade sets" if "cal" in sizes else ""
     log(f"split: {sizes['train']} train, {sizes['val']} val, {sizes['test']} test{held}")
 
-    if distributed.is_main():
-        out.mkdir(parents=True, exist_ok=True)
-        if resume_state is None:
-            write_text(out / "config.yaml", dump_config(cfg))
-            save_split(out / "split.json", split, imageset)
-            save_json(out / "data.json", _data_summary(imageset))
-
     x = nhwc_to_tensor(imageset.images)
     y = torch.from_numpy(imageset.targets.astype(np.float32))
     train_idx, val_idx = torch.from_numpy(split["train"]), torch.from_numpy(split["val"])
@@ -127,6 +121,18 @@ def _train_locked(
     model = build_model(cfg.model.depth, cfg.model.task, cfg.model.head, cfg.model.loss, num_grades, class_weights)
     if num_grades is not None:
         model.head.init_from_targets(imageset.targets[split["train"]])
+    if cfg.train.init and resume_state is None:  # on --resume, last.pt holds all the weights
+        # after init_from_targets, so a loaded head's weights win; every rank reads the same file
+        log(load_init(model, plan_init(cfg.train.init, cfg.model, imageset.grade_names)))
+
+    # written only now, so a refused --init (other grades, another depth) leaves nothing in --out
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        if resume_state is None:
+            write_text(out / "config.yaml", dump_config(cfg))
+            save_split(out / "split.json", split, imageset)
+            save_json(out / "data.json", _data_summary(imageset))
+
     model = model.to(device)
     if cfg.train.compile:
         model.compile()  # in place, so parameter names and checkpoints stay as they are
@@ -210,6 +216,9 @@ def _prepare_out(cfg: RunConfig, out: Path, resume: bool, overwrite: bool) -> tu
     if resume_state is None and Path(cfg.data.path).exists():
         # evaluate reads the data again later, perhaps from another working directory
         cfg = cfg.with_overrides({"data.path": str(Path(cfg.data.path).resolve())})
+    if resume_state is None and cfg.train.init:
+        find_run_checkpoint(cfg.train.init)  # a wrong path fails now, before the data is read
+        cfg = cfg.with_overrides({"train.init": str(Path(cfg.train.init).resolve())})
     return cfg, resume_state
 
 
@@ -393,6 +402,10 @@ def evaluate(run: str | Path, *, data: str | None = None, out: str | Path | None
         predicted = None
         metrics = continuous_metrics(y, outputs.scores)
     metrics = {"data": imageset.source, "split": name, "task": predictor.model.task, **metrics}
+    if data is not None and grade_names is not None:
+        gap = _domain_gap(run, cfg, Path(data), metrics)
+        if gap is not None:
+            metrics["domain_gap"] = gap
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(out_dir / "predictions.csv", imageset, outputs.scores, predicted, sets, grade_names)
@@ -407,6 +420,33 @@ def evaluate(run: str | Path, *, data: str | None = None, out: str | Path | None
     print(format_metrics_table(metrics, grade_names))
     log("wrote " + ", ".join(str(p) for p in [out_dir / "predictions.csv", out_dir / "metrics.json", out_dir / "report.html", *pictures.values()]))
     return metrics
+
+
+def _domain_gap(run: Path, cfg: RunConfig, data: Path, metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's metrics on its own test split next to those on ``data`` (synthetic vs real: the sim-to-real gap).
+
+    None when ``data`` is the run's own data, or that data can no longer be read.
+    """
+    from imgrade.fewshot import METRICS, score_run
+
+    if cfg.data.path is None or Path(cfg.data.path).resolve() == data.resolve():
+        return None
+    try:
+        own, split = _run_data(run, cfg)
+    except ImgradeError as e:
+        log(f"no domain gap: the run's own data cannot be read ({e})")
+        return None
+    test = own.subset(split["test"])
+    if len(test) == 0:
+        return None
+    own_metrics = score_run(run, test)
+    used = metrics["decisions"][metrics["decisions"]["used"]] if metrics.get("decisions") else metrics
+    this = {"n": metrics["n"], **{k: used[k] for k in METRICS}}
+    return {
+        "own": {"data": own.source, **own_metrics},
+        "this": {"data": metrics["data"], **this},
+        "gap": {k: None if own_metrics[k] is None or this[k] is None else this[k] - own_metrics[k] for k in METRICS},
+    }
 
 
 def _decision_metrics(predictor: Predictor, outputs: Outputs, y: np.ndarray) -> dict[str, Any]:
@@ -455,6 +495,13 @@ def compare(cfg: RunConfig, out: str | Path, *, tasks: str | list[str] = "regres
         raise ConfigError("no data given: pass --data PATH")
     task_list = parse_tasks(tasks) if isinstance(tasks, str) else list(tasks)
     return run_comparison(cfg, out, tasks=task_list, seeds=seeds, folds=folds)
+
+
+def fewshot(cfg: RunConfig, out: str | Path, *, synthetic_n: int = 20000, pretrain_epochs: int = 30, randomize: float = 1.0) -> dict[str, Any]:
+    """Pretrain on synthetic cucumbers, fine-tune on ``cfg.data.path``'s photos; metrics of every stage."""
+    from imgrade.fewshot import run_fewshot
+
+    return run_fewshot(cfg, out, synthetic_n=synthetic_n, pretrain_epochs=pretrain_epochs, randomize=randomize)
 
 
 # ----------------------------------------------------------------------------- data

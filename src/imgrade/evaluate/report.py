@@ -42,6 +42,15 @@ def format_metrics_table(metrics: dict, grade_names: list[str] | None) -> str:
                 f"{label:<18}  {_number(m['accuracy'], 'n/a'):>8}  {_number(m['within1'], 'n/a'):>8}  "
                 f"{_number(m['grade_mae'], 'n/a'):>9}  {_number(m['qwk'], 'n/a'):>5}{mark}"
             )
+    gap = metrics.get("domain_gap")
+    if gap:
+        lines += ["", "domain gap                  n  accuracy  within-1  grade MAE    QWK"]
+        for label, m in (("run's own test split", gap["own"]), ("this data", gap["this"]), ("gap (this - own)", gap["gap"])):
+            signed = label.startswith("gap")
+            lines.append(
+                f"{label:<22}  {str(m.get('n', '')):>5}  {_number(m['accuracy'], 'n/a', signed):>8}  "
+                f"{_number(m['within1'], 'n/a', signed):>8}  {_number(m['grade_mae'], 'n/a', signed):>9}  {_number(m['qwk'], 'n/a', signed):>6}"
+            )
     sets = metrics.get("grade_sets")
     if sets:
         lines += ["", f"grade sets ({sets['kind']}, alpha {sets['alpha']}): coverage {sets['coverage']:.3f}, mean size {sets['mean_size']:.2f} grades"]
@@ -86,6 +95,12 @@ def write_run_report(path, title: str, metrics: dict, grade_names, pictures: dic
         rows = [[label, m["accuracy"], m["within1"], m["grade_mae"], m["qwk"]] for label, m in decisions.items() if label != "used"]
         used = [r[0] for r in rows].index(decisions["used"]) if decisions["used"] in [r[0] for r in rows] else None
         blocks.append(html.table(["grades from", "accuracy", "within-1", "grade MAE", "QWK"], rows, caption="plain decision vs tuned cut points (the highlighted row is used)", highlight_row=used))
+    gap = metrics.get("domain_gap")
+    if gap:
+        keys = ("n", "accuracy", "within1", "grade_mae", "qwk")
+        rows = [[label, *[m.get(k) for k in keys]] for label, m in (
+            (f"the run's own test split ({gap['own']['data']})", gap["own"]), ("these images", gap["this"]), ("gap (these - own)", gap["gap"]))]
+        blocks.append(html.table(["images", *keys], rows, caption="domain gap: the same model on the data it was trained for and on these images"))
     if thresholds:
         blocks.append(html.text(f"Cut points: {thresholds.get('reason', '')}"))
         if thresholds.get("kind") == "tuned":

@@ -19,7 +19,7 @@ from imgrade.config import TrainConfig
 from imgrade.core.checkpoint import BEST, LAST, save_checkpoint
 from imgrade.core.perf import autocast, autocast_dtype, to_device_async
 from imgrade.core.preprocess import to_input
-from imgrade.data.augment import random_shift_flip
+from imgrade.data.augment import photometric, random_shift_flip
 from imgrade.train import distributed
 from imgrade.train.distributed import sum_over_ranks
 from imgrade.train.optim import build_optimizer, lr_factor, set_lr
@@ -121,6 +121,8 @@ def train_one_epoch(model, optimizer, data: FitData, cfg: TrainConfig, device, g
     order = torch.randperm(n, generator=generator)
     amp = autocast_dtype(cfg.amp, device)
     total, seen = torch.zeros((), device=device), 0
+    photometric_on = bool(cfg.color_jitter or cfg.rotate or cfg.blur)
+    mean = data.mean.to(device)
     for start in range(0, n, cfg.batch_size):
         index = order[start : start + cfg.batch_size]
         if len(index) < world:
@@ -131,10 +133,12 @@ def train_one_epoch(model, optimizer, data: FitData, cfg: TrainConfig, device, g
         target = data.train_y[on_data].to(device, non_blocking=True)
         if cfg.augment:
             x = random_shift_flip(x, cfg.shift, True, generator)
+        if photometric_on:  # on [0, 1] floats, before the mean goes; else the plain path below
+            x = photometric(x.float().div_(255.0), cfg.color_jitter, cfg.rotate, cfg.blur, generator)
         # sliced after augmenting the whole global batch, so every rank's generator stays in step
         share = len(index[rank::world]) * world / len(index)  # 1.0 unless the batch splits unevenly
         x, index, target = x[rank::world], index[rank::world], target[rank::world]
-        x = to_input(x, data.mean, device)
+        x = x.sub(mean) if photometric_on else to_input(x, data.mean, device)
         with autocast(device, amp):
             outputs = model(x)
         loss = model.loss(outputs.float(), target)  # the loss in fp32 whatever the forward ran in
@@ -182,7 +186,7 @@ def fit(
     Returns:
         The history: one dict per epoch (epoch, train_loss, val_loss, val_mae, lr, seconds).
     """
-    optimizer = build_optimizer(model, cfg.lr, cfg.l2)
+    optimizer = build_optimizer(model, cfg.lr, cfg.l2, cfg.backbone_lr_scale)
     generator = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
     best_val = math.inf
@@ -196,9 +200,22 @@ def fit(
         start_epoch = int(resume["epoch"])
     shard = (distributed.rank(), distributed.world_size())
     main = distributed.is_main()
-    trained = distributed.wrap(model, device)  # DDP over the ranks; ``model`` itself when alone
+    trained, frozen = None, False
     show_bar = sys.stderr.isatty() and main
     for epoch in range(start_epoch, cfg.epochs):
+        if cfg.freeze_backbone_epochs and (trained is None or frozen != (epoch < cfg.freeze_backbone_epochs)):
+            # Decided by the epoch number alone, so a resumed run freezes exactly as an unbroken one.
+            # Without gradients autograd stops at the head: frozen epochs skip the backbone's
+            # backward pass. Its BatchNorms stay in train mode: their statistics follow the new
+            # photos (colour, light, framing differ from the source's), which costs no weights.
+            frozen = epoch < cfg.freeze_backbone_epochs
+            model.backbone.requires_grad_(not frozen)
+            # DDP fixes the parameters it averages when it is built (those needing gradients), so
+            # wrap again at each change: once more at the unfreeze, rather than have DDP search the
+            # graph for unused parameters at every step (find_unused_parameters)
+            trained = None
+        if trained is None:
+            trained = distributed.wrap(model, device)  # DDP over the ranks; ``model`` itself when alone
         lr = cfg.lr * lr_factor(epoch, cfg.epochs)
         set_lr(optimizer, lr)
         t0 = time.perf_counter()
@@ -243,4 +260,6 @@ def fit(
         )
         if on_epoch_end is not None:
             on_epoch_end(history)
+    if cfg.freeze_backbone_epochs:
+        model.backbone.requires_grad_(True)  # a run shorter than the freeze leaves a normal model
     return history

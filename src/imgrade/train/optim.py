@@ -25,17 +25,35 @@ def lr_factor(epoch: int, epochs: int) -> float:
     return factor
 
 
-def build_optimizer(model: nn.Module, lr: float, l2: float) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, lr: float, l2: float, backbone_lr_scale: float = 1.0) -> torch.optim.Optimizer:
     """Adam; conv kernels get weight_decay = 2 * l2, which equals Keras' l2(l2) added to the loss.
 
     Adam's (coupled) weight_decay adds ``wd * w`` to the gradient, the gradient of
     ``(wd / 2) * sum(w^2)``; Keras adds ``l2 * sum(w^2)`` to the loss, so wd = 2 * l2.
+
+    With ``backbone_lr_scale`` other than 1 the parameters of ``model.backbone`` and the rest (the
+    head) get groups of their own, each with an ``lr_scale`` that ``set_lr`` multiplies in: 2
+    groups (decayed, not) at scale 1, 4 otherwise. The structure depends only on the model and
+    the config, so a resumed run's saved optimizer state fits it.
+
+    >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    >>> [(len(g["params"]), g["weight_decay"]) for g in build_optimizer(model, 1e-3, 1e-4).param_groups]
+    [(1, 0.0002), (3, 0.0)]
     """
     decayed = {id(p) for p in l2_parameters(model)}
+    parts = [(list(model.parameters()), 1.0)]
+    if backbone_lr_scale != 1.0:
+        in_backbone = {id(p) for p in model.backbone.parameters()}
+        parts = [
+            ([p for p in model.parameters() if id(p) in in_backbone], backbone_lr_scale),
+            ([p for p in model.parameters() if id(p) not in in_backbone], 1.0),
+        ]
     groups = [
-        {"params": [p for p in model.parameters() if id(p) in decayed], "weight_decay": 2 * l2},
-        {"params": [p for p in model.parameters() if id(p) not in decayed], "weight_decay": 0.0},
-    ]
+        {"params": [p for p in params if (id(p) in decayed) == is_decayed], "weight_decay": 2 * l2 if is_decayed else 0.0,
+         "lr": lr * scale, "lr_scale": scale}
+        for params, scale in parts
+        for is_decayed in (True, False)
+    ]  # a group may be empty (a head has no conv kernels): kept, so the structure stays fixed
     try:
         # one fused kernel for all parameters: 1.3 ms a step on one CPU core, against 3.0 ms for
         # foreach (which on the CPU loops over the tensors) and 3.7 ms for the plain loop
@@ -45,5 +63,6 @@ def build_optimizer(model: nn.Module, lr: float, l2: float) -> torch.optim.Optim
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's lr to ``lr`` times its ``lr_scale`` (1 where absent: older checkpoints)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -1,0 +1,138 @@
+"""Few real photos: does pretraining on synthetic cucumbers beat training from scratch?
+
+Usage:
+    python benchmarks/few_real.py [--epochs 60] [--synthetic-n 20000] [--pretrain-epochs 30] [--out bench-few]
+    python benchmarks/few_real.py --pretrained bench-few/pretrain     # reuse a pretrained run
+
+5-fold cross-validation on the real CUCUMBER-9 sample (../shared/data/cucumber9-p1-sample): each
+fold's images are the test set once; the rest splits 3:1 into train and validation. Rows:
+
+  1. reference recipe from scratch: regression, Dense(8, relu) head, MSE, shifts and flips
+  2. best formulation from scratch: the fine-tuning recipe's task and augmentation, no pretraining
+  3. synthetic only (zero-shot): the pretrained run, never shown a real photo
+  4. synthetic-pretrained, then fine-tuned on the fold's train split (imgrade fewshot's recipe)
+
+Rows 1, 2 and 4 train for the same epochs on the same real images, keep the best validation
+epoch and are calibrated on the same validation split. The one pretraining run (no real photo in
+it) serves every fold. Prints mean +- std of QWK, exact accuracy, within-1 and grade MAE (mean
+|grade error| of the calibrated grades); writes per-fold rows, the table and the pooled confusion
+matrices of rows 3 and 4 into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from imgrade import pipeline
+from imgrade.compare import fold_splits
+from imgrade.config import RunConfig
+from imgrade.data.loader import load_dataset
+from imgrade.evaluate import plots
+from imgrade.fewshot import FINETUNE_DEFAULTS, pretrain
+from imgrade.runtime.predictor import Predictor
+from imgrade.evaluate.metrics import confusion_matrix, ordinal_metrics
+
+SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/cucumber9-p1-sample/cucumber-9-python"
+ROWS = ("1 reference from scratch", "2 best formulation from scratch", "3 synthetic only (zero-shot)", "4 pretrained + fine-tuned")
+SHOWN = (("qwk", "QWK"), ("accuracy", "accuracy"), ("within1", "within-1"), ("grade_mae", "grade MAE"))
+
+
+def test_metrics(run: Path, test) -> tuple[dict, np.ndarray]:
+    predictor = Predictor.from_run(run)
+    outputs = predictor.outputs(test.images)
+    predicted = predictor.grades(outputs)
+    m = ordinal_metrics(test.targets.astype(np.int64), outputs.scores, test.grade_names, y_pred=predicted)
+    return {k: m[k] for k, _ in SHOWN}, predicted
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(SAMPLE))
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=60, help="epochs on the real photos, the same for rows 1, 2 and 4")
+    parser.add_argument("--synthetic-n", type=int, default=20000)
+    parser.add_argument("--pretrain-epochs", type=int, default=30)
+    parser.add_argument("--randomize", type=float, default=1.0)
+    parser.add_argument("--pretrained", default=None, help="a finished pretraining run to reuse")
+    parser.add_argument("--rows", default="1,2,3,4", help="which rows to run (default all)")
+    parser.add_argument("--out", default="bench-few")
+    args = parser.parse_args()
+    if not Path(args.data).exists():
+        raise SystemExit(f"{args.data} is absent: pass --data with the CUCUMBER-9 sample (../shared/data/cucumber9-p1-sample/cucumber-9-python)")
+    rows_wanted = {int(r) for r in args.rows.split(",")}
+    out = Path(args.out)
+    for stale in ("runs", "results.csv", "summary.md"):
+        if (out / stale).is_dir():
+            shutil.rmtree(out / stale)
+        else:
+            (out / stale).unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    recipe = RunConfig.from_dict({"data": {"path": args.data}}).with_overrides({**FINETUNE_DEFAULTS, "train.epochs": args.epochs})
+    real = load_dataset(recipe.data)
+    pretrained = Path(args.pretrained) if args.pretrained else None
+    if pretrained is None and rows_wanted & {3, 4}:
+        pretrained = pretrain(recipe, real, out, synthetic_n=args.synthetic_n, epochs=args.pretrain_epochs, randomize=args.randomize)
+    pretrain_seconds = time.perf_counter() - t0
+    configs = {
+        1: RunConfig.from_dict({"data": {"path": args.data}, "model": {"task": "regression"}, "train": {"epochs": args.epochs}}),
+        2: recipe.with_overrides({"train.freeze_backbone_epochs": 0, "train.backbone_lr_scale": 1.0}),  # nothing pretrained to keep
+        4: recipe.with_overrides({"train.init": str(pretrained.resolve()) if pretrained else None}),
+    }
+    results, confusion_inputs = [], {3: ([], []), 4: ([], [])}
+    for fold, split in enumerate(fold_splits(real, args.folds)):
+        test = real.subset(split["test"])
+        for row in sorted(rows_wanted):
+            started = time.perf_counter()
+            if row == 3:
+                run = pretrained
+            else:
+                run = out / "runs" / f"row{row}-fold{fold}"
+                pipeline.log(f"\n[fold {fold}] {ROWS[row - 1]} -> {run}")
+                pipeline.train(configs[row], run, split=split, imageset=real)
+            metrics, predicted = test_metrics(run, test)
+            if row in confusion_inputs:
+                confusion_inputs[row][0].append(test.targets.astype(np.int64))
+                confusion_inputs[row][1].append(predicted)
+            results.append({"row": ROWS[row - 1], "fold": fold, **metrics, "seconds": round(time.perf_counter() - started, 1)})
+            print(f"fold {fold} {ROWS[row - 1]}: " + ", ".join(f"{label} {metrics[k]:.3f}" for k, label in SHOWN), flush=True)
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(results[0]))
+        writer.writeheader()
+        writer.writerows(results)
+    lines = [
+        f"{args.folds}-fold cross-validation on {real.source} ({len(real)} photos); {args.epochs} epochs on real photos "
+        f"for rows 1, 2, 4; pretraining: {args.synthetic_n} synthetic photos, {args.pretrain_epochs} epochs "
+        f"({pretrain_seconds:.0f} s, shared by all folds). Mean ± std over folds.",
+        "",
+        "| row | " + " | ".join(label for _, label in SHOWN) + " | seconds per fold |",
+        "|---|" + "---|" * (len(SHOWN) + 1),
+    ]
+    for name in ROWS:
+        chosen = [r for r in results if r["row"] == name]
+        if not chosen:
+            continue
+        cells = []
+        for key, _ in SHOWN:
+            values = np.array([r[key] for r in chosen], dtype=float)
+            cells.append(f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {np.mean([r['seconds'] for r in chosen]):.0f} |")
+    table = "\n".join(lines)
+    (out / "summary.md").write_text(table + "\n")
+    for row, (truth, predicted) in confusion_inputs.items():
+        if truth:
+            matrix = confusion_matrix(np.concatenate(truth), np.concatenate(predicted), len(real.grade_names))
+            plots.plot_confusion(matrix, real.grade_names, out / f"confusion_row{row}.png", title=f"{ROWS[row - 1]}: all {args.folds} test folds")
+    print("\n" + table)
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s; per-fold rows: {out / 'results.csv'}")
+
+
+if __name__ == "__main__":
+    main()

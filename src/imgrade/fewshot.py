@@ -1,0 +1,229 @@
+"""Few real photos: pretrain on synthetic cucumbers, fine-tune on the real ones, measure the gap.
+
+``imgrade fewshot --data REAL --out RUN`` runs the whole recipe into one folder:
+
+    RUN/synthetic/   generated cucumbers with REAL's grade names (CUCUMBER-9 batch files)
+    RUN/pretrain/    a run trained on them alone (domain-randomised photos)
+    RUN/finetune/    that run fine-tuned on REAL's train split, calibrated on its val split
+    RUN/fewshot.json the metrics of every stage; RUN/summary.md the same as a table
+
+and prints each stage's metrics on REAL's test split: zero-shot (synthetic only) next to
+fine-tuned, with the pretrain run's own synthetic test split for the sim-to-real gap. A stage
+whose run already finished is reused, so an interrupted recipe continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imgrade.config import RunConfig, load_config, parse_split
+from imgrade.core.checkpoint import LAST, load_checkpoint, save_json
+from imgrade.core.errors import CheckpointError, ConfigError, DataError
+from imgrade.core.io import write_text
+from imgrade.data.imageset import ImageSet
+from imgrade.data.loader import load_dataset
+from imgrade.data.splits import make_split
+
+METRICS = ("accuracy", "within1", "grade_mae", "qwk")
+PRETRAIN_SPLIT = "0.8,0.1,0.1"  # synthetic images are free: most go to training
+
+# What the recipe changes from `imgrade train`'s defaults for the fine-tuning stage; any flag the
+# user gives wins. Chosen with benchmarks/few_real.py on the real CUCUMBER-9 sample.
+FINETUNE_DEFAULTS = {
+    "model.task": "corn",
+    "train.epochs": 60,
+    "train.freeze_backbone_epochs": 5,
+    "train.backbone_lr_scale": 0.3,
+    "train.color_jitter": 0.1,
+}
+
+
+def recipe_config(config_path: str | None, overrides: dict[str, Any]) -> RunConfig:
+    """The fine-tuning config: code defaults < ``FINETUNE_DEFAULTS`` < ``--config`` file < flags."""
+    import yaml
+
+    raw = RunConfig().with_overrides(FINETUNE_DEFAULTS).to_dict()
+    if config_path is not None:
+        given = yaml.safe_load(Path(config_path).read_text()) if Path(config_path).is_file() else None
+        load_config(config_path)  # validates the file (and names it) before it is merged
+        for section, values in (given or {}).items():
+            raw[section].update(values or {})
+    return RunConfig.from_dict(raw, source=str(config_path or "fewshot defaults")).with_overrides(overrides)
+
+
+def synthetic_for(imageset: ImageSet, n: int, *, image_size: int, seed: int, randomize: float):
+    """``n`` generated cucumbers graded with ``imageset``'s grade names, in its grade order.
+
+    Raises:
+        DataError: the set is not graded, or names a grade the generator does not draw.
+    """
+    from imgrade.data.synthetic import GRADE_NAMES, generate_cucumbers
+
+    if not imageset.is_ordinal:
+        raise DataError(f"{imageset.source}: fewshot needs graded photos, but this target is continuous")
+    names = list(imageset.grade_names)
+    unknown = [g for g in names if g not in GRADE_NAMES]
+    if unknown:
+        raise DataError(
+            f"{imageset.source} has grades {', '.join(unknown)} that the cucumber generator does not draw "
+            f"(it draws {', '.join(GRADE_NAMES)}): fewshot pretrains on synthetic cucumbers only; "
+            "use `imgrade train --init` with a run pretrained on photos of your own items"
+        )
+    keep = np.array([GRADE_NAMES.index(g) for g in names])
+    # grades are drawn evenly, so asking for n * 9 / k images leaves about n of the k kept grades
+    total = int(np.ceil(n * len(GRADE_NAMES) / len(keep)))
+    synthetic = generate_cucumbers(total, image_size=image_size, seed=seed, randomize=randomize)
+    drawn = synthetic.imageset.targets.astype(np.int64)
+    chosen = np.flatnonzero(np.isin(drawn, keep))[:n]
+    relabel = {int(g): i for i, g in enumerate(keep)}
+    labels = np.array([relabel[int(g)] for g in drawn[chosen]], dtype=np.int64)
+    return synthetic.imageset.images[chosen], labels, names
+
+
+def run_fewshot(
+    cfg: RunConfig, out: str | Path, *, synthetic_n: int = 20000, pretrain_epochs: int = 30, randomize: float = 1.0,
+    split: dict[str, np.ndarray] | None = None, imageset: ImageSet | None = None,
+) -> dict[str, Any]:
+    """The recipe (see the module docstring); ``cfg`` is the fine-tuning run's config.
+
+    ``cfg.train.init``, when set, names an already pretrained run to fine-tune from: no
+    synthetic photos are generated. ``split`` and ``imageset`` let a benchmark give every fold's
+    recipe the same images without reading them again.
+    """
+    from imgrade import pipeline
+
+    out = Path(out)
+    if cfg.data.path is None:
+        raise ConfigError("no data given: pass --data with the real photos")
+    if synthetic_n < 100:
+        raise ConfigError(f"--synthetic-n {synthetic_n} is too few to pretrain on: use 100 or more (20000 is the recipe)")
+    if pretrain_epochs < 1:
+        raise ConfigError(f"--pretrain-epochs {pretrain_epochs} must be at least 1")
+    if not 0 <= randomize <= 1:
+        raise ConfigError(f"--randomize {randomize} must be between 0 and 1")
+    if (out / "fewshot.json").exists():
+        raise ConfigError(f"{out} already holds a finished fewshot recipe: choose another --out")
+    real = imageset if imageset is not None else load_dataset(cfg.data)
+    if split is None:
+        split = make_split(real, parse_split(cfg.data.split), cfg.train.seed)
+    test = real.subset(split["test"])
+    if len(test) == 0:
+        raise DataError(f"{cfg.data.path}: the test split is empty, so nothing measures the recipe: set --split (e.g. 0.6,0.2,0.2)")
+    stages: dict[str, dict[str, Any]] = {}
+    t0 = time.perf_counter()
+
+    if cfg.train.init:
+        pretrained = Path(cfg.train.init)
+    else:
+        pretrained = pretrain(cfg, real, out, synthetic_n=synthetic_n, epochs=pretrain_epochs, randomize=randomize)
+    stages["synthetic (pretrain test split)"] = _own_test_metrics(pretrained)
+    pipeline.log(f"[3/4] zero-shot: the synthetic-only model on {len(test)} real test photos")
+    stages["zero-shot on real"] = score_run(pretrained, test)
+
+    finetuned = out / "finetune"
+    ft_cfg = replace(cfg, train=replace(cfg.train, init=str(pretrained.resolve())))
+    pipeline.log(f"[4/4] fine-tuning on {len(split['train'])} real photos -> {finetuned}")
+    _train_or_reuse(ft_cfg, finetuned, split=split, imageset=real)
+    stages["fine-tuned on real"] = score_run(finetuned, test)
+
+    result = {"data": real.source, "test_images": len(test), "synthetic_n": synthetic_n, "pretrained": str(pretrained),
+              "finetuned": str(finetuned), "stages": stages, "seconds": round(time.perf_counter() - t0, 1)}
+    table = format_stages(stages)
+    save_json(out / "fewshot.json", result)
+    write_text(out / "summary.md", table + "\n")
+    print(table)
+    pipeline.log(f"next: imgrade evaluate {finetuned}   |   imgrade export {finetuned} --out fewshot.onnx")
+    return result
+
+
+def pretrain(cfg: RunConfig, real: ImageSet, out: Path, *, synthetic_n: int, epochs: int, randomize: float) -> Path:
+    """Generate synthetic cucumbers graded like ``real`` into OUT/synthetic and train OUT/pretrain on them.
+
+    The pretraining run has ``cfg``'s network (depth, task, head, loss) and device settings, and
+    the training defaults of `imgrade train` (shifts and flips, the reference schedule).
+    """
+    from imgrade import pipeline
+    from imgrade.data.cucumber9_writer import write_cucumber9
+
+    synthetic_dir, run = out / "synthetic", out / "pretrain"
+    if not (synthetic_dir / "batches.meta").exists():  # written last: its presence means the batches are complete
+        pipeline.log(f"[1/4] generating {synthetic_n} synthetic cucumbers (randomize {randomize}) -> {synthetic_dir}")
+        images, labels, names = synthetic_for(real, synthetic_n, image_size=cfg.data.image_size, seed=cfg.train.seed, randomize=randomize)
+        write_cucumber9(synthetic_dir, images, labels, names, num_batches=5)
+    pre_cfg = RunConfig.from_dict({
+        "data": {"path": str(synthetic_dir.resolve()), "image_size": cfg.data.image_size, "split": PRETRAIN_SPLIT},
+        "model": {"depth": cfg.model.depth, "task": cfg.model.task, "head": cfg.model.head, "loss": cfg.model.loss},
+        "train": {"epochs": epochs, "seed": cfg.train.seed, "device": cfg.train.device, "threads": cfg.train.threads,
+                  "amp": cfg.train.amp, "compile": cfg.train.compile},
+    })
+    pipeline.log(f"[2/4] pretraining on synthetic cucumbers -> {run}")
+    _train_or_reuse(pre_cfg, run)
+    return run
+
+
+def _train_or_reuse(cfg: RunConfig, run: Path, **kwargs) -> None:
+    """Train ``run``; a finished run there is kept, an interrupted one continues."""
+    from imgrade import pipeline
+
+    state = None
+    if (run / LAST).exists():
+        try:
+            state = load_checkpoint(run / LAST)
+        except CheckpointError:
+            state = None
+    if state is not None and state.get("finished"):
+        pipeline.log(f"{run} already finished: reusing it")
+        return
+    pipeline.train(None if state is not None else cfg, run, resume=state is not None, **kwargs)
+
+
+def score_run(run: Path, test: ImageSet) -> dict[str, Any]:
+    """The calibrated grades of ``run`` on ``test``: accuracy, within-1, grade MAE and QWK."""
+    from imgrade.evaluate.metrics import ordinal_metrics
+    from imgrade.runtime.predictor import Predictor
+
+    predictor = Predictor.from_run(run)
+    if predictor.grade_names != test.grade_names:
+        raise DataError(
+            f"{run} grades {', '.join(predictor.grade_names or [])} but the photos are graded {', '.join(test.grade_names or [])}"
+        )
+    outputs = predictor.outputs(test.images)
+    m = ordinal_metrics(test.targets.astype(np.int64), outputs.scores, test.grade_names, y_pred=predictor.grades(outputs))
+    return {"n": len(test), **{k: m[k] for k in METRICS}}
+
+
+def _own_test_metrics(run: Path) -> dict[str, Any]:
+    from imgrade import pipeline
+
+    predictor_cfg = RunConfig.from_dict(load_checkpoint(run / "best.pt")["config"])
+    imageset, split = pipeline._run_data(run, predictor_cfg)
+    return score_run(run, imageset.subset(split["test"]))
+
+
+def format_stages(stages: dict[str, dict[str, Any]]) -> str:
+    """The stages as a markdown table, with the sim-to-real gap (zero-shot minus synthetic).
+
+    >>> print(format_stages({"a": {"n": 2, "accuracy": 1.0, "within1": 1.0, "grade_mae": 0.0, "qwk": 1.0}}))
+    | stage | n | accuracy | within-1 | grade MAE | QWK |
+    |---|---|---|---|---|---|
+    | a | 2 | 1.000 | 1.000 | 0.000 | 1.000 |
+    """
+    lines = ["| stage | n | accuracy | within-1 | grade MAE | QWK |", "|---|---|---|---|---|---|"]
+    for name, m in stages.items():
+        lines.append(f"| {name} | {m['n']} | " + " | ".join(_cell(m[k]) for k in METRICS) + " |")
+    sim, zero = stages.get("synthetic (pretrain test split)"), stages.get("zero-shot on real")
+    if sim and zero:
+        gap = [None if sim[k] is None or zero[k] is None else zero[k] - sim[k] for k in METRICS]
+        lines.append("| sim-to-real gap (zero-shot - synthetic) | | " + " | ".join(_cell(g, signed=True) for g in gap) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"

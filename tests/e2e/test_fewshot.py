@@ -1,0 +1,134 @@
+"""`imgrade fewshot` end to end, its building blocks, and the domain gap in `imgrade evaluate`."""
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from imgrade.cli import main
+from imgrade.data.imageset import ImageSet
+from imgrade.data.synthetic import generate_cucumbers
+from imgrade.fewshot import FINETUNE_DEFAULTS, recipe_config, synthetic_for
+
+FAST = ["--synthetic-n", "200", "--pretrain-epochs", "1", "--epochs", "1", "--depth", "11", "--threshold-folds", "2"]
+
+
+@pytest.fixture(scope="module")
+def fewshot_run(tmp_path_factory, synth_dir):
+    """The whole recipe on the 90-image synthetic set standing in for a small real one: (out, stdout, stderr)."""
+    out = tmp_path_factory.mktemp("few") / "few"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        assert main(["fewshot", "--data", str(synth_dir), "--out", str(out), *FAST]) == 0
+    return out, stdout.getvalue(), stderr.getvalue()
+
+
+def test_recipe_runs_every_stage_and_prints_the_gap(fewshot_run):
+    fewshot_run, out, err = fewshot_run
+    for stage in ("synthetic (pretrain test split)", "zero-shot on real", "fine-tuned on real", "sim-to-real gap"):
+        assert stage in out
+    assert "[1/4] generating 200 synthetic cucumbers" in err
+    result = json.loads((fewshot_run / "fewshot.json").read_text())
+    stages = result["stages"]
+    assert stages["zero-shot on real"]["n"] == stages["fine-tuned on real"]["n"] == result["test_images"] > 0
+    for m in stages.values():
+        assert 0 <= m["accuracy"] <= m["within1"] <= 1
+    assert (fewshot_run / "summary.md").read_text().count("\n|") >= 4
+    # the fine-tuning run started from the pretraining run, with the recipe's settings
+    config = yaml.safe_load((fewshot_run / "finetune" / "config.yaml").read_text())
+    assert config["train"]["init"] == str((fewshot_run / "pretrain").resolve())
+    assert config["model"]["task"] == FINETUNE_DEFAULTS["model.task"]
+    assert config["train"]["color_jitter"] == FINETUNE_DEFAULTS["train.color_jitter"]
+    pretrain_config = yaml.safe_load((fewshot_run / "pretrain" / "config.yaml").read_text())
+    assert pretrain_config["data"]["path"] == str((fewshot_run / "synthetic").resolve())
+    assert pretrain_config["model"]["depth"] == 11
+
+
+def test_a_finished_recipe_is_not_overwritten(fewshot_run, synth_dir, capsys):
+    fewshot_run = fewshot_run[0]
+    before = (fewshot_run / "fewshot.json").read_bytes()
+    assert main(["fewshot", "--data", str(synth_dir), "--out", str(fewshot_run), *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already holds a finished fewshot recipe" in err
+    assert (fewshot_run / "fewshot.json").read_bytes() == before
+
+
+def test_an_interrupted_recipe_reuses_the_finished_pretraining(fewshot_run, synth_dir, capsys, tmp_path):
+    fewshot_run = fewshot_run[0]
+    out = tmp_path / "again"
+    out.mkdir()
+    (out / "pretrain").symlink_to(fewshot_run / "pretrain", target_is_directory=True)
+    (out / "synthetic").symlink_to(fewshot_run / "synthetic", target_is_directory=True)
+    pretrained = (fewshot_run / "pretrain" / "best.pt").read_bytes()
+    assert main(["fewshot", "--data", str(synth_dir), "--out", str(out), *FAST]) == 0
+    err = capsys.readouterr().err
+    assert "already finished: reusing it" in err and "generating" not in err
+    assert (fewshot_run / "pretrain" / "best.pt").read_bytes() == pretrained
+    assert (out / "finetune" / "best.pt").is_file()
+
+
+def test_init_reuses_a_pretrained_run_without_generating(fewshot_run, synth_dir, capsys, tmp_path):
+    fewshot_run = fewshot_run[0]
+    out = tmp_path / "reuse"
+    assert main(["fewshot", "--data", str(synth_dir), "--init", str(fewshot_run / "pretrain"), "--out", str(out), *FAST]) == 0
+    assert "generating" not in capsys.readouterr().err
+    assert not (out / "synthetic").exists() and (out / "finetune" / "best.pt").is_file()
+
+
+def test_grades_the_generator_cannot_draw_are_one_clear_line(tmp_path, capsys):
+    data = tmp_path / "bolts"
+    for grade in ("good", "bad"):
+        (data / grade).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((32, 32, 3), 40 * i, dtype=np.uint8)).save(data / grade / f"{i}.png")
+    assert main(["fewshot", "--data", str(data), "--out", str(tmp_path / "out"), *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "does not draw" in err and "good" in err and "--init" in err
+    assert not (tmp_path / "out" / "synthetic").exists()
+
+
+def test_synthetic_photos_take_the_real_sets_grade_names_and_order():
+    real = ImageSet(images=np.zeros((3, 32, 32, 3), np.uint8), targets=np.array([0, 1, 2], np.float32),
+                    grade_names=["C", "2L", "BM"], ids=["a", "b", "c"])
+    images, labels, names = synthetic_for(real, 120, image_size=32, seed=3, randomize=0.0)
+    assert names == ["C", "2L", "BM"] and len(images) == len(labels) == 120
+    assert set(np.unique(labels)) == {0, 1, 2}
+    # the same images the generator grades C get label 0 here
+    full = generate_cucumbers(360, image_size=32, seed=3).imageset
+    c_images = full.images[full.targets == 8]
+    first_c = images[labels == 0][0]
+    assert any(np.array_equal(first_c, image) for image in c_images)
+
+
+def test_recipe_defaults_sit_between_code_defaults_and_the_users_settings(tmp_path):
+    cfg = recipe_config(None, {"data.path": "x"})
+    assert cfg.model.task == FINETUNE_DEFAULTS["model.task"] and cfg.train.epochs == FINETUNE_DEFAULTS["train.epochs"]
+    config = tmp_path / "run.yaml"
+    config.write_text("train:\n  epochs: 7\n  lr: 0.002\n")
+    cfg = recipe_config(str(config), {"train.lr": 0.005})
+    assert cfg.train.epochs == 7 and cfg.train.lr == 0.005
+    assert cfg.train.freeze_backbone_epochs == FINETUNE_DEFAULTS["train.freeze_backbone_epochs"]
+
+
+def test_evaluate_on_other_data_reports_the_domain_gap(trained_run, tmp_path, capsys):
+    other = tmp_path / "other"
+    assert main(["data", "synth", "--out", str(other), "--n", "40", "--seed", "9"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(trained_run), "--data", str(other), "--out", str(tmp_path / "eval")]) == 0
+    printed = capsys.readouterr().out
+    assert "domain gap" in printed and "run's own test split" in printed and "gap (this - own)" in printed
+    gap = json.loads((tmp_path / "eval" / "metrics.json").read_text())["domain_gap"]
+    assert gap["this"]["n"] == 40
+    assert gap["gap"]["accuracy"] == pytest.approx(gap["this"]["accuracy"] - gap["own"]["accuracy"])
+    assert "domain gap" in (tmp_path / "eval" / "report.html").read_text()
+
+
+def test_evaluate_on_the_runs_own_data_has_no_gap(trained_run, synth_dir, tmp_path, capsys):
+    assert main(["evaluate", str(trained_run), "--data", str(synth_dir), "--out", str(tmp_path / "eval")]) == 0
+    assert "domain gap" not in capsys.readouterr().out
+    assert "domain_gap" not in json.loads((tmp_path / "eval" / "metrics.json").read_text())
