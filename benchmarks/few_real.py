@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from imgrade import pipeline
 from imgrade.compare import fold_splits
@@ -61,6 +62,9 @@ def main() -> None:
     parser.add_argument("--randomize", type=float, default=1.0)
     parser.add_argument("--pretrained", default=None, help="a finished pretraining run to reuse")
     parser.add_argument("--rows", default="1,2,3,4", help="which rows to run (default all)")
+    parser.add_argument("--first-folds", type=int, default=None, help="run only the first N folds (quick experiments)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override the fine-tuning recipe (rows 2 and 4), e.g. --set train.backbone_lr_scale=0.1")
     parser.add_argument("--out", default="bench-few")
     args = parser.parse_args()
     if not Path(args.data).exists():
@@ -73,7 +77,8 @@ def main() -> None:
         else:
             (out / stale).unlink(missing_ok=True)
     t0 = time.perf_counter()
-    recipe = RunConfig.from_dict({"data": {"path": args.data}}).with_overrides({**FINETUNE_DEFAULTS, "train.epochs": args.epochs})
+    changes = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
+    recipe = RunConfig.from_dict({"data": {"path": args.data}}).with_overrides({**FINETUNE_DEFAULTS, "train.epochs": args.epochs, **changes})
     real = load_dataset(recipe.data)
     pretrained = Path(args.pretrained) if args.pretrained else None
     if pretrained is None and rows_wanted & {3, 4}:
@@ -85,7 +90,7 @@ def main() -> None:
         4: recipe.with_overrides({"train.init": str(pretrained.resolve()) if pretrained else None}),
     }
     results, confusion_inputs = [], {3: ([], []), 4: ([], [])}
-    for fold, split in enumerate(fold_splits(real, args.folds)):
+    for fold, split in enumerate(fold_splits(real, args.folds)[: args.first_folds]):
         test = real.subset(split["test"])
         for row in sorted(rows_wanted):
             started = time.perf_counter()
@@ -110,7 +115,9 @@ def main() -> None:
     lines = [
         f"{args.folds}-fold cross-validation on {real.source} ({len(real)} photos); {args.epochs} epochs on real photos "
         f"for rows 1, 2, 4; pretraining: {args.synthetic_n} synthetic photos, {args.pretrain_epochs} epochs "
-        f"({pretrain_seconds:.0f} s, shared by all folds). Mean ± std over folds.",
+        f"({pretrain_seconds:.0f} s, shared by all folds). Mean ± std over folds."
+        + (f" Only the first {args.first_folds} folds." if args.first_folds else "")
+        + (f" Recipe changes: {changes}." if changes else ""),
         "",
         "| row | " + " | ".join(label for _, label in SHOWN) + " | seconds per fold |",
         "|---|" + "---|" * (len(SHOWN) + 1),

@@ -2,6 +2,10 @@
 
     .venv/bin/python scripts/make_montage.py
     .venv/bin/python scripts/make_montage.py path/to/cucumber-9-python --out /tmp/montage.png --seed 3
+    .venv/bin/python scripts/make_montage.py --randomize 0 --out /tmp/plain.png
+
+The synthetic side shows domain-randomised photos at ``--randomize`` (default 1.0, what few-shot
+pretraining draws); 0 shows the plain renders.
 
 The real photos default to the sample in ../shared (see ../shared/data/CUCUMBER9.md); they are
 only read, never copied into the repository.
@@ -39,7 +43,7 @@ def first_of_grade(imageset: ImageSet, grade: str, count: int) -> np.ndarray:
     return imageset.images[chosen]
 
 
-def draw_montage(real: ImageSet, synthetic: ImageSet) -> Image.Image:
+def draw_montage(real: ImageSet, synthetic: ImageSet, synthetic_title: str = "synthetic (imgrade)") -> Image.Image:
     """One row per grade: ``PER_SIDE`` real photos left, ``PER_SIDE`` synthetic ones right."""
     cell = 32 * SCALE + GAP
     side_width = PER_SIDE * cell
@@ -50,7 +54,7 @@ def draw_montage(real: ImageSet, synthetic: ImageSet) -> Image.Image:
     font = ImageFont.load_default(size=15)
     right = LABEL_WIDTH + side_width + SIDE_GAP
     draw.text((LABEL_WIDTH, 6), "real (CUCUMBER-9 by workpiles, CC BY 4.0)", fill="black", font=font)
-    draw.text((right, 6), "synthetic (imgrade)", fill="black", font=font)
+    draw.text((right, 6), synthetic_title, fill="black", font=font)
     for row, grade in enumerate(GRADE_NAMES):
         top = HEADER_HEIGHT + row * cell
         draw.text((6, top + 32 * SCALE // 2 - 9), grade, fill="black", font=font)
@@ -66,10 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("real", nargs="?", default=str(DEFAULT_REAL), help="CUCUMBER-9 folder or .tar.gz")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="PNG to write")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic set")
+    parser.add_argument("--randomize", type=float, default=1.0, help="domain randomisation strength, 0..1")
     args = parser.parse_args(argv)
     real = read_cucumber9(args.real)
-    synthetic = generate_cucumbers(20 * len(GRADE_NAMES), image_size=real.image_size[0], seed=args.seed).imageset
-    montage = draw_montage(real, synthetic)
+    synthetic = generate_cucumbers(
+        20 * len(GRADE_NAMES), image_size=real.image_size[0], seed=args.seed, randomize=args.randomize
+    ).imageset
+    montage = draw_montage(real, synthetic, f"synthetic (imgrade, randomize {args.randomize:g})")
     # 256 colours are plenty for 32x32 photos and keep the PNG small enough for the docs
     montage = montage.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     with atomic_write(args.out, "wb") as f:

@@ -178,7 +178,15 @@ def cmd_data_download(args) -> int:
 def cmd_data_synth(args) -> int:
     from imgrade import pipeline
 
-    pipeline.data_synth(args.out, n=args.n, fmt=args.format, image_size=args.image_size, seed=args.seed, label_noise=args.label_noise)
+    pipeline.data_synth(
+        args.out,
+        n=args.n,
+        fmt=args.format,
+        image_size=args.image_size,
+        seed=args.seed,
+        label_noise=args.label_noise,
+        randomize=args.randomize,
+    )
     return 0
 
 
@@ -289,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label-noise", type=float, default=0.0)
+    p.add_argument(
+        "--randomize",
+        type=float,
+        default=0.0,
+        help="domain randomisation strength, 0..1: lighting, background, framing, edges, colour, blur, noise, JPEG",
+    )
 
     model = sub.add_parser("model", help="describe the network").add_subparsers(dest="model_verb", metavar="ACTION")
     p = model.add_parser("summary", help="layer table with output shapes and parameter counts")

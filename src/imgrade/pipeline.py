@@ -547,8 +547,21 @@ def data_download(dataset: str, *, prototype: int = 1, dest: str = "data", base_
     return path
 
 
-def data_synth(out: str | Path, *, n: int = 2000, fmt: str = "cucumber9", image_size: int = 32, seed: int = 0, label_noise: float = 0.0) -> Path:
-    """Generate synthetic cucumbers into ``out`` as CUCUMBER-9 batches or class folders."""
+def data_synth(
+    out: str | Path,
+    *,
+    n: int = 2000,
+    fmt: str = "cucumber9",
+    image_size: int = 32,
+    seed: int = 0,
+    label_noise: float = 0.0,
+    randomize: float = 0.0,
+) -> Path:
+    """Generate synthetic cucumbers into ``out`` as CUCUMBER-9 batches or class folders.
+
+    ``randomize`` (0..1) is the domain randomisation strength: 0 the plain photos, 1 the most
+    varied lighting, background, framing, edges and camera effects (geometry and grades unchanged).
+    """
     from imgrade.data.cucumber9_writer import write_cucumber9
     from imgrade.data.synthetic import generate_cucumbers, write_folders
 
@@ -558,7 +571,9 @@ def data_synth(out: str | Path, *, n: int = 2000, fmt: str = "cucumber9", image_
         raise ConfigError(f"--label-noise {label_noise} must be in [0, 1)")
     if fmt not in ("cucumber9", "folders"):
         raise ConfigError(f"--format {fmt!r} is not cucumber9 or folders")
-    synthetic = generate_cucumbers(n, image_size=image_size, seed=seed, label_noise=label_noise)
+    if not 0 <= randomize <= 1:
+        raise ConfigError(f"--randomize {randomize} must be in [0, 1] (0 plain photos, 1 the most varied)")
+    synthetic = generate_cucumbers(n, image_size=image_size, seed=seed, label_noise=label_noise, randomize=randomize)
     out = Path(out)
     if fmt == "folders":
         write_folders(synthetic, out)
@@ -566,7 +581,8 @@ def data_synth(out: str | Path, *, n: int = 2000, fmt: str = "cucumber9", image_
         s = synthetic.imageset
         write_cucumber9(out, s.images, s.targets.astype(np.int64), list(s.grade_names), num_batches=5, test_fraction=1 / 6)
         _write_attributes(out / "attributes.csv", synthetic)
-    log(f"wrote {n} synthetic cucumbers ({fmt}, {image_size}x{image_size}) to {out}")
+    randomized = f", randomize {randomize:g}" if randomize else ""
+    log(f"wrote {n} synthetic cucumbers ({fmt}, {image_size}x{image_size}{randomized}) to {out}")
     return out
 
 
