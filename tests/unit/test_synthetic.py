@@ -11,6 +11,7 @@ from PIL import Image
 
 from imgrade.cli import main
 from imgrade.core.errors import ConfigError
+from imgrade.data import render as render_module
 from imgrade.data import synthetic as synthetic_module
 from imgrade.data.randomize import adjust_colour, apply_effects, blur, draw_effects, jpeg
 from imgrade.data.synthetic import (
@@ -252,9 +253,9 @@ def test_same_seed_same_randomized_photos_other_seed_other_photos():
 
 @pytest.mark.parametrize("randomize", [0.0, 1.0])
 def test_photos_do_not_depend_on_the_number_of_render_threads(monkeypatch, randomize):
-    monkeypatch.setattr(synthetic_module, "_render_workers", lambda n: 1)
+    monkeypatch.setattr(render_module, "_render_workers", lambda n: 1)
     one = generate_cucumbers(200, seed=6, randomize=randomize).imageset.images  # 4 chunks
-    monkeypatch.setattr(synthetic_module, "_render_workers", lambda n: 3)
+    monkeypatch.setattr(render_module, "_render_workers", lambda n: 3)
     np.testing.assert_array_equal(generate_cucumbers(200, seed=6, randomize=randomize).imageset.images, one)
 
 

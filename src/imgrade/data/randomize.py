@@ -6,7 +6,7 @@ effect is a pure function over a chunk of photos, (B, H, W, 3) float in 0..255, 
 per photo. :func:`draw_effects` draws those parameters for a whole set at a strength from 0
 (every photo untouched) to 1 (the ranges below); :func:`apply_effects` applies them in the order a
 camera would. The scene-level randomisation (lighting, background, framing, aliased edges) lives
-in the renderer, ``imgrade.data.synthetic``.
+in the renderer, ``imgrade.data.render``.
 
 ==============  ============================================  ==================================
 effect          parameter (per photo)                         at strength 1 (scaled down below)
