@@ -75,11 +75,16 @@ def synthetic_for(imageset: ImageSet, n: int, *, image_size: int, seed: int, ran
             "use `imgrade train --init` with a run pretrained on photos of your own items"
         )
     keep = np.array([GRADE_NAMES.index(g) for g in names])
-    # grades are drawn evenly, so asking for n * 9 / k images leaves about n of the k kept grades
-    total = int(np.ceil(n * len(GRADE_NAMES) / len(keep)))
-    synthetic = generate_cucumbers(total, image_size=image_size, seed=seed, randomize=randomize)
-    drawn = synthetic.imageset.targets.astype(np.int64)
-    chosen = np.flatnonzero(np.isin(drawn, keep))[:n]
+    # grades are drawn evenly, so n * 9 / k images hold about n of the k kept grades; draw a
+    # margin over that, and twice as many in the rare case that is still short
+    total = int(np.ceil(n * len(GRADE_NAMES) / len(keep) * 1.1)) + 50
+    while True:
+        synthetic = generate_cucumbers(total, image_size=image_size, seed=seed, randomize=randomize)
+        drawn = synthetic.imageset.targets.astype(np.int64)
+        chosen = np.flatnonzero(np.isin(drawn, keep))[:n]
+        if len(chosen) == n:
+            break
+        total *= 2
     relabel = {int(g): i for i, g in enumerate(keep)}
     labels = np.array([relabel[int(g)] for g in drawn[chosen]], dtype=np.int64)
     return synthetic.imageset.images[chosen], labels, names
