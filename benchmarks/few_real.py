@@ -16,7 +16,8 @@ Rows 1, 2 and 4 train for the same epochs on the same real images, keep the best
 epoch and are calibrated on the same validation split. The one pretraining run (no real photo in
 it) serves every fold. Prints mean +- std of QWK, exact accuracy, within-1 and grade MAE (mean
 |grade error| of the calibrated grades); writes per-fold rows, the table and the pooled confusion
-matrices of rows 3 and 4 into --out.
+matrices and per-photo predictions (predictions.csv) of rows 3 and 4 into --out; draw the
+misgraded photos with scripts/gap_montage.py.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def main() -> None:
         2: recipe.with_overrides({"train.freeze_backbone_epochs": 0, "train.backbone_lr_scale": 1.0}),  # nothing pretrained to keep
         4: recipe.with_overrides({"train.init": str(pretrained.resolve()) if pretrained else None}),
     }
-    results, confusion_inputs = [], {3: ([], []), 4: ([], [])}
+    results, predictions, confusion_inputs = [], [], {3: ([], []), 4: ([], [])}
     for fold, split in enumerate(fold_splits(real, args.folds)[: args.first_folds]):
         test = real.subset(split["test"])
         for row in sorted(rows_wanted):
@@ -104,6 +105,8 @@ def main() -> None:
             if row in confusion_inputs:
                 confusion_inputs[row][0].append(test.targets.astype(np.int64))
                 confusion_inputs[row][1].append(predicted)
+                predictions += [{"row": row, "fold": fold, "id": i, "true": real.grade_names[int(t)], "predicted": real.grade_names[int(q)]}
+                                for i, t, q in zip(test.ids, test.targets, predicted)]
             results.append({"row": ROWS[row - 1], "fold": fold, **metrics, "seconds": round(time.perf_counter() - started, 1)})
             print(f"fold {fold} {ROWS[row - 1]}: " + ", ".join(f"{label} {metrics[k]:.3f}" for k, label in SHOWN), flush=True)
 
@@ -112,6 +115,11 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=list(results[0]))
         writer.writeheader()
         writer.writerows(results)
+    if predictions:
+        with open(out / "predictions.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(predictions[0]))
+            writer.writeheader()
+            writer.writerows(predictions)
     lines = [
         f"{args.folds}-fold cross-validation on {real.source} ({len(real)} photos); {args.epochs} epochs on real photos "
         f"for rows 1, 2, 4; pretraining: {args.synthetic_n} synthetic photos, {args.pretrain_epochs} epochs "

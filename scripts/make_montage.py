@@ -34,6 +34,7 @@ GAP = 3  # pixels between photos
 LABEL_WIDTH = 44
 HEADER_HEIGHT = 30
 SIDE_GAP = 24  # between the real and the synthetic half
+FONT_SIZE = 15
 
 
 def first_of_grade(imageset: ImageSet, grade: str, count: int) -> np.ndarray:
@@ -41,6 +42,11 @@ def first_of_grade(imageset: ImageSet, grade: str, count: int) -> np.ndarray:
     index = imageset.grade_names.index(grade)
     chosen = np.flatnonzero(imageset.targets.astype(np.int64) == index)[:count]
     return imageset.images[chosen]
+
+
+def upscale(image: np.ndarray) -> Image.Image:
+    """A uint8 (H, W, 3) photo ``SCALE`` times larger, nearest neighbour so its pixels stay sharp."""
+    return Image.fromarray(image).resize((image.shape[1] * SCALE, image.shape[0] * SCALE), Image.NEAREST)
 
 
 def draw_montage(real: ImageSet, synthetic: ImageSet, synthetic_title: str = "synthetic (imgrade)") -> Image.Image:
@@ -51,7 +57,7 @@ def draw_montage(real: ImageSet, synthetic: ImageSet, synthetic_title: str = "sy
     height = HEADER_HEIGHT + len(GRADE_NAMES) * cell
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=15)
+    font = ImageFont.load_default(size=FONT_SIZE)
     right = LABEL_WIDTH + side_width + SIDE_GAP
     draw.text((LABEL_WIDTH, 6), "real (CUCUMBER-9 by workpiles, CC BY 4.0)", fill="black", font=font)
     draw.text((right, 6), synthetic_title, fill="black", font=font)
@@ -60,8 +66,7 @@ def draw_montage(real: ImageSet, synthetic: ImageSet, synthetic_title: str = "sy
         draw.text((6, top + 32 * SCALE // 2 - 9), grade, fill="black", font=font)
         for left, imageset in ((LABEL_WIDTH, real), (right, synthetic)):
             for column, image in enumerate(first_of_grade(imageset, grade, PER_SIDE)):
-                photo = Image.fromarray(image).resize((image.shape[1] * SCALE, image.shape[0] * SCALE), Image.NEAREST)
-                canvas.paste(photo, (left + column * cell, top))
+                canvas.paste(upscale(image), (left + column * cell, top))
     return canvas
 
 
