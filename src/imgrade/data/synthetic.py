@@ -42,8 +42,9 @@ BS     bent                                                 < 0.74
 =====  ===================================================  ===============
 
 Sampling: each image first draws one of the nine grade regions of this table with equal
-probability, then its geometry uniformly inside that region (C: a third strongly bent, two
-thirds misshapen, shorter than most like the real C), so the grades come out balanced like the
+probability, then its geometry inside that region: length and thickness uniformly, bend skewed
+toward the straight/bent edge from both sides (``STRAIGHT_BEND_POWER``, ``BENT_BEND_POWER``; C: a
+third strongly bent, two thirds misshapen, shorter than most like the real C), so the grades come out balanced like the
 real set; the label is then recomputed from the recorded geometry. Label noise moves a chosen
 fraction of labels to an adjacent grade in ``GRADE_NAMES`` order (the regression axis) and
 records which.
@@ -87,6 +88,15 @@ C_BENT_FRACTION = 1 / 3
 """Fraction of grade C drawn strongly bent; the rest are misshapen (CUCUMBER-9's C are mostly misshapen)."""
 C_MISSHAPEN_MAX_BEND = 0.20
 """Misshapen C are drawn with any bend up to this (strongly bent ones are the other C)."""
+
+
+STRAIGHT_BEND_POWER = 0.4
+"""Straight cucumbers' bend is BENT_MIN_BEND * u ** this (u uniform): below 1, most are slightly
+bent. Real "straight" cucumbers of the sample measure a median bend of 0.06-0.09 from their
+outline, about as much as real BS and BM (0.085, 0.104); scripts/measure_cucumbers.py."""
+BENT_BEND_POWER = 2.0
+"""Bent cucumbers' bend is BENT_MIN_BEND + (C_MIN_BEND - BENT_MIN_BEND) * u ** this: above 1, most
+are only a little past the edge, like the real bent ones."""
 
 
 def grade_from_geometry(length, bend, deformity) -> np.ndarray:
@@ -210,7 +220,10 @@ def _sample_geometry(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     low = np.array([*straight_edges[1:], *bent_edges[1:], C_LENGTH_RANGE[0]])[region]
     length = low + (high - low) * u[0]
     thickness = THICKNESS_RANGE[0] + (THICKNESS_RANGE[1] - THICKNESS_RANGE[0]) * u[1]
-    bend = np.where(region < 5, BENT_MIN_BEND * u[2], BENT_MIN_BEND + (C_MIN_BEND - BENT_MIN_BEND) * u[2])
+    # skewed toward the straight/bent edge from both sides, as the real ones are (see the constants)
+    straight_bend = BENT_MIN_BEND * u[2] ** STRAIGHT_BEND_POWER
+    bent_bend = BENT_MIN_BEND + (C_MIN_BEND - BENT_MIN_BEND) * u[2] ** BENT_BEND_POWER
+    bend = np.where(region < 5, straight_bend, bent_bend)
     deformity = C_MIN_DEFORMITY * u[3]
     # C: strongly bent (any deformity up to 0.5) or misshapen (any bend up to C_MISSHAPEN_MAX_BEND)
     is_c = region == 8
