@@ -127,13 +127,16 @@ def run_fewshot(
     else:
         pretrained = pretrain(cfg, real, out, synthetic_n=synthetic_n, epochs=pretrain_epochs, randomize=randomize)
     stages["synthetic (pretrain test split)"] = _own_test_metrics(pretrained)
+    pipeline.log(f"synthetic test split: {_brief(stages['synthetic (pretrain test split)'])}")
     pipeline.log(f"[3/4] zero-shot: the synthetic-only model on {len(test)} real test photos")
     stages["zero-shot on real"] = score_run(pretrained, test)
+    pipeline.log(f"zero-shot on real: {_brief(stages['zero-shot on real'])}")
 
     finetuned = out / "finetune"
     ft_cfg = replace(cfg, train=replace(cfg.train, init=str(pretrained.resolve())))
     pipeline.log(f"[4/4] fine-tuning on {len(split['train'])} real photos -> {finetuned}")
     _train_or_reuse(ft_cfg, finetuned, split=split, imageset=real)
+    pipeline.evaluate(finetuned)  # the report and pictures of the final model, on the same real test split
     stages["fine-tuned on real"] = score_run(finetuned, test)
 
     result = {"data": real.source, "test_images": len(test), "synthetic_n": synthetic_n, "pretrained": str(pretrained),
@@ -141,7 +144,7 @@ def run_fewshot(
     table = format_stages(stages)
     save_json(out / "fewshot.json", result)
     write_text(out / "summary.md", table + "\n")
-    print(table)
+    print(f"\nfewshot stages (real rows: the {len(test)} photos of the real test split):\n{table}")
     pipeline.log(f"next: imgrade evaluate {finetuned}   |   imgrade export {finetuned} --out fewshot.onnx")
     return result
 
@@ -226,6 +229,10 @@ def format_stages(stages: dict[str, dict[str, Any]]) -> str:
         gap = [None if sim[k] is None or zero[k] is None else zero[k] - sim[k] for k in METRICS]
         lines.append("| sim-to-real gap (zero-shot - synthetic) | | " + " | ".join(_cell(g, signed=True) for g in gap) + " |")
     return "\n".join(lines)
+
+
+def _brief(m: dict[str, Any]) -> str:
+    return ", ".join(f"{label} {_cell(m[k])}" for k, label in zip(METRICS, ("accuracy", "within-1", "grade MAE", "QWK")))
 
 
 def _cell(value, signed: bool = False) -> str:
