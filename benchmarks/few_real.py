@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import shutil
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ import yaml
 from imgrade import pipeline
 from imgrade.compare import fold_splits
 from imgrade.config import RunConfig
+from imgrade.core.rundir import read_history
 from imgrade.data.loader import load_dataset
 from imgrade.evaluate import plots
 from imgrade.fewshot import FINETUNE_DEFAULTS, pretrain
@@ -84,7 +86,12 @@ def main() -> None:
     pretrained = Path(args.pretrained) if args.pretrained else None
     if pretrained is None and rows_wanted & {3, 4}:
         pretrained = pretrain(recipe, real, out, synthetic_n=args.synthetic_n, epochs=args.pretrain_epochs, randomize=args.randomize)
-    pretrain_seconds = time.perf_counter() - t0
+    pretraining = "none"
+    if pretrained is not None:
+        history = read_history(pretrained / "history.csv")
+        data = json.loads((pretrained / "data.json").read_text())
+        pretraining = (f"{pretrained} ({data['n']} synthetic photos, {len(history)} epochs, "
+                       f"{sum(float(r['seconds']) for r in history):.0f} s of training; shared by all folds)")
     configs = {
         1: RunConfig.from_dict({"data": {"path": args.data}, "model": {"task": "regression"}, "train": {"epochs": args.epochs}}),
         2: recipe.with_overrides({"train.freeze_backbone_epochs": 0, "train.backbone_lr_scale": 1.0}),  # nothing pretrained to keep
@@ -122,8 +129,7 @@ def main() -> None:
             writer.writerows(predictions)
     lines = [
         f"{args.folds}-fold cross-validation on {real.source} ({len(real)} photos); {args.epochs} epochs on real photos "
-        f"for rows 1, 2, 4; pretraining: {args.synthetic_n} synthetic photos, {args.pretrain_epochs} epochs "
-        f"({pretrain_seconds:.0f} s, shared by all folds). Mean ± std over folds."
+        f"for rows 1, 2, 4; pretraining: {pretraining}. Mean ± std over folds."
         + (f" Only the first {args.first_folds} folds." if args.first_folds else "")
         + (f" Recipe changes: {changes}." if changes else ""),
         "",

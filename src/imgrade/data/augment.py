@@ -171,7 +171,7 @@ def random_blur(x: torch.Tensor, max_sigma: float, generator: torch.Generator | 
 
 
 def photometric(
-    x: torch.Tensor, color_jitter: float, rotate: float, blur: float, generator: torch.Generator | None = None
+    x: torch.Tensor, color_jitter: float, max_degrees: float, blur: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Random rotation, colour jitter and blur of a float batch in [0, 1] (see ``TrainConfig``).
 
@@ -186,6 +186,6 @@ def photometric(
     >>> out.shape, out.dtype, bool(out.min() >= 0 and out.max() <= 1)
     (torch.Size([2, 3, 16, 16]), torch.float32, True)
     """
-    x = random_rotate(x, rotate, generator)
+    x = random_rotate(x, max_degrees, generator)
     x = random_color_jitter(x, color_jitter, generator)
     return random_blur(x, blur, generator)
