@@ -1,7 +1,7 @@
 """Few real photos: does pretraining on synthetic cucumbers beat training from scratch?
 
 Usage:
-    python benchmarks/few_real.py [--epochs 60] [--synthetic-n 20000] [--pretrain-epochs 30] [--out bench-few]
+    python benchmarks/few_real.py [--epochs 60] [--synthetic-n 20000] [--pretrain-epochs 15] [--out bench-few]
     python benchmarks/few_real.py --pretrained bench-few/pretrain     # reuse a pretrained run
 
 5-fold cross-validation on the real CUCUMBER-9 sample (../shared/data/cucumber9-p1-sample): each
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=60, help="epochs on the real photos, the same for rows 1, 2 and 4")
     parser.add_argument("--synthetic-n", type=int, default=20000)
-    parser.add_argument("--pretrain-epochs", type=int, default=30)
+    parser.add_argument("--pretrain-epochs", type=int, default=15)
     parser.add_argument("--randomize", type=float, default=1.0)
     parser.add_argument("--pretrained", default=None, help="a finished pretraining run to reuse")
     parser.add_argument("--rows", default="1,2,3,4", help="which rows to run (default all)")

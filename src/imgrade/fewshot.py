@@ -91,7 +91,7 @@ def synthetic_for(imageset: ImageSet, n: int, *, image_size: int, seed: int, ran
 
 
 def run_fewshot(
-    cfg: RunConfig, out: str | Path, *, synthetic_n: int = 20000, pretrain_epochs: int = 30, randomize: float = 1.0,
+    cfg: RunConfig, out: str | Path, *, synthetic_n: int = 20000, pretrain_epochs: int = 15, randomize: float = 1.0,
     split: dict[str, np.ndarray] | None = None, imageset: ImageSet | None = None,
 ) -> dict[str, Any]:
     """The recipe (see the module docstring); ``cfg`` is the fine-tuning run's config.

@@ -497,7 +497,7 @@ def compare(cfg: RunConfig, out: str | Path, *, tasks: str | list[str] = "regres
     return run_comparison(cfg, out, tasks=task_list, seeds=seeds, folds=folds)
 
 
-def fewshot(cfg: RunConfig, out: str | Path, *, synthetic_n: int = 20000, pretrain_epochs: int = 30, randomize: float = 1.0) -> dict[str, Any]:
+def fewshot(cfg: RunConfig, out: str | Path, *, synthetic_n: int = 20000, pretrain_epochs: int = 15, randomize: float = 1.0) -> dict[str, Any]:
     """Pretrain on synthetic cucumbers, fine-tune on ``cfg.data.path``'s photos; metrics of every stage."""
     from imgrade.fewshot import run_fewshot
 
