@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from imgrade.config import RunConfig, load_config, parse_split
-from imgrade.core.checkpoint import LAST, load_checkpoint, save_json
-from imgrade.core.errors import CheckpointError, ConfigError, DataError
+from imgrade.core.checkpoint import LAST, find_run_checkpoint, load_checkpoint, save_json
+from imgrade.core.errors import CheckpointError, ConfigError, DataError, ImgradeError
 from imgrade.core.io import write_text
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
@@ -126,8 +126,10 @@ def run_fewshot(
         pretrained = Path(cfg.train.init)
     else:
         pretrained = pretrain(cfg, real, out, synthetic_n=synthetic_n, epochs=pretrain_epochs, randomize=randomize)
-    stages["synthetic (pretrain test split)"] = _own_test_metrics(pretrained)
-    pipeline.log(f"synthetic test split: {_brief(stages['synthetic (pretrain test split)'])}")
+    own = _own_test_metrics(pretrained)
+    if own is not None:
+        stages["synthetic (pretrain test split)"] = own
+        pipeline.log(f"synthetic test split: {_brief(own)}")
     pipeline.log(f"[3/4] zero-shot: the synthetic-only model on {len(test)} real test photos")
     stages["zero-shot on real"] = score_run(pretrained, test)
     pipeline.log(f"zero-shot on real: {_brief(stages['zero-shot on real'])}")
@@ -205,11 +207,16 @@ def score_run(run: Path, test: ImageSet) -> dict[str, Any]:
     return {"n": len(test), **{k: m[k] for k in METRICS}}
 
 
-def _own_test_metrics(run: Path) -> dict[str, Any]:
+def _own_test_metrics(run: Path) -> dict[str, Any] | None:
+    """``run``'s metrics on its own test split; None (with a log line) when its data is gone."""
     from imgrade import pipeline
 
-    predictor_cfg = RunConfig.from_dict(load_checkpoint(run / "best.pt")["config"])
-    imageset, split = pipeline._run_data(run, predictor_cfg)
+    try:
+        run_cfg = RunConfig.from_dict(load_checkpoint(find_run_checkpoint(run))["config"])
+        imageset, split = pipeline._run_data(run, run_cfg)
+    except ImgradeError as e:
+        pipeline.log(f"no synthetic test row: the pretrained run's own data cannot be read ({e})")
+        return None
     return score_run(run, imageset.subset(split["test"]))
 
 

@@ -80,6 +80,24 @@ def test_init_reuses_a_pretrained_run_without_generating(fewshot_run, synth_dir,
     assert not (out / "synthetic").exists() and (out / "finetune" / "best.pt").is_file()
 
 
+def test_init_from_a_checkpoint_file_whose_data_is_gone_still_fine_tunes(fewshot_run, synth_dir, capsys, tmp_path):
+    fewshot_run = fewshot_run[0]
+    moved = tmp_path / "pretrain"
+    moved.mkdir()
+    (moved / "best.pt").write_bytes((fewshot_run / "pretrain" / "best.pt").read_bytes())
+    (fewshot_run / "synthetic").rename(tmp_path / "synthetic-moved")  # the pretraining's data is gone
+    try:
+        out = tmp_path / "reuse"
+        assert main(["fewshot", "--data", str(synth_dir), "--init", str(moved / "best.pt"), "--out", str(out), *FAST]) == 0
+    finally:
+        (tmp_path / "synthetic-moved").rename(fewshot_run / "synthetic")
+    captured = capsys.readouterr()
+    assert "no synthetic test row" in captured.err
+    stages = json.loads((out / "fewshot.json").read_text())["stages"]
+    assert list(stages) == ["zero-shot on real", "fine-tuned on real"]
+    assert "sim-to-real gap" not in captured.out
+
+
 def test_grades_the_generator_cannot_draw_are_one_clear_line(tmp_path, capsys):
     data = tmp_path / "bolts"
     for grade in ("good", "bad"):
