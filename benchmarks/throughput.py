@@ -35,7 +35,6 @@ from imgrade.core.checkpoint import save_checkpoint
 from imgrade.core.preprocess import nhwc_to_tensor
 from imgrade.data.synthetic import generate_cucumbers
 from imgrade.models.factory import build_model
-from imgrade.runtime.grading import DEFAULT_BATCH
 from imgrade.runtime.predictor import Predictor
 from imgrade.train.loop import FitData, train_one_epoch
 from imgrade.train.optim import build_optimizer
@@ -103,11 +102,11 @@ def _fake_run(folder: Path, model: torch.nn.Module, mean: torch.Tensor) -> Path:
     return folder
 
 
-def inference_rates(images: np.ndarray, seconds: float, repeats: int) -> dict[tuple[str, int, int], tuple[float, float, float]]:
+def inference_rates(images: np.ndarray, seconds: float, repeats: int) -> dict[tuple[str, int, int | None], tuple[float, float, float]]:
     """{(runtime, images per call, images per forward pass): (median, lowest, highest) images/s}.
 
-    Calls of 256 images run as the runtime's own forward passes (``DEFAULT_BATCH``) and as passes
-    of 32: on a CPU the smaller passes keep the activations in the caches.
+    Calls of 256 images run as the runtime's own forward passes (None: ``CPU_BATCH`` here, what
+    ``predict`` and ``serve`` do) and, for comparison, as one pass of 256.
     """
     torch.manual_seed(0)
     model = build_model()
@@ -124,7 +123,7 @@ def inference_rates(images: np.ndarray, seconds: float, repeats: int) -> dict[tu
             graders["onnx"] = OnnxGrader.from_file(Path(tmp) / "model.onnx", threads=torch.get_num_threads())
         except ImportError as e:
             print(f"onnx: skipped ({e})")
-        for batch, forward in [(1, 1), *((256, f) for f in sorted({DEFAULT_BATCH, 32}, reverse=True))]:
+        for batch, forward in [(1, 1), (256, None), (256, 256)]:
             for name, grader in graders.items():
                 chunk = images[:batch]
                 rates[name, batch, forward] = _rate(batch, _seconds(lambda: grader.outputs(chunk, batch_size=forward), repeats, seconds))
@@ -163,7 +162,7 @@ def main() -> None:
         show(f"train batch {batch}", training_rate(images, targets, batch, args.repeats), train_limit)
     show("train batch 32 --amp bf16", training_rate(images, targets, 32, args.repeats, amp="bf16"), train_limit)
     for (name, batch, forward), rate in inference_rates(images, args.seconds, args.repeats).items():
-        what = f"infer {name} batch {batch}" + (f" (passes of {forward})" if forward != batch else "")
+        what = f"infer {name} batch {batch}" + (" (one pass)" if forward == batch and batch > 1 else "")
         show(what, rate, infer_limit, f", {1000 / rate[0]:.2f} ms per image" if batch == 1 else "")
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from imgrade.calibrate import Conformal
 from imgrade.core.errors import CheckpointError, DataError
-from imgrade.runtime.grading import DEFAULT_BATCH, Grader, Outputs
+from imgrade.runtime.grading import CPU_BATCH, Grader, Outputs
 
 METADATA_KEY = "imgrade"
 """The ONNX metadata entry holding imgrade's JSON (written by ``export.py``)."""
@@ -74,8 +74,9 @@ class OnnxGrader(Grader):
             raise CheckpointError(f"{name} is not a readable ONNX model ({first}): export it again with `imgrade export RUN --out FILE.onnx`") from None
         return cls(session, _read_metadata(session, name), name)
 
-    def outputs(self, images: np.ndarray, batch_size: int = DEFAULT_BATCH) -> Outputs:
-        """Run the graph on uint8 images (N, S, S, 3), ``batch_size`` at a time."""
+    def outputs(self, images: np.ndarray, batch_size: int | None = None) -> Outputs:
+        """Run the graph on uint8 images (N, S, S, 3), ``batch_size`` (default ``CPU_BATCH``) at a time."""
+        batch_size = batch_size or CPU_BATCH  # the session runs on the CPU execution provider
         images = np.asarray(images)
         size = self.image_size
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):

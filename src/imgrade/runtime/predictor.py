@@ -13,7 +13,7 @@ from imgrade.core.device import resolve_device
 from imgrade.core.errors import CheckpointError
 from imgrade.core.preprocess import nhwc_to_tensor, to_input
 from imgrade.models.factory import build_model
-from imgrade.runtime.grading import DEFAULT_BATCH, Grader, Outputs
+from imgrade.runtime.grading import CPU_BATCH, GPU_BATCH, Grader, Outputs
 
 __all__ = ["Outputs", "Predictor"]
 
@@ -78,8 +78,9 @@ class Predictor(Grader):
         return str(self.checkpoint.get("imgrade_version", "unknown"))
 
     @torch.no_grad()
-    def outputs(self, images: np.ndarray | torch.Tensor, batch_size: int = DEFAULT_BATCH) -> Outputs:
-        """Run the network on uint8 images (N, H, W, 3) or tensors (N, 3, H, W)."""
+    def outputs(self, images: np.ndarray | torch.Tensor, batch_size: int | None = None) -> Outputs:
+        """Run the network on uint8 images (N, H, W, 3) or tensors (N, 3, H, W), ``batch_size`` per pass."""
+        batch_size = batch_size or (GPU_BATCH if torch.device(self.device).type == "cuda" else CPU_BATCH)
         x = nhwc_to_tensor(images) if isinstance(images, np.ndarray) else images
         assert len(x) > 0, "callers check for an empty set first"
         scores, probabilities, native = [], [], []
