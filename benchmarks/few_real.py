@@ -39,21 +39,13 @@ from imgrade.config import RunConfig
 from imgrade.core.rundir import read_history
 from imgrade.data.loader import load_dataset
 from imgrade.evaluate import plots
-from imgrade.fewshot import FINETUNE_DEFAULTS, pretrain
+from imgrade.fewshot import FINETUNE_DEFAULTS, pretrain, score
 from imgrade.runtime.predictor import Predictor
-from imgrade.evaluate.metrics import confusion_matrix, ordinal_metrics
+from imgrade.evaluate.metrics import confusion_matrix
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/cucumber9-p1-sample/cucumber-9-python"
 ROWS = ("1 reference from scratch", "2 best formulation from scratch", "3 synthetic only (zero-shot)", "4 pretrained + fine-tuned")
 SHOWN = (("qwk", "QWK"), ("accuracy", "accuracy"), ("within1", "within-1"), ("grade_mae", "grade MAE"))
-
-
-def test_metrics(run: Path, test) -> tuple[dict, np.ndarray]:
-    predictor = Predictor.from_run(run)
-    outputs = predictor.outputs(test.images)
-    predicted = predictor.grades(outputs)
-    m = ordinal_metrics(test.targets.astype(np.int64), outputs.scores, test.grade_names, y_pred=predicted)
-    return {k: m[k] for k, _ in SHOWN}, predicted
 
 
 def main() -> None:
@@ -111,7 +103,7 @@ def main() -> None:
                 run = out / "runs" / f"row{row}-fold{fold}"
                 pipeline.log(f"\n[fold {fold}] {ROWS[row - 1]} -> {run}")
                 pipeline.train(configs[row], run, split=split, imageset=real)
-            metrics, predicted = test_metrics(run, test)
+            metrics, predicted = score(Predictor.from_run(run), test)
             if row in confusion_inputs:
                 confusion_inputs[row][0].append(test.targets.astype(np.int64))
                 confusion_inputs[row][1].append(predicted)

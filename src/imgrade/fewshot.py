@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from imgrade.config import RunConfig, load_config, parse_split
-from imgrade.core.checkpoint import LAST, find_run_checkpoint, load_checkpoint, save_json
+from imgrade.core.checkpoint import LAST, load_checkpoint, save_json
 from imgrade.core.errors import CheckpointError, ConfigError, DataError, ImgradeError
 from imgrade.core.io import write_text
 from imgrade.data.imageset import ImageSet
@@ -101,6 +101,7 @@ def run_fewshot(
     recipe the same images without reading them again.
     """
     from imgrade import pipeline
+    from imgrade.runtime.predictor import Predictor
 
     out = Path(out)
     if cfg.data.path is None:
@@ -126,12 +127,13 @@ def run_fewshot(
         pretrained = Path(cfg.train.init)
     else:
         pretrained = pretrain(cfg, real, out, synthetic_n=synthetic_n, epochs=pretrain_epochs, randomize=randomize)
-    own = _own_test_metrics(pretrained)
+    synthetic_model = Predictor.from_run(pretrained)
+    own = _own_test_metrics(synthetic_model, pretrained)
     if own is not None:
         stages["synthetic (pretrain test split)"] = own
         pipeline.log(f"synthetic test split: {_brief(own)}")
     pipeline.log(f"[3/4] zero-shot: the synthetic-only model on {len(test)} real test photos")
-    stages["zero-shot on real"] = score_run(pretrained, test)
+    stages["zero-shot on real"] = score(synthetic_model, test)[0]
     pipeline.log(f"zero-shot on real: {_brief(stages['zero-shot on real'])}")
 
     finetuned = out / "finetune"
@@ -139,7 +141,7 @@ def run_fewshot(
     pipeline.log(f"[4/4] fine-tuning on {len(split['train'])} real photos -> {finetuned}")
     _train_or_reuse(ft_cfg, finetuned, split=split, imageset=real)
     pipeline.evaluate(finetuned)  # the report and pictures of the final model, on the same real test split
-    stages["fine-tuned on real"] = score_run(finetuned, test)
+    stages["fine-tuned on real"] = score(Predictor.from_run(finetuned), test)[0]
 
     result = {"data": real.source, "test_images": len(test), "synthetic_n": synthetic_n, "pretrained": str(pretrained),
               "finetuned": str(finetuned), "stages": stages, "seconds": round(time.perf_counter() - t0, 1)}
@@ -192,32 +194,31 @@ def _train_or_reuse(cfg: RunConfig, run: Path, **kwargs) -> None:
     pipeline.train(None if state is not None else cfg, run, resume=state is not None, **kwargs)
 
 
-def score_run(run: Path, test: ImageSet) -> dict[str, Any]:
-    """The calibrated grades of ``run`` on ``test``: accuracy, within-1, grade MAE and QWK."""
+def score(predictor, test: ImageSet) -> tuple[dict[str, Any], np.ndarray]:
+    """``predictor``'s calibrated grades of ``test`` and their accuracy, within-1, grade MAE and QWK."""
     from imgrade.evaluate.metrics import ordinal_metrics
-    from imgrade.runtime.predictor import Predictor
 
-    predictor = Predictor.from_run(run)
     if predictor.grade_names != test.grade_names:
         raise DataError(
-            f"{run} grades {', '.join(predictor.grade_names or [])} but the photos are graded {', '.join(test.grade_names or [])}"
+            f"the model grades {', '.join(predictor.grade_names or [])} but the photos are graded "
+            f"{', '.join(test.grade_names or [])}"
         )
     outputs = predictor.outputs(test.images)
-    m = ordinal_metrics(test.targets.astype(np.int64), outputs.scores, test.grade_names, y_pred=predictor.grades(outputs))
-    return {"n": len(test), **{k: m[k] for k in METRICS}}
+    predicted = predictor.grades(outputs)
+    m = ordinal_metrics(test.targets.astype(np.int64), outputs.scores, test.grade_names, y_pred=predicted)
+    return {"n": len(test), **{k: m[k] for k in METRICS}}, predicted
 
 
-def _own_test_metrics(run: Path) -> dict[str, Any] | None:
-    """``run``'s metrics on its own test split; None (with a log line) when its data is gone."""
+def _own_test_metrics(predictor, run: Path) -> dict[str, Any] | None:
+    """The metrics of ``run`` (loaded as ``predictor``) on its own test split; None (with a log line) when its data is gone."""
     from imgrade import pipeline
 
     try:
-        run_cfg = RunConfig.from_dict(load_checkpoint(find_run_checkpoint(run))["config"])
-        imageset, split = pipeline._run_data(run, run_cfg)
+        imageset, split = pipeline._run_data(run, RunConfig.from_dict(predictor.checkpoint["config"]))
     except ImgradeError as e:
         pipeline.log(f"no synthetic test row: the pretrained run's own data cannot be read ({e})")
         return None
-    return score_run(run, imageset.subset(split["test"]))
+    return score(predictor, imageset.subset(split["test"]))[0]
 
 
 def format_stages(stages: dict[str, dict[str, Any]]) -> str:

@@ -403,7 +403,7 @@ def evaluate(run: str | Path, *, data: str | None = None, out: str | Path | None
         metrics = continuous_metrics(y, outputs.scores)
     metrics = {"data": imageset.source, "split": name, "task": predictor.model.task, **metrics}
     if data is not None and grade_names is not None:
-        gap = _domain_gap(run, cfg, Path(data), metrics)
+        gap = _domain_gap(run, predictor, cfg, Path(data), metrics)
         if gap is not None:
             metrics["domain_gap"] = gap
 
@@ -422,12 +422,12 @@ def evaluate(run: str | Path, *, data: str | None = None, out: str | Path | None
     return metrics
 
 
-def _domain_gap(run: Path, cfg: RunConfig, data: Path, metrics: dict[str, Any]) -> dict[str, Any] | None:
+def _domain_gap(run: Path, predictor: Predictor, cfg: RunConfig, data: Path, metrics: dict[str, Any]) -> dict[str, Any] | None:
     """The run's metrics on its own test split next to those on ``data`` (synthetic vs real: the sim-to-real gap).
 
     None when ``data`` is the run's own data, or that data can no longer be read.
     """
-    from imgrade.fewshot import METRICS, score_run
+    from imgrade.fewshot import METRICS, score
 
     if cfg.data.path is None or Path(cfg.data.path).resolve() == data.resolve():
         return None
@@ -439,7 +439,7 @@ def _domain_gap(run: Path, cfg: RunConfig, data: Path, metrics: dict[str, Any]) 
     test = own.subset(split["test"])
     if len(test) == 0:
         return None
-    own_metrics = score_run(run, test)
+    own_metrics = score(predictor, test)[0]
     used = metrics["decisions"][metrics["decisions"]["used"]] if metrics.get("decisions") else metrics
     this = {"n": metrics["n"], **{k: used[k] for k in METRICS}}
     return {
