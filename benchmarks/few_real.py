@@ -24,7 +24,6 @@ misgraded photos with scripts/gap_montage.py.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import time
@@ -36,12 +35,14 @@ import yaml
 from imgrade import pipeline
 from imgrade.compare import fold_splits
 from imgrade.config import RunConfig
+from imgrade.core.io import write_csv
 from imgrade.core.rundir import read_history
 from imgrade.data.loader import load_dataset
 from imgrade.evaluate import plots
 from imgrade.fewshot import FINETUNE_DEFAULTS, pretrain, score
 from imgrade.runtime.predictor import Predictor
 from imgrade.evaluate.metrics import confusion_matrix
+from imgrade.evaluate.report import mean_std
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/cucumber9-p1-sample/cucumber-9-python"
 ROWS = ("1 reference from scratch", "2 best formulation from scratch", "3 synthetic only (zero-shot)", "4 pretrained + fine-tuned")
@@ -67,7 +68,7 @@ def main() -> None:
         raise SystemExit(f"{args.data} is absent: pass --data with the CUCUMBER-9 sample (../shared/data/cucumber9-p1-sample/cucumber-9-python)")
     rows_wanted = {int(r) for r in args.rows.split(",")}
     out = Path(args.out)
-    for stale in ("runs", "results.csv", "summary.md"):
+    for stale in ("runs", "results.csv", "summary.md", "predictions.csv", "confusion_row3.png", "confusion_row4.png"):
         if (out / stale).is_dir():
             shutil.rmtree(out / stale)
         else:
@@ -84,7 +85,7 @@ def main() -> None:
         history = read_history(pretrained / "history.csv")
         data = json.loads((pretrained / "data.json").read_text())
         pretraining = (f"{pretrained} ({data['n']} synthetic photos, {len(history)} epochs, "
-                       f"{sum(float(r['seconds']) for r in history):.0f} s of training; shared by all folds)")
+                       f"{sum(r['seconds'] for r in history):.0f} s of training; shared by all folds)")
     configs = {
         1: RunConfig.from_dict({"data": {"path": args.data}, "model": {"task": "regression"}, "train": {"epochs": args.epochs}}),
         # nothing pretrained to keep; and no colour jitter, which costs CORN from scratch about 0.09 QWK and
@@ -113,15 +114,9 @@ def main() -> None:
             print(f"fold {fold} {ROWS[row - 1]}: " + ", ".join(f"{label} {metrics[k]:.3f}" for k, label in SHOWN), flush=True)
 
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(results[0]))
-        writer.writeheader()
-        writer.writerows(results)
+    write_csv(out / "results.csv", results)
     if predictions:
-        with open(out / "predictions.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(predictions[0]))
-            writer.writeheader()
-            writer.writerows(predictions)
+        write_csv(out / "predictions.csv", predictions)
     lines = [
         f"{args.folds}-fold cross-validation on {real.source} ({len(real)} photos); {args.epochs} epochs on real photos "
         f"for rows 1, 2, 4; pretraining: {pretraining}. Mean ± std over folds."
@@ -135,10 +130,11 @@ def main() -> None:
         chosen = [r for r in results if r["row"] == name]
         if not chosen:
             continue
-        cells = []
+        summary = {}
         for key, _ in SHOWN:
             values = np.array([r[key] for r in chosen], dtype=float)
-            cells.append(f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0:.3f}")
+            summary[key], summary[key + "_std"] = values.mean(), values.std(ddof=1) if len(values) > 1 else None
+        cells = [mean_std(summary, key) for key, _ in SHOWN]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {np.mean([r['seconds'] for r in chosen]):.0f} |")
     table = "\n".join(lines)
     (out / "summary.md").write_text(table + "\n")

@@ -8,8 +8,6 @@ a table of mean +- std per formulation, a paired comparison against the referenc
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from dataclasses import replace
@@ -20,7 +18,7 @@ import numpy as np
 
 from imgrade.config import TASKS, RunConfig, parse_split
 from imgrade.core.errors import ConfigError, DataError
-from imgrade.core.io import write_text
+from imgrade.core.io import write_csv, write_text
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
 from imgrade.data.splits import make_split, stratified_split, stratify_labels
@@ -124,7 +122,7 @@ def summarise(rows: list[dict[str, Any]], out: Path, cfg: RunConfig, *, tasks, s
     from imgrade.evaluate.report import write_compare_report
 
     out.mkdir(parents=True, exist_ok=True)
-    _write_csv(out / "results.csv", rows)
+    write_csv(out / "results.csv", rows)
     formulations = list(dict.fromkeys(r["formulation"] for r in rows))
     by = {f: [r for r in rows if r["formulation"] == f] for f in formulations}
     summary = []
@@ -145,7 +143,7 @@ def summarise(rows: list[dict[str, Any]], out: Path, cfg: RunConfig, *, tasks, s
                 p = stats.ttest_rel(a, b).pvalue if len(diff) > 1 and np.ptp(diff) > 0 else math.nan
                 entry[f"{metric}_p"] = None if math.isnan(p) else float(p)
         summary.append(entry)
-    _write_csv(out / "summary.csv", summary)
+    write_csv(out / "summary.csv", summary)
     recommendation = recommend(summary)
     markdown = summary_markdown(summary, recommendation, seeds=seeds, folds=folds)
     write_text(out / "summary.md", markdown)
@@ -190,12 +188,3 @@ def summary_markdown(summary: list[dict[str, Any]], recommendation: str, *, seed
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", recommendation, ""]
     return "\n".join(lines)
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    buffer = io.StringIO()
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    writer = csv.DictWriter(buffer, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())

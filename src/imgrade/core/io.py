@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
+import io
 import json
 import os
 import tempfile
@@ -80,6 +82,15 @@ def _output_error(path: Path, error: OSError) -> OutputError:
         errno.EPERM: "check the folder's permissions, or write somewhere else",
     }.get(error.errno, "check the folder, or write somewhere else")
     return OutputError(f"cannot write {path} ({error.strerror or error}): {fix}; files already written are intact")
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write dict rows as CSV, atomically; the columns are every key, in first-seen order."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import json
 import os
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 
 from imgrade.core.checkpoint import save_json
 from imgrade.core.errors import CheckpointError, ConfigError, DataError, OutputError
-from imgrade.core.io import write_text
+from imgrade.core.io import write_csv
 
 
 def save_split(path: Path, split: dict[str, np.ndarray], imageset) -> None:
@@ -47,11 +46,7 @@ def load_split(run: Path, imageset) -> dict[str, np.ndarray]:
 
 
 def write_history(path: Path, history: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
-    writer.writeheader()
-    writer.writerows(history)
-    write_text(path, buffer.getvalue())
+    write_csv(path, history)
 
 
 def read_history(path: Path) -> list[dict]:
