@@ -45,7 +45,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import encode_png, free_port, stop, wait_until_healthy  # noqa: E402  (the load benchmark beside this one)
+from serve_load import encode_png, free_port, stop, timed_grade, wait_until_healthy  # noqa: E402  (the load benchmark beside this one)
 SLACK_S = 5.0
 """How much later than the server's own timeouts a bad client may be answered (a busy CPU)."""
 TRICKLE_S = 0.5
@@ -335,13 +335,7 @@ def _good_client(target: Target, reference: dict[str, Any], done: threading.Even
     headers = {"Authorization": f"Bearer {target.token}"}
     with httpx.Client(base_url=target.base_url, headers=headers, timeout=target.answer_within_s) as client:
         while not done.is_set():
-            start = time.perf_counter()
-            try:
-                response = client.post("/v1/grade", files={"files": ("good.png", target.png, "image/png")})
-                problem = _differs(response, reference)
-            except httpx.HTTPError as error:
-                problem = f"{type(error).__name__}: {error}"
-            elapsed_ms = (time.perf_counter() - start) * 1000
+            problem, elapsed_ms = timed_grade(client, {"files": ("good.png", target.png, "image/png")}, lambda r: _differs(r, reference))
             with tally.lock:
                 if problem:
                     tally.good_failures.append(problem)

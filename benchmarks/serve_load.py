@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import httpx
 import numpy as np
@@ -138,19 +139,29 @@ def client(base_url: str, image: bytes, total: int, deadline: float, tally: Tall
     """One client: one request at a time until ``total`` are claimed or the deadline passes."""
     with httpx.Client(base_url=base_url, timeout=30.0) as http:
         while time.monotonic() < deadline and tally.take(total):
-            start = time.perf_counter()
-            try:
-                response = http.post("/v1/grade", files={"files": ("item.png", image)})
-                ok = response.status_code == 200 and len(response.json()["results"]) == 1
-                problem = None if ok else f"HTTP {response.status_code}: {response.text[:200]}"
-            except httpx.HTTPError as error:
-                problem = f"{type(error).__name__}: {error}"
-            elapsed_ms = (time.perf_counter() - start) * 1000
+            problem, elapsed_ms = timed_grade(http, {"files": ("item.png", image)}, one_result)
             with tally.lock:
                 if problem:
                     tally.errors.append(problem)
                 else:
                     tally.latencies_ms.append(elapsed_ms)
+
+
+def one_result(response: httpx.Response) -> str | None:
+    """None for a 200 with one record, else what is wrong."""
+    if response.status_code == 200 and len(response.json()["results"]) == 1:
+        return None
+    return f"HTTP {response.status_code}: {response.text[:200]}"
+
+
+def timed_grade(http: httpx.Client, files: dict, judge: Callable[[httpx.Response], str | None]) -> tuple[str | None, float]:
+    """POST ``files`` to /v1/grade: (what ``judge`` or the transport found wrong, or None; milliseconds)."""
+    start = time.perf_counter()
+    try:
+        problem = judge(http.post("/v1/grade", files=files))
+    except httpx.HTTPError as error:
+        problem = f"{type(error).__name__}: {error}"
+    return problem, (time.perf_counter() - start) * 1000
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
