@@ -5,10 +5,6 @@ What the page shows for each photo must be what ``imgrade predict`` says about t
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -21,51 +17,17 @@ from imgrade.data.synthetic import generate_cucumbers
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 REAL_SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cucumber9-p1-sample"
-SERVER_START_S = 120  # imports torch and loads the run: seconds, but 2 busy cores can be slow
 GRADING_S = 60
 SCORE_DECIMALS = 2  # the page's score precision (SCORE_DECIMALS in static/app.js)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(trained_run, tmp_path_factory):
-    """``python -m imgrade serve RUN`` on a free loopback port; its base URL. Terminated afterwards."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "stderr.txt"
+def server(trained_run, tmp_path_factory, imgrade_serve):
+    """``python -m imgrade serve RUN`` on a free loopback port, without a token; its base URL."""
+    log = tmp_path_factory.mktemp("serve") / "server.log"
     env = {k: v for k, v in os.environ.items() if k != "IMGRADE_TOKEN"}  # the page is tested without a token
-    with log.open("wb") as stderr:  # a file, not a pipe: a full pipe would block the server
-        process = subprocess.Popen(
-            [sys.executable, "-m", "imgrade", "serve", str(trained_run), "--port", str(port)],
-            stdout=subprocess.DEVNULL, stderr=stderr, env=env,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"imgrade serve exited with {process.returncode} before /healthz answered:\n{log.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
-                    if json.load(response) == {"status": "ok"}:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"imgrade serve did not answer /healthz within {SERVER_START_S}s:\n{log.read_text()}")
-            time.sleep(0.2)
+    with imgrade_serve(trained_run, log, env=env) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _photos(folder: Path) -> list[Path]:

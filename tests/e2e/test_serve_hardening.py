@@ -14,11 +14,11 @@ import logging
 import os
 import secrets
 import socket
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -32,7 +32,6 @@ from imgrade.serve.server import uvicorn_config
 ROOT = Path(__file__).resolve().parents[2]
 REQUEST_TIMEOUT_S = 3.0  # the server's --request-timeout-s (and so its headers timeout): slow clients wait this long
 MAX_UPLOAD_MB = 1
-SERVER_START_S = 120  # imports torch and loads the run: seconds, but 2 busy cores can be slow
 
 
 def _load_abuse_kit():
@@ -53,34 +52,14 @@ def token() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(trained_run, token, tmp_path_factory):
+def server(trained_run, token, tmp_path_factory, imgrade_serve):
     """``python -m imgrade serve RUN`` with a token (from $IMGRADE_TOKEN) and short timeouts: the
     abuse kit's Target, and the file the server's stdout and stderr go to."""
-    port = kit.free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    with log.open("wb") as out:  # a file, not a pipe: a full pipe would block the server
-        process = subprocess.Popen(
-            [sys.executable, "-m", "imgrade", "serve", str(trained_run), "--port", str(port),
-             "--request-timeout-s", str(REQUEST_TIMEOUT_S), "--max-upload-mb", str(MAX_UPLOAD_MB)],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "IMGRADE_TOKEN": token},
-        )
-    target = kit.Target("127.0.0.1", port, token, REQUEST_TIMEOUT_S, MAX_UPLOAD_MB * 1_000_000, kit.good_png())
-    try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"imgrade serve exited with {process.returncode} before /healthz answered:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{target.base_url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"imgrade serve did not answer /healthz within {SERVER_START_S}s:\n{log.read_text()}")
-            time.sleep(0.2)
-        yield target, log
-    finally:
-        kit.stop(process)
+    flags = ("--request-timeout-s", str(REQUEST_TIMEOUT_S), "--max-upload-mb", str(MAX_UPLOAD_MB))
+    with imgrade_serve(trained_run, log, *flags, env={**os.environ, "IMGRADE_TOKEN": token}) as url:
+        port = urlsplit(url).port
+        yield kit.Target("127.0.0.1", port, token, REQUEST_TIMEOUT_S, MAX_UPLOAD_MB * 1_000_000, kit.good_png()), log
 
 
 def test_good_requests_all_succeed_while_every_kind_of_bad_request_is_refused(server, trained_run):
