@@ -1,6 +1,5 @@
 """torchrun with 2 CPU processes (gloo on loopback) against one process with the same global batch."""
 
-import csv
 import json
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import torch
 
 from imgrade.cli import main
 from imgrade.core.checkpoint import load_checkpoint
+from imgrade.core.rundir import read_history
 
 pytestmark = pytest.mark.slow
 
@@ -32,11 +32,6 @@ def torchrun(*args: str, nproc: int = 2, timeout: float = 180) -> subprocess.Com
 
 def imgrade(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "imgrade", *args], capture_output=True, text=True, timeout=180)
-
-
-def history(run: Path) -> list[dict[str, float]]:
-    with open(run / "history.csv") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def relative_difference(a: list[dict], b: list[dict], key: str) -> float:
@@ -110,7 +105,7 @@ def test_torchrun_matches_one_process_and_writes_one_run(ddp_run, data, tmp_path
     single = tmp_path / "one"
     done = imgrade("train", "--data", str(data), "--out", str(single), *TRAIN)
     assert done.returncode == 0, done.stderr[-3000:]
-    one, two = history(single), history(run)
+    one, two = read_history(single / "history.csv"), read_history(run / "history.csv")
     for key in ("train_loss", "val_loss", "val_mae"):
         assert relative_difference(one, two, key) < TOLERANCE, key
 

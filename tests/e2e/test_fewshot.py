@@ -3,6 +3,8 @@
 import contextlib
 import io
 import json
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -16,18 +18,25 @@ from imgrade.fewshot import FINETUNE_DEFAULTS, recipe_config, synthetic_for
 FAST = ["--synthetic-n", "200", "--pretrain-epochs", "1", "--epochs", "1", "--depth", "11", "--threshold-folds", "2"]
 
 
+class Recipe(NamedTuple):
+    out: Path
+    stdout: str
+    stderr: str
+
+
 @pytest.fixture(scope="module")
-def fewshot_run(tmp_path_factory, synth_dir):
-    """The whole recipe on the 90-image synthetic set standing in for a small real one: (out, stdout, stderr)."""
+def fewshot_run(tmp_path_factory, synth_dir) -> Recipe:
+    """The whole recipe on the 90-image synthetic set standing in for a small real one."""
     out = tmp_path_factory.mktemp("few") / "few"
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         assert main(["fewshot", "--data", str(synth_dir), "--out", str(out), *FAST]) == 0
-    return out, stdout.getvalue(), stderr.getvalue()
+    return Recipe(out, stdout.getvalue(), stderr.getvalue())
 
 
 def test_recipe_runs_every_stage_and_prints_the_gap(fewshot_run):
-    fewshot_run, out, err = fewshot_run
+    out, err = fewshot_run.stdout, fewshot_run.stderr
+    fewshot_run = fewshot_run.out
     for stage in ("synthetic (pretrain test split)", "zero-shot on real", "fine-tuned on real", "sim-to-real gap"):
         assert stage in out
     assert "[1/4] generating 200 synthetic cucumbers" in err
@@ -50,7 +59,7 @@ def test_recipe_runs_every_stage_and_prints_the_gap(fewshot_run):
 
 
 def test_a_finished_recipe_is_not_overwritten(fewshot_run, synth_dir, capsys):
-    fewshot_run = fewshot_run[0]
+    fewshot_run = fewshot_run.out
     before = (fewshot_run / "fewshot.json").read_bytes()
     assert main(["fewshot", "--data", str(synth_dir), "--out", str(fewshot_run), *FAST]) == 2
     err = capsys.readouterr().err.strip()
@@ -59,7 +68,7 @@ def test_a_finished_recipe_is_not_overwritten(fewshot_run, synth_dir, capsys):
 
 
 def test_an_interrupted_recipe_reuses_the_finished_pretraining(fewshot_run, synth_dir, capsys, tmp_path):
-    fewshot_run = fewshot_run[0]
+    fewshot_run = fewshot_run.out
     out = tmp_path / "again"
     out.mkdir()
     (out / "pretrain").symlink_to(fewshot_run / "pretrain", target_is_directory=True)
@@ -73,7 +82,7 @@ def test_an_interrupted_recipe_reuses_the_finished_pretraining(fewshot_run, synt
 
 
 def test_init_reuses_a_pretrained_run_without_generating(fewshot_run, synth_dir, capsys, tmp_path):
-    fewshot_run = fewshot_run[0]
+    fewshot_run = fewshot_run.out
     out = tmp_path / "reuse"
     assert main(["fewshot", "--data", str(synth_dir), "--init", str(fewshot_run / "pretrain"), "--out", str(out), *FAST]) == 0
     assert "generating" not in capsys.readouterr().err
@@ -81,7 +90,7 @@ def test_init_reuses_a_pretrained_run_without_generating(fewshot_run, synth_dir,
 
 
 def test_init_from_a_checkpoint_file_whose_data_is_gone_still_fine_tunes(fewshot_run, synth_dir, capsys, tmp_path):
-    fewshot_run = fewshot_run[0]
+    fewshot_run = fewshot_run.out
     moved = tmp_path / "pretrain"
     moved.mkdir()
     (moved / "best.pt").write_bytes((fewshot_run / "pretrain" / "best.pt").read_bytes())
