@@ -43,10 +43,7 @@ def _fuzz_module(examples_per_test: int, seconds_per_input: float):
     """A fresh import of the fuzz tests, their settings read from the environment at import."""
     os.environ["IMGRADE_FUZZ_EXAMPLES"] = str(examples_per_test)
     os.environ["IMGRADE_FUZZ_SECONDS"] = str(seconds_per_input)
-    spec = importlib.util.spec_from_file_location("imgrade_fuzz_readers", FUZZ_TESTS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load_by_path(FUZZ_TESTS, "imgrade_fuzz_readers")
 
 
 @contextlib.contextmanager
@@ -67,6 +64,7 @@ def fuzz_reader(reader: str) -> Callable[[argparse.Namespace], dict[str, float]]
     """A section that runs ``reader``'s fuzz tests, ``args.examples`` inputs shared between them."""
 
     def section(args: argparse.Namespace) -> dict[str, float]:
+        # imported twice: the examples per test are read at import, and they depend on how many tests there are
         num_tests = len(_fuzz_module(1, args.seconds_per_input).FUZZ_TESTS[reader])
         module = _fuzz_module(max(1, args.examples // num_tests), args.seconds_per_input)
         tally = module.TALLY[reader]
