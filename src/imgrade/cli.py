@@ -56,7 +56,6 @@ def _add_run_flags(p, *, compare: bool = False) -> None:
     g.add_argument("--bn-stats", dest="train.bn_stats", choices=["epoch", "ema"], help="BatchNorm statistics for evaluation: epoch average (default) or the reference's moving average")
     if not compare:
         g.add_argument("--seed", dest="train.seed", type=int, help="seed for split, init, shuffling (default 0)")
-    if not compare:
         g.add_argument("--init", dest="train.init", help="start from this run's (or .pt checkpoint's) weights: the backbone, and the head when task and grades match")
     g.add_argument("--freeze-backbone-epochs", dest="train.freeze_backbone_epochs", type=int, help="with --init: train only the head for this many first epochs (default 0)")
     g.add_argument("--backbone-lr-scale", dest="train.backbone_lr_scale", type=float, help="backbone lr = lr x this (default 1; 0.1 fine-tunes gently)")

@@ -44,10 +44,10 @@ BS     bent                                                 < 0.74
 Sampling: each image first draws one of the nine grade regions of this table with equal
 probability, then its geometry inside that region: length and thickness uniformly, bend skewed
 toward the straight/bent edge from both sides (``STRAIGHT_BEND_POWER``, ``BENT_BEND_POWER``; C: a
-third strongly bent, two thirds misshapen, shorter than most like the real C), so the grades come out balanced like the
-real set; the label is then recomputed from the recorded geometry. Label noise moves a chosen
-fraction of labels to an adjacent grade in ``GRADE_NAMES`` order (the regression axis) and
-records which.
+third strongly bent, two thirds misshapen, shorter than most like the real C), so the grades
+come out balanced like the real set; the label is then recomputed from the recorded geometry.
+Label noise moves a chosen fraction of labels to an adjacent grade in ``GRADE_NAMES`` order (the
+regression axis) and records which.
 """
 
 from __future__ import annotations
