@@ -9,8 +9,9 @@ convolution, measured here, best of several) divided by the network's cost per i
 forward for inference, three (forward, input gradients, weight gradients) for training.
 Training runs the library's own ``train_one_epoch`` with the defaults a user gets (only the
 batch size changes; one more line with ``--amp bf16``) on synthetic cucumbers; inference goes
-through ``Grader.outputs`` (what ``predict`` and ``serve`` call) for PyTorch and, when
-onnxruntime is installed, for an ONNX export of the same network. Like the ``imgrade`` command,
+through ``Grader.outputs`` (what ``predict`` and ``serve`` call) for PyTorch, eager (``predict``) and
+frozen (``serve``, ``Grader.prepare_for_serving``), and, when onnxruntime is installed, for an ONNX
+export of the same network. Like the ``imgrade`` command,
 the benchmark first re-runs itself under tcmalloc when it is installed. Each number is the
 median of ``--repeats`` measurements, the spread (lowest-highest) in brackets: a wide one means
 something else was using the cores. Nothing is written.
@@ -114,7 +115,8 @@ def inference_rates(images: np.ndarray, seconds: float, repeats: int) -> dict[tu
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         run = _fake_run(Path(tmp), model, mean)
-        graders = {"torch": Predictor.from_run(run, device="cpu")}
+        graders = {"torch": Predictor.from_run(run, device="cpu"), "torch served": Predictor.from_run(run, device="cpu")}
+        graders["torch served"].prepare_for_serving()  # what `imgrade serve` grades with
         try:
             from imgrade.runtime.export import export_onnx
             from imgrade.runtime.onnx import OnnxGrader

@@ -92,14 +92,14 @@ class PreActBottleneck(nn.Module):
         super().__init__()
         layers: list[tuple[str, nn.Module]] = []
         if preactivate:
-            layers += [("norm1", _batch_norm(in_channels)), ("act1", nn.ReLU())]
+            layers += [("norm1", _batch_norm(in_channels)), ("act1", nn.ReLU(inplace=True))]
         layers += [
             ("conv1", nn.Conv2d(in_channels, mid_channels, 1, stride=stride)),
             ("norm2", _batch_norm(mid_channels)),
-            ("act2", nn.ReLU()),
+            ("act2", nn.ReLU(inplace=True)),
             ("conv2", nn.Conv2d(mid_channels, mid_channels, 3, padding=1)),
             ("norm3", _batch_norm(mid_channels)),
-            ("act3", nn.ReLU()),
+            ("act3", nn.ReLU(inplace=True)),
             ("conv3", nn.Conv2d(mid_channels, out_channels, 1)),
         ]
         self.residual = nn.Sequential(OrderedDict(layers))
@@ -141,7 +141,7 @@ class ResNetV2(nn.Module):
             OrderedDict(
                 conv=nn.Conv2d(in_channels, width, 3, padding=1),
                 norm=_batch_norm(width),
-                act=nn.ReLU(),
+                act=nn.ReLU(inplace=True),
             )
         )
         stages = []
@@ -166,7 +166,7 @@ class ResNetV2(nn.Module):
             width = out_width
         self.stages = nn.Sequential(*stages)
         self.norm = _batch_norm(channels)
-        self.act = nn.ReLU()
+        self.act = nn.ReLU(inplace=True)
         # AveragePooling2D(8) on the 8x8 map of a 32x32 input; a global mean for other sizes.
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()

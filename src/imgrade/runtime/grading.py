@@ -53,6 +53,13 @@ class Grader:
         (default: ``CPU_BATCH`` or ``GPU_BATCH``, by where the network runs)."""
         raise NotImplementedError
 
+    def prepare_for_serving(self) -> None:
+        """Spend set-up time (a second or so) to make each later small call faster.
+
+        For a long-lived process that grades a few photos per call (``imgrade serve``); a
+        one-off ``predict`` would not earn the time back. Nothing to do by default.
+        """
+
     # ----------------------------------------------------------------------------- calibration
 
     @property

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,8 @@ class Predictor(Grader):
     image_size: int
     device: torch.device
     checkpoint: dict
+    network: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
+    """What ``outputs`` runs: ``model`` itself, or its frozen trace after ``prepare_for_serving``."""
 
     @classmethod
     def from_run(cls, run: str | Path, device: str = "auto") -> "Predictor":
@@ -65,6 +70,33 @@ class Predictor(Grader):
         model.to(target).eval()
         return cls(model, mean, grade_names, image_size, target, ckpt)
 
+    def prepare_for_serving(self) -> None:
+        """On the CPU, run a traced and frozen copy of the network from now on.
+
+        Freezing folds each BatchNorm into the conv before it, fuses conv and ReLU and pre-packs
+        the weights for oneDNN: one photo took 1.2 ms against 1.9 ms eager (2 cores; see
+        benchmarks/throughput.py), for about 0.7 s of set-up. The copy is checked against the
+        eager network on a few images; should tracing fail or disagree, the eager network stays.
+        """
+        if self.device.type != "cpu" or self.network is not None:
+            return
+        size = self.image_size
+        probe = torch.rand(4, 3, size, size, generator=torch.Generator().manual_seed(0)).sub_(0.5)
+        probe = probe.contiguous(memory_format=torch.channels_last)
+        try:
+            # torch.jit is deprecated for torch.compile, but compile took 7 s per batch size here
+            # and then graded one photo in 340 ms: the trace stays until that changes
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(self.model, probe[:1])))
+                expected, got = self.model(probe), frozen(probe)
+            if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-4):
+                raise RuntimeError(f"the frozen network differs from the eager one by {float((got - expected).abs().max()):.2g}")
+        except Exception as e:  # any failure here only costs speed: say so and grade with the eager network
+            print(f"imgrade: grading with the eager network ({' '.join(str(e).split())[:160]})", file=sys.stderr)
+            return
+        self.network = frozen
+
     @property
     def calibration(self) -> dict | None:
         return self.checkpoint.get("calibration")
@@ -85,7 +117,7 @@ class Predictor(Grader):
         assert len(x) > 0, "callers check for an empty set first"
         scores, probabilities, native = [], [], []
         for i in range(0, len(x), batch_size):
-            out = self.model(to_input(x[i : i + batch_size], self.mean, self.device))
+            out = (self.model if self.network is None else self.network)(to_input(x[i : i + batch_size], self.mean, self.device))
             scores.append(self.model.decode(out).float().cpu())
             p = self.model.probabilities(out)
             if p is not None:

@@ -84,6 +84,7 @@ def serve(
     limits = Limits(max_upload_mb, max_files, max_batch, batch_window_ms, request_timeout_s)
     with _bind(host, port) as listener:
         grader = load_grader(model, runtime=runtime, device=device, threads=threads)
+        grader.prepare_for_serving()
         app = create_app(grader, source_name=Path(model).name or str(model), token=token, **asdict(limits))
         config = uvicorn_config(app, request_timeout_s=request_timeout_s)
         print(_banner(model, grader, host, listener.getsockname()[1], token is not None), file=sys.stderr, flush=True)
