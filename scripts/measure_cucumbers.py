@@ -33,11 +33,12 @@ import numpy as np
 from scipy import ndimage
 
 from imgrade.data.cucumber9 import read_cucumber9
+from imgrade.data.images import LUMA_WEIGHTS
 from imgrade.data.synthetic import GRADE_NAMES, generate_cucumbers
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_REAL = REPO.parent / "shared" / "data" / "cucumber9-p1-sample" / "cucumber-9-python"
-LUMA = np.array([0.299, 0.587, 0.114])
+LUMA = np.array(LUMA_WEIGHTS)
 BAND = 6  # background rows measured at the top and at the bottom
 SCALARS = ("length", "thick", "bend", "row", "angle", "edge", "noise")
 COLOURS = ("body", "top", "bot")

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from imgrade.core.perf import to_device_async
+from imgrade.data.images import LUMA_WEIGHTS
 
 
 def random_shift_flip(
@@ -50,8 +51,6 @@ def random_shift_flip(
 # the synthetic cucumbers and a few hundred photos do not cover. These work on float batches in
 # [0, 1]; the random numbers are drawn on the CPU from ``generator`` and moved to ``x``'s device.
 
-GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL's convert("L") and torchvision
-
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator | None, columns: int = 1) -> torch.Tensor:
     """(n, columns) numbers uniform in [low, high], drawn on the CPU."""
@@ -79,7 +78,7 @@ def random_color_jitter(x: torch.Tensor, strength: float, generator: torch.Gener
     factors = _uniform(len(x), 1 - strength, 1 + strength, generator, columns=6).to(x.dtype)
     factors = to_device_async(factors, x.device)[:, :, None, None]  # (B, 6, 1, 1)
     brightness, contrast, saturation, gains = factors[:, 0:1], factors[:, 1:2], factors[:, 2:3], factors[:, 3:6]
-    weights = torch.tensor(GRAY_WEIGHTS, dtype=x.dtype, device=x.device)[None, :, None, None]
+    weights = torch.tensor(LUMA_WEIGHTS, dtype=x.dtype, device=x.device)[None, :, None, None]
     x = x * brightness
     gray_mean = (x * weights).sum(1, keepdim=True).mean((2, 3), keepdim=True)  # (B, 1, 1, 1)
     x = gray_mean + (x - gray_mean) * contrast

@@ -19,6 +19,9 @@ from tqdm import tqdm
 
 from imgrade.core.errors import ConfigError, DataError
 
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+"""ITU-R 601 luminance weights of R, G, B, as JPEG, PIL's ``convert("L")`` and torchvision use them."""
+
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 # Shown in messages in this order: the usual photo formats first.
 _EXTENSIONS_TEXT = ".png, .jpg, .jpeg, .bmp, .gif, .tif, .tiff, .webp"

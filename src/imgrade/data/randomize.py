@@ -31,8 +31,9 @@ import io
 import numpy as np
 from PIL import Image
 
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-"""ITU-R 601 luminance weights, as JPEG and PIL use them."""
+from imgrade.data.images import LUMA_WEIGHTS
+
+LUMA = np.array(LUMA_WEIGHTS, dtype=np.float32)
 JPEG_QUALITY = (50, 95)
 JPEG_FRACTION = 0.3
 """Fraction of the photos JPEG-encoded at strength 1."""
