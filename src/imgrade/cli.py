@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on the API (default: $IMGRADE_TOKEN; none)")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body in MB (default 10): larger ones get 413")
     p.add_argument("--max-files", type=int, default=64, help="most images in one request (default 64)")
-    p.add_argument("--max-batch", type=int, default=64, help="most images in one forward pass across concurrent requests (default 64)")
+    p.add_argument("--max-batch", type=int, default=64, help="most images graded together across concurrent requests (default 64; the network runs them 32 at a time on a CPU)")
     p.add_argument("--batch-window-ms", type=float, default=5.0, help="how long to collect concurrent requests into one batch (default 5 ms)")
     p.add_argument("--request-timeout-s", type=float, default=30.0, help="longest a request may take, upload included (default 30 s): 408 if its upload is still arriving, else 503")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: one per core)")
