@@ -139,3 +139,19 @@ def test_plot_replaces_an_existing_file(tmp_path, continuous_data):
     path.write_bytes(b"old")
     plot_scatter(*continuous_data, None, path)
     _assert_png(path)
+
+
+def test_loss_curve_shades_the_frozen_epochs(tmp_path):
+    """With --freeze-backbone-epochs the first epochs get a grey band (0.5 grey at 15% on white: 236)."""
+    def band_pixels(path):
+        pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        return int((np.abs(pixels - 236) <= 1).all(axis=2).sum())
+
+    history = _history(12)
+    plot_loss_curve(history, tmp_path / "plain.png")
+    plot_loss_curve(history, tmp_path / "frozen.png", frozen_epochs=4)
+    plot_loss_curve(history, tmp_path / "all.png", frozen_epochs=40)  # more than were run: the whole run
+    _assert_png(tmp_path / "frozen.png")
+    plain, frozen, everything = (band_pixels(tmp_path / f"{n}.png") for n in ("plain", "frozen", "all"))
+    # the grid lines have that grey too; the band adds a few hundred thousand pixels at this size
+    assert frozen - plain > 50_000 and everything - frozen > 50_000

@@ -27,7 +27,7 @@ def write_predictions(path: Path, imageset, scores, predicted, sets, grade_names
                 writer.writerow([image_id, f"{t:.6g}", f"{s:.6g}", f"{s - t:.6g}"])
 
 
-def evaluation_plots(out_dir, history, y, scores, grade_names, metrics, thresholds, title, run_name) -> dict[str, Path]:
+def evaluation_plots(out_dir, history, y, scores, grade_names, metrics, thresholds, title, run_name, frozen_epochs: int = 0) -> dict[str, Path]:
     """Scatter, error violin, confusion matrix and loss curve PNGs; returns their paths by name."""
     pictures = {"scatter": out_dir / "scatter.png", "violin": out_dir / "error_violin.png"}
     cut_points = thresholds["thresholds"] if thresholds and thresholds.get("kind") == "tuned" else None
@@ -38,5 +38,5 @@ def evaluation_plots(out_dir, history, y, scores, grade_names, metrics, threshol
         plots.plot_confusion(np.asarray(metrics["confusion"]), grade_names, pictures["confusion"], title=f"confusion - {title}")
     if history:
         pictures["loss"] = out_dir / "loss_curve.png"
-        plots.plot_loss_curve(history, pictures["loss"], title=f"loss: {run_name}")
+        plots.plot_loss_curve(history, pictures["loss"], title=f"loss: {run_name}", frozen_epochs=frozen_epochs)
     return pictures

@@ -191,12 +191,13 @@ def plot_confusion(confusion, grade_names: list[str], path: str | os.PathLike, *
     _save(fig, path)
 
 
-def plot_loss_curve(history: list[dict], path: str | os.PathLike, *, title: str | None = None) -> None:
+def plot_loss_curve(history: list[dict], path: str | os.PathLike, *, title: str | None = None, frozen_epochs: int = 0) -> None:
     """Training and validation loss per epoch, with the best validation epoch marked.
 
     The y axis turns logarithmic when the losses span more than 10x. When the learning rate
     changes it is drawn on a secondary (right) axis. When rows carry ``val_mae`` a second panel
-    below shows it.
+    below shows it. The first ``frozen_epochs`` epochs (``--freeze-backbone-epochs``, when only
+    the head trained) are shaded.
     """
     if not history:
         raise ValueError("history is empty: there is no epoch to plot")
@@ -215,6 +216,11 @@ def plot_loss_curve(history: list[dict], path: str | os.PathLike, *, title: str 
     else:
         ax, ax_mae = fig.subplots(), None
 
+    if frozen_epochs > 0 and epochs.min() <= frozen_epochs:
+        for axis in (ax, ax_mae):
+            if axis is not None:
+                axis.axvspan(epochs.min() - 0.5, min(frozen_epochs, epochs.max()) + 0.5, color="0.5", alpha=0.15, lw=0,
+                             label="backbone frozen" if axis is ax else None)
     _plot_known(ax, epochs, train_loss, marker=marker, ms=3.5, color="tab:blue", label="train loss")
     _plot_known(ax, epochs, val_loss, marker=marker, ms=3.5, color="tab:orange", label="validation loss")
     losses = np.concatenate([train_loss, val_loss])
