@@ -24,7 +24,7 @@ from imgrade.core.checkpoint import LAST, find_run_checkpoint, load_checkpoint, 
 from imgrade.core.device import resolve_device, seed_everything, set_determinism
 from imgrade.core.errors import CheckpointError, ConfigError, DataError, ImgradeError
 from imgrade.core.io import remove_stale_temporaries, write_text
-from imgrade.core.preprocess import nhwc_to_tensor, to_input
+from imgrade.core.preprocess import mean_image, nhwc_to_tensor, to_input
 from imgrade.core.rundir import load_split, read_history, run_lock, save_split, write_history
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import detect_format, load_dataset
@@ -39,7 +39,7 @@ from imgrade.runtime.files import predict  # noqa: F401  (torch-free; `imgrade p
 from imgrade.runtime.predictor import Outputs, Predictor
 from imgrade.train import distributed
 from imgrade.train.init import load_init, plan_init
-from imgrade.train.loop import FitData, fit
+from imgrade.train.loop import FitData, data_device, fit
 
 
 def log(message: str) -> None:
@@ -104,13 +104,13 @@ def _train_locked(
     held = f", {sizes['cal']} held out for grade sets" if "cal" in sizes else ""
     log(f"split: {sizes['train']} train, {sizes['val']} val, {sizes['test']} test{held}")
 
-    x = nhwc_to_tensor(imageset.images)
+    # a view, not a copy: a memory-mapped set is read a batch at a time, so it may exceed memory
+    x = nhwc_to_tensor(np.asarray(imageset.images))  # (N, 3, H, W) uint8
     y = torch.from_numpy(imageset.targets.astype(np.float32))
     train_idx, val_idx = torch.from_numpy(split["train"]), torch.from_numpy(split["val"])
-    mean = x[train_idx].float().mean(dim=0).div_(255.0)  # (3, H, W): the reference's per-pixel mean
-    # on a GPU the whole set lives there (uint8, a few MB): batches are gathered and augmented on it
-    keep = device if device.type == "cuda" else torch.device("cpu")
-    data = FitData(x[train_idx].to(keep), y[train_idx].to(keep), x[val_idx].to(keep), y[val_idx].to(keep), mean.to(keep))
+    mean = mean_image(x, train_idx)  # (3, H, W): the reference's per-pixel mean
+    keep = data_device(x, device)
+    data = FitData.from_set(x.to(keep), y.to(keep), train_idx, val_idx, mean.to(keep))
 
     num_grades = len(imageset.grade_names) if imageset.is_ordinal else None
     class_weights = None

@@ -111,13 +111,17 @@ class Predictor(Grader):
 
     @torch.no_grad()
     def outputs(self, images: np.ndarray | torch.Tensor, batch_size: int | None = None) -> Outputs:
-        """Run the network on uint8 images (N, H, W, 3) or tensors (N, 3, H, W), ``batch_size`` per pass."""
+        """Run the network on uint8 images (N, H, W, 3) or tensors (N, 3, H, W), ``batch_size`` per pass.
+
+        Images are read a pass at a time: a memory-mapped set (or its ``ImageRows``) is never read whole.
+        """
         batch_size = batch_size or (GPU_BATCH if torch.device(self.device).type == "cuda" else CPU_BATCH)
-        x = nhwc_to_tensor(images) if isinstance(images, np.ndarray) else images
-        assert len(x) > 0, "callers check for an empty set first"
+        assert len(images) > 0, "callers check for an empty set first"
         scores, probabilities, native = [], [], []
-        for i in range(0, len(x), batch_size):
-            out = (self.model if self.network is None else self.network)(to_input(x[i : i + batch_size], self.mean, self.device))
+        for i in range(0, len(images), batch_size):
+            x = images[i : i + batch_size]
+            x = x if isinstance(x, torch.Tensor) else nhwc_to_tensor(np.asarray(x))  # (B, 3, H, W) uint8
+            out = (self.model if self.network is None else self.network)(to_input(x, self.mean, self.device))
             scores.append(self.model.decode(out).float().cpu())
             p = self.model.probabilities(out)
             if p is not None:

@@ -1,7 +1,9 @@
 """The training loop: shuffle, augment, forward, loss, backward, step; validate; checkpoint.
 
-The whole data set lives in memory as one uint8 tensor; batches are gathered, augmented and
-normalised as tensors, so there is no DataLoader and no per-image Python.
+The images are one uint8 tensor (N, 3, H, W): in memory, on the GPU, or a view of a
+memory-mapped cache file. Each batch is gathered from it by index, then augmented and
+normalised as tensors, so there is no DataLoader, no per-image Python, and nothing of size N
+is copied.
 """
 
 from __future__ import annotations
@@ -24,29 +26,82 @@ from imgrade.train import distributed
 from imgrade.train.distributed import sum_over_ranks
 from imgrade.train.optim import build_optimizer, lr_factor, set_lr
 
+GPU_SHARE = 0.25
+"""A set goes to the GPU when it takes at most this share of the GPU's free memory (see ``data_device``)."""
+
 
 @dataclass
 class FitData:
-    """Tensors for one run: images stay uint8 until a batch is taken."""
+    """Tensors for one run: images stay uint8 until a batch is taken.
+
+    ``pipeline.train`` gives the whole set once (``FitData.from_set``): ``train_x`` and ``val_x``
+    are then one tensor, and ``train_index`` and ``val_index`` name each split's rows in it.
+    Without an index a split is all of its tensor's rows.
+    """
 
     train_x: torch.Tensor  # (N, 3, H, W) uint8
     train_y: torch.Tensor  # (N,) float32
     val_x: torch.Tensor
     val_y: torch.Tensor
     mean: torch.Tensor  # (3, H, W) float32 in [0, 1]: the training set's per-pixel mean
+    train_index: torch.Tensor | None = None  # (N_train,) int64 rows of train_x
+    val_index: torch.Tensor | None = None  # (N_val,) int64 rows of val_x
+
+    def __post_init__(self) -> None:
+        if self.train_index is None:
+            self.train_index = torch.arange(len(self.train_x))
+        if self.val_index is None:
+            self.val_index = torch.arange(len(self.val_x))
+
+    @classmethod
+    def from_set(
+        cls, images: torch.Tensor, targets: torch.Tensor, train_index: torch.Tensor, val_index: torch.Tensor, mean: torch.Tensor
+    ) -> "FitData":
+        """Both splits as rows of one set of images and targets, which are not copied."""
+        return cls(images, targets, images, targets, mean, train_index, val_index)
+
+
+def data_device(images: torch.Tensor, device: torch.device) -> torch.device:
+    """Where the training images live: on ``device`` when it is a GPU they fit on, else on the host.
+
+    On a GPU each step then gathers and augments its batch there, with no copy from the host: a
+    CUCUMBER-9-sized set is a few MB of uint8. A set taking more than ``GPU_SHARE`` of the GPU's
+    free memory (a large memory-mapped one, say) stays on the host, and each step copies its batch.
+    """
+    if device.type != "cuda":
+        return torch.device("cpu")
+    free, _ = torch.cuda.mem_get_info(device)
+    return device if images.numel() * images.element_size() <= GPU_SHARE * free else torch.device("cpu")
+
+
+def take(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``images[rows]`` (B, 3, H, W); on the host read in ascending row order, returned in the order of ``rows``.
+
+    A host tensor may be a view of a memory-mapped file: rows read in file order touch each page
+    once, in the order the kernel reads ahead. The values are ``images[rows]``'s exactly.
+
+    >>> images = torch.arange(5).reshape(5, 1, 1, 1)
+    >>> take(images, torch.tensor([3, 0, 4])).flatten().tolist()
+    [3, 0, 4]
+    """
+    if images.device.type != "cpu" or len(rows) < 2:
+        return images[rows]
+    ascending, order = rows.sort()
+    return images[ascending][order.argsort()]
 
 
 @torch.no_grad()
-def validate(model, x, y, mean, device, batch_size: int = 256) -> tuple[float, float]:
-    """(mean loss, mean absolute error of the decoded score) over a whole split.
+def validate(model, x, y, index, mean, device, batch_size: int = 256) -> tuple[float, float]:
+    """(mean loss, mean absolute error of the decoded score) over the rows ``index`` of ``x``, ``y``.
 
     In fp32 even when training autocasts (``--amp``): as ``predict`` will run the model.
     """
     model.eval()
-    total_loss, total_abs, n = 0.0, 0.0, len(x)
+    total_loss, total_abs, n = 0.0, 0.0, len(index)
     for i in range(0, n, batch_size):
-        target = y[i : i + batch_size].to(device)
-        outputs = model(to_input(x[i : i + batch_size], mean, device))
+        rows = to_device_async(index[i : i + batch_size], x.device)
+        target = y[rows].to(device)
+        outputs = model(to_input(take(x, rows), mean, device))
         total_loss += float(model.loss(outputs, target)) * len(target)
         total_abs += float((model.decode(outputs).float() - target).abs().sum())
     return total_loss / n, total_abs / n
@@ -60,13 +115,13 @@ def validate_sharded(model, data: FitData, device, shard: tuple[int, int], batch
     """
     rank, world = shard
     if world == 1:
-        return validate(model, data.val_x, data.val_y, data.mean, device, batch_size)
-    n = len(data.val_x)
+        return validate(model, data.val_x, data.val_y, data.val_index, data.mean, device, batch_size)
+    n = len(data.val_index)
     batches = math.ceil(n / batch_size)
     lo, hi = (min(n, batch_size * (batches * r // world)) for r in (rank, rank + 1))
     loss_sum, abs_sum = 0.0, 0.0
     if hi > lo:
-        loss, mae = validate(model, data.val_x[lo:hi], data.val_y[lo:hi], data.mean, device, batch_size)
+        loss, mae = validate(model, data.val_x, data.val_y, data.val_index[lo:hi], data.mean, device, batch_size)
         loss_sum, abs_sum = loss * (hi - lo), mae * (hi - lo)
     loss_sum, abs_sum = sum_over_ranks(loss_sum, abs_sum)
     return loss_sum / n, abs_sum / n
@@ -117,7 +172,7 @@ def train_one_epoch(model, optimizer, data: FitData, cfg: TrainConfig, device, g
     rank, world = shard
     model.train()
     averages = EpochBatchNormAverage(model) if cfg.bn_stats == "epoch" else None
-    n = len(data.train_x)
+    n = len(data.train_index)
     order = torch.randperm(n, generator=generator)
     amp = autocast_dtype(cfg.amp, device)
     total, seen = torch.zeros((), device=device), 0
@@ -127,9 +182,10 @@ def train_one_epoch(model, optimizer, data: FitData, cfg: TrainConfig, device, g
         index = order[start : start + cfg.batch_size]
         if len(index) < world:
             break  # DDP needs every rank to take the step
-        on_data = to_device_async(index, data.train_x.device)  # where the set lives (on a GPU, pipeline.train puts it there)
+        # the batch's rows, where the set lives (on a GPU when data_device put it there)
+        on_data = to_device_async(data.train_index[index], data.train_x.device)
         # moved while still uint8 (4x smaller than floats), so a GPU does the augmentation
-        x = data.train_x[on_data].to(device, non_blocking=True)  # (B, 3, H, W) uint8
+        x = take(data.train_x, on_data).to(device, non_blocking=True)  # (B, 3, H, W) uint8
         target = data.train_y[on_data].to(device, non_blocking=True)
         if cfg.augment:
             x = random_shift_flip(x, cfg.shift, True, generator)
@@ -219,7 +275,7 @@ def fit(
         lr = cfg.lr * lr_factor(epoch, cfg.epochs)
         set_lr(optimizer, lr)
         t0 = time.perf_counter()
-        bar = tqdm(total=len(data.train_x), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img", leave=False, file=sys.stderr) if show_bar else None
+        bar = tqdm(total=len(data.train_index), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img", leave=False, file=sys.stderr) if show_bar else None
         try:
             train_loss = train_one_epoch(trained, optimizer, data, cfg, device, generator, bar, shard=shard)
         finally:
