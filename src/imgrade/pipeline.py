@@ -149,7 +149,7 @@ def _train_locked(
 
     def on_epoch_end(history: list[dict]) -> None:
         write_history(out / "history.csv", history)
-        plots.plot_loss_curve(history, out / "loss_curve.png", title=f"loss: {out.name}")
+        plots.plot_loss_curve(history, out / "loss_curve.png", title=f"loss: {out.name}", frozen_epochs=cfg.train.freeze_backbone_epochs)
 
     t0 = time.perf_counter()
     where = f"{device}" if world == 1 else f"{world} processes ({device.type}, DDP)"
@@ -170,7 +170,6 @@ def _train_locked(
     if imageset.is_ordinal:
         cal_set = imageset.subset(split["cal"]) if "cal" in split else None
         _calibrate_and_save(out, predictor, val_set, val_outputs, cfg.calibrate, strict=False, cal_set=cal_set)
-    log(f"next: imgrade evaluate {out}")
     return history
 
 
@@ -411,7 +410,8 @@ def evaluate(run: str | Path, *, data: str | None = None, out: str | Path | None
     write_predictions(out_dir / "predictions.csv", imageset, outputs.scores, predicted, sets, grade_names)
     title = f"{run_dir.name}: {name} ({len(imageset)} images)"
     pictures = evaluation_plots(
-        out_dir, read_history(run_dir / "history.csv"), y, outputs.scores, grade_names, metrics, predictor.thresholds, title, run_dir.name
+        out_dir, read_history(run_dir / "history.csv"), y, outputs.scores, grade_names, metrics, predictor.thresholds, title, run_dir.name,
+        frozen_epochs=cfg.train.freeze_backbone_epochs,
     )
     metrics["files"] = {"predictions": str(out_dir / "predictions.csv"), "metrics": str(out_dir / "metrics.json"),
                         "report": str(out_dir / "report.html"), **{k: str(v) for k, v in pictures.items()}}

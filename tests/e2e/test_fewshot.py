@@ -48,6 +48,8 @@ def test_recipe_runs_every_stage_and_prints_the_gap(fewshot_run):
     assert (fewshot_run / "summary.md").read_text().count("\n|") >= 4
     assert (fewshot_run / "finetune" / "eval-test" / "report.html").is_file()  # the final model's report
     assert "zero-shot on real: accuracy" in err
+    # one suggestion of what to do next, the recipe's, not one per run it trained
+    assert [line.split()[:3] for line in err.splitlines() if line.startswith("next:")] == [["next:", "imgrade", "evaluate"]]
     # the fine-tuning run started from the pretraining run, with the recipe's settings
     config = yaml.safe_load((fewshot_run / "finetune" / "config.yaml").read_text())
     assert config["train"]["init"] == str((fewshot_run / "pretrain").resolve())
