@@ -158,7 +158,7 @@ def main() -> None:
 
     def show(what: str, rate: tuple[float, float, float], limit: float, extra: str = "") -> None:
         median, low, high = rate
-        print(f"{what:<37} {median:7.1f} images/s ({low:.0f}-{high:.0f})  {median / limit:6.1%} of the limit{extra}", flush=True)
+        print(f"{what:<40} {median:7.1f} images/s ({low:.0f}-{high:.0f})  {median / limit:6.1%} of the limit{extra}", flush=True)
 
     for batch in (32, 128):
         show(f"train batch {batch}", training_rate(images, targets, batch, args.repeats), train_limit)
