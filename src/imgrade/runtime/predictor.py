@@ -73,7 +73,7 @@ class Predictor(Grader):
     def prepare_for_serving(self) -> None:
         """On the CPU, run a traced and frozen copy of the network from now on.
 
-        Freezing folds each BatchNorm into the conv before it, fuses conv and ReLU and pre-packs
+        Freezing folds each BatchNorm that follows a conv into it and pre-packs
         the weights for oneDNN: one photo took 1.3 ms against 2.0 ms eager (2 cores; see
         benchmarks/throughput.py), for about 0.7 s of set-up. The copy is checked against the
         eager network on a few images; should tracing fail or disagree, the eager network stays.
