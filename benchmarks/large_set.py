@@ -89,16 +89,12 @@ def _train(data: Path, out: Path, cache: Path, depth: int, workers: int, log: Pa
     """One `imgrade train` in a child process (in ``cgroup`` when given): wall time, peaks (MB) and its log."""
     argv = [sys.executable, "-m", "imgrade", "train", "--data", str(data), "--out", str(out), "--epochs", "1",
             "--depth", str(depth), "--workers", str(workers), "--cache", str(cache), "--seed", "0"]
-    join = None
-    if cgroup is not None:
-        procs = cgroup[0]
-
-        def join() -> None:  # in the child, before it runs Python: everything it maps is charged to the cgroup
-            procs.write_text(str(os.getpid()))
+    def join() -> None:  # in the child, before it runs Python: everything it maps is charged to the cgroup
+        cgroup[0].write_text(str(os.getpid()))
 
     t0 = time.perf_counter()
     with log.open("wb") as stderr:  # a file, not a pipe: a full pipe would block the child
-        child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr, preexec_fn=join)
+        child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr, preexec_fn=join if cgroup else None)
     peak_anon = 0
     while True:
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)

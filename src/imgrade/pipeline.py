@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import shutil
 import sys
 import time
@@ -18,7 +17,7 @@ import torch
 import imgrade
 from imgrade.config import DataConfig, RunConfig, dump_config, load_config, parse_split
 from imgrade.calibrate import (
-    apply_thresholds, choose_thresholds, fit_conformal, format_set, min_calibration_size, prediction_sets, set_summary,
+    apply_thresholds, choose_thresholds, fit_conformal, min_calibration_size, prediction_sets, set_summary,
 )
 from imgrade.core.checkpoint import LAST, find_run_checkpoint, load_checkpoint, save_checkpoint, save_json
 from imgrade.core.device import resolve_device, seed_everything, set_determinism
