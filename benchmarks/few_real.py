@@ -108,7 +108,7 @@ def main() -> None:
             if row in confusion_inputs:
                 confusion_inputs[row][0].append(test.targets.astype(np.int64))
                 confusion_inputs[row][1].append(predicted)
-                predictions += [{"row": row, "fold": fold, "id": i, "true": real.grade_names[int(t)], "predicted": real.grade_names[int(q)]}
+                predictions += [{"row": row, "stage": ROWS[row - 1], "fold": fold, "id": i, "true": real.grade_names[int(t)], "predicted": real.grade_names[int(q)]}
                                 for i, t, q in zip(test.ids, test.targets, predicted)]
             results.append({"row": ROWS[row - 1], "fold": fold, **metrics, "seconds": round(time.perf_counter() - started, 1)})
             print(f"fold {fold} {ROWS[row - 1]}: " + ", ".join(f"{label} {metrics[k]:.3f}" for k, label in SHOWN), flush=True)

@@ -4,8 +4,8 @@
     .venv/bin/python scripts/gap_montage.py bench-few/predictions.csv --row 3 --synthetic
     .venv/bin/python scripts/gap_montage.py bench-few/predictions.csv --per-grade 12 --out /tmp/gap.png
 
-Reads the per-photo predictions that benchmarks/few_real.py writes (columns row, fold, id, true,
-predicted; row 3 = synthetic only, row 4 = the same model fine-tuned on real photos) and draws one
+Reads the per-photo predictions that benchmarks/few_real.py writes (columns row, stage, fold, id,
+true, predicted; row 3 = synthetic only, row 4 = the same model fine-tuned on real photos) and draws one
 line per true grade: up to ``--per-grade`` misgraded real photos, the most common wrong prediction
 first, each with its predicted grade under it, then "wrong/total" and the most common wrong
 prediction. ``--synthetic`` adds, on the right, synthetic photos of that most common wrong grade:
@@ -50,7 +50,6 @@ from make_montage import (
 )
 
 REQUIRED_COLUMNS = ("row", "id", "true", "predicted")
-ROW_TITLES = {3: "synthetic only (zero-shot)", 4: "pretrained + fine-tuned"}  # as in benchmarks/few_real.py
 STRAIGHT = ("2L", "L", "M", "S", "2S")
 BENT = ("BL", "BM", "BS")
 PER_GRADE = 8  # misgraded photos per line
@@ -81,6 +80,15 @@ def crosses_boundary(true: str, predicted: str) -> bool:
     (True, True, False, False)
     """
     return (true in STRAIGHT and predicted in BENT) or (true in BENT and predicted in STRAIGHT)
+
+
+def row_title(path: Path, row: int) -> str:
+    """"row N" and the stage few_real names in its ``stage`` column ("row 4 pretrained + fine-tuned"), when it wrote one."""
+    with open(path, newline="") as f:
+        for line in csv.DictReader(f):
+            if (line.get("row") or "").strip() == str(row) and (line.get("stage") or "").strip():
+                return f"row {line['stage'].strip()}"
+    return f"row {row}"
 
 
 def read_predictions(path: Path, row: int, real: ImageSet, data_path: str) -> list[tuple[int, str, str]]:
@@ -236,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(str(error)) from None
     predictions = read_predictions(predictions_path, args.row, real, args.data)
     gaps = gaps_by_grade(predictions, real.grade_names)
-    title = f"row {args.row} {ROW_TITLES.get(args.row, '')}".rstrip()
+    title = row_title(predictions_path, args.row)
     print(format_table(gaps, title))
     synthetic = None
     if args.synthetic:

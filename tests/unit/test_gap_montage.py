@@ -62,11 +62,14 @@ def write_predictions(path: Path, lines: list[dict]) -> Path:
     return path
 
 
+STAGES = {3: "synthetic only (zero-shot)", 4: "pretrained + fine-tuned"}  # as benchmarks/few_real.py names them
+
+
 @pytest.fixture
 def predictions(tmp_path) -> Path:
     # row 3 (all right) must not leak into row 4's counts
     lines = [
-        {"row": row, "fold": i % 5, "id": f"data_batch_1:{i}", "true": true, "predicted": true}
+        {"row": row, "stage": f"{row} {STAGES[row]}", "fold": i % 5, "id": f"data_batch_1:{i}", "true": true, "predicted": true}
         for row in (3, 4)
         for i, (true, _) in enumerate(ROW_4)
     ]
@@ -135,3 +138,11 @@ def test_bad_predictions_exit_with_one_line(real, tmp_path, edit, message):
         gap_montage.main([str(predictions), "--data", str(real)])
     assert message in str(error.value)
     assert not (tmp_path / "gap_row4.png").exists()
+
+
+def test_the_title_is_the_row_number_when_the_file_names_no_stage(real, predictions, tmp_path, capsys):
+    with open(predictions, newline="") as f:
+        lines = [{k: v for k, v in line.items() if k != "stage"} for line in csv.DictReader(f)]
+    bare = write_predictions(tmp_path / "bare.csv", lines)
+    assert gap_montage.main([str(bare), "--data", str(real), "--out", str(tmp_path / "bare.png")]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("row 4: 6/10 wrong")
