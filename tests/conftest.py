@@ -1,12 +1,9 @@
 """Fixtures shared by the whole suite."""
 
 import contextlib
-import signal
-import socket
+import importlib.util
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -55,7 +52,16 @@ def coral_run(tmp_path_factory, synth_dir) -> Path:
     return run
 
 
-SERVER_START_S = 120  # imports torch and loads the run: seconds, but 2 busy cores can be slow
+def _benchmark_module(name: str):
+    """benchmarks/NAME.py as a module (benchmarks/ is not a package), registered under NAME."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+serve_load = _benchmark_module("serve_load")  # its server helpers: a free port, waiting for /healthz, Ctrl+C
 
 
 @pytest.fixture(scope="session")
@@ -64,14 +70,13 @@ def imgrade_serve():
 
     The server's stdout and stderr go to ``log`` (a file: a full pipe would block it). The block
     starts once /healthz answers; the test fails with the log if the server exits or stays silent
-    for ``SERVER_START_S``. Afterwards the server gets Ctrl+C, as a user would, then a kill.
+    for ``serve_load.HEALTH_TIMEOUT_S`` (120 s: it imports torch and loads the run, and 2 busy
+    cores can be slow). Afterwards the server gets Ctrl+C, as a user would, then a kill.
     """
 
     @contextlib.contextmanager
     def start(run: Path, log: Path, *flags: str, env: dict | None = None):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = serve_load.free_port()
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "imgrade", "serve", str(run), "--port", str(port), *flags],
@@ -79,27 +84,12 @@ def imgrade_serve():
             )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + SERVER_START_S
-            while True:
-                if process.poll() is not None:
-                    pytest.fail(f"imgrade serve exited with {process.returncode} before /healthz answered:\n{log.read_text()}")
-                try:
-                    with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"imgrade serve did not answer /healthz within {SERVER_START_S}s:\n{log.read_text()}")
-                time.sleep(0.2)
+            try:
+                serve_load.wait_until_healthy(url, process)
+            except SystemExit as failure:
+                pytest.fail(f"imgrade serve: {failure}:\n{log.read_text()}")
             yield url
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            serve_load.stop(process)
 
     return start
