@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Callable
 
+from imgrade.config import AMP_CHOICES
 from imgrade.core.allocator import reexec_with_tcmalloc, started_as_imgrade
 from imgrade.core.errors import ImgradeError
 
@@ -62,7 +63,7 @@ def _add_run_flags(p, *, compare: bool = False) -> None:
     g.add_argument("--device", dest="train.device", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--deterministic", dest="train.deterministic", action="store_const", const=True, help="deterministic kernels")
     g.add_argument("--threads", dest="train.threads", type=int, help="CPU threads (default: torch's choice)")
-    g.add_argument("--amp", dest="train.amp", choices=["auto", "bf16", "off"], help="mixed precision: auto (default: bf16 on a GPU, fp32 on the CPU), bf16, off")
+    g.add_argument("--amp", dest="train.amp", choices=AMP_CHOICES, help="mixed precision: auto (default: bf16 on a GPU, fp32 on the CPU), bf16, off")
     g.add_argument("--compile", dest="train.compile", action="store_const", const=True, help="torch.compile the model (worth it on a GPU for long runs)")
     g = p.add_argument_group("calibration (thresholds and grade sets, fitted on the validation split)")
     g.add_argument("--objective", dest="calibrate.objective", help="what tuned cut points maximise: qwk (default), accuracy, mae")

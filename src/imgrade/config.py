@@ -77,6 +77,8 @@ class DataConfig:
 
 
 TASKS = ("regression", "classification", "coral", "corn")
+AMP_CHOICES = ("auto", "bf16", "off")
+"""``train.amp``: bf16 on a CUDA GPU and fp32 elsewhere, bf16 everywhere, or fp32 everywhere."""
 
 
 @dataclass
@@ -173,7 +175,7 @@ class TrainConfig:
             raise ConfigError(f"train.bn_stats {self.bn_stats!r} is not epoch or ema: set --bn-stats")
         if self.threads < 0:
             raise ConfigError(f"train.threads {self.threads} must be >= 0: set --threads")
-        if self.amp not in ("auto", "bf16", "off"):
+        if self.amp not in AMP_CHOICES:
             raise ConfigError(f"train.amp {self.amp!r} is not auto, bf16 or off: set --amp")
         if self.freeze_backbone_epochs < 0:
             raise ConfigError(f"train.freeze_backbone_epochs {self.freeze_backbone_epochs} must be >= 0: set --freeze-backbone-epochs")

@@ -9,9 +9,8 @@ import contextlib
 
 import torch
 
+from imgrade.config import AMP_CHOICES
 from imgrade.core.errors import ConfigError
-
-AMP_CHOICES = ("auto", "bf16", "off")
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
