@@ -28,6 +28,7 @@ from imgrade.core.io import write_text
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
 from imgrade.data.splits import make_split
+from imgrade.evaluate.report import format_number
 
 METRICS = ("accuracy", "within1", "grade_mae", "qwk")
 PRETRAIN_SPLIT = "0.8,0.1,0.1"  # synthetic images are free: most go to training
@@ -231,19 +232,13 @@ def format_stages(stages: dict[str, dict[str, Any]]) -> str:
     """
     lines = ["| stage | n | accuracy | within-1 | grade MAE | QWK |", "|---|---|---|---|---|---|"]
     for name, m in stages.items():
-        lines.append(f"| {name} | {m['n']} | " + " | ".join(_cell(m[k]) for k in METRICS) + " |")
+        lines.append(f"| {name} | {m['n']} | " + " | ".join(format_number(m[k]) for k in METRICS) + " |")
     sim, zero = stages.get("synthetic (pretrain test split)"), stages.get("zero-shot on real")
     if sim and zero:
         gap = [None if sim[k] is None or zero[k] is None else zero[k] - sim[k] for k in METRICS]
-        lines.append("| sim-to-real gap (zero-shot - synthetic) | | " + " | ".join(_cell(g, signed=True) for g in gap) + " |")
+        lines.append("| sim-to-real gap (zero-shot - synthetic) | | " + " | ".join(format_number(g, signed=True) for g in gap) + " |")
     return "\n".join(lines)
 
 
 def _brief(m: dict[str, Any]) -> str:
-    return ", ".join(f"{label} {_cell(m[k])}" for k, label in zip(METRICS, ("accuracy", "within-1", "grade MAE", "QWK")))
-
-
-def _cell(value, signed: bool = False) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:+.3f}" if signed else f"{value:.3f}"
+    return ", ".join(f"{label} {format_number(m[k])}" for k, label in zip(METRICS, ("accuracy", "within-1", "grade MAE", "QWK")))

@@ -27,7 +27,7 @@ def format_metrics_table(metrics: dict, grade_names: list[str] | None) -> str:
     """
     per_grade = metrics.get("per_grade")
     headline = _ORDINAL_HEADLINE if per_grade is not None else _CONTINUOUS_HEADLINE
-    rows = [(label, _number(metrics.get(key), "n/a")) for label, key in headline if key in metrics]
+    rows = [(label, format_number(metrics.get(key), "n/a")) for label, key in headline if key in metrics]
     label_width = max(len(label) for label, _ in rows)
     value_width = max(len(value) for _, value in rows)
     lines = [f"{label:<{label_width}}  {value:>{value_width}}" for label, value in rows]
@@ -39,8 +39,8 @@ def format_metrics_table(metrics: dict, grade_names: list[str] | None) -> str:
                 continue
             mark = "  <- used" if label == decisions.get("used") else ""
             lines.append(
-                f"{label:<18}  {_number(m['accuracy'], 'n/a'):>8}  {_number(m['within1'], 'n/a'):>8}  "
-                f"{_number(m['grade_mae'], 'n/a'):>9}  {_number(m['qwk'], 'n/a'):>5}{mark}"
+                f"{label:<18}  {format_number(m['accuracy'], 'n/a'):>8}  {format_number(m['within1'], 'n/a'):>8}  "
+                f"{format_number(m['grade_mae'], 'n/a'):>9}  {format_number(m['qwk'], 'n/a'):>5}{mark}"
             )
     gap = metrics.get("domain_gap")
     if gap:
@@ -48,8 +48,8 @@ def format_metrics_table(metrics: dict, grade_names: list[str] | None) -> str:
         for label, m in (("run's own test split", gap["own"]), ("this data", gap["this"]), ("gap (this - own)", gap["gap"])):
             signed = label.startswith("gap")
             lines.append(
-                f"{label:<22}  {str(m.get('n', '')):>5}  {_number(m['accuracy'], 'n/a', signed):>8}  "
-                f"{_number(m['within1'], 'n/a', signed):>8}  {_number(m['grade_mae'], 'n/a', signed):>9}  {_number(m['qwk'], 'n/a', signed):>6}"
+                f"{label:<22}  {str(m.get('n', '')):>5}  {format_number(m['accuracy'], 'n/a', signed):>8}  "
+                f"{format_number(m['within1'], 'n/a', signed):>8}  {format_number(m['grade_mae'], 'n/a', signed):>9}  {format_number(m['qwk'], 'n/a', signed):>6}"
             )
     sets = metrics.get("grade_sets")
     if sets:
@@ -64,10 +64,10 @@ def format_metrics_table(metrics: dict, grade_names: list[str] | None) -> str:
         table.append((
             str(name),
             str(entry.get("n", 0)),
-            _number(entry.get("mae"), "-"),
-            _number(entry.get("accuracy"), "-"),
-            _number(entry.get("mean_error"), "-", signed=True),
-            *([_number((sets["per_grade"].get(name) or {}).get("coverage"), "-")] if sets else []),
+            format_number(entry.get("mae"), "-"),
+            format_number(entry.get("accuracy"), "-"),
+            format_number(entry.get("mean_error"), "-", signed=True),
+            *([format_number((sets["per_grade"].get(name) or {}).get("coverage"), "-")] if sets else []),
         ))
     widths = [max(len(row[column]) for row in table) for column in range(len(table[0]))]
     lines += ["", "per grade:"]
@@ -77,7 +77,12 @@ def format_metrics_table(metrics: dict, grade_names: list[str] | None) -> str:
     return "\n".join(lines)
 
 
-def _number(value, missing: str, signed: bool = False) -> str:
+def format_number(value, missing: str = "n/a", signed: bool = False) -> str:
+    """A metric as the tables show it: 3 decimals (``+`` signed for differences), ints as they are.
+
+    >>> format_number(0.12345), format_number(-0.5, signed=True), format_number(None, "-"), format_number(7)
+    ('0.123', '-0.500', '-', '7')
+    """
     if value is None:
         return missing
     if isinstance(value, int) and not isinstance(value, bool):
