@@ -97,6 +97,7 @@ def validate(model, x, y, index, mean, device, batch_size: int = 256) -> tuple[f
     In fp32 even when training autocasts (``--amp``): as ``predict`` will run the model.
     """
     model.eval()
+    mean = mean.to(device)  # once, not per batch (the set, and with it the mean, may stay on the host)
     total_loss, total_abs, n = 0.0, 0.0, len(index)
     for i in range(0, n, batch_size):
         rows = to_device_async(index[i : i + batch_size], x.device)
@@ -194,7 +195,7 @@ def train_one_epoch(model, optimizer, data: FitData, cfg: TrainConfig, device, g
         # sliced after augmenting the whole global batch, so every rank's generator stays in step
         share = len(index[rank::world]) * world / len(index)  # 1.0 unless the batch splits unevenly
         x, index, target = x[rank::world], index[rank::world], target[rank::world]
-        x = x.sub(mean) if photometric_on else to_input(x, data.mean, device)
+        x = x.sub(mean) if photometric_on else to_input(x, mean, device)
         with autocast(device, amp):
             outputs = model(x)
         loss = model.loss(outputs.float(), target)  # the loss in fp32 whatever the forward ran in
