@@ -1,7 +1,6 @@
 """Fixtures shared by the whole suite."""
 
 import contextlib
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -52,16 +51,9 @@ def coral_run(tmp_path_factory, synth_dir) -> Path:
     return run
 
 
-def _benchmark_module(name: str):
-    """benchmarks/NAME.py as a module (benchmarks/ is not a package), registered under NAME."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-serve_load = _benchmark_module("serve_load")  # its server helpers: a free port, waiting for /healthz, Ctrl+C
+# benchmarks/ is not a package: its modules are imported by name, as they import each other
+sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import serve_load  # noqa: E402  (its server helpers: a free port, waiting for /healthz, Ctrl+C)
 
 
 @pytest.fixture(scope="session")

@@ -9,15 +9,12 @@ slack; every good one a 200 with the grade the model gives. The clients live in 
 which runs the same mix for a minute.
 """
 
-import importlib.util
 import logging
 import os
 import secrets
 import socket
-import sys
 import threading
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,21 +26,10 @@ from imgrade.runtime import load_grader
 from imgrade.serve import create_app
 from imgrade.serve.server import uvicorn_config
 
-ROOT = Path(__file__).resolve().parents[2]
+import serve_abuse as kit  # benchmarks/serve_abuse.py: tests/conftest.py puts benchmarks/ on the path
+
 REQUEST_TIMEOUT_S = 3.0  # the server's --request-timeout-s (and so its headers timeout): slow clients wait this long
 MAX_UPLOAD_MB = 1
-
-
-def _load_abuse_kit():
-    """benchmarks/serve_abuse.py as a module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("serve_abuse", ROOT / "benchmarks" / "serve_abuse.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-kit = _load_abuse_kit()
 
 
 @pytest.fixture(scope="module")
