@@ -95,8 +95,7 @@ def cmd_train(args) -> int:
     else:
         cfg = load_config(args.config).with_overrides(overrides)
     pipeline.train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone (the process group is gone by now)
-        print(f"next: imgrade evaluate {args.out}", file=sys.stderr)
+    pipeline.log(f"next: imgrade evaluate {args.out}")  # once under torchrun too
     return 0
 
 

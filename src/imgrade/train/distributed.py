@@ -41,8 +41,14 @@ def rank() -> int:
 
 
 def is_main() -> bool:
-    """True in the process that writes files and prints: rank 0, or the only process."""
-    return rank() == 0
+    """True in the process that writes files and prints: rank 0, or the only process.
+
+    Outside the process group (before ``process_group`` starts it, or after it ends) torchrun's
+    ``RANK`` says which process this is, so a line printed then is printed once too.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0"
 
 
 @contextlib.contextmanager
