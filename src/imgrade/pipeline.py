@@ -41,6 +41,10 @@ from imgrade.train.init import load_init, plan_init
 from imgrade.train.loop import FitData, data_device, fit
 
 
+LOSS_PLOT_EVERY_S = 10.0
+"""loss_curve.png is redrawn at most this often during training (history.csv after every epoch)."""
+
+
 def log(message: str) -> None:
     if distributed.is_main():  # under torchrun, one copy of each line
         print(message, file=sys.stderr, flush=True)
@@ -146,9 +150,16 @@ def _train_locked(
         "data_source": imageset.source,
     }
 
+    last_plot = [-float("inf")]
+
     def on_epoch_end(history: list[dict]) -> None:
         write_history(out / "history.csv", history)
-        plots.plot_loss_curve(history, out / "loss_curve.png", title=f"loss: {out.name}", frozen_epochs=cfg.train.freeze_backbone_epochs)
+        # a figure takes ~0.5 s, half an epoch of a few hundred photos: redraw at most every
+        # LOSS_PLOT_EVERY_S seconds, and always after the first and the last epoch
+        now = time.monotonic()
+        if now - last_plot[0] >= LOSS_PLOT_EVERY_S or len(history) == cfg.train.epochs:
+            plots.plot_loss_curve(history, out / "loss_curve.png", title=f"loss: {out.name}", frozen_epochs=cfg.train.freeze_backbone_epochs)
+            last_plot[0] = now
 
     t0 = time.perf_counter()
     where = f"{device}" if world == 1 else f"{world} processes ({device.type}, DDP)"

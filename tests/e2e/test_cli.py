@@ -108,18 +108,16 @@ def test_resume_continues_to_the_same_weights(synth_dir, tmp_path, monkeypatch):
 
     from imgrade import pipeline
 
-    calls = []
-    real_plot = pipeline.plots.plot_loss_curve
+    real_write = pipeline.write_history
 
-    def interrupt_after_two_epochs(history, path, **kw):
-        real_plot(history, path, **kw)
-        calls.append(1)
+    def interrupt_after_two_epochs(path, history):
+        real_write(path, history)
         if len(history) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline.plots, "plot_loss_curve", interrupt_after_two_epochs)
+    monkeypatch.setattr(pipeline, "write_history", interrupt_after_two_epochs)
     assert main(["train", *args, "--out", str(tmp_path / "cut")]) == 130
-    monkeypatch.setattr(pipeline.plots, "plot_loss_curve", real_plot)
+    monkeypatch.setattr(pipeline, "write_history", real_write)
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 2
     # a plain train into the unfinished run is refused; --resume finishes it
     assert main(["train", *args, "--out", str(tmp_path / "cut")]) == 2
