@@ -25,6 +25,9 @@ examples:
 """
 
 
+TTA_HELP = "grade each image as the average of 6 views of it: itself, its mirror, shifts of 1/16 up, down, left, right (off by default)"
+
+
 def _add_run_flags(p, *, compare: bool = False) -> None:
     """The data/model/training/calibration flags shared by train and compare (dest = config key)."""
     p.add_argument("--config", help="YAML file with data/model/train/calibrate sections; flags override it")
@@ -54,6 +57,7 @@ def _add_run_flags(p, *, compare: bool = False) -> None:
     g.add_argument("--rotate", dest="train.rotate", type=float, help="random rotations up to this many degrees (default 0)")
     g.add_argument("--blur", dest="train.blur", type=float, help="random Gaussian blur up to this sigma in pixels (default 0)")
     g.add_argument("--class-weight", dest="train.class_weight", help="none (default) or balanced per-grade loss weights")
+    g.add_argument("--ensemble", dest="train.ensemble", type=int, help="train this many networks on the same split and grade with their average (default 1)")
     g.add_argument("--bn-stats", dest="train.bn_stats", choices=["epoch", "ema"], help="BatchNorm statistics for evaluation: epoch average (default) or the reference's moving average")
     if not compare:
         g.add_argument("--seed", dest="train.seed", type=int, help="seed for split, init, shuffling (default 0)")
@@ -129,21 +133,21 @@ def cmd_fewshot(args) -> int:
 def cmd_evaluate(args) -> int:
     from imgrade import pipeline
 
-    pipeline.evaluate(args.run, data=args.data, out=args.out, device=args.device)
+    pipeline.evaluate(args.run, data=args.data, out=args.out, device=args.device, tta=args.tta)
     return 0
 
 
 def cmd_predict(args) -> int:
     from imgrade.runtime.files import predict
 
-    predict(args.run, args.inputs, fmt=args.format, device=args.device, runtime=args.runtime)
+    predict(args.run, args.inputs, fmt=args.format, device=args.device, runtime=args.runtime, tta=args.tta)
     return 0
 
 
 def cmd_export(args) -> int:
     from imgrade import pipeline
 
-    pipeline.export(args.run, out=args.out, fmt=args.format)
+    pipeline.export(args.run, out=args.out, fmt=args.format, tta=args.tta)
     return 0
 
 
@@ -155,7 +159,7 @@ def cmd_serve(args) -> int:
         token=args.token if args.token is not None else os.environ.get("IMGRADE_TOKEN") or None,
         max_upload_mb=args.max_upload_mb, max_files=args.max_files,
         max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
-        request_timeout_s=args.request_timeout_s, threads=args.threads,
+        request_timeout_s=args.request_timeout_s, threads=args.threads, tta=args.tta,
     )
     return 0
 
@@ -246,8 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="metrics and pictures for a trained run")
     p.add_argument("run", help="run folder written by train (or its best.pt)")
     p.add_argument("--data", help="evaluate every image of this set instead of the run's test split")
-    p.add_argument("--out", help="output folder (default RUN/eval-test or RUN/eval-DATANAME)")
+    p.add_argument("--out", help="output folder (default RUN/eval-test or RUN/eval-DATANAME, with -tta added under --tta)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--tta", action="store_true", help=TTA_HELP)
 
     p = sub.add_parser("predict", help="score and grade images; CSV or JSON on stdout")
     p.add_argument("run", help="run folder written by train (or its best.pt), or a .onnx file from export")
@@ -255,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="csv", choices=["csv", "json"])
     p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"], help="auto (default: onnx for a .onnx file, else torch)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--tta", action="store_true", help=TTA_HELP + "; an .onnx file must have been exported with --tta")
 
     p = sub.add_parser("export", help="write a trained run as one self-contained ONNX grader",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -262,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder written by train (or its best.pt)")
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--tta", action="store_true", help="put test-time augmentation in the graph: " + TTA_HELP)
 
     p = sub.add_parser("serve", help="an HTTP grading service with a web page",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -279,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-window-ms", type=float, default=5.0, help="how long to collect concurrent requests into one batch (default 5 ms)")
     p.add_argument("--request-timeout-s", type=float, default=30.0, help="longest a request may take, upload included (default 30 s): 408 if its upload is still arriving, else 503")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: one per core)")
+    p.add_argument("--tta", action="store_true", help=TTA_HELP + "; an .onnx file must have been exported with --tta")
 
     data = sub.add_parser("data", help="inspect, download or generate image sets").add_subparsers(dest="data_verb", metavar="ACTION")
     p = data.add_parser("info", help="format, images per grade, image size, what is dropped")

@@ -31,11 +31,11 @@ from imgrade.data.splits import hold_out_calibration, make_split
 from imgrade.evaluate import plots
 from imgrade.evaluate.outputs import evaluation_plots, write_predictions
 from imgrade.evaluate.metrics import continuous_metrics, ordinal_metrics
-from imgrade.evaluate.report import format_metrics_table, write_run_report
+from imgrade.evaluate.report import format_members_table, format_metrics_table, write_run_report
 from imgrade.models.factory import build_model
 from imgrade.models.heads import balanced_class_weights
 from imgrade.runtime.files import predict  # noqa: F401  (torch-free; `imgrade predict` imports it directly)
-from imgrade.runtime.predictor import Outputs, Predictor
+from imgrade.runtime.predictor import CALIBRATION_TTA, Outputs, Predictor
 from imgrade.train import distributed
 from imgrade.train.init import load_init, plan_init
 from imgrade.train.loop import FitData, data_device, fit
@@ -79,7 +79,103 @@ def _train(
             return _prepare_out(cfg, out, resume, overwrite)
 
         cfg, resume_state = distributed.on_main(prepare)
+        if cfg.train.ensemble > 1:
+            return _train_ensemble(cfg, out, resume, split, imageset)
         return _train_locked(cfg, out, resume_state, split, imageset)
+
+
+def member_seed(seed: int, members: int, index: int) -> int:
+    """The seed of ensemble member ``index``: ensembles with seeds 0, 1, 2 share no member, and
+    member 0 of the seed-0 ensemble is the plain seed-0 run.
+
+    >>> [member_seed(1, 3, i) for i in range(3)]
+    [3, 4, 5]
+    """
+    return seed * members + index
+
+
+def _train_ensemble(
+    cfg: RunConfig, out: Path, resume: bool, split: dict[str, np.ndarray] | None, imageset: ImageSet | None
+) -> list[dict]:
+    """Train ``cfg.train.ensemble`` members on one split, each a complete run in ``out/members/mI``
+    (so resume and crash safety hold per member), then write ``out/best.pt`` holding them all and
+    calibrate the ensemble on its own validation outputs. Returns the members' mean history."""
+    k = cfg.train.ensemble
+    imageset = imageset if imageset is not None else load_dataset(cfg.data)
+    log(f"data: {imageset.source}: {len(imageset)} images, {imageset.image_size[0]}x{imageset.image_size[1]}")
+    have_split = resume and (out / "split.json").is_file()
+    split = distributed.on_main(_choose_split, cfg, out, imageset, have_split, split)
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        if not have_split:
+            write_text(out / "config.yaml", dump_config(cfg))
+            save_split(out / "split.json", split, imageset)
+            save_json(out / "data.json", _data_summary(imageset))
+    histories = []
+    for i in range(k):
+        seed = member_seed(cfg.train.seed, k, i)
+        member_dir = out / "members" / f"m{i}"
+        member_cfg = cfg.with_overrides({"train.ensemble": 1, "train.seed": seed})
+        state = distributed.on_main(_member_state, member_dir)
+        log(f"\nensemble member {i + 1}/{k} (seed {seed}) -> {member_dir}" + {"done": ": already trained", "resume": ": resuming"}.get(state, ""))
+        if state == "done":
+            histories.append(read_history(member_dir / "history.csv"))
+            continue
+        histories.append(_train(member_cfg, member_dir, state == "resume", False, split, imageset))
+    history = _mean_history(histories)
+    if not distributed.is_main():
+        return history
+    _assemble_ensemble(cfg, out, k)
+    write_history(out / "history.csv", history)
+    plots.plot_loss_curve(history, out / "loss_curve.png", title=f"loss: {out.name} (mean of {k} members)", frozen_epochs=cfg.train.freeze_backbone_epochs)
+    if imageset.is_ordinal:
+        predictor = Predictor.from_run(out, device=cfg.train.device)
+        _calibrate_run(out, predictor, imageset, split, cfg.calibrate, strict=False)
+    log(f"ensemble of {k} members -> {out / 'best.pt'}")
+    return history
+
+
+def _member_state(member_dir: Path) -> str:
+    """'done' (trained and calibrated), 'resume' (begun) or 'fresh'."""
+    if not (member_dir / "config.yaml").is_file():
+        return "fresh"
+    try:
+        last = load_checkpoint(member_dir / LAST) if (member_dir / LAST).is_file() else {}
+    except CheckpointError:
+        return "resume"
+    if last.get("finished") and not (last.get("grade_names") and _calibration_missing(member_dir)):
+        return "done"
+    return "resume"
+
+
+def _mean_history(histories: list[list[dict]]) -> list[dict]:
+    """Per epoch, the mean of the members' losses (what the ensemble's loss curve shows)."""
+    rows = []
+    for epoch_rows in zip(*histories):
+        row = dict(epoch_rows[0])
+        for key in ("train_loss", "val_loss", "val_mae", "seconds"):
+            row[key] = float(np.mean([float(r[key]) for r in epoch_rows]))
+        rows.append(row)
+    return rows
+
+
+def _assemble_ensemble(cfg: RunConfig, out: Path, k: int) -> None:
+    """One checkpoint with every member's best weights (``members.I.*``), graded as one network."""
+    states = [load_checkpoint(out / "members" / f"m{i}" / "best.pt") for i in range(k)]
+    first = states[0]
+    for i, state in enumerate(states[1:], start=1):
+        if not torch.equal(state["mean_image"], first["mean_image"]):
+            raise CheckpointError(f"{out / 'members' / f'm{i}'} was trained on another split than member 0: train the ensemble again with --overwrite")
+    payload = {key: value for key, value in first.items() if key not in ("model_state", "epoch", "val_loss", "calibration", CALIBRATION_TTA)}
+    payload.update({
+        "config": cfg.to_dict(),
+        "ensemble": k,
+        "member_epochs": [int(state["epoch"]) for state in states],
+        "val_loss": float(np.mean([float(state["val_loss"]) for state in states])),
+        "model_state": {f"members.{i}.{key}": value for i, state in enumerate(states) for key, value in state["model_state"].items()},
+        "calibration": None,
+    })
+    save_checkpoint(out / "best.pt", payload)
 
 
 def _train_locked(
@@ -178,8 +274,7 @@ def _train_locked(
     for warning in health_warnings(predictor, val_set, val_outputs):
         log(f"warning: {warning}")
     if imageset.is_ordinal:
-        cal_set = imageset.subset(split["cal"]) if "cal" in split else None
-        _calibrate_and_save(out, predictor, val_set, val_outputs, cfg.calibrate, strict=False, cal_set=cal_set)
+        _calibrate_run(out, predictor, imageset, split, cfg.calibrate, strict=False, val_outputs=val_outputs)
     return history
 
 
@@ -239,7 +334,7 @@ def _choose_split(
         return load_split(out, imageset)
     if split is None:
         split = make_split(imageset, parse_split(cfg.data.split), cfg.train.seed)
-    if imageset.is_ordinal:
+    if imageset.is_ordinal and "cal" not in split:  # an ensemble's members get the split with its hold-out
         split = hold_out_calibration(split, imageset, cfg.calibrate.holdout, cfg.train.seed)
     return split
 
@@ -250,6 +345,7 @@ def _check_out_is_free(out: Path, overwrite: bool) -> None:
     if overwrite:
         for name in ("config.yaml", "split.json", "data.json", "best.pt", LAST, "history.csv", "loss_curve.png"):
             (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "members", ignore_errors=True)
         return
     finished = False
     if (out / LAST).exists():
@@ -257,15 +353,30 @@ def _check_out_is_free(out: Path, overwrite: bool) -> None:
             finished = bool(load_checkpoint(out / LAST).get("finished"))
         except CheckpointError:
             pass
+    elif (out / "members").is_dir() and (out / "best.pt").exists():
+        finished = _ensemble_finished(out)
     what = "a finished run" if finished else "an unfinished run"
     fix = "choose another --out or pass --overwrite" if finished else "continue it with --resume, or pass --overwrite to start again"
     raise ConfigError(f"{out} already holds {what}: {fix}")
+
+
+def _ensemble_finished(out: Path) -> bool:
+    try:
+        best = load_checkpoint(out / "best.pt")
+    except CheckpointError:
+        return False
+    return bool(best.get("ensemble")) and (best.get("calibration") is not None or not best.get("grade_names"))
 
 
 def _resume_state(out: Path) -> tuple[RunConfig, dict | None]:
     if not (out / "config.yaml").is_file():
         raise CheckpointError(f"cannot resume: {out} holds no run (no config.yaml): start it with `imgrade train --out {out}`")
     cfg = load_config(out / "config.yaml")
+    if cfg.train.ensemble > 1:  # resumed member by member (see _train_ensemble)
+        if (out / "best.pt").exists() and _ensemble_finished(out):
+            raise ConfigError(f"{out} is already finished (an ensemble of {cfg.train.ensemble}): nothing to resume; evaluate it, or train into another --out")
+        log(f"resuming the ensemble in {out}")
+        return cfg, None
     if not (out / LAST).is_file():
         log(f"{out} has no finished epoch yet: starting it from the beginning")
         return cfg, None
@@ -320,8 +431,23 @@ def calibrate(
             f"alpha {cfg.calibrate.alpha} needs at least {needed} validation images for grade sets with a coverage "
             f"guarantee, but {run} has {available}: raise --alpha or retrain with a larger validation split"
         )
-    calibration = _calibrate_and_save(run, predictor, val_set, predictor.outputs(val_set.images), cfg.calibrate, strict=True, cal_set=cal_set)
+    calibration = _calibrate_run(run, predictor, imageset, split, cfg.calibrate, strict=True)
     write_text(run / "config.yaml", dump_config(cfg))
+    return calibration
+
+
+def _calibrate_run(
+    run: Path, predictor: Predictor, imageset: ImageSet, split: dict[str, np.ndarray], cfg, *, strict: bool, val_outputs: Outputs | None = None,
+) -> dict:
+    """Calibrate ``run`` twice, on plain outputs and on test-time augmented ones (``--tta``), so
+    either way of grading has cut points and grade sets fitted to its own scores. Returns the plain one."""
+    val_set = imageset.subset(split["val"])
+    cal_set = imageset.subset(split["cal"]) if "cal" in split else None
+    outputs = val_outputs if val_outputs is not None else predictor.outputs(val_set.images)
+    calibration = _calibrate_and_save(run, predictor, val_set, outputs, cfg, strict=strict, cal_set=cal_set)
+    augmented = predictor.with_tta()
+    _calibrate_and_save(run, augmented, val_set, augmented.outputs(val_set.images), cfg, strict=strict, cal_set=cal_set)
+    predictor.checkpoint[CALIBRATION_TTA] = augmented.checkpoint[CALIBRATION_TTA]
     return calibration
 
 
@@ -338,7 +464,8 @@ def _calibrate_and_save(
     choice = choose_thresholds(
         y, outputs.scores, num_grades, objective=cfg.objective, folds=cfg.folds, seed=0, baseline=outputs.native, baseline_name=rule
     )
-    log(f"thresholds: {choice.reason}")
+    mode = "with test-time augmentation, " if predictor.tta else ""
+    log(f"{mode}thresholds: {choice.reason}")
     calibration: dict[str, Any] = {"thresholds": choice.to_dict(), "conformal": None}
     if cal_set is not None:
         y, outputs = cal_set.targets.astype(np.int64), predictor.outputs(cal_set.images)
@@ -354,14 +481,15 @@ def _calibrate_and_save(
         sets = prediction_sets(conformal, scores=outputs.scores, probabilities=outputs.probabilities, num_grades=num_grades)
         summary = set_summary(sets, y, predictor.grade_names)
         log(
-            f"grade sets: {conformal.kind}, alpha {cfg.alpha}: {where} coverage {summary['coverage']:.3f}, "
+            f"{mode}grade sets: {conformal.kind}, alpha {cfg.alpha}: {where} coverage {summary['coverage']:.3f}, "
             f"mean size {summary['mean_size']:.2f} grades ({conformal.n} calibration images)"
         )
+    key = CALIBRATION_TTA if predictor.tta else "calibration"
     best = find_run_checkpoint(run)
     payload = load_checkpoint(best)
-    payload["calibration"] = calibration
+    payload[key] = calibration
     save_checkpoint(best, payload)
-    predictor.checkpoint["calibration"] = calibration
+    predictor.checkpoint[key] = calibration
     return calibration
 
 
@@ -373,11 +501,17 @@ def _run_data(run: Path, cfg: RunConfig) -> tuple[ImageSet, dict[str, np.ndarray
 # ----------------------------------------------------------------------------- evaluate
 
 
-def evaluate(run: str | Path, *, data: str | None = None, out: str | Path | None = None, device: str = "auto") -> dict[str, Any]:
-    """Score the run's test split (or every image of ``data``); write predictions, metrics, plots, report."""
+def evaluate(
+    run: str | Path, *, data: str | None = None, out: str | Path | None = None, device: str = "auto", tta: bool = False
+) -> dict[str, Any]:
+    """Score the run's test split (or every image of ``data``); write predictions, metrics, plots, report.
+
+    With ``tta`` every image is graded as the average of a few views of it. An ensemble's members
+    are scored on the same images too, so the table shows what the ensemble adds.
+    """
     run = Path(run)
     run_dir = run if run.is_dir() else run.parent
-    predictor = Predictor.from_run(run, device=device)
+    predictor = Predictor.from_run(run, device=device, tta=tta)
     cfg = RunConfig.from_dict(predictor.checkpoint["config"], source=f"{run} checkpoint")
     if data is None:
         imageset, split = _run_data(run, cfg)
@@ -392,7 +526,7 @@ def evaluate(run: str | Path, *, data: str | None = None, out: str | Path | None
         name = Path(data).name.removesuffix(".tar.gz").removesuffix(".csv") or "data"
     if len(imageset) == 0:
         raise DataError(f"no images to evaluate in {data or cfg.data.path}: the test split is empty; pass --data")
-    out_dir = Path(out) if out is not None else run_dir / f"eval-{name}"
+    out_dir = Path(out) if out is not None else run_dir / f"eval-{name}{'-tta' if tta else ''}"
     log(f"evaluating {len(imageset)} images from {imageset.source} -> {out_dir}")
 
     outputs = predictor.outputs(imageset.images)
@@ -411,6 +545,8 @@ def evaluate(run: str | Path, *, data: str | None = None, out: str | Path | None
         predicted = None
         metrics = continuous_metrics(y, outputs.scores)
     metrics = {"data": imageset.source, "split": name, "task": predictor.model.task, **metrics}
+    if predictor.members > 1 and grade_names is not None:
+        metrics["members"] = _member_metrics(run_dir, predictor, imageset, device, tta)
     if data is not None and grade_names is not None:
         gap = _domain_gap(run, predictor, cfg, Path(data), metrics)
         if gap is not None:
@@ -428,6 +564,8 @@ def evaluate(run: str | Path, *, data: str | None = None, out: str | Path | None
     save_json(out_dir / "metrics.json", metrics)
     write_run_report(out_dir / "report.html", title, metrics, grade_names, pictures, cfg, run_dir, predictor.thresholds)
     print(format_metrics_table(metrics, grade_names))
+    if metrics.get("members"):
+        print(format_members_table(metrics))
     log("wrote " + ", ".join(str(p) for p in [out_dir / "predictions.csv", out_dir / "metrics.json", out_dir / "report.html", *pictures.values()]))
     return metrics
 
@@ -459,6 +597,24 @@ def _domain_gap(run: Path, predictor: Predictor, cfg: RunConfig, data: Path, met
     }
 
 
+def _member_metrics(run_dir: Path, predictor: Predictor, imageset: ImageSet, device: str, tta: bool) -> list[dict[str, Any]]:
+    """Each member of an ensemble graded alone (its own calibration) on the same images."""
+    y = imageset.targets.astype(np.int64)
+    rows = []
+    for i in range(predictor.members):
+        member_dir = run_dir / "members" / f"m{i}"
+        try:
+            member = Predictor.from_run(member_dir, device=device, tta=tta)
+        except ImgradeError as e:
+            log(f"member {i} left out of the table: {e}")
+            continue
+        outputs = member.outputs(imageset.images)
+        m = ordinal_metrics(y, outputs.scores, member.grade_names, y_pred=member.grades(outputs))
+        seed = member.checkpoint["config"]["train"]["seed"]
+        rows.append({"member": f"m{i}", "seed": seed, **{k: m[k] for k in ("accuracy", "within1", "grade_mae", "qwk")}})
+    return rows
+
+
 def _decision_metrics(predictor: Predictor, outputs: Outputs, y: np.ndarray) -> dict[str, Any]:
     """Headline metrics for each way of turning scores into grades, so the gain of tuning shows."""
     names = predictor.grade_names
@@ -479,13 +635,16 @@ def _decision_metrics(predictor: Predictor, outputs: Outputs, y: np.ndarray) -> 
 # ----------------------------------------------------------------------------- predict
 
 
-def export(run: str | Path, *, out: str | Path, fmt: str = "onnx") -> dict[str, Any]:
-    """Write ``run`` as one self-contained grader file (ONNX); prints what was written."""
+def export(run: str | Path, *, out: str | Path, fmt: str = "onnx", tta: bool = False) -> dict[str, Any]:
+    """Write ``run`` as one self-contained grader file (ONNX); prints what was written.
+
+    An ensemble becomes one graph holding every member; ``tta`` puts the test-time views in the graph.
+    """
     from imgrade.runtime.export import export_onnx
 
     if fmt != "onnx":
         raise ConfigError(f"--format {fmt!r} is not supported: use onnx")
-    summary = export_onnx(run, out)
+    summary = export_onnx(run, out, tta=tta)
     print(
         f"wrote {summary['path']} ({summary['bytes'] / 1e6:.1f} MB; outputs {', '.join(summary['outputs'])}); "
         f"ONNX Runtime matches PyTorch within {summary['max_score_diff']:.1e}\n"

@@ -290,3 +290,89 @@ def test_output_biases_start_at_the_training_prior():
     before = [p.clone() for p in reg.parameters()]
     reg.init_from_targets(targets)  # the reference head keeps its zero bias
     assert all(torch.equal(a, b) for a, b in zip(before, reg.parameters()))
+
+
+# --- averaging M networks (ensembles, test-time augmentation) ---
+
+
+def _head(task: str, num_grades: int = K):
+    return build_model(depth=11, task=task, num_grades=num_grades).head
+
+
+def _members(task: str, scale: float, num_grades: int = K, m: int = 5, b: int = 7) -> torch.Tensor:
+    """Outputs (M, B, O) of M members; a large scale makes members sure (saturated sigmoids)."""
+    width = {"regression": 1, "classification": num_grades}.get(task, num_grades - 1)
+    outputs = torch.randn(m, b, width, generator=torch.Generator().manual_seed(int(scale))) * scale
+    if task == "coral":  # a CoralLayer's thresholds are ordered (rank consistency): descending logits
+        outputs = outputs.sort(dim=2, descending=True).values
+    return outputs
+
+
+@pytest.mark.parametrize("scale", [1.0, 8.0, 60.0])
+@pytest.mark.parametrize("task", TASKS)
+def test_average_decodes_to_the_mean_of_the_members(task, scale):
+    head = _head(task, num_grades=9)
+    members = _members(task, scale, num_grades=9)
+    averaged = head.average(members)
+    assert averaged.shape == members.shape[1:] and torch.isfinite(averaged).all()
+    mean_score = torch.stack([head.decode(m) for m in members]).mean(dim=0)
+    torch.testing.assert_close(head.decode(averaged), mean_score, atol=1e-5, rtol=0)
+    if task == "regression":
+        assert head.probabilities(averaged) is None
+        return
+    mean_probabilities = torch.stack([head.probabilities(m) for m in members]).mean(dim=0)
+    torch.testing.assert_close(head.probabilities(averaged), mean_probabilities, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_averaging_one_member_gives_that_member(task):
+    head = _head(task)
+    member = _members(task, 3.0, m=1)
+    averaged = head.average(member)
+    torch.testing.assert_close(head.decode(averaged), head.decode(member[0]), atol=1e-6, rtol=0)
+    assert head.predict_grade(averaged).tolist() == head.predict_grade(member[0]).tolist()
+    if task != "regression":
+        torch.testing.assert_close(head.probabilities(averaged), head.probabilities(member[0]), atol=1e-6, rtol=0)
+
+
+def test_average_by_hand():
+    # two members disagree; the averaged decision follows the mean probabilities, not a vote
+    classification = ClassificationHead(4, num_grades=3)
+    members = torch.log(torch.tensor([[[0.5, 0.4, 0.1]], [[0.1, 0.5, 0.4]]]))
+    averaged = classification.average(members)
+    torch.testing.assert_close(classification.probabilities(averaged), torch.tensor([[0.3, 0.45, 0.25]]))
+    assert classification.predict_grade(averaged).tolist() == [1]
+
+    coral = CoralHead(4, num_grades=3)  # P(y > k): [0.9, 0.2] and [0.3, 0.1] -> [0.6, 0.15]
+    averaged = coral.average(logit([[[0.9, 0.2]], [[0.3, 0.1]]]))
+    torch.testing.assert_close(coral.exceed_probabilities(averaged), torch.tensor([[0.6, 0.15]]))
+    assert coral.predict_grade(averaged).tolist() == [1]
+
+    corn = CornHead(4, num_grades=3)  # conditionals [0.9, 0.5] and [0.5, 0.2] -> P(y > k) [0.45, 0.05] and [0.5, 0.1]
+    averaged = corn.average(logit([[[0.9, 0.5]], [[0.5, 0.2]]]))
+    torch.testing.assert_close(corn.exceed_probabilities(averaged), torch.tensor([[0.7, 0.275]]))
+    torch.testing.assert_close(torch.sigmoid(averaged), torch.tensor([[0.7, 0.275 / 0.7]]))
+
+
+class _Averaged(torch.nn.Module):
+    def __init__(self, head):
+        super().__init__()
+        self.head = head
+
+    def forward(self, stacked):
+        averaged = self.head.average(stacked)
+        return self.head.decode(averaged), self.head.predict_grade(averaged)
+
+
+@pytest.mark.parametrize("task", ["classification", "coral", "corn"])
+def test_average_exports_to_onnx(task):
+    import onnxruntime
+
+    head = _head(task).eval()
+    members = _members(task, 8.0, m=3)
+    program = torch.onnx.export(_Averaged(head).eval(), (members,), dynamo=True, opset_version=18, verbose=False)
+    session = onnxruntime.InferenceSession(program.model_proto.SerializeToString())
+    score, grade = session.run(None, {session.get_inputs()[0].name: members.numpy()})
+    expected_score, expected_grade = _Averaged(head)(members)
+    np.testing.assert_allclose(score, expected_score.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(grade, expected_grade.numpy())

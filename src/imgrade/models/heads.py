@@ -24,6 +24,7 @@ by their count.)
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -77,6 +78,18 @@ def _prior_logits(probabilities: np.ndarray) -> torch.Tensor:
     """
     p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-3, 1 - 1e-3)
     return torch.as_tensor(np.log(p / (1 - p)), dtype=torch.float32)
+
+
+def log_mean_exp(log_values: torch.Tensor) -> torch.Tensor:
+    """``log(mean(exp(x)))`` over the first dimension, without leaving log space.
+
+    How heads average probabilities held as logs: ``logsumexp`` stays finite for probabilities
+    far below float32's smallest number, where ``log(mean(p))`` would give -inf.
+
+    >>> log_mean_exp(torch.log(torch.tensor([[0.2], [0.6]]))).exp()
+    tensor([0.4000])
+    """
+    return torch.logsumexp(log_values, dim=0) - math.log(log_values.shape[0])
 
 
 class Head(nn.Module):
@@ -183,6 +196,16 @@ class Head(nn.Module):
         """The head's own grade decision (B,), long, in [0, K-1]."""
         raise NotImplementedError
 
+    def average(self, outputs: torch.Tensor) -> torch.Tensor:
+        """One output row per image from the stacked outputs (M, B, O) of M networks on the same images.
+
+        The result (B, O) is in this head's own output space, and decoding it gives the members'
+        averaged prediction (mean score, mean grade probabilities): an ensemble, or test-time
+        augmentation, is then one more set of outputs to ``decode``, ``probabilities`` and
+        ``predict_grade``. Only ops that torch.onnx exports, so an averaging model exports too.
+        """
+        raise NotImplementedError
+
 
 class RegressionHead(Head):
     """One number per image: the reference's Dense(8, relu) -> Dense(1).
@@ -251,6 +274,14 @@ class RegressionHead(Head):
     def probabilities(self, outputs: torch.Tensor) -> None:
         """None: one number carries no distribution over grades."""
         return None
+
+    def average(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The mean output (B, 1) of the members (M, B, 1).
+
+        >>> RegressionHead(4).average(torch.tensor([[[1.0]], [[2.0]]]))
+        tensor([[1.5000]])
+        """
+        return outputs.float().mean(dim=0)  # (B, 1)
 
     def predict_grade(self, outputs: torch.Tensor) -> torch.Tensor:
         """The nearest grade, ties up (``floor(x + 0.5)``), clipped to [0, K-1] when K is known.
@@ -335,6 +366,16 @@ class ClassificationHead(GradedHead):
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         return torch.softmax(outputs.float(), dim=1)  # (B, K)
+
+    def average(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Log of the members' mean softmax (B, K): its softmax is that mean.
+
+        >>> head = ClassificationHead(4, num_grades=2)
+        >>> members = torch.log(torch.tensor([[[0.2, 0.8]], [[0.6, 0.4]]]))  # (M=2, B=1, K=2)
+        >>> head.probabilities(head.average(members))
+        tensor([[0.4000, 0.6000]])
+        """
+        return log_mean_exp(torch.log_softmax(outputs.float(), dim=2))  # (B, K)
 
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
         """Expected grade under the softmax, ``sum_k k * p_k``."""

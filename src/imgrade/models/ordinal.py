@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from coral_pytorch.dataset import proba_to_label
 from coral_pytorch.layers import CoralLayer
 from coral_pytorch.losses import coral_loss, corn_loss
-from imgrade.models.heads import GradedHead, _prior_logits
+from imgrade.models.heads import GradedHead, _prior_logits, log_mean_exp
 
 
 def grade_probabilities(exceed: torch.Tensor) -> torch.Tensor:
@@ -108,6 +108,22 @@ class CoralHead(_OrdinalHead):
     def exceed_probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(outputs.float())  # (B, K-1)
 
+    def average(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Logits (B, K-1) of the members' mean ``P(y > k)``.
+
+        ``log(mean P(y > k)) - log(mean P(y <= k))``, both means taken in log space: the sigmoid
+        of that is exactly the mean (the two means add up to 1), with no clamp and no infinity
+        even where every member is sure. For rank-consistent members (ordered thresholds, what
+        CORAL trains) the grade probabilities are the members' mean too.
+
+        >>> head = CoralHead(4, num_grades=3)
+        >>> members = torch.logit(torch.tensor([[[0.9, 0.5]], [[0.5, 0.1]]]))  # (M=2, B=1, K-1=2)
+        >>> head.exceed_probabilities(head.average(members))
+        tensor([[0.7000, 0.3000]])
+        """
+        logits = outputs.float()  # (M, B, K-1)
+        return log_mean_exp(F.logsigmoid(logits)) - log_mean_exp(F.logsigmoid(-logits))  # (B, K-1)
+
     def predict_grade(self, outputs: torch.Tensor) -> torch.Tensor:
         """The number of thresholds passed, ``sum_k [P(y > k) > 0.5]``."""
         return proba_to_label(self.exceed_probabilities(outputs))  # (B,)
@@ -164,6 +180,26 @@ class CornHead(_OrdinalHead):
         # The running product of sigmoids, as exp(cumsum(log sigmoid)): the same numbers (to float
         # rounding), stable for very negative logits, and exportable (ONNX has CumSum, not CumProd).
         return torch.exp(torch.cumsum(F.logsigmoid(outputs.float()), dim=1))  # (B, K-1)
+
+    def average(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Conditional logits (B, K-1) whose chained ``P(y > k)`` is the members' mean ``P(y > k)``.
+
+        With S_k the mean ``P(y > k)`` and E_k the mean ``P(y = k)``, task k's conditional
+        probability is ``S_k / S_{k-1} = S_k / (S_k + E_k)``, so its logit is
+        ``log S_k - log E_k``. Both means are taken in log space from each member's chain
+        (``P(y = k) = P(y > k-1) * sigmoid(-logit_k)``): exact, with no clamp, and finite even
+        where every member is sure.
+
+        >>> head = CornHead(4, num_grades=3)
+        >>> members = torch.logit(torch.tensor([[[0.8, 0.5]], [[0.4, 0.5]]]))  # (M=2, B=1, K-1=2)
+        >>> head.exceed_probabilities(head.average(members))  # means of [0.8, 0.4] and [0.4, 0.2]
+        tensor([[0.6000, 0.3000]])
+        """
+        logits = outputs.float()  # (M, B, K-1)
+        log_exceed = torch.cumsum(F.logsigmoid(logits), dim=2)  # (M, B, K-1): log P(y > k)
+        log_above = torch.cat([torch.zeros_like(log_exceed[..., :1]), log_exceed[..., :-1]], dim=2)  # log P(y > k-1)
+        log_equal = log_above + F.logsigmoid(-logits)  # (M, B, K-1): log P(y = k)
+        return log_mean_exp(log_exceed) - log_mean_exp(log_equal)  # (B, K-1)
 
     def predict_grade(self, outputs: torch.Tensor) -> torch.Tensor:
         """The count of ``P(y > k) > 0.5``, as coral_pytorch's ``corn_label_from_logits``."""

@@ -16,7 +16,7 @@ RUNTIMES = ("auto", "torch", "onnx")
 __all__ = ["Grader", "Outputs", "RUNTIMES", "load_grader"]
 
 
-def load_grader(source: str | Path, runtime: str = "auto", device: str = "auto", threads: int | None = None) -> Grader:
+def load_grader(source: str | Path, runtime: str = "auto", device: str = "auto", threads: int | None = None, tta: bool = False) -> Grader:
     """Load a grader from a run folder, a ``.pt`` checkpoint or an exported ``.onnx`` file.
 
     Args:
@@ -24,6 +24,8 @@ def load_grader(source: str | Path, runtime: str = "auto", device: str = "auto",
         runtime: "auto" (by the file: .onnx -> onnx, else torch), "torch" or "onnx".
         device: PyTorch device for the torch runtime ("auto", "cpu", "cuda", ...).
         threads: inference threads, ONNX Runtime's intra-op or torch's (None: the runtime's default).
+        tta: grade each image as the average of a few views of it (flip, small shifts). An .onnx
+            file does so when it was exported with ``--tta``, and only then.
 
     Raises:
         ConfigError: an unknown runtime, or one that cannot read ``source``.
@@ -39,7 +41,13 @@ def load_grader(source: str | Path, runtime: str = "auto", device: str = "auto",
             raise ConfigError(f"--runtime onnx needs an .onnx file, got {source}: export it first with `imgrade export {source} --out model.onnx`")
         from imgrade.runtime.onnx import OnnxGrader
 
-        return OnnxGrader.from_file(source, threads=threads)
+        grader = OnnxGrader.from_file(source, threads=threads)
+        if tta and not grader.tta:
+            raise ConfigError(
+                f"{source} was exported without test-time augmentation: export the run again with "
+                f"`imgrade export RUN --out {Path(source).name} --tta`, or grade without --tta"
+            )
+        return grader
     if is_onnx:
         raise ConfigError(f"{source} is an ONNX file: grade it with --runtime onnx (or auto)")
     try:
@@ -53,4 +61,4 @@ def load_grader(source: str | Path, runtime: str = "auto", device: str = "auto",
         import torch
 
         torch.set_num_threads(int(threads))
-    return Predictor.from_run(source, device=device)
+    return Predictor.from_run(source, device=device, tta=tta)

@@ -72,7 +72,9 @@ def metadata(predictor: Predictor, source: str) -> dict:
             "resize": "whole image to a square, no crop (BOX when shrinking, BILINEAR when enlarging), EXIF-upright",
         },
         "outputs": _output_names(predictor),
-        "calibration": ckpt.get("calibration"),
+        "calibration": predictor.calibration,
+        "ensemble": predictor.members,
+        "tta": predictor.tta,
         "source": source,
         "data_source": ckpt.get("data_source"),
         "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -88,8 +90,11 @@ def _output_names(predictor: Predictor) -> list[str]:
     return names
 
 
-def export_onnx(run: str | Path, out: str | Path) -> dict:
+def export_onnx(run: str | Path, out: str | Path, tta: bool = False) -> dict:
     """Write ``run``'s best model to ``out`` as an ONNX grader; return a summary of the check.
+
+    An ensemble's members all go into the one graph; with ``tta`` the graph grades each image as
+    the average of its test-time views and the metadata carries the calibration fitted that way.
 
     The export is verified before the file is written: ONNX Runtime must reproduce PyTorch's
     scores within ``PARITY_ATOL`` and its native grades exactly on 64 random images.
@@ -105,7 +110,7 @@ def export_onnx(run: str | Path, out: str | Path) -> dict:
         raise ConfigError(f"--out {out} must end in .onnx")
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder: give a file name ending in .onnx")
-    predictor = Predictor.from_run(run, device="cpu")
+    predictor = Predictor.from_run(run, device="cpu", tta=tta)
     graph = _GraderGraph(predictor).eval()
     size = predictor.image_size
     example = torch.zeros((2, size, size, 3), dtype=torch.uint8)

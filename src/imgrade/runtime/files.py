@@ -13,14 +13,16 @@ from imgrade.data.images import list_images, load_images
 from imgrade.runtime import load_grader
 
 
-def predict(run: str | Path, inputs: list[str], *, fmt: str = "csv", device: str = "auto", runtime: str = "auto", stream=None) -> list[dict]:
+def predict(
+    run: str | Path, inputs: list[str], *, fmt: str = "csv", device: str = "auto", runtime: str = "auto", stream=None, tta: bool = False
+) -> list[dict]:
     """Score and grade each image under ``inputs``; writes CSV or JSON to ``stream`` (stdout).
 
     ``run`` is a run folder or checkpoint (PyTorch) or an exported ``.onnx`` file (ONNX Runtime).
     """
     if fmt not in ("csv", "json"):
         raise ConfigError(f"--format {fmt!r} is not csv or json")
-    grader = load_grader(run, runtime=runtime, device=device)
+    grader = load_grader(run, runtime=runtime, device=device, tta=tta)
     paths = [p for item in inputs for p in list_images(item)]
     records = grader.grade(load_images(paths, grader.image_size), [str(p) for p in paths])
     rows = []

@@ -37,6 +37,9 @@ class OnnxGrader(Grader):
         self.image_size = int(meta["image_size"])
         self.calibration = meta.get("calibration")
         self.version = str(meta.get("trained_with") or meta.get("imgrade_version") or "unknown")
+        self.tta = bool(meta.get("tta"))
+        """Whether the graph grades each image as the average of its test-time views (``export --tta``)."""
+        self.members = int(meta.get("ensemble") or 1)
         self._outputs = [o.name for o in session.get_outputs()]
         self._input = session.get_inputs()[0].name
 

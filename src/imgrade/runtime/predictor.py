@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import warnings
 from collections.abc import Callable
@@ -15,10 +16,15 @@ from imgrade.core.checkpoint import find_run_checkpoint, load_checkpoint
 from imgrade.core.device import resolve_device
 from imgrade.core.errors import CheckpointError
 from imgrade.core.preprocess import nhwc_to_tensor, to_input
+from imgrade.models.ensemble import EnsembleModel, TTAModel
 from imgrade.models.factory import build_model
 from imgrade.runtime.grading import CPU_BATCH, GPU_BATCH, Grader, Outputs
 
-__all__ = ["Outputs", "Predictor"]
+__all__ = ["CALIBRATION_TTA", "Outputs", "Predictor"]
+
+CALIBRATION_TTA = "calibration_tta"
+"""The checkpoint entry with the cut points and grade sets fitted on test-time augmented outputs
+(beside ``calibration``, fitted on plain ones): averaging views moves the scores a little."""
 
 
 @dataclass
@@ -36,21 +42,38 @@ class Predictor(Grader):
     network: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
     """What ``outputs`` runs: ``model`` itself, or its frozen trace after ``prepare_for_serving``."""
 
+    tta: bool = False
+    """Grade each image as the average over flipped and shifted views (``TTAModel``), with the
+    calibration fitted that way."""
+
     @classmethod
-    def from_run(cls, run: str | Path, device: str = "auto") -> "Predictor":
-        """Load ``run``'s best checkpoint (a run folder or a .pt file)."""
+    def from_run(cls, run: str | Path, device: str = "auto", tta: bool = False) -> "Predictor":
+        """Load ``run``'s best checkpoint (a run folder or a .pt file).
+
+        An ensemble's checkpoint holds every member; they are graded as one network. With ``tta``
+        each image is graded as the average of a few views of it (see ``models.ensemble.TTAModel``).
+
+        Raises:
+            CheckpointError: the checkpoint cannot be rebuilt, or ``tta`` is asked of a run whose
+                calibration was fitted without it (calibrate it again).
+        """
         path = find_run_checkpoint(run)
         ckpt = load_checkpoint(path)
         try:
             model_cfg = ckpt["config"]["model"]
             grade_names = ckpt["grade_names"]
-            model = build_model(
-                depth=model_cfg["depth"],
-                task=model_cfg["task"],
-                head=model_cfg["head"],
-                loss=model_cfg["loss"],
-                num_grades=len(grade_names) if grade_names else None,
-            )
+            members = int(ckpt.get("ensemble") or 1)
+
+            def network():
+                return build_model(
+                    depth=model_cfg["depth"],
+                    task=model_cfg["task"],
+                    head=model_cfg["head"],
+                    loss=model_cfg["loss"],
+                    num_grades=len(grade_names) if grade_names else None,
+                )
+
+            model = network() if members == 1 else EnsembleModel([network() for _ in range(members)])
             image_size = int(ckpt["image_size"])
             mean = ckpt["mean_image"].float()  # (3, H, W)
             if tuple(mean.shape) != (3, image_size, image_size):
@@ -66,9 +89,28 @@ class Predictor(Grader):
                 f"config describes ({_mismatch(model, ckpt.get('model_state'), e)}): retrain, or pass the checkpoint "
                 "that config was saved with"
             ) from None
+        if tta and grade_names is not None and ckpt.get("calibration") is not None and ckpt.get(CALIBRATION_TTA) is None:
+            raise CheckpointError(
+                f"{path} was calibrated without test-time augmentation: run `imgrade calibrate {run}` "
+                "(it fits both), or grade without --tta"
+            )
         target = resolve_device(device)
         model.to(target).eval()
-        return cls(model, mean, grade_names, image_size, target, ckpt)
+        predictor = cls(model, mean, grade_names, image_size, target, ckpt)
+        return predictor.with_tta() if tta else predictor
+
+    def with_tta(self) -> "Predictor":
+        """This grader under test-time augmentation (the same network, ``TTAModel`` around it),
+        with the calibration fitted that way."""
+        if self.tta:
+            return self
+        model = TTAModel(self.model, self.mean).to(self.device).eval()
+        return dataclasses.replace(self, model=model, network=None, tta=True)
+
+    @property
+    def members(self) -> int:
+        """How many networks grade together (1 unless the run is an ensemble)."""
+        return int(self.checkpoint.get("ensemble") or 1)
 
     def prepare_for_serving(self) -> None:
         """On the CPU, run a traced and frozen copy of the network from now on.
@@ -99,7 +141,7 @@ class Predictor(Grader):
 
     @property
     def calibration(self) -> dict | None:
-        return self.checkpoint.get("calibration")
+        return self.checkpoint.get(CALIBRATION_TTA if self.tta else "calibration")
 
     @property
     def task(self) -> str:

@@ -63,6 +63,7 @@ def serve(
     batch_window_ms: float = 5.0,
     request_timeout_s: float = 30.0,
     threads: int | None = None,
+    tta: bool = False,
 ) -> None:
     """Serve ``model`` over HTTP until Ctrl+C (routes: :mod:`imgrade.serve.app`).
 
@@ -72,7 +73,7 @@ def serve(
     Args:
         model: run folder, ``.pt`` checkpoint or ``.onnx`` file.
         host, port: where to listen; port 0 picks a free one (printed in the banner).
-        runtime, device, threads: how to run the model (see ``load_grader``).
+        runtime, device, threads, tta: how to run the model (see ``load_grader``).
         token: the bearer token the API requires; None: no token.
         max_upload_mb, max_files, max_batch, batch_window_ms, request_timeout_s: see
             :class:`imgrade.serve.app.Limits`.
@@ -83,7 +84,7 @@ def serve(
     """
     limits = Limits(max_upload_mb, max_files, max_batch, batch_window_ms, request_timeout_s)
     with _bind(host, port) as listener:
-        grader = load_grader(model, runtime=runtime, device=device, threads=threads)
+        grader = load_grader(model, runtime=runtime, device=device, threads=threads, tta=tta)
         grader.prepare_for_serving()
         app = create_app(grader, source_name=Path(model).name or str(model), token=token, **asdict(limits))
         config = uvicorn_config(app, request_timeout_s=request_timeout_s)

@@ -1,0 +1,139 @@
+"""`--ensemble K` and `--tta`: one run of K members, averaged; test-time views; both through ONNX."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from imgrade import pipeline
+from imgrade.cli import main
+from imgrade.core.checkpoint import load_checkpoint
+from imgrade.data.cucumber9 import read_cucumber9
+from imgrade.models.ensemble import TTAModel, tta_offsets
+from imgrade.models.factory import build_model
+from imgrade.runtime.onnx import OnnxGrader
+from imgrade.runtime.predictor import CALIBRATION_TTA, Predictor
+
+TRAIN = ["--epochs", "2", "--depth", "11", "--seed", "1"]
+
+
+@pytest.fixture(scope="module", params=["classification", "regression"])
+def ensemble_run(request, tmp_path_factory, synth_dir):
+    run = tmp_path_factory.mktemp("runs") / f"ens-{request.param}"
+    assert main(["train", "--data", str(synth_dir), "--task", request.param, "--ensemble", "2", *TRAIN, "--out", str(run)]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def images(synth_dir):
+    return read_cucumber9(synth_dir).images[:40]
+
+
+def test_ensemble_holds_its_members_and_averages_them(ensemble_run, images):
+    for i, seed in enumerate((2, 3)):  # seed 1 of an ensemble of 2: members 2 and 3
+        member = load_checkpoint(ensemble_run / "members" / f"m{i}" / "best.pt")
+        assert member["config"]["train"]["seed"] == seed
+    best = load_checkpoint(ensemble_run / "best.pt")
+    assert best["ensemble"] == 2 and best["calibration"] is not None and best[CALIBRATION_TTA] is not None
+    ensemble = Predictor.from_run(ensemble_run, device="cpu")
+    members = [Predictor.from_run(ensemble_run / "members" / f"m{i}", device="cpu") for i in range(2)]
+    got = ensemble.outputs(images)
+    parts = [m.outputs(images) for m in members]
+    # the expected grade is linear in the probabilities, so the ensemble's score is the members' mean
+    np.testing.assert_allclose(got.scores, np.mean([p.scores for p in parts], axis=0), atol=1e-5)
+    if got.probabilities is not None:
+        np.testing.assert_allclose(got.probabilities, np.mean([p.probabilities for p in parts], axis=0), atol=1e-5)
+    assert not np.allclose(parts[0].scores, parts[1].scores)  # two seeds, two different networks
+
+
+def test_evaluate_shows_each_member_beside_the_ensemble(ensemble_run, capsys):
+    assert main(["evaluate", str(ensemble_run)]) == 0
+    printed = capsys.readouterr().out
+    assert "ensemble" in printed and "m0 (seed 2)" in printed and "m1 (seed 3)" in printed
+    metrics = json.loads((ensemble_run / "eval-test" / "metrics.json").read_text())
+    assert [m["member"] for m in metrics["members"]] == ["m0", "m1"]
+
+
+def test_ensemble_exports_to_one_onnx_file_with_and_without_tta(ensemble_run, images, tmp_path):
+    for tta in (False, True):
+        out = tmp_path / f"model{'-tta' if tta else ''}.onnx"
+        assert main(["export", str(ensemble_run), "--out", str(out), *(["--tta"] if tta else [])]) == 0
+        onnx_grader = OnnxGrader.from_file(out)
+        assert onnx_grader.members == 2 and onnx_grader.tta is tta
+        torch_grader = Predictor.from_run(ensemble_run, device="cpu", tta=tta)
+        expected, got = torch_grader.outputs(images), onnx_grader.outputs(images)
+        np.testing.assert_allclose(got.scores, expected.scores, atol=1e-4)
+        assert np.array_equal(got.native, expected.native)
+        assert onnx_grader.calibration == torch_grader.calibration
+    plain, augmented = (load_checkpoint(ensemble_run / "best.pt")[k] for k in ("calibration", CALIBRATION_TTA))
+    assert OnnxGrader.from_file(tmp_path / "model-tta.onnx").calibration == augmented
+    assert OnnxGrader.from_file(tmp_path / "model.onnx").calibration == plain
+
+
+def test_tta_on_a_file_exported_without_it_is_refused(ensemble_run, synth_dir, tmp_path, capsys):
+    out = tmp_path / "plain.onnx"
+    assert main(["export", str(ensemble_run), "--out", str(out)]) == 0
+    photo = tmp_path / "photo.png"
+    from PIL import Image
+
+    Image.fromarray(read_cucumber9(synth_dir).images[0]).save(photo)
+    capsys.readouterr()
+    assert main(["predict", str(out), str(photo), "--tta"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "exported without test-time augmentation" in err[0] and "--tta" in err[0]
+    assert main(["predict", str(ensemble_run), str(photo), "--tta"]) == 0  # a run does it itself
+
+
+def test_tta_averages_the_mirror_and_four_shifts(images):
+    torch.manual_seed(0)
+    model = build_model(depth=11, task="coral", num_grades=9).eval()
+    mean = torch.rand(3, 32, 32)
+    raw = torch.from_numpy(images[:4]).permute(0, 3, 1, 2).float() / 255  # (4, 3, 32, 32)
+    with torch.no_grad():
+        got = model.probabilities(TTAModel(model, mean)(raw - mean))
+        views = []
+        for dy, dx, flipped in tta_offsets(32):  # each view made by hand, nearest-edge fill
+            rows = np.clip(np.arange(32) - dy, 0, 31)
+            cols = np.clip(np.arange(32) - dx, 0, 31)
+            view = raw[:, :, rows][:, :, :, cols]
+            views.append(model.probabilities(model((view.flip(3) if flipped else view) - mean)))
+    assert len(views) == 6
+    torch.testing.assert_close(got, torch.stack(views).mean(0), atol=1e-5, rtol=0)
+
+
+def test_evaluate_with_tta_uses_its_own_calibration(ensemble_run):
+    metrics = pipeline.evaluate(ensemble_run, tta=True)
+    assert (ensemble_run / "eval-test-tta" / "metrics.json").is_file()
+    assert metrics["n"] > 0
+
+
+def test_an_interrupted_ensemble_resumes_member_by_member(synth_dir, tmp_path, monkeypatch):
+    args = ["--data", str(synth_dir), "--task", "classification", "--ensemble", "2", "--epochs", "2", "--depth", "11"]
+    assert main(["train", *args, "--out", str(tmp_path / "full")]) == 0
+    real_write = pipeline.write_history
+
+    def stop_in_the_second_member(path, history):
+        real_write(path, history)
+        if path.parent.name == "m1" and len(history) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "write_history", stop_in_the_second_member)
+    assert main(["train", *args, "--out", str(tmp_path / "cut")]) == 130
+    monkeypatch.setattr(pipeline, "write_history", real_write)
+    assert not (tmp_path / "cut" / "best.pt").exists()
+    assert main(["train", *args, "--out", str(tmp_path / "cut")]) == 2  # unfinished: resume, or overwrite
+    assert main(["train", "--resume", "--out", str(tmp_path / "cut")]) == 0
+    full, cut = (load_checkpoint(tmp_path / run / "best.pt") for run in ("full", "cut"))
+    assert full["model_state"].keys() == cut["model_state"].keys()
+    for key, value in full["model_state"].items():
+        assert torch.equal(value, cut["model_state"][key]), key
+    assert full["calibration"] == cut["calibration"]
+    assert main(["train", "--resume", "--out", str(tmp_path / "cut")]) == 2  # finished: nothing to resume
+
+
+def test_ensemble_zero_is_refused_and_writes_nothing(synth_dir, tmp_path, capsys):
+    assert main(["train", "--data", str(synth_dir), "--ensemble", "0", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--ensemble" in err[0]
+    assert not (tmp_path / "run").exists()
