@@ -10,6 +10,7 @@ from typing import Callable
 from imgrade.config import AMP_CHOICES
 from imgrade.core.allocator import reexec_with_tcmalloc, started_as_imgrade
 from imgrade.core.errors import ImgradeError
+from imgrade.core.registry import describe_tasks, task_names
 
 EXAMPLES = """\
 examples:
@@ -41,7 +42,7 @@ def _add_run_flags(p, *, compare: bool = False) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--depth", dest="model.depth", type=int, help="ResNet v2 depth 9n+2 (default 29, the reference)")
     if not compare:
-        g.add_argument("--task", dest="model.task", help="regression (default, the reference), classification, coral, corn")
+        g.add_argument("--task", dest="model.task", help=f"how the grade is learned: {describe_tasks()}")
     g.add_argument("--head", dest="model.head", help="auto (default), reference (Dense(8, relu) first) or linear")
     g.add_argument("--loss", dest="model.loss", help="regression loss: mse (default) or huber")
     g = p.add_argument_group("training")
@@ -309,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = model.add_parser("summary", help="layer table with output shapes and parameter counts")
     p.add_argument("--depth", type=int, default=29)
     p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--task", default="regression", help="regression, classification, coral, corn")
+    p.add_argument("--task", default="regression", help=", ".join(task_names()))
     p.add_argument("--head", default="auto", help="auto, reference, linear")
     p.add_argument("--num-grades", type=int, default=9)
 

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from imgrade.core.errors import ConfigError
+from imgrade.core.registry import head_entry
 
 
 def parse_split(spec: str) -> tuple[float, float, float] | str:
@@ -76,7 +77,6 @@ class DataConfig:
             raise ConfigError(f"--grades {','.join(self.grades)} names a grade twice: list each grade once")
 
 
-TASKS = ("regression", "classification", "coral", "corn")
 AMP_CHOICES = ("auto", "bf16", "off")
 """``train.amp``: bf16 on a CUDA GPU and fp32 elsewhere, bf16 everywhere, or fp32 everywhere."""
 
@@ -87,7 +87,8 @@ class ModelConfig:
     """ResNet v2 depth, 9n+2 (11, 20, 29, 38, ...). 29 is the reference."""
     task: str = "regression"
     """How the grade is learned: regression (the reference: MSE on the grade number),
-    classification (softmax), coral or corn (rank-consistent ordinal heads)."""
+    classification (softmax), coral or corn (rank-consistent ordinal heads), or any head added
+    with ``imgrade.core.registry.register_head``."""
     head: str = "auto"
     """reference (Dense(8, relu) before the output, as the reference), linear (no hidden layer),
     or auto: reference for regression, linear for the other tasks."""
@@ -97,10 +98,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.depth < 11 or (self.depth - 2) % 9:
             raise ConfigError(f"model depth {self.depth} is not 9n+2 (11, 20, 29, 38, ...): set --depth to one of those")
-        if self.task not in TASKS:
-            close = difflib.get_close_matches(self.task, TASKS, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(f"unknown task {self.task!r}: {hint}set --task to one of {', '.join(TASKS)}")
+        head_entry(self.task)  # unknown names fail with the closest one and the flag
         if self.head not in ("auto", "reference", "linear"):
             raise ConfigError(f"model.head {self.head!r} is not auto, reference or linear: set --head")
         if self.loss not in ("mse", "huber"):

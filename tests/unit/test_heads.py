@@ -12,7 +12,8 @@ from coral_pytorch.dataset import levels_from_labelbatch
 from coral_pytorch.losses import coral_loss, corn_loss
 
 from imgrade.core.errors import ConfigError, DataError
-from imgrade.models.factory import HEADS, TASKS, build_model
+from imgrade.core.registry import task_names
+from imgrade.models.factory import HEADS, build_model
 from imgrade.models.heads import (
     ClassificationHead,
     RegressionHead,
@@ -21,6 +22,7 @@ from imgrade.models.heads import (
 from imgrade.models.ordinal import CoralHead, CornHead, grade_probabilities
 
 K = 4
+TASKS = task_names()
 GRADED = [t for t in TASKS if t != "regression"]
 WIDTH = {"regression": 1, "classification": K, "coral": K - 1, "corn": K - 1}  # outputs per image
 

@@ -15,7 +15,7 @@ from imgrade.core.checkpoint import find_run_checkpoint, load_checkpoint
 from imgrade.core.device import resolve_device
 from imgrade.core.errors import CheckpointError
 from imgrade.core.preprocess import nhwc_to_tensor, to_input
-from imgrade.models.factory import build_model
+from imgrade.models.factory import build_model, head_settings
 from imgrade.runtime.grading import CPU_BATCH, GPU_BATCH, Grader, Outputs
 
 __all__ = ["Outputs", "Predictor"]
@@ -50,6 +50,7 @@ class Predictor(Grader):
                 head=model_cfg["head"],
                 loss=model_cfg["loss"],
                 num_grades=len(grade_names) if grade_names else None,
+                **head_settings(model_cfg),
             )
             image_size = int(ckpt["image_size"])
             mean = ckpt["mean_image"].float()  # (3, H, W)
