@@ -45,6 +45,7 @@ def _add_run_flags(p, *, compare: bool = False) -> None:
         g.add_argument("--task", dest="model.task", help=f"how the grade is learned: {describe_tasks()}")
     g.add_argument("--head", dest="model.head", help="auto (default), reference (Dense(8, relu) first) or linear")
     g.add_argument("--loss", dest="model.loss", help="regression loss: mse (default) or huber")
+    g.add_argument("--sord-beta", dest="model.sord_beta", type=float, help="--task sord: sharpness of the soft labels, > 0 (default 1.0; larger is closer to one-hot)")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", dest="train.epochs", type=int, help="epochs (default 200, the reference)")
     g.add_argument("--batch-size", dest="train.batch_size", type=int, help="batch size (default 32)")
@@ -227,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="example:\n  imgrade compare --data DATA --tasks regression,classification,coral,corn --seeds 3 --epochs 30 --out cmp")
     p.add_argument("--out", required=True, help="folder for the runs, tables, plots and report")
-    p.add_argument("--tasks", default="regression,classification,coral,corn", help="comma-separated tasks (default: all four)")
+    p.add_argument("--tasks", default="regression,classification,coral,corn", help=f"comma-separated tasks, any of {', '.join(task_names())} (default: regression,classification,coral,corn)")
     p.add_argument("--seeds", type=int, default=3, help="training seeds per task (default 3)")
     p.add_argument("--folds", type=int, default=0, help="cross-validation folds instead of one split (e.g. 5 for small sets)")
     _add_run_flags(p, compare=True)

@@ -8,7 +8,7 @@ runtime, which runs without torch) never import torch.
 
 >>> head_entry("coral").probabilities
 True
->>> "corn" in task_names()
+>>> "sord" in task_names()
 True
 """
 
@@ -91,7 +91,7 @@ def head_entry(name: str, flag: str = "--task") -> HeadEntry:
     >>> head_entry("corall")
     Traceback (most recent call last):
     ...
-    imgrade.core.errors.ConfigError: unknown task 'corall': did you mean 'coral'? set --task to one of regression, classification, coral, corn
+    imgrade.core.errors.ConfigError: unknown task 'corall': did you mean 'coral'? set --task to one of regression, classification, coral, corn, sord
     """
     if name not in _HEADS:
         close = difflib.get_close_matches(str(name), list(_HEADS), n=1)
@@ -117,3 +117,8 @@ register_head(
 )
 register_head("coral", "imgrade.models.ordinal:CoralHead", "rank-consistent ordinal thresholds, one shared weight vector")
 register_head("corn", "imgrade.models.ordinal:CornHead", "ordinal thresholds as chained conditional probabilities")
+register_head(
+    "sord", "imgrade.models.ordinal:SordHead",
+    "softmax trained on soft ordinal labels: cross-entropy against targets that fall with the squared grade distance (--sord-beta)",
+    rule="most probable grade",
+)
