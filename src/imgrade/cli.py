@@ -10,6 +10,7 @@ from typing import Callable
 from imgrade.config import AMP_CHOICES
 from imgrade.core.allocator import reexec_with_tcmalloc, started_as_imgrade
 from imgrade.core.errors import ImgradeError
+from imgrade.core.registry import describe_tasks, task_names
 
 EXAMPLES = """\
 examples:
@@ -44,9 +45,10 @@ def _add_run_flags(p, *, compare: bool = False) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--depth", dest="model.depth", type=int, help="ResNet v2 depth 9n+2 (default 29, the reference)")
     if not compare:
-        g.add_argument("--task", dest="model.task", help="regression (default, the reference), classification, coral, corn")
+        g.add_argument("--task", dest="model.task", help=f"how the grade is learned: {describe_tasks()}")
     g.add_argument("--head", dest="model.head", help="auto (default), reference (Dense(8, relu) first) or linear")
     g.add_argument("--loss", dest="model.loss", help="regression loss: mse (default) or huber")
+    g.add_argument("--sord-beta", dest="model.sord_beta", type=float, help="--task sord: sharpness of the soft labels, > 0 (default 1.0; larger is closer to one-hot)")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", dest="train.epochs", type=int, help="epochs (default 200, the reference)")
     g.add_argument("--batch-size", dest="train.batch_size", type=int, help="batch size (default 32)")
@@ -230,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="example:\n  imgrade compare --data DATA --tasks regression,classification,coral,corn --seeds 3 --epochs 30 --out cmp")
     p.add_argument("--out", required=True, help="folder for the runs, tables, plots and report")
-    p.add_argument("--tasks", default="regression,classification,coral,corn", help="comma-separated tasks (default: all four)")
+    p.add_argument("--tasks", default="regression,classification,coral,corn", help=f"comma-separated tasks, any of {', '.join(task_names())} (default: regression,classification,coral,corn)")
     p.add_argument("--seeds", type=int, default=3, help="training seeds per task (default 3)")
     p.add_argument("--folds", type=int, default=0, help="cross-validation folds instead of one split (e.g. 5 for small sets)")
     _add_run_flags(p, compare=True)
@@ -317,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = model.add_parser("summary", help="layer table with output shapes and parameter counts")
     p.add_argument("--depth", type=int, default=29)
     p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--task", default="regression", help="regression, classification, coral, corn")
+    p.add_argument("--task", default="regression", help=", ".join(task_names()))
     p.add_argument("--head", default="auto", help="auto, reference, linear")
     p.add_argument("--num-grades", type=int, default=9)
 

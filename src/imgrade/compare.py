@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from imgrade.config import TASKS, RunConfig, parse_split
+from imgrade.config import RunConfig, parse_split
 from imgrade.core.errors import ConfigError, DataError
 from imgrade.core.io import write_csv, write_text
+from imgrade.core.registry import task_names
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
 from imgrade.data.splits import make_split, stratified_split, stratify_labels
@@ -52,7 +53,7 @@ def parse_tasks(text: str) -> list[str]:
     for task in tasks:
         RunConfig.from_dict({"model": {"task": task}})  # unknown names fail with the closest one
     if not tasks:
-        raise ConfigError(f"--tasks is empty: give some of {', '.join(TASKS)}")
+        raise ConfigError(f"--tasks is empty: give some of {', '.join(task_names())}")
     return list(dict.fromkeys(tasks))
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from imgrade.core.errors import ConfigError
+from imgrade.core.registry import head_entry
 
 
 def parse_split(spec: str) -> tuple[float, float, float] | str:
@@ -76,7 +77,6 @@ class DataConfig:
             raise ConfigError(f"--grades {','.join(self.grades)} names a grade twice: list each grade once")
 
 
-TASKS = ("regression", "classification", "coral", "corn")
 AMP_CHOICES = ("auto", "bf16", "off")
 """``train.amp``: bf16 on a CUDA GPU and fp32 elsewhere, bf16 everywhere, or fp32 everywhere."""
 
@@ -87,24 +87,29 @@ class ModelConfig:
     """ResNet v2 depth, 9n+2 (11, 20, 29, 38, ...). 29 is the reference."""
     task: str = "regression"
     """How the grade is learned: regression (the reference: MSE on the grade number),
-    classification (softmax), coral or corn (rank-consistent ordinal heads)."""
+    classification (softmax), coral or corn (rank-consistent ordinal heads), or any head added
+    with ``imgrade.core.registry.register_head``."""
     head: str = "auto"
     """reference (Dense(8, relu) before the output, as the reference), linear (no hidden layer),
     or auto: reference for regression, linear for the other tasks."""
     loss: str = "mse"
     """Regression loss: mse (the reference) or huber."""
+    sord_beta: float = 1.0
+    """SORD's soft labels: grade k gets softmax_k(-sord_beta * (k - true grade)^2) of the target.
+    1.0 keeps most of the target on the true grade (58% for a middle grade of three) and gives each
+    neighbour about a fifth, two grades away almost nothing: off-by-one costs little, far misses
+    a lot. Larger values approach plain cross-entropy (5: 99% on the true grade)."""
 
     def __post_init__(self) -> None:
         if self.depth < 11 or (self.depth - 2) % 9:
             raise ConfigError(f"model depth {self.depth} is not 9n+2 (11, 20, 29, 38, ...): set --depth to one of those")
-        if self.task not in TASKS:
-            close = difflib.get_close_matches(self.task, TASKS, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(f"unknown task {self.task!r}: {hint}set --task to one of {', '.join(TASKS)}")
+        head_entry(self.task)  # unknown names fail with the closest one and the flag
         if self.head not in ("auto", "reference", "linear"):
             raise ConfigError(f"model.head {self.head!r} is not auto, reference or linear: set --head")
         if self.loss not in ("mse", "huber"):
             raise ConfigError(f"model.loss {self.loss!r} is not mse or huber: set --loss")
+        if not float(self.sord_beta) > 0:
+            raise ConfigError(f"model.sord_beta {self.sord_beta} must be positive (1.0 is the default): set --sord-beta")
 
 
 @dataclass

@@ -24,6 +24,7 @@ from imgrade.core.device import resolve_device, seed_everything, set_determinism
 from imgrade.core.errors import CheckpointError, ConfigError, DataError, ImgradeError
 from imgrade.core.io import remove_stale_temporaries, write_text
 from imgrade.core.preprocess import mean_image, nhwc_to_tensor, to_input
+from imgrade.core.registry import head_entry
 from imgrade.core.rundir import load_split, read_history, run_lock, save_split, write_history
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import detect_format, load_dataset
@@ -32,7 +33,7 @@ from imgrade.evaluate import plots
 from imgrade.evaluate.outputs import evaluation_plots, write_predictions
 from imgrade.evaluate.metrics import continuous_metrics, ordinal_metrics
 from imgrade.evaluate.report import format_members_table, format_metrics_table, write_run_report
-from imgrade.models.factory import build_model
+from imgrade.models.factory import build_model, head_settings
 from imgrade.models.heads import balanced_class_weights
 from imgrade.runtime.files import predict  # noqa: F401  (torch-free; `imgrade predict` imports it directly)
 from imgrade.runtime.predictor import CALIBRATION_TTA, Outputs, Predictor
@@ -196,7 +197,7 @@ def _train_locked(
 
     imageset = imageset if imageset is not None else load_dataset(cfg.data)
     log(f"data: {imageset.source}: {len(imageset)} images, {imageset.image_size[0]}x{imageset.image_size[1]}")
-    if cfg.model.task != "regression" and not imageset.is_ordinal:
+    if head_entry(cfg.model.task).needs_grades and not imageset.is_ordinal:
         raise ConfigError(f"task {cfg.model.task} needs integer grades, but {cfg.data.path} has a continuous target: use --task regression")
     split = distributed.on_main(_choose_split, cfg, out, imageset, resume_state is not None, split)
     sizes = {name: len(index) for name, index in split.items()}
@@ -217,7 +218,7 @@ def _train_locked(
         if num_grades is None:
             raise ConfigError("--class-weight balanced needs graded data, but this target is continuous: drop the flag")
         class_weights = torch.as_tensor(balanced_class_weights(imageset.targets[split["train"]].astype(np.int64), num_grades), dtype=torch.float32)
-    model = build_model(cfg.model.depth, cfg.model.task, cfg.model.head, cfg.model.loss, num_grades, class_weights)
+    model = build_model(cfg.model.depth, cfg.model.task, cfg.model.head, cfg.model.loss, num_grades, class_weights, **head_settings(cfg.model))
     if num_grades is not None:
         model.head.init_from_targets(imageset.targets[split["train"]])
     if cfg.train.init and resume_state is None:  # on --resume, last.pt holds all the weights

@@ -51,6 +51,8 @@ def test_invalid_yaml_names_the_file(tmp_path):
         ("calibrate", {"alpha": 1.5}, "--alpha 1.5 must be between 0 and 1"),
         ("calibrate", {"objective": "f1"}, "--objective"),
         ("train", {"class_weight": "inverse"}, "--class-weight"),
+        ("model", {"sord_beta": 0.0}, "--sord-beta"),
+        ("model", {"sord_beta": -2.0}, "--sord-beta"),
     ],
 )
 def test_validation_names_the_flag(section, values, flag):

@@ -12,17 +12,19 @@ from coral_pytorch.dataset import levels_from_labelbatch
 from coral_pytorch.losses import coral_loss, corn_loss
 
 from imgrade.core.errors import ConfigError, DataError
-from imgrade.models.factory import HEADS, TASKS, build_model
+from imgrade.core.registry import task_names
+from imgrade.models.factory import HEADS, build_model
 from imgrade.models.heads import (
     ClassificationHead,
     RegressionHead,
     balanced_class_weights,
 )
-from imgrade.models.ordinal import CoralHead, CornHead, grade_probabilities
+from imgrade.models.ordinal import CoralHead, CornHead, SordHead, grade_probabilities, sord_targets
 
 K = 4
+TASKS = task_names()
 GRADED = [t for t in TASKS if t != "regression"]
-WIDTH = {"regression": 1, "classification": K, "coral": K - 1, "corn": K - 1}  # outputs per image
+WIDTH = {"regression": 1, "classification": K, "coral": K - 1, "corn": K - 1, "sord": K}  # outputs per image
 
 
 def logit(p):
@@ -301,7 +303,7 @@ def _head(task: str, num_grades: int = K):
 
 def _members(task: str, scale: float, num_grades: int = K, m: int = 5, b: int = 7) -> torch.Tensor:
     """Outputs (M, B, O) of M members; a large scale makes members sure (saturated sigmoids)."""
-    width = {"regression": 1, "classification": num_grades}.get(task, num_grades - 1)
+    width = {"regression": 1, "classification": num_grades, "sord": num_grades}.get(task, num_grades - 1)
     outputs = torch.randn(m, b, width, generator=torch.Generator().manual_seed(int(scale))) * scale
     if task == "coral":  # a CoralLayer's thresholds are ordered (rank consistency): descending logits
         outputs = outputs.sort(dim=2, descending=True).values
@@ -376,3 +378,57 @@ def test_average_exports_to_onnx(task):
     expected_score, expected_grade = _Averaged(head)(members)
     np.testing.assert_allclose(score, expected_score.numpy(), atol=1e-5)
     np.testing.assert_array_equal(grade, expected_grade.numpy())
+
+
+# --- SORD: soft ordinal labels ---
+
+
+def test_sord_soft_targets_by_hand():
+    e1, e4 = math.exp(-1), math.exp(-4)
+    # K=3, y=1, beta=1: weights e^-1, 1, e^-1
+    expected = torch.tensor([[e1, 1.0, e1]]) / (1 + 2 * e1)
+    torch.testing.assert_close(sord_targets(torch.tensor([1.0]), 3, beta=1.0), expected)
+    # K=3, y=0: distances 0, 1, 2 -> weights 1, e^-1, e^-4
+    torch.testing.assert_close(sord_targets(torch.tensor([0]), 3, beta=1.0), torch.tensor([[1.0, e1, e4]]) / (1 + e1 + e4))
+    # beta=2 doubles the exponents
+    e2 = math.exp(-2)
+    torch.testing.assert_close(sord_targets(torch.tensor([2]), 3, beta=2.0), torch.tensor([[math.exp(-8), e2, 1.0]]) / (math.exp(-8) + e2 + 1))
+
+
+def test_sord_loss_by_hand():
+    head = SordHead(4, num_grades=3, beta=1.0)
+    e1 = math.exp(-1)
+    q = [e1 / (1 + 2 * e1), 1 / (1 + 2 * e1), e1 / (1 + 2 * e1)]
+    p = [0.2, 0.5, 0.3]
+    outputs = torch.log(torch.tensor([p]))  # log-probabilities are logits whose softmax is p
+    expected = -sum(qk * math.log(pk) for qk, pk in zip(q, p))
+    assert float(head.loss(outputs, torch.tensor([1.0]))) == pytest.approx(expected, rel=1e-6)
+    # two samples with class weights: sum(w_i * loss_i) / sum(w_i)
+    weighted = SordHead(4, num_grades=3, beta=1.0, class_weights=torch.tensor([1.0, 3.0, 1.0]))
+    q0 = [1 / (1 + e1 + math.exp(-4)), e1 / (1 + e1 + math.exp(-4)), math.exp(-4) / (1 + e1 + math.exp(-4))]
+    loss0 = -sum(qk * math.log(pk) for qk, pk in zip(q0, p))
+    got = weighted.loss(outputs.repeat(2, 1), torch.tensor([1.0, 0.0]))
+    assert float(got) == pytest.approx((3 * expected + 1 * loss0) / 4, rel=1e-6)
+
+
+def test_sord_with_a_large_beta_is_cross_entropy():
+    torch.manual_seed(0)
+    outputs, target = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 1, 2])
+    sharp = SordHead(4, num_grades=4, beta=50.0)
+    torch.testing.assert_close(sharp.loss(outputs, target.float()), F.cross_entropy(outputs, target))
+
+
+def test_sord_decodes_like_classification():
+    sord, classification = SordHead(4, num_grades=3), ClassificationHead(4, num_grades=3)
+    outputs = torch.log(torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]))
+    torch.testing.assert_close(sord.probabilities(outputs), torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]))
+    torch.testing.assert_close(sord.decode(outputs), torch.tensor([0.5 + 0.6, 0.1 + 0.6]))
+    assert sord.predict_grade(outputs).tolist() == classification.predict_grade(outputs).tolist() == [1, 0]
+
+
+def test_sord_beta_reaches_the_head_and_is_validated():
+    assert build_model(depth=11, task="sord", num_grades=3, sord_beta=2.5).head.beta == 2.5
+    assert build_model(depth=11, task="sord", num_grades=3).head.beta == 1.0
+    for beta in (0.0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="--sord-beta"):
+            build_model(depth=11, task="sord", num_grades=3, sord_beta=beta)

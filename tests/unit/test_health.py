@@ -3,9 +3,8 @@
 import numpy as np
 import torch
 
-from imgrade.config import TASKS as CONFIG_TASKS
 from imgrade.data.imageset import ImageSet
-from imgrade.models.factory import TASKS, build_model
+from imgrade.models.factory import build_model
 from imgrade.pipeline import health_warnings
 from imgrade.runtime.predictor import Outputs, Predictor
 
@@ -39,7 +38,3 @@ def test_a_healthy_model_gets_no_warning():
     val = _val_set()
     outputs = Outputs(val.targets + np.random.default_rng(1).normal(0, 0.3, len(val)).astype(np.float32), None, None)
     assert health_warnings(_predictor(model), val, outputs) == []
-
-
-def test_config_and_model_factory_agree_on_the_tasks():
-    assert CONFIG_TASKS == TASKS

@@ -2,24 +2,46 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import importlib
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from imgrade.core.errors import ConfigError
-from imgrade.models.heads import (
-    ARCHITECTURES,
-    ClassificationHead,
-    Head,
-    RegressionHead,
-)
-from imgrade.models.ordinal import CoralHead, CornHead
+from imgrade.core.registry import head_entry
+from imgrade.models.heads import ARCHITECTURES, Head
 from imgrade.models.resnet_v2 import ResNetV2
 
-TASKS = ("regression", "classification", "coral", "corn")
 HEADS = ("auto", *ARCHITECTURES)
+
+
+def head_class(task: str) -> type[Head]:
+    """The ``Head`` subclass registered as ``task`` (see ``imgrade.core.registry``), imported on first use.
+
+    Raises:
+        ConfigError: ``task`` is not registered, its class cannot be imported, is not a ``Head``, or
+            names itself differently.
+
+    >>> head_class("corn").__name__
+    'CornHead'
+    """
+    entry = head_entry(task)
+    target = entry.target
+    if isinstance(target, str):
+        module, _, name = target.partition(":")
+        try:
+            target = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"task {task!r} is registered as {entry.target!r}, which cannot be imported ({e}): fix its register_head line") from None
+    if not (isinstance(target, type) and issubclass(target, Head)):
+        raise ConfigError(f"task {task!r} is registered with {target!r}, which is not a Head subclass: fix its register_head line")
+    if target.name != task:
+        raise ConfigError(f"task {task!r} is registered with {target.__name__}, whose name is {target.name!r}: set its name = {task!r}")
+    return target
 
 
 class GradingModel(nn.Module):
@@ -63,6 +85,19 @@ def _unknown(kind: str, value: str, choices: tuple[str, ...], flag: str) -> Conf
     return ConfigError(f"unknown {kind} {value!r}: {hint}set {flag} to one of {', '.join(choices)}")
 
 
+def head_settings(model_config: Any) -> dict[str, Any]:
+    """The model config's fields that ``build_model`` passes on to the head (all but its own).
+
+    Takes a ``ModelConfig`` or the dict a checkpoint stores.
+
+    >>> head_settings({"depth": 11, "task": "sord", "head": "auto", "loss": "mse", "sord_beta": 2.0})
+    {'sord_beta': 2.0}
+    """
+    if dataclasses.is_dataclass(model_config):
+        model_config = dataclasses.asdict(model_config)
+    return {k: v for k, v in model_config.items() if k not in ("depth", "task", "head", "loss")}
+
+
 def build_model(
     depth: int = 29,
     task: str = "regression",
@@ -70,18 +105,20 @@ def build_model(
     loss: str = "mse",
     num_grades: int | None = None,
     class_weights: torch.Tensor | np.ndarray | None = None,
+    **settings: Any,
 ) -> GradingModel:
     """Build the reference ResNetV2 with the head for ``task``.
 
     Args:
         depth: backbone depth, 9n+2.
-        task: how the grade is learned; one of ``TASKS``.
+        task: how the grade is learned; one of ``imgrade.core.registry.task_names()``.
         head: the layers before the output: "reference" (Dense(8, relu), as the reference),
             "linear" (none), or "auto" (reference for regression, linear for the others).
         loss: regression loss, "mse" or "huber"; the other tasks have their own loss.
         num_grades: number of grades K; None for a continuous target (regression only).
         class_weights: per-grade loss weights (K,), e.g. from ``balanced_class_weights``; None
             for none.
+        **settings: other model config fields a head reads (e.g. ``sord_beta``); others ignore them.
 
     Raises:
         ConfigError: an unknown task or head, a bad depth or loss, a grade task on a continuous
@@ -91,8 +128,7 @@ def build_model(
     >>> model(torch.zeros(2, 3, 32, 32)).shape
     torch.Size([2, 4])
     """
-    if task not in TASKS:
-        raise _unknown("task", task, TASKS, "--task")
+    make_head = head_class(task)
     if head not in HEADS:
         raise _unknown("head", head, HEADS, "--head")
     if task != "regression" and loss != "mse":
@@ -100,10 +136,5 @@ def build_model(
             f"loss {loss!r} is for --task regression; task {task} has its own loss: drop --loss"
         )
     backbone = ResNetV2(depth=depth)
-    width = backbone.num_features
-    if task == "regression":
-        head_module: Head = RegressionHead(width, head, loss, num_grades, class_weights)
-    else:
-        head_class = {"classification": ClassificationHead, "coral": CoralHead, "corn": CornHead}[task]
-        head_module = head_class(width, num_grades, head, class_weights)
+    head_module = make_head.create(backbone.num_features, num_grades, head, class_weights, {"loss": loss, **settings})
     return GradingModel(backbone, head_module)

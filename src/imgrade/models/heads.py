@@ -25,7 +25,7 @@ by their count.)
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -154,6 +154,19 @@ class Head(nn.Module):
             raise ConfigError(f"class weights {weights.tolist()} must be finite and positive: fix --class-weight")
         return weights
 
+    @classmethod
+    def create(
+        cls,
+        in_features: int,
+        num_grades: int | None,
+        architecture: str = "auto",
+        class_weights: torch.Tensor | np.ndarray | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> "Head":
+        """Build the head the way ``build_model`` does; ``settings`` holds the model config's other
+        fields (``loss``, ``sord_beta``, ...), from which each head reads its own."""
+        raise NotImplementedError
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.layers(features)  # (B, out_features)
 
@@ -249,6 +262,10 @@ class RegressionHead(Head):
         self.loss_name = loss
         init_keras_(self)  # he_normal kernels, zero biases, as the reference's Dense layers
 
+    @classmethod
+    def create(cls, in_features, num_grades, architecture="auto", class_weights=None, settings=None) -> "RegressionHead":
+        return cls(in_features, architecture, (settings or {}).get("loss", "mse"), num_grades, class_weights)
+
     def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean squared (or Huber) error between the output and the target score.
 
@@ -324,6 +341,10 @@ class GradedHead(Head):
             output_layer=self.output_layer(num_grades),
         )
         init_keras_(self)  # a CoralLayer's own biases are not touched: init_from_targets sets them
+
+    @classmethod
+    def create(cls, in_features, num_grades, architecture="auto", class_weights=None, settings=None) -> "GradedHead":
+        return cls(in_features, num_grades, architecture, class_weights)
 
     def output_width(self, num_grades: int) -> int:
         return num_grades

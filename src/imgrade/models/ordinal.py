@@ -1,9 +1,11 @@
-"""Ordinal heads: K-1 binary "grade > k" tasks whose probabilities respect the grades' order.
+"""Ordinal heads: outputs and losses that know the grades are ordered.
 
 - ``coral`` (Cao et al. 2020): one weight vector shared by the K-1 tasks, so the cumulative
   probabilities can never cross (rank consistency).
 - ``corn`` (Shi et al. 2021): K-1 conditional tasks "grade > k given grade > k-1", chained by a
   product, so the cumulative probabilities are ordered by construction.
+- ``sord`` (Diaz and Marathe 2019): a softmax over the K grades like classification, trained
+  against soft labels that give the grades next to the true one part of the target.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import torch.nn.functional as F
 from coral_pytorch.dataset import proba_to_label
 from coral_pytorch.layers import CoralLayer
 from coral_pytorch.losses import coral_loss, corn_loss
-from imgrade.models.heads import GradedHead, _prior_logits, log_mean_exp
+from imgrade.core.errors import ConfigError
+from imgrade.models.heads import ClassificationHead, GradedHead, _prior_logits, log_mean_exp
 
 
 def grade_probabilities(exceed: torch.Tensor) -> torch.Tensor:
@@ -204,3 +207,69 @@ class CornHead(_OrdinalHead):
     def predict_grade(self, outputs: torch.Tensor) -> torch.Tensor:
         """The count of ``P(y > k) > 0.5``, as coral_pytorch's ``corn_label_from_logits``."""
         return (self.exceed_probabilities(outputs) > 0.5).sum(dim=1)  # (B,)
+
+
+SORD_BETA = 1.0
+"""Default sharpness of SORD's soft labels (see ``ModelConfig.sord_beta``)."""
+
+
+def sord_targets(target: torch.Tensor, num_grades: int, beta: float = SORD_BETA) -> torch.Tensor:
+    """SORD's soft labels (B, K): ``q_k = softmax_k(-beta * (k - y)^2)`` for each true grade y.
+
+    >>> sord_targets(torch.tensor([1]), 3, beta=1.0)  # e^-1 / (1 + 2e^-1), 1 / (1 + 2e^-1), ...
+    tensor([[0.2119, 0.5761, 0.2119]])
+    """
+    grades = torch.arange(num_grades, dtype=torch.float32, device=target.device)
+    distance = grades[None, :] - target.float()[:, None]  # (B, K)
+    return torch.softmax(-beta * distance.square(), dim=1)  # (B, K)
+
+
+class SordHead(ClassificationHead):
+    """SORD (Diaz and Marathe, CVPR 2019): softmax over K grades, trained on soft ordinal labels.
+
+    The target puts ``softmax_k(-beta * (k - y)^2)`` on grade k, so a grade next to the true one
+    costs less than a grade far from it; the loss is the cross-entropy against that distribution.
+    Everything after the loss is classification's: softmax probabilities, the expected grade as
+    the score, the most probable grade as its own decision.
+
+    Args:
+        in_features: width of the backbone features.
+        num_grades: K >= 2.
+        architecture: "linear" (the default), "reference" or "auto" (= linear).
+        class_weights: per-grade loss weights (K,), applied per sample by its true grade.
+        beta: sharpness of the soft labels (> 0): larger is closer to one-hot cross-entropy.
+
+    Raises:
+        ConfigError: fewer than 2 grades, an unknown architecture, bad class weights or beta <= 0.
+
+    >>> head = SordHead(4, num_grades=3)
+    >>> logits = torch.log(torch.tensor([[0.2, 0.5, 0.3]]))
+    >>> round(float(head.decode(logits)), 4), head.predict_grade(logits).tolist()
+    (1.1, [1])
+    """
+
+    name = "sord"
+
+    def __init__(
+        self,
+        in_features: int,
+        num_grades: int | None,
+        architecture: str = "auto",
+        class_weights: torch.Tensor | np.ndarray | None = None,
+        beta: float = SORD_BETA,
+    ) -> None:
+        if not beta > 0:
+            raise ConfigError(f"sord beta {beta} must be positive (e.g. {SORD_BETA}): set --sord-beta")
+        super().__init__(in_features, num_grades, architecture, class_weights)
+        self.beta = float(beta)
+
+    @classmethod
+    def create(cls, in_features, num_grades, architecture="auto", class_weights=None, settings=None) -> "SordHead":
+        return cls(in_features, num_grades, architecture, class_weights, (settings or {}).get("sord_beta", SORD_BETA))
+
+    def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy between the soft labels of ``target`` (grade indices) and the softmax."""
+        soft = sord_targets(target, self.num_grades, self.beta)  # (B, K)
+        losses = -(soft * torch.log_softmax(outputs.float(), dim=1)).sum(dim=1)  # (B,)
+        return self._weighted_mean(losses, target.long())
+

@@ -24,6 +24,7 @@ import torch
 import imgrade
 from imgrade.core.errors import ConfigError, ImgradeError
 from imgrade.core.io import atomic_write
+from imgrade.core.registry import head_entry
 from imgrade.runtime.onnx import METADATA_FORMAT, METADATA_KEY, OnnxGrader
 from imgrade.runtime.predictor import Predictor
 
@@ -83,7 +84,7 @@ def metadata(predictor: Predictor, source: str) -> dict:
 
 def _output_names(predictor: Predictor) -> list[str]:
     names = ["score"]
-    if predictor.task != "regression":
+    if head_entry(predictor.task).probabilities:
         names.append("probabilities")
     if predictor.grade_names is not None:
         names.append("native")

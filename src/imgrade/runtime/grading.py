@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from imgrade.calibrate import Conformal, apply_thresholds, format_set, prediction_sets
+from imgrade.core.registry import head_entry, task_names
 
 CPU_BATCH = 32
 """Images per forward pass on a CPU. Passes of 32 keep each layer's activations in the cache:
@@ -27,7 +28,7 @@ class Outputs:
     """What the network says about N images."""
 
     scores: np.ndarray  # (N,) on the grade axis (or the continuous target)
-    probabilities: np.ndarray | None  # (N, K) for classification, coral and corn; None for regression
+    probabilities: np.ndarray | None  # (N, K) for heads with grade probabilities; None for regression
     native: np.ndarray | None  # (N,) the head's own grade decision; None for a continuous target
 
 
@@ -93,7 +94,7 @@ class Grader:
         choice = self.thresholds
         if choice and choice.get("kind") == "tuned":
             return "tuned cut points"
-        return {"regression": "rounding", "classification": "most probable grade"}.get(self.task, "thresholds passed (the head's own rule)")
+        return head_entry(self.task).rule if self.task in task_names() else "the head's own rule"
 
     # ----------------------------------------------------------------------------- decisions
 

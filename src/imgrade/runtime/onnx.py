@@ -14,13 +14,13 @@ import numpy as np
 
 from imgrade.calibrate import Conformal
 from imgrade.core.errors import CheckpointError, DataError
+from imgrade.core.registry import task_names
 from imgrade.runtime.grading import CPU_BATCH, Grader, Outputs
 
 METADATA_KEY = "imgrade"
 """The ONNX metadata entry holding imgrade's JSON (written by ``export.py``)."""
 METADATA_FORMAT = 1
 """Version of that JSON's layout; other versions are refused."""
-_TASKS = ("regression", "classification", "coral", "corn")
 
 
 class OnnxGrader(Grader):
@@ -115,7 +115,7 @@ def _read_metadata(session, name: str) -> dict:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise CheckpointError(f"{name} has imgrade metadata format {found!r}, this imgrade reads {METADATA_FORMAT}: {fix}")
     problems = []
-    if meta.get("task") not in _TASKS:
+    if meta.get("task") not in task_names():
         problems.append(f"task {meta.get('task')!r}")
     names = meta.get("grade_names")
     if names is not None and (not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names)):

@@ -17,7 +17,7 @@ from imgrade.core.device import resolve_device
 from imgrade.core.errors import CheckpointError
 from imgrade.core.preprocess import nhwc_to_tensor, to_input
 from imgrade.models.ensemble import EnsembleModel, TTAModel
-from imgrade.models.factory import build_model
+from imgrade.models.factory import build_model, head_settings
 from imgrade.runtime.grading import CPU_BATCH, GPU_BATCH, Grader, Outputs
 
 __all__ = ["CALIBRATION_TTA", "Outputs", "Predictor"]
@@ -71,6 +71,7 @@ class Predictor(Grader):
                     head=model_cfg["head"],
                     loss=model_cfg["loss"],
                     num_grades=len(grade_names) if grade_names else None,
+                    **head_settings(model_cfg),
                 )
 
             model = network() if members == 1 else EnsembleModel([network() for _ in range(members)])

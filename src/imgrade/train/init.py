@@ -16,7 +16,7 @@ import torch
 from imgrade.config import ModelConfig
 from imgrade.core.checkpoint import find_run_checkpoint, load_checkpoint
 from imgrade.core.errors import ConfigError
-from imgrade.models.heads import Head, RegressionHead
+from imgrade.models.factory import head_class
 
 
 @dataclass
@@ -34,7 +34,7 @@ def _architecture(task: str, head: str) -> str:
     """The head type "auto" stands for with ``task`` (see Head.default_architecture)."""
     if head != "auto":
         return head
-    return RegressionHead.default_architecture if task == "regression" else Head.default_architecture
+    return head_class(task).default_architecture
 
 
 def plan_init(init: str | Path, model: ModelConfig, grade_names: list[str] | None) -> InitSource:
