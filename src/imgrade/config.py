@@ -76,7 +76,7 @@ class DataConfig:
             raise ConfigError(f"--grades {','.join(self.grades)} names a grade twice: list each grade once")
 
 
-TASKS = ("regression", "classification", "coral", "corn")
+TASKS = ("regression", "classification", "coral", "corn", "axes")
 AMP_CHOICES = ("auto", "bf16", "off")
 """``train.amp``: bf16 on a CUDA GPU and fp32 elsewhere, bf16 everywhere, or fp32 everywhere."""
 
@@ -87,12 +87,18 @@ class ModelConfig:
     """ResNet v2 depth, 9n+2 (11, 20, 29, 38, ...). 29 is the reference."""
     task: str = "regression"
     """How the grade is learned: regression (the reference: MSE on the grade number),
-    classification (softmax), coral or corn (rank-consistent ordinal heads)."""
+    classification (softmax), coral or corn (rank-consistent ordinal heads), or axes (one softmax
+    per axis of a grade table, e.g. size and shape; see ``axes``)."""
     head: str = "auto"
     """reference (Dense(8, relu) before the output, as the reference), linear (no hidden layer),
     or auto: reference for regression, linear for the other tasks."""
     loss: str = "mse"
     """Regression loss: mse (the reference) or huber."""
+    axes: str | None = None
+    """--task axes: a CSV grade table (header grade,AXIS1,AXIS2,...; one row per grade, each cell
+    the grade's level on that axis, empty = any). None: grade_axes.csv in the data folder (or next
+    to a data file) when present, else the built-in table for CUCUMBER-9's grades. Other tasks
+    ignore it. The table is stored in the run, so the file is needed only for training."""
 
     def __post_init__(self) -> None:
         if self.depth < 11 or (self.depth - 2) % 9:

@@ -22,7 +22,7 @@ from imgrade.models.ordinal import CoralHead, CornHead, grade_probabilities
 
 K = 4
 GRADED = [t for t in TASKS if t != "regression"]
-WIDTH = {"regression": 1, "classification": K, "coral": K - 1, "corn": K - 1}  # outputs per image
+WIDTH = {"regression": 1, "classification": K, "coral": K - 1, "corn": K - 1, "axes": K}  # outputs per image (axes: one axis of K levels without a table)
 
 
 def logit(p):

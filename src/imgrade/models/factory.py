@@ -15,10 +15,11 @@ from imgrade.models.heads import (
     Head,
     RegressionHead,
 )
+from imgrade.models.axes import AxesHead, GradeAxes
 from imgrade.models.ordinal import CoralHead, CornHead
 from imgrade.models.resnet_v2 import ResNetV2
 
-TASKS = ("regression", "classification", "coral", "corn")
+TASKS = ("regression", "classification", "coral", "corn", "axes")
 HEADS = ("auto", *ARCHITECTURES)
 
 
@@ -70,6 +71,7 @@ def build_model(
     loss: str = "mse",
     num_grades: int | None = None,
     class_weights: torch.Tensor | np.ndarray | None = None,
+    grade_axes: GradeAxes | None = None,
 ) -> GradingModel:
     """Build the reference ResNetV2 with the head for ``task``.
 
@@ -82,6 +84,7 @@ def build_model(
         num_grades: number of grades K; None for a continuous target (regression only).
         class_weights: per-grade loss weights (K,), e.g. from ``balanced_class_weights``; None
             for none.
+        grade_axes: task axes: the grade table (None: one axis with a level per grade).
 
     Raises:
         ConfigError: an unknown task or head, a bad depth or loss, a grade task on a continuous
@@ -103,6 +106,8 @@ def build_model(
     width = backbone.num_features
     if task == "regression":
         head_module: Head = RegressionHead(width, head, loss, num_grades, class_weights)
+    elif task == "axes":
+        head_module = AxesHead(width, num_grades, head, class_weights, grade_axes)
     else:
         head_class = {"classification": ClassificationHead, "coral": CoralHead, "corn": CornHead}[task]
         head_module = head_class(width, num_grades, head, class_weights)

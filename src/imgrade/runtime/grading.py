@@ -93,7 +93,7 @@ class Grader:
         choice = self.thresholds
         if choice and choice.get("kind") == "tuned":
             return "tuned cut points"
-        return {"regression": "rounding", "classification": "most probable grade"}.get(self.task, "thresholds passed (the head's own rule)")
+        return {"regression": "rounding", "classification": "most probable grade", "axes": "most probable grade"}.get(self.task, "thresholds passed (the head's own rule)")
 
     # ----------------------------------------------------------------------------- decisions
 

@@ -20,7 +20,7 @@ METADATA_KEY = "imgrade"
 """The ONNX metadata entry holding imgrade's JSON (written by ``export.py``)."""
 METADATA_FORMAT = 1
 """Version of that JSON's layout; other versions are refused."""
-_TASKS = ("regression", "classification", "coral", "corn")
+_TASKS = ("regression", "classification", "coral", "corn", "axes")
 
 
 class OnnxGrader(Grader):

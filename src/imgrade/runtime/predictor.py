@@ -15,6 +15,7 @@ from imgrade.core.checkpoint import find_run_checkpoint, load_checkpoint
 from imgrade.core.device import resolve_device
 from imgrade.core.errors import CheckpointError
 from imgrade.core.preprocess import nhwc_to_tensor, to_input
+from imgrade.models.axes import GradeAxes
 from imgrade.models.factory import build_model
 from imgrade.runtime.grading import CPU_BATCH, GPU_BATCH, Grader, Outputs
 
@@ -50,6 +51,8 @@ class Predictor(Grader):
                 head=model_cfg["head"],
                 loss=model_cfg["loss"],
                 num_grades=len(grade_names) if grade_names else None,
+                # the axes head's grade table travels in the checkpoint: no CSV needed here
+                grade_axes=GradeAxes.from_dict(ckpt["grade_axes"]) if model_cfg["task"] == "axes" else None,
             )
             image_size = int(ckpt["image_size"])
             mean = ckpt["mean_image"].float()  # (3, H, W)
