@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = model.add_parser("summary", help="layer table with output shapes and parameter counts")
     p.add_argument("--depth", type=int, default=29)
     p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--task", default="regression", help="regression, classification, coral, corn")
+    p.add_argument("--task", default="regression", help="regression, classification, coral, corn, axes (9 grades: the built-in CUCUMBER-9 size x shape table)")
     p.add_argument("--head", default="auto", help="auto, reference, linear")
     p.add_argument("--num-grades", type=int, default=9)
 
