@@ -46,6 +46,7 @@ def _add_run_flags(p, *, compare: bool = False) -> None:
     g.add_argument("--depth", dest="model.depth", type=int, help="ResNet v2 depth 9n+2 (default 29, the reference)")
     if not compare:
         g.add_argument("--task", dest="model.task", help=f"how the grade is learned: {describe_tasks()}")
+    g.add_argument("--axes", dest="model.axes", help="--task axes: CSV grade table grade,AXIS1,AXIS2,... (default: grade_axes.csv beside the data, or the built-in CUCUMBER-9 size x shape table)")
     g.add_argument("--head", dest="model.head", help="auto (default), reference (Dense(8, relu) first) or linear")
     g.add_argument("--loss", dest="model.loss", help="regression loss: mse (default) or huber")
     g.add_argument("--sord-beta", dest="model.sord_beta", type=float, help="--task sord: sharpness of the soft labels, > 0 (default 1.0; larger is closer to one-hot)")

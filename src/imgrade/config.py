@@ -99,6 +99,11 @@ class ModelConfig:
     1.0 keeps most of the target on the true grade (58% for a middle grade of three) and gives each
     neighbour about a fifth, two grades away almost nothing: off-by-one costs little, far misses
     a lot. Larger values approach plain cross-entropy (5: 99% on the true grade)."""
+    axes: str | None = None
+    """--task axes: a CSV grade table (header grade,AXIS1,AXIS2,...; one row per grade, each cell
+    the grade's level on that axis, empty = any). None: grade_axes.csv in the data folder (or next
+    to a data file) when present, else the built-in table for CUCUMBER-9's grades. Other tasks
+    ignore it. The table is stored in the run, so the file is needed only for training."""
 
     def __post_init__(self) -> None:
         if self.depth < 11 or (self.depth - 2) % 9:

@@ -34,6 +34,7 @@ from imgrade.evaluate.outputs import evaluation_plots, write_predictions
 from imgrade.evaluate.metrics import continuous_metrics, ordinal_metrics
 from imgrade.evaluate.report import format_members_table, format_metrics_table, write_run_report
 from imgrade.models.factory import build_model, head_settings
+from imgrade.models.axes import CUCUMBER9_GRADES, CUCUMBER9_TABLE, GradeAxes, find_grade_axes, parse_grade_axes
 from imgrade.models.heads import balanced_class_weights
 from imgrade.runtime.files import predict  # noqa: F401  (torch-free; `imgrade predict` imports it directly)
 from imgrade.runtime.predictor import CALIBRATION_TTA, Outputs, Predictor
@@ -199,6 +200,11 @@ def _train_locked(
     log(f"data: {imageset.source}: {len(imageset)} images, {imageset.image_size[0]}x{imageset.image_size[1]}")
     if head_entry(cfg.model.task).needs_grades and not imageset.is_ordinal:
         raise ConfigError(f"task {cfg.model.task} needs integer grades, but {cfg.data.path} has a continuous target: use --task regression")
+    grade_axes = None
+    if cfg.model.task == "axes":
+        grade_axes, cfg = _grade_axes(cfg, imageset, resume_state)
+    elif cfg.model.axes:
+        log(f"note: --axes {cfg.model.axes} is read only with --task axes; task {cfg.model.task} ignores it")
     split = distributed.on_main(_choose_split, cfg, out, imageset, resume_state is not None, split)
     sizes = {name: len(index) for name, index in split.items()}
     held = f", {sizes['cal']} held out for grade sets" if "cal" in sizes else ""
@@ -218,12 +224,13 @@ def _train_locked(
         if num_grades is None:
             raise ConfigError("--class-weight balanced needs graded data, but this target is continuous: drop the flag")
         class_weights = torch.as_tensor(balanced_class_weights(imageset.targets[split["train"]].astype(np.int64), num_grades), dtype=torch.float32)
-    model = build_model(cfg.model.depth, cfg.model.task, cfg.model.head, cfg.model.loss, num_grades, class_weights, **head_settings(cfg.model))
+    model = build_model(cfg.model.depth, cfg.model.task, cfg.model.head, cfg.model.loss, num_grades, class_weights, **head_settings(cfg.model), grade_axes=grade_axes)
     if num_grades is not None:
         model.head.init_from_targets(imageset.targets[split["train"]])
+    axes_dict = grade_axes.to_dict() if grade_axes is not None else None
     if cfg.train.init and resume_state is None:  # on --resume, last.pt holds all the weights
         # after init_from_targets, so a loaded head's weights win; every rank reads the same file
-        log(load_init(model, plan_init(cfg.train.init, cfg.model, imageset.grade_names)))
+        log(load_init(model, plan_init(cfg.train.init, cfg.model, imageset.grade_names, grade_axes=axes_dict)))
 
     # written only now, so a refused --init (other grades, another depth) leaves nothing in --out
     if distributed.is_main():
@@ -246,6 +253,8 @@ def _train_locked(
         "calibration": None,
         "data_source": imageset.source,
     }
+    if axes_dict is not None:
+        meta["grade_axes"] = axes_dict  # the runtime rebuilds the head from this, not from the CSV
 
     last_plot = [-float("inf")]
 
@@ -277,6 +286,21 @@ def _train_locked(
     if imageset.is_ordinal:
         _calibrate_run(out, predictor, imageset, split, cfg.calibrate, strict=False, val_outputs=val_outputs)
     return history
+
+
+def _grade_axes(cfg: RunConfig, imageset: ImageSet, resume_state: dict | None) -> tuple[GradeAxes, RunConfig]:
+    """Task axes: the run's grade table, and the config naming the file it came from.
+
+    On --resume the table comes from last.pt: the CSV may have changed or moved since.
+    """
+    if resume_state is not None and resume_state.get("grade_axes") is not None:
+        return GradeAxes.from_dict(resume_state["grade_axes"]), cfg
+    table, where = find_grade_axes(cfg.model.axes, cfg.data.path, imageset.grade_names)
+    axes = "; ".join(f"{name} {','.join(levels)}" for name, levels in zip(table.axes, table.levels))
+    log(f"grade table ({where}): {axes}")
+    if Path(where).is_file():  # config.yaml then says which file (also one found beside the data)
+        cfg = cfg.with_overrides({"model.axes": str(Path(where).resolve())})
+    return table, cfg
 
 
 def health_warnings(predictor: Predictor, val_set: ImageSet, outputs: Outputs) -> list[str]:
@@ -321,6 +345,10 @@ def _prepare_out(cfg: RunConfig, out: Path, resume: bool, overwrite: bool) -> tu
     if resume_state is None and Path(cfg.data.path).exists():
         # evaluate reads the data again later, perhaps from another working directory
         cfg = cfg.with_overrides({"data.path": str(Path(cfg.data.path).resolve())})
+    if resume_state is None and cfg.model.task == "axes" and cfg.model.axes:
+        if not Path(cfg.model.axes).is_file():  # fails now, before the data is read
+            raise ConfigError(f"grade table {cfg.model.axes} does not exist: check the --axes path")
+        cfg = cfg.with_overrides({"model.axes": str(Path(cfg.model.axes).resolve())})
     if resume_state is None and cfg.train.init:
         find_run_checkpoint(cfg.train.init)  # a wrong path fails now, before the data is read
         cfg = cfg.with_overrides({"train.init": str(Path(cfg.train.init).resolve())})
@@ -775,7 +803,10 @@ def model_summary(*, depth: int = 29, image_size: int = 32, task: str = "regress
     from imgrade.models.summary import summarize
 
     RunConfig.from_dict({"model": {"depth": depth, "task": task, "head": head}})  # validates with the flag names
-    model = build_model(depth=depth, task=task, head=head, num_grades=num_grades)
+    grade_axes = None
+    if task == "axes" and num_grades == len(CUCUMBER9_GRADES):  # the built-in table: size and shape
+        grade_axes = parse_grade_axes(CUCUMBER9_TABLE, list(CUCUMBER9_GRADES))
+    model = build_model(depth=depth, task=task, head=head, num_grades=num_grades, grade_axes=grade_axes)
     table = summarize(model, input_size=(3, image_size, image_size))
     print(table)
     return table

@@ -112,7 +112,7 @@ def test_bad_depth_names_the_flag(depth):
 
 
 def test_unknown_task_suggests_the_closest_name():
-    hint = r"unknown task 'corl': did you mean 'coral'\?.*--task to one of regression, classification, coral, corn, sord$"
+    hint = r"unknown task 'corl': did you mean 'coral'\?.*--task to one of regression, classification, coral, corn, axes, sord$"
     with pytest.raises(ConfigError, match=hint):
         build_model(task="corl")
     with pytest.raises(ConfigError, match="--task"):

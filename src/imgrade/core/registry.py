@@ -118,6 +118,11 @@ register_head(
 register_head("coral", "imgrade.models.ordinal:CoralHead", "rank-consistent ordinal thresholds, one shared weight vector")
 register_head("corn", "imgrade.models.ordinal:CornHead", "ordinal thresholds as chained conditional probabilities")
 register_head(
+    "axes", "imgrade.models.axes:AxesHead",
+    "one softmax per axis of a grade table (e.g. size x shape, --axes), the grade's probability their product",
+    rule="most probable grade",
+)
+register_head(
     "sord", "imgrade.models.ordinal:SordHead",
     "softmax trained on soft ordinal labels: cross-entropy against targets that fall with the squared grade distance (--sord-beta)",
     rule="most probable grade",

@@ -59,7 +59,7 @@ class _GraderGraph(torch.nn.Module):
 def metadata(predictor: Predictor, source: str) -> dict:
     """The JSON stored in the ONNX file: what ``predict`` needs besides the network."""
     ckpt = predictor.checkpoint
-    return {
+    info = {
         "format": METADATA_FORMAT,
         "imgrade_version": imgrade.__version__,
         "trained_with": predictor.version,
@@ -80,6 +80,11 @@ def metadata(predictor: Predictor, source: str) -> dict:
         "data_source": ckpt.get("data_source"),
         "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if ckpt.get("grade_axes") is not None:
+        # task axes: each grade's level per axis, for people and tools reading the file; grading
+        # needs only the graph, whose probabilities already combine the axes
+        info["grade_axes"] = ckpt["grade_axes"]
+    return info
 
 
 def _output_names(predictor: Predictor) -> list[str]:

@@ -18,6 +18,7 @@ from imgrade.core.errors import CheckpointError
 from imgrade.core.preprocess import nhwc_to_tensor, to_input
 from imgrade.models.ensemble import EnsembleModel, TTAModel
 from imgrade.models.factory import build_model, head_settings
+from imgrade.models.axes import GradeAxes
 from imgrade.runtime.grading import CPU_BATCH, GPU_BATCH, Grader, Outputs
 
 __all__ = ["CALIBRATION_TTA", "Outputs", "Predictor"]
@@ -72,6 +73,8 @@ class Predictor(Grader):
                     loss=model_cfg["loss"],
                     num_grades=len(grade_names) if grade_names else None,
                     **head_settings(model_cfg),
+                    # the axes head's grade table travels in the checkpoint: no CSV needed here
+                    grade_axes=GradeAxes.from_dict(ckpt["grade_axes"]) if model_cfg["task"] == "axes" else None,
                 )
 
             model = network() if members == 1 else EnsembleModel([network() for _ in range(members)])

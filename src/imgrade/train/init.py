@@ -37,13 +37,15 @@ def _architecture(task: str, head: str) -> str:
     return head_class(task).default_architecture
 
 
-def plan_init(init: str | Path, model: ModelConfig, grade_names: list[str] | None) -> InitSource:
+def plan_init(init: str | Path, model: ModelConfig, grade_names: list[str] | None, grade_axes: dict | None = None) -> InitSource:
     """Read the run or checkpoint ``init`` and check that it can start a run of ``model`` on this data.
 
     Args:
         init: a run folder (its best.pt is used) or a .pt checkpoint.
         model: this run's model settings.
         grade_names: this data's grades in rank order; None for a continuous target.
+        grade_axes: task axes: this run's grade table (``GradeAxes.to_dict()``); the head is loaded
+            only from a run with the same table.
 
     Raises:
         CheckpointError: no such run or file, or not a readable checkpoint.
@@ -74,6 +76,8 @@ def plan_init(init: str | Path, model: ModelConfig, grade_names: list[str] | Non
         fresh = f"the target is continuous {where}, so the head's scale need not carry over"
     elif list(source_grades) != list(grade_names):
         fresh = f"the grades are in another order ({','.join(source_grades)} there, {','.join(grade_names)} here)"
+    elif model.task == "axes" and payload.get("grade_axes") != grade_axes:
+        fresh = "the grade tables differ (other axes or levels)"
     else:
         fresh = None
     return InitSource(path, payload["model_state"], fresh)
