@@ -70,6 +70,7 @@ class ModelEma:
         self._float_live = [t for t, _ in pairs if t.is_floating_point()]
         self._float_average = [a for t, a in pairs if t.is_floating_point()]
         self._other = [(t, a) for t, a in pairs if not t.is_floating_point()]
+        self._cast = any(t.dtype != torch.float32 for t in self._float_live)  # a model kept in half precision
         bn_names = {
             f"{name}.{buffer}"
             for name, module in model.named_modules()
@@ -84,9 +85,7 @@ class ModelEma:
         weight = 1.0 - ema_decay(self.decay, self.steps)
         # in fp32 whatever the forward ran in (--amp casts activations, never the weights);
         # one foreach kernel per dtype instead of one per tensor: ~200 tensors per step
-        live = self._float_live
-        if any(t.dtype != torch.float32 for t in live):
-            live = [t.float() for t in live]
+        live = [t.float() for t in self._float_live] if self._cast else self._float_live
         torch._foreach_lerp_(self._float_average, live, weight)
         for live_tensor, average in self._other:
             average.copy_(live_tensor)
