@@ -66,6 +66,7 @@ def _add_run_flags(p, *, compare: bool = False) -> None:
         g.add_argument("--seed", dest="train.seed", type=int, help="seed for split, init, shuffling (default 0)")
         g.add_argument("--init", dest="train.init", help="start from this run's (or .pt checkpoint's) weights: the backbone, and the head when task and grades match")
     g.add_argument("--freeze-backbone-epochs", dest="train.freeze_backbone_epochs", type=int, help="with --init: train only the head for this many first epochs (default 0)")
+    g.add_argument("--ema", dest="train.ema", type=float, help="validate and keep an exponential moving average of the weights with this decay (default 0: off; 0.99-0.999 for a few hundred photos)")
     g.add_argument("--backbone-lr-scale", dest="train.backbone_lr_scale", type=float, help="backbone lr = lr x this (default 1; 0.1 fine-tunes gently)")
     g.add_argument("--device", dest="train.device", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--deterministic", dest="train.deterministic", action="store_const", const=True, help="deterministic kernels")

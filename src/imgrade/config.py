@@ -171,6 +171,12 @@ class TrainConfig:
     """Train this many networks on the same split (seeds seed*K .. seed*K+K-1) and grade with the
     average of their probabilities (of their scores for regression): steadier and usually more
     exact than one network, at K times the training and grading time. 1: one network."""
+    ema: float = 0.0
+    """Weight averaging: keep an exponential moving average of the weights (and BatchNorm
+    statistics) with this decay, updated after every step, and validate, keep as best.pt and
+    calibrate that average instead of the live weights. 0 (the default) is off; 0.99-0.999 suits a
+    few hundred photos (about 1 / (1 - decay) steps are averaged). Not ``bn_stats: ema``, which is
+    the reference's moving average of BatchNorm statistics alone."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -203,6 +209,8 @@ class TrainConfig:
             raise ConfigError(f"train.blur {self.blur} must be 0..5 pixels: set --blur")
         if self.ensemble < 1:
             raise ConfigError(f"train.ensemble {self.ensemble} must be at least 1 (1: one network; 5: an ensemble of five): set --ensemble")
+        if self.ema != 0 and not 0 < self.ema < 1:
+            raise ConfigError(f"train.ema {self.ema} must be in (0, 1), e.g. 0.999, or 0 for none: set --ema")
 
 
 @dataclass

@@ -161,10 +161,20 @@ def average_batchnorm_statistics(model: torch.nn.Module) -> None:
     average over ranks is the average over the epoch's batches, as in one process; afterwards all
     ranks validate and save the same model.
     """
+    average_over_ranks(
+        [
+            buffer
+            for module in model.modules()
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.running_mean is not None
+            for buffer in (module.running_mean, module.running_var)
+        ]
+    )
+
+
+def average_over_ranks(tensors: list[torch.Tensor]) -> None:
+    """Replace each tensor, in place, by its mean over the ranks; alone, leave them as they are."""
     if world_size() == 1:
         return
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
-            for buffer in (module.running_mean, module.running_var):
-                dist.all_reduce(buffer)
-                buffer.div_(world_size())
+    for tensor in tensors:
+        dist.all_reduce(tensor)
+        tensor.div_(world_size())

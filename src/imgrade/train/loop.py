@@ -8,6 +8,7 @@ is copied.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -19,11 +20,13 @@ from tqdm import tqdm
 
 from imgrade.config import TrainConfig
 from imgrade.core.checkpoint import BEST, LAST, save_checkpoint
+from imgrade.core.errors import CheckpointError
 from imgrade.core.perf import autocast, autocast_dtype, to_device_async
 from imgrade.core.preprocess import to_input
 from imgrade.data.augment import photometric, random_shift_flip
 from imgrade.train import distributed
 from imgrade.train.distributed import sum_over_ranks
+from imgrade.train.ema import ModelEma
 from imgrade.train.optim import build_optimizer, lr_factor, set_lr
 
 GPU_SHARE = 0.25
@@ -163,12 +166,16 @@ class EpochBatchNormAverage:
                 statistic.copy_(total / self.steps)
 
 
-def train_one_epoch(model, optimizer, data: FitData, cfg: TrainConfig, device, generator, progress=None, shard: tuple[int, int] = (0, 1)) -> float:
+def train_one_epoch(
+    model, optimizer, data: FitData, cfg: TrainConfig, device, generator, progress=None, shard: tuple[int, int] = (0, 1),
+    ema: ModelEma | None = None,
+) -> float:
     """One pass over the shuffled training set; returns the mean training loss.
 
     ``shard`` is (rank, world size) under DistributedDataParallel: every rank draws the same
     permutation and augmentation and trains on its slice of each global batch of
     ``cfg.batch_size`` images. A last batch with fewer images than ranks is skipped.
+    ``ema``, when given, is updated after every optimizer step.
     """
     rank, world = shard
     model.train()
@@ -205,6 +212,8 @@ def train_one_epoch(model, optimizer, data: FitData, cfg: TrainConfig, device, g
         optimizer.step()
         if averages is not None:
             averages.add()
+        if ema is not None:
+            ema.update()  # after the step, while the BatchNorms hold this batch's statistics
         # accumulate on the device: float() here would be a GPU sync point on every step
         total += loss.detach() * len(index)
         seen += len(index)
@@ -240,6 +249,9 @@ def fit(
     Under torchrun every rank calls this and trains its share of each batch (see distributed.py);
     rank 0 alone writes checkpoints, prints and calls ``on_epoch_end``.
 
+    With ``cfg.ema`` the moving average of the weights (train/ema.py) is what is validated and
+    what best.pt holds; last.pt holds the live weights, the optimizer and the average.
+
     Returns:
         The history: one dict per epoch (epoch, train_loss, val_loss, val_mae, lr, seconds).
     """
@@ -248,8 +260,14 @@ def fit(
     history: list[dict] = []
     best_val = math.inf
     start_epoch = 0
+    # every rank keeps its own average: DDP keeps the weights identical on all of them
+    ema = ModelEma(model, cfg.ema) if cfg.ema else None
     if resume is not None:
         model.load_state_dict(resume["model_state"])
+        if ema is not None:
+            if "ema_state" not in resume:
+                raise CheckpointError(f"{run_dir / LAST} holds no weight average for train.ema {cfg.ema}: train again with --overwrite")
+            ema.load_checkpoint(resume)
         optimizer.load_state_dict(resume["optimizer_state"])
         generator.set_state(resume["generator_state"])
         history = list(resume["history"])
@@ -278,12 +296,15 @@ def fit(
         t0 = time.perf_counter()
         bar = tqdm(total=len(data.train_index), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img", leave=False, file=sys.stderr) if show_bar else None
         try:
-            train_loss = train_one_epoch(trained, optimizer, data, cfg, device, generator, bar, shard=shard)
+            train_loss = train_one_epoch(trained, optimizer, data, cfg, device, generator, bar, shard=shard, ema=ema)
         finally:
             if bar is not None:
                 bar.close()
         distributed.average_batchnorm_statistics(model)
-        val_loss, val_mae = validate_sharded(model, data, device, shard)
+        if ema is not None:
+            ema.average_over_ranks()
+        with ema.applied() if ema is not None else contextlib.nullcontext():  # the model holds the average within
+            val_loss, val_mae = validate_sharded(model, data, device, shard)
         seconds = time.perf_counter() - t0
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_mae": val_mae, "lr": lr, "seconds": round(seconds, 3)}
         history.append(row)
@@ -293,7 +314,8 @@ def fit(
         if not main:
             continue  # rank 0 alone writes and prints
         if improved:
-            save_checkpoint(run_dir / BEST, {**meta, "model_state": model.state_dict(), "epoch": epoch + 1, "val_loss": val_loss})
+            best_state = ema.state_dict() if ema is not None else model.state_dict()
+            save_checkpoint(run_dir / BEST, {**meta, "model_state": best_state, "epoch": epoch + 1, "val_loss": val_loss})
         # last.pt is written after best.pt: a crash between the two replays this epoch on resume
         save_checkpoint(
             run_dir / LAST,
@@ -306,6 +328,7 @@ def fit(
                 "best_val_loss": best_val,
                 "epoch": epoch + 1,
                 "finished": epoch + 1 == cfg.epochs,
+                **(ema.checkpoint() if ema is not None else {}),
             },
         )
         mark = " *" if improved else ""
