@@ -4,6 +4,10 @@
 each cross-validation fold) into ``OUT/runs/``, scores the test images of each, and summarises:
 a table of mean +- std per formulation, a paired comparison against the reference formulation
 (regression with plain rounding), a box plot per metric, a report, and one recommendation.
+
+Gains are paired by resample (fold and seed: the same test images). Over cross-validation folds
+their p-value comes from the corrected resampled t-test (:func:`imgrade.evaluate.stats.corrected_ttest`),
+because folds share most of their training images; over seeds on one split, from the paired t-test.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import ttest_rel
 
 from imgrade.config import TASKS, RunConfig, parse_split
 from imgrade.core.errors import ConfigError, DataError
@@ -25,6 +30,7 @@ from imgrade.data.splits import make_split, stratified_split, stratify_labels
 from imgrade.evaluate import plots
 from imgrade.evaluate.metrics import ordinal_metrics
 from imgrade.evaluate.report import mean_std, paired_gain
+from imgrade.evaluate.stats import corrected_ttest
 
 REFERENCE = "regression, rounding"
 METRICS = ("qwk", "accuracy", "within1", "grade_mae", "mae", "rmse", "coverage", "set_size", "train_seconds")
@@ -85,7 +91,9 @@ def run_comparison(cfg: RunConfig, out: str | Path, *, tasks: list[str], seeds: 
                 t0 = time.perf_counter()
                 pipeline.train(run_cfg, out / "runs" / name, split=split, imageset=imageset)
                 seconds = time.perf_counter() - t0
-                rows.extend(_score_run(out / "runs" / name, test_set, task, f, seed, seconds))
+                for row in _score_run(out / "runs" / name, test_set, task, f, seed, seconds):
+                    # The split sizes, for the corrected t-test's n_test / n_train.
+                    rows.append({**row, "n_train": len(split["train"]), "n_test": len(split["test"])})
     return summarise(rows, out, cfg, tasks=tasks, seeds=seeds, folds=folds)
 
 
@@ -107,7 +115,7 @@ def _score_run(run: Path, test_set: ImageSet, task: str, fold: int, seed: int, s
     for decision, predicted in ((rule, outputs.native), ("calibrated", predictor.grades(outputs))):
         m = ordinal_metrics(y, outputs.scores, predictor.grade_names, y_pred=predicted)
         rows.append({
-            "formulation": f"{task}, {decision}", "task": task, "decision": decision, "fold": fold, "seed": seed,
+            "formulation": f"{task}, {decision}", "task": task, "decision": decision, "fold": fold, "seed": seed, "run_seed": seed,
             "thresholds": (predictor.thresholds or {}).get("kind", "rounding"),
             **{k: m[k] for k in ("qwk", "accuracy", "within1", "grade_mae", "mae", "rmse")},
             "coverage": coverage, "set_size": set_size, "train_seconds": round(seconds, 1),
@@ -117,8 +125,6 @@ def _score_run(run: Path, test_set: ImageSet, task: str, fold: int, seed: int, s
 
 def summarise(rows: list[dict[str, Any]], out: Path, cfg: RunConfig, *, tasks, seeds: int, folds: int) -> dict[str, Any]:
     """Aggregate per-run rows into the summary table, the paired comparison, the plots and the report."""
-    from scipy import stats
-
     from imgrade.evaluate.report import write_compare_report
 
     out.mkdir(parents=True, exist_ok=True)
@@ -135,13 +141,9 @@ def summarise(rows: list[dict[str, Any]], out: Path, cfg: RunConfig, *, tasks, s
             entry[metric + "_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
         if reference is not None and f != REFERENCE:
             for metric in ("qwk", "accuracy"):
-                a = np.array([r[metric] for r in by[f]], dtype=float)
-                b = np.array([r[metric] for r in reference], dtype=float)
-                diff = a - b  # paired: same fold / seed, same test images
-                entry[f"{metric}_diff"] = float(np.mean(diff))
-                entry[f"{metric}_diff_std"] = float(np.std(diff, ddof=1)) if len(diff) > 1 else None
-                p = stats.ttest_rel(a, b).pvalue if len(diff) > 1 and np.ptp(diff) > 0 else math.nan
-                entry[f"{metric}_p"] = None if math.isnan(p) else float(p)
+                gain = paired_test(by[f], reference, metric, folds=folds)
+                if gain is not None:
+                    entry.update({f"{metric}_{key}": value for key, value in gain.items()})
         summary.append(entry)
     write_csv(out / "summary.csv", summary)
     recommendation = recommend(summary)
@@ -149,9 +151,55 @@ def summarise(rows: list[dict[str, Any]], out: Path, cfg: RunConfig, *, tasks, s
     write_text(out / "summary.md", markdown)
     results = {f: {m: [r[m] for r in by[f] if r[m] is not None] for m in PLOTTED} for f in formulations}
     plots.plot_metric_boxes(results, list(PLOTTED), out / "boxes.png", title="test metrics per formulation", reference=REFERENCE)
-    write_compare_report(out / "report.html", summary, recommendation, out / "boxes.png", cfg, tasks=tasks, seeds=seeds, folds=folds)
+    write_compare_report(out / "report.html", summary, recommendation, out / "boxes.png", cfg, tasks=tasks, seeds=seeds, folds=folds, gain_test=gain_test(folds))
     print(markdown)
     return {"summary": summary, "recommendation": recommendation, "rows": rows}
+
+
+def paired_test(rows: list[dict[str, Any]], reference: list[dict[str, Any]], metric: str, *, folds: int) -> dict[str, Any] | None:
+    """Mean gain of ``rows`` over ``reference`` paired by resample (fold, run seed), its standard error and p.
+
+    Rows of one resample (an ensemble's members) are averaged first. Over folds the standard error
+    and p are the corrected resampled t-test's (n_train and n_test from the rows); on one split,
+    the plain paired t-test's. None when no resample is shared; se and p None below two pairs.
+
+    >>> ref = [{"fold": f, "run_seed": 0, "qwk": q} for f, q in enumerate([0.5, 0.6, 0.7])]
+    >>> new = [{"fold": f, "run_seed": 0, "qwk": q, "n_train": 60, "n_test": 30} for f, q in enumerate([0.6, 0.6, 0.9])]
+    >>> {k: round(v, 4) for k, v in paired_test(new, ref, "qwk", folds=3).items()}
+    {'diff': 0.1, 'diff_std': 0.1, 'diff_se': 0.0913, 'p': 0.3876, 'pairs': 3}
+    """
+    mine, theirs = _per_resample(rows, metric), _per_resample(reference, metric)
+    shared = [key for key in mine if key in theirs]
+    if not shared:
+        return None
+    diff = np.array([mine[key] - theirs[key] for key in shared])  # same test images in each pair
+    result: dict[str, Any] = {"diff": float(np.mean(diff)), "diff_std": None, "diff_se": None, "p": None, "pairs": len(shared)}
+    if len(diff) < 2:
+        return result
+    result["diff_std"] = float(np.std(diff, ddof=1))
+    if folds:
+        paired = set(shared)
+        sizes = [r for r in rows if (r["fold"], r["run_seed"]) in paired]
+        n_train = float(np.mean([r["n_train"] for r in sizes]))
+        n_test = float(np.mean([r["n_test"] for r in sizes]))
+        test = corrected_ttest(diff, n_train, n_test)
+        result["diff_se"], p = test["se"], test["p"]
+    else:
+        result["diff_se"] = result["diff_std"] / math.sqrt(len(diff))
+        a = np.array([mine[key] for key in shared])
+        b = np.array([theirs[key] for key in shared])
+        p = float(ttest_rel(a, b).pvalue) if np.ptp(diff) > 0 else math.nan
+    result["p"] = None if math.isnan(p) else p
+    return result
+
+
+def _per_resample(rows: list[dict[str, Any]], metric: str) -> dict[tuple[int, int], float]:
+    """``{(fold, run_seed): mean metric}`` over the rows with a defined value."""
+    groups: dict[tuple[int, int], list[float]] = {}
+    for r in rows:
+        if r.get(metric) is not None:
+            groups.setdefault((int(r["fold"]), int(r["run_seed"])), []).append(float(r[metric]))
+    return {key: float(np.mean(values)) for key, values in groups.items()}
 
 
 def recommend(summary: list[dict[str, Any]]) -> str:
@@ -170,6 +218,13 @@ def recommend(summary: list[dict[str, Any]]) -> str:
     return line
 
 
+def gain_test(folds: int) -> str:
+    """Which test gave the gains' standard errors and p-values, for a table caption."""
+    if folds:
+        return "p: corrected resampled t-test of Nadeau and Bengio, paired by fold and seed, since folds share training images"
+    return "p: paired t-test over seeds"
+
+
 def summary_markdown(summary: list[dict[str, Any]], recommendation: str, *, seeds: int, folds: int) -> str:
     shown = ("qwk", "accuracy", "within1", "grade_mae", "mae", "coverage", "set_size", "train_seconds")
     header = ["formulation", "runs", *shown, "qwk gain", "accuracy gain"]
@@ -177,7 +232,8 @@ def summary_markdown(summary: list[dict[str, Any]], recommendation: str, *, seed
     if folds and seeds > 1:
         over += f" x {seeds} seeds"
     lines = [
-        f"Test metrics, mean ± std over {over}; gains are paired differences against {REFERENCE} (p: paired t-test).",
+        f"Test metrics, mean ± std over {over}; gains are paired differences against {REFERENCE}, "
+        f"mean ± standard error ({gain_test(folds)}).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
