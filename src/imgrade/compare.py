@@ -1,7 +1,8 @@
 """Every formulation on the same split and budget: which one grades this data best, honestly.
 
-``imgrade compare`` trains each task (regression, classification, coral, corn) for each seed (or
-each cross-validation fold) into ``OUT/runs/``, scores the test images of each, and summarises:
+``imgrade compare`` trains each recipe (a task such as regression, classification, coral or corn,
+with optional config changes: see :mod:`imgrade.recipe`) for each seed (or each cross-validation
+fold) into ``OUT/runs/``, scores the test images of each, and summarises:
 a table of mean +- std per formulation, a paired comparison against the reference formulation
 (regression with plain rounding), a box plot per metric, a report, and one recommendation.
 
@@ -13,24 +14,29 @@ because folds share most of their training images; over seeds on one split, from
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from scipy.stats import ttest_rel
 
+from imgrade.calibrate import set_summary
 from imgrade.config import TASKS, RunConfig, parse_split
-from imgrade.core.errors import ConfigError, DataError
+from imgrade.core.errors import CheckpointError, ConfigError, DataError
 from imgrade.core.io import write_csv, write_text
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
 from imgrade.data.splits import make_split, stratified_split, stratify_labels
 from imgrade.evaluate import plots
 from imgrade.evaluate.metrics import ordinal_metrics
-from imgrade.evaluate.report import mean_std, paired_gain
+from imgrade.evaluate.report import mean_std, paired_gain, write_compare_report
 from imgrade.evaluate.stats import corrected_ttest
+from imgrade.recipe import Recipe, parse_recipe
+from imgrade.runtime.predictor import Predictor
 
 REFERENCE = "regression, rounding"
 METRICS = ("qwk", "accuracy", "within1", "grade_mae", "mae", "rmse", "coverage", "set_size", "train_seconds")
@@ -53,17 +59,18 @@ def fold_splits(imageset: ImageSet, folds: int, seed: int = 0) -> list[dict[str,
     return result
 
 
-def parse_tasks(text: str) -> list[str]:
+def parse_tasks(text: str) -> list[Recipe]:
+    """``--tasks``: plain task names, each one a recipe without changes."""
     tasks = [t.strip() for t in text.split(",") if t.strip()]
     for task in tasks:
         RunConfig.from_dict({"model": {"task": task}})  # unknown names fail with the closest one
     if not tasks:
         raise ConfigError(f"--tasks is empty: give some of {', '.join(TASKS)}")
-    return list(dict.fromkeys(tasks))
+    return [parse_recipe(task) for task in dict.fromkeys(tasks)]
 
 
-def run_comparison(cfg: RunConfig, out: str | Path, *, tasks: list[str], seeds: int = 3, folds: int = 0) -> dict[str, Any]:
-    """Train and score every task x seed (x fold); write the tables, plots and report into ``out``."""
+def run_comparison(cfg: RunConfig, out: str | Path, *, recipes: list[Recipe], seeds: int = 3, folds: int = 0) -> dict[str, Any]:
+    """Train and score every recipe x seed (x fold); write the tables, plots and report into ``out``."""
     from imgrade import pipeline  # the train verb; imported here because pipeline imports this module
 
     out = Path(out)
@@ -71,38 +78,68 @@ def run_comparison(cfg: RunConfig, out: str | Path, *, tasks: list[str], seeds: 
         raise ConfigError(f"--seeds {seeds} must be at least 1")
     if (out / "results.csv").exists():
         raise ConfigError(f"{out} already holds a comparison: choose another --out")
+    configs = {recipe.name: recipe.config(cfg) for recipe in recipes}  # every bad recipe fails before any training
     imageset = load_dataset(cfg.data)
     if not imageset.is_ordinal:
         raise DataError(f"compare needs graded data, but {cfg.data.path} has a continuous target")
     splits = fold_splits(imageset, folds) if folds else [make_split(imageset, parse_split(cfg.data.split), 0)]
     rows: list[dict[str, Any]] = []
-    total = len(splits) * len(tasks) * seeds
+    total = len(splits) * len(recipes) * seeds
     done = 0
     for f, split in enumerate(splits):
         test_set = imageset.subset(split["test"])
         for seed in range(seeds):
-            for task in tasks:
+            for recipe in recipes:
                 done += 1
-                name = f"{task}-fold{f}" if folds else f"{task}-seed{seed}"
+                name = f"{recipe.folder}-fold{f}" if folds else f"{recipe.folder}-seed{seed}"
                 if folds and seeds > 1:
                     name += f"-seed{seed}"
                 pipeline.log(f"\n[{done}/{total}] {name}")
-                run_cfg = replace(cfg, model=replace(cfg.model, task=task), train=replace(cfg.train, seed=seed))
+                run_cfg = configs[recipe.name]
+                run_cfg = replace(run_cfg, train=replace(run_cfg.train, seed=seed))
                 t0 = time.perf_counter()
                 pipeline.train(run_cfg, out / "runs" / name, split=split, imageset=imageset)
                 seconds = time.perf_counter() - t0
-                for row in _score_run(out / "runs" / name, test_set, task, f, seed, seconds):
+                for row in score_recipe_run(out / "runs" / name, test_set, recipe, f, seed, seconds):
                     # The split sizes, for the corrected t-test's n_test / n_train.
                     rows.append({**row, "n_train": len(split["train"]), "n_test": len(split["test"])})
-    return summarise(rows, out, cfg, tasks=tasks, seeds=seeds, folds=folds)
+    return summarise(rows, out, cfg, recipes=[r.name for r in recipes], seeds=seeds, folds=folds)
 
 
-def _score_run(run: Path, test_set: ImageSet, task: str, fold: int, seed: int, seconds: float) -> list[dict[str, Any]]:
+def score_recipe_run(run: Path, test_set: ImageSet, recipe: Recipe, fold: int, seed: int, seconds: float | None) -> list[dict[str, Any]]:
+    """Rows of a recipe's run on the test images and, for an ensemble, of each of its members.
+
+    An ensemble run keeps its members as complete run folders ``members/m0``, ``members/m1``, ...;
+    each is scored like the run (same images, same ``tta``) as formulation "<recipe> member", with
+    its own seed from its config.yaml and the ensemble's seed as ``run_seed`` (what pairs it).
+    """
+    rows = _score_run(run, test_set, recipe.name, recipe.task, fold, seed, seconds, tta=recipe.tta)
+    for member in ensemble_members(run):
+        config = member / "config.yaml"
+        try:
+            member_seed = int(yaml.safe_load(config.read_text())["train"]["seed"])
+        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{config} names no train.seed: the ensemble member {member} is incomplete, retrain {run}") from None
+        member_rows = _score_run(member, test_set, f"{recipe.name} member", recipe.task, fold, member_seed, None, tta=recipe.tta)
+        rows += [{**r, "run_seed": seed} for r in member_rows]
+    return rows
+
+
+def ensemble_members(run: Path) -> list[Path]:
+    """``run/members/m0``, ``m1``, ... in number order; empty for a run without members."""
+    folder = Path(run) / "members"
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and re.fullmatch(r"m\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name[1:]))
+
+
+def _score_run(
+    run: Path, test_set: ImageSet, name: str, task: str, fold: int, seed: int, seconds: float | None, *, tta: bool = False,
+) -> list[dict[str, Any]]:
     """Test metrics of one run, once with the head's own rule and once as calibrated."""
-    from imgrade.calibrate import set_summary
-    from imgrade.runtime.predictor import Predictor
-
-    predictor = Predictor.from_run(run)
+    # Only a tta recipe passes the switch, so a Predictor without test-time augmentation serves every other.
+    predictor = Predictor.from_run(run, tta=True) if tta else Predictor.from_run(run)
     outputs = predictor.outputs(test_set.images)
     y = test_set.targets.astype(np.int64)
     coverage = set_size = None
@@ -115,18 +152,17 @@ def _score_run(run: Path, test_set: ImageSet, task: str, fold: int, seed: int, s
     for decision, predicted in ((rule, outputs.native), ("calibrated", predictor.grades(outputs))):
         m = ordinal_metrics(y, outputs.scores, predictor.grade_names, y_pred=predicted)
         rows.append({
-            "formulation": f"{task}, {decision}", "task": task, "decision": decision, "fold": fold, "seed": seed, "run_seed": seed,
+            "formulation": f"{name}, {decision}", "recipe": name, "task": task, "decision": decision,
+            "fold": fold, "seed": seed, "run_seed": seed, "tta": tta,
             "thresholds": (predictor.thresholds or {}).get("kind", "rounding"),
             **{k: m[k] for k in ("qwk", "accuracy", "within1", "grade_mae", "mae", "rmse")},
-            "coverage": coverage, "set_size": set_size, "train_seconds": round(seconds, 1),
+            "coverage": coverage, "set_size": set_size, "train_seconds": None if seconds is None else round(seconds, 1),
         })
     return rows
 
 
-def summarise(rows: list[dict[str, Any]], out: Path, cfg: RunConfig, *, tasks, seeds: int, folds: int) -> dict[str, Any]:
+def summarise(rows: list[dict[str, Any]], out: Path, cfg: RunConfig, *, recipes: list[str], seeds: int, folds: int) -> dict[str, Any]:
     """Aggregate per-run rows into the summary table, the paired comparison, the plots and the report."""
-    from imgrade.evaluate.report import write_compare_report
-
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "results.csv", rows)
     formulations = list(dict.fromkeys(r["formulation"] for r in rows))
@@ -151,7 +187,7 @@ def summarise(rows: list[dict[str, Any]], out: Path, cfg: RunConfig, *, tasks, s
     write_text(out / "summary.md", markdown)
     results = {f: {m: [r[m] for r in by[f] if r[m] is not None] for m in PLOTTED} for f in formulations}
     plots.plot_metric_boxes(results, list(PLOTTED), out / "boxes.png", title="test metrics per formulation", reference=REFERENCE)
-    write_compare_report(out / "report.html", summary, recommendation, out / "boxes.png", cfg, tasks=tasks, seeds=seeds, folds=folds, gain_test=gain_test(folds))
+    write_compare_report(out / "report.html", summary, recommendation, out / "boxes.png", cfg, recipes=recipes, seeds=seeds, folds=folds, gain_test=gain_test(folds))
     print(markdown)
     return {"summary": summary, "recommendation": recommendation, "rows": rows}
 

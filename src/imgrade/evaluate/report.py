@@ -141,14 +141,14 @@ def write_run_report(path, title: str, metrics: dict, grade_names, pictures: dic
     return html.write_report(path, f"imgrade report: {title}", blocks, subtitle=str(run_dir))
 
 
-def write_compare_report(path, summary: list[dict], recommendation: str, boxes: Path, cfg, *, tasks, seeds: int, folds: int, gain_test: str = "p: paired t-test") -> Path:
+def write_compare_report(path, summary: list[dict], recommendation: str, boxes: Path, cfg, *, recipes, seeds: int, folds: int, gain_test: str = "p: paired t-test") -> Path:
     """One self-contained report.html for a comparison of formulations."""
     over = f"{folds}-fold cross-validation" if folds else f"{seeds} seeds on one split"
     blocks = [
         html.heading("Recommendation"),
         html.text(recommendation),
         html.heading("Test metrics"),
-        html.text(f"Tasks {', '.join(tasks)}; same split(s) and budget ({cfg.train.epochs} epochs) for all; {over}. "
+        html.text(f"Recipes {', '.join(recipes)}; same split(s) and budget ({cfg.train.epochs} epochs) for all; {over}. "
                   "'own rule' is the head's plain decision (rounding, argmax, rank count); 'calibrated' uses the cut "
                   "points chosen on the validation split (tuned when they helped out of fold, else the plain decision)."),
     ]
