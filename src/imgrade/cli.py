@@ -112,7 +112,7 @@ def cmd_compare(args) -> int:
 
     overrides = {k: v for k, v in vars(args).items() if "." in k}
     cfg = load_config(args.config).with_overrides(overrides)
-    pipeline.compare(cfg, args.out, tasks=args.tasks, recipes=args.recipes, seeds=args.seeds, folds=args.folds)
+    pipeline.compare(cfg, args.out, tasks=args.tasks, recipes=args.recipes, seeds=args.seeds, folds=args.folds, metric=args.metric)
     return 0
 
 
@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated recipes TASK[+key=value][+flag]..., e.g. regression,corn+class-weight=balanced,coral+epochs=60+tta; "
                         "a key is a config field (model, train or calibrate), tta scores with test-time augmentation")
     p.add_argument("--seeds", type=int, default=3, help="training seeds per recipe (default 3)")
+    p.add_argument("--metric", choices=("qwk", "accuracy", "mae", "both"), default="qwk",
+                   help="what the recommendation optimises: qwk (default), accuracy, mae (grade MAE), or both qwk and accuracy")
     p.add_argument("--folds", type=int, default=0, help="cross-validation folds instead of one split (e.g. 5 for small sets)")
     _add_run_flags(p, compare=True)
 

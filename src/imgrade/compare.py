@@ -69,7 +69,9 @@ def parse_tasks(text: str) -> list[Recipe]:
     return [parse_recipe(task) for task in dict.fromkeys(tasks)]
 
 
-def run_comparison(cfg: RunConfig, out: str | Path, *, recipes: list[Recipe], seeds: int = 3, folds: int = 0) -> dict[str, Any]:
+def run_comparison(
+    cfg: RunConfig, out: str | Path, *, recipes: list[Recipe], seeds: int = 3, folds: int = 0, metric: str = "qwk",
+) -> dict[str, Any]:
     """Train and score every recipe x seed (x fold); write the tables, plots and report into ``out``."""
     from imgrade import pipeline  # the train verb; imported here because pipeline imports this module
 
@@ -78,6 +80,8 @@ def run_comparison(cfg: RunConfig, out: str | Path, *, recipes: list[Recipe], se
         raise ConfigError(f"--seeds {seeds} must be at least 1")
     if (out / "results.csv").exists():
         raise ConfigError(f"{out} already holds a comparison: choose another --out")
+    if metric not in RECOMMEND_METRICS:
+        raise ConfigError(f"--metric {metric!r} is not one of {', '.join(RECOMMEND_METRICS)}")
     configs = {recipe.name: recipe.config(cfg) for recipe in recipes}  # every bad recipe fails before any training
     imageset = load_dataset(cfg.data)
     if not imageset.is_ordinal:
@@ -103,7 +107,7 @@ def run_comparison(cfg: RunConfig, out: str | Path, *, recipes: list[Recipe], se
                 for row in score_recipe_run(out / "runs" / name, test_set, recipe, f, seed, seconds):
                     # The split sizes, for the corrected t-test's n_test / n_train.
                     rows.append({**row, "n_train": len(split["train"]), "n_test": len(split["test"])})
-    return summarise(rows, out, cfg, recipes=[r.name for r in recipes], seeds=seeds, folds=folds)
+    return summarise(rows, out, cfg, recipes=[r.name for r in recipes], seeds=seeds, folds=folds, metric=metric)
 
 
 def score_recipe_run(run: Path, test_set: ImageSet, recipe: Recipe, fold: int, seed: int, seconds: float | None) -> list[dict[str, Any]]:
@@ -161,7 +165,9 @@ def _score_run(
     return rows
 
 
-def summarise(rows: list[dict[str, Any]], out: Path, cfg: RunConfig, *, recipes: list[str], seeds: int, folds: int) -> dict[str, Any]:
+def summarise(
+    rows: list[dict[str, Any]], out: Path, cfg: RunConfig, *, recipes: list[str], seeds: int, folds: int, metric: str = "qwk",
+) -> dict[str, Any]:
     """Aggregate per-run rows into the summary table, the paired comparison, the plots and the report."""
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "results.csv", rows)
@@ -171,18 +177,20 @@ def summarise(rows: list[dict[str, Any]], out: Path, cfg: RunConfig, *, recipes:
     reference = by.get(REFERENCE)
     for f in formulations:
         entry: dict[str, Any] = {"formulation": f, "runs": len(by[f])}
-        for metric in METRICS:
-            values = [r[metric] for r in by[f] if r[metric] is not None]
-            entry[metric] = float(np.mean(values)) if values else None
-            entry[metric + "_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+        if by[f][0].get("recipe", "").endswith(" member"):
+            entry["member"] = True  # one network of an ensemble: shown, never recommended
+        for name in METRICS:
+            values = [r[name] for r in by[f] if r[name] is not None]
+            entry[name] = float(np.mean(values)) if values else None
+            entry[name + "_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
         if reference is not None and f != REFERENCE:
-            for metric in ("qwk", "accuracy"):
-                gain = paired_test(by[f], reference, metric, folds=folds)
+            for name in ("qwk", "accuracy", "grade_mae"):
+                gain = paired_test(by[f], reference, name, folds=folds)
                 if gain is not None:
-                    entry.update({f"{metric}_{key}": value for key, value in gain.items()})
+                    entry.update({f"{name}_{key}": value for key, value in gain.items()})
         summary.append(entry)
     write_csv(out / "summary.csv", summary)
-    recommendation = recommend(summary)
+    recommendation = recommend(summary, metric)
     markdown = summary_markdown(summary, recommendation, seeds=seeds, folds=folds)
     write_text(out / "summary.md", markdown)
     results = {f: {m: [r[m] for r in by[f] if r[m] is not None] for m in PLOTTED} for f in formulations}
@@ -238,20 +246,76 @@ def _per_resample(rows: list[dict[str, Any]], metric: str) -> dict[tuple[int, in
     return {key: float(np.mean(values)) for key, values in groups.items()}
 
 
-def recommend(summary: list[dict[str, Any]]) -> str:
-    """One line: the best formulation by mean qwk (and by accuracy, when another wins that)."""
-    candidates = [s for s in summary if s["qwk"] is not None]
+RECOMMEND_METRICS = ("qwk", "accuracy", "mae", "both")
+"""What ``compare --metric`` optimises: QWK, accuracy, the grade MAE (mean |predicted - true grade|),
+or both QWK and accuracy at once."""
+_LABEL = {"qwk": "qwk", "accuracy": "accuracy", "grade_mae": "grade MAE"}
+
+
+def recommend(summary: list[dict[str, Any]], metric: str = "qwk") -> str:
+    """One line: the formulation to use for ``metric`` (see RECOMMEND_METRICS), ensemble members aside.
+
+    Means are compared at 3 decimals (differences below that are noise), ties broken by the other
+    metric. qwk: best qwk (and, when another wins it, the best accuracy); accuracy: best accuracy;
+    mae: smallest grade MAE; both: a formulation at least as good as every other on qwk and on
+    accuracy, else among those no other beats on both, the best worst rank (minimax of its rank
+    by qwk and by accuracy; then the rank sum, then qwk).
+
+    >>> rows = [{"formulation": "regression, rounding", "qwk": 0.80, "accuracy": 0.50, "grade_mae": 0.60},
+    ...         {"formulation": "corn, own rule", "qwk": 0.85, "accuracy": 0.45, "grade_mae": 0.62, "qwk_diff": 0.05, "accuracy_diff": -0.05}]
+    >>> recommend(rows, "accuracy")
+    'use regression, rounding: accuracy 0.500, qwk 0.800; by qwk the best is corn, own rule: qwk 0.850, accuracy 0.450'
+    """
+    if metric not in RECOMMEND_METRICS:
+        raise ConfigError(f"--metric {metric!r} is not one of {', '.join(RECOMMEND_METRICS)}")
+    if metric == "both":
+        return _recommend_both(summary)
+    key, other = {"qwk": ("qwk", "accuracy"), "accuracy": ("accuracy", "qwk"), "mae": ("grade_mae", "qwk")}[metric]
+    sign = -1 if key == "grade_mae" else 1  # lower is better
+    candidates = [s for s in summary if s.get(key) is not None and s.get(other) is not None and not s.get("member")]
+    if not candidates:
+        return f"no formulation produced a defined {_LABEL[key]}: the test sets hold a single grade"
+    best = max(candidates, key=lambda s: (sign * round(s[key], 3), s[other]))
+    line = f"use {best['formulation']}: {_LABEL[key]} {mean_std(best, key)}, {_LABEL[other]} {mean_std(best, other)}" + _gain(summary, best, key, other)
+    runner = max(candidates, key=lambda s: (round(s[other], 3), sign * s[key]))
+    if runner is not best:
+        intro = "for the most exact grades use" if metric == "qwk" else f"by {_LABEL[other]} the best is"
+        line += f"; {intro} {runner['formulation']}: {_LABEL[other]} {mean_std(runner, other)}, {_LABEL[key]} {mean_std(runner, key)}"
+    return line
+
+
+def _recommend_both(summary: list[dict[str, Any]]) -> str:
+    candidates = [s for s in summary if s.get("qwk") is not None and s.get("accuracy") is not None and not s.get("member")]
     if not candidates:
         return "no formulation produced a defined qwk: the test sets hold a single grade"
-    best = max(candidates, key=lambda s: (round(s["qwk"], 3), s["accuracy"]))
-    exact = max(candidates, key=lambda s: (round(s["accuracy"], 3), s["qwk"]))
+    q = {id(s): round(s["qwk"], 3) for s in candidates}
+    a = {id(s): round(s["accuracy"], 3) for s in candidates}
+
+    def beats(x, y) -> bool:
+        return q[id(x)] >= q[id(y)] and a[id(x)] >= a[id(y)] and (q[id(x)] > q[id(y)] or a[id(x)] > a[id(y)])
+
+    front = [s for s in candidates if not any(beats(o, s) for o in candidates)]
+    rank_q = {id(s): 1 + sum(q[id(o)] > q[id(s)] for o in candidates) for s in candidates}
+    rank_a = {id(s): 1 + sum(a[id(o)] > a[id(s)] for o in candidates) for s in candidates}
+    best = min(front, key=lambda s: (max(rank_q[id(s)], rank_a[id(s)]), rank_q[id(s)] + rank_a[id(s)], -s["qwk"]))
+    scores = f"qwk {mean_std(best, 'qwk')}, accuracy {mean_std(best, 'accuracy')}" + _gain(summary, best, "qwk", "accuracy")
+    if rank_q[id(best)] == 1 and rank_a[id(best)] == 1:
+        return f"use {best['formulation']}, at least as good as every other on qwk and accuracy: {scores}"
+    others = ", ".join(s["formulation"] for s in front if s is not best)
+    return (
+        f"no formulation is best on both qwk and accuracy; use {best['formulation']}, the best compromise "
+        f"(rank {rank_q[id(best)]} by qwk and {rank_a[id(best)]} by accuracy of {len(candidates)}): {scores}; "
+        f"also unbeaten on both: {others}"
+    )
+
+
+def _gain(summary: list[dict[str, Any]], best: dict[str, Any], *metrics: str) -> str:
+    """`` (paired gain over the reference: qwk +0.041, accuracy +0.020)``; empty for the reference itself."""
     ref = next((s for s in summary if s["formulation"] == REFERENCE), None)
-    line = f"use {best['formulation']}: qwk {mean_std(best, 'qwk')}, accuracy {mean_std(best, 'accuracy')}"
-    if ref is not None and best is not ref:
-        line += f" (paired gain over {REFERENCE}: qwk {best['qwk_diff']:+.3f}, accuracy {best['accuracy_diff']:+.3f})"
-    if exact is not best:
-        line += f"; for the most exact grades use {exact['formulation']}: accuracy {mean_std(exact, 'accuracy')}, qwk {mean_std(exact, 'qwk')}"
-    return line
+    gains = [f"{_LABEL[m]} {best[m + '_diff']:+.3f}" for m in metrics if best.get(m + "_diff") is not None]
+    if ref is None or best is ref or not gains:
+        return ""
+    return f" (paired gain over {REFERENCE}: {', '.join(gains)})"
 
 
 def gain_test(folds: int) -> str:

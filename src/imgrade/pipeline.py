@@ -500,12 +500,13 @@ def export(run: str | Path, *, out: str | Path, fmt: str = "onnx") -> dict[str, 
 
 def compare(
     cfg: RunConfig, out: str | Path, *, tasks: str | list[str] | None = None, recipes: str | list[str] | None = None,
-    seeds: int = 3, folds: int = 0,
+    seeds: int = 3, folds: int = 0, metric: str = "qwk",
 ) -> dict[str, Any]:
     """Train every recipe on the same split(s) and budget; write tables, box plots and a report.
 
     ``recipes`` (``"regression,corn+ema=0.999+tta"``, see :mod:`imgrade.recipe`) or ``tasks`` (plain
-    task names); neither: the four tasks.
+    task names); neither: the four tasks. ``metric`` (qwk, accuracy, mae or both) is what the
+    recommendation optimises.
     """
     from imgrade.compare import parse_tasks, run_comparison
 
@@ -518,7 +519,7 @@ def compare(
     else:
         tasks = "regression,classification,coral,corn" if tasks is None else tasks
         recipe_list = parse_tasks(tasks if isinstance(tasks, str) else ",".join(tasks))
-    return run_comparison(cfg, out, recipes=recipe_list, seeds=seeds, folds=folds)
+    return run_comparison(cfg, out, recipes=recipe_list, seeds=seeds, folds=folds, metric=metric)
 
 
 def fewshot(cfg: RunConfig, out: str | Path, *, synthetic_n: int = 20000, pretrain_epochs: int = 15, randomize: float = 1.0) -> dict[str, Any]:

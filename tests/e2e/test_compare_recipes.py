@@ -23,9 +23,11 @@ def _csv(path):
 def test_compare_recipes_over_folds_name_the_formulations_and_use_the_corrected_ttest(synth_dir, tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", "--data", str(synth_dir), "--recipes", "regression,classification+class-weight=balanced",
-                 "--folds", "2", "--seeds", "1", "--epochs", "1", "--depth", "11", "--out", str(out)]) == 0
+                 "--folds", "2", "--seeds", "1", "--epochs", "1", "--depth", "11", "--metric", "both", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "corrected resampled t-test of Nadeau and Bengio" in printed
+    last = printed.strip().splitlines()[-1]
+    assert "at least as good as every other on qwk and accuracy" in last or last.startswith("no formulation is best on both")
     rows = _csv(out / "results.csv")
     assert {r["formulation"] for r in rows} == {
         "regression, rounding", "regression, calibrated",
