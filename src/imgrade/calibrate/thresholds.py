@@ -22,11 +22,12 @@ TUNING_MARGIN = 0.005
 errors of the per-fold gains (about a one-sided paired t-test at 5% for 5 folds). QWK and accuracy
 are on a 0..1 scale and MAE in grades, so 0.005 is half a point of accuracy or 1/200 of a grade."""
 MIN_GAP = 0.1
-"""Tuned cut points stay at least this far apart on the score axis (in grades; rounding's are 1.0 apart),
-so every grade keeps a band of scores that reads as it. A fit that maximises QWK or accuracy on a
-small split may otherwise squeeze a rare grade to nothing (two equal cut points), and the model can
-never predict it. A tenth of a grade is wide enough that a few score noise still lands in the band and
-plot ticks stay apart, and narrow enough not to bind any fit in which the grade is actually used."""
+"""Tuned cut points stay at least this far apart on the score axis (in grades; rounding's are 1.0
+apart), so every grade keeps a band of scores that reads as it. Fitted to maximise QWK or accuracy
+on a small split, cut points otherwise squeeze a rare grade to nothing (two equal cut points) and
+the model can never predict it. A tenth of rounding's band is small enough to bind little else
+(a grade that some validation scores read as rarely needs a narrower band) and large enough to
+keep neighbouring cut points, and the plot labels placed at them, visibly apart."""
 _LINE_SEARCH_CANDIDATES = 64
 # A hair over MIN_GAP where a cut point is placed at the limit, so float rounding of t + MIN_GAP
 # cannot leave np.diff a few ulps short of MIN_GAP.
