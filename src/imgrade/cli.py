@@ -120,7 +120,7 @@ def cmd_compare(args) -> int:
 
     overrides = {k: v for k, v in vars(args).items() if "." in k}
     cfg = load_config(args.config).with_overrides(overrides)
-    pipeline.compare(cfg, args.out, tasks=args.tasks, seeds=args.seeds, folds=args.folds)
+    pipeline.compare(cfg, args.out, tasks=args.tasks, recipes=args.recipes, seeds=args.seeds, folds=args.folds, metric=args.metric)
     return 0
 
 
@@ -232,10 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="every formulation on the same split and budget, side by side",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="example:\n  imgrade compare --data DATA --tasks regression,classification,coral,corn --seeds 3 --epochs 30 --out cmp")
+                       epilog="examples:\n  imgrade compare --data DATA --tasks regression,classification,coral,corn --seeds 3 --epochs 30 --out cmp\n"
+                              "  imgrade compare --data DATA --folds 5 --recipes regression,corn+class-weight=balanced,corn+head=reference --out cmp")
     p.add_argument("--out", required=True, help="folder for the runs, tables, plots and report")
-    p.add_argument("--tasks", default="regression,classification,coral,corn", help=f"comma-separated tasks, any of {', '.join(task_names())} (default: regression,classification,coral,corn)")
-    p.add_argument("--seeds", type=int, default=3, help="training seeds per task (default 3)")
+    p.add_argument("--tasks", default=None, help=f"comma-separated tasks, any of {', '.join(task_names())} (default: regression,classification,coral,corn); each is a recipe without changes")
+    p.add_argument("--recipes", default=None,
+                   help="comma-separated recipes TASK[+key=value][+flag]..., e.g. regression,corn+class-weight=balanced,coral+epochs=60+tta; "
+                        "a key is a config field (model, train or calibrate), tta scores with test-time augmentation")
+    p.add_argument("--seeds", type=int, default=3, help="training seeds per recipe (default 3)")
+    p.add_argument("--metric", choices=("qwk", "accuracy", "mae", "both"), default="qwk",
+                   help="what the recommendation optimises: qwk (default), accuracy, mae (grade MAE), or both qwk and accuracy")
     p.add_argument("--folds", type=int, default=0, help="cross-validation folds instead of one split (e.g. 5 for small sets)")
     _add_run_flags(p, compare=True)
 

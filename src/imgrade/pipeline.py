@@ -36,6 +36,7 @@ from imgrade.evaluate.report import format_members_table, format_metrics_table, 
 from imgrade.models.factory import build_model, head_settings
 from imgrade.models.axes import CUCUMBER9_GRADES, CUCUMBER9_TABLE, GradeAxes, find_grade_axes, parse_grade_axes
 from imgrade.models.heads import balanced_class_weights
+from imgrade.recipe import parse_recipes
 from imgrade.runtime.files import predict  # noqa: F401  (torch-free; `imgrade predict` imports it directly)
 from imgrade.runtime.predictor import CALIBRATION_TTA, Outputs, Predictor
 from imgrade.train import distributed
@@ -685,14 +686,28 @@ def export(run: str | Path, *, out: str | Path, fmt: str = "onnx", tta: bool = F
 # ----------------------------------------------------------------------------- compare
 
 
-def compare(cfg: RunConfig, out: str | Path, *, tasks: str | list[str] = "regression,classification,coral,corn", seeds: int = 3, folds: int = 0) -> dict[str, Any]:
-    """Train every task on the same split(s) and budget; write tables, box plots and a report."""
+def compare(
+    cfg: RunConfig, out: str | Path, *, tasks: str | list[str] | None = None, recipes: str | list[str] | None = None,
+    seeds: int = 3, folds: int = 0, metric: str = "qwk",
+) -> dict[str, Any]:
+    """Train every recipe on the same split(s) and budget; write tables, box plots and a report.
+
+    ``recipes`` (``"regression,corn+ema=0.999+tta"``, see :mod:`imgrade.recipe`) or ``tasks`` (plain
+    task names); neither: the four tasks. ``metric`` (qwk, accuracy, mae or both) is what the
+    recommendation optimises.
+    """
     from imgrade.compare import parse_tasks, run_comparison
 
     if cfg.data.path is None:
         raise ConfigError("no data given: pass --data PATH")
-    task_list = parse_tasks(tasks) if isinstance(tasks, str) else list(tasks)
-    return run_comparison(cfg, out, tasks=task_list, seeds=seeds, folds=folds)
+    if tasks is not None and recipes is not None:
+        raise ConfigError("give --recipes or --tasks, not both: every task is a recipe")
+    if recipes is not None:
+        recipe_list = parse_recipes(recipes if isinstance(recipes, str) else ",".join(recipes))
+    else:
+        tasks = "regression,classification,coral,corn" if tasks is None else tasks
+        recipe_list = parse_tasks(tasks if isinstance(tasks, str) else ",".join(tasks))
+    return run_comparison(cfg, out, recipes=recipe_list, seeds=seeds, folds=folds, metric=metric)
 
 
 def fewshot(cfg: RunConfig, out: str | Path, *, synthetic_n: int = 20000, pretrain_epochs: int = 15, randomize: float = 1.0) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from imgrade.calibrate import (
+    MIN_GAP,
     OBJECTIVES,
     Conformal,
     ThresholdChoice,
@@ -15,6 +16,7 @@ from imgrade.calibrate import (
     fit_conformal,
     fit_thresholds,
     format_set,
+    has_min_gap,
     min_calibration_size,
     objective_value,
     prediction_sets,
@@ -97,6 +99,63 @@ def test_fit_thresholds_is_never_worse_than_rounding_and_keeps_it_when_nothing_b
     assert objective_value(y, apply_thresholds(scores, tuned), K, "qwk") >= objective_value(y, round_to_grades(scores, K), K, "qwk")
     perfect = fit_thresholds([0, 1, 2, 3, 4], [0.0, 1.1, 1.9, 3.0, 4.2], K, "accuracy")
     assert perfect.tolist() == default_thresholds(K).tolist()
+
+
+def reachable_grades(thresholds) -> list[int]:
+    """The grades that some score reaches: one probe below, between and above the cut points."""
+    t = np.asarray(thresholds, dtype=np.float64)
+    probes = np.concatenate([[t[0] - 1.0], (t[:-1] + t[1:]) / 2, [t[-1] + 1.0]])
+    return sorted(set(apply_thresholds(probes, t).tolist()))
+
+
+# Grade 1 is rare and its two images read like grade 0 (0.8) and grade 2 (1.9): every objective
+# scores best when no image is graded 1, which put both cut points in the gap 0.9..1.3 (at 1.1, 1.1).
+RARE_Y = [0, 0, 0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2, 2]
+RARE_SCORES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 1.9, 1.3, 1.6, 1.7, 2.0, 2.1, 2.2]
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_fit_thresholds_keeps_a_rare_grade_reachable_instead_of_collapsing_two_cut_points(objective):
+    tuned = fit_thresholds(RARE_Y, RARE_SCORES, 3, objective)
+    assert has_min_gap(tuned) and np.all(np.diff(tuned) >= MIN_GAP), tuned
+    assert reachable_grades(tuned) == [0, 1, 2]
+    # Both cut points share the gap between 0.9 and 1.3 and split it in three: no validation image
+    # changes grade, so the objective is that of the collapsed optimum (13 of 14 right).
+    assert tuned.tolist() == pytest.approx([0.9 + 0.4 / 3, 0.9 + 0.8 / 3])
+    assert objective_value(RARE_Y, apply_thresholds(RARE_SCORES, tuned), 3, "accuracy") == pytest.approx(12 / 14)
+    # The gap is too narrow when grade 2's lowest image reads 0.95 (0.9..0.95 holds one cut point, not
+    # two): the fit then moves a cut point elsewhere, still MIN_GAP apart and never worse than rounding.
+    scores = [0.95 if s == 1.3 else s for s in RARE_SCORES]
+    narrow = fit_thresholds(RARE_Y, scores, 3, objective)
+    assert has_min_gap(narrow) and reachable_grades(narrow) == [0, 1, 2], narrow
+    assert objective_value(RARE_Y, apply_thresholds(scores, narrow), 3, objective) >= objective_value(
+        RARE_Y, apply_thresholds(scores, default_thresholds(3)), 3, objective)
+
+
+def test_every_fitted_cut_point_vector_keeps_the_min_gap_and_every_grade_reachable():
+    # Small, noisy, biased, sometimes coarsely rounded scores: before MIN_GAP about a third of these
+    # fits put two cut points on one value (seeds 3, 5, 8 and 9).
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        k, n = int(rng.integers(2, 10)), int(rng.integers(5, 60))
+        y = rng.integers(0, k, n)
+        scores = y + rng.normal(0, rng.uniform(0.2, 2.0), n) + rng.uniform(-1, 1)
+        if seed % 2:
+            scores = np.round(scores, 1)
+        for objective in OBJECTIVES:
+            tuned = fit_thresholds(y, scores, k, objective)
+            assert tuned.shape == (k - 1,)
+            if k > 2:
+                assert np.all(np.diff(tuned) >= MIN_GAP), (seed, objective, tuned)
+            assert reachable_grades(tuned) == list(range(k)), (seed, objective, tuned)
+            rounding = apply_thresholds(scores, default_thresholds(k))
+            assert objective_value(y, apply_thresholds(scores, tuned), k, objective) >= objective_value(y, rounding, k, objective)
+
+
+def test_has_min_gap_rejects_the_reported_collapsed_cut_points():
+    assert not has_min_gap([2.362, 2.362, 3.063, 3.361, 3.361, 4.5, 5.5, 6.5])
+    assert not has_min_gap([0.5, 0.5 + MIN_GAP / 2])
+    assert has_min_gap([0.5, 0.5 + 2 * MIN_GAP, 1.5]) and has_min_gap(default_thresholds(9)) and has_min_gap([0.5])
 
 
 def test_choose_thresholds_picks_tuned_on_a_shifted_model_and_says_why():

@@ -16,17 +16,19 @@ from imgrade.calibrate.conformal import (
     set_summary,
 )
 from imgrade.calibrate.thresholds import (
+    MIN_GAP,
     TUNING_MARGIN,
     ThresholdChoice,
     apply_thresholds,
     choose_thresholds,
     default_thresholds,
     fit_thresholds,
+    has_min_gap,
     objective_value,
 )
 
 __all__ = [
-    "CONFORMAL_KINDS", "OBJECTIVES", "TUNING_MARGIN", "Conformal", "ThresholdChoice", "apply_thresholds",
-    "choose_thresholds", "default_thresholds", "fit_conformal", "fit_thresholds", "format_set",
+    "CONFORMAL_KINDS", "MIN_GAP", "OBJECTIVES", "TUNING_MARGIN", "Conformal", "ThresholdChoice", "apply_thresholds",
+    "choose_thresholds", "default_thresholds", "fit_conformal", "fit_thresholds", "format_set", "has_min_gap",
     "min_calibration_size", "objective_value", "prediction_sets", "set_summary",
 ]

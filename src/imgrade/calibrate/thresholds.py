@@ -21,7 +21,17 @@ TUNING_MARGIN = 0.005
 """Tuned cut points must beat rounding out of fold by more than this and by more than two standard
 errors of the per-fold gains (about a one-sided paired t-test at 5% for 5 folds). QWK and accuracy
 are on a 0..1 scale and MAE in grades, so 0.005 is half a point of accuracy or 1/200 of a grade."""
+MIN_GAP = 0.1
+"""Tuned cut points stay at least this far apart on the score axis (in grades; rounding's are 1.0
+apart), so every grade keeps a band of scores that reads as it. Fitted to maximise QWK or accuracy
+on a small split, cut points otherwise squeeze a rare grade to nothing (two equal cut points) and
+the model can never predict it. A tenth of rounding's band is small enough to bind little else
+(a grade that some validation scores read as rarely needs a narrower band) and large enough to
+keep neighbouring cut points, and the plot labels placed at them, visibly apart."""
 _LINE_SEARCH_CANDIDATES = 64
+# A hair over MIN_GAP where a cut point is placed at the limit, so float rounding of t + MIN_GAP
+# cannot leave np.diff a few ulps short of MIN_GAP.
+_PLACED_GAP = MIN_GAP * (1 + 1e-9)
 
 
 def apply_thresholds(scores, thresholds) -> np.ndarray:
@@ -81,8 +91,10 @@ def fit_thresholds(y_true, scores, num_grades: int, objective: str = "qwk") -> n
     restart with 0.2 from the best point). The objective is piecewise constant in the cut points,
     so Nelder-Mead often stalls on a plateau; a coordinate-wise line search over the gaps between
     neighbouring scores (each cut point in turn, between its neighbours) finishes the job and puts
-    every cut point in the middle of a gap. Deterministic, always ascending, and never worse on the
-    given data than the midpoints, which it returns when nothing beats them.
+    every cut point in the middle of a gap. Cut points stay at least :data:`MIN_GAP` apart, so every
+    grade remains reachable; a rare grade the objective would rather never predict keeps a narrow
+    band. Deterministic, strictly ascending, and never worse on the given data than the midpoints,
+    which it returns when nothing beats them within that constraint.
 
     >>> y = [0, 0, 1, 1, 2, 2]
     >>> scores = [0.3, 0.6, 1.3, 1.7, 2.4, 2.6]   # each grade reads about 0.4 high
@@ -107,43 +119,85 @@ def fit_thresholds(y_true, scores, num_grades: int, objective: str = "qwk") -> n
     start_value = best_value
     for step in (0.5, 0.2):
         simplex = np.vstack([best, best + step * np.eye(len(best))])  # (K, K - 1)
+        # Nelder-Mead knows no constraints: it scores every point where the gap rule puts it.
         result = minimize(
-            lambda t: -value(np.sort(t)),
+            lambda t: -value(_spread(t)),
             best,
             method="Nelder-Mead",
             options={"initial_simplex": simplex, "xatol": 1e-3, "fatol": 1e-9, "maxiter": 200 * len(best)},
         )
-        candidate = np.sort(result.x)
+        candidate = _spread(result.x)
         candidate_value = value(candidate)
         if candidate_value > best_value:
             best, best_value = candidate, candidate_value
     best, best_value = _line_search(best, best_value, scores, value)
-    return _centre_in_gaps(best, np.unique(scores)) if best_value > start_value else start
+    if not best_value > start_value:
+        return start
+    best = _centre_in_gaps(best, np.unique(scores))
+    # Every step above keeps the gap; this is the promise to the caller, kept even if one did not.
+    return best if has_min_gap(best) else start
+
+
+def has_min_gap(thresholds) -> bool:
+    """True when the cut points ascend by at least :data:`MIN_GAP`, so every grade has scores of its own.
+
+    >>> has_min_gap([0.5, 1.5]), has_min_gap([2.362, 2.362, 3.063])
+    (True, False)
+    """
+    return bool(np.all(np.diff(np.asarray(thresholds, dtype=np.float64)) >= MIN_GAP))
+
+
+def _spread(thresholds: np.ndarray) -> np.ndarray:
+    """Sorted, then each cut point pushed up to at least ``_PLACED_GAP`` above the one before it."""
+    spread = np.sort(np.asarray(thresholds, dtype=np.float64))
+    for j in range(1, len(spread)):
+        spread[j] = max(spread[j], spread[j - 1] + _PLACED_GAP)
+    return spread
 
 
 def _centre_in_gaps(thresholds: np.ndarray, unique_scores: np.ndarray) -> np.ndarray:
-    """Move each cut point to the middle of the gap between the scores on either side of it.
+    """Spread the cut points that share a gap between two neighbouring scores evenly across it.
 
     No score changes grade, so the objective is unchanged, but a new score near a cut point is
-    as far as possible from being misgraded by an arbitrary Nelder-Mead position.
+    as far as possible from being misgraded by an arbitrary Nelder-Mead position. A lone cut point
+    goes to the middle of its gap; several in one gap (a grade no validation score reads as) split
+    it in equal parts. A group whose even spread would come closer than MIN_GAP to a neighbour
+    stays where the search left it.
     """
     centred = thresholds.copy()
-    for j, t in enumerate(thresholds):
-        below, above = unique_scores[unique_scores < t], unique_scores[unique_scores >= t]
-        if below.size and above.size:
-            centred[j] = (below[-1] + above[0]) / 2
+    gap_of = np.searchsorted(unique_scores, thresholds, side="left")  # the score at or above each cut point
+    j = 0
+    while j < len(thresholds):
+        group = np.flatnonzero(gap_of == gap_of[j])  # contiguous: cut points ascend
+        g = gap_of[j]
+        j = group[-1] + 1
+        if g == 0 or g == len(unique_scores):
+            continue  # beyond the lowest or highest score: no gap to centre in
+        low, high = unique_scores[g - 1], unique_scores[g]
+        spread = low + (high - low) * np.arange(1, len(group) + 1) / (len(group) + 1)
+        before = centred[group[0] - 1] if group[0] > 0 else -np.inf
+        after = thresholds[j] if j < len(thresholds) else np.inf
+        if has_min_gap(np.concatenate([[before], spread, [after]])):
+            centred[group] = spread
     return centred
 
 
 def _line_search(thresholds: np.ndarray, current: float, scores: np.ndarray, value, sweeps: int = 3):
-    """Move one cut point at a time to the gap midpoint that scores best; stop when a sweep gains nothing."""
+    """Move one cut point at a time to the gap midpoint that scores best; stop when a sweep gains nothing.
+
+    A gap midpoint is taken between the scores inside the cut point's room, and that room's edges
+    (MIN_GAP from its neighbours), so a move never brings two cut points closer than MIN_GAP.
+    """
     thresholds = thresholds.copy()
     unique_scores = np.unique(scores)
     for _ in range(sweeps):
         improved = False
         for j in range(len(thresholds)):
-            low = thresholds[j - 1] if j > 0 else -np.inf
-            high = thresholds[j + 1] if j + 1 < len(thresholds) else np.inf
+            # Room for cut point j: at least MIN_GAP from each neighbour.
+            low = thresholds[j - 1] + _PLACED_GAP if j > 0 else -np.inf
+            high = thresholds[j + 1] - _PLACED_GAP if j + 1 < len(thresholds) else np.inf
+            if low > high:
+                continue
             inside = unique_scores[(unique_scores > low) & (unique_scores < high)]
             left = low if np.isfinite(low) else (inside[0] if inside.size else thresholds[j]) - 1.0
             right = high if np.isfinite(high) else (inside[-1] if inside.size else thresholds[j]) + 1.0

@@ -163,20 +163,20 @@ def write_run_report(path, title: str, metrics: dict, grade_names, pictures: dic
     return html.write_report(path, f"imgrade report: {title}", blocks, subtitle=str(run_dir))
 
 
-def write_compare_report(path, summary: list[dict], recommendation: str, boxes: Path, cfg, *, tasks, seeds: int, folds: int) -> Path:
+def write_compare_report(path, summary: list[dict], recommendation: str, boxes: Path, cfg, *, recipes, seeds: int, folds: int, gain_test: str = "p: paired t-test") -> Path:
     """One self-contained report.html for a comparison of formulations."""
     over = f"{folds}-fold cross-validation" if folds else f"{seeds} seeds on one split"
     blocks = [
         html.heading("Recommendation"),
         html.text(recommendation),
         html.heading("Test metrics"),
-        html.text(f"Tasks {', '.join(tasks)}; same split(s) and budget ({cfg.train.epochs} epochs) for all; {over}. "
+        html.text(f"Recipes {', '.join(recipes)}; same split(s) and budget ({cfg.train.epochs} epochs) for all; {over}. "
                   "'own rule' is the head's plain decision (rounding, argmax, rank count); 'calibrated' uses the cut "
                   "points chosen on the validation split (tuned when they helped out of fold, else the plain decision)."),
     ]
     metrics = ("qwk", "accuracy", "within1", "grade_mae", "mae", "coverage", "set_size", "train_seconds")
     rows = [[s["formulation"], s["runs"], *[mean_std(s, m) for m in metrics], paired_gain(s, "qwk"), paired_gain(s, "accuracy")] for s in summary]
-    blocks.append(html.table(["formulation", "runs", *metrics, "qwk gain", "accuracy gain"], rows, caption="mean ± std; gains are paired differences against regression with rounding"))
+    blocks.append(html.table(["formulation", "runs", *metrics, "qwk gain", "accuracy gain"], rows, caption=f"mean ± std; gains are paired differences against regression with rounding, mean ± standard error ({gain_test})"))
     blocks += [html.image(boxes, "test metrics per formulation"), html.heading("Configuration"), html.pre(_yaml(cfg.to_dict()), caption="base config")]
     return html.write_report(path, "imgrade comparison of formulations", blocks, subtitle=str(Path(path).parent))
 
@@ -191,11 +191,15 @@ def mean_std(entry: dict, metric: str) -> str:
 
 
 def paired_gain(entry: dict, metric: str) -> str:
-    """The paired difference against the reference, with its p-value: ``"+0.041 (p=0.03)"``."""
-    if f"{metric}_diff" not in entry:
+    """The paired difference against the reference, its standard error and p-value: ``"+0.041 ± 0.015 (p=0.03)"``.
+
+    >>> paired_gain({"formulation": "corn, own rule", "qwk_diff": 0.0412, "qwk_diff_se": 0.0151, "qwk_p": 0.0312}, "qwk")
+    '+0.041 ± 0.015 (p=0.031)'
+    """
+    if entry.get(f"{metric}_diff") is None:
         return "reference" if entry["formulation"].startswith("regression, rounding") else "-"
-    p = entry.get(f"{metric}_p")
-    return f"{entry[f'{metric}_diff']:+.3f}" + (f" (p={p:.2g})" if p is not None else "")
+    se, p = entry.get(f"{metric}_diff_se"), entry.get(f"{metric}_p")
+    return f"{entry[f'{metric}_diff']:+.3f}" + (f" ± {se:.3f}" if se is not None else "") + (f" (p={p:.2g})" if p is not None else "")
 
 
 def _yaml(obj) -> str:
