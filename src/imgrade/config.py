@@ -93,6 +93,12 @@ class ModelConfig:
     or auto: reference for regression, linear for the other tasks."""
     loss: str = "mse"
     """Regression loss: mse (the reference) or huber."""
+    backbone: str = "reference"
+    """The network before the head: reference (the Keras ResNet v2 of ``depth``), or timm:NAME, any
+    model of the optional timm package (pip install 'imgrade[timm]'), e.g. timm:resnet18."""
+    pretrained: str | None = None
+    """timm backbones: start from these weights, a .pth, .pt or .safetensors state dict of the same
+    model, or 'hub' for timm's own download (needs the internet); None: random weights."""
 
     def __post_init__(self) -> None:
         if self.depth < 11 or (self.depth - 2) % 9:
@@ -105,6 +111,16 @@ class ModelConfig:
             raise ConfigError(f"model.head {self.head!r} is not auto, reference or linear: set --head")
         if self.loss not in ("mse", "huber"):
             raise ConfigError(f"model.loss {self.loss!r} is not mse or huber: set --loss")
+        if not isinstance(self.backbone, str) or not (
+            self.backbone == "reference" or (self.backbone.startswith("timm:") and len(self.backbone) > len("timm:"))
+        ):
+            raise ConfigError(f"model.backbone {self.backbone!r} is not reference or timm:NAME (e.g. timm:resnet18): set --backbone")
+        if self.pretrained is not None and not isinstance(self.pretrained, str):
+            raise ConfigError(f"model.pretrained {self.pretrained!r} is not a file name or 'hub': set --pretrained")
+        if self.pretrained is not None and self.backbone == "reference":
+            raise ConfigError(
+                "--pretrained is for --backbone timm:NAME; to start the reference network from a trained run, use --init RUN instead"
+            )
 
 
 @dataclass

@@ -32,6 +32,7 @@ from imgrade.evaluate import plots
 from imgrade.evaluate.outputs import evaluation_plots, write_predictions
 from imgrade.evaluate.metrics import continuous_metrics, ordinal_metrics
 from imgrade.evaluate.report import format_metrics_table, write_run_report
+from imgrade.models.backbones import HUB, check_backbone, describe
 from imgrade.models.factory import build_model
 from imgrade.models.heads import balanced_class_weights
 from imgrade.runtime.files import predict  # noqa: F401  (torch-free; `imgrade predict` imports it directly)
@@ -121,7 +122,13 @@ def _train_locked(
         if num_grades is None:
             raise ConfigError("--class-weight balanced needs graded data, but this target is continuous: drop the flag")
         class_weights = torch.as_tensor(balanced_class_weights(imageset.targets[split["train"]].astype(np.int64), num_grades), dtype=torch.float32)
-    model = build_model(cfg.model.depth, cfg.model.task, cfg.model.head, cfg.model.loss, num_grades, class_weights)
+    model = build_model(
+        cfg.model.depth, cfg.model.task, cfg.model.head, cfg.model.loss, num_grades, class_weights,
+        backbone=cfg.model.backbone,
+        pretrained=cfg.model.pretrained if resume_state is None else None,  # on --resume, last.pt holds all the weights
+    )
+    if cfg.model.pretrained and resume_state is None:
+        log(f"backbone: {cfg.model.backbone[len('timm:'):]} with the weights of {cfg.model.pretrained}")
     if num_grades is not None:
         model.head.init_from_targets(imageset.targets[split["train"]])
     if cfg.train.init and resume_state is None:  # on --resume, last.pt holds all the weights
@@ -163,7 +170,7 @@ def _train_locked(
 
     t0 = time.perf_counter()
     where = f"{device}" if world == 1 else f"{world} processes ({device.type}, DDP)"
-    log(f"training {cfg.model.task} ResNet v2 depth {cfg.model.depth} on {where} for {cfg.train.epochs} epochs -> {out}")
+    log(f"training {cfg.model.task} {describe(cfg.model.backbone, cfg.model.depth)} on {where} for {cfg.train.epochs} epochs -> {out}")
     history = fit(model, data, cfg.train, device, out, meta, resume=resume_state, on_epoch_end=on_epoch_end)
     if not distributed.is_main():
         return history  # rank 0 alone checks, calibrates and reports on the files it wrote
@@ -225,6 +232,10 @@ def _prepare_out(cfg: RunConfig, out: Path, resume: bool, overwrite: bool) -> tu
     if resume_state is None and Path(cfg.data.path).exists():
         # evaluate reads the data again later, perhaps from another working directory
         cfg = cfg.with_overrides({"data.path": str(Path(cfg.data.path).resolve())})
+    if resume_state is None:
+        check_backbone(cfg.model.backbone, cfg.model.pretrained)  # timm, the name, the weights file: before the data is read
+    if resume_state is None and cfg.model.pretrained not in (None, HUB):
+        cfg = cfg.with_overrides({"model.pretrained": str(Path(cfg.model.pretrained).resolve())})
     if resume_state is None and cfg.train.init:
         find_run_checkpoint(cfg.train.init)  # a wrong path fails now, before the data is read
         cfg = cfg.with_overrides({"train.init": str(Path(cfg.train.init).resolve())})
@@ -610,12 +621,15 @@ def _write_attributes(path: Path, synthetic) -> None:
 # ----------------------------------------------------------------------------- model
 
 
-def model_summary(*, depth: int = 29, image_size: int = 32, task: str = "regression", head: str = "auto", num_grades: int = 9) -> str:
+def model_summary(
+    *, depth: int = 29, image_size: int = 32, task: str = "regression", head: str = "auto", num_grades: int = 9,
+    backbone: str = "reference",
+) -> str:
     """The layer table of the network with output shapes and parameter counts."""
     from imgrade.models.summary import summarize
 
-    RunConfig.from_dict({"model": {"depth": depth, "task": task, "head": head}})  # validates with the flag names
-    model = build_model(depth=depth, task=task, head=head, num_grades=num_grades)
+    RunConfig.from_dict({"model": {"depth": depth, "task": task, "head": head, "backbone": backbone}})  # validates with the flag names
+    model = build_model(depth=depth, task=task, head=head, num_grades=num_grades, backbone=backbone)
     table = summarize(model, input_size=(3, image_size, image_size))
     print(table)
     return table

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from imgrade.core.errors import ConfigError
+from imgrade.models.backbones import build_backbone
 from imgrade.models.heads import (
     ARCHITECTURES,
     ClassificationHead,
@@ -16,7 +17,6 @@ from imgrade.models.heads import (
     RegressionHead,
 )
 from imgrade.models.ordinal import CoralHead, CornHead
-from imgrade.models.resnet_v2 import ResNetV2
 
 TASKS = ("regression", "classification", "coral", "corn")
 HEADS = ("auto", *ARCHITECTURES)
@@ -70,11 +70,14 @@ def build_model(
     loss: str = "mse",
     num_grades: int | None = None,
     class_weights: torch.Tensor | np.ndarray | None = None,
+    *,
+    backbone: str = "reference",
+    pretrained: str | None = None,
 ) -> GradingModel:
-    """Build the reference ResNetV2 with the head for ``task``.
+    """Build the backbone (the reference ResNetV2, or a timm model) with the head for ``task``.
 
     Args:
-        depth: backbone depth, 9n+2.
+        depth: the reference backbone's depth, 9n+2.
         task: how the grade is learned; one of ``TASKS``.
         head: the layers before the output: "reference" (Dense(8, relu), as the reference),
             "linear" (none), or "auto" (reference for regression, linear for the others).
@@ -82,10 +85,14 @@ def build_model(
         num_grades: number of grades K; None for a continuous target (regression only).
         class_weights: per-grade loss weights (K,), e.g. from ``balanced_class_weights``; None
             for none.
+        backbone: "reference" or "timm:NAME" (see ``backbones.build_backbone``).
+        pretrained: timm backbones: a weights file or "hub"; None for random weights (and when
+            rebuilding a trained model, whose checkpoint holds all the weights).
 
     Raises:
         ConfigError: an unknown task or head, a bad depth or loss, a grade task on a continuous
-            target, a regression loss for another task, or class weights that do not fit the grades.
+            target, a regression loss for another task, class weights that do not fit the grades,
+            or a backbone that cannot be built (see ``backbones.build_backbone``).
 
     >>> model = build_model(depth=11, task="coral", num_grades=5)
     >>> model(torch.zeros(2, 3, 32, 32)).shape
@@ -99,11 +106,11 @@ def build_model(
         raise ConfigError(
             f"loss {loss!r} is for --task regression; task {task} has its own loss: drop --loss"
         )
-    backbone = ResNetV2(depth=depth)
-    width = backbone.num_features
+    features = build_backbone(backbone, depth, pretrained)
+    width = features.num_features
     if task == "regression":
         head_module: Head = RegressionHead(width, head, loss, num_grades, class_weights)
     else:
         head_class = {"classification": ClassificationHead, "coral": CoralHead, "corn": CornHead}[task]
         head_module = head_class(width, num_grades, head, class_weights)
-    return GradingModel(backbone, head_module)
+    return GradingModel(features, head_module)

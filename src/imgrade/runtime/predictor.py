@@ -15,6 +15,7 @@ from imgrade.core.checkpoint import find_run_checkpoint, load_checkpoint
 from imgrade.core.device import resolve_device
 from imgrade.core.errors import CheckpointError
 from imgrade.core.preprocess import nhwc_to_tensor, to_input
+from imgrade.models.backbones import import_timm, timm_name
 from imgrade.models.factory import build_model
 from imgrade.runtime.grading import CPU_BATCH, GPU_BATCH, Grader, Outputs
 
@@ -41,6 +42,9 @@ class Predictor(Grader):
         """Load ``run``'s best checkpoint (a run folder or a .pt file)."""
         path = find_run_checkpoint(run)
         ckpt = load_checkpoint(path)
+        backbone = ((ckpt.get("config") or {}).get("model") or {}).get("backbone", "reference")  # older runs: none saved
+        if isinstance(backbone, str) and timm_name(backbone):
+            import_timm()  # a missing timm says how to install it, not that the checkpoint is bad
         try:
             model_cfg = ckpt["config"]["model"]
             grade_names = ckpt["grade_names"]
@@ -50,6 +54,7 @@ class Predictor(Grader):
                 head=model_cfg["head"],
                 loss=model_cfg["loss"],
                 num_grades=len(grade_names) if grade_names else None,
+                backbone=backbone,  # no pretrained weights: the checkpoint holds them all
             )
             image_size = int(ckpt["image_size"])
             mean = ckpt["mean_image"].float()  # (3, H, W)
@@ -61,8 +66,9 @@ class Predictor(Grader):
         try:
             model.load_state_dict(ckpt["model_state"])
         except (KeyError, RuntimeError, TypeError, AttributeError) as e:
+            network = f"timm {timm_name(backbone)}" if timm_name(backbone) else f"depth-{model_cfg['depth']}"
             raise CheckpointError(
-                f"{path} holds weights that do not fit the depth-{model_cfg['depth']} {model_cfg['task']} network its "
+                f"{path} holds weights that do not fit the {network} {model_cfg['task']} network its "
                 f"config describes ({_mismatch(model, ckpt.get('model_state'), e)}): retrain, or pass the checkpoint "
                 "that config was saved with"
             ) from None
