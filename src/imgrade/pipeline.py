@@ -124,7 +124,7 @@ def _train_locked(
         class_weights = torch.as_tensor(balanced_class_weights(imageset.targets[split["train"]].astype(np.int64), num_grades), dtype=torch.float32)
     model = build_model(
         cfg.model.depth, cfg.model.task, cfg.model.head, cfg.model.loss, num_grades, class_weights,
-        backbone=cfg.model.backbone,
+        backbone=cfg.model.backbone, image_size=cfg.data.image_size,
         pretrained=cfg.model.pretrained if resume_state is None else None,  # on --resume, last.pt holds all the weights
     )
     if cfg.model.pretrained and resume_state is None:
@@ -629,7 +629,7 @@ def model_summary(
     from imgrade.models.summary import summarize
 
     RunConfig.from_dict({"model": {"depth": depth, "task": task, "head": head, "backbone": backbone}})  # validates with the flag names
-    model = build_model(depth=depth, task=task, head=head, num_grades=num_grades, backbone=backbone)
+    model = build_model(depth=depth, task=task, head=head, num_grades=num_grades, backbone=backbone, image_size=image_size)
     table = summarize(model, input_size=(3, image_size, image_size))
     print(table)
     return table

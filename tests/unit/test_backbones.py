@@ -144,3 +144,37 @@ def test_hub_weights_offline_say_to_pass_a_file(synth_dir, tmp_path):
     err = result.stderr.strip().splitlines()[-1]
     assert err.startswith(f"imgrade: error: could not download {TINY}'s weights (offline?): download them on a machine online and pass --pretrained FILE")
     assert not out.exists()
+
+
+def _source_checkpoint(tmp_path: Path, model: dict) -> Path:
+    from imgrade.core.checkpoint import save_checkpoint
+
+    path = tmp_path / "source.pt"
+    save_checkpoint(path, {"config": {"model": model}, "model_state": {}, "grade_names": None, "task": "regression"})
+    return path
+
+
+def test_init_from_a_run_with_another_backbone_names_it(tmp_path):
+    from imgrade.config import ModelConfig
+    from imgrade.train.init import plan_init
+
+    source = _source_checkpoint(tmp_path, {"backbone": f"timm:{TINY}", "depth": 29, "task": "regression", "head": "auto"})
+    with pytest.raises(ConfigError, match=f"has backbone timm:{TINY} but this run has reference: set --backbone timm:{TINY}"):
+        plan_init(source, ModelConfig(), None)
+
+
+def test_init_from_a_run_saved_before_backbones_reads_it_as_the_reference(tmp_path):
+    from imgrade.config import ModelConfig
+    from imgrade.train.init import plan_init
+
+    source = _source_checkpoint(tmp_path, {"depth": 11, "task": "regression", "head": "auto"})  # no backbone key
+    with pytest.raises(ConfigError, match="has depth 11 but this run has depth 29: set --depth 11"):
+        plan_init(source, ModelConfig(), None)
+    assert plan_init(source, ModelConfig(depth=11), None).fresh_head is not None
+
+
+def test_a_transformer_is_built_for_the_image_size():
+    _timm()
+    model = build_model(task="classification", num_grades=3, backbone="timm:vit_tiny_patch16_224", image_size=48).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 48, 48)).shape == (2, 3)  # built for 224 px, it would refuse 48

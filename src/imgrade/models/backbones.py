@@ -116,7 +116,9 @@ class TimmBackbone(nn.Module):
     forward = forward_features
 
 
-def build_backbone(name: str = REFERENCE, depth: int = 29, pretrained: str | None = None) -> nn.Module:
+def build_backbone(
+    name: str = REFERENCE, depth: int = 29, pretrained: str | None = None, *, image_size: int | None = None
+) -> nn.Module:
     """Build the backbone ``name``: "reference" (ResNet v2 of ``depth``) or "timm:NAME".
 
     Args:
@@ -124,6 +126,9 @@ def build_backbone(name: str = REFERENCE, depth: int = 29, pretrained: str | Non
         depth: the reference's depth, 9n+2; timm backbones ignore it.
         pretrained: timm only: a state dict file (.pth, .pt, .bin, .safetensors), "hub" for
             timm's own download, or None for random weights.
+        image_size: timm only: the input size, for networks built for one size (vision
+            transformers take it as ``img_size``; convolutional ones take any size). None: the
+            network's own size, unchecked.
 
     Raises:
         ConfigError: an unknown name, timm not installed, weights that cannot be had or do
@@ -146,7 +151,7 @@ def build_backbone(name: str = REFERENCE, depth: int = 29, pretrained: str | Non
     timm = import_timm()
     if pretrained == HUB:
         try:
-            model = timm.create_model(model_name, pretrained=True, num_classes=0)
+            model = _create(timm, model_name, image_size, pretrained=True)
         except Exception as e:  # huggingface_hub, httpx, urllib and torch.hub raise many kinds offline
             cause = " ".join(str(e).split())[:160] or type(e).__name__
             if "No pretrained weights exist" in cause:
@@ -156,12 +161,41 @@ def build_backbone(name: str = REFERENCE, depth: int = 29, pretrained: str | Non
                 f"--pretrained FILE ({type(e).__name__}: {cause})"
             ) from None
     else:
-        model = timm.create_model(model_name, pretrained=False, num_classes=0)
+        model = _create(timm, model_name, image_size, pretrained=False)
         if pretrained is not None:
             load_weights(model, Path(pretrained), model_name)
+    if image_size is not None:
+        _check_image_size(model, model_name, image_size)
     # oneDNN and cuDNN convolutions run fastest on NHWC data, as for the reference (resnet_v2.py)
     model.to(memory_format=torch.channels_last)
     return TimmBackbone(model, model_name)
+
+
+def _create(timm, name: str, image_size: int | None, **kwargs) -> nn.Module:
+    """``timm.create_model`` without a classifier, built for ``image_size`` where the network takes one."""
+    if image_size is not None:
+        try:
+            return timm.create_model(name, num_classes=0, img_size=image_size, **kwargs)
+        except TypeError:  # convolutional networks take any size and have no img_size argument
+            pass
+    return timm.create_model(name, num_classes=0, **kwargs)
+
+
+def _check_image_size(model: nn.Module, name: str, image_size: int) -> None:
+    """Run one blank image through ``model``, so a size it cannot take fails now, in one line."""
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, image_size, image_size))  # eval: the BatchNorm statistics stay as they are
+    except Exception as e:  # timm asserts, or a convolution finds its input too small
+        size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, "?", "?"))[-1]
+        cause = " ".join(str(e).split())[:120] or type(e).__name__
+        raise ConfigError(
+            f"timm:{name} does not take {image_size}x{image_size} images ({cause}): set --image-size {size}, "
+            "or choose another --backbone"
+        ) from None
+    finally:
+        model.train(training)
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

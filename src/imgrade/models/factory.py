@@ -73,6 +73,7 @@ def build_model(
     *,
     backbone: str = "reference",
     pretrained: str | None = None,
+    image_size: int | None = None,
 ) -> GradingModel:
     """Build the backbone (the reference ResNetV2, or a timm model) with the head for ``task``.
 
@@ -88,6 +89,7 @@ def build_model(
         backbone: "reference" or "timm:NAME" (see ``backbones.build_backbone``).
         pretrained: timm backbones: a weights file or "hub"; None for random weights (and when
             rebuilding a trained model, whose checkpoint holds all the weights).
+        image_size: timm backbones: the input size they are built for and checked with.
 
     Raises:
         ConfigError: an unknown task or head, a bad depth or loss, a grade task on a continuous
@@ -106,7 +108,7 @@ def build_model(
         raise ConfigError(
             f"loss {loss!r} is for --task regression; task {task} has its own loss: drop --loss"
         )
-    features = build_backbone(backbone, depth, pretrained)
+    features = build_backbone(backbone, depth, pretrained, image_size=image_size)
     width = features.num_features
     if task == "regression":
         head_module: Head = RegressionHead(width, head, loss, num_grades, class_weights)

@@ -55,6 +55,7 @@ class Predictor(Grader):
                 loss=model_cfg["loss"],
                 num_grades=len(grade_names) if grade_names else None,
                 backbone=backbone,  # no pretrained weights: the checkpoint holds them all
+                image_size=int(ckpt["image_size"]),
             )
             image_size = int(ckpt["image_size"])
             mean = ckpt["mean_image"].float()  # (3, H, W)
