@@ -43,6 +43,8 @@ def _add_run_flags(p, *, compare: bool = False) -> None:
     g.add_argument("--workers", dest="data.workers", type=int, help="folder/CSV sets: processes decoding photos in parallel (default 0: this process)")
     g.add_argument("--cache", dest="data.cache", help="folder/CSV sets: where decoded images are kept, 'auto' (default: $IMGRADE_CACHE_DIR or ~/.cache/imgrade), 'off', or a folder")
     g = p.add_argument_group("model")
+    g.add_argument("--backbone", dest="model.backbone", help="reference (default: ResNet v2 of --depth) or timm:NAME, any timm model (pip install 'imgrade[timm]'), e.g. timm:resnet18")
+    g.add_argument("--pretrained", dest="model.pretrained", help="timm backbones: start from this .pth/.pt/.safetensors state dict, or 'hub' to download timm's weights")
     g.add_argument("--depth", dest="model.depth", type=int, help="ResNet v2 depth 9n+2 (default 29, the reference)")
     if not compare:
         g.add_argument("--task", dest="model.task", help=f"how the grade is learned: {describe_tasks()}")
@@ -202,7 +204,7 @@ def cmd_data_synth(args) -> int:
 def cmd_model_summary(args) -> int:
     from imgrade import pipeline
 
-    pipeline.model_summary(depth=args.depth, image_size=args.image_size, task=args.task, head=args.head, num_grades=args.num_grades)
+    pipeline.model_summary(depth=args.depth, image_size=args.image_size, task=args.task, head=args.head, num_grades=args.num_grades, backbone=args.backbone)
     return 0
 
 
@@ -325,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     model = sub.add_parser("model", help="describe the network").add_subparsers(dest="model_verb", metavar="ACTION")
     p = model.add_parser("summary", help="layer table with output shapes and parameter counts")
+    p.add_argument("--backbone", default="reference", help="reference (default) or timm:NAME")
     p.add_argument("--depth", type=int, default=29)
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--task", default="regression", help=", ".join(task_names()))

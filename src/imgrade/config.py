@@ -104,6 +104,12 @@ class ModelConfig:
     the grade's level on that axis, empty = any). None: grade_axes.csv in the data folder (or next
     to a data file) when present, else the built-in table for CUCUMBER-9's grades. Other tasks
     ignore it. The table is stored in the run, so the file is needed only for training."""
+    backbone: str = "reference"
+    """The network before the head: reference (the Keras ResNet v2 of ``depth``), or timm:NAME, any
+    model of the optional timm package (pip install 'imgrade[timm]'), e.g. timm:resnet18."""
+    pretrained: str | None = None
+    """timm backbones: start from these weights, a .pth, .pt or .safetensors state dict of the same
+    model, or 'hub' for timm's own download (needs the internet); None: random weights."""
 
     def __post_init__(self) -> None:
         if self.depth < 11 or (self.depth - 2) % 9:
@@ -115,6 +121,16 @@ class ModelConfig:
             raise ConfigError(f"model.loss {self.loss!r} is not mse or huber: set --loss")
         if not float(self.sord_beta) > 0:
             raise ConfigError(f"model.sord_beta {self.sord_beta} must be positive (1.0 is the default): set --sord-beta")
+        if not isinstance(self.backbone, str) or not (
+            self.backbone == "reference" or (self.backbone.startswith("timm:") and len(self.backbone) > len("timm:"))
+        ):
+            raise ConfigError(f"model.backbone {self.backbone!r} is not reference or timm:NAME (e.g. timm:resnet18): set --backbone")
+        if self.pretrained is not None and not isinstance(self.pretrained, str):
+            raise ConfigError(f"model.pretrained {self.pretrained!r} is not a file name or 'hub': set --pretrained")
+        if self.pretrained is not None and self.backbone == "reference":
+            raise ConfigError(
+                "--pretrained is for --backbone timm:NAME; to start the reference network from a trained run, use --init RUN instead"
+            )
 
 
 @dataclass

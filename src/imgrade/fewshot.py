@@ -157,7 +157,7 @@ def run_fewshot(
 def pretrain(cfg: RunConfig, real: ImageSet, out: Path, *, synthetic_n: int, epochs: int, randomize: float) -> Path:
     """Generate synthetic cucumbers graded like ``real`` into OUT/synthetic and train OUT/pretrain on them.
 
-    The pretraining run has ``cfg``'s network (depth, task, head, loss) and device settings, and
+    The pretraining run has ``cfg``'s network (backbone, depth, task, head, loss) and device settings, and
     the training defaults of `imgrade train` (shifts and flips, the reference schedule).
     """
     from imgrade import pipeline
@@ -170,7 +170,8 @@ def pretrain(cfg: RunConfig, real: ImageSet, out: Path, *, synthetic_n: int, epo
         write_cucumber9(synthetic_dir, images, labels, names, num_batches=5)
     pre_cfg = RunConfig.from_dict({
         "data": {"path": str(synthetic_dir.resolve()), "image_size": cfg.data.image_size, "split": PRETRAIN_SPLIT},
-        "model": {"depth": cfg.model.depth, "task": cfg.model.task, "head": cfg.model.head, "loss": cfg.model.loss},
+        "model": {"depth": cfg.model.depth, "task": cfg.model.task, "head": cfg.model.head, "loss": cfg.model.loss,
+                  "backbone": cfg.model.backbone, "pretrained": cfg.model.pretrained},
         "train": {"epochs": epochs, "seed": cfg.train.seed, "device": cfg.train.device, "threads": cfg.train.threads,
                   "amp": cfg.train.amp, "compile": cfg.train.compile},
     })

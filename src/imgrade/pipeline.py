@@ -35,6 +35,7 @@ from imgrade.evaluate.metrics import continuous_metrics, ordinal_metrics
 from imgrade.evaluate.report import format_members_table, format_metrics_table, write_run_report
 from imgrade.models.factory import build_model, head_settings
 from imgrade.models.axes import CUCUMBER9_GRADES, CUCUMBER9_TABLE, GradeAxes, find_grade_axes, parse_grade_axes
+from imgrade.models.backbones import HUB, check_backbone, describe
 from imgrade.models.heads import balanced_class_weights
 from imgrade.recipe import parse_recipes
 from imgrade.runtime.files import predict  # noqa: F401  (torch-free; `imgrade predict` imports it directly)
@@ -225,7 +226,14 @@ def _train_locked(
         if num_grades is None:
             raise ConfigError("--class-weight balanced needs graded data, but this target is continuous: drop the flag")
         class_weights = torch.as_tensor(balanced_class_weights(imageset.targets[split["train"]].astype(np.int64), num_grades), dtype=torch.float32)
-    model = build_model(cfg.model.depth, cfg.model.task, cfg.model.head, cfg.model.loss, num_grades, class_weights, **head_settings(cfg.model), grade_axes=grade_axes)
+    model = build_model(
+        cfg.model.depth, cfg.model.task, cfg.model.head, cfg.model.loss, num_grades, class_weights,
+        **head_settings(cfg.model), grade_axes=grade_axes,
+        backbone=cfg.model.backbone, image_size=cfg.data.image_size,
+        pretrained=cfg.model.pretrained if resume_state is None else None,  # on --resume, last.pt holds all the weights
+    )
+    if cfg.model.pretrained and resume_state is None:
+        log(f"backbone: {cfg.model.backbone[len('timm:'):]} with the weights of {cfg.model.pretrained}")
     if num_grades is not None:
         model.head.init_from_targets(imageset.targets[split["train"]])
     axes_dict = grade_axes.to_dict() if grade_axes is not None else None
@@ -270,7 +278,7 @@ def _train_locked(
 
     t0 = time.perf_counter()
     where = f"{device}" if world == 1 else f"{world} processes ({device.type}, DDP)"
-    log(f"training {cfg.model.task} ResNet v2 depth {cfg.model.depth} on {where} for {cfg.train.epochs} epochs -> {out}")
+    log(f"training {cfg.model.task} {describe(cfg.model.backbone, cfg.model.depth)} on {where} for {cfg.train.epochs} epochs -> {out}")
     history = fit(model, data, cfg.train, device, out, meta, resume=resume_state, on_epoch_end=on_epoch_end)
     if not distributed.is_main():
         return history  # rank 0 alone checks, calibrates and reports on the files it wrote
@@ -350,6 +358,10 @@ def _prepare_out(cfg: RunConfig, out: Path, resume: bool, overwrite: bool) -> tu
         if not Path(cfg.model.axes).is_file():  # fails now, before the data is read
             raise ConfigError(f"grade table {cfg.model.axes} does not exist: check the --axes path")
         cfg = cfg.with_overrides({"model.axes": str(Path(cfg.model.axes).resolve())})
+    if resume_state is None:
+        check_backbone(cfg.model.backbone, cfg.model.pretrained)  # timm, the name, the weights file: before the data is read
+    if resume_state is None and cfg.model.pretrained not in (None, HUB):
+        cfg = cfg.with_overrides({"model.pretrained": str(Path(cfg.model.pretrained).resolve())})
     if resume_state is None and cfg.train.init:
         find_run_checkpoint(cfg.train.init)  # a wrong path fails now, before the data is read
         cfg = cfg.with_overrides({"train.init": str(Path(cfg.train.init).resolve())})
@@ -813,15 +825,18 @@ def _write_attributes(path: Path, synthetic) -> None:
 # ----------------------------------------------------------------------------- model
 
 
-def model_summary(*, depth: int = 29, image_size: int = 32, task: str = "regression", head: str = "auto", num_grades: int = 9) -> str:
+def model_summary(
+    *, depth: int = 29, image_size: int = 32, task: str = "regression", head: str = "auto", num_grades: int = 9,
+    backbone: str = "reference",
+) -> str:
     """The layer table of the network with output shapes and parameter counts."""
     from imgrade.models.summary import summarize
 
-    RunConfig.from_dict({"model": {"depth": depth, "task": task, "head": head}})  # validates with the flag names
+    RunConfig.from_dict({"model": {"depth": depth, "task": task, "head": head, "backbone": backbone}})  # validates with the flag names
     grade_axes = None
     if task == "axes" and num_grades == len(CUCUMBER9_GRADES):  # the built-in table: size and shape
         grade_axes = parse_grade_axes(CUCUMBER9_TABLE, list(CUCUMBER9_GRADES))
-    model = build_model(depth=depth, task=task, head=head, num_grades=num_grades, grade_axes=grade_axes)
+    model = build_model(depth=depth, task=task, head=head, num_grades=num_grades, grade_axes=grade_axes, backbone=backbone, image_size=image_size)
     table = summarize(model, input_size=(3, image_size, image_size))
     print(table)
     return table

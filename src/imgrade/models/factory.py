@@ -13,8 +13,8 @@ from torch import nn
 
 from imgrade.core.errors import ConfigError
 from imgrade.core.registry import head_entry
+from imgrade.models.backbones import build_backbone
 from imgrade.models.heads import ARCHITECTURES, Head
-from imgrade.models.resnet_v2 import ResNetV2
 
 HEADS = ("auto", *ARCHITECTURES)
 
@@ -105,12 +105,16 @@ def build_model(
     loss: str = "mse",
     num_grades: int | None = None,
     class_weights: torch.Tensor | np.ndarray | None = None,
+    *,
+    backbone: str = "reference",
+    pretrained: str | None = None,
+    image_size: int | None = None,
     **settings: Any,
 ) -> GradingModel:
-    """Build the reference ResNetV2 with the head for ``task``.
+    """Build the backbone (the reference ResNetV2, or a timm model) with the head for ``task``.
 
     Args:
-        depth: backbone depth, 9n+2.
+        depth: the reference backbone's depth, 9n+2.
         task: how the grade is learned; one of ``imgrade.core.registry.task_names()``.
         head: the layers before the output: "reference" (Dense(8, relu), as the reference),
             "linear" (none), or "auto" (reference for regression, linear for the others).
@@ -118,11 +122,16 @@ def build_model(
         num_grades: number of grades K; None for a continuous target (regression only).
         class_weights: per-grade loss weights (K,), e.g. from ``balanced_class_weights``; None
             for none.
+        backbone: "reference" or "timm:NAME" (see ``backbones.build_backbone``).
+        pretrained: timm backbones: a weights file or "hub"; None for random weights (and when
+            rebuilding a trained model, whose checkpoint holds all the weights).
+        image_size: timm backbones: the input size they are built for and checked with.
         **settings: other model config fields a head reads (e.g. ``sord_beta``); others ignore them.
 
     Raises:
         ConfigError: an unknown task or head, a bad depth or loss, a grade task on a continuous
-            target, a regression loss for another task, or class weights that do not fit the grades.
+            target, a regression loss for another task, class weights that do not fit the grades,
+            or a backbone that cannot be built (see ``backbones.build_backbone``).
 
     >>> model = build_model(depth=11, task="coral", num_grades=5)
     >>> model(torch.zeros(2, 3, 32, 32)).shape
@@ -135,6 +144,6 @@ def build_model(
         raise ConfigError(
             f"loss {loss!r} is for --task regression; task {task} has its own loss: drop --loss"
         )
-    backbone = ResNetV2(depth=depth)
-    head_module = make_head.create(backbone.num_features, num_grades, head, class_weights, {"loss": loss, **settings})
-    return GradingModel(backbone, head_module)
+    features = build_backbone(backbone, depth, pretrained, image_size=image_size)
+    head_module = make_head.create(features.num_features, num_grades, head, class_weights, {"loss": loss, **settings})
+    return GradingModel(features, head_module)

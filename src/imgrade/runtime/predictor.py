@@ -19,6 +19,7 @@ from imgrade.core.preprocess import nhwc_to_tensor, to_input
 from imgrade.models.ensemble import EnsembleModel, TTAModel
 from imgrade.models.factory import build_model, head_settings
 from imgrade.models.axes import GradeAxes
+from imgrade.models.backbones import import_timm, timm_name
 from imgrade.runtime.grading import CPU_BATCH, GPU_BATCH, Grader, Outputs
 
 __all__ = ["CALIBRATION_TTA", "Outputs", "Predictor"]
@@ -60,6 +61,9 @@ class Predictor(Grader):
         """
         path = find_run_checkpoint(run)
         ckpt = load_checkpoint(path)
+        backbone = ((ckpt.get("config") or {}).get("model") or {}).get("backbone", "reference")  # older runs: none saved
+        if isinstance(backbone, str) and timm_name(backbone):
+            import_timm()  # a missing timm says how to install it, not that the checkpoint is bad
         try:
             model_cfg = ckpt["config"]["model"]
             grade_names = ckpt["grade_names"]
@@ -72,6 +76,8 @@ class Predictor(Grader):
                     head=model_cfg["head"],
                     loss=model_cfg["loss"],
                     num_grades=len(grade_names) if grade_names else None,
+                    backbone=backbone,  # no pretrained weights: the checkpoint holds them all
+                    image_size=int(ckpt["image_size"]),
                     **head_settings(model_cfg),
                     # the axes head's grade table travels in the checkpoint: no CSV needed here
                     grade_axes=GradeAxes.from_dict(ckpt["grade_axes"]) if model_cfg["task"] == "axes" else None,
@@ -88,8 +94,9 @@ class Predictor(Grader):
         try:
             model.load_state_dict(ckpt["model_state"])
         except (KeyError, RuntimeError, TypeError, AttributeError) as e:
+            network = f"timm {timm_name(backbone)}" if timm_name(backbone) else f"depth-{model_cfg['depth']}"
             raise CheckpointError(
-                f"{path} holds weights that do not fit the depth-{model_cfg['depth']} {model_cfg['task']} network its "
+                f"{path} holds weights that do not fit the {network} {model_cfg['task']} network its "
                 f"config describes ({_mismatch(model, ckpt.get('model_state'), e)}): retrain, or pass the checkpoint "
                 "that config was saved with"
             ) from None

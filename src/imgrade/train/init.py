@@ -1,6 +1,6 @@
 """Fine-tuning: start a new run from the weights of another run (``imgrade train --init RUN``).
 
-The backbone always comes from the source; it must have the same depth. The head comes too when
+The backbone always comes from the source; it must be the same (the same depth for the reference). The head comes too when
 it would mean the same thing here: the same task and head type and the same grades in the same
 order. Otherwise the head starts fresh and learns the new grades on the pretrained features.
 """
@@ -49,14 +49,17 @@ def plan_init(init: str | Path, model: ModelConfig, grade_names: list[str] | Non
 
     Raises:
         CheckpointError: no such run or file, or not a readable checkpoint.
-        ConfigError: another depth, or other grade names (a typo or another grading scheme:
+        ConfigError: another backbone or depth, or other grade names (a typo or another grading scheme:
             refused rather than silently learning a head for grades that do not line up).
     """
     path = find_run_checkpoint(init)
     payload = load_checkpoint(path)
     source: dict[str, Any] = (payload.get("config") or {}).get("model") or {}
+    backbone = source.get("backbone", "reference")  # runs from before timm backbones have none
+    if backbone != model.backbone:
+        raise ConfigError(f"--init {path} has backbone {backbone} but this run has {model.backbone}: set --backbone {backbone}")
     depth = source.get("depth")
-    if depth != model.depth:
+    if backbone == "reference" and depth != model.depth:
         raise ConfigError(f"--init {path} has depth {depth} but this run has depth {model.depth}: set --depth {depth}")
     source_grades = payload.get("grade_names")
     if source_grades is not None and grade_names is not None and set(source_grades) != set(grade_names):
