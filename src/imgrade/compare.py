@@ -91,6 +91,7 @@ def run_comparison(
     rows: list[dict[str, Any]] = []
     total = len(splits) * len(recipes) * seeds
     done = 0
+    trained: dict[str, float] = {}  # run folder -> training seconds: recipes that differ only by tta share runs
     for f, split in enumerate(splits):
         test_set = imageset.subset(split["test"])
         for seed in range(seeds):
@@ -102,9 +103,11 @@ def run_comparison(
                 pipeline.log(f"\n[{done}/{total}] {name}")
                 run_cfg = configs[recipe.name]
                 run_cfg = replace(run_cfg, train=replace(run_cfg.train, seed=seed))
-                t0 = time.perf_counter()
-                pipeline.train(run_cfg, out / "runs" / name, split=split, imageset=imageset)
-                seconds = time.perf_counter() - t0
+                if name not in trained:
+                    t0 = time.perf_counter()
+                    pipeline.train(run_cfg, out / "runs" / name, split=split, imageset=imageset)
+                    trained[name] = time.perf_counter() - t0
+                seconds = trained[name]
                 for row in score_recipe_run(out / "runs" / name, test_set, recipe, f, seed, seconds):
                     # The split sizes, for the corrected t-test's n_test / n_train.
                     rows.append({**row, "n_train": len(split["train"]), "n_test": len(split["test"])})

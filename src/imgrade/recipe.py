@@ -42,12 +42,15 @@ class Recipe:
 
     @property
     def folder(self) -> str:
-        """The name as a run-folder name: characters a path cannot hold become ``_``.
+        """The run-folder name: the name without ``tta`` (test-time augmentation only changes how
+        the runs are scored, so a recipe with it shares the runs of the same recipe without), and
+        characters a path cannot hold become ``_``.
 
         >>> parse_recipe("corn+init=runs/pre+tta").folder
-        'corn+init=runs_pre+tta'
+        'corn+init=runs_pre'
         """
-        return re.sub(r"[^\w.+=-]", "_", self.name)
+        name = "+".join(part for part in self.name.split("+") if part.strip() != "tta")
+        return re.sub(r"[^\w.+=-]", "_", name)
 
     def config(self, base: RunConfig) -> RunConfig:
         """``base`` with this recipe's task and changes; a bad value fails naming the recipe.

@@ -95,7 +95,7 @@ def head_settings(model_config: Any) -> dict[str, Any]:
     """
     if dataclasses.is_dataclass(model_config):
         model_config = dataclasses.asdict(model_config)
-    return {k: v for k, v in model_config.items() if k not in ("depth", "task", "head", "loss")}
+    return {k: v for k, v in model_config.items() if k not in ("depth", "task", "head", "loss", "backbone", "pretrained")}
 
 
 def build_model(
