@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Callable
 
-from imgrade.config import AMP_CHOICES
+from imgrade.config import AMP_CHOICES, PRESETS
 from imgrade.core.allocator import reexec_with_tcmalloc, started_as_imgrade
 from imgrade.core.errors import ImgradeError
 from imgrade.core.registry import describe_tasks, task_names
@@ -26,12 +26,16 @@ examples:
 """
 
 
-TTA_HELP = "grade each image as the average of 6 views of it: itself, its mirror, shifts of 1/16 up, down, left, right (off by default)"
+TTA_HELP = ("grade each image as the average of 6 views of it: itself, its mirror, shifts of 1/16 up, down, left, right "
+            "(default: as the run was trained, off unless --preset accurate or calibrate.tta)")
 
 
-def _add_run_flags(p, *, compare: bool = False) -> None:
+def _add_run_flags(p, *, compare: bool = False, preset: bool = False) -> None:
     """The data/model/training/calibration flags shared by train and compare (dest = config key)."""
     p.add_argument("--config", help="YAML file with data/model/train/calibrate sections; flags override it")
+    if preset:
+        p.add_argument("--preset", choices=list(PRESETS), help="a named recipe under --config and the flags: reference (the defaults) or accurate "
+                       "(soft ordinal labels, an ensemble of 3, test-time augmentation: most exact on real photos, 3x the training time)")
     g = p.add_argument_group("data")
     g.add_argument("--data", dest="data.path", help="CUCUMBER-9 folder/.tar.gz, class folders, or CSV manifest")
     g.add_argument("--grades", dest="data.grades", help="grade names in rank order, comma-separated (e.g. 2L,L,M,S)")
@@ -89,7 +93,7 @@ def _add_train(sub) -> None:
     p.add_argument("--out", required=True, help="run folder to write (checkpoints, history, config)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    _add_run_flags(p)
+    _add_run_flags(p, preset=True)
 
 
 def cmd_train(args) -> int:
@@ -99,11 +103,12 @@ def cmd_train(args) -> int:
     overrides = {k: v for k, v in vars(args).items() if "." in k}
     if args.resume:
         given = [k for k, v in overrides.items() if v is not None]
-        if given or args.config:
-            raise ImgradeError("--resume continues the run with its saved config: drop " + ", ".join(given + (["--config"] if args.config else [])))
+        if given or args.config or args.preset:
+            extra = (["--config"] if args.config else []) + (["--preset"] if args.preset else [])
+            raise ImgradeError("--resume continues the run with its saved config: drop " + ", ".join(given + extra))
         cfg = None
     else:
-        cfg = load_config(args.config).with_overrides(overrides)
+        cfg = load_config(args.config, preset=args.preset).with_overrides(overrides)
     pipeline.train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
     pipeline.log(f"next: imgrade evaluate {args.out}")  # once under torchrun too
     return 0
@@ -264,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="evaluate every image of this set instead of the run's test split")
     p.add_argument("--out", help="output folder (default RUN/eval-test or RUN/eval-DATANAME, with -tta added under --tta)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--tta", action="store_true", help=TTA_HELP)
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help=TTA_HELP)
 
     p = sub.add_parser("predict", help="score and grade images; CSV or JSON on stdout")
     p.add_argument("run", help="run folder written by train (or its best.pt), or a .onnx file from export")
@@ -272,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="csv", choices=["csv", "json"])
     p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"], help="auto (default: onnx for a .onnx file, else torch)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--tta", action="store_true", help=TTA_HELP + "; an .onnx file must have been exported with --tta")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help=TTA_HELP + "; an .onnx file must have been exported with --tta")
 
     p = sub.add_parser("export", help="write a trained run as one self-contained ONNX grader",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -280,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder written by train (or its best.pt)")
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.add_argument("--format", default="onnx", choices=["onnx"])
-    p.add_argument("--tta", action="store_true", help="put test-time augmentation in the graph: " + TTA_HELP)
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="put test-time augmentation in the graph: " + TTA_HELP)
 
     p = sub.add_parser("serve", help="an HTTP grading service with a web page",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -298,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-window-ms", type=float, default=5.0, help="how long to collect concurrent requests into one batch (default 5 ms)")
     p.add_argument("--request-timeout-s", type=float, default=30.0, help="longest a request may take, upload included (default 30 s): 408 if its upload is still arriving, else 503")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: one per core)")
-    p.add_argument("--tta", action="store_true", help=TTA_HELP + "; an .onnx file must have been exported with --tta")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help=TTA_HELP + "; an .onnx file must have been exported with --tta")
 
     data = sub.add_parser("data", help="inspect, download or generate image sets").add_subparsers(dest="data_verb", metavar="ACTION")
     p = data.add_parser("info", help="format, images per grade, image size, what is dropped")

@@ -146,8 +146,8 @@ def _score_run(
     run: Path, test_set: ImageSet, name: str, task: str, fold: int, seed: int, seconds: float | None, *, tta: bool = False,
 ) -> list[dict[str, Any]]:
     """Test metrics of one run, once with the head's own rule and once as calibrated."""
-    # Only a tta recipe passes the switch, so a Predictor without test-time augmentation serves every other.
-    predictor = Predictor.from_run(run, tta=True) if tta else Predictor.from_run(run)
+    # scored as the recipe says, whatever the run's own calibrate.tta default
+    predictor = Predictor.from_run(run, tta=tta)
     outputs = predictor.outputs(test_set.images)
     y = test_set.targets.astype(np.int64)
     coverage = set_size = None

@@ -241,6 +241,10 @@ class CalibrateConfig:
     """Fraction of the validation split kept apart, before training, for the grade sets alone. The
     rest chooses the best epoch and the cut points. With 0 (the default) one split does all three,
     which makes its errors slightly optimistic, so coverage can fall below 1 - alpha on small sets."""
+    tta: bool = False
+    """Grade with test-time augmentation by default: each photo as the average of itself, its
+    mirror and four small shifts (6 forward passes). evaluate, predict, export and serve follow it;
+    their --tta / --no-tta override it. Both ways are always calibrated."""
 
     def __post_init__(self) -> None:
         if self.objective not in ("qwk", "accuracy", "mae"):
@@ -254,6 +258,16 @@ class CalibrateConfig:
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "calibrate": CalibrateConfig}
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "reference": {},
+    "accurate": {"model": {"task": "sord"}, "train": {"ensemble": 3}, "calibrate": {"tta": True}},
+}
+"""Named recipes for ``train --preset``: config values between the defaults and ``--config``.
+``reference`` is the defaults (the reference experiment). ``accurate`` won the accuracy benchmark
+on the real CUCUMBER-9 sample (benchmarks/accuracy.py, docs/accuracy.md): soft ordinal labels,
+an ensemble of three, test-time augmentation; three times the training and six times the
+grading time of one network."""
 
 
 @dataclass
@@ -325,10 +339,12 @@ def _build(section_cls, values: dict, where: str):
     return section_cls(**clean)
 
 
-def load_config(path: str | Path | None) -> RunConfig:
-    """Load a YAML run config (plain data, never executed); None gives the defaults."""
+def load_config(path: str | Path | None, preset: str | None = None) -> RunConfig:
+    """Load a YAML run config (plain data, never executed) over a preset's values (``PRESETS``);
+    None gives the defaults."""
+    base = _preset(preset)
     if path is None:
-        return RunConfig()
+        return RunConfig.from_dict(base, source=f"preset {preset}")
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist: check the --config path")
@@ -338,7 +354,19 @@ def load_config(path: str | Path | None) -> RunConfig:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" at line {line + 1}" if line is not None else ""
         raise ConfigError(f"config file {path} is not valid YAML{where}: fix the syntax") from None
+    if preset and isinstance(raw, dict):
+        raw = {section: {**base.get(section, {}), **(raw.get(section) or {})} for section in {*base, *raw}}
     return RunConfig.from_dict(raw, source=str(path))
+
+
+def _preset(name: str | None) -> dict[str, dict[str, Any]]:
+    if name is None:
+        return {}
+    if name not in PRESETS:
+        close = difflib.get_close_matches(name, list(PRESETS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"unknown preset {name!r}: {hint}set --preset to one of {', '.join(PRESETS)}")
+    return {section: dict(values) for section, values in PRESETS[name].items()}
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -133,7 +133,7 @@ def _train_ensemble(
     write_history(out / "history.csv", history)
     plots.plot_loss_curve(history, out / "loss_curve.png", title=f"loss: {out.name} (mean of {k} members)", frozen_epochs=cfg.train.freeze_backbone_epochs)
     if imageset.is_ordinal:
-        predictor = Predictor.from_run(out, device=cfg.train.device)
+        predictor = Predictor.from_run(out, device=cfg.train.device, tta=False)
         _calibrate_run(out, predictor, imageset, split, cfg.calibrate, strict=False)
     log(f"ensemble of {k} members -> {out / 'best.pt'}")
     return history
@@ -287,7 +287,7 @@ def _train_locked(
         f"done in {time.perf_counter() - t0:.0f}s: best val_loss {best['val_loss']:.4f} (val_mae {best['val_mae']:.3f}) "
         f"at epoch {best['epoch']}"
     )
-    predictor = Predictor.from_run(out, device=cfg.train.device)
+    predictor = Predictor.from_run(out, device=cfg.train.device, tta=False)
     val_set = imageset.subset(split["val"])
     val_outputs = predictor.outputs(val_set.images)
     for warning in health_warnings(predictor, val_set, val_outputs):
@@ -458,7 +458,7 @@ def calibrate(
 ) -> dict[str, Any]:
     """Fit cut points and conformal grade sets on the run's validation split; store them in best.pt."""
     run = Path(run)
-    predictor = Predictor.from_run(run, device=device)
+    predictor = Predictor.from_run(run, device=device, tta=False)
     cfg = RunConfig.from_dict(predictor.checkpoint["config"], source=f"{run} checkpoint")
     cfg = cfg.with_overrides({"calibrate.objective": objective, "calibrate.alpha": alpha, "calibrate.folds": folds})
     if predictor.grade_names is None:
@@ -544,7 +544,7 @@ def _run_data(run: Path, cfg: RunConfig) -> tuple[ImageSet, dict[str, np.ndarray
 
 
 def evaluate(
-    run: str | Path, *, data: str | None = None, out: str | Path | None = None, device: str = "auto", tta: bool = False
+    run: str | Path, *, data: str | None = None, out: str | Path | None = None, device: str = "auto", tta: bool | None = None
 ) -> dict[str, Any]:
     """Score the run's test split (or every image of ``data``); write predictions, metrics, plots, report.
 
@@ -568,7 +568,7 @@ def evaluate(
         name = Path(data).name.removesuffix(".tar.gz").removesuffix(".csv") or "data"
     if len(imageset) == 0:
         raise DataError(f"no images to evaluate in {data or cfg.data.path}: the test split is empty; pass --data")
-    out_dir = Path(out) if out is not None else run_dir / f"eval-{name}{'-tta' if tta else ''}"
+    out_dir = Path(out) if out is not None else run_dir / f"eval-{name}{'-tta' if predictor.tta else ''}"
     log(f"evaluating {len(imageset)} images from {imageset.source} -> {out_dir}")
 
     outputs = predictor.outputs(imageset.images)
@@ -588,7 +588,7 @@ def evaluate(
         metrics = continuous_metrics(y, outputs.scores)
     metrics = {"data": imageset.source, "split": name, "task": predictor.model.task, **metrics}
     if predictor.members > 1 and grade_names is not None:
-        metrics["members"] = _member_metrics(run_dir, predictor, imageset, device, tta)
+        metrics["members"] = _member_metrics(run_dir, predictor, imageset, device, predictor.tta)
     if data is not None and grade_names is not None:
         gap = _domain_gap(run, predictor, cfg, Path(data), metrics)
         if gap is not None:
@@ -677,7 +677,7 @@ def _decision_metrics(predictor: Predictor, outputs: Outputs, y: np.ndarray) -> 
 # ----------------------------------------------------------------------------- predict
 
 
-def export(run: str | Path, *, out: str | Path, fmt: str = "onnx", tta: bool = False) -> dict[str, Any]:
+def export(run: str | Path, *, out: str | Path, fmt: str = "onnx", tta: bool | None = None) -> dict[str, Any]:
     """Write ``run`` as one self-contained grader file (ONNX); prints what was written.
 
     An ensemble becomes one graph holding every member; ``tta`` puts the test-time views in the graph.

@@ -137,3 +137,27 @@ def test_ensemble_zero_is_refused_and_writes_nothing(synth_dir, tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--ensemble" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_preset_accurate_trains_a_sord_ensemble_graded_with_tta(synth_dir, tmp_path):
+    run = tmp_path / "accurate"
+    assert main(["train", "--data", str(synth_dir), "--preset", "accurate", "--epochs", "1", "--depth", "11", "--out", str(run)]) == 0
+    cfg = load_checkpoint(run / "best.pt")["config"]
+    assert (cfg["model"]["task"], cfg["train"]["ensemble"], cfg["calibrate"]["tta"]) == ("sord", 3, True)
+    assert sorted(p.name for p in (run / "members").iterdir()) == ["m0", "m1", "m2"]
+    assert Predictor.from_run(run, device="cpu").tta  # the run's default
+    assert not Predictor.from_run(run, device="cpu", tta=False).tta
+    assert main(["evaluate", str(run)]) == 0
+    assert (run / "eval-test-tta" / "metrics.json").is_file()
+    assert main(["export", str(run), "--out", str(tmp_path / "a.onnx")]) == 0
+    assert OnnxGrader.from_file(tmp_path / "a.onnx").tta
+
+
+def test_flags_and_config_files_override_a_preset(synth_dir, tmp_path):
+    from imgrade.config import load_config
+
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("train:\n  ensemble: 2\n")
+    cfg = load_config(yaml_file, preset="accurate").with_overrides({"model.task": "corn"})
+    assert (cfg.model.task, cfg.train.ensemble, cfg.calibrate.tta) == ("corn", 2, True)
+    assert load_config(None, preset="reference") == load_config(None)

@@ -16,7 +16,7 @@ RUNTIMES = ("auto", "torch", "onnx")
 __all__ = ["Grader", "Outputs", "RUNTIMES", "load_grader"]
 
 
-def load_grader(source: str | Path, runtime: str = "auto", device: str = "auto", threads: int | None = None, tta: bool = False) -> Grader:
+def load_grader(source: str | Path, runtime: str = "auto", device: str = "auto", threads: int | None = None, tta: bool | None = None) -> Grader:
     """Load a grader from a run folder, a ``.pt`` checkpoint or an exported ``.onnx`` file.
 
     Args:
@@ -24,8 +24,9 @@ def load_grader(source: str | Path, runtime: str = "auto", device: str = "auto",
         runtime: "auto" (by the file: .onnx -> onnx, else torch), "torch" or "onnx".
         device: PyTorch device for the torch runtime ("auto", "cpu", "cuda", ...).
         threads: inference threads, ONNX Runtime's intra-op or torch's (None: the runtime's default).
-        tta: grade each image as the average of a few views of it (flip, small shifts). An .onnx
-            file does so when it was exported with ``--tta``, and only then.
+        tta: grade each image as the average of a few views of it (flip, small shifts); None: as
+            the run was configured (``calibrate.tta``). An .onnx file does so when it was exported
+            with ``--tta``, and only then: asking otherwise is an error.
 
     Raises:
         ConfigError: an unknown runtime, or one that cannot read ``source``.
@@ -46,6 +47,11 @@ def load_grader(source: str | Path, runtime: str = "auto", device: str = "auto",
             raise ConfigError(
                 f"{source} was exported without test-time augmentation: export the run again with "
                 f"`imgrade export RUN --out {Path(source).name} --tta`, or grade without --tta"
+            )
+        if tta is False and grader.tta:
+            raise ConfigError(
+                f"{source} was exported with test-time augmentation in its graph: export the run again with "
+                f"`imgrade export RUN --out {Path(source).name} --no-tta`, or grade without --no-tta"
             )
         return grader
     if is_onnx:

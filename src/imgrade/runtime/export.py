@@ -96,7 +96,7 @@ def _output_names(predictor: Predictor) -> list[str]:
     return names
 
 
-def export_onnx(run: str | Path, out: str | Path, tta: bool = False) -> dict:
+def export_onnx(run: str | Path, out: str | Path, tta: bool | None = None) -> dict:
     """Write ``run``'s best model to ``out`` as an ONNX grader; return a summary of the check.
 
     An ensemble's members all go into the one graph; with ``tta`` the graph grades each image as

@@ -49,11 +49,12 @@ class Predictor(Grader):
     calibration fitted that way."""
 
     @classmethod
-    def from_run(cls, run: str | Path, device: str = "auto", tta: bool = False) -> "Predictor":
+    def from_run(cls, run: str | Path, device: str = "auto", tta: bool | None = None) -> "Predictor":
         """Load ``run``'s best checkpoint (a run folder or a .pt file).
 
         An ensemble's checkpoint holds every member; they are graded as one network. With ``tta``
-        each image is graded as the average of a few views of it (see ``models.ensemble.TTAModel``).
+        each image is graded as the average of a few views of it (see ``models.ensemble.TTAModel``);
+        None: as the run's ``calibrate.tta`` says (off for runs that predate it).
 
         Raises:
             CheckpointError: the checkpoint cannot be rebuilt, or ``tta`` is asked of a run whose
@@ -61,6 +62,8 @@ class Predictor(Grader):
         """
         path = find_run_checkpoint(run)
         ckpt = load_checkpoint(path)
+        if tta is None:
+            tta = bool(((ckpt.get("config") or {}).get("calibrate") or {}).get("tta", False))
         backbone = ((ckpt.get("config") or {}).get("model") or {}).get("backbone", "reference")  # older runs: none saved
         if isinstance(backbone, str) and timm_name(backbone):
             import_timm()  # a missing timm says how to install it, not that the checkpoint is bad

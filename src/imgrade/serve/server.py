@@ -63,7 +63,7 @@ def serve(
     batch_window_ms: float = 5.0,
     request_timeout_s: float = 30.0,
     threads: int | None = None,
-    tta: bool = False,
+    tta: bool | None = None,
 ) -> None:
     """Serve ``model`` over HTTP until Ctrl+C (routes: :mod:`imgrade.serve.app`).
 
