@@ -91,7 +91,7 @@ def head_entry(name: str, flag: str = "--task") -> HeadEntry:
     >>> head_entry("corall")
     Traceback (most recent call last):
     ...
-    imgrade.core.errors.ConfigError: unknown task 'corall': did you mean 'coral'? set --task to one of regression, classification, coral, corn, sord
+    imgrade.core.errors.ConfigError: unknown task 'corall': did you mean 'coral'? set --task to one of regression, classification, coral, corn, axes, sord
     """
     if name not in _HEADS:
         close = difflib.get_close_matches(str(name), list(_HEADS), n=1)

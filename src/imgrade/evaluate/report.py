@@ -20,17 +20,17 @@ def format_members_table(metrics: dict) -> str:
     >>> m = {"accuracy": 0.7, "within1": 0.9, "grade_mae": 0.4, "qwk": 0.85, "decisions": None,
     ...      "members": [{"member": "m0", "seed": 0, "accuracy": 0.6, "within1": 0.9, "grade_mae": 0.5, "qwk": 0.8}]}
     >>> print(format_members_table(m))
-    grader            accuracy  within-1  grade MAE    QWK
-    ensemble             0.700     0.900      0.400  0.850
-    m0 (seed 0)          0.600     0.900      0.500  0.800
+    grader                 accuracy  within-1  grade MAE    QWK
+    ensemble                  0.700     0.900      0.400  0.850
+    m0 (seed 0)               0.600     0.900      0.500  0.800
     """
     decisions = metrics.get("decisions")
     used = decisions[decisions["used"]] if decisions else metrics
     rows = [("ensemble", used)] + [(f"{m['member']} (seed {m['seed']})", m) for m in metrics["members"]]
-    lines = ["grader            accuracy  within-1  grade MAE    QWK"]
+    lines = [f"{'grader':<22}  accuracy  within-1  grade MAE    QWK"]
     for label, m in rows:
         lines.append(
-            f"{label:<18}  {format_number(m['accuracy'], 'n/a'):>8}  {format_number(m['within1'], 'n/a'):>8}  "
+            f"{label:<22}  {format_number(m['accuracy'], 'n/a'):>8}  {format_number(m['within1'], 'n/a'):>8}  "
             f"{format_number(m['grade_mae'], 'n/a'):>9}  {format_number(m['qwk'], 'n/a'):>5}"
         )
     return "\n".join(lines)
