@@ -20,9 +20,9 @@ def format_members_table(metrics: dict) -> str:
     >>> m = {"accuracy": 0.7, "within1": 0.9, "grade_mae": 0.4, "qwk": 0.85, "decisions": None,
     ...      "members": [{"member": "m0", "seed": 0, "accuracy": 0.6, "within1": 0.9, "grade_mae": 0.5, "qwk": 0.8}]}
     >>> print(format_members_table(m))
-    grader                 accuracy  within-1  grade MAE    QWK
-    ensemble                  0.700     0.900      0.400  0.850
-    m0 (seed 0)               0.600     0.900      0.500  0.800
+    grader                  accuracy  within-1  grade MAE    QWK
+    ensemble                   0.700     0.900      0.400  0.850
+    m0 (seed 0)                0.600     0.900      0.500  0.800
     """
     decisions = metrics.get("decisions")
     used = decisions[decisions["used"]] if decisions else metrics
