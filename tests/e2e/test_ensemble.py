@@ -161,3 +161,33 @@ def test_flags_and_config_files_override_a_preset(synth_dir, tmp_path):
     cfg = load_config(yaml_file, preset="accurate").with_overrides({"model.task": "corn"})
     assert (cfg.model.task, cfg.train.ensemble, cfg.calibrate.tta) == ("corn", 2, True)
     assert load_config(None, preset="reference") == load_config(None)
+
+
+def test_the_service_grades_with_an_ensemble_under_tta_unchanged(ensemble_run, images):
+    import io
+    import warnings
+
+    from PIL import Image
+
+    from imgrade.runtime import load_grader
+    from imgrade.serve import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from fastapi.testclient import TestClient
+
+    grader = load_grader(ensemble_run, device="cpu", tta=True)
+    expected = grader.outputs(images[:2])
+    grader.prepare_for_serving()  # the traced, frozen copy of the ensemble and its six views
+    assert grader.network is not None
+    np.testing.assert_allclose(grader.outputs(images[:2]).scores, expected.scores, atol=1e-4)
+    files = []
+    for i in range(2):
+        buffer = io.BytesIO()
+        Image.fromarray(images[i]).save(buffer, format="PNG")
+        files.append(("files", (f"{i}.png", buffer.getvalue(), "image/png")))
+    with TestClient(create_app(grader, source_name="ensemble")) as client:
+        answer = client.post("/v1/grade", files=files)
+    assert answer.status_code == 200
+    scores = [r["score"] for r in answer.json()["results"]]
+    np.testing.assert_allclose(scores, expected.scores, atol=1e-4)
