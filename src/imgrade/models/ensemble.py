@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from imgrade.models.factory import DecodesWithHead
 from imgrade.models.heads import Head
 
 TTA_SHIFT = 1 / 16
@@ -20,7 +21,7 @@ TTA_SHIFT = 1 / 16
 shifts (up to 10%), so every view is one the network was trained on."""
 
 
-class EnsembleModel(nn.Module):
+class EnsembleModel(DecodesWithHead, nn.Module):
     """K grading models of the same task and grades, graded as one: their outputs averaged.
 
     Args:
@@ -44,29 +45,9 @@ class EnsembleModel(nn.Module):
         state dict holds each member once)."""
         return self.members[0].head
 
-    @property
-    def task(self) -> str:
-        return self.head.name
-
-    @property
-    def num_grades(self) -> int | None:
-        return self.head.num_grades
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outputs = torch.stack([member(x) for member in self.members])  # (K, B, O)
         return self.head.average(outputs)  # (B, O)
-
-    def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.head.loss(outputs, target)
-
-    def decode(self, outputs: torch.Tensor) -> torch.Tensor:
-        return self.head.decode(outputs)
-
-    def probabilities(self, outputs: torch.Tensor) -> torch.Tensor | None:
-        return self.head.probabilities(outputs)
-
-    def predict_grade(self, outputs: torch.Tensor) -> torch.Tensor:
-        return self.head.predict_grade(outputs)
 
 
 def tta_offsets(size: int) -> list[tuple[int, int, bool]]:
@@ -79,7 +60,7 @@ def tta_offsets(size: int) -> list[tuple[int, int, bool]]:
     return [(0, 0, False), (0, 0, True), (-d, 0, False), (d, 0, False), (0, -d, False), (0, d, False)]
 
 
-class TTAModel(nn.Module):
+class TTAModel(DecodesWithHead, nn.Module):
     """Grade each image as the average over a few views of it (flip and small shifts).
 
     The views are made as in training (``data.augment.random_shift_flip``): on the image before
@@ -119,14 +100,6 @@ class TTAModel(nn.Module):
     def head(self) -> Head:
         return self.model.head
 
-    @property
-    def task(self) -> str:
-        return self.head.name
-
-    @property
-    def num_grades(self) -> int | None:
-        return self.head.num_grades
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
         raw = x + self.mean  # (B, 3, H, W): the image in [0, 1] again
@@ -134,15 +107,3 @@ class TTAModel(nn.Module):
         stacked = torch.cat(views) - self.mean  # (V * B, 3, H, W), view-major
         outputs = self.model(stacked)  # (V * B, O)
         return self.head.average(outputs.reshape(self.views, batch, -1))  # (B, O)
-
-    def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.head.loss(outputs, target)
-
-    def decode(self, outputs: torch.Tensor) -> torch.Tensor:
-        return self.head.decode(outputs)
-
-    def probabilities(self, outputs: torch.Tensor) -> torch.Tensor | None:
-        return self.head.probabilities(outputs)
-
-    def predict_grade(self, outputs: torch.Tensor) -> torch.Tensor:
-        return self.head.predict_grade(outputs)

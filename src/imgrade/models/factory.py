@@ -44,13 +44,12 @@ def head_class(task: str) -> type[Head]:
     return target
 
 
-class GradingModel(nn.Module):
-    """Images -> head outputs; ``loss``, ``decode``, ``probabilities`` and ``predict_grade`` are the head's."""
+class DecodesWithHead:
+    """``task``, ``num_grades``, ``loss``, ``decode``, ``probabilities`` and ``predict_grade`` of a
+    module whose outputs are its ``head``'s: a network, an ensemble of them, or one under test-time
+    augmentation (models/ensemble.py)."""
 
-    def __init__(self, backbone: nn.Module, head: Head) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
+    head: Head
 
     @property
     def task(self) -> str:
@@ -59,12 +58,6 @@ class GradingModel(nn.Module):
     @property
     def num_grades(self) -> int | None:
         return self.head.num_grades
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.forward_features(x)  # (B, num_features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))  # (B, head outputs)
 
     def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.head.loss(outputs, target)
@@ -77,6 +70,21 @@ class GradingModel(nn.Module):
 
     def predict_grade(self, outputs: torch.Tensor) -> torch.Tensor:
         return self.head.predict_grade(outputs)
+
+
+class GradingModel(DecodesWithHead, nn.Module):
+    """Images -> head outputs; ``loss``, ``decode``, ``probabilities`` and ``predict_grade`` are the head's."""
+
+    def __init__(self, backbone: nn.Module, head: Head) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features(x)  # (B, num_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))  # (B, head outputs)
 
 
 def _unknown(kind: str, value: str, choices: tuple[str, ...], flag: str) -> ConfigError:
