@@ -38,6 +38,8 @@ import numpy as np
 from imgrade import pipeline
 from imgrade.compare import REFERENCE, fold_splits, paired_test, score_recipe_run, summarise
 from imgrade.config import RunConfig
+from imgrade.core.checkpoint import load_checkpoint
+from imgrade.core.errors import CheckpointError
 from imgrade.core.io import write_csv, write_text
 from imgrade.data.loader import load_dataset
 from imgrade.data.splits import stratified_split, stratify_labels
@@ -234,9 +236,8 @@ def photos_curve(cfg: RunConfig, out: Path, goal: str, sizes: list[int], rows: l
                 keep, _ = stratified_split(strata[train], (n / len(train), 1 - n / len(train)), 0)
                 smaller = {**split, "train": train[np.sort(keep)]}
                 run = out / f"{recipe.folder}-n{n}-fold{f}"
-                if not (run / "best.pt").exists():
-                    run_cfg = recipe.config(cfg)
-                    pipeline.train(run_cfg, run, split=smaller, imageset=imageset)
+                if not _finished(run):  # an interrupted curve continues where it stopped
+                    pipeline.train(recipe.config(cfg), run, split=smaller, imageset=imageset, overwrite=True)
                 test_set = imageset.subset(split["test"])
                 for row in score_recipe_run(run, test_set, recipe, f, 0, None):
                     if row["decision"] == "calibrated" and not row["recipe"].endswith(" member"):
@@ -246,6 +247,16 @@ def photos_curve(cfg: RunConfig, out: Path, goal: str, sizes: list[int], rows: l
                 points.append({"recipe": recipe.name, "photos": int(r["n_train"]), "fold": r["fold"], "accuracy": r["accuracy"], "qwk": r["qwk"]})
     write_csv(out / "photos_curve.csv", points)
     return points
+
+
+def _finished(run: Path) -> bool:
+    """Trained and calibrated: a run's last.pt says finished, an ensemble's best.pt holds its calibration."""
+    try:
+        if (run / "members").is_dir():
+            return load_checkpoint(run / "best.pt").get("calibration") is not None
+        return bool(load_checkpoint(run / "last.pt").get("finished")) and load_checkpoint(run / "best.pt").get("calibration") is not None
+    except (CheckpointError, OSError):
+        return False
 
 
 def plot_curve(points: list[dict], path: Path) -> None:
