@@ -44,6 +44,7 @@ from imgrade.core.io import write_csv, write_text
 from imgrade.data.loader import load_dataset
 from imgrade.data.splits import stratified_split, stratify_labels
 from imgrade.recipe import parse_recipes
+from imgrade.runtime.predictor import CALIBRATION_TTA
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/cucumber9-p1-sample/cucumber-9-python"
 DEFAULT_RECIPES = "regression,classification,corn,sord+ensemble=3,sord+ensemble=3+tta,sord+ema=0.99,axes"
@@ -145,8 +146,9 @@ def rescore(cfg: RunConfig, parts: list[Path], recipes: str, *, seeds: int, fold
                 run = found[0]
                 if run not in calibrated:  # both plain and test-time augmented, with this code's cut points
                     for folder in [run, *sorted((run / "members").glob("m*"))]:
-                        with contextlib.redirect_stderr(io.StringIO()):
-                            pipeline.calibrate(folder, device="cpu")
+                        if load_checkpoint(folder / "best.pt").get(CALIBRATION_TTA) is None:  # calibrated before --tta existed
+                            with contextlib.redirect_stderr(io.StringIO()):
+                                pipeline.calibrate(folder, device="cpu")
                     calibrated.add(run)
                 seconds = sum(float(r["seconds"]) for h in [run, *sorted((run / "members").glob("m*"))]
                               if (h / "history.csv").exists() and not (h / "members").exists() for r in _read_csv(h / "history.csv"))
@@ -213,6 +215,18 @@ def goal_check(rows: list[dict], goal: str, *, folds: int) -> str:
             continue
         verdict = "beats it by more than one standard error" if test["diff"] > test["diff_se"] else "does NOT beat it by one standard error"
         lines.append(f"  {metric} vs {baseline}: {test['diff']:+.3f} +- {test['diff_se']:.3f} (p={test['p']:.3g}, {test['pairs']} pairs): {verdict}")
+    single = _decision(rows, "sord+ensemble=3 member")
+    if single:
+        lines.append("  each lever against one SORD network (the mean of the ensemble's members on the same fold):")
+        for recipe in dict.fromkeys(r["recipe"] for r in rows):
+            if recipe.endswith(" member") or recipe in ("regression", "classification", "corn"):
+                continue
+            parts = []
+            for metric in ("accuracy", "qwk"):
+                test = paired_test(_decision(rows, recipe), single, metric, folds=folds)
+                if test is not None and test["diff_se"] is not None:
+                    parts.append(f"{metric} {test['diff']:+.3f} +- {test['diff_se']:.3f} (p={test['p']:.2g}, {test['pairs']} pairs)")
+            lines.append(f"    {recipe}: " + ("; ".join(parts) or "no paired rows"))
     corn = _decision(rows, "corn")
     if corn:
         a, b = seed_spread(mine), seed_spread(corn)
