@@ -214,7 +214,7 @@ def goal_check(rows: list[dict], goal: str, *, folds: int) -> str:
             lines.append(f"  {metric} vs {baseline}: no paired rows")
             continue
         verdict = "beats it by more than one standard error" if test["diff"] > test["diff_se"] else "does NOT beat it by one standard error"
-        lines.append(f"  {metric} vs {baseline}: {test['diff']:+.3f} +- {test['diff_se']:.3f} (p={test['p']:.3g}, {test['pairs']} pairs): {verdict}")
+        lines.append(f"  {metric} vs {baseline}: {test['diff']:+.3f} +- {test['diff_se']:.3f} (p={_p(test['p'])}, {test['pairs']} pairs): {verdict}")
     single = _decision(rows, "sord+ensemble=3 member")
     if single:
         lines.append("  each lever against one SORD network (the mean of the ensemble's members on the same fold):")
@@ -225,7 +225,7 @@ def goal_check(rows: list[dict], goal: str, *, folds: int) -> str:
             for metric in ("accuracy", "qwk"):
                 test = paired_test(_decision(rows, recipe), single, metric, folds=folds)
                 if test is not None and test["diff_se"] is not None:
-                    parts.append(f"{metric} {test['diff']:+.3f} +- {test['diff_se']:.3f} (p={test['p']:.2g}, {test['pairs']} pairs)")
+                    parts.append(f"{metric} {test['diff']:+.3f} +- {test['diff_se']:.3f} (p={_p(test['p'])}, {test['pairs']} pairs)")
             lines.append(f"    {recipe}: " + ("; ".join(parts) or "no paired rows"))
     corn = _decision(rows, "corn")
     if corn:
@@ -233,6 +233,10 @@ def goal_check(rows: list[dict], goal: str, *, folds: int) -> str:
         verdict = "halved" if a <= b / 2 else "NOT halved"
         lines.append(f"  seed-to-seed spread of exact accuracy (std over seeds, mean over folds): {a:.3f} against {b:.3f} for one CORN network: {verdict}")
     return "\n".join(lines)
+
+
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.2g}"
 
 
 def photos_curve(cfg: RunConfig, out: Path, goal: str, sizes: list[int], rows: list[dict], *, folds: int) -> list[dict]:
