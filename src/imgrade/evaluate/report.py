@@ -122,6 +122,11 @@ def write_run_report(path, title: str, metrics: dict, grade_names, pictures: dic
         rows = [[label, m["accuracy"], m["within1"], m["grade_mae"], m["qwk"]] for label, m in decisions.items() if label != "used"]
         used = [r[0] for r in rows].index(decisions["used"]) if decisions["used"] in [r[0] for r in rows] else None
         blocks.append(html.table(["grades from", "accuracy", "within-1", "grade MAE", "QWK"], rows, caption="plain decision vs tuned cut points (the highlighted row is used)", highlight_row=used))
+    if metrics.get("members"):
+        used_metrics = decisions[decisions["used"]] if decisions else metrics
+        rows = [["ensemble", *(used_metrics[k] for k in ("accuracy", "within1", "grade_mae", "qwk"))]]
+        rows += [[f"{m['member']} (seed {m['seed']})", m["accuracy"], m["within1"], m["grade_mae"], m["qwk"]] for m in metrics["members"]]
+        blocks.append(html.table(["grader", "accuracy", "within-1", "grade MAE", "QWK"], rows, caption="the ensemble beside each of its members alone", highlight_row=0))
     gap = metrics.get("domain_gap")
     if gap:
         keys = ("n", "accuracy", "within1", "grade_mae", "qwk")
