@@ -53,6 +53,7 @@ def test_evaluate_shows_each_member_beside_the_ensemble(ensemble_run, capsys):
     assert "ensemble" in printed and "m0 (seed 2)" in printed and "m1 (seed 3)" in printed
     metrics = json.loads((ensemble_run / "eval-test" / "metrics.json").read_text())
     assert [m["member"] for m in metrics["members"]] == ["m0", "m1"]
+    assert "m1 (seed 3)" in (ensemble_run / "eval-test" / "report.html").read_text()
 
 
 def test_ensemble_exports_to_one_onnx_file_with_and_without_tta(ensemble_run, images, tmp_path):
