@@ -27,7 +27,7 @@ examples:
 
 
 TTA_HELP = ("grade each image as the average of 6 views of it: itself, its mirror, shifts of 1/16 up, down, left, right "
-            "(default: as the run was trained, off unless --preset accurate or calibrate.tta)")
+            "(default: as the run says, calibrate.tta, off unless set)")
 
 
 def _add_run_flags(p, *, compare: bool = False, preset: bool = False) -> None:
@@ -35,7 +35,7 @@ def _add_run_flags(p, *, compare: bool = False, preset: bool = False) -> None:
     p.add_argument("--config", help="YAML file with data/model/train/calibrate sections; flags override it")
     if preset:
         p.add_argument("--preset", choices=list(PRESETS), help="a named recipe under --config and the flags: reference (the defaults) or accurate "
-                       "(soft ordinal labels, an ensemble of 3, test-time augmentation: most exact on real photos, 3x the training time)")
+                       "(soft ordinal labels and an ensemble of 3: the best on real photos, 3x the training and grading time)")
     g = p.add_argument_group("data")
     g.add_argument("--data", dest="data.path", help="CUCUMBER-9 folder/.tar.gz, class folders, or CSV manifest")
     g.add_argument("--grades", dest="data.grades", help="grade names in rank order, comma-separated (e.g. 2L,L,M,S)")

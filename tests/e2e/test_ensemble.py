@@ -8,6 +8,7 @@ import torch
 
 from imgrade import pipeline
 from imgrade.cli import main
+from imgrade.config import load_config
 from imgrade.core.checkpoint import load_checkpoint
 from imgrade.data.cucumber9 import read_cucumber9
 from imgrade.models.ensemble import TTAModel, tta_offsets
@@ -140,14 +141,22 @@ def test_ensemble_zero_is_refused_and_writes_nothing(synth_dir, tmp_path, capsys
     assert not (tmp_path / "run").exists()
 
 
-def test_preset_accurate_trains_a_sord_ensemble_graded_with_tta(synth_dir, tmp_path):
+def test_preset_accurate_trains_a_sord_ensemble(synth_dir, tmp_path):
     run = tmp_path / "accurate"
     assert main(["train", "--data", str(synth_dir), "--preset", "accurate", "--epochs", "1", "--depth", "11", "--out", str(run)]) == 0
     cfg = load_checkpoint(run / "best.pt")["config"]
-    assert (cfg["model"]["task"], cfg["train"]["ensemble"], cfg["calibrate"]["tta"]) == ("sord", 3, True)
+    assert (cfg["model"]["task"], cfg["train"]["ensemble"], cfg["calibrate"]["tta"]) == ("sord", 3, False)
     assert sorted(p.name for p in (run / "members").iterdir()) == ["m0", "m1", "m2"]
-    assert Predictor.from_run(run, device="cpu").tta  # the run's default
-    assert not Predictor.from_run(run, device="cpu", tta=False).tta
+    assert not Predictor.from_run(run, device="cpu").tta  # the run's default
+    assert main(["evaluate", str(run)]) == 0
+    assert (run / "eval-test" / "metrics.json").is_file()
+
+
+def test_a_run_configured_to_grade_with_tta_does_so_by_default(synth_dir, tmp_path):
+    run = tmp_path / "tta"
+    cfg = load_config(None).with_overrides({"data.path": str(synth_dir), "model.task": "corn", "model.depth": 11, "train.epochs": 1, "calibrate.tta": True})
+    pipeline.train(cfg, run)
+    assert Predictor.from_run(run, device="cpu").tta and not Predictor.from_run(run, device="cpu", tta=False).tta
     assert main(["evaluate", str(run)]) == 0
     assert (run / "eval-test-tta" / "metrics.json").is_file()
     assert main(["export", str(run), "--out", str(tmp_path / "a.onnx")]) == 0
@@ -160,7 +169,7 @@ def test_flags_and_config_files_override_a_preset(synth_dir, tmp_path):
     yaml_file = tmp_path / "run.yaml"
     yaml_file.write_text("train:\n  ensemble: 2\n")
     cfg = load_config(yaml_file, preset="accurate").with_overrides({"model.task": "corn"})
-    assert (cfg.model.task, cfg.train.ensemble, cfg.calibrate.tta) == ("corn", 2, True)
+    assert (cfg.model.task, cfg.train.ensemble) == ("corn", 2)
     assert load_config(None, preset="reference") == load_config(None)
 
 
