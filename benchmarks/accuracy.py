@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import csv
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -41,6 +42,7 @@ from imgrade.config import RunConfig
 from imgrade.core.checkpoint import load_checkpoint
 from imgrade.core.errors import CheckpointError
 from imgrade.core.io import write_csv, write_text
+from imgrade.core.rundir import ensemble_members
 from imgrade.data.loader import load_dataset
 from imgrade.data.splits import stratified_split, stratify_labels
 from imgrade.recipe import parse_recipes
@@ -116,7 +118,7 @@ def _run_in_parallel(args, out: Path) -> list[Path]:
         command = [sys.executable, __file__, "--worker", "--data", args.data, "--epochs", str(args.epochs), "--seeds", str(args.seeds),
                    "--folds", str(args.folds), "--recipes", ",".join(names), "--metric", args.metric, "--out", str(part)]
         log = (out / f"part{i}.log").open("w")
-        processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**_env(), "OMP_NUM_THREADS": "1"}))
+        processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}))
         parts.append(part)
         print(f"job {i}: {', '.join(names)} (log {out / f'part{i}.log'})", flush=True)
     failed = [i for i, p in enumerate(processes) if p.wait() != 0]
@@ -146,13 +148,14 @@ def rescore(cfg: RunConfig, parts: list[Path], recipes: str, *, seeds: int, fold
                     continue
                 run = found[0]
                 if run not in calibrated:  # both plain and test-time augmented, with this code's cut points
-                    for folder in [run, *sorted((run / "members").glob("m*"))]:
+                    for folder in [run, *ensemble_members(run)]:
                         if load_checkpoint(folder / "best.pt").get(CALIBRATION_TTA) is None:  # calibrated before --tta existed
                             with contextlib.redirect_stderr(io.StringIO()):
                                 pipeline.calibrate(folder, device="cpu")
                     calibrated.add(run)
-                seconds = sum(float(r["seconds"]) for h in [run, *sorted((run / "members").glob("m*"))]
-                              if (h / "history.csv").exists() and not (h / "members").exists() for r in _read_csv(h / "history.csv"))
+                # the networks' own epoch times: an ensemble's members, not the mean history beside them
+                networks = ensemble_members(run) or [run]
+                seconds = sum(float(r["seconds"]) for h in networks for r in _read_csv(h / "history.csv"))
                 for row in score_recipe_run(run, test_set, recipe, f, seed, seconds):
                     rows.append({**row, "n_train": len(split["train"]), "n_test": len(split["test"])})
     return rows
@@ -169,12 +172,6 @@ def _cost(folder: str) -> float:
         if part.startswith("ensemble="):
             return float(part.split("=", 1)[1])
     return 1.0
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -271,7 +268,7 @@ def photos_curve(cfg: RunConfig, out: Path, goal: str, sizes: list[int], rows: l
 def _finished(run: Path) -> bool:
     """Trained and calibrated: a run's last.pt says finished, an ensemble's best.pt holds its calibration."""
     try:
-        if (run / "members").is_dir():
+        if ensemble_members(run):
             return load_checkpoint(run / "best.pt").get("calibration") is not None
         return bool(load_checkpoint(run / "last.pt").get("finished")) and load_checkpoint(run / "best.pt").get("calibration") is not None
     except (CheckpointError, OSError):

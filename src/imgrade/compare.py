@@ -14,7 +14,6 @@ because folds share most of their training images; over seeds on one split, from
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +27,7 @@ from imgrade.calibrate import set_summary
 from imgrade.config import RunConfig, parse_split
 from imgrade.core.errors import CheckpointError, ConfigError, DataError
 from imgrade.core.io import write_csv, write_text
+from imgrade.core.rundir import ensemble_members
 from imgrade.core.registry import task_names
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
@@ -131,15 +131,6 @@ def score_recipe_run(run: Path, test_set: ImageSet, recipe: Recipe, fold: int, s
         member_rows = _score_run(member, test_set, f"{recipe.name} member", recipe.task, fold, member_seed, None, tta=recipe.tta)
         rows += [{**r, "run_seed": seed} for r in member_rows]
     return rows
-
-
-def ensemble_members(run: Path) -> list[Path]:
-    """``run/members/m0``, ``m1``, ... in number order; empty for a run without members."""
-    folder = Path(run) / "members"
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir() if p.is_dir() and re.fullmatch(r"m\d+", p.name)]
-    return sorted(found, key=lambda p: int(p.name[1:]))
 
 
 def _score_run(

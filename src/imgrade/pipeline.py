@@ -25,7 +25,7 @@ from imgrade.core.errors import CheckpointError, ConfigError, DataError, Imgrade
 from imgrade.core.io import remove_stale_temporaries, write_text
 from imgrade.core.preprocess import mean_image, nhwc_to_tensor, to_input
 from imgrade.core.registry import head_entry
-from imgrade.core.rundir import load_split, read_history, run_lock, save_split, write_history
+from imgrade.core.rundir import MEMBERS, load_split, member_dir, read_history, run_lock, save_split, write_history
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import detect_format, load_dataset
 from imgrade.data.splits import hold_out_calibration, make_split
@@ -118,14 +118,14 @@ def _train_ensemble(
     histories = []
     for i in range(k):
         seed = member_seed(cfg.train.seed, k, i)
-        member_dir = out / "members" / f"m{i}"
+        member = member_dir(out, i)
         member_cfg = cfg.with_overrides({"train.ensemble": 1, "train.seed": seed})
-        state = distributed.on_main(_member_state, member_dir)
-        log(f"\nensemble member {i + 1}/{k} (seed {seed}) -> {member_dir}" + {"done": ": already trained", "resume": ": resuming"}.get(state, ""))
+        state = distributed.on_main(_member_state, member)
+        log(f"\nensemble member {i + 1}/{k} (seed {seed}) -> {member}" + {"done": ": already trained", "resume": ": resuming"}.get(state, ""))
         if state == "done":
-            histories.append(read_history(member_dir / "history.csv"))
+            histories.append(read_history(member / "history.csv"))
             continue
-        histories.append(_train(member_cfg, member_dir, state == "resume", False, split, imageset))
+        histories.append(_train(member_cfg, member, state == "resume", False, split, imageset))
     history = _mean_history(histories)
     if not distributed.is_main():
         return history
@@ -165,11 +165,11 @@ def _mean_history(histories: list[list[dict]]) -> list[dict]:
 
 def _assemble_ensemble(cfg: RunConfig, out: Path, k: int) -> None:
     """One checkpoint with every member's best weights (``members.I.*``), graded as one network."""
-    states = [load_checkpoint(out / "members" / f"m{i}" / "best.pt") for i in range(k)]
+    states = [load_checkpoint(member_dir(out, i) / "best.pt") for i in range(k)]
     first = states[0]
     for i, state in enumerate(states[1:], start=1):
         if not torch.equal(state["mean_image"], first["mean_image"]):
-            raise CheckpointError(f"{out / 'members' / f'm{i}'} was trained on another split than member 0: train the ensemble again with --overwrite")
+            raise CheckpointError(f"{member_dir(out, i)} was trained on another split than member 0: train the ensemble again with --overwrite")
     payload = {key: value for key, value in first.items() if key not in ("model_state", "epoch", "val_loss", "calibration", CALIBRATION_TTA)}
     payload.update({
         "config": cfg.to_dict(),
@@ -387,7 +387,7 @@ def _check_out_is_free(out: Path, overwrite: bool) -> None:
     if overwrite:
         for name in ("config.yaml", "split.json", "data.json", "best.pt", LAST, "history.csv", "loss_curve.png"):
             (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "members", ignore_errors=True)
+        shutil.rmtree(out / MEMBERS, ignore_errors=True)
         return
     finished = False
     if (out / LAST).exists():
@@ -395,7 +395,7 @@ def _check_out_is_free(out: Path, overwrite: bool) -> None:
             finished = bool(load_checkpoint(out / LAST).get("finished"))
         except CheckpointError:
             pass
-    elif (out / "members").is_dir() and (out / "best.pt").exists():
+    elif (out / MEMBERS).is_dir() and (out / "best.pt").exists():
         finished = _ensemble_finished(out)
     what = "a finished run" if finished else "an unfinished run"
     fix = "choose another --out or pass --overwrite" if finished else "continue it with --resume, or pass --overwrite to start again"
@@ -644,9 +644,8 @@ def _member_metrics(run_dir: Path, predictor: Predictor, imageset: ImageSet, dev
     y = imageset.targets.astype(np.int64)
     rows = []
     for i in range(predictor.members):
-        member_dir = run_dir / "members" / f"m{i}"
         try:
-            member = Predictor.from_run(member_dir, device=device, tta=tta)
+            member = Predictor.from_run(member_dir(run_dir, i), device=device, tta=tta)
         except ImgradeError as e:
             log(f"member {i} left out of the table: {e}")
             continue

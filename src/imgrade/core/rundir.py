@@ -6,6 +6,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,28 @@ import numpy as np
 from imgrade.core.checkpoint import save_json
 from imgrade.core.errors import CheckpointError, ConfigError, DataError, OutputError
 from imgrade.core.io import write_csv
+
+
+MEMBERS = "members"
+"""The folder of an ensemble run that holds its members, each a complete run: m0, m1, ..."""
+
+
+def member_dir(run: Path, index: int) -> Path:
+    """Where ensemble member ``index`` of ``run`` lives.
+
+    >>> member_dir(Path("runs/e"), 2).as_posix()
+    'runs/e/members/m2'
+    """
+    return Path(run) / MEMBERS / f"m{index}"
+
+
+def ensemble_members(run: Path) -> list[Path]:
+    """``run/members/m0``, ``m1``, ... in number order (m10 after m9); empty for a run without members."""
+    folder = Path(run) / MEMBERS
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and re.fullmatch(r"m\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name[1:]))
 
 
 def save_split(path: Path, split: dict[str, np.ndarray], imageset) -> None:
