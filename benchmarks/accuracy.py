@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from imgrade import pipeline
-from imgrade.compare import REFERENCE, fold_splits, paired_test, score_recipe_run, summarise
+from imgrade.pipeline.compare import REFERENCE, fold_splits, paired_test, score_recipe_run, summarise
 from imgrade.config import RunConfig
 from imgrade.core.checkpoint import load_checkpoint
 from imgrade.core.errors import CheckpointError
@@ -45,7 +45,7 @@ from imgrade.core.io import write_csv, write_text
 from imgrade.core.rundir import ensemble_members
 from imgrade.data.loader import load_dataset
 from imgrade.data.splits import stratified_split, stratify_labels
-from imgrade.recipe import parse_recipes
+from imgrade.pipeline.recipe import parse_recipes
 from imgrade.runtime.predictor import CALIBRATION_TTA
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/cucumber9-p1-sample/cucumber-9-python"

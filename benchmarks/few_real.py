@@ -33,13 +33,15 @@ import numpy as np
 import yaml
 
 from imgrade import pipeline
-from imgrade.compare import fold_splits
+from imgrade.pipeline.compare import fold_splits
 from imgrade.config import RunConfig
 from imgrade.core.io import write_csv
 from imgrade.core.rundir import read_history
 from imgrade.data.loader import load_dataset
 from imgrade.evaluate import plots
-from imgrade.fewshot import FINETUNE_DEFAULTS, pretrain, score
+from imgrade.pipeline.evaluate import score
+from imgrade.pipeline.fewshot import FINETUNE_DEFAULTS, pretrain
+from imgrade.pipeline.runs import log
 from imgrade.runtime.predictor import Predictor
 from imgrade.evaluate.metrics import confusion_matrix
 from imgrade.evaluate.report import mean_std
@@ -102,7 +104,7 @@ def main() -> None:
                 run = pretrained
             else:
                 run = out / "runs" / f"row{row}-fold{fold}"
-                pipeline.log(f"\n[fold {fold}] {ROWS[row - 1]} -> {run}")
+                log(f"\n[fold {fold}] {ROWS[row - 1]} -> {run}")
                 pipeline.train(configs[row], run, split=split, imageset=real)
             metrics, predicted = score(Predictor.from_run(run), test)
             if row in confusion_inputs:

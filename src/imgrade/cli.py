@@ -99,6 +99,7 @@ def _add_train(sub) -> None:
 def cmd_train(args) -> int:
     from imgrade import pipeline
     from imgrade.config import load_config
+    from imgrade.pipeline.runs import log
 
     overrides = {k: v for k, v in vars(args).items() if "." in k}
     if args.resume:
@@ -110,7 +111,7 @@ def cmd_train(args) -> int:
     else:
         cfg = load_config(args.config, preset=args.preset).with_overrides(overrides)
     pipeline.train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
-    pipeline.log(f"next: imgrade evaluate {args.out}")  # once under torchrun too
+    log(f"next: imgrade evaluate {args.out}")  # once under torchrun too
     return 0
 
 
@@ -133,7 +134,7 @@ def cmd_compare(args) -> int:
 
 def cmd_fewshot(args) -> int:
     from imgrade import pipeline
-    from imgrade.fewshot import recipe_config
+    from imgrade.pipeline.fewshot import recipe_config
 
     overrides = {k: v for k, v in vars(args).items() if "." in k}
     cfg = recipe_config(args.config, overrides)
@@ -149,7 +150,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from imgrade.runtime.files import predict
+    from imgrade.runtime.predict import predict
 
     predict(args.run, args.inputs, fmt=args.format, device=args.device, runtime=args.runtime, tta=args.tta)
     return 0

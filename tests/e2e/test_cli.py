@@ -1,5 +1,6 @@
 """The real CLI, in-process, on small generated sets: assert on the files and what a user reads."""
 
+import importlib
 import csv
 import json
 import subprocess
@@ -12,6 +13,8 @@ from PIL import Image
 
 from imgrade.cli import main
 from imgrade.core.checkpoint import load_checkpoint, save_checkpoint
+
+TRAINING = importlib.import_module("imgrade.pipeline.train")  # the module; `pipeline.train` is the function
 
 GRADES = ["2L", "L", "M", "S", "2S", "BL", "BM", "BS", "C"]
 
@@ -108,16 +111,16 @@ def test_resume_continues_to_the_same_weights(synth_dir, tmp_path, monkeypatch):
 
     from imgrade import pipeline
 
-    real_write = pipeline.write_history
+    real_write = TRAINING.write_history
 
     def interrupt_after_two_epochs(path, history):
         real_write(path, history)
         if len(history) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "write_history", interrupt_after_two_epochs)
+    monkeypatch.setattr(TRAINING, "write_history", interrupt_after_two_epochs)
     assert main(["train", *args, "--out", str(tmp_path / "cut")]) == 130
-    monkeypatch.setattr(pipeline, "write_history", real_write)
+    monkeypatch.setattr(TRAINING, "write_history", real_write)
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 2
     # a plain train into the unfinished run is refused; --resume finishes it
     assert main(["train", *args, "--out", str(tmp_path / "cut")]) == 2

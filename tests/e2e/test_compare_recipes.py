@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from imgrade.cli import main
-from imgrade.compare import score_recipe_run, summarise
+from imgrade.pipeline.compare import score_recipe_run, summarise
 from imgrade.config import DataConfig, RunConfig
 from imgrade.data.loader import load_dataset
-from imgrade.recipe import parse_recipe
+from imgrade.pipeline.recipe import parse_recipe
 
 
 def _csv(path):

@@ -1,5 +1,6 @@
 """`imgrade train --workers N --cache DIR` on folder and CSV sets: decoded once, read from the cache after."""
 
+import importlib
 import dataclasses
 import json
 
@@ -70,7 +71,7 @@ def test_training_reads_a_memory_mapped_set_in_place_and_learns_what_a_copy_in_m
         seen.append(data)
         return fit(model, data, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "fit", spy)
+    monkeypatch.setattr(importlib.import_module("imgrade.pipeline.train"), "fit", spy)
     pipeline.train(cfg, tmp_path / "mapped", imageset=mapped)
     pipeline.train(cfg, tmp_path / "in-memory", imageset=in_memory)
     for data, imageset in zip(seen, (mapped, in_memory)):

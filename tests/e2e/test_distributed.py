@@ -122,18 +122,19 @@ def test_torchrun_matches_one_process_and_writes_one_run(ddp_run, data, tmp_path
 
 
 STOP_AFTER_TWO_EPOCHS = """
+import importlib
 import sys
-from imgrade import pipeline
 from imgrade.cli import main
 
-real_write = pipeline.write_history
+training = importlib.import_module("imgrade.pipeline.train")
+real_write = training.write_history
 
 def stop_after_two_epochs(path, history):
     real_write(path, history)
     if len(history) == 2:
         raise KeyboardInterrupt
 
-pipeline.write_history = stop_after_two_epochs
+training.write_history = stop_after_two_epochs
 sys.exit(main())
 """
 

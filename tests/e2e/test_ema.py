@@ -1,11 +1,13 @@
 """train --ema: the averaged weights are validated and kept as best.pt; off, nothing changes."""
 
+import importlib
 import pytest
 import torch
 
-from imgrade import pipeline
 from imgrade.cli import main
 from imgrade.core.checkpoint import load_checkpoint
+
+TRAINING = importlib.import_module("imgrade.pipeline.train")  # the module; `pipeline.train` is the function
 
 EPOCHS = ["--epochs", "3", "--depth", "11"]
 
@@ -48,16 +50,16 @@ def test_best_pt_holds_the_average_and_training_itself_is_untouched(runs):
 
 def test_resume_with_ema_continues_to_the_same_weights(runs, synth_dir, tmp_path, monkeypatch):
     cut = tmp_path / "cut"
-    real_write = pipeline.write_history
+    real_write = TRAINING.write_history
 
     def interrupt_after_two_epochs(path, history):
         real_write(path, history)
         if len(history) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "write_history", interrupt_after_two_epochs)
+    monkeypatch.setattr(TRAINING, "write_history", interrupt_after_two_epochs)
     assert main(["train", "--data", str(synth_dir), *EPOCHS, "--ema", "0.9", "--out", str(cut)]) == 130
-    monkeypatch.setattr(pipeline, "write_history", real_write)
+    monkeypatch.setattr(TRAINING, "write_history", real_write)
     assert load_checkpoint(cut / "last.pt")["ema_steps"] == 2 * 2
     assert main(["train", "--resume", "--out", str(cut)]) == 0
     full, resumed = load_checkpoint(runs / "ema" / "last.pt"), load_checkpoint(cut / "last.pt")

@@ -1,5 +1,6 @@
 """`--ensemble K` and `--tta`: one run of K members, averaged; test-time views; both through ONNX."""
 
+import importlib
 import json
 
 import numpy as np
@@ -15,6 +16,8 @@ from imgrade.models.ensemble import TTAModel, tta_offsets
 from imgrade.models.factory import build_model
 from imgrade.runtime.onnx import OnnxGrader
 from imgrade.runtime.predictor import CALIBRATION_TTA, Predictor
+
+TRAINING = importlib.import_module("imgrade.pipeline.train")  # the module; `pipeline.train` is the function
 
 TRAIN = ["--epochs", "2", "--depth", "11", "--seed", "1"]
 
@@ -113,16 +116,16 @@ def test_evaluate_with_tta_uses_its_own_calibration(ensemble_run):
 def test_an_interrupted_ensemble_resumes_member_by_member(synth_dir, tmp_path, monkeypatch):
     args = ["--data", str(synth_dir), "--task", "classification", "--ensemble", "2", "--epochs", "2", "--depth", "11"]
     assert main(["train", *args, "--out", str(tmp_path / "full")]) == 0
-    real_write = pipeline.write_history
+    real_write = TRAINING.write_history
 
     def stop_in_the_second_member(path, history):
         real_write(path, history)
         if path.parent.name == "m1" and len(history) == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "write_history", stop_in_the_second_member)
+    monkeypatch.setattr(TRAINING, "write_history", stop_in_the_second_member)
     assert main(["train", *args, "--out", str(tmp_path / "cut")]) == 130
-    monkeypatch.setattr(pipeline, "write_history", real_write)
+    monkeypatch.setattr(TRAINING, "write_history", real_write)
     assert not (tmp_path / "cut" / "best.pt").exists()
     assert main(["train", *args, "--out", str(tmp_path / "cut")]) == 2  # unfinished: resume, or overwrite
     assert main(["train", "--resume", "--out", str(tmp_path / "cut")]) == 0

@@ -5,7 +5,7 @@ import torch
 
 from imgrade.data.imageset import ImageSet
 from imgrade.models.factory import build_model
-from imgrade.pipeline import health_warnings
+from imgrade.pipeline.train import health_warnings
 from imgrade.runtime.predictor import Outputs, Predictor
 
 

@@ -2,7 +2,7 @@ import pytest
 
 from imgrade.config import RunConfig
 from imgrade.core.errors import ConfigError
-from imgrade.recipe import parse_recipe, parse_recipes
+from imgrade.pipeline.recipe import parse_recipe, parse_recipes
 
 
 def test_a_key_is_found_in_whichever_section_holds_it_with_dashes_or_underscores():

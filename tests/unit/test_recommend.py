@@ -1,6 +1,6 @@
 import pytest
 
-from imgrade.compare import recommend
+from imgrade.pipeline.compare import recommend
 from imgrade.core.errors import ConfigError
 
 

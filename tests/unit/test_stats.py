@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from imgrade.compare import paired_test
+from imgrade.pipeline.compare import paired_test
 from imgrade.core.errors import ImgradeError
 from imgrade.evaluate.stats import corrected_ttest
 

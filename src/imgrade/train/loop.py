@@ -37,7 +37,7 @@ GPU_SHARE = 0.25
 class FitData:
     """Tensors for one run: images stay uint8 until a batch is taken.
 
-    ``pipeline.train`` gives the whole set once (``FitData.from_set``): ``train_x`` and ``val_x``
+    ``imgrade.pipeline.train`` gives the whole set once (``FitData.from_set``): ``train_x`` and ``val_x``
     are then one tensor, and ``train_index`` and ``val_index`` name each split's rows in it.
     Without an index a split is all of its tensor's rows.
     """

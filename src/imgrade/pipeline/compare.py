@@ -1,7 +1,7 @@
 """Every formulation on the same split and budget: which one grades this data best, honestly.
 
 ``imgrade compare`` trains each recipe (a task such as regression, classification, coral or corn,
-with optional config changes: see :mod:`imgrade.recipe`) for each seed (or each cross-validation
+with optional config changes: see :mod:`imgrade.pipeline.recipe`) for each seed (or each cross-validation
 fold) into ``OUT/runs/``, scores the test images of each, and summarises:
 a table of mean +- std per formulation, a paired comparison against the reference formulation
 (regression with plain rounding), a box plot per metric, a report, and one recommendation.
@@ -36,7 +36,9 @@ from imgrade.evaluate import plots
 from imgrade.evaluate.metrics import ordinal_metrics
 from imgrade.evaluate.report import mean_std, paired_gain, write_compare_report
 from imgrade.evaluate.stats import corrected_ttest
-from imgrade.recipe import Recipe, parse_recipe
+from imgrade.pipeline.recipe import Recipe, parse_recipe, parse_recipes
+from imgrade.pipeline.runs import log
+from imgrade.pipeline.train import train
 from imgrade.runtime.predictor import Predictor
 
 REFERENCE = "regression, rounding"
@@ -70,12 +72,32 @@ def parse_tasks(text: str) -> list[Recipe]:
     return [parse_recipe(task) for task in dict.fromkeys(tasks)]
 
 
+def compare(
+    cfg: RunConfig, out: str | Path, *, tasks: str | list[str] | None = None, recipes: str | list[str] | None = None,
+    seeds: int = 3, folds: int = 0, metric: str = "qwk",
+) -> dict[str, Any]:
+    """Train every recipe on the same split(s) and budget; write tables, box plots and a report.
+
+    ``recipes`` (``"regression,corn+ema=0.999+tta"``, see :mod:`imgrade.pipeline.recipe`) or ``tasks`` (plain
+    task names); neither: the four tasks. ``metric`` (qwk, accuracy, mae or both) is what the
+    recommendation optimises.
+    """
+    if cfg.data.path is None:
+        raise ConfigError("no data given: pass --data PATH")
+    if tasks is not None and recipes is not None:
+        raise ConfigError("give --recipes or --tasks, not both: every task is a recipe")
+    if recipes is not None:
+        recipe_list = parse_recipes(recipes if isinstance(recipes, str) else ",".join(recipes))
+    else:
+        tasks = "regression,classification,coral,corn" if tasks is None else tasks
+        recipe_list = parse_tasks(tasks if isinstance(tasks, str) else ",".join(tasks))
+    return run_comparison(cfg, out, recipes=recipe_list, seeds=seeds, folds=folds, metric=metric)
+
+
 def run_comparison(
     cfg: RunConfig, out: str | Path, *, recipes: list[Recipe], seeds: int = 3, folds: int = 0, metric: str = "qwk",
 ) -> dict[str, Any]:
     """Train and score every recipe x seed (x fold); write the tables, plots and report into ``out``."""
-    from imgrade import pipeline  # the train verb; imported here because pipeline imports this module
-
     out = Path(out)
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds} must be at least 1")
@@ -100,12 +122,12 @@ def run_comparison(
                 name = f"{recipe.folder}-fold{f}" if folds else f"{recipe.folder}-seed{seed}"
                 if folds and seeds > 1:
                     name += f"-seed{seed}"
-                pipeline.log(f"\n[{done}/{total}] {name}")
+                log(f"\n[{done}/{total}] {name}")
                 run_cfg = configs[recipe.name]
                 run_cfg = replace(run_cfg, train=replace(run_cfg.train, seed=seed))
                 if name not in trained:
                     t0 = time.perf_counter()
-                    pipeline.train(run_cfg, out / "runs" / name, split=split, imageset=imageset)
+                    train(run_cfg, out / "runs" / name, split=split, imageset=imageset)
                     trained[name] = time.perf_counter() - t0
                 seconds = trained[name]
                 for row in score_recipe_run(out / "runs" / name, test_set, recipe, f, seed, seconds):

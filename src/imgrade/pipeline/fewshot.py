@@ -21,16 +21,23 @@ from typing import Any
 
 import numpy as np
 
+import yaml
+
 from imgrade.config import RunConfig, load_config, parse_split
 from imgrade.core.checkpoint import LAST, load_checkpoint, save_json
 from imgrade.core.errors import CheckpointError, ConfigError, DataError, ImgradeError
 from imgrade.core.io import write_text
+from imgrade.data.cucumber9_writer import write_cucumber9
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
 from imgrade.data.splits import make_split
+from imgrade.data.synthetic import GRADE_NAMES, generate_cucumbers
 from imgrade.evaluate.report import format_number
+from imgrade.pipeline.evaluate import HEADLINE, evaluate, score
+from imgrade.pipeline.runs import log, run_data
+from imgrade.pipeline.train import train
+from imgrade.runtime.predictor import Predictor
 
-METRICS = ("accuracy", "within1", "grade_mae", "qwk")
 PRETRAIN_SPLIT = "0.8,0.1,0.1"  # synthetic images are free: most go to training
 
 # What the recipe changes from `imgrade train`'s defaults for the fine-tuning stage; any flag the
@@ -46,8 +53,6 @@ FINETUNE_DEFAULTS = {
 
 def recipe_config(config_path: str | None, overrides: dict[str, Any]) -> RunConfig:
     """The fine-tuning config: code defaults < ``FINETUNE_DEFAULTS`` < ``--config`` file < flags."""
-    import yaml
-
     raw = RunConfig().with_overrides(FINETUNE_DEFAULTS).to_dict()
     if config_path is not None:
         given = yaml.safe_load(Path(config_path).read_text()) if Path(config_path).is_file() else None
@@ -63,8 +68,6 @@ def synthetic_for(imageset: ImageSet, n: int, *, image_size: int, seed: int, ran
     Raises:
         DataError: the set is not graded, or names a grade the generator does not draw.
     """
-    from imgrade.data.synthetic import GRADE_NAMES, generate_cucumbers
-
     if not imageset.is_ordinal:
         raise DataError(f"{imageset.source}: fewshot needs graded photos, but this target is continuous")
     names = list(imageset.grade_names)
@@ -91,6 +94,11 @@ def synthetic_for(imageset: ImageSet, n: int, *, image_size: int, seed: int, ran
     return synthetic.imageset.images[chosen], labels, names
 
 
+def fewshot(cfg: RunConfig, out: str | Path, *, synthetic_n: int = 20000, pretrain_epochs: int = 15, randomize: float = 1.0) -> dict[str, Any]:
+    """Pretrain on synthetic cucumbers, fine-tune on ``cfg.data.path``'s photos; metrics of every stage."""
+    return run_fewshot(cfg, out, synthetic_n=synthetic_n, pretrain_epochs=pretrain_epochs, randomize=randomize)
+
+
 def run_fewshot(
     cfg: RunConfig, out: str | Path, *, synthetic_n: int = 20000, pretrain_epochs: int = 15, randomize: float = 1.0,
     split: dict[str, np.ndarray] | None = None, imageset: ImageSet | None = None,
@@ -101,9 +109,6 @@ def run_fewshot(
     synthetic photos are generated. ``split`` and ``imageset`` let a benchmark give every fold's
     recipe the same images without reading them again.
     """
-    from imgrade import pipeline
-    from imgrade.runtime.predictor import Predictor
-
     out = Path(out)
     if cfg.data.path is None:
         raise ConfigError("no data given: pass --data with the real photos")
@@ -132,16 +137,16 @@ def run_fewshot(
     own = _own_test_metrics(synthetic_model, pretrained)
     if own is not None:
         stages["synthetic (pretrain test split)"] = own
-        pipeline.log(f"synthetic test split: {_brief(own)}")
-    pipeline.log(f"[3/4] zero-shot: the synthetic-only model on {len(test)} real test photos")
+        log(f"synthetic test split: {_brief(own)}")
+    log(f"[3/4] zero-shot: the synthetic-only model on {len(test)} real test photos")
     stages["zero-shot on real"] = score(synthetic_model, test)[0]
-    pipeline.log(f"zero-shot on real: {_brief(stages['zero-shot on real'])}")
+    log(f"zero-shot on real: {_brief(stages['zero-shot on real'])}")
 
     finetuned = out / "finetune"
     ft_cfg = replace(cfg, train=replace(cfg.train, init=str(pretrained.resolve())))
-    pipeline.log(f"[4/4] fine-tuning on {len(split['train'])} real photos -> {finetuned}")
+    log(f"[4/4] fine-tuning on {len(split['train'])} real photos -> {finetuned}")
     _train_or_reuse(ft_cfg, finetuned, split=split, imageset=real)
-    pipeline.evaluate(finetuned)  # the report and pictures of the final model, on the same real test split
+    evaluate(finetuned)  # the report and pictures of the final model, on the same real test split
     stages["fine-tuned on real"] = score(Predictor.from_run(finetuned), test)[0]
 
     result = {"data": real.source, "test_images": len(test), "synthetic_n": synthetic_n, "pretrained": str(pretrained),
@@ -150,7 +155,7 @@ def run_fewshot(
     save_json(out / "fewshot.json", result)
     write_text(out / "summary.md", table + "\n")
     print(f"\nfewshot stages (real rows: the {len(test)} photos of the real test split):\n{table}")
-    pipeline.log(f"next: imgrade evaluate {finetuned}   |   imgrade export {finetuned} --out fewshot.onnx")
+    log(f"next: imgrade evaluate {finetuned}   |   imgrade export {finetuned} --out fewshot.onnx")
     return result
 
 
@@ -160,12 +165,9 @@ def pretrain(cfg: RunConfig, real: ImageSet, out: Path, *, synthetic_n: int, epo
     The pretraining run has ``cfg``'s network (backbone, depth, task, head, loss) and device settings, and
     the training defaults of `imgrade train` (shifts and flips, the reference schedule).
     """
-    from imgrade import pipeline
-    from imgrade.data.cucumber9_writer import write_cucumber9
-
     synthetic_dir, run = out / "synthetic", out / "pretrain"
     if not (synthetic_dir / "batches.meta").exists():  # written last: its presence means the batches are complete
-        pipeline.log(f"[1/4] generating {synthetic_n} synthetic cucumbers (randomize {randomize}) -> {synthetic_dir}")
+        log(f"[1/4] generating {synthetic_n} synthetic cucumbers (randomize {randomize}) -> {synthetic_dir}")
         images, labels, names = synthetic_for(real, synthetic_n, image_size=cfg.data.image_size, seed=cfg.train.seed, randomize=randomize)
         write_cucumber9(synthetic_dir, images, labels, names, num_batches=5)
     pre_cfg = RunConfig.from_dict({
@@ -175,15 +177,13 @@ def pretrain(cfg: RunConfig, real: ImageSet, out: Path, *, synthetic_n: int, epo
         "train": {"epochs": epochs, "seed": cfg.train.seed, "device": cfg.train.device, "threads": cfg.train.threads,
                   "amp": cfg.train.amp, "compile": cfg.train.compile},
     })
-    pipeline.log(f"[2/4] pretraining on synthetic cucumbers -> {run}")
+    log(f"[2/4] pretraining on synthetic cucumbers -> {run}")
     _train_or_reuse(pre_cfg, run)
     return run
 
 
 def _train_or_reuse(cfg: RunConfig, run: Path, **kwargs) -> None:
     """Train ``run``; a finished run there is kept, an interrupted one continues."""
-    from imgrade import pipeline
-
     state = None
     if (run / LAST).exists():
         try:
@@ -191,34 +191,17 @@ def _train_or_reuse(cfg: RunConfig, run: Path, **kwargs) -> None:
         except CheckpointError:
             state = None
     if state is not None and state.get("finished"):
-        pipeline.log(f"{run} already finished: reusing it")
+        log(f"{run} already finished: reusing it")
         return
-    pipeline.train(None if state is not None else cfg, run, resume=state is not None, **kwargs)
-
-
-def score(predictor, test: ImageSet) -> tuple[dict[str, Any], np.ndarray]:
-    """``predictor``'s calibrated grades of ``test`` and their accuracy, within-1, grade MAE and QWK."""
-    from imgrade.evaluate.metrics import ordinal_metrics
-
-    if predictor.grade_names != test.grade_names:
-        raise DataError(
-            f"the model grades {', '.join(predictor.grade_names or [])} but the photos are graded "
-            f"{', '.join(test.grade_names or [])}"
-        )
-    outputs = predictor.outputs(test.images)
-    predicted = predictor.grades(outputs)
-    m = ordinal_metrics(test.targets.astype(np.int64), outputs.scores, test.grade_names, y_pred=predicted)
-    return {"n": len(test), **{k: m[k] for k in METRICS}}, predicted
+    train(None if state is not None else cfg, run, resume=state is not None, **kwargs)
 
 
 def _own_test_metrics(predictor, run: Path) -> dict[str, Any] | None:
     """The metrics of ``run`` (loaded as ``predictor``) on its own test split; None (with a log line) when its data is gone."""
-    from imgrade import pipeline
-
     try:
-        imageset, split = pipeline._run_data(run, RunConfig.from_dict(predictor.checkpoint["config"]))
+        imageset, split = run_data(run, RunConfig.from_dict(predictor.checkpoint["config"]))
     except ImgradeError as e:
-        pipeline.log(f"no synthetic test row: the pretrained run's own data cannot be read ({e})")
+        log(f"no synthetic test row: the pretrained run's own data cannot be read ({e})")
         return None
     return score(predictor, imageset.subset(split["test"]))[0]
 
@@ -233,13 +216,13 @@ def format_stages(stages: dict[str, dict[str, Any]]) -> str:
     """
     lines = ["| stage | n | accuracy | within-1 | grade MAE | QWK |", "|---|---|---|---|---|---|"]
     for name, m in stages.items():
-        lines.append(f"| {name} | {m['n']} | " + " | ".join(format_number(m[k]) for k in METRICS) + " |")
+        lines.append(f"| {name} | {m['n']} | " + " | ".join(format_number(m[k]) for k in HEADLINE) + " |")
     sim, zero = stages.get("synthetic (pretrain test split)"), stages.get("zero-shot on real")
     if sim and zero:
-        gap = [None if sim[k] is None or zero[k] is None else zero[k] - sim[k] for k in METRICS]
+        gap = [None if sim[k] is None or zero[k] is None else zero[k] - sim[k] for k in HEADLINE]
         lines.append("| sim-to-real gap (zero-shot - synthetic) | | " + " | ".join(format_number(g, signed=True) for g in gap) + " |")
     return "\n".join(lines)
 
 
 def _brief(m: dict[str, Any]) -> str:
-    return ", ".join(f"{label} {format_number(m[k])}" for k, label in zip(METRICS, ("accuracy", "within-1", "grade MAE", "QWK")))
+    return ", ".join(f"{label} {format_number(m[k])}" for k, label in zip(HEADLINE, ("accuracy", "within-1", "grade MAE", "QWK")))

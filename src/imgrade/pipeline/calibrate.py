@@ -1,0 +1,104 @@
+"""``imgrade calibrate``: cut points and grade sets fitted on a run's validation split, kept in best.pt.
+
+Training calls :func:`calibrate_run` when it finishes; the verb refits a finished run with
+another objective, alpha or number of folds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imgrade.calibrate import choose_thresholds, fit_conformal, min_calibration_size, prediction_sets, set_summary
+from imgrade.config import RunConfig, dump_config
+from imgrade.core.checkpoint import find_run_checkpoint, load_checkpoint, save_checkpoint
+from imgrade.core.errors import ConfigError, DataError, ImgradeError
+from imgrade.core.io import write_text
+from imgrade.data.imageset import ImageSet
+from imgrade.pipeline.runs import log, run_data
+from imgrade.runtime.predictor import CALIBRATION_TTA, Outputs, Predictor
+
+
+def calibrate(
+    run: str | Path, *, objective: str | None = None, alpha: float | None = None, folds: int | None = None, device: str = "auto"
+) -> dict[str, Any]:
+    """Fit cut points and conformal grade sets on the run's validation split; store them in best.pt."""
+    run = Path(run)
+    predictor = Predictor.from_run(run, device=device, tta=False)
+    cfg = RunConfig.from_dict(predictor.checkpoint["config"], source=f"{run} checkpoint")
+    cfg = cfg.with_overrides({"calibrate.objective": objective, "calibrate.alpha": alpha, "calibrate.folds": folds})
+    if predictor.grade_names is None:
+        raise ConfigError(f"{run} predicts a continuous target: thresholds and grade sets need graded data")
+    imageset, split = run_data(run, cfg)
+    val_set = imageset.subset(split["val"])
+    cal_set = imageset.subset(split["cal"]) if "cal" in split else None
+    needed = min_calibration_size(cfg.calibrate.alpha)
+    available = len(cal_set if cal_set is not None else val_set)
+    if available < needed:  # checked first, so a refused request prints nothing else
+        raise DataError(
+            f"alpha {cfg.calibrate.alpha} needs at least {needed} validation images for grade sets with a coverage "
+            f"guarantee, but {run} has {available}: raise --alpha or retrain with a larger validation split"
+        )
+    calibration = calibrate_run(run, predictor, imageset, split, cfg.calibrate, strict=True)
+    write_text(run / "config.yaml", dump_config(cfg))
+    return calibration
+
+
+def calibrate_run(
+    run: Path, predictor: Predictor, imageset: ImageSet, split: dict[str, np.ndarray], cfg, *, strict: bool, val_outputs: Outputs | None = None,
+) -> dict:
+    """Calibrate ``run`` twice, on plain outputs and on test-time augmented ones (``--tta``), so
+    either way of grading has cut points and grade sets fitted to its own scores. Returns the plain one."""
+    val_set = imageset.subset(split["val"])
+    cal_set = imageset.subset(split["cal"]) if "cal" in split else None
+    outputs = val_outputs if val_outputs is not None else predictor.outputs(val_set.images)
+    calibration = _calibrate_and_save(run, predictor, val_set, outputs, cfg, strict=strict, cal_set=cal_set)
+    augmented = predictor.with_tta()
+    _calibrate_and_save(run, augmented, val_set, augmented.outputs(val_set.images), cfg, strict=strict, cal_set=cal_set)
+    predictor.checkpoint[CALIBRATION_TTA] = augmented.checkpoint[CALIBRATION_TTA]
+    return calibration
+
+
+def _calibrate_and_save(
+    run: Path, predictor: Predictor, val_set: ImageSet, outputs: Outputs, cfg, *, strict: bool, cal_set: ImageSet | None = None
+) -> dict:
+    """Choose cut points (tuned vs the head's own rule, by cross-validation) and fit conformal sets.
+
+    The grade sets are calibrated on ``cal_set`` when the run held one out, else on ``val_set``.
+    """
+    num_grades = len(predictor.grade_names)
+    y = val_set.targets.astype(np.int64)
+    rule = "rounding" if predictor.model.task == "regression" else f"the {predictor.model.task} rule"
+    choice = choose_thresholds(
+        y, outputs.scores, num_grades, objective=cfg.objective, folds=cfg.folds, seed=0, baseline=outputs.native, baseline_name=rule
+    )
+    mode = "with test-time augmentation, " if predictor.tta else ""
+    log(f"{mode}thresholds: {choice.reason}")
+    calibration: dict[str, Any] = {"thresholds": choice.to_dict(), "conformal": None}
+    if cal_set is not None:
+        y, outputs = cal_set.targets.astype(np.int64), predictor.outputs(cal_set.images)
+    where = "held-out calibration" if cal_set is not None else "validation"
+    try:
+        conformal = fit_conformal(y, scores=outputs.scores, probabilities=outputs.probabilities, alpha=cfg.alpha)
+    except ImgradeError as e:
+        if strict:
+            raise
+        log(f"warning: no grade sets: {e}")
+    else:
+        calibration["conformal"] = conformal.to_dict()
+        sets = prediction_sets(conformal, scores=outputs.scores, probabilities=outputs.probabilities, num_grades=num_grades)
+        summary = set_summary(sets, y, predictor.grade_names)
+        log(
+            f"{mode}grade sets: {conformal.kind}, alpha {cfg.alpha}: {where} coverage {summary['coverage']:.3f}, "
+            f"mean size {summary['mean_size']:.2f} grades ({conformal.n} calibration images)"
+        )
+    key = CALIBRATION_TTA if predictor.tta else "calibration"
+    best = find_run_checkpoint(run)
+    payload = load_checkpoint(best)
+    payload[key] = calibration
+    save_checkpoint(best, payload)
+    predictor.checkpoint[key] = calibration
+    return calibration
+

@@ -1,0 +1,73 @@
+"""An ensemble's members: their seeds, how far each got, and the one checkpoint that holds them all.
+
+``imgrade train --ensemble K`` trains K members on one split, each a complete run folder in
+RUN/members/mI (see pipeline/train.py), then grades with their average.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imgrade.config import RunConfig
+from imgrade.core.checkpoint import LAST, load_checkpoint, save_checkpoint
+from imgrade.core.errors import CheckpointError
+from imgrade.core.rundir import member_dir
+from imgrade.pipeline.runs import calibration_missing
+from imgrade.runtime.predictor import CALIBRATION_TTA
+
+
+def member_seed(seed: int, members: int, index: int) -> int:
+    """The seed of ensemble member ``index``: ensembles with seeds 0, 1, 2 share no member, and
+    member 0 of the seed-0 ensemble is the plain seed-0 run.
+
+    >>> [member_seed(1, 3, i) for i in range(3)]
+    [3, 4, 5]
+    """
+    return seed * members + index
+
+
+def member_state(member: Path) -> str:
+    """'done' (trained and calibrated), 'resume' (begun) or 'fresh'."""
+    if not (member / "config.yaml").is_file():
+        return "fresh"
+    try:
+        last = load_checkpoint(member / LAST) if (member / LAST).is_file() else {}
+    except CheckpointError:
+        return "resume"
+    if last.get("finished") and not (last.get("grade_names") and calibration_missing(member)):
+        return "done"
+    return "resume"
+
+
+def mean_history(histories: list[list[dict]]) -> list[dict]:
+    """Per epoch, the mean of the members' losses (what the ensemble's loss curve shows)."""
+    rows = []
+    for epoch_rows in zip(*histories):
+        row = dict(epoch_rows[0])
+        for key in ("train_loss", "val_loss", "val_mae", "seconds"):
+            row[key] = float(np.mean([float(r[key]) for r in epoch_rows]))
+        rows.append(row)
+    return rows
+
+
+def assemble_ensemble(cfg: RunConfig, out: Path, k: int) -> None:
+    """One checkpoint with every member's best weights (``members.I.*``), graded as one network."""
+    states = [load_checkpoint(member_dir(out, i) / "best.pt") for i in range(k)]
+    first = states[0]
+    for i, state in enumerate(states[1:], start=1):
+        if not torch.equal(state["mean_image"], first["mean_image"]):
+            raise CheckpointError(f"{member_dir(out, i)} was trained on another split than member 0: train the ensemble again with --overwrite")
+    payload = {key: value for key, value in first.items() if key not in ("model_state", "epoch", "val_loss", "calibration", CALIBRATION_TTA)}
+    payload.update({
+        "config": cfg.to_dict(),
+        "ensemble": k,
+        "member_epochs": [int(state["epoch"]) for state in states],
+        "val_loss": float(np.mean([float(state["val_loss"]) for state in states])),
+        "model_state": {f"members.{i}.{key}": value for i, state in enumerate(states) for key, value in state["model_state"].items()},
+        "calibration": None,
+    })
+    save_checkpoint(out / "best.pt", payload)
+

@@ -1,0 +1,168 @@
+"""``imgrade evaluate``: grade a run's test split (or any image set), write metrics, plots and a report.
+
+The table printed, metrics.json, predictions.csv, the pictures and report.html all come from one
+pass of the calibrated grader over the images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imgrade.calibrate import apply_thresholds, set_summary
+from imgrade.config import DataConfig, RunConfig
+from imgrade.core.checkpoint import save_json
+from imgrade.core.errors import DataError, ImgradeError
+from imgrade.core.rundir import member_dir, read_history
+from imgrade.data.imageset import ImageSet
+from imgrade.data.loader import load_dataset
+from imgrade.evaluate.metrics import continuous_metrics, ordinal_metrics
+from imgrade.evaluate.outputs import evaluation_plots, write_predictions
+from imgrade.evaluate.report import format_members_table, format_metrics_table, write_run_report
+from imgrade.pipeline.runs import log, run_data
+from imgrade.runtime.predictor import Outputs, Predictor
+
+HEADLINE = ("accuracy", "within1", "grade_mae", "qwk")
+"""The metrics of a grade decision shown side by side (decisions, ensemble members, fewshot stages)."""
+
+
+def evaluate(
+    run: str | Path, *, data: str | None = None, out: str | Path | None = None, device: str = "auto", tta: bool | None = None
+) -> dict[str, Any]:
+    """Score the run's test split (or every image of ``data``); write predictions, metrics, plots, report.
+
+    With ``tta`` every image is graded as the average of a few views of it. An ensemble's members
+    are scored on the same images too, so the table shows what the ensemble adds.
+    """
+    run = Path(run)
+    run_dir = run if run.is_dir() else run.parent
+    predictor = Predictor.from_run(run, device=device, tta=tta)
+    cfg = RunConfig.from_dict(predictor.checkpoint["config"], source=f"{run} checkpoint")
+    if data is None:
+        imageset, split = run_data(run, cfg)
+        imageset = imageset.subset(split["test"])
+        name = "test"
+    else:
+        data_cfg = DataConfig(
+            path=str(data), view=cfg.data.view, image_size=predictor.image_size,
+            target_column=cfg.data.target_column, target=cfg.data.target,
+        )
+        imageset = load_dataset(data_cfg, grades=predictor.grade_names)
+        name = Path(data).name.removesuffix(".tar.gz").removesuffix(".csv") or "data"
+    if len(imageset) == 0:
+        raise DataError(f"no images to evaluate in {data or cfg.data.path}: the test split is empty; pass --data")
+    out_dir = Path(out) if out is not None else run_dir / f"eval-{name}{'-tta' if predictor.tta else ''}"
+    log(f"evaluating {len(imageset)} images from {imageset.source} -> {out_dir}")
+
+    outputs = predictor.outputs(imageset.images)
+    y = imageset.targets
+    grade_names = predictor.grade_names
+    sets = None
+    if grade_names is not None:
+        y_int = y.astype(np.int64)
+        predicted = predictor.grades(outputs)
+        metrics = ordinal_metrics(y_int, outputs.scores, grade_names, y_pred=predicted)
+        metrics["decisions"] = _decision_metrics(predictor, outputs, y_int)
+        sets = predictor.sets(outputs)
+        if sets is not None:
+            metrics["grade_sets"] = {"alpha": predictor.conformal.alpha, "kind": predictor.conformal.kind, **set_summary(sets, y_int, grade_names)}
+    else:
+        predicted = None
+        metrics = continuous_metrics(y, outputs.scores)
+    metrics = {"data": imageset.source, "split": name, "task": predictor.model.task, **metrics}
+    if predictor.members > 1 and grade_names is not None:
+        metrics["members"] = _member_metrics(run_dir, predictor, imageset, device, predictor.tta)
+    if data is not None and grade_names is not None:
+        gap = _domain_gap(run, predictor, cfg, Path(data), metrics)
+        if gap is not None:
+            metrics["domain_gap"] = gap
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_predictions(out_dir / "predictions.csv", imageset, outputs.scores, predicted, sets, grade_names)
+    title = f"{run_dir.name}: {name} ({len(imageset)} images)"
+    pictures = evaluation_plots(
+        out_dir, read_history(run_dir / "history.csv"), y, outputs.scores, grade_names, metrics, predictor.thresholds, title, run_dir.name,
+        frozen_epochs=cfg.train.freeze_backbone_epochs,
+    )
+    metrics["files"] = {"predictions": str(out_dir / "predictions.csv"), "metrics": str(out_dir / "metrics.json"),
+                        "report": str(out_dir / "report.html"), **{k: str(v) for k, v in pictures.items()}}
+    save_json(out_dir / "metrics.json", metrics)
+    write_run_report(out_dir / "report.html", title, metrics, grade_names, pictures, cfg, run_dir, predictor.thresholds)
+    print(format_metrics_table(metrics, grade_names))
+    if metrics.get("members"):
+        print(format_members_table(metrics))
+    log("wrote " + ", ".join(str(p) for p in [out_dir / "predictions.csv", out_dir / "metrics.json", out_dir / "report.html", *pictures.values()]))
+    return metrics
+
+
+def _domain_gap(run: Path, predictor: Predictor, cfg: RunConfig, data: Path, metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's metrics on its own test split next to those on ``data`` (synthetic vs real: the sim-to-real gap).
+
+    None when ``data`` is the run's own data, or that data can no longer be read.
+    """
+    if cfg.data.path is None or Path(cfg.data.path).resolve() == data.resolve():
+        return None
+    try:
+        own, split = run_data(run, cfg)
+    except ImgradeError as e:
+        log(f"no domain gap: the run's own data cannot be read ({e})")
+        return None
+    test = own.subset(split["test"])
+    if len(test) == 0:
+        return None
+    own_metrics = score(predictor, test)[0]
+    used = metrics["decisions"][metrics["decisions"]["used"]] if metrics.get("decisions") else metrics
+    this = {"n": metrics["n"], **{k: used[k] for k in HEADLINE}}
+    return {
+        "own": {"data": own.source, **own_metrics},
+        "this": {"data": metrics["data"], **this},
+        "gap": {k: None if own_metrics[k] is None or this[k] is None else this[k] - own_metrics[k] for k in HEADLINE},
+    }
+
+
+def _member_metrics(run_dir: Path, predictor: Predictor, imageset: ImageSet, device: str, tta: bool) -> list[dict[str, Any]]:
+    """Each member of an ensemble graded alone (its own calibration) on the same images."""
+    y = imageset.targets.astype(np.int64)
+    rows = []
+    for i in range(predictor.members):
+        try:
+            member = Predictor.from_run(member_dir(run_dir, i), device=device, tta=tta)
+        except ImgradeError as e:
+            log(f"member {i} left out of the table: {e}")
+            continue
+        outputs = member.outputs(imageset.images)
+        m = ordinal_metrics(y, outputs.scores, member.grade_names, y_pred=member.grades(outputs))
+        seed = member.checkpoint["config"]["train"]["seed"]
+        rows.append({"member": f"m{i}", "seed": seed, **{k: m[k] for k in HEADLINE}})
+    return rows
+
+
+def _decision_metrics(predictor: Predictor, outputs: Outputs, y: np.ndarray) -> dict[str, Any]:
+    """Headline metrics for each way of turning scores into grades, so the gain of tuning shows."""
+    names = predictor.grade_names
+    rule = "rounding" if predictor.model.task == "regression" else f"{predictor.model.task} rule"
+    decisions = {rule: outputs.native}
+    choice = predictor.thresholds
+    if choice and choice.get("kind") == "tuned":
+        decisions["tuned thresholds"] = apply_thresholds(outputs.scores, np.asarray(choice["thresholds"]))
+    result = {}
+    for label, pred in decisions.items():
+        m = ordinal_metrics(y, outputs.scores, names, y_pred=pred)
+        result[label] = {k: m[k] for k in HEADLINE}
+    result["used"] = "tuned thresholds" if len(decisions) > 1 else rule
+    return result
+
+
+def score(predictor: Predictor, test: ImageSet) -> tuple[dict[str, Any], np.ndarray]:
+    """``predictor``'s calibrated grades of ``test`` and their headline metrics (``HEADLINE``)."""
+    if predictor.grade_names != test.grade_names:
+        raise DataError(
+            f"the model grades {', '.join(predictor.grade_names or [])} but the photos are graded "
+            f"{', '.join(test.grade_names or [])}"
+        )
+    outputs = predictor.outputs(test.images)
+    predicted = predictor.grades(outputs)
+    m = ordinal_metrics(test.targets.astype(np.int64), outputs.scores, test.grade_names, y_pred=predicted)
+    return {"n": len(test), **{k: m[k] for k in HEADLINE}}, predicted

@@ -1,0 +1,152 @@
+"""The run folder a training writes: checked fresh, read back on --resume, or cleared on --overwrite.
+
+A run folder holds config.yaml, split.json and data.json (written when training starts), last.pt
+and best.pt (after each epoch), history.csv and loss_curve.png; an ensemble adds members/mI, each
+a run folder of its own. Everything here runs on rank 0 under the folder's lock.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imgrade.config import RunConfig, load_config, parse_split
+from imgrade.core.checkpoint import LAST, find_run_checkpoint, load_checkpoint
+from imgrade.core.errors import CheckpointError, ConfigError
+from imgrade.core.io import remove_stale_temporaries
+from imgrade.core.rundir import MEMBERS, load_split
+from imgrade.data.imageset import ImageSet
+from imgrade.data.loader import load_dataset
+from imgrade.data.splits import hold_out_calibration, make_split
+from imgrade.models.backbones import HUB, check_backbone
+from imgrade.train import distributed
+
+
+def log(message: str) -> None:
+    if distributed.is_main():  # under torchrun, one copy of each line
+        print(message, file=sys.stderr, flush=True)
+
+
+def prepare_out(cfg: RunConfig, out: Path, resume: bool, overwrite: bool) -> tuple[RunConfig, dict | None]:
+    """Check ``out`` for a fresh run, or read the run to resume; returns the config and last.pt's state.
+
+    Runs under the run folder's lock, so the temporary files of a writer that was killed are stale
+    and go first.
+    """
+    stale = remove_stale_temporaries(out)
+    if stale:
+        log(f"removed {len(stale)} unfinished temporary file(s) left by an interrupted run in {out}")
+    resume_state = None
+    if resume:
+        cfg, resume_state = _resume_state(out)
+    else:
+        _check_out_is_free(out, overwrite)
+    if cfg.data.path is None:
+        raise ConfigError("no data given: pass --data PATH (or set data.path in --config)")
+    if resume_state is None and Path(cfg.data.path).exists():
+        # evaluate reads the data again later, perhaps from another working directory
+        cfg = cfg.with_overrides({"data.path": str(Path(cfg.data.path).resolve())})
+    if resume_state is None and cfg.model.task == "axes" and cfg.model.axes:
+        if not Path(cfg.model.axes).is_file():  # fails now, before the data is read
+            raise ConfigError(f"grade table {cfg.model.axes} does not exist: check the --axes path")
+        cfg = cfg.with_overrides({"model.axes": str(Path(cfg.model.axes).resolve())})
+    if resume_state is None:
+        check_backbone(cfg.model.backbone, cfg.model.pretrained)  # timm, the name, the weights file: before the data is read
+    if resume_state is None and cfg.model.pretrained not in (None, HUB):
+        cfg = cfg.with_overrides({"model.pretrained": str(Path(cfg.model.pretrained).resolve())})
+    if resume_state is None and cfg.train.init:
+        find_run_checkpoint(cfg.train.init)  # a wrong path fails now, before the data is read
+        cfg = cfg.with_overrides({"train.init": str(Path(cfg.train.init).resolve())})
+    return cfg, resume_state
+
+
+def choose_split(
+    cfg: RunConfig, out: Path, imageset: ImageSet, resuming: bool, split: dict[str, np.ndarray] | None
+) -> dict[str, np.ndarray]:
+    """The run's split: the saved one when resuming, else ``split`` or a new seeded one."""
+    if resuming:
+        return load_split(out, imageset)
+    if split is None:
+        split = make_split(imageset, parse_split(cfg.data.split), cfg.train.seed)
+    if imageset.is_ordinal and "cal" not in split:  # an ensemble's members get the split with its hold-out
+        split = hold_out_calibration(split, imageset, cfg.calibrate.holdout, cfg.train.seed)
+    return split
+
+
+def _check_out_is_free(out: Path, overwrite: bool) -> None:
+    if not (out / "config.yaml").exists() and not (out / LAST).exists():
+        return
+    if overwrite:
+        for name in ("config.yaml", "split.json", "data.json", "best.pt", LAST, "history.csv", "loss_curve.png"):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / MEMBERS, ignore_errors=True)
+        return
+    finished = False
+    if (out / LAST).exists():
+        try:
+            finished = bool(load_checkpoint(out / LAST).get("finished"))
+        except CheckpointError:
+            pass
+    elif (out / MEMBERS).is_dir() and (out / "best.pt").exists():
+        finished = ensemble_finished(out)
+    what = "a finished run" if finished else "an unfinished run"
+    fix = "choose another --out or pass --overwrite" if finished else "continue it with --resume, or pass --overwrite to start again"
+    raise ConfigError(f"{out} already holds {what}: {fix}")
+
+
+def ensemble_finished(out: Path) -> bool:
+    try:
+        best = load_checkpoint(out / "best.pt")
+    except CheckpointError:
+        return False
+    return bool(best.get("ensemble")) and (best.get("calibration") is not None or not best.get("grade_names"))
+
+
+def _resume_state(out: Path) -> tuple[RunConfig, dict | None]:
+    if not (out / "config.yaml").is_file():
+        raise CheckpointError(f"cannot resume: {out} holds no run (no config.yaml): start it with `imgrade train --out {out}`")
+    cfg = load_config(out / "config.yaml")
+    if cfg.train.ensemble > 1:  # resumed member by member (see _train_ensemble)
+        if (out / "best.pt").exists() and ensemble_finished(out):
+            raise ConfigError(f"{out} is already finished (an ensemble of {cfg.train.ensemble}): nothing to resume; evaluate it, or train into another --out")
+        log(f"resuming the ensemble in {out}")
+        return cfg, None
+    if not (out / LAST).is_file():
+        log(f"{out} has no finished epoch yet: starting it from the beginning")
+        return cfg, None
+    state = load_checkpoint(out / LAST)
+    if state.get("finished") and state.get("grade_names") and calibration_missing(out):
+        log(f"{out} finished training but was stopped before calibration: calibrating it now")
+        return cfg, state
+    if state.get("finished"):
+        raise ConfigError(f"{out} is already finished ({state['epoch']} epochs): nothing to resume; evaluate it, or train into another --out")
+    log(f"resuming {out} after epoch {state['epoch']}/{cfg.train.epochs}")
+    return cfg, state
+
+
+def calibration_missing(out: Path) -> bool:
+    try:
+        return load_checkpoint(out / "best.pt").get("calibration") is None
+    except CheckpointError:
+        return True
+
+
+def data_summary(imageset: ImageSet) -> dict[str, Any]:
+    summary = {"source": imageset.source, "n": len(imageset), "image_size": list(imageset.image_size), "dropped": imageset.dropped}
+    if imageset.is_ordinal:
+        summary["grades"] = imageset.grade_names
+        summary["counts"] = imageset.counts()
+    else:
+        t = imageset.targets
+        summary["target"] = {"min": float(t.min()), "max": float(t.max()), "mean": float(t.mean())}
+    return summary
+
+
+def run_data(run: Path, cfg: RunConfig) -> tuple[ImageSet, dict[str, np.ndarray]]:
+    imageset = load_dataset(cfg.data)
+    return imageset, load_split(run if run.is_dir() else run.parent, imageset)
+

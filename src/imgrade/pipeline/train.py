@@ -1,0 +1,306 @@
+"""``imgrade train``: how a run is trained, top to bottom.
+
+:func:`train` checks the run folder (fresh, --resume or --overwrite), then :func:`_train_network`
+does one network in named steps: set up torch, read the data, choose the split, build the model,
+write the run's first files, fit, then check and calibrate what was trained. ``--ensemble K``
+repeats that for K members (:func:`_train_ensemble`) and grades with their average.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import imgrade
+from imgrade.config import RunConfig, dump_config
+from imgrade.core.checkpoint import save_json
+from imgrade.core.device import resolve_device, seed_everything, set_determinism
+from imgrade.core.errors import ConfigError
+from imgrade.core.io import write_text
+from imgrade.core.preprocess import mean_image, nhwc_to_tensor, to_input
+from imgrade.core.registry import head_entry
+from imgrade.core.rundir import member_dir, read_history, run_lock, save_split, write_history
+from imgrade.data.imageset import ImageSet
+from imgrade.data.loader import load_dataset
+from imgrade.evaluate import plots
+from imgrade.models.axes import GradeAxes, find_grade_axes
+from imgrade.models.backbones import describe
+from imgrade.models.factory import build_model, head_settings
+from imgrade.models.heads import balanced_class_weights
+from imgrade.pipeline.calibrate import calibrate_run
+from imgrade.pipeline.ensemble import assemble_ensemble, mean_history, member_seed, member_state
+from imgrade.pipeline.runs import choose_split, data_summary, log, prepare_out
+from imgrade.runtime.predictor import Outputs, Predictor
+from imgrade.train import distributed
+from imgrade.train.loop import FitData, data_device, fit
+from imgrade.train.warm_start import load_init, plan_init
+
+LOSS_PLOT_EVERY_S = 10.0
+"""loss_curve.png is redrawn at most this often during training (history.csv after every epoch)."""
+
+Split = dict[str, np.ndarray]
+
+
+def train(
+    cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+    split: Split | None = None, imageset: ImageSet | None = None,
+) -> list[dict]:
+    """Train a model on ``cfg.data.path`` into the run folder ``out``; returns the epoch history.
+
+    ``split`` (train/val/test indexes) and ``imageset`` (the loaded data) let ``compare`` give
+    every formulation the same images without reading them again.
+
+    Under torchrun every process calls this; rank 0 alone reads and writes ``out`` and the others
+    receive what they need from it (see train/distributed.py).
+    """
+    with distributed.process_group():
+        return _train(cfg, Path(out), resume, overwrite, split, imageset)
+
+
+def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, split: Split | None, imageset: ImageSet | None) -> list[dict]:
+    with contextlib.ExitStack() as lock:
+
+        def prepare():
+            lock.enter_context(run_lock(out))  # held by rank 0 until training, calibration and reports are done
+            return prepare_out(cfg, out, resume, overwrite)
+
+        cfg, resume_state = distributed.on_main(prepare)
+        if cfg.train.ensemble > 1:
+            return _train_ensemble(cfg, out, resume, split, imageset)
+        return _train_network(cfg, out, resume_state, split, imageset)
+
+
+def _train_network(cfg: RunConfig, out: Path, resume_state: dict | None, split: Split | None, imageset: ImageSet | None) -> list[dict]:
+    """One network: the steps in the order they run (the order matters for a seeded run's weights)."""
+    device = _set_up_torch(cfg)
+    imageset = _read_data(cfg, imageset)
+    grade_axes, cfg = _grade_axes(cfg, imageset, resume_state)
+    split = distributed.on_main(choose_split, cfg, out, imageset, resume_state is not None, split)
+    _log_split(split)
+    data = _fit_data(imageset, split, device)
+    model = _build_model(cfg, imageset, split, grade_axes, resume_state)
+    if distributed.is_main() and resume_state is None:
+        # written only now, so a refused --init (other grades, another depth) leaves nothing in --out
+        _write_run_start(out, cfg, imageset, split)
+    model = model.to(device)
+    if cfg.train.compile:
+        model.compile()  # in place, so parameter names and checkpoints stay as they are
+    meta = _checkpoint_meta(cfg, imageset, data.mean.cpu(), grade_axes)
+
+    t0 = time.perf_counter()
+    world = distributed.world_size()
+    where = f"{device}" if world == 1 else f"{world} processes ({device.type}, DDP)"
+    log(f"training {cfg.model.task} {describe(cfg.model.backbone, cfg.model.depth)} on {where} for {cfg.train.epochs} epochs -> {out}")
+    history = fit(model, data, cfg.train, device, out, meta, resume=resume_state, on_epoch_end=_epoch_writer(cfg, out))
+    if not distributed.is_main():
+        return history  # rank 0 alone checks, calibrates and reports on the files it wrote
+    best = min(history, key=lambda r: r["val_loss"])
+    log(
+        f"done in {time.perf_counter() - t0:.0f}s: best val_loss {best['val_loss']:.4f} (val_mae {best['val_mae']:.3f}) "
+        f"at epoch {best['epoch']}"
+    )
+    _check_and_calibrate(cfg, out, imageset, split)
+    return history
+
+
+def _set_up_torch(cfg: RunConfig) -> torch.device:
+    """Threads, seeds and determinism, then this process's device."""
+    world = distributed.world_size()
+    if cfg.train.batch_size < world:
+        raise ConfigError(
+            f"--batch-size {cfg.train.batch_size} is the global batch, smaller than the {world} processes torchrun "
+            f"started: each needs at least one image per step; use --batch-size {world} or more"
+        )
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed)
+    set_determinism(cfg.train.deterministic)
+    torch.backends.cudnn.benchmark = not cfg.train.deterministic  # the image size is fixed: time cuDNN's algorithms once
+    return distributed.process_device(resolve_device(cfg.train.device))
+
+
+def _read_data(cfg: RunConfig, imageset: ImageSet | None) -> ImageSet:
+    """The image set (read unless given), checked against what the task needs."""
+    imageset = imageset if imageset is not None else load_dataset(cfg.data)
+    log(f"data: {imageset.source}: {len(imageset)} images, {imageset.image_size[0]}x{imageset.image_size[1]}")
+    if head_entry(cfg.model.task).needs_grades and not imageset.is_ordinal:
+        raise ConfigError(f"task {cfg.model.task} needs integer grades, but {cfg.data.path} has a continuous target: use --task regression")
+    return imageset
+
+
+def _grade_axes(cfg: RunConfig, imageset: ImageSet, resume_state: dict | None) -> tuple[GradeAxes | None, RunConfig]:
+    """Task axes: the run's grade table, and the config naming the file it came from; other tasks: None.
+
+    On --resume the table comes from last.pt: the CSV may have changed or moved since.
+    """
+    if cfg.model.task != "axes":
+        if cfg.model.axes:
+            log(f"note: --axes {cfg.model.axes} is read only with --task axes; task {cfg.model.task} ignores it")
+        return None, cfg
+    if resume_state is not None and resume_state.get("grade_axes") is not None:
+        return GradeAxes.from_dict(resume_state["grade_axes"]), cfg
+    table, where = find_grade_axes(cfg.model.axes, cfg.data.path, imageset.grade_names)
+    axes = "; ".join(f"{name} {','.join(levels)}" for name, levels in zip(table.axes, table.levels))
+    log(f"grade table ({where}): {axes}")
+    if Path(where).is_file():  # config.yaml then says which file (also one found beside the data)
+        cfg = cfg.with_overrides({"model.axes": str(Path(where).resolve())})
+    return table, cfg
+
+
+def _log_split(split: Split) -> None:
+    sizes = {name: len(index) for name, index in split.items()}
+    held = f", {sizes['cal']} held out for grade sets" if "cal" in sizes else ""
+    log(f"split: {sizes['train']} train, {sizes['val']} val, {sizes['test']} test{held}")
+
+
+def _fit_data(imageset: ImageSet, split: Split, device: torch.device) -> FitData:
+    """The images as one uint8 tensor, the targets, the split's indexes and the training mean image."""
+    # a view, not a copy: a memory-mapped set is read a batch at a time, so it may exceed memory
+    x = nhwc_to_tensor(np.asarray(imageset.images))  # (N, 3, H, W) uint8
+    y = torch.from_numpy(imageset.targets.astype(np.float32))
+    train_idx, val_idx = torch.from_numpy(split["train"]), torch.from_numpy(split["val"])
+    mean = mean_image(x, train_idx)  # (3, H, W): the reference's per-pixel mean
+    keep = data_device(x, device)
+    return FitData.from_set(x.to(keep), y.to(keep), train_idx, val_idx, mean.to(keep))
+
+
+def _build_model(cfg: RunConfig, imageset: ImageSet, split: Split, grade_axes: GradeAxes | None, resume_state: dict | None) -> torch.nn.Module:
+    """The network for ``cfg``: class weights, the head's starting bias from the training grades, and
+    the weights of ``--pretrained`` or ``--init`` (on --resume, last.pt holds all the weights instead)."""
+    fresh = resume_state is None
+    num_grades = len(imageset.grade_names) if imageset.is_ordinal else None
+    class_weights = None
+    if cfg.train.class_weight == "balanced":
+        if num_grades is None:
+            raise ConfigError("--class-weight balanced needs graded data, but this target is continuous: drop the flag")
+        class_weights = torch.as_tensor(balanced_class_weights(imageset.targets[split["train"]].astype(np.int64), num_grades), dtype=torch.float32)
+    model = build_model(
+        cfg.model.depth, cfg.model.task, cfg.model.head, cfg.model.loss, num_grades, class_weights,
+        **head_settings(cfg.model), grade_axes=grade_axes,
+        backbone=cfg.model.backbone, image_size=cfg.data.image_size,
+        pretrained=cfg.model.pretrained if fresh else None,
+    )
+    if cfg.model.pretrained and fresh:
+        log(f"backbone: {cfg.model.backbone[len('timm:'):]} with the weights of {cfg.model.pretrained}")
+    if num_grades is not None:
+        model.head.init_from_targets(imageset.targets[split["train"]])
+    if cfg.train.init and fresh:
+        # after init_from_targets, so a loaded head's weights win; every rank reads the same file
+        axes = grade_axes.to_dict() if grade_axes is not None else None
+        log(load_init(model, plan_init(cfg.train.init, cfg.model, imageset.grade_names, grade_axes=axes)))
+    return model
+
+
+def _write_run_start(out: Path, cfg: RunConfig, imageset: ImageSet, split: Split) -> None:
+    """config.yaml, split.json and data.json: what the run is, written before its first epoch."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.yaml", dump_config(cfg))
+    save_split(out / "split.json", split, imageset)
+    save_json(out / "data.json", data_summary(imageset))
+
+
+def _checkpoint_meta(cfg: RunConfig, imageset: ImageSet, mean: torch.Tensor, grade_axes: GradeAxes | None) -> dict:
+    """What every checkpoint carries beside the weights, so a run is graded from best.pt alone."""
+    meta = {
+        "imgrade_version": imgrade.__version__,
+        "config": cfg.to_dict(),
+        "grade_names": imageset.grade_names,
+        "image_size": cfg.data.image_size,
+        "mean_image": mean,
+        "task": cfg.model.task,
+        "calibration": None,
+        "data_source": imageset.source,
+    }
+    if grade_axes is not None:
+        meta["grade_axes"] = grade_axes.to_dict()  # the runtime rebuilds the head from this, not from the CSV
+    return meta
+
+
+def _epoch_writer(cfg: RunConfig, out: Path):
+    """After each epoch: history.csv, and loss_curve.png at most every ``LOSS_PLOT_EVERY_S`` seconds."""
+    last_plot = -float("inf")
+
+    def on_epoch_end(history: list[dict]) -> None:
+        nonlocal last_plot
+        write_history(out / "history.csv", history)
+        # a figure takes ~0.5 s, half an epoch of a few hundred photos: always drawn after the first
+        # and the last epoch, in between at most every LOSS_PLOT_EVERY_S seconds
+        now = time.monotonic()
+        if now - last_plot >= LOSS_PLOT_EVERY_S or len(history) == cfg.train.epochs:
+            plots.plot_loss_curve(history, out / "loss_curve.png", title=f"loss: {out.name}", frozen_epochs=cfg.train.freeze_backbone_epochs)
+            last_plot = now
+
+    return on_epoch_end
+
+
+def _check_and_calibrate(cfg: RunConfig, out: Path, imageset: ImageSet, split: Split) -> None:
+    """Warn about a network that trained badly, then fit cut points and grade sets on validation."""
+    predictor = Predictor.from_run(out, device=cfg.train.device, tta=False)
+    val_set = imageset.subset(split["val"])
+    val_outputs = predictor.outputs(val_set.images)
+    for warning in health_warnings(predictor, val_set, val_outputs):
+        log(f"warning: {warning}")
+    if imageset.is_ordinal:
+        calibrate_run(out, predictor, imageset, split, cfg.calibrate, strict=False, val_outputs=val_outputs)
+
+
+def health_warnings(predictor: Predictor, val_set: ImageSet, outputs: Outputs) -> list[str]:
+    """Warnings about a model that trained badly: dead hidden units, near-constant predictions."""
+    warnings = []
+    model = predictor.model
+    with torch.no_grad():
+        x = nhwc_to_tensor(val_set.images[:512])
+        hidden = model.head.hidden(model.features(to_input(x, predictor.mean, predictor.device)))
+    if hidden is not None and len(hidden):
+        dead = int((hidden.amax(dim=0) <= 0).sum())
+        if dead > hidden.shape[1] // 2:
+            warnings.append(
+                f"{dead} of the head's {hidden.shape[1]} hidden ReLU units never fire on the validation images "
+                "(dead ReLUs): retrain with --head linear or another --seed"
+            )
+    spread, target_spread = float(np.std(outputs.scores)), float(np.std(val_set.targets))
+    if len(outputs.scores) > 1 and target_spread > 0 and spread < 0.1 * target_spread:
+        warnings.append(
+            f"the predictions on validation are near constant (std {spread:.3g} against {target_spread:.3g} for the "
+            "targets): the model learned little; train longer, or try another --seed or --task"
+        )
+    return warnings
+
+
+def _train_ensemble(cfg: RunConfig, out: Path, resume: bool, split: Split | None, imageset: ImageSet | None) -> list[dict]:
+    """Train ``cfg.train.ensemble`` members on one split, each a complete run in ``out/members/mI``
+    (so resume and crash safety hold per member), then write ``out/best.pt`` holding them all and
+    calibrate the ensemble on its own validation outputs. Returns the members' mean history."""
+    k = cfg.train.ensemble
+    imageset = imageset if imageset is not None else load_dataset(cfg.data)
+    log(f"data: {imageset.source}: {len(imageset)} images, {imageset.image_size[0]}x{imageset.image_size[1]}")
+    have_split = resume and (out / "split.json").is_file()
+    split = distributed.on_main(choose_split, cfg, out, imageset, have_split, split)
+    if distributed.is_main() and not have_split:
+        _write_run_start(out, cfg, imageset, split)
+    histories = []
+    for i in range(k):
+        seed = member_seed(cfg.train.seed, k, i)
+        member = member_dir(out, i)
+        member_cfg = cfg.with_overrides({"train.ensemble": 1, "train.seed": seed})
+        state = distributed.on_main(member_state, member)
+        log(f"\nensemble member {i + 1}/{k} (seed {seed}) -> {member}" + {"done": ": already trained", "resume": ": resuming"}.get(state, ""))
+        if state == "done":
+            histories.append(read_history(member / "history.csv"))
+            continue
+        histories.append(_train(member_cfg, member, state == "resume", False, split, imageset))
+    history = mean_history(histories)
+    if not distributed.is_main():
+        return history
+    assemble_ensemble(cfg, out, k)
+    write_history(out / "history.csv", history)
+    plots.plot_loss_curve(history, out / "loss_curve.png", title=f"loss: {out.name} (mean of {k} members)", frozen_epochs=cfg.train.freeze_backbone_epochs)
+    if imageset.is_ordinal:
+        predictor = Predictor.from_run(out, device=cfg.train.device, tta=False)
+        calibrate_run(out, predictor, imageset, split, cfg.calibrate, strict=False)
+    log(f"ensemble of {k} members -> {out / 'best.pt'}")
+    return history
