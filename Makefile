@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11+ and pip:
 #   make demo   creates .venv if missing, installs imgrade, runs the demo on synthetic cucumbers
-#   make test   creates .venv if missing, installs imgrade with its test tools, runs the tests
+#   make test   creates .venv if missing, installs imgrade with its test tools, checks the layers
+#               (import-linter) and the style (ruff), runs the tests
 #               (as root it also apt-get installs Chromium + chromedriver for tests/browser)
 #   both, as root, also apt-get install tcmalloc (libtcmalloc-minimal4), which imgrade then uses
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.imgrade-installed
 
-.PHONY: demo test install browser tcmalloc clean
+.PHONY: demo test lint install browser tcmalloc clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,8 +45,14 @@ install: $(STAMP) browser tcmalloc
 demo: $(STAMP) tcmalloc
 	$(VENV)/bin/imgrade demo --out demo-run --overwrite
 
-test: $(STAMP) browser tcmalloc
+test: $(STAMP) browser tcmalloc lint
 	$(PY) -m pytest
+
+# the layers (import-linter contracts in pyproject.toml) and ruff's lint and format checks
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
 clean:
 	rm -rf $(VENV) demo-run .pytest_cache
