@@ -58,8 +58,8 @@ class DataConfig:
     path: str | None = None
     """The image set: a CUCUMBER-9 folder or .tar.gz, a folder of class folders, or a CSV manifest."""
     grades: list[str] | None = None
-    """Grade names in rank order, best first: a list, or comma-separated (2L,L,M,S). None: the
-    set's own (grades.txt, or CUCUMBER-9's order)."""
+    """Grade names in rank order, best first: a list, or comma-separated (2L,L,M,S); by default
+    the set's own (grades.txt, or CUCUMBER-9's order)."""
     view: str = "above"
     """CUCUMBER-9 prototype 2 view: above (as the reference), below, side, or all."""
     image_size: int = 32
@@ -99,7 +99,7 @@ class ModelConfig:
     depth: int = 29
     """Reference backbone: ResNet v2 depth, 9n+2 (11, 20, 29, 38, ...); 29 is the reference."""
     task: str = "regression"
-    """How the grade is learned.
+    """How the grade is learned, one of the registered heads.
 
     regression (the reference: MSE on the grade number), classification (softmax), coral, corn
     and sord (ordinal heads), axes (a grade table), or any head added with
@@ -117,17 +117,18 @@ class ModelConfig:
     neighbour about a fifth, two grades away almost nothing: off-by-one costs little, far misses
     a lot. Larger values approach plain cross-entropy (5: 99% on the true grade)."""
     axes: str | None = None
-    """--task axes: a CSV grade table with the header grade,AXIS1,AXIS2,... None: grade_axes.csv
-    beside the data when present, else the built-in size x shape table of CUCUMBER-9's grades.
+    """--task axes: a CSV grade table with the header grade,AXIS1,AXIS2,...; by default
+    grade_axes.csv beside the data when present, else the built-in size x shape table of
+    CUCUMBER-9's grades.
 
     One row per grade, each cell the grade's level on that axis (empty = any). Other tasks ignore
     it. The table is stored in the run, so the file is needed only for training."""
     backbone: str = "reference"
-    """The network before the head: reference (the Keras ResNet v2 of ``depth``), or timm:NAME, any
+    """The network before the head: reference (the Keras ResNet v2 of the given depth), or timm:NAME, any
     model of the optional timm package (pip install 'imgrade[timm]'), e.g. timm:resnet18."""
     pretrained: str | None = None
     """timm backbones: start from these weights, a .pth, .pt or .safetensors state dict of the same
-    model, or 'hub' for timm's own download (needs the internet); None: random weights."""
+    model, or 'hub' for timm's own download (needs the internet); by default random weights."""
 
     def __post_init__(self) -> None:
         if self.depth < 11 or (self.depth - 2) % 9:
@@ -163,7 +164,7 @@ class TrainConfig:
     l2: float = 1e-4
     """Keras-style L2 penalty on convolution kernels (added to the loss as l2 * sum(w^2))."""
     augment: bool = True
-    """Augment the training images with random shifts (up to ``shift`` of the size) and
+    """Augment the training images with random shifts (up to train.shift of the size) and
     horizontal flips, as the reference."""
     shift: float = 0.1
     """Largest random shift as a fraction of the image size."""
