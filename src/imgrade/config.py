@@ -1,6 +1,10 @@
 """Run configuration: dataclasses with documented defaults, YAML loading and validation.
 
 Precedence: the defaults below < ``--config run.yaml`` < command-line flags.
+
+The first paragraph of the docstring under each field is its flag's ``--help`` (imgrade.cli reads
+it), and the help shows the field's default; the rest of a docstring is for readers of the code
+and of YAML configs.
 """
 
 from __future__ import annotations
@@ -38,19 +42,32 @@ def parse_split(spec: str) -> tuple[float, float, float] | str:
     return parts  # type: ignore[return-value]
 
 
+VIEWS = ("above", "below", "side", "all")
+TARGETS = ("auto", "ordinal", "continuous")
+HEADS = ("auto", "reference", "linear")
+LOSSES = ("mse", "huber")
+CLASS_WEIGHTS = ("none", "balanced")
+BN_STATS = ("epoch", "ema")
+OBJECTIVES = ("qwk", "accuracy", "mae")
+AMP_CHOICES = ("auto", "bf16", "off")
+"""The closed sets of values of some fields below (the CLI offers them as choices)."""
+
+
 @dataclass
 class DataConfig:
     path: str | None = None
     """The image set: a CUCUMBER-9 folder or .tar.gz, a folder of class folders, or a CSV manifest."""
     grades: list[str] | None = None
-    """Grade names in rank order (best first). Default: the set's own (grades.txt, CUCUMBER-9 order)."""
+    """Grade names in rank order, best first: a list, or comma-separated (2L,L,M,S); by default
+    the set's own (grades.txt, or CUCUMBER-9's order)."""
     view: str = "above"
     """CUCUMBER-9 prototype 2 view: above (as the reference), below, side, or all."""
     image_size: int = 32
-    """Images are converted to RGB and resized to image_size x image_size."""
+    """Input size in pixels: images are converted to RGB and resized to image_size x image_size."""
     split: str = "auto"
-    """train,val,test fractions (stratified, seeded); 'published' keeps the set's own test images;
-    'auto' uses a set's own train/val/test folders or CSV column when it has them, else 0.6,0.2,0.2."""
+    """train,val,test fractions (stratified, seeded), e.g. 0.6,0.2,0.2; 'published' keeps the
+    set's own test images; 'auto' uses a set's own train/val/test folders or CSV column when it
+    has them, else 0.6,0.2,0.2."""
     target_column: str = "target"
     """CSV manifests: the column holding the target."""
     target: str = "auto"
@@ -62,11 +79,11 @@ class DataConfig:
     ($IMGRADE_CACHE_DIR, else ~/.cache/imgrade), 'off', or a folder."""
 
     def __post_init__(self) -> None:
-        if self.view not in ("above", "below", "side", "all"):
+        if self.view not in VIEWS:
             raise ConfigError(f"data.view {self.view!r} is not one of above, below, side, all: set --view")
         if not 8 <= int(self.image_size) <= 1024:
             raise ConfigError(f"data.image_size {self.image_size} is outside 8..1024: set --image-size")
-        if self.target not in ("auto", "ordinal", "continuous"):
+        if self.target not in TARGETS:
             raise ConfigError(f"data.target {self.target!r} is not auto, ordinal or continuous: set --target")
         parse_split(self.split)
         if int(self.workers) < 0:
@@ -77,47 +94,49 @@ class DataConfig:
             raise ConfigError(f"--grades {','.join(self.grades)} names a grade twice: list each grade once")
 
 
-AMP_CHOICES = ("auto", "bf16", "off")
-"""``train.amp``: bf16 on a CUDA GPU and fp32 elsewhere, bf16 everywhere, or fp32 everywhere."""
-
-
 @dataclass
 class ModelConfig:
     depth: int = 29
-    """ResNet v2 depth, 9n+2 (11, 20, 29, 38, ...). 29 is the reference."""
+    """Reference backbone: ResNet v2 depth, 9n+2 (11, 20, 29, 38, ...); 29 is the reference."""
     task: str = "regression"
-    """How the grade is learned: regression (the reference: MSE on the grade number),
-    classification (softmax), coral or corn (rank-consistent ordinal heads), or any head added
-    with ``imgrade.core.registry.register_head``."""
+    """How the grade is learned, one of the registered heads.
+
+    regression (the reference: MSE on the grade number), classification (softmax), coral, corn
+    and sord (ordinal heads), axes (a grade table), or any head added with
+    ``imgrade.core.registry.register_head``; ``describe_tasks()`` there says what each does."""
     head: str = "auto"
-    """reference (Dense(8, relu) before the output, as the reference), linear (no hidden layer),
-    or auto: reference for regression, linear for the other tasks."""
+    """The layers after the backbone: reference (Dense(8, relu) before the output, as the
+    reference), linear (no hidden layer), or auto (reference for regression, linear otherwise)."""
     loss: str = "mse"
     """Regression loss: mse (the reference) or huber."""
     sord_beta: float = 1.0
-    """SORD's soft labels: grade k gets softmax_k(-sord_beta * (k - true grade)^2) of the target.
+    """--task sord: sharpness of the soft labels, > 0; larger is closer to one-hot.
+
+    SORD's soft labels: grade k gets softmax_k(-sord_beta * (k - true grade)^2) of the target.
     1.0 keeps most of the target on the true grade (58% for a middle grade of three) and gives each
     neighbour about a fifth, two grades away almost nothing: off-by-one costs little, far misses
     a lot. Larger values approach plain cross-entropy (5: 99% on the true grade)."""
     axes: str | None = None
-    """--task axes: a CSV grade table (header grade,AXIS1,AXIS2,...; one row per grade, each cell
-    the grade's level on that axis, empty = any). None: grade_axes.csv in the data folder (or next
-    to a data file) when present, else the built-in table for CUCUMBER-9's grades. Other tasks
-    ignore it. The table is stored in the run, so the file is needed only for training."""
+    """--task axes: a CSV grade table with the header grade,AXIS1,AXIS2,...; by default
+    grade_axes.csv beside the data when present, else the built-in size x shape table of
+    CUCUMBER-9's grades.
+
+    One row per grade, each cell the grade's level on that axis (empty = any). Other tasks ignore
+    it. The table is stored in the run, so the file is needed only for training."""
     backbone: str = "reference"
-    """The network before the head: reference (the Keras ResNet v2 of ``depth``), or timm:NAME, any
+    """The network before the head: reference (the Keras ResNet v2 of the given depth), or timm:NAME, any
     model of the optional timm package (pip install 'imgrade[timm]'), e.g. timm:resnet18."""
     pretrained: str | None = None
     """timm backbones: start from these weights, a .pth, .pt or .safetensors state dict of the same
-    model, or 'hub' for timm's own download (needs the internet); None: random weights."""
+    model, or 'hub' for timm's own download (needs the internet); by default random weights."""
 
     def __post_init__(self) -> None:
         if self.depth < 11 or (self.depth - 2) % 9:
             raise ConfigError(f"model depth {self.depth} is not 9n+2 (11, 20, 29, 38, ...): set --depth to one of those")
         head_entry(self.task)  # unknown names fail with the closest one and the flag
-        if self.head not in ("auto", "reference", "linear"):
+        if self.head not in HEADS:
             raise ConfigError(f"model.head {self.head!r} is not auto, reference or linear: set --head")
-        if self.loss not in ("mse", "huber"):
+        if self.loss not in LOSSES:
             raise ConfigError(f"model.loss {self.loss!r} is not mse or huber: set --loss")
         if not float(self.sord_beta) > 0:
             raise ConfigError(f"model.sord_beta {self.sord_beta} must be positive (1.0 is the default): set --sord-beta")
@@ -136,16 +155,17 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 200
-    """Training epochs (the reference: 200). The learning-rate steps scale with it."""
+    """Training epochs (200 is the reference); the learning-rate steps scale with them."""
     batch_size: int = 32
-    """Images per optimizer step (the reference: 32)."""
+    """Images per optimizer step (32 is the reference)."""
     lr: float = 1e-3
-    """Adam learning rate before the step schedule (x0.1 at 40% of epochs, x0.01 at 60%,
+    """Adam learning rate before the step schedule (x0.1 at 40% of the epochs, x0.01 at 60%,
     x0.001 at 80%, x0.0005 at 90%)."""
     l2: float = 1e-4
     """Keras-style L2 penalty on convolution kernels (added to the loss as l2 * sum(w^2))."""
     augment: bool = True
-    """Random shifts up to ``shift`` of the size and horizontal flips, as the reference."""
+    """Augment the training images with random shifts (up to train.shift of the size) and
+    horizontal flips, as the reference."""
     shift: float = 0.1
     """Largest random shift as a fraction of the image size."""
     class_weight: str = "none"
@@ -162,37 +182,45 @@ class TrainConfig:
     threads: int = 0
     """CPU threads for torch; 0 keeps torch's default (one per core)."""
     amp: str = "auto"
-    """Mixed precision: auto (bf16 on a CUDA GPU, fp32 on the CPU), bf16 (also on the CPU: about
-    1.7x faster on CPUs with AVX512-BF16 or AMX, slightly different numbers), or off (fp32)."""
+    """Mixed precision: auto (bf16 on a CUDA GPU, fp32 on the CPU), bf16 (everywhere), or off (fp32).
+
+    bf16 on the CPU is about 1.7x faster on CPUs with AVX512-BF16 or AMX, with slightly different
+    numbers."""
     compile: bool = False
-    """torch.compile the model: pays on a GPU for long runs (compiling takes a minute or so);
-    on the CPU it gave no speed-up."""
+    """torch.compile the model: pays on a GPU for long runs.
+
+    Compiling takes a minute or so; on the CPU it gave no speed-up."""
     init: str | None = None
     """Start from another run's weights (a run folder or a .pt checkpoint): the backbone always,
     the head too when the task and the grades match; else the head starts fresh."""
     freeze_backbone_epochs: int = 0
-    """With ``init``: train only the head for this many first epochs (the backbone's weights stay
-    as they came; its BatchNorm statistics still follow the new photos)."""
+    """With --init: train only the head for this many first epochs.
+
+    The backbone's weights stay as they came; its BatchNorm statistics still follow the new photos."""
     backbone_lr_scale: float = 1.0
-    """The backbone learns at lr * this (0.1: ten times slower than the head), so fine-tuning
-    adjusts pretrained features instead of overwriting them."""
+    """The backbone learns at lr x this (0.1: ten times slower than the head; gentle fine-tuning).
+
+    So fine-tuning adjusts pretrained features instead of overwriting them."""
     color_jitter: float = 0.0
-    """Photometric augmentation: random brightness, contrast, saturation and per-channel colour
-    gains of up to this fraction (0.1 = +-10%), drawn per image."""
+    """Random brightness, contrast, saturation and per-channel colour gains of up to this
+    fraction (0.1 = +-10%), drawn per image."""
     rotate: float = 0.0
     """Random rotations of up to this many degrees either way, drawn per image."""
     blur: float = 0.0
     """Random Gaussian blur with a sigma of up to this many pixels, drawn per image (0: none)."""
     ensemble: int = 1
-    """Train this many networks on the same split (seeds seed*K .. seed*K+K-1) and grade with the
-    average of their probabilities (of their scores for regression): steadier and usually more
-    exact than one network, at K times the training and grading time. 1: one network."""
+    """Train this many networks on the same split and grade with their average: steadier and
+    usually more exact than one network, at K times the training and grading time.
+
+    Member seeds are seed*K .. seed*K+K-1; the average is of their probabilities (of their scores
+    for regression)."""
     ema: float = 0.0
-    """Weight averaging: keep an exponential moving average of the weights (and BatchNorm
-    statistics) with this decay, updated after every step, and validate, keep as best.pt and
-    calibrate that average instead of the live weights. 0 (the default) is off; 0.99-0.999 suits a
-    few hundred photos (about 1 / (1 - decay) steps are averaged). Not ``bn_stats: ema``, which is
-    the reference's moving average of BatchNorm statistics alone."""
+    """Validate, keep and calibrate an exponential moving average of the weights with this decay
+    (0: off; 0.99-0.999 suits a few hundred photos).
+
+    The average (of the weights and the BatchNorm statistics) is updated after every step; about
+    1 / (1 - decay) steps are averaged. Not ``bn_stats: ema``, which is the reference's moving
+    average of BatchNorm statistics alone."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -205,9 +233,9 @@ class TrainConfig:
             raise ConfigError(f"train.l2 {self.l2} must be >= 0: set --l2")
         if not 0 <= self.shift < 0.5:
             raise ConfigError(f"train.shift {self.shift} must be in [0, 0.5): set --shift")
-        if self.class_weight not in ("none", "balanced"):
+        if self.class_weight not in CLASS_WEIGHTS:
             raise ConfigError(f"train.class_weight {self.class_weight!r} is not none or balanced: set --class-weight")
-        if self.bn_stats not in ("epoch", "ema"):
+        if self.bn_stats not in BN_STATS:
             raise ConfigError(f"train.bn_stats {self.bn_stats!r} is not epoch or ema: set --bn-stats")
         if self.threads < 0:
             raise ConfigError(f"train.threads {self.threads} must be >= 0: set --threads")
@@ -236,18 +264,21 @@ class CalibrateConfig:
     alpha: float = 0.1
     """Grade sets contain the true grade with probability at least 1 - alpha."""
     folds: int = 5
-    """Cross-validation folds on the validation predictions that decide tuned cut points vs rounding."""
+    """Cross-validation folds on the validation predictions that decide tuned cut points vs the
+    plain decision (rounding, or the head's own rule)."""
     holdout: float = 0.0
-    """Fraction of the validation split kept apart, before training, for the grade sets alone. The
-    rest chooses the best epoch and the cut points. With 0 (the default) one split does all three,
-    which makes its errors slightly optimistic, so coverage can fall below 1 - alpha on small sets."""
+    """Fraction of the validation split kept out of epoch selection, for the grade sets alone
+    (0.5 makes their coverage honest on small sets).
+
+    The rest chooses the best epoch and the cut points. With 0 one split does all three, which
+    makes its errors slightly optimistic, so coverage can fall below 1 - alpha on small sets."""
     tta: bool = False
     """Grade with test-time augmentation by default: each photo as the average of itself, its
     mirror and four small shifts (6 forward passes). evaluate, predict, export and serve follow it;
     their --tta / --no-tta override it. Both ways are always calibrated."""
 
     def __post_init__(self) -> None:
-        if self.objective not in ("qwk", "accuracy", "mae"):
+        if self.objective not in OBJECTIVES:
             raise ConfigError(f"calibrate.objective {self.objective!r} is not qwk, accuracy or mae: set --objective")
         if not 0 < self.alpha < 1:
             raise ConfigError(f"--alpha {self.alpha} must be between 0 and 1 (exclusive), e.g. 0.1")
@@ -269,6 +300,16 @@ on the real CUCUMBER-9 sample (benchmarks/accuracy.py, docs/results/accuracy.md)
 labels and an ensemble of three, three times the training and grading time of one network.
 Test-time augmentation added a point of exact accuracy there at no QWK, for six times the grading
 time, so it stays a flag (--tta)."""
+
+FINETUNE_DEFAULTS: dict[str, Any] = {
+    "model.task": "corn",
+    "train.epochs": 60,
+    "train.freeze_backbone_epochs": 5,
+    "train.backbone_lr_scale": 0.3,
+    "train.color_jitter": 0.1,
+}
+"""What ``imgrade fewshot`` changes from the defaults for its fine-tuning stage (any flag the user
+gives wins). Chosen with benchmarks/few_real.py on the real CUCUMBER-9 sample."""
 
 
 @dataclass
@@ -372,3 +413,35 @@ def _preset(name: str | None) -> dict[str, dict[str, Any]]:
 
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+PATH_KEYS = ("data.path", "model.axes", "model.pretrained", "train.init")
+"""Keys holding a file or folder: a run stores them resolved, so they compare resolved."""
+
+
+def differences(given: RunConfig, saved: RunConfig, keys: list[str] | None = None) -> list[tuple[str, Any, Any]]:
+    """``(key, given value, saved value)`` for each key (default: all) whose values differ.
+
+    Both sides went through the dataclasses, so ``--grades 2L,L`` equals a saved list and
+    ``--lr 1`` a saved 1.0. Paths compare resolved. A None in ``given`` means "not set" (the run
+    then chose), so it never differs.
+
+    >>> saved = RunConfig().with_overrides({"train.epochs": 30, "data.grades": ["2L", "L"]})
+    >>> differences(saved.with_overrides({"data.grades": "2L,L", "train.epochs": 40}), saved)
+    [('train.epochs', 40, 30)]
+    """
+    a, b = given.to_dict(), saved.to_dict()
+    keys = keys if keys is not None else [f"{section}.{key}" for section in a for key in a[section]]
+    found = []
+    for dotted in keys:
+        section, key = dotted.split(".", 1)
+        mine, theirs = a[section][key], b[section][key]
+        if mine is None:
+            continue
+        if dotted in PATH_KEYS and mine != "hub" and theirs not in (None, "hub"):
+            same = Path(mine).resolve() == Path(theirs).resolve()
+        else:
+            same = mine == theirs
+        if not same:
+            found.append((dotted, mine, theirs))
+    return found

@@ -122,9 +122,9 @@ def test_resume_continues_to_the_same_weights(synth_dir, tmp_path, monkeypatch):
     assert main(["train", *args, "--out", str(tmp_path / "cut")]) == 130
     monkeypatch.setattr(TRAINING, "write_history", real_write)
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 2
-    # a plain train into the unfinished run is refused; --resume finishes it
+    # a plain train into the unfinished run is refused; --resume (with the same flags, or none) finishes it
     assert main(["train", *args, "--out", str(tmp_path / "cut")]) == 2
-    assert main(["train", "--resume", "--out", str(tmp_path / "cut")]) == 0
+    assert main(["train", *args, "--resume", "--out", str(tmp_path / "cut")]) == 0
     full, cut = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "cut" / "last.pt")
     assert [r["val_loss"] for r in full["history"]] == [r["val_loss"] for r in cut["history"]]
     for key, value in full["model_state"].items():

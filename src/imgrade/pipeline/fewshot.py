@@ -23,7 +23,7 @@ import numpy as np
 
 import yaml
 
-from imgrade.config import RunConfig, load_config, parse_split
+from imgrade.config import FINETUNE_DEFAULTS, RunConfig, load_config, parse_split
 from imgrade.core.checkpoint import LAST, load_checkpoint, save_json
 from imgrade.core.errors import CheckpointError, ConfigError, DataError, ImgradeError
 from imgrade.core.io import write_text
@@ -39,17 +39,6 @@ from imgrade.pipeline.train import train
 from imgrade.runtime.predictor import Predictor
 
 PRETRAIN_SPLIT = "0.8,0.1,0.1"  # synthetic images are free: most go to training
-
-# What the recipe changes from `imgrade train`'s defaults for the fine-tuning stage; any flag the
-# user gives wins. Chosen with benchmarks/few_real.py on the real CUCUMBER-9 sample.
-FINETUNE_DEFAULTS = {
-    "model.task": "corn",
-    "train.epochs": 60,
-    "train.freeze_backbone_epochs": 5,
-    "train.backbone_lr_scale": 0.3,
-    "train.color_jitter": 0.1,
-}
-
 
 def recipe_config(config_path: str | None, overrides: dict[str, Any]) -> RunConfig:
     """The fine-tuning config: code defaults < ``FINETUNE_DEFAULTS`` < ``--config`` file < flags."""

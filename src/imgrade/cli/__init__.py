@@ -1,0 +1,94 @@
+"""The command line: parse, call the verb's function in the pipeline, print, exit. No torch math.
+
+``parser.py`` holds the grammar (run flags in ``run_flags.py``, their help read from config.py),
+``commands.py`` one function per verb; this module sets up logging, runs the verb and turns
+user errors into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+from imgrade.cli.argparser import UsageError, leaf_parser
+from imgrade.cli.commands import (
+    cmd_calibrate, cmd_compare, cmd_data_download, cmd_data_info, cmd_data_synth, cmd_demo, cmd_evaluate,
+    cmd_export, cmd_fewshot, cmd_model_summary, cmd_predict, cmd_serve, cmd_train,
+)
+from imgrade.cli.parser import EXAMPLES, build_parser
+from imgrade.core.allocator import reexec_with_tcmalloc, started_as_imgrade
+from imgrade.core.errors import ImgradeError
+from imgrade.core.logs import setup_logging
+
+__all__ = ["COMMANDS", "EXAMPLES", "build_parser", "main"]
+
+# verb (and action) -> the function that runs it; each calls the same-named pipeline function
+COMMANDS: dict[tuple[str, ...], Callable] = {
+    ("train",): cmd_train,
+    ("calibrate",): cmd_calibrate,
+    ("compare",): cmd_compare,
+    ("fewshot",): cmd_fewshot,
+    ("evaluate",): cmd_evaluate,
+    ("predict",): cmd_predict,
+    ("export",): cmd_export,
+    ("serve",): cmd_serve,
+    ("data", "info"): cmd_data_info,
+    ("data", "download"): cmd_data_download,
+    ("data", "synth"): cmd_data_synth,
+    ("model", "summary"): cmd_model_summary,
+    ("demo",): cmd_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    from_command_line = argv is None
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        parser.print_help()
+        return 0
+    try:
+        args = parser.parse(argv)
+    except UsageError as e:
+        print(f"{e}\n{e.hint()}", file=sys.stderr)
+        return 2
+    key = tuple(v for v in (args.verb, getattr(args, "data_verb", None), getattr(args, "model_verb", None)) if v)
+    command = COMMANDS.get(key)
+    if command is None:  # `imgrade data`: which action?
+        leaf_parser(parser, args).print_help()
+        return 0
+    setup_logging(args.verbosity or 0)  # None: neither -q nor -v
+    if from_command_line and started_as_imgrade():
+        reexec_with_tcmalloc()  # comes back only where tcmalloc is not wanted, not installed or already in
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return _exit_now(_run(command, args, key))  # under torchrun: see _exit_now
+    return _run(command, args, key)
+
+
+def _exit_now(code: int) -> int:
+    """Leave at once, skipping the interpreter's teardown: under torchrun, gloo's threads are torn
+    down by C++ static destructors at exit, which now and then abort a process whose work is done
+    ("terminate called without an active exception") and make torchrun report a failure."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run(command: Callable, args, key: tuple[str, ...]) -> int:
+    """Run the verb; user errors become one line and exit status 2."""
+    try:
+        return command(args)
+    except ImgradeError as e:
+        if args.debug:
+            raise
+        print(f"imgrade: error: {' '.join(str(e).split())}", file=sys.stderr)  # always one line
+        return 2
+    except BrokenPipeError:
+        # the reader went away (`imgrade predict ... | head`): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except KeyboardInterrupt:
+        print("imgrade: interrupted" + ("; continue with `imgrade train --resume --out RUN`" if key == ("train",) else ""), file=sys.stderr)
+        return 130

@@ -1,0 +1,87 @@
+"""argparse, plainer: one-line usage errors with a did-you-mean, and defaults in the help."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+
+
+class UsageError(Exception):
+    """A command line that does not parse; ``imgrade.cli.main`` prints it as one line, exit 2."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(f"{prog}: error: {message}")
+        self.prog = prog
+
+    def hint(self) -> str:
+        return f"see `{self.prog} --help`"
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps descriptions to the terminal but keeps indented lines (examples) as written; adds
+    "(default: X)" to an option whose help does not say its default already."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = text.strip("\n").split("\n\n")
+        return "\n\n".join(
+            "\n".join(indent + line for line in p.splitlines()) if any(line.startswith(" ") for line in p.splitlines())
+            else super(HelpFormatter, self)._fill_text(p, width, indent)
+            for p in paragraphs
+        )
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if not action.option_strings or default is None or default is False or default is argparse.SUPPRESS or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (a ``UsageError``) that suggests the closest
+    verb, value or flag."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        raise UsageError(self.prog, message)
+
+    def _check_value(self, action: argparse.Action, value) -> None:
+        if action.choices is not None and value not in action.choices:
+            names = [str(c) for c in action.choices]
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}{did_you_mean(str(value), names)} (choose from {', '.join(names)})")
+
+    def parse(self, argv: list[str]) -> argparse.Namespace:
+        """``parse_args``, except that an unknown flag is named with the closest one of its verb."""
+        args, extras = self.parse_known_args(argv)
+        if extras:
+            leaf = leaf_parser(self, args)
+            flags = [s for action in leaf._actions for s in action.option_strings]
+            hints = "".join(did_you_mean(e.split("=")[0], flags) for e in extras if e.startswith("-"))
+            raise UsageError(leaf.prog, f"unrecognized arguments: {' '.join(extras)}{hints}")
+        return args
+
+
+def did_you_mean(word: str, options: list[str]) -> str:
+    """``": did you mean 'x'?"`` for the option closest to ``word``, or "" when none is close.
+
+    >>> did_you_mean("trian", ["train", "evaluate"])
+    ": did you mean 'train'?"
+    >>> did_you_mean("zzz", ["train"])
+    ''
+    """
+    bare = {option.lstrip("-"): option for option in options}  # so "--" alone makes no flag look close
+    close = difflib.get_close_matches(word.lstrip("-"), list(bare), n=1)
+    return f": did you mean {bare[close[0]]!r}?" if close else ""
+
+
+def leaf_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub-)parser of the verb ``args`` chose: ``imgrade data info`` for data info."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            name = getattr(args, action.dest, None)
+            if name in action.choices:
+                return leaf_parser(action.choices[name], args)
+    return parser

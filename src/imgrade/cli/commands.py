@@ -1,0 +1,164 @@
+"""One function per verb: turn the parsed flags into a call of the same-named pipeline function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from imgrade.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The run flags given on the command line, by config key (``{"train.epochs": 30}``)."""
+    return {k: v for k, v in vars(args).items() if "." in k and v is not None}
+
+
+def cmd_train(args) -> int:
+    from imgrade import pipeline
+    from imgrade.config import load_config
+
+    overrides = run_overrides(args)
+    if args.resume:
+        check_resume_flags(Path(args.out), overrides, config=args.config, preset=args.preset)
+        cfg = None  # the pipeline continues with the run's saved config
+    else:
+        cfg = load_config(args.config, preset=args.preset).with_overrides(overrides)
+    pipeline.train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    log.info(f"next: imgrade evaluate {args.out}")
+    return 0
+
+
+def check_resume_flags(out: Path, overrides: dict[str, Any], *, config: str | None = None, preset: str | None = None) -> None:
+    """Accept flags (and ``--config``/``--preset``) that agree with the run's saved config; name
+    each that differs, with both values.
+
+    Raises:
+        ConfigError: a flag, or the config that --config/--preset give, differs from the run's.
+    """
+    from imgrade.cli.run_flags import FLAGS, flag_of, format_value
+    from imgrade.config import differences, load_config
+
+    saved_file = out / "config.yaml"
+    if not saved_file.is_file():
+        return  # the pipeline says there is no run to resume
+    saved = load_config(saved_file)
+    if config or preset:
+        given, keys = load_config(config, preset=preset).with_overrides(overrides), None
+    else:
+        given, keys = saved.with_overrides(overrides), list(overrides)
+    source = " ".join(f for f in (f"--config {config}" if config else "", f"--preset {preset}" if preset else "") if f)
+    problems = []
+    for key, mine, theirs in differences(given, saved, keys):
+        if key not in overrides:
+            problems.append(f"{source} sets {key} {format_value(mine)}, the run's is {format_value(theirs)}")
+        elif FLAGS[key].const is not None:
+            problems.append(f"{flag_of(key)} differs from the run's {key.split('.')[1]} {format_value(theirs)}")
+        else:
+            problems.append(f"{flag_of(key)} {format_value(mine)} differs from the run's {format_value(theirs)}")
+    if problems:
+        them = "it" if len(problems) == 1 else "them"
+        raise ConfigError(f"{'; '.join(problems)}: drop {them} to continue, or train a new run in another --out")
+
+
+def cmd_calibrate(args) -> int:
+    from imgrade import pipeline
+
+    pipeline.calibrate(args.run, objective=args.objective, alpha=args.alpha, folds=args.folds, device=args.device)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from imgrade import pipeline
+    from imgrade.config import load_config
+
+    cfg = load_config(args.config).with_overrides(run_overrides(args))
+    pipeline.compare(cfg, args.out, tasks=args.tasks, recipes=args.recipes, seeds=args.seeds, folds=args.folds, metric=args.metric)
+    return 0
+
+
+def cmd_fewshot(args) -> int:
+    from imgrade import pipeline
+    from imgrade.pipeline.fewshot import recipe_config
+
+    cfg = recipe_config(args.config, run_overrides(args))
+    pipeline.fewshot(cfg, args.out, synthetic_n=args.synthetic_n, pretrain_epochs=args.pretrain_epochs, randomize=args.randomize)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from imgrade import pipeline
+
+    pipeline.evaluate(args.run, data=args.data, out=args.out, device=args.device, tta=args.tta)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from imgrade.runtime.predict import predict
+
+    predict(args.run, args.inputs, fmt=args.format, device=args.device, runtime=args.runtime, tta=args.tta)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from imgrade import pipeline
+
+    pipeline.export(args.run, out=args.out, fmt=args.format, tta=args.tta)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from imgrade.serve import serve
+
+    serve(
+        args.model, host=args.host, port=args.port, runtime=args.runtime, device=args.device,
+        token=args.token if args.token is not None else os.environ.get("IMGRADE_TOKEN") or None,
+        max_upload_mb=args.max_upload_mb, max_files=args.max_files,
+        max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
+        request_timeout_s=args.request_timeout_s, threads=args.threads, tta=args.tta,
+    )
+    return 0
+
+
+def cmd_data_info(args) -> int:
+    from imgrade import pipeline
+    from imgrade.config import DataConfig
+
+    grades = DataConfig(grades=args.grades).grades
+    pipeline.data_info(args.path, grades=grades, view=args.view, image_size=args.image_size)
+    return 0
+
+
+def cmd_data_download(args) -> int:
+    from imgrade import pipeline
+
+    pipeline.data_download(args.dataset, prototype=args.prototype, dest=args.dest, base_url=args.base_url)
+    return 0
+
+
+def cmd_data_synth(args) -> int:
+    from imgrade import pipeline
+
+    pipeline.data_synth(
+        args.out, n=args.n, fmt=args.format, image_size=args.image_size, seed=args.seed,
+        label_noise=args.label_noise, randomize=args.randomize,
+    )
+    return 0
+
+
+def cmd_model_summary(args) -> int:
+    from imgrade import pipeline
+
+    pipeline.model_summary(depth=args.depth, image_size=args.image_size, task=args.task, head=args.head, num_grades=args.num_grades, backbone=args.backbone)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from imgrade import pipeline
+
+    pipeline.demo(out=args.out, n=args.n, epochs=args.epochs, seed=args.seed, overwrite=args.overwrite)
+    return 0

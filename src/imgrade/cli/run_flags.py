@@ -1,0 +1,173 @@
+"""The flags that build a run's config (train, compare, fewshot): one table, help from config.py.
+
+A flag's help is the first paragraph of the docstring under its config field and the default it
+shows is the field's, so neither is written twice. The flag's dest is the config key
+("train.epochs"), which ``RunConfig.with_overrides`` takes as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import functools
+import inspect
+import textwrap
+from dataclasses import dataclass, fields
+from typing import Any, Callable
+
+from imgrade.config import AMP_CHOICES, BN_STATS, CLASS_WEIGHTS, HEADS, LOSSES, OBJECTIVES, SECTIONS, TARGETS, VIEWS
+from imgrade.core.registry import describe_tasks, task_names
+
+
+@dataclass(frozen=True)
+class RunFlag:
+    """One command-line flag for one config field."""
+
+    flag: str
+    key: str
+    """The config field, "section.name"; also the argparse dest."""
+    metavar: str | None = None
+    """What the value is, in the help (``--epochs N``); None for choices or a switch."""
+    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
+    """The closed set of values, or a function giving it when the parser is built (the tasks)."""
+    const: bool | None = None
+    """A switch without a value that sets the field to this."""
+    extra: Callable[[], str] | None = None
+    """More help computed when the parser is built (the registered tasks)."""
+
+
+RUN_FLAGS = (
+    RunFlag("--data", "data.path", "PATH"),
+    RunFlag("--grades", "data.grades", "NAMES"),
+    RunFlag("--view", "data.view", choices=VIEWS),
+    RunFlag("--image-size", "data.image_size", "PIXELS"),
+    RunFlag("--split", "data.split", "FRACTIONS"),
+    RunFlag("--target-column", "data.target_column", "COLUMN"),
+    RunFlag("--target", "data.target", choices=TARGETS),
+    RunFlag("--workers", "data.workers", "N"),
+    RunFlag("--cache", "data.cache", "WHERE"),
+    RunFlag("--backbone", "model.backbone", "NAME"),
+    RunFlag("--pretrained", "model.pretrained", "WEIGHTS"),
+    RunFlag("--depth", "model.depth", "N"),
+    RunFlag("--task", "model.task", "TASK", choices=task_names, extra=describe_tasks),
+    RunFlag("--axes", "model.axes", "CSV"),
+    RunFlag("--head", "model.head", choices=HEADS),
+    RunFlag("--loss", "model.loss", choices=LOSSES),
+    RunFlag("--sord-beta", "model.sord_beta", "BETA"),
+    RunFlag("--epochs", "train.epochs", "N"),
+    RunFlag("--batch-size", "train.batch_size", "N"),
+    RunFlag("--lr", "train.lr", "LR"),
+    RunFlag("--l2", "train.l2", "WEIGHT"),
+    RunFlag("--no-augment", "train.augment", const=False),
+    RunFlag("--color-jitter", "train.color_jitter", "FRACTION"),
+    RunFlag("--rotate", "train.rotate", "DEGREES"),
+    RunFlag("--blur", "train.blur", "SIGMA"),
+    RunFlag("--class-weight", "train.class_weight", choices=CLASS_WEIGHTS),
+    RunFlag("--ensemble", "train.ensemble", "K"),
+    RunFlag("--bn-stats", "train.bn_stats", choices=BN_STATS),
+    RunFlag("--seed", "train.seed", "N"),
+    RunFlag("--init", "train.init", "RUN"),
+    RunFlag("--freeze-backbone-epochs", "train.freeze_backbone_epochs", "N"),
+    RunFlag("--ema", "train.ema", "DECAY"),
+    RunFlag("--backbone-lr-scale", "train.backbone_lr_scale", "SCALE"),
+    RunFlag("--device", "train.device", "DEVICE"),
+    RunFlag("--deterministic", "train.deterministic", const=True),
+    RunFlag("--threads", "train.threads", "N"),
+    RunFlag("--amp", "train.amp", choices=AMP_CHOICES),
+    RunFlag("--compile", "train.compile", const=True),
+    RunFlag("--objective", "calibrate.objective", choices=OBJECTIVES),
+    RunFlag("--alpha", "calibrate.alpha", "ALPHA"),
+    RunFlag("--calibration-holdout", "calibrate.holdout", "FRACTION"),
+    RunFlag("--threshold-folds", "calibrate.folds", "K"),
+)
+FLAGS = {f.key: f for f in RUN_FLAGS}
+
+GROUPS = {
+    "data": "data",
+    "model": "model",
+    "train": "training",
+    "calibrate": "calibration (cut points and grade sets, fitted on the validation split)",
+}
+
+
+@functools.cache
+def _field_docs(section_cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (the string right after its annotation)."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(section_cls))).body[0].body
+    return {
+        node.target.id: inspect.cleandoc(after.value.value)
+        for node, after in zip(body, body[1:])
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+        and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)
+    }
+
+
+def field_help(key: str) -> str:
+    """The first paragraph of the docstring under config field ``key``, on one line, no final period.
+
+    >>> field_help("train.seed")
+    'Seeds the split, the initial weights, shuffling and augmentation: same seed, same run on CPU'
+    """
+    section, name = key.split(".")
+    doc = _field_docs(SECTIONS[section]).get(name)
+    if doc is None:
+        raise KeyError(f"config field {key} has no docstring: write one under it in config.py")
+    return " ".join(doc.split("\n\n")[0].split()).replace("``", "").removesuffix(".")
+
+
+def field_default(key: str) -> Any:
+    """The dataclass default of config field ``key``.
+
+    >>> field_default("train.epochs")
+    200
+    """
+    section, name = key.split(".")
+    return next(f.default for f in fields(SECTIONS[section]) if f.name == name)
+
+
+def format_value(value: Any) -> str:
+    """A config value as a person types it on the command line.
+
+    >>> format_value(["2L", "L"]), format_value(True), format_value(0.001), format_value(None)
+    ('2L,L', 'on', '0.001', 'none')
+    """
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def add_run_flags(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = (), defaults: dict[str, Any] | None = None) -> None:
+    """Add the run flags but the config keys in ``skip``, grouped by config section; ``defaults``
+    replaces the dataclass default shown for some keys (a recipe's own defaults)."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    types = {f"{s}.{f.name}": f.type for s, cls in SECTIONS.items() for f in fields(cls)}
+    for f in RUN_FLAGS:
+        if f.key in skip:
+            continue
+        section = f.key.split(".")[0]
+        group = groups.get(section) or groups.setdefault(section, parser.add_argument_group(GROUPS[section]))
+        text = field_help(f.key) + (f": {f.extra()}" if f.extra else "")
+        default = (defaults or {}).get(f.key, field_default(f.key))
+        if f.const is not None:
+            text = text if f.const else f"switch off: {text[0].lower()}{text[1:]}"
+        shown = f" (default: {format_value(default)})" if default is not None else ""
+        text = (text + shown).replace("%", "%%")  # argparse expands %(name)s in help
+        if f.const is not None:
+            group.add_argument(f.flag, dest=f.key, action="store_const", const=f.const, help=text)
+            continue
+        choices = f.choices() if callable(f.choices) else f.choices
+        value_type = {"int": int, "float": float}.get(types[f.key])
+        group.add_argument(f.flag, dest=f.key, metavar=f.metavar, type=value_type, choices=choices, help=text)
+
+
+def flag_of(key: str) -> str:
+    """The flag that sets config field ``key``, or the key itself where no flag does.
+
+    >>> flag_of("train.epochs"), flag_of("train.shift")
+    ('--epochs', 'train.shift')
+    """
+    return FLAGS[key].flag if key in FLAGS else key
