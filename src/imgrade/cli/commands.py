@@ -77,23 +77,26 @@ def cmd_compare(args) -> int:
     from imgrade.config import load_config
 
     cfg = load_config(args.config).with_overrides(run_overrides(args))
-    pipeline.compare(cfg, args.out, tasks=args.tasks, recipes=args.recipes, seeds=args.seeds, folds=args.folds, metric=args.metric)
+    result = pipeline.compare(cfg, args.out, tasks=args.tasks, recipes=args.recipes, seeds=args.seeds, folds=args.folds, metric=args.metric)
+    print(result["markdown"])
     return 0
 
 
 def cmd_fewshot(args) -> int:
     from imgrade import pipeline
-    from imgrade.pipeline.fewshot import recipe_config
+    from imgrade.pipeline.fewshot import format_stages, recipe_config
 
     cfg = recipe_config(args.config, run_overrides(args))
-    pipeline.fewshot(cfg, args.out, synthetic_n=args.synthetic_n, pretrain_epochs=args.pretrain_epochs, randomize=args.randomize)
+    result = pipeline.fewshot(cfg, args.out, synthetic_n=args.synthetic_n, pretrain_epochs=args.pretrain_epochs, randomize=args.randomize)
+    print(f"\nfewshot stages (real rows: the {result['test_images']} photos of the real test split):\n{format_stages(result['stages'])}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from imgrade import pipeline
+    from imgrade.pipeline.evaluate import format_evaluation
 
-    pipeline.evaluate(args.run, data=args.data, out=args.out, device=args.device, tta=args.tta)
+    print(format_evaluation(pipeline.evaluate(args.run, data=args.data, out=args.out, device=args.device, tta=args.tta)))
     return 0
 
 
@@ -106,8 +109,9 @@ def cmd_predict(args) -> int:
 
 def cmd_export(args) -> int:
     from imgrade import pipeline
+    from imgrade.pipeline.export import format_export
 
-    pipeline.export(args.run, out=args.out, fmt=args.format, tta=args.tta)
+    print(format_export(pipeline.export(args.run, out=args.out, fmt=args.format, tta=args.tta)))
     return 0
 
 
@@ -127,9 +131,10 @@ def cmd_serve(args) -> int:
 def cmd_data_info(args) -> int:
     from imgrade import pipeline
     from imgrade.config import DataConfig
+    from imgrade.pipeline.data import format_data_info
 
     grades = DataConfig(grades=args.grades).grades
-    pipeline.data_info(args.path, grades=grades, view=args.view, image_size=args.image_size)
+    print(format_data_info(pipeline.data_info(args.path, grades=grades, view=args.view, image_size=args.image_size)))
     return 0
 
 
@@ -153,7 +158,7 @@ def cmd_data_synth(args) -> int:
 def cmd_model_summary(args) -> int:
     from imgrade import pipeline
 
-    pipeline.model_summary(depth=args.depth, image_size=args.image_size, task=args.task, head=args.head, num_grades=args.num_grades, backbone=args.backbone)
+    print(pipeline.model_summary(depth=args.depth, image_size=args.image_size, task=args.task, head=args.head, num_grades=args.num_grades, backbone=args.backbone))
     return 0
 
 

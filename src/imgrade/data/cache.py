@@ -12,6 +12,7 @@ under a temporary name and renamed when complete: a crash leaves no half-written
 
 from __future__ import annotations
 
+import logging
 import contextlib
 import hashlib
 import os
@@ -25,6 +26,8 @@ from tqdm import tqdm
 
 from imgrade.core.errors import ConfigError, DataError
 from imgrade.data.images import PROGRESS_MIN_IMAGES, load_image
+
+logger = logging.getLogger(__name__)
 
 DECODER_VERSION = 1
 """Bump when decode_image's output changes for the same file: old cache entries stop matching."""
@@ -98,7 +101,7 @@ def decode_images(paths: list[Path], image_size: int, options: DecodeOptions | N
     entry = folder / f"{cache_key(paths, image_size)}-{len(paths)}x{image_size}.npy"
     cached = _open_entry(entry, (len(paths), image_size, image_size, 3))
     if cached is not None:
-        print(f"data: {len(paths):,} decoded images from the cache {entry}", file=sys.stderr)
+        logger.info(f"data: {len(paths):,} decoded images from the cache {entry}")
         return cached
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -117,7 +120,7 @@ def decode_images(paths: list[Path], image_size: int, options: DecodeOptions | N
             tmp.unlink()
         raise
     how = f"{options.workers} workers" if options.workers else "1 process"
-    print(f"data: decoded {len(paths):,} images with {how} in {time.perf_counter() - t0:.1f} s; cached in {entry}", file=sys.stderr)
+    logger.info(f"data: decoded {len(paths):,} images with {how} in {time.perf_counter() - t0:.1f} s; cached in {entry}")
     return np.load(entry, mmap_mode="r")
 
 

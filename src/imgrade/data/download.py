@@ -6,6 +6,7 @@ downloaded by hand, and nothing half-written is left behind.
 
 from __future__ import annotations
 
+import logging
 import contextlib
 import http.client
 import os
@@ -19,6 +20,8 @@ from tqdm import tqdm
 
 from imgrade.core.errors import ConfigError, DataError
 from imgrade.data.cucumber9 import read_cucumber9
+
+logger = logging.getLogger(__name__)
 
 CUCUMBER9_BASE_URL = "https://github.com/workpiles/CUCUMBER-9/raw/master"
 CUCUMBER9_ARCHIVES = {1: "prototype_1/cucumber-9-python.tar.gz", 2: "prototype_2/cucumber-9-p2-python.tar.gz"}
@@ -41,7 +44,7 @@ def _stream(url: str, out, *, timeout: float, progress: bool, label: str) -> Non
             received = 0
             show_bar = progress and sys.stderr.isatty()
             if progress and not show_bar:
-                print(f"downloading {url}", file=sys.stderr)
+                logger.info(f"downloading {url}")
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
                       file=sys.stderr, disable=not show_bar) as bar:
                 while chunk := response.read(_CHUNK):

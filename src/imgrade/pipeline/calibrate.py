@@ -6,6 +6,7 @@ another objective, alpha or number of folds.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,10 @@ from imgrade.core.checkpoint import find_run_checkpoint, load_checkpoint, save_c
 from imgrade.core.errors import ConfigError, DataError, ImgradeError
 from imgrade.core.io import write_text
 from imgrade.data.imageset import ImageSet
-from imgrade.pipeline.runs import log, run_data
+from imgrade.pipeline.runs import run_data
 from imgrade.runtime.predictor import CALIBRATION_TTA, Outputs, Predictor
+
+logger = logging.getLogger(__name__)
 
 
 def calibrate(
@@ -75,7 +78,7 @@ def _calibrate_and_save(
         y, outputs.scores, num_grades, objective=cfg.objective, folds=cfg.folds, seed=0, baseline=outputs.native, baseline_name=rule
     )
     mode = "with test-time augmentation, " if predictor.tta else ""
-    log(f"{mode}thresholds: {choice.reason}")
+    logger.info(f"{mode}thresholds: {choice.reason}")
     calibration: dict[str, Any] = {"thresholds": choice.to_dict(), "conformal": None}
     if cal_set is not None:
         y, outputs = cal_set.targets.astype(np.int64), predictor.outputs(cal_set.images)
@@ -85,12 +88,12 @@ def _calibrate_and_save(
     except ImgradeError as e:
         if strict:
             raise
-        log(f"warning: no grade sets: {e}")
+        logger.warning(f"warning: no grade sets: {e}")
     else:
         calibration["conformal"] = conformal.to_dict()
         sets = prediction_sets(conformal, scores=outputs.scores, probabilities=outputs.probabilities, num_grades=num_grades)
         summary = set_summary(sets, y, predictor.grade_names)
-        log(
+        logger.info(
             f"{mode}grade sets: {conformal.kind}, alpha {cfg.alpha}: {where} coverage {summary['coverage']:.3f}, "
             f"mean size {summary['mean_size']:.2f} grades ({conformal.n} calibration images)"
         )

@@ -13,6 +13,7 @@ because folds share most of their training images; over seeds on one split, from
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import replace
@@ -37,9 +38,10 @@ from imgrade.evaluate.metrics import ordinal_metrics
 from imgrade.evaluate.report import mean_std, paired_gain, write_compare_report
 from imgrade.evaluate.stats import corrected_ttest
 from imgrade.pipeline.recipe import Recipe, parse_recipe, parse_recipes
-from imgrade.pipeline.runs import log
 from imgrade.pipeline.train import train
 from imgrade.runtime.predictor import Predictor
+
+logger = logging.getLogger(__name__)
 
 REFERENCE = "regression, rounding"
 METRICS = ("qwk", "accuracy", "within1", "grade_mae", "mae", "rmse", "coverage", "set_size", "train_seconds")
@@ -122,7 +124,7 @@ def run_comparison(
                 name = f"{recipe.folder}-fold{f}" if folds else f"{recipe.folder}-seed{seed}"
                 if folds and seeds > 1:
                     name += f"-seed{seed}"
-                log(f"\n[{done}/{total}] {name}")
+                logger.info(f"\n[{done}/{total}] {name}")
                 run_cfg = configs[recipe.name]
                 run_cfg = replace(run_cfg, train=replace(run_cfg.train, seed=seed))
                 if name not in trained:
@@ -213,8 +215,7 @@ def summarise(
     results = {f: {m: [r[m] for r in by[f] if r[m] is not None] for m in PLOTTED} for f in formulations}
     plots.plot_metric_boxes(results, list(PLOTTED), out / "boxes.png", title="test metrics per formulation", reference=REFERENCE)
     write_compare_report(out / "report.html", summary, recommendation, out / "boxes.png", cfg, recipes=recipes, seeds=seeds, folds=folds, gain_test=gain_test(folds))
-    print(markdown)
-    return {"summary": summary, "recommendation": recommendation, "rows": rows}
+    return {"summary": summary, "recommendation": recommendation, "rows": rows, "markdown": markdown}
 
 
 def paired_test(rows: list[dict[str, Any]], reference: list[dict[str, Any]], metric: str, *, folds: int) -> dict[str, Any] | None:

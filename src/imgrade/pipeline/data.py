@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import csv
 import io
 from pathlib import Path
@@ -16,36 +17,57 @@ from imgrade.data.cucumber9_writer import write_cucumber9
 from imgrade.data.download import download_cucumber9
 from imgrade.data.loader import detect_format, load_dataset
 from imgrade.data.synthetic import generate_cucumbers, write_folders
-from imgrade.pipeline.runs import data_summary, log
+from imgrade.pipeline.runs import data_summary
+
+logger = logging.getLogger(__name__)
 
 
 def data_info(path: str, *, grades: list[str] | None = None, view: str = "above", image_size: int | None = None) -> dict[str, Any]:
-    """Describe a data set: format detected, images per grade, image size, what was dropped."""
+    """Describe a data set: format detected, images per grade, image size, its own split, what was dropped.
+
+    Returns data.json's summary plus ``format`` and ``own_split``; :func:`format_data_info` shows it.
+    """
     kind = detect_format(path)
-    native = image_size or 32
-    imageset = load_dataset(DataConfig(path=path, grades=grades, view=view, image_size=native))
+    imageset = load_dataset(DataConfig(path=path, grades=grades, view=view, image_size=image_size or 32))
     info = data_summary(imageset)
     info["format"] = kind
-    lines = [f"format:     {kind} ({imageset.source})", f"images:     {len(imageset)}"]
-    if kind == "cucumber9":
-        lines.append(f"image size: {imageset.image_size[0]}x{imageset.image_size[1]} RGB")
-    else:
-        lines.append(f"image size: read and resized to {native}x{native} RGB (--image-size)")
     if imageset.split is not None:
         own = {name: int((imageset.split == name).sum()) for name in ("train", "val", "test")}
-        lines.append("own split:  " + ", ".join(f"{k} {v}" for k, v in own.items() if v))
-    if imageset.is_ordinal:
-        counts = imageset.counts()
-        width = max(len(g) for g in counts)
+        info["own_split"] = {name: n for name, n in own.items() if n}
+    return info
+
+
+def format_data_info(info: dict[str, Any]) -> str:
+    """:func:`data_info`'s answer as the aligned lines ``imgrade data info`` prints.
+
+    >>> print(format_data_info({"format": "folders", "source": "class folders x", "n": 3, "image_size": [32, 32],
+    ...                         "dropped": {}, "grades": ["A", "B"], "counts": {"A": 2, "B": 1}}))
+    format:     folders (class folders x)
+    images:     3
+    image size: read and resized to 32x32 RGB (--image-size)
+    per grade:
+      A       2
+      B       1
+    dropped:    nothing
+    """
+    height, width = info["image_size"]
+    lines = [f"format:     {info['format']} ({info['source']})", f"images:     {info['n']}"]
+    if info["format"] == "cucumber9":
+        lines.append(f"image size: {height}x{width} RGB")
+    else:
+        lines.append(f"image size: read and resized to {height}x{width} RGB (--image-size)")
+    if info.get("own_split"):
+        lines.append("own split:  " + ", ".join(f"{k} {v}" for k, v in info["own_split"].items()))
+    if "counts" in info:
+        name_width = max(len(g) for g in info["counts"])
         lines.append("per grade:")
-        lines += [f"  {g:<{width}}  {c:>6}" for g, c in counts.items()]
+        lines += [f"  {g:<{name_width}}  {c:>6}" for g, c in info["counts"].items()]
     else:
         t = info["target"]
         lines.append(f"target:     continuous, min {t['min']:.4g}, mean {t['mean']:.4g}, max {t['max']:.4g}")
-    dropped = ", ".join(f"{k} {v}" for k, v in imageset.dropped.items()) or "nothing"
+    dropped = ", ".join(f"{k} {v}" for k, v in info["dropped"].items()) or "nothing"
     lines.append(f"dropped:    {dropped}")
-    print("\n".join(lines))
-    return info
+    return "\n".join(lines)
 
 
 def data_download(dataset: str, *, prototype: int = 1, dest: str = "data", base_url: str | None = None) -> Path:
@@ -53,7 +75,7 @@ def data_download(dataset: str, *, prototype: int = 1, dest: str = "data", base_
     if dataset != "cucumber9":
         raise ConfigError(f"unknown data set {dataset!r}: the downloadable set is cucumber9")
     path = download_cucumber9(prototype, dest, base_url=base_url)
-    log(f"saved {path}; train with: imgrade train --data {path} --out runs/cucumber9-p{prototype}")
+    logger.info(f"saved {path}; train with: imgrade train --data {path} --out runs/cucumber9-p{prototype}")
     return path
 
 
@@ -89,7 +111,7 @@ def data_synth(
         write_cucumber9(out, s.images, s.targets.astype(np.int64), list(s.grade_names), num_batches=5, test_fraction=1 / 6)
         _write_attributes(out / "attributes.csv", synthetic)
     randomized = f", randomize {randomize:g}" if randomize else ""
-    log(f"wrote {n} synthetic cucumbers ({fmt}, {image_size}x{image_size}{randomized}) to {out}")
+    logger.info(f"wrote {n} synthetic cucumbers ({fmt}, {image_size}x{image_size}{randomized}) to {out}")
     return out
 
 

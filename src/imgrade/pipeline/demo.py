@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -9,10 +10,11 @@ from typing import Any
 
 from imgrade.config import RunConfig
 from imgrade.core.errors import ConfigError
-from imgrade.pipeline.data import data_info, data_synth
-from imgrade.pipeline.evaluate import evaluate
-from imgrade.pipeline.runs import log
+from imgrade.pipeline.data import data_info, data_synth, format_data_info
+from imgrade.pipeline.evaluate import evaluate, format_evaluation
 from imgrade.pipeline.train import train
+
+logger = logging.getLogger(__name__)
 
 
 def demo(*, out: str | Path = "demo-run", n: int = 2500, epochs: int = 30, seed: int = 0, overwrite: bool = False) -> dict[str, Any]:
@@ -24,12 +26,13 @@ def demo(*, out: str | Path = "demo-run", n: int = 2500, epochs: int = 30, seed:
         shutil.rmtree(out)
     t0 = time.perf_counter()
     data_dir = data_synth(out / "data", n=n, seed=seed)
-    data_info(str(data_dir))
+    logger.info(format_data_info(data_info(str(data_dir))))
     cfg = RunConfig.from_dict({"data": {"path": str(data_dir)}, "train": {"epochs": epochs, "seed": seed}})
     train(cfg, out / "run")
     metrics = evaluate(out / "run")
+    logger.info(format_evaluation(metrics))
     files = metrics["files"]
-    log(
+    logger.info(
         f"\ndemo finished in {time.perf_counter() - t0:.0f}s. Look at:\n"
         f"  {files['report']}\n      everything below in one page: open it in a browser\n"
         f"  {files['scatter']}\n      predicted score vs true grade: points should hug the diagonal\n"

@@ -6,6 +6,7 @@ pass of the calibrated grader over the images.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,10 @@ from imgrade.data.loader import load_dataset
 from imgrade.evaluate.metrics import continuous_metrics, ordinal_metrics
 from imgrade.evaluate.outputs import evaluation_plots, write_predictions
 from imgrade.evaluate.report import format_members_table, format_metrics_table, write_run_report
-from imgrade.pipeline.runs import log, run_data
+from imgrade.pipeline.runs import run_data
 from imgrade.runtime.predictor import Outputs, Predictor
+
+logger = logging.getLogger(__name__)
 
 HEADLINE = ("accuracy", "within1", "grade_mae", "qwk")
 """The metrics of a grade decision shown side by side (decisions, ensemble members, fewshot stages)."""
@@ -54,7 +57,7 @@ def evaluate(
     if len(imageset) == 0:
         raise DataError(f"no images to evaluate in {data or cfg.data.path}: the test split is empty; pass --data")
     out_dir = Path(out) if out is not None else run_dir / f"eval-{name}{'-tta' if predictor.tta else ''}"
-    log(f"evaluating {len(imageset)} images from {imageset.source} -> {out_dir}")
+    logger.info(f"evaluating {len(imageset)} images from {imageset.source} -> {out_dir}")
 
     outputs = predictor.outputs(imageset.images)
     y = imageset.targets
@@ -90,11 +93,16 @@ def evaluate(
                         "report": str(out_dir / "report.html"), **{k: str(v) for k, v in pictures.items()}}
     save_json(out_dir / "metrics.json", metrics)
     write_run_report(out_dir / "report.html", title, metrics, grade_names, pictures, cfg, run_dir, predictor.thresholds)
-    print(format_metrics_table(metrics, grade_names))
-    if metrics.get("members"):
-        print(format_members_table(metrics))
-    log("wrote " + ", ".join(str(p) for p in [out_dir / "predictions.csv", out_dir / "metrics.json", out_dir / "report.html", *pictures.values()]))
+    logger.info("wrote " + ", ".join(str(p) for p in [out_dir / "predictions.csv", out_dir / "metrics.json", out_dir / "report.html", *pictures.values()]))
     return metrics
+
+
+def format_evaluation(metrics: dict[str, Any]) -> str:
+    """What ``imgrade evaluate`` prints: the metrics table, and an ensemble's members beside it."""
+    text = format_metrics_table(metrics, None)
+    if metrics.get("members"):
+        text += "\n" + format_members_table(metrics)
+    return text
 
 
 def _domain_gap(run: Path, predictor: Predictor, cfg: RunConfig, data: Path, metrics: dict[str, Any]) -> dict[str, Any] | None:
@@ -107,7 +115,7 @@ def _domain_gap(run: Path, predictor: Predictor, cfg: RunConfig, data: Path, met
     try:
         own, split = run_data(run, cfg)
     except ImgradeError as e:
-        log(f"no domain gap: the run's own data cannot be read ({e})")
+        logger.info(f"no domain gap: the run's own data cannot be read ({e})")
         return None
     test = own.subset(split["test"])
     if len(test) == 0:
@@ -130,7 +138,7 @@ def _member_metrics(run_dir: Path, predictor: Predictor, imageset: ImageSet, dev
         try:
             member = Predictor.from_run(member_dir(run_dir, i), device=device, tta=tta)
         except ImgradeError as e:
-            log(f"member {i} left out of the table: {e}")
+            logger.info(f"member {i} left out of the table: {e}")
             continue
         outputs = member.outputs(imageset.images)
         m = ordinal_metrics(y, outputs.scores, member.grade_names, y_pred=member.grades(outputs))

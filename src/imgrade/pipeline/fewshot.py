@@ -14,6 +14,7 @@ whose run already finished is reused, so an interrupted recipe continues where i
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -34,9 +35,11 @@ from imgrade.data.splits import make_split
 from imgrade.data.synthetic import GRADE_NAMES, generate_cucumbers
 from imgrade.evaluate.report import format_number
 from imgrade.pipeline.evaluate import HEADLINE, evaluate, score
-from imgrade.pipeline.runs import log, run_data
+from imgrade.pipeline.runs import run_data
 from imgrade.pipeline.train import train
 from imgrade.runtime.predictor import Predictor
+
+logger = logging.getLogger(__name__)
 
 PRETRAIN_SPLIT = "0.8,0.1,0.1"  # synthetic images are free: most go to training
 
@@ -126,14 +129,14 @@ def run_fewshot(
     own = _own_test_metrics(synthetic_model, pretrained)
     if own is not None:
         stages["synthetic (pretrain test split)"] = own
-        log(f"synthetic test split: {_brief(own)}")
-    log(f"[3/4] zero-shot: the synthetic-only model on {len(test)} real test photos")
+        logger.info(f"synthetic test split: {_brief(own)}")
+    logger.info(f"[3/4] zero-shot: the synthetic-only model on {len(test)} real test photos")
     stages["zero-shot on real"] = score(synthetic_model, test)[0]
-    log(f"zero-shot on real: {_brief(stages['zero-shot on real'])}")
+    logger.info(f"zero-shot on real: {_brief(stages['zero-shot on real'])}")
 
     finetuned = out / "finetune"
     ft_cfg = replace(cfg, train=replace(cfg.train, init=str(pretrained.resolve())))
-    log(f"[4/4] fine-tuning on {len(split['train'])} real photos -> {finetuned}")
+    logger.info(f"[4/4] fine-tuning on {len(split['train'])} real photos -> {finetuned}")
     _train_or_reuse(ft_cfg, finetuned, split=split, imageset=real)
     evaluate(finetuned)  # the report and pictures of the final model, on the same real test split
     stages["fine-tuned on real"] = score(Predictor.from_run(finetuned), test)[0]
@@ -143,8 +146,7 @@ def run_fewshot(
     table = format_stages(stages)
     save_json(out / "fewshot.json", result)
     write_text(out / "summary.md", table + "\n")
-    print(f"\nfewshot stages (real rows: the {len(test)} photos of the real test split):\n{table}")
-    log(f"next: imgrade evaluate {finetuned}   |   imgrade export {finetuned} --out fewshot.onnx")
+    logger.info(f"next: imgrade evaluate {finetuned}   |   imgrade export {finetuned} --out fewshot.onnx")
     return result
 
 
@@ -156,7 +158,7 @@ def pretrain(cfg: RunConfig, real: ImageSet, out: Path, *, synthetic_n: int, epo
     """
     synthetic_dir, run = out / "synthetic", out / "pretrain"
     if not (synthetic_dir / "batches.meta").exists():  # written last: its presence means the batches are complete
-        log(f"[1/4] generating {synthetic_n} synthetic cucumbers (randomize {randomize}) -> {synthetic_dir}")
+        logger.info(f"[1/4] generating {synthetic_n} synthetic cucumbers (randomize {randomize}) -> {synthetic_dir}")
         images, labels, names = synthetic_for(real, synthetic_n, image_size=cfg.data.image_size, seed=cfg.train.seed, randomize=randomize)
         write_cucumber9(synthetic_dir, images, labels, names, num_batches=5)
     pre_cfg = RunConfig.from_dict({
@@ -166,7 +168,7 @@ def pretrain(cfg: RunConfig, real: ImageSet, out: Path, *, synthetic_n: int, epo
         "train": {"epochs": epochs, "seed": cfg.train.seed, "device": cfg.train.device, "threads": cfg.train.threads,
                   "amp": cfg.train.amp, "compile": cfg.train.compile},
     })
-    log(f"[2/4] pretraining on synthetic cucumbers -> {run}")
+    logger.info(f"[2/4] pretraining on synthetic cucumbers -> {run}")
     _train_or_reuse(pre_cfg, run)
     return run
 
@@ -180,7 +182,7 @@ def _train_or_reuse(cfg: RunConfig, run: Path, **kwargs) -> None:
         except CheckpointError:
             state = None
     if state is not None and state.get("finished"):
-        log(f"{run} already finished: reusing it")
+        logger.info(f"{run} already finished: reusing it")
         return
     train(None if state is not None else cfg, run, resume=state is not None, **kwargs)
 
@@ -190,7 +192,7 @@ def _own_test_metrics(predictor, run: Path) -> dict[str, Any] | None:
     try:
         imageset, split = run_data(run, RunConfig.from_dict(predictor.checkpoint["config"]))
     except ImgradeError as e:
-        log(f"no synthetic test row: the pretrained run's own data cannot be read ({e})")
+        logger.info(f"no synthetic test row: the pretrained run's own data cannot be read ({e})")
         return None
     return score(predictor, imageset.subset(split["test"]))[0]
 

@@ -18,6 +18,4 @@ def model_summary(
     if task == "axes" and num_grades == len(CUCUMBER9_GRADES):  # the built-in table: size and shape
         grade_axes = parse_grade_axes(CUCUMBER9_TABLE, list(CUCUMBER9_GRADES))
     model = build_model(depth=depth, task=task, head=head, num_grades=num_grades, grade_axes=grade_axes, backbone=backbone, image_size=image_size)
-    table = summarize(model, input_size=(3, image_size, image_size))
-    print(table)
-    return table
+    return summarize(model, input_size=(3, image_size, image_size))

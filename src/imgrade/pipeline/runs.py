@@ -7,8 +7,8 @@ a run folder of its own. Everything here runs on rank 0 under the folder's lock.
 
 from __future__ import annotations
 
+import logging
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,8 @@ from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
 from imgrade.data.splits import hold_out_calibration, make_split
 from imgrade.models.backbones import HUB, check_backbone
-from imgrade.train import distributed
 
-
-def log(message: str) -> None:
-    if distributed.is_main():  # under torchrun, one copy of each line
-        print(message, file=sys.stderr, flush=True)
+logger = logging.getLogger(__name__)
 
 
 def prepare_out(cfg: RunConfig, out: Path, resume: bool, overwrite: bool) -> tuple[RunConfig, dict | None]:
@@ -39,7 +35,7 @@ def prepare_out(cfg: RunConfig, out: Path, resume: bool, overwrite: bool) -> tup
     """
     stale = remove_stale_temporaries(out)
     if stale:
-        log(f"removed {len(stale)} unfinished temporary file(s) left by an interrupted run in {out}")
+        logger.info(f"removed {len(stale)} unfinished temporary file(s) left by an interrupted run in {out}")
     resume_state = None
     if resume:
         cfg, resume_state = _resume_state(out)
@@ -113,18 +109,18 @@ def _resume_state(out: Path) -> tuple[RunConfig, dict | None]:
     if cfg.train.ensemble > 1:  # resumed member by member (see _train_ensemble)
         if (out / "best.pt").exists() and ensemble_finished(out):
             raise ConfigError(f"{out} is already finished (an ensemble of {cfg.train.ensemble}): nothing to resume; evaluate it, or train into another --out")
-        log(f"resuming the ensemble in {out}")
+        logger.info(f"resuming the ensemble in {out}")
         return cfg, None
     if not (out / LAST).is_file():
-        log(f"{out} has no finished epoch yet: starting it from the beginning")
+        logger.info(f"{out} has no finished epoch yet: starting it from the beginning")
         return cfg, None
     state = load_checkpoint(out / LAST)
     if state.get("finished") and state.get("grade_names") and calibration_missing(out):
-        log(f"{out} finished training but was stopped before calibration: calibrating it now")
+        logger.info(f"{out} finished training but was stopped before calibration: calibrating it now")
         return cfg, state
     if state.get("finished"):
         raise ConfigError(f"{out} is already finished ({state['epoch']} epochs): nothing to resume; evaluate it, or train into another --out")
-    log(f"resuming {out} after epoch {state['epoch']}/{cfg.train.epochs}")
+    logger.info(f"resuming {out} after epoch {state['epoch']}/{cfg.train.epochs}")
     return cfg, state
 
 

@@ -8,6 +8,7 @@ repeats that for K members (:func:`_train_ensemble`) and grades with their avera
 
 from __future__ import annotations
 
+import logging
 import contextlib
 import time
 from pathlib import Path
@@ -33,11 +34,13 @@ from imgrade.models.factory import build_model, head_settings
 from imgrade.models.heads import balanced_class_weights
 from imgrade.pipeline.calibrate import calibrate_run
 from imgrade.pipeline.ensemble import assemble_ensemble, mean_history, member_seed, member_state
-from imgrade.pipeline.runs import choose_split, data_summary, log, prepare_out
+from imgrade.pipeline.runs import choose_split, data_summary, prepare_out
 from imgrade.runtime.predictor import Outputs, Predictor
 from imgrade.train import distributed
 from imgrade.train.loop import FitData, data_device, fit
 from imgrade.train.warm_start import load_init, plan_init
+
+logger = logging.getLogger(__name__)
 
 LOSS_PLOT_EVERY_S = 10.0
 """loss_curve.png is redrawn at most this often during training (history.csv after every epoch)."""
@@ -94,12 +97,12 @@ def _train_network(cfg: RunConfig, out: Path, resume_state: dict | None, split: 
     t0 = time.perf_counter()
     world = distributed.world_size()
     where = f"{device}" if world == 1 else f"{world} processes ({device.type}, DDP)"
-    log(f"training {cfg.model.task} {describe(cfg.model.backbone, cfg.model.depth)} on {where} for {cfg.train.epochs} epochs -> {out}")
+    logger.info(f"training {cfg.model.task} {describe(cfg.model.backbone, cfg.model.depth)} on {where} for {cfg.train.epochs} epochs -> {out}")
     history = fit(model, data, cfg.train, device, out, meta, resume=resume_state, on_epoch_end=_epoch_writer(cfg, out))
     if not distributed.is_main():
         return history  # rank 0 alone checks, calibrates and reports on the files it wrote
     best = min(history, key=lambda r: r["val_loss"])
-    log(
+    logger.info(
         f"done in {time.perf_counter() - t0:.0f}s: best val_loss {best['val_loss']:.4f} (val_mae {best['val_mae']:.3f}) "
         f"at epoch {best['epoch']}"
     )
@@ -126,7 +129,7 @@ def _set_up_torch(cfg: RunConfig) -> torch.device:
 def _read_data(cfg: RunConfig, imageset: ImageSet | None) -> ImageSet:
     """The image set (read unless given), checked against what the task needs."""
     imageset = imageset if imageset is not None else load_dataset(cfg.data)
-    log(f"data: {imageset.source}: {len(imageset)} images, {imageset.image_size[0]}x{imageset.image_size[1]}")
+    logger.info(f"data: {imageset.source}: {len(imageset)} images, {imageset.image_size[0]}x{imageset.image_size[1]}")
     if head_entry(cfg.model.task).needs_grades and not imageset.is_ordinal:
         raise ConfigError(f"task {cfg.model.task} needs integer grades, but {cfg.data.path} has a continuous target: use --task regression")
     return imageset
@@ -139,13 +142,13 @@ def _grade_axes(cfg: RunConfig, imageset: ImageSet, resume_state: dict | None) -
     """
     if cfg.model.task != "axes":
         if cfg.model.axes:
-            log(f"note: --axes {cfg.model.axes} is read only with --task axes; task {cfg.model.task} ignores it")
+            logger.info(f"note: --axes {cfg.model.axes} is read only with --task axes; task {cfg.model.task} ignores it")
         return None, cfg
     if resume_state is not None and resume_state.get("grade_axes") is not None:
         return GradeAxes.from_dict(resume_state["grade_axes"]), cfg
     table, where = find_grade_axes(cfg.model.axes, cfg.data.path, imageset.grade_names)
     axes = "; ".join(f"{name} {','.join(levels)}" for name, levels in zip(table.axes, table.levels))
-    log(f"grade table ({where}): {axes}")
+    logger.info(f"grade table ({where}): {axes}")
     if Path(where).is_file():  # config.yaml then says which file (also one found beside the data)
         cfg = cfg.with_overrides({"model.axes": str(Path(where).resolve())})
     return table, cfg
@@ -154,7 +157,7 @@ def _grade_axes(cfg: RunConfig, imageset: ImageSet, resume_state: dict | None) -
 def _log_split(split: Split) -> None:
     sizes = {name: len(index) for name, index in split.items()}
     held = f", {sizes['cal']} held out for grade sets" if "cal" in sizes else ""
-    log(f"split: {sizes['train']} train, {sizes['val']} val, {sizes['test']} test{held}")
+    logger.info(f"split: {sizes['train']} train, {sizes['val']} val, {sizes['test']} test{held}")
 
 
 def _fit_data(imageset: ImageSet, split: Split, device: torch.device) -> FitData:
@@ -185,13 +188,13 @@ def _build_model(cfg: RunConfig, imageset: ImageSet, split: Split, grade_axes: G
         pretrained=cfg.model.pretrained if fresh else None,
     )
     if cfg.model.pretrained and fresh:
-        log(f"backbone: {cfg.model.backbone[len('timm:'):]} with the weights of {cfg.model.pretrained}")
+        logger.info(f"backbone: {cfg.model.backbone[len('timm:'):]} with the weights of {cfg.model.pretrained}")
     if num_grades is not None:
         model.head.init_from_targets(imageset.targets[split["train"]])
     if cfg.train.init and fresh:
         # after init_from_targets, so a loaded head's weights win; every rank reads the same file
         axes = grade_axes.to_dict() if grade_axes is not None else None
-        log(load_init(model, plan_init(cfg.train.init, cfg.model, imageset.grade_names, grade_axes=axes)))
+        logger.info(load_init(model, plan_init(cfg.train.init, cfg.model, imageset.grade_names, grade_axes=axes)))
     return model
 
 
@@ -243,7 +246,7 @@ def _check_and_calibrate(cfg: RunConfig, out: Path, imageset: ImageSet, split: S
     val_set = imageset.subset(split["val"])
     val_outputs = predictor.outputs(val_set.images)
     for warning in health_warnings(predictor, val_set, val_outputs):
-        log(f"warning: {warning}")
+        logger.warning(f"warning: {warning}")
     if imageset.is_ordinal:
         calibrate_run(out, predictor, imageset, split, cfg.calibrate, strict=False, val_outputs=val_outputs)
 
@@ -277,7 +280,7 @@ def _train_ensemble(cfg: RunConfig, out: Path, resume: bool, split: Split | None
     calibrate the ensemble on its own validation outputs. Returns the members' mean history."""
     k = cfg.train.ensemble
     imageset = imageset if imageset is not None else load_dataset(cfg.data)
-    log(f"data: {imageset.source}: {len(imageset)} images, {imageset.image_size[0]}x{imageset.image_size[1]}")
+    logger.info(f"data: {imageset.source}: {len(imageset)} images, {imageset.image_size[0]}x{imageset.image_size[1]}")
     have_split = resume and (out / "split.json").is_file()
     split = distributed.on_main(choose_split, cfg, out, imageset, have_split, split)
     if distributed.is_main() and not have_split:
@@ -288,7 +291,7 @@ def _train_ensemble(cfg: RunConfig, out: Path, resume: bool, split: Split | None
         member = member_dir(out, i)
         member_cfg = cfg.with_overrides({"train.ensemble": 1, "train.seed": seed})
         state = distributed.on_main(member_state, member)
-        log(f"\nensemble member {i + 1}/{k} (seed {seed}) -> {member}" + {"done": ": already trained", "resume": ": resuming"}.get(state, ""))
+        logger.info(f"\nensemble member {i + 1}/{k} (seed {seed}) -> {member}" + {"done": ": already trained", "resume": ": resuming"}.get(state, ""))
         if state == "done":
             histories.append(read_history(member / "history.csv"))
             continue
@@ -302,5 +305,5 @@ def _train_ensemble(cfg: RunConfig, out: Path, resume: bool, split: Split | None
     if imageset.is_ordinal:
         predictor = Predictor.from_run(out, device=cfg.train.device, tta=False)
         calibrate_run(out, predictor, imageset, split, cfg.calibrate, strict=False)
-    log(f"ensemble of {k} members -> {out / 'best.pt'}")
+    logger.info(f"ensemble of {k} members -> {out / 'best.pt'}")
     return history

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 import sys
 import warnings
@@ -21,6 +22,8 @@ from imgrade.models.factory import build_model, head_settings
 from imgrade.models.axes import GradeAxes
 from imgrade.models.backbones import import_timm, timm_name
 from imgrade.runtime.grading import CPU_BATCH, GPU_BATCH, Grader, Outputs
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["CALIBRATION_TTA", "Outputs", "Predictor"]
 
@@ -149,7 +152,7 @@ class Predictor(Grader):
             if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-4):
                 raise RuntimeError(f"the frozen network differs from the eager one by {float((got - expected).abs().max()):.2g}")
         except Exception as e:  # any failure here only costs speed: say so and grade with the eager network
-            print(f"imgrade: grading with the eager network ({' '.join(str(e).split())[:160]})", file=sys.stderr)
+            logger.info(f"imgrade: grading with the eager network ({' '.join(str(e).split())[:160]})")
             return
         self.network = frozen
 

@@ -8,6 +8,7 @@ is copied.
 
 from __future__ import annotations
 
+import logging
 import contextlib
 import math
 import sys
@@ -28,6 +29,8 @@ from imgrade.train import distributed
 from imgrade.train.distributed import sum_over_ranks
 from imgrade.train.ema import ModelEma
 from imgrade.train.optim import build_optimizer, lr_factor, set_lr
+
+logger = logging.getLogger(__name__)
 
 GPU_SHARE = 0.25
 """A set goes to the GPU when it takes at most this share of the GPU's free memory (see ``data_device``)."""
@@ -332,11 +335,9 @@ def fit(
             },
         )
         mark = " *" if improved else ""
-        print(
+        logger.info(
             f"epoch {epoch + 1}/{cfg.epochs} loss {train_loss:.4f} val_loss {val_loss:.4f} "
-            f"val_mae {val_mae:.3f} lr {lr:.1e} {seconds:.1f}s{mark}",
-            file=sys.stderr,
-            flush=True,
+            f"val_mae {val_mae:.3f} lr {lr:.1e} {seconds:.1f}s{mark}"
         )
         if on_epoch_end is not None:
             on_epoch_end(history)
