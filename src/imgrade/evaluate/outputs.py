@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgrade.calibrate import format_set
+from imgrade.core.grades import format_set
 from imgrade.core.io import atomic_write
 from imgrade.evaluate import plots
 
