@@ -27,6 +27,19 @@ def write_predictions(path: Path, imageset, scores, predicted, sets, grade_names
                 writer.writerow([image_id, f"{t:.6g}", f"{s:.6g}", f"{s - t:.6g}"])
 
 
+def run_label(run_dir) -> str:
+    """A run as plot titles name it: its folder with the folder above, e.g. ``demo-run/run`` or ``runs/mine``.
+
+    The folder alone is often a generic word (the demo trains into ``demo-run/run``); the two
+    together say which run a picture belongs to without the whole path.
+
+    >>> run_label("/home/me/runs/mine"), run_label("/demo-run/run/")
+    ('runs/mine', 'demo-run/run')
+    """
+    path = Path(run_dir).resolve()
+    return "/".join(part for part in (path.parent.name, path.name) if part)
+
+
 def evaluation_plots(out_dir, history, y, scores, grade_names, metrics, thresholds, title, run_name, frozen_epochs: int = 0) -> dict[str, Path]:
     """Scatter, error violin, confusion matrix and loss curve PNGs; returns their paths by name."""
     pictures = {"scatter": out_dir / "scatter.png", "violin": out_dir / "error_violin.png"}
