@@ -133,7 +133,9 @@ def write_run_report(path, title: str, metrics: dict, grade_names, pictures: dic
     names = METRIC_NAMES
     blocks = [html.heading("Metrics")]
     headline = ORDINAL_HEADLINE if metrics.get("per_grade") is not None else CONTINUOUS_HEADLINE
-    blocks.append(html.kv({names[k]: metrics[k] for k in headline if k in metrics}, caption=f"{metrics.get('task', '')} on {metrics.get('data', '')}"))
+    if metrics.get("data"):
+        blocks.append(html.text(f"The {metrics.get('task', '')} model on {metrics.get('n')} images ({metrics.get('split', '')}) of {metrics['data']}."))
+    blocks.append(html.kv({names[k]: metrics[k] for k in headline if k in metrics}))
     if metrics.get("per_grade") is not None:
         blocks.append(html.text(
             "MAE and RMSE: of the score against the true grade; accuracy: the share graded exactly right; "
@@ -190,7 +192,10 @@ def write_run_report(path, title: str, metrics: dict, grade_names, pictures: dic
             blocks.append(html.table(["grade", "images"], [[g, c] for g, c in data["counts"].items()], caption="the whole data set"))
     sizes = split_sizes(run_dir)
     if sizes:
-        rows = [[*_SPLITS[name][:1], sizes[name], _SPLITS[name][1]] for name in _SPLITS if name in sizes]
+        roles = {name: role for name, (_, role) in _SPLITS.items()}
+        if "cal" not in sizes:  # the grade sets were calibrated on the validation images too
+            roles["val"] = "choose the best epoch, the cut points and the grade sets"
+        rows = [[_SPLITS[name][0], sizes[name], roles[name]] for name in _SPLITS if name in sizes]
         blocks.append(html.table(["split", "images", "used to"], rows, caption=f"the run's split ({sum(sizes.values())} images)"))
     blocks += [html.heading("Configuration"), html.pre(_yaml(cfg.to_dict()), caption="config.yaml")]
     return html.write_report(path, f"imgrade report: {title}", blocks, subtitle=str(run_dir))
