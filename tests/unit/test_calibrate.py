@@ -15,7 +15,6 @@ from imgrade.calibrate import (
     default_thresholds,
     fit_conformal,
     fit_thresholds,
-    format_set,
     has_min_gap,
     min_calibration_size,
     objective_value,
@@ -23,6 +22,7 @@ from imgrade.calibrate import (
     set_summary,
 )
 from imgrade.core.errors import CheckpointError, ConfigError, ImgradeError
+from imgrade.core.grades import format_set
 from imgrade.core.grades import round_to_grades
 
 K = 5

@@ -224,6 +224,18 @@ def test_archive_reads_like_the_folder(p1_folder, tmp_path):
     assert from_archive.source == f"CUCUMBER-9 prototype 1 (archive {archive})"
 
 
+def test_a_generated_set_says_it_is_synthetic_in_folder_and_archive(tmp_path):
+    images = random_images(3, 8, 8, 3)
+    folder = write_cucumber9(tmp_path / "cucumber-9-python", images, np.array([0, 1, 5]), P1_NAMES, num_batches=1, synthetic=True)
+    archive = write_tar_gz(folder, tmp_path / "synthetic.tar.gz")
+    from_folder, from_archive = read_cucumber9(folder), read_cucumber9(archive)
+    assert from_folder.source == f"synthetic cucumbers in CUCUMBER-9 prototype 1 format (folder {folder})"
+    assert from_archive.source == f"synthetic cucumbers in CUCUMBER-9 prototype 1 format (archive {archive})"
+    np.testing.assert_array_equal(from_folder.images, images)
+    unmarked = write_cucumber9(tmp_path / "plain", images, np.array([0, 1, 5]), P1_NAMES, num_batches=1)
+    assert read_cucumber9(unmarked).source == f"CUCUMBER-9 prototype 1 (folder {unmarked})"
+
+
 def test_archive_ignores_links_and_other_members_and_is_never_extracted(p1_folder, tmp_path):
     folder, images, _ = p1_folder
     archive = tmp_path / "odd.tgz"
@@ -366,7 +378,7 @@ def test_real_prototype_1_sample(shared_dir):
     assert len(result) == 248 and result.image_size == (32, 32)
     assert result.counts() == {grade: SAMPLE_COUNTS[grade] for grade in DEFAULT_GRADE_ORDER}
     assert (result.split == "test").sum() == 48 and result.dropped == {}
-    assert result.source.startswith("CUCUMBER-9 prototype 1")
+    assert result.source == f"CUCUMBER-9 prototype 1 (folder {sample})"
 
 
 def test_writer_matches_the_real_files_opcode_for_opcode(shared_dir, tmp_path):

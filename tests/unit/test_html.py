@@ -115,3 +115,40 @@ def test_write_report_is_atomic_and_utf8(tmp_path):
 def test_unknown_block_kind_is_refused():
     with pytest.raises(ValueError, match="kind 'chart' is unknown"):
         report.Block("chart")
+
+
+class _Config:
+    def to_dict(self):
+        return {"train": {"epochs": 2}}
+
+
+def test_run_report_names_metrics_as_the_console_does_and_shows_the_split(tmp_path):
+    import json
+
+    from imgrade.evaluate.metrics import METRIC_NAMES, ordinal_metrics
+    from imgrade.evaluate.report import ORDINAL_HEADLINE, format_metrics_table, write_run_report
+
+    names = ["S", "M", "L"]
+    metrics = {"data": "synthetic cucumbers", "task": "regression", **ordinal_metrics([0, 1, 2, 2], [0.2, 1.4, 1.9, 2.2], names)}
+    run = tmp_path / "runs" / "mine"
+    run.mkdir(parents=True)
+    (run / "split.json").write_text(json.dumps({"n": 12, "train": list(range(6)), "val": [6, 7], "cal": [8], "test": [9, 10, 11], "ids": {}}))
+    page = write_run_report(tmp_path / "report.html", "mine: test", metrics, names, {}, _Config(), run, None).read_text()
+    console = format_metrics_table(metrics, names)
+
+    for key in ORDINAL_HEADLINE:
+        label = METRIC_NAMES[key]
+        assert f'<th scope="row">{label}</th>' in page and any(line.split()[:len(label.split())] == label.split() for line in console.splitlines())
+    assert '<th scope="row">within-1</th><td class="num">1.000</td>' in page
+    assert not re.search(r">(within1|grade_mae|qwk|mae)<", page), "a metric key shows instead of its name"
+    rows = re.findall(r"<tr><td>(\w+)</td><td class=\"num\">(\d+)</td><td>[a-z]", page)
+    assert rows == [("train", "6"), ("validation", "2"), ("calibration", "1"), ("test", "3")]
+    assert "the run&#x27;s split (12 images)" in page
+
+
+def test_run_report_without_split_json_leaves_the_split_out(tmp_path):
+    from imgrade.evaluate.report import write_run_report
+
+    metrics = {"n": 3, "mae": 0.5, "rmse": 0.6, "r2": 0.1, "pearson": 0.4}
+    page = write_run_report(tmp_path / "report.html", "t", metrics, None, {}, _Config(), tmp_path, None).read_text()
+    assert '<th scope="row">Pearson</th>' in page and "split" not in page.split("<h2")[-2]

@@ -96,6 +96,20 @@ def test_confusion(tmp_path, ordinal_data):
     _assert_png(tmp_path / "confusion.png")
 
 
+def test_confusion_colours_reach_the_darkest_blue_at_the_largest_share(tmp_path):
+    """No row is graded all right (largest share 0.6), yet the best cells take the scale's top colour."""
+    from matplotlib import colormaps
+
+    confusion = np.array([[6, 4, 0], [3, 6, 1], [0, 4, 6]])
+    plot_confusion(confusion, ["S", "M", "L"], tmp_path / "confusion.png")
+    with Image.open(tmp_path / "confusion.png") as image:
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    darkest = np.round(np.array(colormaps["Blues"](1.0)[:3]) * 255)
+    palest_cell = np.round(np.array(colormaps["Blues"](0.0)[:3]) * 255)  # the zero cells
+    assert np.sum(np.all(np.abs(pixels - darkest) <= 1, axis=1)) > 3 * 1000, "the diagonal is not the darkest blue"
+    assert np.sum(np.all(np.abs(pixels - palest_cell) <= 1, axis=1)) > 2 * 1000
+
+
 def test_confusion_rejects_a_matrix_of_another_size(tmp_path):
     with pytest.raises(ValueError, match="must be 9x9"):
         plot_confusion(np.eye(3, dtype=int), NAMES, tmp_path / "confusion.png")

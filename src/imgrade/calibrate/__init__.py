@@ -10,7 +10,6 @@ from imgrade.calibrate.conformal import (
     CONFORMAL_KINDS,
     Conformal,
     fit_conformal,
-    format_set,
     min_calibration_size,
     prediction_sets,
     set_summary,
@@ -29,6 +28,6 @@ from imgrade.calibrate.thresholds import (
 
 __all__ = [
     "CONFORMAL_KINDS", "MIN_GAP", "OBJECTIVES", "TUNING_MARGIN", "Conformal", "ThresholdChoice", "apply_thresholds",
-    "choose_thresholds", "default_thresholds", "fit_conformal", "fit_thresholds", "format_set", "has_min_gap",
+    "choose_thresholds", "default_thresholds", "fit_conformal", "fit_thresholds", "has_min_gap",
     "min_calibration_size", "objective_value", "prediction_sets", "set_summary",
 ]

@@ -174,14 +174,3 @@ def set_summary(sets, y_true, grade_names: list[str]) -> dict:
     per_grade = {name: summary(y_true == k) for k, name in enumerate(grade_names)}
     return {"coverage": overall["coverage"], "mean_size": overall["mean_size"], "per_grade": per_grade}
 
-
-def format_set(row_mask, grade_names: list[str]) -> str:
-    """One grade set as text, names in grade order joined by ``|``.
-
-    >>> format_set([False, True, True, True], ["L", "M", "S", "2S"])
-    'M|S|2S'
-    """
-    row_mask = np.asarray(row_mask).astype(bool).reshape(-1)
-    if len(row_mask) != len(grade_names):
-        raise ImgradeError(f"a grade set has {len(row_mask)} entries but {len(grade_names)} grades are named")
-    return "|".join(name for name, kept in zip(grade_names, row_mask) if kept)

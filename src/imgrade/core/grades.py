@@ -1,4 +1,4 @@
-"""Scores on the grade axis -> grade indexes."""
+"""Scores on the grade axis -> grade indexes, and grade sets as text."""
 
 from __future__ import annotations
 
@@ -53,3 +53,15 @@ def grade_indices(values, num_grades: int, name: str) -> np.ndarray:
 def none_if_nan(value: float | None) -> float | None:
     """JSON-friendly: NaN becomes None."""
     return None if value is None or math.isnan(value) else float(value)
+
+
+def format_set(row_mask, grade_names: list[str]) -> str:
+    """One grade set as text, names in grade order joined by ``|``.
+
+    >>> format_set([False, True, True, True], ["L", "M", "S", "2S"])
+    'M|S|2S'
+    """
+    row_mask = np.asarray(row_mask).astype(bool).reshape(-1)
+    if len(row_mask) != len(grade_names):
+        raise ImgradeError(f"a grade set has {len(row_mask)} entries but {len(grade_names)} grades are named")
+    return "|".join(name for name, kept in zip(grade_names, row_mask) if kept)

@@ -383,6 +383,8 @@ def read_cucumber9(path, grade_order=DEFAULT_GRADE_ORDER, view: str = "above", k
         within the batch file), ``split`` "test" for test_batch images and "" for the others
         (None when there is no test_batch, as in prototype 2), ``dropped`` in images (e.g.
         ``{"OTHER": 12}``, three per cucumber with view "all"), and ``groups`` only for "all".
+        ``source`` names the prototype and the path, e.g. "CUCUMBER-9 prototype 1 (folder ...)", or
+        "synthetic cucumbers in CUCUMBER-9 prototype 1 format (folder ...)" for a generated set.
 
     Raises:
         DataError: a missing or damaged file, labels that do not match batches.meta, a grade
@@ -413,6 +415,7 @@ def read_cucumber9(path, grade_order=DEFAULT_GRADE_ORDER, view: str = "above", k
     else:
         kind, (meta_name, meta_bytes, files) = "archive", _archive_files(path)
     meta = safe_load_pickle(meta_bytes, meta_name)
+    synthetic = meta.get("synthetic") is True  # written by imgrade's generator; the published files lack the key
     names = meta.get("label_names")
     if not isinstance(names, (list, tuple)) or not all(isinstance(name, (str, bytes)) for name in names):
         raise DataError(
@@ -460,13 +463,14 @@ def read_cucumber9(path, grade_order=DEFAULT_GRADE_ORDER, view: str = "above", k
         raise DataError(f"the batches beside {meta_name} hold no images: download the archive again")
 
     has_test = any(name == "test_batch" for name, _, _ in files)
+    prototype = f"CUCUMBER-9 prototype {_PROTOTYPE_OF_PLANES[shape[0]]}"
     all_test = np.concatenate(is_test)
     return ImageSet(
         images=np.ascontiguousarray(np.concatenate(images)),
         targets=np.concatenate(targets).astype(np.float32),
         grade_names=list(grade_order),
         ids=ids,
-        source=f"CUCUMBER-9 prototype {_PROTOTYPE_OF_PLANES[shape[0]]} ({kind} {path})",
+        source=f"synthetic cucumbers in {prototype} format ({kind} {path})" if synthetic else f"{prototype} ({kind} {path})",
         # "<U5" is wide enough for later "train" assignments
         split=np.where(all_test, "test", "").astype("<U5") if has_test else None,
         dropped={OTHER: int(num_dropped)} if num_dropped else {},

@@ -16,6 +16,7 @@ from imgrade.core.errors import ConfigError, DataError
 from imgrade.core.io import atomic_write
 from imgrade.data.cucumber9 import _BATCH_NAME, META_NAME
 
+
 def _pickle_into(obj, out: list[bytes]) -> None:
     if obj is None:
         out.append(b"N")
@@ -81,6 +82,7 @@ def write_cucumber9(
     num_batches: int = 5,
     test_fraction: float | None = None,
     prototype: int = 1,
+    synthetic: bool = False,
 ) -> Path:
     """Write images in the published CUCUMBER-9 format (read back by :func:`read_cucumber9`).
 
@@ -99,6 +101,8 @@ def write_cucumber9(
         test_fraction: if given (0 < f < 1), the last round(N * f) images (at least one) go to
             test_batch.
         prototype: 1 (3 colour planes per image) or 2 (9: three views).
+        synthetic: mark the set as generated (``"synthetic": True`` in batches.meta, a key the
+            published files do not have), so the reader names its source "synthetic cucumbers".
 
     Returns:
         ``folder`` as a Path.
@@ -158,6 +162,7 @@ def write_cucumber9(
         "label_names": [str(name) for name in label_names],
         "num_cases_per_batch": max(len(part) for part in parts),
         "num_vis": 3 * size * size,
+        **({"synthetic": True} if synthetic else {}),
     }
     with atomic_write(folder / META_NAME) as f:
         f.write(_py2_pickle(meta))

@@ -14,6 +14,30 @@ import numpy as np
 from imgrade.core.errors import ImgradeError
 from imgrade.core.grades import grade_indices, none_if_nan, round_to_grades  # noqa: F401  (round_to_grades: part of this API)
 
+METRIC_NAMES = {
+    "n": "n",
+    "mae": "MAE",
+    "rmse": "RMSE",
+    "accuracy": "accuracy",
+    "within1": "within-1",
+    "grade_mae": "grade MAE",
+    "qwk": "QWK",
+    "r2": "R2",
+    "pearson": "Pearson",
+    "mean_error": "mean error",
+    "coverage": "set coverage",
+    "set_size": "set size",
+    "train_seconds": "training seconds",
+}
+"""What the console tables, report.html and the plots call each metric; metrics.json keeps the keys.
+
+n: images; MAE and RMSE: of the score against the true grade index; accuracy: the share graded
+exactly right; within-1: the share at most one grade off; grade MAE: the mean number of grades
+off; QWK: quadratic weighted kappa (1 perfect agreement, 0 chance); mean error: signed, predicted
+- true; set coverage and set size: the share of grade sets holding the true grade, and their
+mean number of grades.
+"""
+
 
 def confusion_matrix(y_true, y_pred, num_grades: int) -> np.ndarray:
     """Count (true grade, predicted grade) pairs: rows are true grades, columns predicted ones.

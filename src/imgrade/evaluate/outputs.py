@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgrade.calibrate import format_set
+from imgrade.core.grades import format_set
 from imgrade.core.io import atomic_write
 from imgrade.evaluate import plots
 
@@ -25,6 +25,19 @@ def write_predictions(path: Path, imageset, scores, predicted, sets, grade_names
             writer.writerow(["image", "true", "predicted", "error"])
             for image_id, t, s in zip(imageset.ids, imageset.targets, scores):
                 writer.writerow([image_id, f"{t:.6g}", f"{s:.6g}", f"{s - t:.6g}"])
+
+
+def run_label(run_dir) -> str:
+    """A run as plot titles name it: its folder with the folder above, e.g. ``demo-run/run`` or ``runs/mine``.
+
+    The folder alone is often a generic word (the demo trains into ``demo-run/run``); the two
+    together say which run a picture belongs to without the whole path.
+
+    >>> run_label("/home/me/runs/mine"), run_label("/demo-run/run/")
+    ('runs/mine', 'demo-run/run')
+    """
+    path = Path(run_dir).resolve()
+    return "/".join(part for part in (path.parent.name, path.name) if part)
 
 
 def evaluation_plots(out_dir, history, y, scores, grade_names, metrics, thresholds, title, run_name, frozen_epochs: int = 0) -> dict[str, Path]:

@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from imgrade.core.io import atomic_write
+from imgrade.evaluate.metrics import METRIC_NAMES
 
 DPI = 120
 _POINT_COLOUR = "tab:blue"
@@ -160,7 +161,8 @@ def plot_confusion(confusion, grade_names: list[str], path: str | os.PathLike, *
     """Heatmap of a confusion matrix (rows true, columns predicted) with the count in each cell.
 
     Colours are normalised per row (the share of each true grade's samples), so a grade with
-    few samples is as visible as a large one; the numbers are the raw counts.
+    few samples is as visible as a large one; the numbers are the raw counts. The colour scale
+    ends at the largest share in the matrix, so the best-graded cells are the darkest.
     """
     confusion = np.asarray(confusion, dtype=np.int64)
     num_grades = len(grade_names)
@@ -173,7 +175,8 @@ def plot_confusion(confusion, grade_names: list[str], path: str | os.PathLike, *
 
     side = max(5.5, 0.62 * num_grades + 2.8)
     fig, ax = _figure(figsize=(side + 1.2, side))
-    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    top = float(shares.max()) or 1.0
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=top)
     colourbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     colourbar.set_label("share of the true grade's samples (row-normalised)")
     cell_font = 10 if num_grades <= 12 else 7
@@ -181,7 +184,7 @@ def plot_confusion(confusion, grade_names: list[str], path: str | os.PathLike, *
         for j in range(num_grades):
             if confusion[i, j] or row_sums[i, 0]:
                 # Zeros in grey so the cells that hold samples stand out.
-                colour = "white" if shares[i, j] > 0.55 else ("black" if confusion[i, j] else "0.6")
+                colour = "white" if shares[i, j] > 0.55 * top else ("black" if confusion[i, j] else "0.6")
                 ax.text(j, i, str(confusion[i, j]), ha="center", va="center", color=colour, fontsize=cell_font)
     _grade_ticks(ax.xaxis, grade_names)
     _grade_ticks(ax.yaxis, [f"{name} (n={int(n)})" for name, n in zip(grade_names, row_sums[:, 0])])
@@ -364,8 +367,8 @@ def plot_metric_boxes(
             subplot, so the others read as better or worse than it.
         seed: seeds the horizontal jitter of the points.
 
-    Subplot titles say which way is better ("mae (lower is better)") for the metrics in
-    ``LOWER_IS_BETTER`` and ``HIGHER_IS_BETTER``; other metrics show their name alone.
+    Subplot titles name the metric as the tables do (``METRIC_NAMES``) and say which way is better
+    ("MAE (lower is better)") for the metrics in ``LOWER_IS_BETTER`` and ``HIGHER_IS_BETTER``.
     """
     names = list(results)
     if not names:
@@ -422,11 +425,12 @@ def plot_metric_boxes(
 
 
 def _metric_title(metric: str) -> str:
+    name = METRIC_NAMES.get(metric, metric)
     if metric in LOWER_IS_BETTER:
-        return f"{metric} (lower is better)"
+        return f"{name} (lower is better)"
     if metric in HIGHER_IS_BETTER:
-        return f"{metric} (higher is better)"
-    return metric
+        return f"{name} (higher is better)"
+    return name
 
 
 def _finite(values) -> np.ndarray:

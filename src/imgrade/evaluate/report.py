@@ -6,12 +6,21 @@ import json
 from pathlib import Path
 
 from imgrade.evaluate import html
+from imgrade.evaluate.metrics import METRIC_NAMES
 
-_ORDINAL_HEADLINE = (
-    ("n", "n"), ("MAE", "mae"), ("RMSE", "rmse"), ("accuracy", "accuracy"), ("within-1", "within1"), ("QWK", "qwk"),
-)
-_CONTINUOUS_HEADLINE = (("n", "n"), ("MAE", "mae"), ("RMSE", "rmse"), ("R2", "r2"), ("Pearson", "pearson"))
-_PER_GRADE_HEADER = ("grade", "n", "MAE", "accuracy", "mean error")
+ORDINAL_HEADLINE = ("n", "mae", "rmse", "accuracy", "within1", "grade_mae", "qwk")
+"""The headline metrics of a graded target, in the order the console and report.html show them."""
+CONTINUOUS_HEADLINE = ("n", "mae", "rmse", "r2", "pearson")
+"""The headline metrics of a continuous target."""
+GRADE_METRICS = ("accuracy", "within1", "grade_mae", "qwk")
+"""The columns of the tables that set graders side by side (decisions, members, domain gap)."""
+_PER_GRADE = ("n", "mae", "accuracy", "mean_error")
+_SPLITS = {
+    "train": ("train", "learn the weights"),
+    "val": ("validation", "choose the best epoch and the cut points"),
+    "cal": ("calibration", "calibrate the grade sets"),
+    "test": ("test", "measure the model (imgrade evaluate grades these)"),
+}
 
 
 def format_members_table(metrics: dict) -> str:
@@ -27,12 +36,8 @@ def format_members_table(metrics: dict) -> str:
     decisions = metrics.get("decisions")
     used = decisions[decisions["used"]] if decisions else metrics
     rows = [("ensemble", used)] + [(f"{m['member']} (seed {m['seed']})", m) for m in metrics["members"]]
-    lines = [f"{'grader':<22}  accuracy  within-1  grade MAE    QWK"]
-    for label, m in rows:
-        lines.append(
-            f"{label:<22}  {format_number(m['accuracy'], 'n/a'):>8}  {format_number(m['within1'], 'n/a'):>8}  "
-            f"{format_number(m['grade_mae'], 'n/a'):>9}  {format_number(m['qwk'], 'n/a'):>5}"
-        )
+    lines = [f"{'grader':<22}  {_header(GRADE_METRICS)}"]
+    lines += [f"{label:<22}  {_cells(m, GRADE_METRICS)}" for label, m in rows]
     return "\n".join(lines)
 
 
@@ -48,31 +53,25 @@ def format_metrics_table(metrics: dict, grade_names: list[str] | None) -> str:
     samples shows "-" in its metric columns. Mean error is signed (predicted - true).
     """
     per_grade = metrics.get("per_grade")
-    headline = _ORDINAL_HEADLINE if per_grade is not None else _CONTINUOUS_HEADLINE
-    rows = [(label, format_number(metrics.get(key), "n/a")) for label, key in headline if key in metrics]
+    headline = ORDINAL_HEADLINE if per_grade is not None else CONTINUOUS_HEADLINE
+    rows = [(METRIC_NAMES[key], format_number(metrics.get(key), "n/a")) for key in headline if key in metrics]
     label_width = max(len(label) for label, _ in rows)
     value_width = max(len(value) for _, value in rows)
     lines = [f"{label:<{label_width}}  {value:>{value_width}}" for label, value in rows]
     decisions = metrics.get("decisions")
     if decisions:
-        lines += ["", "grades from         accuracy  within-1  grade MAE    QWK"]
+        lines += ["", f"{'grades from':<18}  {_header(GRADE_METRICS)}"]
         for label, m in decisions.items():
             if label == "used":
                 continue
             mark = "  <- used" if label == decisions.get("used") else ""
-            lines.append(
-                f"{label:<18}  {format_number(m['accuracy'], 'n/a'):>8}  {format_number(m['within1'], 'n/a'):>8}  "
-                f"{format_number(m['grade_mae'], 'n/a'):>9}  {format_number(m['qwk'], 'n/a'):>5}{mark}"
-            )
+            lines.append(f"{label:<18}  {_cells(m, GRADE_METRICS)}{mark}")
     gap = metrics.get("domain_gap")
     if gap:
-        lines += ["", "domain gap                  n  accuracy  within-1  grade MAE    QWK"]
+        keys = ("n", *GRADE_METRICS)
+        lines += ["", f"{'domain gap':<22}  {_header(keys, signed=True)}"]
         for label, m in (("run's own test split", gap["own"]), ("this data", gap["this"]), ("gap (this - own)", gap["gap"])):
-            signed = label.startswith("gap")
-            lines.append(
-                f"{label:<22}  {str(m.get('n', '')):>5}  {format_number(m['accuracy'], 'n/a', signed):>8}  "
-                f"{format_number(m['within1'], 'n/a', signed):>8}  {format_number(m['grade_mae'], 'n/a', signed):>9}  {format_number(m['qwk'], 'n/a', signed):>6}"
-            )
+            lines.append(f"{label:<22}  {_cells(m, keys, signed=label.startswith('gap'))}")
     sets = metrics.get("grade_sets")
     if sets:
         lines += ["", f"grade sets ({sets['kind']}, alpha {sets['alpha']}): coverage {sets['coverage']:.3f}, mean size {sets['mean_size']:.2f} grades"]
@@ -80,7 +79,7 @@ def format_metrics_table(metrics: dict, grade_names: list[str] | None) -> str:
         return "\n".join(lines)
 
     names = list(grade_names) if grade_names is not None else list(per_grade)
-    table = [_PER_GRADE_HEADER + (("set coverage",) if sets else ())]
+    table = [("grade", *(METRIC_NAMES[key] for key in _PER_GRADE), *((METRIC_NAMES["coverage"],) if sets else ()))]
     for name in names:
         entry = per_grade.get(name) or {"n": 0}
         table.append((
@@ -99,6 +98,19 @@ def format_metrics_table(metrics: dict, grade_names: list[str] | None) -> str:
     return "\n".join(lines)
 
 
+def _width(key: str, signed: bool) -> int:
+    """A column as wide as its name, and at least as a value (``0.812``; ``+0.041`` when signed)."""
+    return max(len(METRIC_NAMES[key]), 6 if signed else 5)
+
+
+def _header(keys, signed: bool = False) -> str:
+    return "  ".join(f"{METRIC_NAMES[key]:>{_width(key, signed)}}" for key in keys)
+
+
+def _cells(m: dict, keys, signed: bool = False) -> str:
+    return "  ".join(f"{format_number(m.get(key), '' if key == 'n' else 'n/a', signed):>{_width(key, signed)}}" for key in keys)
+
+
 def format_number(value, missing: str = "n/a", signed: bool = False) -> str:
     """A metric as the tables show it: 3 decimals (``+`` signed for differences), ints as they are.
 
@@ -113,26 +125,40 @@ def format_number(value, missing: str = "n/a", signed: bool = False) -> str:
 
 
 def write_run_report(path, title: str, metrics: dict, grade_names, pictures: dict, cfg, run_dir: Path, thresholds: dict | None) -> Path:
-    """One self-contained report.html for an evaluation: metrics, tables, plots, calibration, config."""
+    """One self-contained report.html for an evaluation: metrics, tables, plots, calibration, data, config.
+
+    The run's split sizes come from ``run_dir/split.json`` and the data summary from
+    ``run_dir/data.json``, as training wrote them; a run without them shows no such table.
+    """
+    names = METRIC_NAMES
     blocks = [html.heading("Metrics")]
-    headline = {k: metrics[k] for k in ("n", "mae", "rmse", "accuracy", "within1", "grade_mae", "qwk", "r2", "pearson") if k in metrics}
-    blocks.append(html.kv(headline, caption=f"{metrics.get('task', '')} on {metrics.get('data', '')}"))
+    headline = ORDINAL_HEADLINE if metrics.get("per_grade") is not None else CONTINUOUS_HEADLINE
+    if metrics.get("data"):
+        blocks.append(html.text(f"The {metrics.get('task', '')} model on {metrics.get('n')} images ({metrics.get('split', '')}) of {metrics['data']}."))
+    blocks.append(html.kv({names[k]: metrics[k] for k in headline if k in metrics}))
+    if metrics.get("per_grade") is not None:
+        blocks.append(html.text(
+            "MAE and RMSE: of the score against the true grade; accuracy: the share graded exactly right; "
+            "within-1: the share at most one grade off; grade MAE: the mean number of grades off; "
+            "QWK: quadratic weighted kappa, 1 for perfect agreement and 0 for chance."
+        ))
+    grade_header = [names[k] for k in GRADE_METRICS]
     decisions = metrics.get("decisions")
     if decisions:
-        rows = [[label, m["accuracy"], m["within1"], m["grade_mae"], m["qwk"]] for label, m in decisions.items() if label != "used"]
+        rows = [[label, *(m[k] for k in GRADE_METRICS)] for label, m in decisions.items() if label != "used"]
         used = [r[0] for r in rows].index(decisions["used"]) if decisions["used"] in [r[0] for r in rows] else None
-        blocks.append(html.table(["grades from", "accuracy", "within-1", "grade MAE", "QWK"], rows, caption="plain decision vs tuned cut points (the highlighted row is used)", highlight_row=used))
+        blocks.append(html.table(["grades from", *grade_header], rows, caption="plain decision vs tuned cut points (the highlighted row is used)", highlight_row=used))
     if metrics.get("members"):
         used_metrics = decisions[decisions["used"]] if decisions else metrics
-        rows = [["ensemble", *(used_metrics[k] for k in ("accuracy", "within1", "grade_mae", "qwk"))]]
-        rows += [[f"{m['member']} (seed {m['seed']})", m["accuracy"], m["within1"], m["grade_mae"], m["qwk"]] for m in metrics["members"]]
-        blocks.append(html.table(["grader", "accuracy", "within-1", "grade MAE", "QWK"], rows, caption="the ensemble beside each of its members alone", highlight_row=0))
+        rows = [["ensemble", *(used_metrics[k] for k in GRADE_METRICS)]]
+        rows += [[f"{m['member']} (seed {m['seed']})", *(m[k] for k in GRADE_METRICS)] for m in metrics["members"]]
+        blocks.append(html.table(["grader", *grade_header], rows, caption="the ensemble beside each of its members alone", highlight_row=0))
     gap = metrics.get("domain_gap")
     if gap:
-        keys = ("n", "accuracy", "within1", "grade_mae", "qwk")
+        keys = ("n", *GRADE_METRICS)
         rows = [[label, *[m.get(k) for k in keys]] for label, m in (
             (f"the run's own test split ({gap['own']['data']})", gap["own"]), ("these images", gap["this"]), ("gap (these - own)", gap["gap"]))]
-        blocks.append(html.table(["images", *keys], rows, caption="domain gap: the same model on the data it was trained for and on these images"))
+        blocks.append(html.table(["images", *(names[k] for k in keys)], rows, caption="domain gap: the same model on the data it was trained for and on these images"))
     if thresholds:
         blocks.append(html.text(f"Cut points: {thresholds.get('reason', '')}"))
         if thresholds.get("kind") == "tuned":
@@ -144,11 +170,11 @@ def write_run_report(path, title: str, metrics: dict, grade_names, pictures: dic
             f"Measured on these images: coverage {sets['coverage']:.3f}, mean set size {sets['mean_size']:.2f} grades."
         ))
     if metrics.get("per_grade"):
-        header = ["grade", "n", "MAE", "accuracy", "mean error"] + (["set coverage", "set size"] if sets else [])
+        header = ["grade", *(names[k] for k in _PER_GRADE)] + ([names["coverage"], names["set_size"]] if sets else [])
         rows = []
         for name in grade_names:
             g = metrics["per_grade"][name]
-            row = [name, g["n"], g["mae"], g["accuracy"], g["mean_error"]]
+            row = [name, *(g[k] for k in _PER_GRADE)]
             if sets:
                 gs = sets["per_grade"].get(name) or {}
                 row += [gs.get("coverage"), gs.get("mean_size")]
@@ -164,8 +190,31 @@ def write_run_report(path, title: str, metrics: dict, grade_names, pictures: dic
         blocks.append(html.kv({"source": data.get("source"), "images": data.get("n"), "dropped": data.get("dropped") or "nothing"}))
         if data.get("counts"):
             blocks.append(html.table(["grade", "images"], [[g, c] for g, c in data["counts"].items()], caption="the whole data set"))
+    sizes = split_sizes(run_dir)
+    if sizes:
+        roles = {name: role for name, (_, role) in _SPLITS.items()}
+        if "cal" not in sizes:  # the grade sets were calibrated on the validation images too
+            roles["val"] = "choose the best epoch, the cut points and the grade sets"
+        rows = [[_SPLITS[name][0], sizes[name], roles[name]] for name in _SPLITS if name in sizes]
+        blocks.append(html.table(["split", "images", "used to"], rows, caption=f"the run's split ({sum(sizes.values())} images)"))
     blocks += [html.heading("Configuration"), html.pre(_yaml(cfg.to_dict()), caption="config.yaml")]
     return html.write_report(path, f"imgrade report: {title}", blocks, subtitle=str(run_dir))
+
+
+def split_sizes(run_dir) -> dict[str, int]:
+    """The number of images in each part of a run's split (train, val, cal, test) from its split.json; {} without one.
+
+    >>> import json, tempfile
+    >>> run = Path(tempfile.mkdtemp())
+    >>> _ = (run / "split.json").write_text(json.dumps({"n": 5, "train": [0, 1, 2], "val": [3], "test": [4], "ids": {}}))
+    >>> split_sizes(run)
+    {'train': 3, 'val': 1, 'test': 1}
+    """
+    try:
+        saved = json.loads((Path(run_dir) / "split.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {name: len(saved[name]) for name in _SPLITS if isinstance(saved.get(name), list)}
 
 
 def write_compare_report(path, summary: list[dict], recommendation: str, boxes: Path, cfg, *, recipes, seeds: int, folds: int, gain_test: str = "p: paired t-test") -> Path:
@@ -181,7 +230,8 @@ def write_compare_report(path, summary: list[dict], recommendation: str, boxes: 
     ]
     metrics = ("qwk", "accuracy", "within1", "grade_mae", "mae", "coverage", "set_size", "train_seconds")
     rows = [[s["formulation"], s["runs"], *[mean_std(s, m) for m in metrics], paired_gain(s, "qwk"), paired_gain(s, "accuracy")] for s in summary]
-    blocks.append(html.table(["formulation", "runs", *metrics, "qwk gain", "accuracy gain"], rows, caption=f"mean ± std; gains are paired differences against regression with rounding, mean ± standard error ({gain_test})"))
+    header = ["formulation", "runs", *(METRIC_NAMES[m] for m in metrics), f"{METRIC_NAMES['qwk']} gain", f"{METRIC_NAMES['accuracy']} gain"]
+    blocks.append(html.table(header, rows, caption=f"mean ± std; gains are paired differences against regression with rounding, mean ± standard error ({gain_test})"))
     blocks += [html.image(boxes, "test metrics per formulation"), html.heading("Configuration"), html.pre(_yaml(cfg.to_dict()), caption="base config")]
     return html.write_report(path, "imgrade comparison of formulations", blocks, subtitle=str(Path(path).parent))
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from imgrade.calibrate import Conformal, apply_thresholds, format_set, prediction_sets
+from imgrade.calibrate import Conformal, apply_thresholds, prediction_sets
+from imgrade.core.grades import format_set
 from imgrade.core.registry import head_entry, task_names
 
 CPU_BATCH = 32
