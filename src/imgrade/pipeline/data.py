@@ -108,7 +108,7 @@ def data_synth(
         write_folders(synthetic, out)
     else:
         s = synthetic.imageset
-        write_cucumber9(out, s.images, s.targets.astype(np.int64), list(s.grade_names), num_batches=5, test_fraction=1 / 6)
+        write_cucumber9(out, s.images, s.targets.astype(np.int64), list(s.grade_names), num_batches=5, test_fraction=1 / 6, synthetic=True)
         _write_attributes(out / "attributes.csv", synthetic)
     randomized = f", randomize {randomize:g}" if randomize else ""
     logger.info(f"wrote {n} synthetic cucumbers ({fmt}, {image_size}x{image_size}{randomized}) to {out}")

@@ -20,7 +20,7 @@ from imgrade.core.rundir import member_dir, read_history
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
 from imgrade.evaluate.metrics import continuous_metrics, ordinal_metrics
-from imgrade.evaluate.outputs import evaluation_plots, write_predictions
+from imgrade.evaluate.outputs import evaluation_plots, run_label, write_predictions
 from imgrade.evaluate.report import format_members_table, format_metrics_table, write_run_report
 from imgrade.pipeline.runs import run_data
 from imgrade.runtime.predictor import Outputs, Predictor
@@ -84,9 +84,9 @@ def evaluate(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(out_dir / "predictions.csv", imageset, outputs.scores, predicted, sets, grade_names)
-    title = f"{run_dir.name}: {name} ({len(imageset)} images)"
+    title = f"{run_label(run_dir)}: {name} ({len(imageset)} images)"
     pictures = evaluation_plots(
-        out_dir, read_history(run_dir / "history.csv"), y, outputs.scores, grade_names, metrics, predictor.thresholds, title, run_dir.name,
+        out_dir, read_history(run_dir / "history.csv"), y, outputs.scores, grade_names, metrics, predictor.thresholds, title, run_label(run_dir),
         frozen_epochs=cfg.train.freeze_backbone_epochs,
     )
     metrics["files"] = {"predictions": str(out_dir / "predictions.csv"), "metrics": str(out_dir / "metrics.json"),

@@ -160,7 +160,7 @@ def pretrain(cfg: RunConfig, real: ImageSet, out: Path, *, synthetic_n: int, epo
     if not (synthetic_dir / "batches.meta").exists():  # written last: its presence means the batches are complete
         logger.info(f"[1/4] generating {synthetic_n} synthetic cucumbers (randomize {randomize}) -> {synthetic_dir}")
         images, labels, names = synthetic_for(real, synthetic_n, image_size=cfg.data.image_size, seed=cfg.train.seed, randomize=randomize)
-        write_cucumber9(synthetic_dir, images, labels, names, num_batches=5)
+        write_cucumber9(synthetic_dir, images, labels, names, num_batches=5, synthetic=True)
     pre_cfg = RunConfig.from_dict({
         "data": {"path": str(synthetic_dir.resolve()), "image_size": cfg.data.image_size, "split": PRETRAIN_SPLIT},
         "model": {"depth": cfg.model.depth, "task": cfg.model.task, "head": cfg.model.head, "loss": cfg.model.loss,

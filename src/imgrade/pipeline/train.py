@@ -28,6 +28,7 @@ from imgrade.core.rundir import member_dir, read_history, run_lock, save_split, 
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
 from imgrade.evaluate import plots
+from imgrade.evaluate.outputs import run_label
 from imgrade.models.axes import GradeAxes, find_grade_axes
 from imgrade.models.backbones import describe
 from imgrade.models.factory import build_model, head_settings
@@ -234,7 +235,7 @@ def _epoch_writer(cfg: RunConfig, out: Path):
         # and the last epoch, in between at most every LOSS_PLOT_EVERY_S seconds
         now = time.monotonic()
         if now - last_plot >= LOSS_PLOT_EVERY_S or len(history) == cfg.train.epochs:
-            plots.plot_loss_curve(history, out / "loss_curve.png", title=f"loss: {out.name}", frozen_epochs=cfg.train.freeze_backbone_epochs)
+            plots.plot_loss_curve(history, out / "loss_curve.png", title=f"loss: {run_label(out)}", frozen_epochs=cfg.train.freeze_backbone_epochs)
             last_plot = now
 
     return on_epoch_end
@@ -301,7 +302,7 @@ def _train_ensemble(cfg: RunConfig, out: Path, resume: bool, split: Split | None
         return history
     assemble_ensemble(cfg, out, k)
     write_history(out / "history.csv", history)
-    plots.plot_loss_curve(history, out / "loss_curve.png", title=f"loss: {out.name} (mean of {k} members)", frozen_epochs=cfg.train.freeze_backbone_epochs)
+    plots.plot_loss_curve(history, out / "loss_curve.png", title=f"loss: {run_label(out)} (mean of {k} members)", frozen_epochs=cfg.train.freeze_backbone_epochs)
     if imageset.is_ordinal:
         predictor = Predictor.from_run(out, device=cfg.train.device, tta=False)
         calibrate_run(out, predictor, imageset, split, cfg.calibrate, strict=False)
