@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 
 from imgrade.evaluate import html as report
-from imgrade.evaluate.plots import plot_error_violin, plot_metric_boxes, plot_scatter
+from imgrade.evaluate.boxes import plot_metric_boxes
+from imgrade.evaluate.plots import plot_error_violin, plot_scatter
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 NAMES = ["2L", "L", "M", "S", "2S"]

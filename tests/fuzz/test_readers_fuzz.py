@@ -44,9 +44,10 @@ from PIL import Image, features
 
 from imgrade.core.errors import DataError, ImgradeError
 from imgrade.data import cucumber9
-from imgrade.data.cucumber9 import read_cucumber9, safe_load_pickle
+from imgrade.data.cucumber9 import read_cucumber9
+from imgrade.data.safe_pickle import safe_load_pickle
 from imgrade.data.cucumber9_writer import write_cucumber9, write_tar_gz
-from imgrade.data.folders import read_csv_manifest
+from imgrade.data.csv_manifest import read_csv_manifest
 from imgrade.data.images import decode_image
 
 EXAMPLES = int(os.environ.get("IMGRADE_FUZZ_EXAMPLES", "0"))
@@ -478,7 +479,7 @@ ARRAY_HEAD = b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\
 )
 def test_unpickler_refuses_arrays_that_crashed_numpy(data):
     # In a subprocess, so that a regression fails cleanly instead of killing the test run.
-    code = ("import sys; from imgrade.data.cucumber9 import safe_load_pickle\n"
+    code = ("import sys; from imgrade.data.safe_pickle import safe_load_pickle\n"
             "try: safe_load_pickle(sys.stdin.buffer.read(), 'data_batch_1')\n"
             "except ValueError as e: print(type(e).__name__, e)")
     done = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, timeout=60)

@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from imgrade.core.errors import ConfigError, DataError
+from imgrade.data.csv_manifest import read_csv_manifest
 from imgrade.data.folders import (
     is_class_folders,
     read_class_folders,
-    read_csv_manifest,
     read_grades_file,
     resolve_grade_order,
 )

@@ -7,7 +7,7 @@ import pytest
 
 import imgrade
 from imgrade.evaluate import html as report
-from imgrade.evaluate.plots import plot_metric_boxes
+from imgrade.evaluate.boxes import plot_metric_boxes
 
 # The 1x1 transparent PNG: real PNG bytes without plotting.
 TINY_PNG = base64.b64decode(

@@ -7,16 +7,15 @@ order differs between prototypes and is not the grade order), and prototype 2 sp
 grades BD and BC where prototype 1 says BL and BM. So labels are mapped to grades BY NAME, and the
 prototype is read from the rows per cucumber (``num_vis`` says 3072 in both).
 
-The files are Python 2 pickles, which can run code when loaded: :func:`safe_load_pickle` accepts
-only the numpy globals that rebuild a uint8 array and refuses anything else.
+The files are Python 2 pickles, which can run code when loaded: they are read with
+:func:`imgrade.data.safe_pickle.safe_load_pickle`, which accepts only the numpy globals that
+rebuild a uint8 array and refuses anything else.
 """
 
 from __future__ import annotations
 
-import io
 import lzma
 import math
-import pickle
 import re
 import tarfile
 import zlib
@@ -27,11 +26,7 @@ import numpy as np
 
 from imgrade.core.errors import ConfigError, DataError
 from imgrade.data.imageset import ImageSet
-
-try:  # numpy >= 2 (numpy 1.x only has numpy.core)
-    from numpy._core.multiarray import _reconstruct as _numpy_reconstruct
-except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import _reconstruct as _numpy_reconstruct
+from imgrade.data.safe_pickle import as_text, error_line, key_names, safe_load_pickle
 
 DEFAULT_GRADE_ORDER: tuple[str, ...] = ("2L", "L", "M", "S", "2S", "BL", "BM", "BS", "C")
 GRADE_ALIASES: dict[str, str] = {"BD": "BL", "BC": "BM"}
@@ -43,145 +38,13 @@ MAX_MEMBER_BYTES = 256 << 20
 """Archive members bigger than this are refused unread; the largest published batch is 13 MB."""
 
 
-# The globals a CUCUMBER-9 pickle may name map to checked stand-ins, never to numpy itself: called
-# as a pickle can call them, ndarray allocates any size a 100-byte file names and an object dtype
-# crashes numpy's __setstate__ (it reads past a short list). Their empty __slots__ keep a pickle's
-# BUILD from setting attributes on them.
-
-
-class _NdarrayMarker:
-    """Stands for numpy.ndarray, which a pickle may only pass to ``_reconstruct``."""
-
-    __slots__ = ()
-
-
-class _EmptyArray:
-    """numpy's ``_reconstruct`` as ``ndarray.__reduce__`` calls it, ``(ndarray, (0,), 'b')``: an
-    empty array that BUILD then fills (sized by the bytes BUILD gives it)."""
-
-    __slots__ = ()
-
-    def __call__(self, subtype, shape, dtype):
-        if subtype is not _NDARRAY or shape != (0,):
-            raise pickle.UnpicklingError("_reconstruct is called as numpy never writes it")
-        return _numpy_reconstruct(np.ndarray, (0,), b"b")
-
-
-class _PlainDtype:
-    """numpy.dtype for plain numbers only, and always numpy's built-in instance, never a copy:
-    numpy ignores the state BUILD then gives a built-in dtype, while a copy would take any flags
-    the file names (object flags on uint8 memory crash numpy)."""
-
-    __slots__ = ()
-
-    def __call__(self, spec, align=False, copy=False):
-        dtype = np.dtype(_text(spec)) if isinstance(spec, (str, bytes)) else None
-        if dtype is None or dtype.kind not in "biuf" or dtype is not np.dtype(dtype.char):
-            raise pickle.UnpicklingError(f"dtype {str(spec)[:20]!r} is not a plain number type")
-        return dtype
-
-
-_NDARRAY = _NdarrayMarker()
-
-# The real files use the numpy.core spelling (written by numpy 1.x); numpy >= 2 writes numpy._core.
-SAFE_PICKLE_GLOBALS: dict[tuple[str, str], object] = {
-    ("numpy.core.multiarray", "_reconstruct"): _EmptyArray(),
-    ("numpy._core.multiarray", "_reconstruct"): _EmptyArray(),
-    ("numpy", "ndarray"): _NDARRAY,
-    ("numpy", "dtype"): _PlainDtype(),
-}
-
 _BATCH_NAME = re.compile(r"(?:data_batch_(\d+)|test_batch)")
 _PROTOTYPE_OF_PLANES = {3: 1, 9: 2}  # colour planes per cucumber -> prototype
-
-
-class _Stream(io.BytesIO):
-    def readline(self, size=-1) -> bytes:
-        line = super().readline(size)
-        if not line.endswith(b"\n"):  # the pure-Python unpickler would read a cut-off global name
-            raise pickle.UnpicklingError("pickle data was truncated")
-        return line
-
-
-# The pure-Python unpickler: the C one grows its memo list to any index a PUT names, so 16 bytes
-# could make it allocate and zero gigabytes. The files hold few opcodes, so it is as fast here.
-class _BatchUnpickler(pickle._Unpickler):
-    def __init__(self, data: bytes, name: str):
-        # latin1: the files hold Python 2 str, for keys and for the raw array bytes alike
-        super().__init__(_Stream(data), encoding="latin1")
-        self.name = name
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in SAFE_PICKLE_GLOBALS:
-            return SAFE_PICKLE_GLOBALS[(module, name)]
-        shown = " ".join(f"{module}.{name}".split())[:100]  # the names come from the file: keep one line
-        raise DataError(
-            f"refusing to unpickle {shown} in {self.name}: CUCUMBER-9 batches hold only numpy "
-            "arrays; this file is not a CUCUMBER-9 batch"
-        )
-
-    def get_extension(self, code):
-        # copyreg's extension codes name globals too, and its cache would hand them over unchecked
-        raise DataError(
-            f"refusing to unpickle extension code {code} in {self.name}: CUCUMBER-9 batches hold only numpy "
-            "arrays; this file is not a CUCUMBER-9 batch"
-        )
-
-
-def _one_line(error: Exception) -> str:
-    """An exception as ``Type: message`` on one short line (tarfile's messages span lines)."""
-    return f"{type(error).__name__}: {' '.join(str(error).split())}"[:200]
 
 
 def _member_name(member: PurePosixPath) -> str:
     """An archive member's name for messages, on one line: a crafted archive can put line breaks in it."""
     return " ".join(str(member).split())
-
-
-def _keys(mapping: dict) -> list[str]:
-    """A loaded file's keys for a message: text keys shortened, others by type (a crafted key can
-    nest too deep to print)."""
-    return sorted(key[:40] if isinstance(key, str) else type(key).__name__ for key in mapping)[:12]
-
-
-def _text(value):
-    return value.decode("latin1") if isinstance(value, bytes) else value
-
-
-def safe_load_pickle(data: bytes, name: str) -> dict:
-    """Unpickle one CUCUMBER-9 file, allowing only the numpy globals in ``SAFE_PICKLE_GLOBALS``.
-
-    Args:
-        data: the file's bytes.
-        name: the file's name, for messages.
-
-    Returns:
-        The file's dict, with str keys.
-
-    Raises:
-        DataError: the file names any other global (it could run code), is truncated or corrupt,
-            or does not hold a dict.
-
-    >>> import pickle
-    >>> safe_load_pickle(pickle.dumps({"labels": [5, 1]}, protocol=2), "data_batch_1")
-    {'labels': [5, 1]}
-    >>> safe_load_pickle(pickle.dumps(print, protocol=2), "data_batch_1")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    imgrade.core.errors.DataError: refusing to unpickle ...print in data_batch_1: ...
-    """
-    try:
-        obj = _BatchUnpickler(data, name).load()
-    except DataError:
-        raise
-    except Exception as e:  # a damaged stream fails in many ways (EOFError, UnpicklingError, ValueError, ...)
-        raise DataError(
-            f"{name} is truncated or corrupt: {_one_line(e)}; download the archive again"
-        ) from None
-    if not isinstance(obj, dict):
-        raise DataError(
-            f"{name} holds a {type(obj).__name__}, not the dict of a CUCUMBER-9 file; download the archive again"
-        )
-    return {_text(key): value for key, value in obj.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,7 +116,7 @@ def _archive_files(archive: Path) -> tuple[str, bytes, list[_BatchFile]]:
                     contents[str(name)] = tar.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as e:
         raise DataError(
-            f"{archive} is not a readable .tar.gz archive or is truncated ({_one_line(e)}); "
+            f"{archive} is not a readable .tar.gz archive or is truncated ({error_line(e)}); "
             "download the archive again, or pass the extracted folder"
         ) from None
     metas = sorted(PurePosixPath(name) for name in contents if PurePosixPath(name).name == META_NAME)
@@ -314,7 +177,7 @@ def _decode_batch(raw: dict, name: str, num_labels: int, meta_name: str) -> tupl
     for key in ("data", "labels"):
         if key not in raw:
             raise DataError(
-                f"{name} has no {key!r} entry (it has {_keys(raw)}): it is not a CUCUMBER-9 batch; "
+                f"{name} has no {key!r} entry (it has {key_names(raw)}): it is not a CUCUMBER-9 batch; "
                 "download the archive again"
             )
     data = raw["data"]
@@ -419,10 +282,10 @@ def read_cucumber9(path, grade_order=DEFAULT_GRADE_ORDER, view: str = "above", k
     names = meta.get("label_names")
     if not isinstance(names, (list, tuple)) or not all(isinstance(name, (str, bytes)) for name in names):
         raise DataError(
-            f"{meta_name} has no label_names list of grade names (it has {_keys(meta)}): it is not a CUCUMBER-9 "
+            f"{meta_name} has no label_names list of grade names (it has {key_names(meta)}): it is not a CUCUMBER-9 "
             "batches.meta; download the archive again"
         )
-    label_names = [str(_text(name)) for name in meta["label_names"]]
+    label_names = [str(as_text(name)) for name in meta["label_names"]]
     grade_of_label = _grade_lookup(label_names, grade_order, keep_other, meta_name)
     if not files:
         raise DataError(f"no data_batch_<k> or test_batch beside {meta_name}: download the archive again")

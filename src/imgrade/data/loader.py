@@ -6,7 +6,7 @@ from pathlib import Path
 
 from imgrade.config import DataConfig
 from imgrade.core.errors import DataError
-from imgrade.data import cucumber9, folders
+from imgrade.data import csv_manifest, cucumber9, folders
 from imgrade.data.cache import DecodeOptions
 from imgrade.data.images import resize_square
 from imgrade.data.imageset import ImageSet
@@ -53,7 +53,7 @@ def load_dataset(cfg: DataConfig, grades: list[str] | None = None) -> ImageSet:
     else:
         decode = DecodeOptions.from_config(cfg.workers, cfg.cache)
         continuous = {"auto": None, "ordinal": False, "continuous": True}[cfg.target]
-        imageset = folders.read_csv_manifest(
+        imageset = csv_manifest.read_csv_manifest(
             cfg.path, cfg.image_size, grade_order=grades, target_column=cfg.target_column, continuous=continuous, decode=decode
         )
     if len(imageset) == 0:

@@ -15,10 +15,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from imgrade.core.io import atomic_write
-from imgrade.evaluate.metrics import METRIC_NAMES
 
 DPI = 120
-_POINT_COLOUR = "tab:blue"
+POINT_COLOUR = "tab:blue"
 _GUIDE_COLOUR = "0.55"
 
 
@@ -47,7 +46,7 @@ def plot_scatter(
     alpha = _point_alpha(len(y_true))
 
     if grade_names is None:
-        ax.scatter(y_true, scores, s=14, alpha=alpha, color=_POINT_COLOUR, edgecolors="none", label="sample")
+        ax.scatter(y_true, scores, s=14, alpha=alpha, color=POINT_COLOUR, edgecolors="none", label="sample")
         low, high = _span(np.concatenate([y_true, scores]))
         ax.plot([low, high], [low, high], color="black", lw=1, label="predicted = true")
         ax.set_xlim(low, high)
@@ -56,7 +55,7 @@ def plot_scatter(
         ax.set_ylabel("predicted")
         ax.set_title(title or f"Predicted vs true (n={len(y_true)})")
         ax.legend(loc="upper left", frameon=False)
-        _save(fig, path)
+        save_figure(fig, path)
         return
 
     num_grades = len(grade_names)
@@ -67,7 +66,7 @@ def plot_scatter(
         if len(cuts) != num_grades - 1:
             raise ValueError(f"thresholds needs {num_grades - 1} cut points for {num_grades} grades, got {len(cuts)}")
     jitter = np.random.default_rng(seed).uniform(-0.2, 0.2, size=len(y_true))
-    ax.scatter(y_true + jitter, scores, s=14, alpha=alpha, color=_POINT_COLOUR, edgecolors="none", label="sample")
+    ax.scatter(y_true + jitter, scores, s=14, alpha=alpha, color=POINT_COLOUR, edgecolors="none", label="sample")
     for k, cut in enumerate(cuts):
         ax.axhline(cut, color=_GUIDE_COLOUR, lw=0.8, ls="--", alpha=0.6, zorder=0, label=cut_label if k == 0 else None)
     edge = np.array([-0.5, num_grades - 0.5])
@@ -83,13 +82,13 @@ def plot_scatter(
     high = max(num_grades - 0.5, float(finite.max()) + 0.3) if len(finite) else num_grades - 0.5
     ax.set_xlim(-0.5, num_grades - 0.5)
     ax.set_ylim(low, high)
-    _grade_ticks(ax.xaxis, grade_names)
-    _grade_ticks(ax.yaxis, grade_names)
+    grade_ticks(ax.xaxis, grade_names)
+    grade_ticks(ax.yaxis, grade_names)
     ax.set_xlabel("true grade")
     ax.set_ylabel("predicted score (grade scale)")
     ax.set_title(title or f"Predicted score vs true grade (n={len(y_true)})")
     ax.legend(loc="upper left", frameon=True, framealpha=0.9, fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_error_violin(
@@ -128,7 +127,7 @@ def plot_error_violin(
     if spread:
         parts = ax.violinplot([groups[k] for k in spread], positions=spread, widths=0.8, showmedians=True)
         for body in parts["bodies"]:
-            body.set_facecolor(_POINT_COLOUR)
+            body.set_facecolor(POINT_COLOUR)
             body.set_edgecolor("navy")
             body.set_alpha(0.45)
         for key in ("cmedians", "cmins", "cmaxes", "cbars"):
@@ -143,7 +142,7 @@ def plot_error_violin(
         for sign, label in ((-1, "rounding band (±0.5)"), (1, None)):
             ax.axhline(0.5 * sign, color=_GUIDE_COLOUR, lw=1, ls="--", zorder=0, label=label)
         ax.legend(loc="upper right", frameon=True, framealpha=0.9, fontsize=9)
-    _grade_ticks(ax.xaxis, [f"{label}\nn={len(g)}" for label, g in zip(labels, groups)])
+    grade_ticks(ax.xaxis, [f"{label}\nn={len(g)}" for label, g in zip(labels, groups)])
     ax.set_xlim(-0.6, len(labels) - 0.4)
     if len(errors):
         low, high = _span(errors, pad=0.15)
@@ -154,7 +153,7 @@ def plot_error_violin(
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.25)
     ax.set_title(title or default_title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_confusion(confusion, grade_names: list[str], path: str | os.PathLike, *, title: str | None = None) -> None:
@@ -186,12 +185,12 @@ def plot_confusion(confusion, grade_names: list[str], path: str | os.PathLike, *
                 # Zeros in grey so the cells that hold samples stand out.
                 colour = "white" if shares[i, j] > 0.55 * top else ("black" if confusion[i, j] else "0.6")
                 ax.text(j, i, str(confusion[i, j]), ha="center", va="center", color=colour, fontsize=cell_font)
-    _grade_ticks(ax.xaxis, grade_names)
-    _grade_ticks(ax.yaxis, [f"{name} (n={int(n)})" for name, n in zip(grade_names, row_sums[:, 0])])
+    grade_ticks(ax.xaxis, grade_names)
+    grade_ticks(ax.yaxis, [f"{name} (n={int(n)})" for name, n in zip(grade_names, row_sums[:, 0])])
     ax.set_xlabel("predicted grade")
     ax.set_ylabel("true grade")
     ax.set_title(title or f"Confusion matrix (n={int(confusion.sum())})")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_loss_curve(history: list[dict], path: str | os.PathLike, *, title: str | None = None, frozen_epochs: int = 0) -> None:
@@ -273,7 +272,7 @@ def plot_loss_curve(history: list[dict], path: str | os.PathLike, *, title: str 
     if len(epochs) <= 20:
         (ax_mae or ax).set_xticks(epochs)
     ax.set_title(title or "Loss per epoch")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _figure(figsize: tuple[float, float]):
@@ -282,7 +281,7 @@ def _figure(figsize: tuple[float, float]):
     return fig, fig.subplots()
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> None:
+def save_figure(fig: Figure, path: str | os.PathLike) -> None:
     """Render to memory first, so a failed draw leaves no file; then write it atomically."""
     buffer = io.BytesIO()
     # bbox_inches="tight" keeps long grade names and labels inside the image.
@@ -291,7 +290,7 @@ def _save(fig: Figure, path: str | os.PathLike) -> None:
         f.write(buffer.getvalue())
 
 
-def _grade_ticks(axis, names: list[str]) -> None:
+def grade_ticks(axis, names: list[str]) -> None:
     """One tick per grade, labelled with its name; long names on an x axis are slanted so they do not overlap."""
     axis.set_ticks(range(len(names)))
     longest = max((len(line) for name in names for line in str(name).splitlines()), default=0)
@@ -341,99 +340,3 @@ def _plot_known(ax, x: np.ndarray, y: np.ndarray, **style) -> None:
 def _column(history: list[dict], key: str) -> np.ndarray:
     """One history field as floats, NaN where a row lacks it (e.g. no validation that epoch)."""
     return np.array([np.nan if row.get(key) is None else float(row[key]) for row in history], dtype=np.float64)
-
-
-LOWER_IS_BETTER = frozenset({"mae", "grade_mae", "rmse", "set_size", "train_seconds"})
-HIGHER_IS_BETTER = frozenset({"qwk", "accuracy", "within1", "r2", "pearson"})
-_REFERENCE_COLOUR = "tab:orange"
-
-
-def plot_metric_boxes(
-    results: dict[str, dict[str, list[float]]],
-    metrics: list[str],
-    path: str | os.PathLike,
-    *,
-    title: str | None = None,
-    reference: str | None = None,
-    seed: int = 0,
-) -> None:
-    """One box per formulation for each metric, across seeds or folds, with every run as a point.
-
-    Args:
-        results: formulation name -> metric name -> values (one per seed or fold); None and NaN
-            values are left out, and a formulation without values keeps its tick, marked "no data".
-        metrics: the metrics to draw, one subplot each: a row for up to 3, else a grid.
-        reference: a formulation drawn in orange, with its median as a dashed line across the
-            subplot, so the others read as better or worse than it.
-        seed: seeds the horizontal jitter of the points.
-
-    Subplot titles name the metric as the tables do (``METRIC_NAMES``) and say which way is better
-    ("MAE (lower is better)") for the metrics in ``LOWER_IS_BETTER`` and ``HIGHER_IS_BETTER``.
-    """
-    names = list(results)
-    if not names:
-        raise ValueError("results is empty: there is no formulation to plot")
-    if not metrics:
-        raise ValueError("metrics is empty: name at least one metric to plot, e.g. ['qwk', 'mae']")
-    if reference is not None and reference not in results:
-        raise ValueError(f"reference {reference!r} is not among the formulations {names}")
-
-    num_columns = len(metrics) if len(metrics) <= 3 else (2 if len(metrics) == 4 else 3)
-    num_rows = -(-len(metrics) // num_columns)
-    panel_width = max(4.4, 0.75 * len(names) + 1.6)
-    fig = Figure(figsize=(panel_width * num_columns, 4.2 * num_rows + 0.4), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = np.atleast_1d(fig.subplots(num_rows, num_columns, squeeze=False)).reshape(-1)
-    rng = np.random.default_rng(seed)
-
-    for ax, metric in zip(axes, metrics):
-        groups = [_finite(results[name].get(metric)) for name in names]
-        filled = [k for k, group in enumerate(groups) if len(group)]
-        if filled:
-            parts = ax.boxplot(
-                [groups[k] for k in filled], positions=filled, widths=0.55, patch_artist=True,
-                showfliers=False, medianprops={"color": "black", "lw": 1.5}, whiskerprops={"color": "0.3"},
-                capprops={"color": "0.3"},
-            )
-            for k, box in zip(filled, parts["boxes"]):
-                colour = _REFERENCE_COLOUR if names[k] == reference else _POINT_COLOUR
-                box.set(facecolor=colour, alpha=0.3, edgecolor="0.3")
-        for k in filled:
-            colour = _REFERENCE_COLOUR if names[k] == reference else "navy"
-            jitter = rng.uniform(-0.12, 0.12, size=len(groups[k]))
-            ax.scatter(k + jitter, groups[k], s=22, color=colour, edgecolors="white", linewidths=0.5, zorder=3)
-        reference_values = groups[names.index(reference)] if reference is not None else []
-        if len(reference_values):
-            ax.axhline(np.median(reference_values), color=_REFERENCE_COLOUR, lw=1, ls="--", zorder=0)
-        _grade_ticks(ax.xaxis, [name if len(group) else f"{name}\n(no data)" for name, group in zip(names, groups)])
-        for label, name in zip(ax.get_xticklabels(), names):
-            if name == reference:
-                label.set_fontweight("bold")
-        ax.set_xlim(-0.6, len(names) - 0.4)
-        ax.margins(y=0.12)
-        ax.grid(axis="y", alpha=0.25)
-        ax.set_title(_metric_title(metric))
-    for ax in axes[len(metrics):]:
-        ax.set_visible(False)
-
-    runs = max((len(_finite(values)) for entry in results.values() for values in entry.values()), default=0)
-    heading = title or f"Metrics across runs ({len(names)} formulations, up to {runs} runs each)"
-    if reference is not None:
-        heading += f"\nreference (orange, dashed median): {reference}"
-    fig.suptitle(heading)
-    _save(fig, path)
-
-
-def _metric_title(metric: str) -> str:
-    name = METRIC_NAMES.get(metric, metric)
-    if metric in LOWER_IS_BETTER:
-        return f"{name} (lower is better)"
-    if metric in HIGHER_IS_BETTER:
-        return f"{name} (higher is better)"
-    return name
-
-
-def _finite(values) -> np.ndarray:
-    """Values as floats without None or NaN (a seed whose metric was undefined)."""
-    array = np.array([np.nan if v is None else float(v) for v in (values or [])], dtype=np.float64)
-    return array[np.isfinite(array)]

@@ -33,7 +33,7 @@ from imgrade.core.registry import task_names
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
 from imgrade.data.splits import make_split, stratified_split, stratify_labels
-from imgrade.evaluate import plots
+from imgrade.evaluate.boxes import plot_metric_boxes
 from imgrade.evaluate.metrics import ordinal_metrics
 from imgrade.evaluate.report import mean_std, paired_gain, write_compare_report
 from imgrade.evaluate.stats import corrected_ttest
@@ -213,7 +213,7 @@ def summarise(
     markdown = summary_markdown(summary, recommendation, seeds=seeds, folds=folds)
     write_text(out / "summary.md", markdown)
     results = {f: {m: [r[m] for r in by[f] if r[m] is not None] for m in PLOTTED} for f in formulations}
-    plots.plot_metric_boxes(results, list(PLOTTED), out / "boxes.png", title="test metrics per formulation", reference=REFERENCE)
+    plot_metric_boxes(results, list(PLOTTED), out / "boxes.png", title="test metrics per formulation", reference=REFERENCE)
     write_compare_report(out / "report.html", summary, recommendation, out / "boxes.png", cfg, recipes=recipes, seeds=seeds, folds=folds, gain_test=gain_test(folds))
     return {"summary": summary, "recommendation": recommendation, "rows": rows, "markdown": markdown}
 
