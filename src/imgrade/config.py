@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from imgrade.core.errors import ConfigError
-from imgrade.core.registry import head_entry
+from imgrade.core.registry import head_entry, resolve_backbone
 
 
 def parse_split(spec: str) -> tuple[float, float, float] | str:
@@ -124,8 +124,11 @@ class ModelConfig:
     One row per grade, each cell the grade's level on that axis (empty = any). Other tasks ignore
     it. The table is stored in the run, so the file is needed only for training."""
     backbone: str = "reference"
-    """The network before the head: reference (the Keras ResNet v2 of the given depth), or timm:NAME, any
-    model of the optional timm package (pip install 'imgrade[timm]'), e.g. timm:resnet18."""
+    """The network before the head, one of the registered backbones.
+
+    reference (the Keras ResNet v2 of the given depth), timm:NAME (any model of the optional timm
+    package, e.g. timm:resnet18), or any backbone added with
+    ``imgrade.core.registry.register_backbone``; ``describe_backbones()`` there says what each is."""
     pretrained: str | None = None
     """timm backbones: start from these weights, a .pth, .pt or .safetensors state dict of the same
     model, or 'hub' for timm's own download (needs the internet); by default random weights."""
@@ -140,16 +143,10 @@ class ModelConfig:
             raise ConfigError(f"model.loss {self.loss!r} is not mse or huber: set --loss")
         if not float(self.sord_beta) > 0:
             raise ConfigError(f"model.sord_beta {self.sord_beta} must be positive (1.0 is the default): set --sord-beta")
-        if not isinstance(self.backbone, str) or not (
-            self.backbone == "reference" or (self.backbone.startswith("timm:") and len(self.backbone) > len("timm:"))
-        ):
-            raise ConfigError(f"model.backbone {self.backbone!r} is not reference or timm:NAME (e.g. timm:resnet18): set --backbone")
         if self.pretrained is not None and not isinstance(self.pretrained, str):
             raise ConfigError(f"model.pretrained {self.pretrained!r} is not a file name or 'hub': set --pretrained")
-        if self.pretrained is not None and self.backbone == "reference":
-            raise ConfigError(
-                "--pretrained is for --backbone timm:NAME; to start the reference network from a trained run, use --init RUN instead"
-            )
+        # unknown names fail with the closest one and the flag; --pretrained only where the backbone takes it
+        resolve_backbone(self.backbone, self.pretrained)
 
 
 @dataclass

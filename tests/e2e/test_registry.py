@@ -1,4 +1,6 @@
-"""One registry of heads: a head registered in one place trains, exports and grades everywhere."""
+"""One registry of heads: a head registered in one place trains, exports and grades everywhere.
+
+Its backbones are tested in test_backbone_registry.py."""
 
 from __future__ import annotations
 
@@ -98,10 +100,14 @@ def test_registration_mistakes_are_one_line_errors(tempered):
 def test_the_registry_and_config_import_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises
-        "from imgrade.core.registry import task_names\n"
+        "from imgrade.core.registry import backbone_names, task_names\n"
         "import imgrade.config, imgrade.runtime.onnx\n"
+        "imgrade.config.RunConfig.from_dict({'model': {'backbone': 'timm:resnet18'}})\n"
         "print(','.join(task_names()))\n"
+        "print(','.join(backbone_names()))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().split(",")[:4] == ["regression", "classification", "coral", "corn"]
+    tasks, backbones = done.stdout.strip().splitlines()
+    assert tasks.split(",")[:4] == ["regression", "classification", "coral", "corn"]
+    assert backbones.split(",")[:2] == ["reference", "timm"]

@@ -11,7 +11,7 @@ import yaml
 from imgrade.cli import main
 from imgrade.core.checkpoint import load_checkpoint
 from imgrade.core.errors import ConfigError
-from imgrade.models.backbones import import_timm
+from imgrade.models.timm_backbone import import_timm
 
 TINY = "test_resnet"
 """timm's smallest ResNet (about 0.4 M parameters), registered for timm's own tests."""
@@ -78,7 +78,7 @@ def test_training_starts_from_the_pretrained_file(timm, synth_dir, tmp_path, cap
     argv = ["train", "--data", str(synth_dir), "--backbone", f"timm:{TINY}", "--pretrained", str(weights),
             "--epochs", "1", "--lr", "1e-9", "--out", str(run)]
     assert main(argv) == 0
-    assert f"backbone: {TINY} with the weights of {weights}" in capsys.readouterr().err
+    assert f"backbone: timm {TINY} with the weights of {weights}" in capsys.readouterr().err
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["pretrained"] == str(weights)
     trained = load_checkpoint(run / "best.pt")["model_state"]
     kernels = [k for k, v in state.items() if v.ndim == 4]

@@ -10,8 +10,8 @@ import torch
 
 from imgrade.cli import main
 from imgrade.core.errors import ConfigError
-from imgrade.models.backbones import import_timm
 from imgrade.models.factory import build_model
+from imgrade.models.timm_backbone import import_timm
 
 TINY = "test_resnet"
 """timm's smallest ResNet (about 0.5 M parameters), registered for timm's own tests."""
@@ -55,7 +55,14 @@ def test_pretrained_with_the_reference_backbone_points_to_init(synth_dir, tmp_pa
 def test_a_backbone_without_the_timm_prefix_is_refused(synth_dir, tmp_path, capsys):
     out = tmp_path / "run"
     err = _refused(capsys, "--data", str(synth_dir), "--backbone", "resnet18", "--out", str(out))
-    assert "'resnet18' is not reference or timm:NAME" in err and "set --backbone" in err
+    assert "unknown backbone 'resnet18'" in err and "set --backbone to one of reference, timm:NAME" in err
+    assert not out.exists()
+
+
+def test_a_timm_backbone_without_a_model_name_is_refused(synth_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    err = _refused(capsys, "--data", str(synth_dir), "--backbone", "timm:", "--out", str(out))
+    assert "backbone 'timm:' names no model: set --backbone timm:NAME" in err
     assert not out.exists()
 
 

@@ -86,7 +86,7 @@ PT_FILES = {
     "empty": "is not a readable imgrade checkpoint (EOFError)",
     "code": "holds Python objects that could run code when loaded",
     "code-legacy": "holds Python objects that could run code when loaded",
-    "depth-20-weights": "holds weights that do not fit the depth-29 regression network",
+    "depth-20-weights": "holds weights that do not fit the ResNet v2 depth 29 regression network",
     "other-state-dict": "is not an imgrade checkpoint (no format_version)",
     "newer-format": "has checkpoint format 2 but this imgrade reads format 1",
     "tensor-format": "has checkpoint format of type Tensor",

@@ -7,7 +7,7 @@ import argparse
 from imgrade.cli.argparser import Parser
 from imgrade.cli.run_flags import add_run_flags, field_help, flag_of
 from imgrade.config import FINETUNE_DEFAULTS, HEADS, OBJECTIVES, PRESETS, VIEWS
-from imgrade.core.registry import task_names
+from imgrade.core.registry import describe_backbones, task_names
 
 EXAMPLES = """\
 examples:
@@ -224,7 +224,7 @@ def _add_model(sub) -> None:
               """
 imgrade model summary                            # the reference: ResNet v2 depth 29, regression
 imgrade model summary --depth 11 --task coral --num-grades 5""")
-    p.add_argument("--backbone", default="reference", metavar="NAME", help=field_help("model.backbone"))
+    p.add_argument("--backbone", default="reference", metavar="NAME", help=f"{field_help('model.backbone')}: {describe_backbones()}")
     p.add_argument("--depth", type=int, default=29, metavar="N", help=field_help("model.depth"))
     p.add_argument("--image-size", type=int, default=32, metavar="PIXELS", help="input size in pixels")
     p.add_argument("--task", default="regression", choices=task_names(), help=field_help("model.task"))

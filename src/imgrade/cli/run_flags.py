@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 from imgrade.config import AMP_CHOICES, BN_STATS, CLASS_WEIGHTS, HEADS, LOSSES, OBJECTIVES, SECTIONS, TARGETS, VIEWS
-from imgrade.core.registry import describe_tasks, task_names
+from imgrade.core.registry import describe_backbones, describe_tasks, task_names
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class RunFlag:
     const: bool | None = None
     """A switch without a value that sets the field to this."""
     extra: Callable[[], str] | None = None
-    """More help computed when the parser is built (the registered tasks)."""
+    """More help computed when the parser is built (the registered tasks and backbones)."""
 
 
 RUN_FLAGS = (
@@ -46,7 +46,7 @@ RUN_FLAGS = (
     RunFlag("--target", "data.target", choices=TARGETS),
     RunFlag("--workers", "data.workers", "N"),
     RunFlag("--cache", "data.cache", "WHERE"),
-    RunFlag("--backbone", "model.backbone", "NAME"),
+    RunFlag("--backbone", "model.backbone", "NAME", extra=describe_backbones),
     RunFlag("--pretrained", "model.pretrained", "WEIGHTS"),
     RunFlag("--depth", "model.depth", "N"),
     RunFlag("--task", "model.task", "TASK", choices=task_names, extra=describe_tasks),

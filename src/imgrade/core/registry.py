@@ -1,20 +1,24 @@
-"""The one list of heads (``--task`` names): what each is, where its class lives, what it gives.
+"""The one list of heads (``--task``) and backbones (``--backbone``): what each is and where it lives.
 
-Config validation, the CLI's help, ``models.factory.build_model`` and the ONNX runtime's metadata
-check all read this table, so one new head is one class plus one ``register_head`` line. The
-classes are named by import path ("module:Class") and imported only when a model is built (as
-timm's registry does), so this module and everything that only checks names (the config, the ONNX
-runtime, which runs without torch) never import torch.
+Config validation, the CLI's help, ``models.factory.build_model``, the runtime and the ONNX
+runtime's metadata check all read these tables, so one new head is one class plus one
+``register_head`` line, and one new backbone one builder plus one ``register_backbone`` line.
+Classes and builders are named by import path ("module:name") and imported only when a model is
+built (as timm's registry does), so this module and everything that only checks names (the
+config, the ONNX runtime, which runs without torch) never import torch.
 
 >>> head_entry("coral").probabilities
 True
 >>> "sord" in task_names()
+True
+>>> backbone_entry("timm:resnet18").takes_pretrained
 True
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from imgrade.core.errors import ConfigError
@@ -105,6 +109,156 @@ def describe_tasks() -> str:
     return "; ".join(f"{e.name} ({e.description})" for e in _HEADS.values())
 
 
+@dataclass(frozen=True)
+class BackboneEntry:
+    """One registered backbone, or a family of them (``timm``: ``timm:NAME``)."""
+
+    name: str
+    """The ``--backbone`` value; for a family, the part before the colon."""
+    target: str | Callable
+    """The builder, or its import path "package.module:function" (imported when first built).
+
+    It is called with the keywords ``depth`` (``--depth``) and ``image_size`` (the input size, or
+    None where unknown), ``pretrained`` (None unless ``takes_pretrained``) and, for a family, the
+    model name first; it returns an ``nn.Module`` with ``forward_features(x)``, images (B, 3, H, W)
+    to pooled features (B, num_features), and ``num_features``."""
+    description: str
+    """One line for ``--help``."""
+    family: bool = False
+    """Whether the name takes a model name after a colon (``timm:resnet18``)."""
+    takes_pretrained: bool = False
+    """Whether ``--pretrained`` weights are for it (else it is refused with a pointer to ``--init``)."""
+    uses_depth: bool = False
+    """Whether ``--depth`` sets its size (so a run started from another must have its depth)."""
+    label: str = ""
+    """How a log line names the network, with ``{depth}`` and ``{model}`` filled in; "": the name."""
+    check: str | Callable | None = None
+    """What to run before any data is read (like ``target``, called with the model name of a family
+    and ``pretrained``): fails in one ConfigError where building would fail later; None: nothing."""
+
+    @property
+    def usage(self) -> str:
+        """How ``--backbone`` takes it: ``reference``, ``timm:NAME``."""
+        return f"{self.name}:NAME" if self.family else self.name
+
+
+_BACKBONES: dict[str, BackboneEntry] = {}
+
+
+def register_backbone(
+    name: str,
+    target: str | Callable,
+    description: str,
+    *,
+    family: bool = False,
+    takes_pretrained: bool = False,
+    uses_depth: bool = False,
+    label: str = "",
+    check: str | Callable | None = None,
+) -> BackboneEntry:
+    """Add a backbone under ``name`` (a new ``--backbone``); return its entry.
+
+    Args:
+        name: the ``--backbone`` value (a family: the part before the colon); no colon in it.
+        target: the builder, or its import path "package.module:function" (see ``BackboneEntry.target``).
+        description: one line for ``--help``.
+        family: the name takes a model name after a colon, passed to the builder.
+        takes_pretrained: ``--pretrained`` weights are for it; the builder loads them.
+        uses_depth: ``--depth`` sets its size.
+        label: the network in log lines, e.g. "ResNet v2 depth {depth}"; "": the name.
+        check: run before any data is read, to fail early (see ``BackboneEntry.check``).
+
+    Raises:
+        ConfigError: ``name`` is taken or has a colon, or ``target`` or ``check`` is a string
+            without "module:function".
+    """
+    if name in _BACKBONES:
+        raise ConfigError(f"backbone {name!r} is already registered: pick another name or unregister_backbone({name!r}) first")
+    if not name or ":" in name:
+        raise ConfigError(f"backbone name {name!r} must be a non-empty name without ':' (a family's model name follows the colon)")
+    for path in (target, check):
+        if isinstance(path, str) and path.count(":") != 1:
+            raise ConfigError(f"backbone target {path!r} is not 'package.module:function'")
+    entry = BackboneEntry(name, target, description, family, takes_pretrained, uses_depth, label, check)
+    _BACKBONES[name] = entry
+    return entry
+
+
+def unregister_backbone(name: str) -> None:
+    """Remove a registered backbone (tests and notebooks that registered their own)."""
+    _BACKBONES.pop(name, None)
+
+
+def backbone_names() -> tuple[str, ...]:
+    """Registered backbone names (a family's without the colon), in registration order."""
+    return tuple(_BACKBONES)
+
+
+def resolve_backbone(spec: str, pretrained: str | None = None, flag: str = "--backbone") -> tuple[BackboneEntry, str | None]:
+    """The entry for the ``--backbone`` value ``spec`` and its model name (None but for a family).
+
+    Raises:
+        ConfigError: no such backbone (the message suggests the closest and names ``flag``), a
+            family without a model name or a plain name with one, or ``pretrained`` weights for a
+            backbone that takes none.
+
+    >>> resolve_backbone("timm:resnet18")[1], resolve_backbone("reference")[1]
+    ('resnet18', None)
+    >>> resolve_backbone("tim:resnet18")
+    Traceback (most recent call last):
+    ...
+    imgrade.core.errors.ConfigError: unknown backbone 'tim:resnet18': did you mean 'timm:resnet18'? set --backbone to one of reference, timm:NAME
+    """
+    usages = ", ".join(e.usage for e in _BACKBONES.values())
+    if not isinstance(spec, str):
+        raise ConfigError(f"model.backbone {spec!r} is not a name: set {flag} to one of {usages}")
+    name, colon, model = spec.partition(":")
+    entry = _BACKBONES.get(name)
+    if entry is None:
+        close = difflib.get_close_matches(name, list(_BACKBONES), n=1)
+        hint = f"did you mean {close[0] + colon + model!r}? " if close else ""
+        raise ConfigError(f"unknown backbone {spec!r}: {hint}set {flag} to one of {usages}")
+    if entry.family and not model:
+        raise ConfigError(f"backbone {spec!r} names no model: set {flag} {entry.usage} ({entry.description})")
+    if not entry.family and colon:
+        raise ConfigError(f"backbone {name!r} takes no model name after ':': set {flag} {name}")
+    if pretrained is not None and not entry.takes_pretrained:
+        takers = " or ".join(e.usage for e in _BACKBONES.values() if e.takes_pretrained) or "none of the registered backbones"
+        raise ConfigError(
+            f"--pretrained is for {flag} {takers}; to start the {spec} network from a trained run, use --init RUN instead"
+        )
+    return entry, (model if entry.family else None)
+
+
+def backbone_entry(spec: str, flag: str = "--backbone") -> BackboneEntry:
+    """The entry for the ``--backbone`` value ``spec`` (a family's, for ``timm:NAME``).
+
+    Raises:
+        ConfigError: see ``resolve_backbone``.
+
+    >>> backbone_entry("referense")
+    Traceback (most recent call last):
+    ...
+    imgrade.core.errors.ConfigError: unknown backbone 'referense': did you mean 'reference'? set --backbone to one of reference, timm:NAME
+    """
+    return resolve_backbone(spec, flag=flag)[0]
+
+
+def describe_backbone(spec: str, depth: int) -> str:
+    """The backbone ``spec`` in a log line.
+
+    >>> describe_backbone("reference", 29), describe_backbone("timm:resnet18", 29)
+    ('ResNet v2 depth 29', 'timm resnet18')
+    """
+    entry, model = resolve_backbone(spec)
+    return entry.label.format(depth=depth, model=model) if entry.label else spec
+
+
+def describe_backbones() -> str:
+    """``usage (description); ...`` for ``--help``."""
+    return "; ".join(f"{e.usage} ({e.description})" for e in _BACKBONES.values())
+
+
 register_head(
     "regression", "imgrade.models.heads:RegressionHead",
     "default, the reference: MSE on the grade number",
@@ -126,4 +280,15 @@ register_head(
     "sord", "imgrade.models.ordinal:SordHead",
     "softmax trained on soft ordinal labels: cross-entropy against targets that fall with the squared grade distance (--sord-beta)",
     rule="most probable grade",
+)
+
+register_backbone(
+    "reference", "imgrade.models.backbones:build_reference",
+    "the Keras ResNet v2 of --depth",
+    uses_depth=True, label="ResNet v2 depth {depth}",
+)
+register_backbone(
+    "timm", "imgrade.models.timm_backbone:build_timm",
+    "any model of the optional timm package, pip install 'imgrade[timm]', e.g. timm:resnet18; --pretrained loads its weights",
+    family=True, takes_pretrained=True, label="timm {model}", check="imgrade.models.timm_backbone:check_timm",
 )

@@ -119,7 +119,7 @@ def build_model(
     image_size: int | None = None,
     **settings: Any,
 ) -> GradingModel:
-    """Build the backbone (the reference ResNetV2, or a timm model) with the head for ``task``.
+    """Build the backbone (the reference ResNetV2, a timm model, or another registered one) with the head for ``task``.
 
     Args:
         depth: the reference backbone's depth, 9n+2.
@@ -130,7 +130,8 @@ def build_model(
         num_grades: number of grades K; None for a continuous target (regression only).
         class_weights: per-grade loss weights (K,), e.g. from ``balanced_class_weights``; None
             for none.
-        backbone: "reference" or "timm:NAME" (see ``backbones.build_backbone``).
+        backbone: "reference", "timm:NAME" or another of ``imgrade.core.registry.backbone_names()``
+            (see ``backbones.build_backbone``).
         pretrained: timm backbones: a weights file or "hub"; None for random weights (and when
             rebuilding a trained model, whose checkpoint holds all the weights).
         image_size: timm backbones: the input size they are built for and checked with.

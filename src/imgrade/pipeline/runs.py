@@ -22,7 +22,8 @@ from imgrade.core.rundir import MEMBERS, load_split
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
 from imgrade.data.splits import hold_out_calibration, make_split
-from imgrade.models.backbones import HUB, check_backbone
+from imgrade.models.backbones import check_backbone
+from imgrade.models.timm_backbone import HUB
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def prepare_out(cfg: RunConfig, out: Path, resume: bool, overwrite: bool) -> tup
             raise ConfigError(f"grade table {cfg.model.axes} does not exist: check the --axes path")
         cfg = cfg.with_overrides({"model.axes": str(Path(cfg.model.axes).resolve())})
     if resume_state is None:
-        check_backbone(cfg.model.backbone, cfg.model.pretrained)  # timm, the name, the weights file: before the data is read
+        check_backbone(cfg.model.backbone, cfg.model.pretrained)  # the name, timm, the weights file: before the data is read
     if resume_state is None and cfg.model.pretrained not in (None, HUB):
         cfg = cfg.with_overrides({"model.pretrained": str(Path(cfg.model.pretrained).resolve())})
     if resume_state is None and cfg.train.init:

@@ -189,7 +189,7 @@ def _build_model(cfg: RunConfig, imageset: ImageSet, split: Split, grade_axes: G
         pretrained=cfg.model.pretrained if fresh else None,
     )
     if cfg.model.pretrained and fresh:
-        logger.info(f"backbone: {cfg.model.backbone[len('timm:'):]} with the weights of {cfg.model.pretrained}")
+        logger.info(f"backbone: {describe(cfg.model.backbone, cfg.model.depth)} with the weights of {cfg.model.pretrained}")
     if num_grades is not None:
         model.head.init_from_targets(imageset.targets[split["train"]])
     if cfg.train.init and fresh:

@@ -17,10 +17,11 @@ from imgrade.core.checkpoint import find_run_checkpoint, load_checkpoint
 from imgrade.core.device import resolve_device
 from imgrade.core.errors import CheckpointError
 from imgrade.core.preprocess import nhwc_to_tensor, to_input
+from imgrade.core.registry import backbone_names
 from imgrade.models.ensemble import EnsembleModel, TTAModel
 from imgrade.models.factory import build_model, head_settings
 from imgrade.models.axes import GradeAxes
-from imgrade.models.backbones import import_timm, timm_name
+from imgrade.models.backbones import check_backbone, describe
 from imgrade.runtime.grading import CPU_BATCH, GPU_BATCH, Grader, Outputs
 
 logger = logging.getLogger(__name__)
@@ -68,8 +69,13 @@ class Predictor(Grader):
         if tta is None:
             tta = bool(((ckpt.get("config") or {}).get("calibrate") or {}).get("tta", False))
         backbone = ((ckpt.get("config") or {}).get("model") or {}).get("backbone", "reference")  # older runs: none saved
-        if isinstance(backbone, str) and timm_name(backbone):
-            import_timm()  # a missing timm says how to install it, not that the checkpoint is bad
+        if isinstance(backbone, str) and backbone.partition(":")[0] not in backbone_names():
+            raise CheckpointError(
+                f"{path} was trained with --backbone {backbone}, which is not registered here: "
+                "register it (imgrade.core.registry.register_backbone) before loading the run"
+            )
+        if isinstance(backbone, str):
+            check_backbone(backbone)  # e.g. a missing timm says how to install it, not that the checkpoint is bad
         try:
             model_cfg = ckpt["config"]["model"]
             grade_names = ckpt["grade_names"]
@@ -100,7 +106,7 @@ class Predictor(Grader):
         try:
             model.load_state_dict(ckpt["model_state"])
         except (KeyError, RuntimeError, TypeError, AttributeError) as e:
-            network = f"timm {timm_name(backbone)}" if timm_name(backbone) else f"depth-{model_cfg['depth']}"
+            network = describe(backbone, model_cfg["depth"])
             raise CheckpointError(
                 f"{path} holds weights that do not fit the {network} {model_cfg['task']} network its "
                 f"config describes ({_mismatch(model, ckpt.get('model_state'), e)}): retrain, or pass the checkpoint "

@@ -1,8 +1,9 @@
 """Fine-tuning: start a new run from the weights of another run (``imgrade train --init RUN``).
 
-The backbone always comes from the source; it must be the same (the same depth for the reference). The head comes too when
-it would mean the same thing here: the same task and head type and the same grades in the same
-order. Otherwise the head starts fresh and learns the new grades on the pretrained features.
+The backbone always comes from the source; it must be the same (with the same ``--depth`` where
+that sizes it, as for the reference). The head comes too when it would mean the same thing here:
+the same task and head type and the same grades in the same order. Otherwise the head starts
+fresh and learns the new grades on the pretrained features.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from imgrade.config import ModelConfig
 from imgrade.core.checkpoint import find_run_checkpoint, load_checkpoint
 from imgrade.core.errors import ConfigError
+from imgrade.core.registry import backbone_entry
 from imgrade.models.factory import head_class
 
 
@@ -59,7 +61,7 @@ def plan_init(init: str | Path, model: ModelConfig, grade_names: list[str] | Non
     if backbone != model.backbone:
         raise ConfigError(f"--init {path} has backbone {backbone} but this run has {model.backbone}: set --backbone {backbone}")
     depth = source.get("depth")
-    if backbone == "reference" and depth != model.depth:
+    if backbone_entry(backbone).uses_depth and depth != model.depth:
         raise ConfigError(f"--init {path} has depth {depth} but this run has depth {model.depth}: set --depth {depth}")
     source_grades = payload.get("grade_names")
     if source_grades is not None and grade_names is not None and set(source_grades) != set(grade_names):
