@@ -163,14 +163,12 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from imgrade.serve import serve
+    from imgrade.serve import Limits, serve
 
     serve(
         args.model, host=args.host, port=args.port, runtime=args.runtime, device=args.device,
         token=args.token if args.token is not None else os.environ.get("IMGRADE_TOKEN") or None,
-        max_upload_mb=args.max_upload_mb, max_files=args.max_files,
-        max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
-        request_timeout_s=args.request_timeout_s, threads=args.threads, tta=args.tta,
+        limits=Limits.from_flags(args), threads=args.threads, tta=args.tta,
     )
     return 0
 
@@ -297,13 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"])
     p.add_argument("--device", default="auto", help="torch runtime: auto, cpu, cuda, cuda:N")
     p.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on the API (default: $IMGRADE_TOKEN; none)")
-    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body in MB (default 10): larger ones get 413")
-    p.add_argument("--max-files", type=int, default=64, help="most images in one request (default 64)")
-    p.add_argument("--max-batch", type=int, default=64, help="most images graded together across concurrent requests (default 64; the network runs them 32 at a time on a CPU)")
-    p.add_argument("--batch-window-ms", type=float, default=5.0, help="how long to collect concurrent requests into one batch (default 5 ms)")
-    p.add_argument("--request-timeout-s", type=float, default=30.0, help="longest a request may take, upload included (default 30 s): 408 if its upload is still arriving, else 503")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: one per core)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help=TTA_HELP + "; an .onnx file must have been exported with --tta")
+    from imgrade.serve.limits import Limits
+
+    Limits.add_flags(p.add_argument_group("limits (what one client may ask)"))
 
     data = sub.add_parser("data", help="inspect, download or generate image sets").add_subparsers(dest="data_verb", metavar="ACTION")
     p = data.add_parser("info", help="format, images per grade, image size, what is dropped")

@@ -23,7 +23,7 @@ import uvicorn
 
 from imgrade.data.images import decode_image
 from imgrade.runtime import load_grader
-from imgrade.serve import create_app
+from imgrade.serve import Limits, create_app
 from imgrade.serve.server import uvicorn_config
 
 import serve_abuse as kit  # benchmarks/serve_abuse.py: tests/conftest.py puts benchmarks/ on the path
@@ -92,13 +92,14 @@ class _Collect(logging.Handler):
 def test_the_token_stays_out_of_the_access_log(trained_run, capfd):
     """The real app in uvicorn (in a thread, on loopback) with access logs at info."""
     token = "tok-" + secrets.token_urlsafe(16)
-    app = create_app(load_grader(trained_run, device="cpu"), token=token, request_timeout_s=REQUEST_TIMEOUT_S)
+    limits = Limits(request_timeout_s=REQUEST_TIMEOUT_S)
+    app = create_app(load_grader(trained_run, device="cpu"), token=token, limits=limits)
     names = ("uvicorn", "uvicorn.error", "uvicorn.access")
     levels = {name: logging.getLogger(name).level for name in names}
     collect = _Collect()
     logging.getLogger("uvicorn").addHandler(collect)
     try:
-        config = uvicorn_config(app, request_timeout_s=REQUEST_TIMEOUT_S, log_level="info", log_config=None, access_log=True)
+        config = uvicorn_config(app, limits, log_level="info", log_config=None, access_log=True)
         with socket.create_server(("127.0.0.1", 0)) as listener:
             server = uvicorn.Server(config)
             thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
