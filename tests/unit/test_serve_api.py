@@ -1,10 +1,12 @@
-"""The HTTP grading service in-process: every status code, batching under load, the limits and serve()'s start-up errors."""
+"""The HTTP grading service in-process: every status code, batching under load, the access log, the limits and serve()'s start-up errors."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import io
+import logging
+import re
 import socket
 import struct
 import threading
@@ -13,6 +15,7 @@ import zlib
 
 import numpy as np
 import pytest
+import uvicorn
 from PIL import Image
 from starlette.exceptions import StarletteDeprecationWarning
 
@@ -27,6 +30,7 @@ from imgrade.data.images import decode_image
 from imgrade.runtime import load_grader
 from imgrade.runtime.grading import Outputs
 from imgrade.serve import Limits, create_app, serve
+from imgrade.serve.access_log import AccessLog
 from imgrade.serve.batcher import Batcher
 from imgrade.serve.guards import BodyLimit, HeaderLimit, RequestTimeout
 
@@ -398,6 +402,72 @@ def test_the_page_and_its_files_come_from_the_static_folder(grader, tmp_path):
         assert response.status_code == 404 and "index.html" in response.json()["detail"]
 
 
+# ----------------------------------------------------------------------------- the access log
+
+
+def access_records(caplog) -> list[tuple[str, str, int | None, int]]:
+    return [(r.method, r.path, r.status, r.photos) for r in caplog.records if r.name == "imgrade.serve.access"]
+
+
+def test_every_request_is_one_access_log_line_with_its_status_and_photos(grader, caplog):
+    two = as_files(("a.png", encode(gradient())), ("b.png", encode(gradient(shade=60))))
+    too_big = as_files(("big.png", encode(Image.fromarray(np.random.default_rng(1).integers(0, 255, (80, 80, 3), dtype=np.uint8)))))
+    token = "s3cret-token"
+    with TestClient(create_app(grader, token=token, limits=Limits(max_upload_mb=0.01))) as client:
+        caplog.set_level(logging.INFO, logger="imgrade.serve.access")
+        good = {"Authorization": f"Bearer {token}"}
+        assert client.post("/v1/grade?page=1", files=two, headers=good).status_code == 200
+        assert client.post("/v1/grade", files=as_files(("notes.txt", b"no image")), headers=good).status_code == 400
+        assert client.post("/v1/grade", files=too_big, headers=good).status_code == 413
+        assert client.get("/v1/model", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get("/no/such/route").status_code == 404
+        assert client.get("/healthz").status_code == 200
+    assert access_records(caplog) == [
+        ("POST", "/v1/grade", 200, 2),
+        ("POST", "/v1/grade", 400, 0),
+        ("POST", "/v1/grade", 413, 0),
+        ("GET", "/v1/model", 401, 0),
+        ("GET", "/no/such/route", 404, 0),
+        ("GET", "/healthz", 200, 0),
+    ]
+    first = next(r for r in caplog.records if r.name == "imgrade.serve.access")
+    assert first.levelno == logging.INFO and first.latency_ms > 0
+    assert re.fullmatch(r"POST /v1/grade 200 \d+\.\d ms 2 photos", first.getMessage())
+    assert token not in caplog.text and "wrong" not in caplog.text
+
+
+def _answer_after(delay_s: float, status: int = 200):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await asyncio.sleep(delay_s)
+        await send({"type": "http.response.body", "body": b"done"})
+
+    return app
+
+
+def test_the_access_log_times_to_the_last_body_byte_and_logs_a_crash_as_the_500_sent(caplog):
+    async def crashes(scope, receive, send):
+        raise RuntimeError("a bug")
+
+    caplog.set_level(logging.INFO, logger="imgrade.serve.access")
+    _run_asgi(AccessLog(_answer_after(0.05)))
+    with pytest.raises(RuntimeError, match="a bug"):
+        _run_asgi(AccessLog(crashes))
+    slow, crashed = (r for r in caplog.records if r.name == "imgrade.serve.access")
+    assert (slow.status, crashed.status) == (200, 500)
+    assert slow.latency_ms >= 50
+    assert crashed.getMessage().startswith("POST /v1/grade 500 ")
+
+
+def test_a_request_answered_by_a_guard_is_logged_once_with_the_guards_status(caplog):
+    async def works_slowly(scope, receive, send):
+        await asyncio.sleep(3600)
+
+    caplog.set_level(logging.INFO, logger="imgrade.serve.access")
+    _run_asgi(AccessLog(RequestTimeout(works_slowly, timeout_s=0.05)))
+    assert access_records(caplog) == [("POST", "/v1/grade", 503, 0)]
+
+
 # ----------------------------------------------------------------------------- limits and start-up errors
 
 
@@ -463,6 +533,20 @@ def test_serve_refuses_a_port_in_use_before_serving(coral_run):
             serve(coral_run, host="127.0.0.1", port=port)
     message = str(error.value)
     assert f"port {port}" in message and "--port" in message and "\n" not in message
+
+
+def test_serve_logs_its_banner_and_its_stop_and_prints_nothing(coral_run, caplog, capsys, monkeypatch):
+    def ctrl_c(server, sockets):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(uvicorn.Server, "run", ctrl_c)
+    caplog.set_level(logging.INFO, logger="imgrade.serve")
+    serve(coral_run, port=0, token="s3cret-token")
+    banner, stopped = (r.getMessage() for r in caplog.records if r.name == "imgrade.serve.server")
+    assert banner.startswith(f"serving {coral_run} (") and ", token required) on http://127.0.0.1:" in banner
+    assert stopped == "stopped" and "s3cret-token" not in caplog.text
+    captured = capsys.readouterr()
+    assert captured.out == "" and "serving" not in captured.err
 
 
 def test_serve_refuses_a_missing_model(tmp_path):

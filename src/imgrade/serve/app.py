@@ -16,6 +16,8 @@ Routes (every error is ``{"detail": "<one line: what is wrong and the fix>"}``):
 - ``GET /v1/stats`` -> forward passes, images graded, largest and mean batch size.
 - With a token, every ``/v1/`` route needs ``Authorization: Bearer <token>`` (else 401).
 
+Every request gets one line in the access log (:mod:`imgrade.serve.access_log`).
+
 ``/docs`` is FastAPI's Swagger UI, which loads its script from a CDN: the API docs need the
 internet, the service and its page do not.
 """
@@ -38,6 +40,7 @@ from imgrade import __version__
 from imgrade.core.errors import ConfigError, DataError
 from imgrade.data.images import decode_image
 from imgrade.runtime.grading import Grader
+from imgrade.serve.access_log import PHOTOS_GRADED, AccessLog
 from imgrade.serve.batcher import Batcher
 from imgrade.serve.guards import BodyLimit, HeaderLimit, RequestTimeout, require_token
 from imgrade.serve.limits import Limits
@@ -105,10 +108,12 @@ def create_app(
         "limits": {"max_files": limits.max_files, "max_upload_mb": limits.max_upload_mb},
         "auth": token is not None,
     }
-    # The last added runs first: the timeout's clock covers all, the size checks come before the routes.
+    # The last added runs first: the access log sees every answer, the timeout's clock covers the
+    # rest, the size checks come before the routes.
     app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes)
     app.add_middleware(HeaderLimit, max_bytes=limits.max_header_bytes)
     app.add_middleware(RequestTimeout, timeout_s=limits.request_timeout_s)
+    app.add_middleware(AccessLog)
     app.include_router(open_routes)
     app.include_router(api_routes)
     app.mount("/static", StaticFiles(directory=static_dir), name="static")
@@ -176,6 +181,7 @@ async def grade(request: Request) -> dict[str, list[dict[str, Any]]]:
             500, f"the model failed on these images ({type(error).__name__}: {_one_line(error)}): "
                  "the server log has the details; report it if it happens again"
         ) from None
+    setattr(request.state, PHOTOS_GRADED, len(uploads))
     return {"results": grader.records([name for name, _ in uploads], outputs)}
 
 

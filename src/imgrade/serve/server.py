@@ -14,14 +14,17 @@ are in :mod:`imgrade.serve.guards`):
   passes the limit (chunked);
 - a kept-alive connection that sends nothing for ``--keep-alive-s`` is closed;
 - from ``--max-connections`` open connections on, new requests get an immediate 503.
+
+The banner, "stopped" and uvicorn's own warnings are log records (``imgrade.serve.server``,
+``uvicorn.error``); each request is one line of ``imgrade.serve.access``.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
-import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,8 @@ from imgrade.runtime import Grader, load_grader
 from imgrade.serve.app import create_app
 from imgrade.serve.guards import HeadersTimeoutH11
 from imgrade.serve.limits import Limits
+
+logger = logging.getLogger(__name__)
 
 GRACEFUL_SHUTDOWN_S = 5
 """After Ctrl+C, how long requests in progress may take to finish."""
@@ -60,7 +65,7 @@ def serve(
 
     Args:
         model: run folder, ``.pt`` checkpoint or ``.onnx`` file.
-        host, port: where to listen; port 0 picks a free one (printed in the banner).
+        host, port: where to listen; port 0 picks a free one (logged in the banner).
         runtime, device, threads, tta: how to run the model (see ``load_grader``).
         token: the bearer token the API requires; None: no token.
         limits: what one client may ask (:class:`imgrade.serve.limits.Limits`).
@@ -74,12 +79,12 @@ def serve(
         grader.prepare_for_serving()
         app = create_app(grader, source_name=Path(model).name or str(model), token=token, limits=limits)
         config = uvicorn_config(app, limits)
-        print(_banner(model, grader, host, listener.getsockname()[1], token is not None), file=sys.stderr, flush=True)
+        logger.info(_banner(model, grader, host, listener.getsockname()[1], token is not None))
         try:
             uvicorn.Server(config).run(sockets=[listener])
         except KeyboardInterrupt:  # uvicorn raises Ctrl+C again once it has shut down gracefully
             pass
-    print("imgrade: stopped", file=sys.stderr)
+    logger.info("stopped")
 
 
 def uvicorn_config(app: Any, limits: Limits, **options: Any) -> uvicorn.Config:
@@ -89,10 +94,14 @@ def uvicorn_config(app: Any, limits: Limits, **options: Any) -> uvicorn.Config:
         app: the ASGI app (``create_app``), built with the same ``limits``.
         limits: the connection limits uvicorn enforces (headers timeout and size, keep-alive,
             connections).
-        options: other ``uvicorn.Config`` arguments, overriding these (tests pass ``log_config``).
+        options: other ``uvicorn.Config`` arguments, overriding these.
     """
     settings: dict[str, Any] = {
-        "log_level": "warning",  # errors and warnings only: no access log
+        # uvicorn's records go to the handler the program set up (none of uvicorn's own), at
+        # warning and above; requests are logged by imgrade.serve.access_log instead.
+        "log_config": None,
+        "log_level": "warning",
+        "access_log": False,
         "lifespan": "on",
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
         # h11 always (not httptools, were it installed): HeadersTimeoutH11 extends it.
@@ -128,9 +137,9 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _banner(model: str | Path, grader: Grader, host: str, port: int, auth: bool) -> str:
-    """The one line printed when serving starts."""
+    """The one line logged when serving starts."""
     target = f"{len(grader.grade_names)} grades" if grader.grade_names else "continuous target"
     address = f"[{host}]" if ":" in host else host
     token = ", token required" if auth else ""
-    return (f"imgrade: serving {model} ({grader.runtime}, {grader.task}, {target}{token}) on "
+    return (f"serving {model} ({grader.runtime}, {grader.task}, {target}{token}) on "
             f"http://{address}:{port}/  API docs: /docs  Ctrl+C stops")
