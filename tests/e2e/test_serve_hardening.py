@@ -23,7 +23,7 @@ import uvicorn
 
 from imgrade.data.images import decode_image
 from imgrade.runtime import load_grader
-from imgrade.serve import create_app
+from imgrade.serve import Limits, create_app
 from imgrade.serve.server import uvicorn_config
 
 import serve_abuse as kit  # benchmarks/serve_abuse.py: tests/conftest.py puts benchmarks/ on the path
@@ -80,51 +80,40 @@ def test_the_token_stays_out_of_the_log_at_the_default_level(server):
     assert target.token not in log.read_text()
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-
-def test_the_token_stays_out_of_the_access_log(trained_run, capfd):
-    """The real app in uvicorn (in a thread, on loopback) with access logs at info."""
+def test_the_access_log_has_every_answer_and_never_the_token(trained_run, caplog, capfd):
+    """The real app in uvicorn (in a thread, on loopback), imgrade's and uvicorn's loggers at INFO."""
     token = "tok-" + secrets.token_urlsafe(16)
-    app = create_app(load_grader(trained_run, device="cpu"), token=token, request_timeout_s=REQUEST_TIMEOUT_S)
-    names = ("uvicorn", "uvicorn.error", "uvicorn.access")
-    levels = {name: logging.getLogger(name).level for name in names}
-    collect = _Collect()
-    logging.getLogger("uvicorn").addHandler(collect)
-    try:
-        config = uvicorn_config(app, request_timeout_s=REQUEST_TIMEOUT_S, log_level="info", log_config=None, access_log=True)
-        with socket.create_server(("127.0.0.1", 0)) as listener:
-            server = uvicorn.Server(config)
-            thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-            thread.start()
-            try:
-                deadline = time.monotonic() + 60
-                while not server.started:
-                    assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-                    time.sleep(0.05)
-                base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-                png = kit.good_png()
-                with httpx.Client(base_url=base_url, timeout=30) as client:
-                    good = {"Authorization": f"Bearer {token}"}
-                    assert client.get("/v1/model", headers=good).status_code == 200
-                    assert client.post("/v1/grade", headers=good, files={"files": ("a.png", png)}).status_code == 200
-                    for headers in ({}, {"Authorization": f"Bearer {token}x"}, {"Authorization": f"Bearer {token[:-1]}"},
-                                    {"Authorization": token}, {"Authorization": f"Basic {token}"}):
-                        assert client.post("/v1/grade", headers=headers, files={"files": ("a.png", png)}).status_code == 401
-            finally:
-                server.should_exit = True
-                thread.join(timeout=30)
-    finally:
-        logging.getLogger("uvicorn").removeHandler(collect)
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
-    logged = "\n".join(collect.lines)
-    assert '"POST /v1/grade HTTP/1.1" 200' in logged and '"POST /v1/grade HTTP/1.1" 401' in logged, logged
+    limits = Limits(request_timeout_s=REQUEST_TIMEOUT_S, max_upload_mb=0.01)
+    app = create_app(load_grader(trained_run, device="cpu"), token=token, limits=limits)
+    caplog.set_level(logging.INFO, logger="imgrade")  # not the root: httpx logs the URLs this test sends
+    config = uvicorn_config(app, limits, log_level="info")
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 60
+            while not server.started:
+                assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+                time.sleep(0.05)
+            base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+            png = kit.good_png()
+            assert len(png) < 5000  # under the 10,000-byte limit; four times it is over
+            with httpx.Client(base_url=base_url, timeout=30) as client:
+                good = {"Authorization": f"Bearer {token}"}
+                assert client.get("/v1/model", headers=good).status_code == 200
+                assert client.post("/v1/grade?token=" + token, headers=good, files={"files": ("a.png", png)}).status_code == 200
+                for headers in ({}, {"Authorization": f"Bearer {token}x"}, {"Authorization": f"Bearer {token[:-1]}"},
+                                {"Authorization": token}, {"Authorization": f"Basic {token}"}):
+                    assert client.post("/v1/grade", headers=headers, files={"files": ("a.png", png)}).status_code == 401
+                assert client.post("/v1/grade", headers=good, files={"files": ("a.png", png * 4)}).status_code == 413
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
+    access = [record.getMessage() for record in caplog.records if record.name == "imgrade.serve.access"]
+    assert [line.split(" ms ")[0].rsplit(" ", 1)[0] for line in access] == [
+        "GET /v1/model 200", "POST /v1/grade 200", *["POST /v1/grade 401"] * 5, "POST /v1/grade 413"
+    ], access
+    assert access[1].endswith(" 1 photos") and access[0].endswith(" 0 photos")
     captured = capfd.readouterr()
-    assert token not in logged + captured.out + captured.err
+    assert "uvicorn.error" in caplog.text and token not in caplog.text + captured.out + captured.err

@@ -1,9 +1,12 @@
-"""The HTTP grading service in-process: every status code, batching under load, and serve()'s start-up errors."""
+"""The HTTP grading service in-process: every status code, batching under load, the access log, the limits and serve()'s start-up errors."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
+import logging
+import re
 import socket
 import struct
 import threading
@@ -12,6 +15,7 @@ import zlib
 
 import numpy as np
 import pytest
+import uvicorn
 from PIL import Image
 from starlette.exceptions import StarletteDeprecationWarning
 
@@ -20,11 +24,13 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from fastapi.testclient import TestClient
 
+from imgrade.cli import build_parser, main
 from imgrade.core.errors import CheckpointError, ConfigError
 from imgrade.data.images import decode_image
 from imgrade.runtime import load_grader
 from imgrade.runtime.grading import Outputs
-from imgrade.serve import create_app, serve
+from imgrade.serve import Limits, create_app, serve
+from imgrade.serve.access_log import AccessLog
 from imgrade.serve.batcher import Batcher
 from imgrade.serve.guards import BodyLimit, HeaderLimit, RequestTimeout
 
@@ -145,7 +151,7 @@ def test_concurrent_requests_share_forward_passes(grader):
     num_clients, rounds = 8, 2
     named = [(f"shade{i}.png", encode(gradient(shade=30 * i))) for i in range(num_clients)]
     expected = expected_records(grader, named)
-    app = create_app(grader, max_batch=num_clients, batch_window_ms=500)
+    app = create_app(grader, limits=Limits(max_batch=num_clients, batch_window_ms=500))
     results: dict[int, list] = {i: [] for i in range(num_clients)}
     start = threading.Barrier(num_clients)
 
@@ -174,7 +180,7 @@ def test_concurrent_requests_share_forward_passes(grader):
 
 def test_a_request_larger_than_max_batch_runs_in_chunks(grader):
     named = [(f"img{i}.png", encode(gradient(shade=20 * i))) for i in range(7)]
-    with TestClient(create_app(grader, max_batch=3)) as client:
+    with TestClient(create_app(grader, limits=Limits(max_batch=3))) as client:
         response = client.post("/v1/grade", files=as_files(*named))
         stats = client.app.state.batcher.stats
     assert response.status_code == 200, response.text
@@ -264,7 +270,7 @@ def test_a_file_that_is_not_a_usable_image_is_a_400_naming_it(client, grader, na
     ],
 )
 def test_a_malformed_request_is_a_4xx_saying_how_to_send(grader, request_options, status, says):
-    with TestClient(create_app(grader, max_files=2)) as client:
+    with TestClient(create_app(grader, limits=Limits(max_files=2))) as client:
         response = client.post("/v1/grade", **request_options)
         assert response.status_code == status
         assert says in response.json()["detail"]
@@ -279,7 +285,7 @@ def test_a_body_over_the_limit_is_a_413_with_or_without_content_length(grader):
         for start in range(0, len(too_big), 1000):
             yield too_big[start : start + 1000]
 
-    with TestClient(create_app(grader, max_upload_mb=0.01)) as client:
+    with TestClient(create_app(grader, limits=Limits(max_upload_mb=0.01))) as client:
         declared = client.post("/v1/grade", files=as_files(("big.png", too_big)))
         streamed = client.post("/v1/grade", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"})
         for response in (declared, streamed):
@@ -396,23 +402,128 @@ def test_the_page_and_its_files_come_from_the_static_folder(grader, tmp_path):
         assert response.status_code == 404 and "index.html" in response.json()["detail"]
 
 
-# ----------------------------------------------------------------------------- start-up errors
+# ----------------------------------------------------------------------------- the access log
+
+
+def access_records(caplog) -> list[tuple[str, str, int | None, int]]:
+    return [(r.method, r.path, r.status, r.photos) for r in caplog.records if r.name == "imgrade.serve.access"]
+
+
+def test_every_request_is_one_access_log_line_with_its_status_and_photos(grader, caplog):
+    two = as_files(("a.png", encode(gradient())), ("b.png", encode(gradient(shade=60))))
+    too_big = as_files(("big.png", encode(Image.fromarray(np.random.default_rng(1).integers(0, 255, (80, 80, 3), dtype=np.uint8)))))
+    token = "s3cret-token"
+    with TestClient(create_app(grader, token=token, limits=Limits(max_upload_mb=0.01))) as client:
+        caplog.set_level(logging.INFO, logger="imgrade.serve.access")
+        good = {"Authorization": f"Bearer {token}"}
+        assert client.post("/v1/grade?page=1", files=two, headers=good).status_code == 200
+        assert client.post("/v1/grade", files=as_files(("notes.txt", b"no image")), headers=good).status_code == 400
+        assert client.post("/v1/grade", files=too_big, headers=good).status_code == 413
+        assert client.get("/v1/model", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get("/no/such/route").status_code == 404
+        assert client.get("/healthz").status_code == 200
+    assert access_records(caplog) == [
+        ("POST", "/v1/grade", 200, 2),
+        ("POST", "/v1/grade", 400, 0),
+        ("POST", "/v1/grade", 413, 0),
+        ("GET", "/v1/model", 401, 0),
+        ("GET", "/no/such/route", 404, 0),
+        ("GET", "/healthz", 200, 0),
+    ]
+    first = next(r for r in caplog.records if r.name == "imgrade.serve.access")
+    assert first.levelno == logging.INFO and first.latency_ms > 0
+    assert re.fullmatch(r"POST /v1/grade 200 \d+\.\d ms 2 photos", first.getMessage())
+    assert token not in caplog.text and "wrong" not in caplog.text
+
+
+def _answer_after(delay_s: float, status: int = 200):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await asyncio.sleep(delay_s)
+        await send({"type": "http.response.body", "body": b"done"})
+
+    return app
+
+
+def test_the_access_log_times_to_the_last_body_byte_and_logs_a_crash_as_the_500_sent(caplog):
+    async def crashes(scope, receive, send):
+        raise RuntimeError("a bug")
+
+    caplog.set_level(logging.INFO, logger="imgrade.serve.access")
+    _run_asgi(AccessLog(_answer_after(0.05)))
+    with pytest.raises(RuntimeError, match="a bug"):
+        _run_asgi(AccessLog(crashes))
+    slow, crashed = (r for r in caplog.records if r.name == "imgrade.serve.access")
+    assert (slow.status, crashed.status) == (200, 500)
+    assert slow.latency_ms >= 50
+    assert crashed.getMessage().startswith("POST /v1/grade 500 ")
+
+
+def test_a_request_answered_by_a_guard_is_logged_once_with_the_guards_status(caplog):
+    async def works_slowly(scope, receive, send):
+        await asyncio.sleep(3600)
+
+    caplog.set_level(logging.INFO, logger="imgrade.serve.access")
+    _run_asgi(AccessLog(RequestTimeout(works_slowly, timeout_s=0.05)))
+    assert access_records(caplog) == [("POST", "/v1/grade", 503, 0)]
+
+
+# ----------------------------------------------------------------------------- limits and start-up errors
 
 
 @pytest.mark.parametrize(
     "option, flag",
     [
         ({"max_files": 0}, "--max-files"),
+        ({"max_files": 2.5}, "--max-files"),
         ({"max_batch": 0}, "--max-batch"),
         ({"max_upload_mb": 0.0}, "--max-upload-mb"),
+        ({"max_upload_mb": float("nan")}, "--max-upload-mb"),
         ({"batch_window_ms": -1.0}, "--batch-window-ms"),
         ({"request_timeout_s": 0.0}, "--request-timeout-s"),
-        ({"token": ""}, "--token"),
+        ({"headers_timeout_s": -1.0}, "--headers-timeout-s"),
+        ({"max_header_kb": 0}, "--max-header-kb"),
+        ({"keep_alive_s": float("inf")}, "--keep-alive-s"),
+        ({"max_connections": True}, "--max-connections"),
     ],
 )
-def test_bad_limits_are_refused_naming_the_flag(grader, option, flag):
-    with pytest.raises(ConfigError, match=flag):
-        create_app(grader, **option)
+def test_bad_limits_are_refused_in_one_line_naming_the_flag_and_its_default(option, flag):
+    with pytest.raises(ConfigError) as error:
+        Limits(**option)
+    message = str(error.value)
+    (name,) = option
+    assert message.startswith(f"{flag} must be ") and f"got {option[name]!r}" in message
+    assert message.endswith(f"try {getattr(Limits(), name):g}") and "\n" not in message
+
+
+def test_limits_derive_the_byte_counts_and_cap_the_headers_timeout():
+    limits = Limits(max_upload_mb=0.5, max_header_kb=2, headers_timeout_s=10.0, request_timeout_s=3.0)
+    assert (limits.max_upload_bytes, limits.max_header_bytes, limits.headers_wait_s) == (500_000, 2048, 3.0)
+    assert Limits(headers_timeout_s=2.0).headers_wait_s == 2.0
+
+
+def test_the_serve_flags_are_the_limits_fields_with_their_defaults(capsys):
+    parser = build_parser()
+    assert Limits.from_flags(parser.parse_args(["serve", "m"])) == Limits()
+    args = parser.parse_args(["serve", "m", "--max-files", "8", "--request-timeout-s", "2.5", "--max-connections", "50"])
+    assert Limits.from_flags(args) == Limits(max_files=8, request_timeout_s=2.5, max_connections=50)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for spec in dataclasses.fields(Limits):
+        assert f"--{spec.name.replace('_', '-')}" in help_text
+    assert "(default 10): larger ones get 413" in help_text and "(default 1000;" in help_text
+
+
+def test_an_empty_token_is_refused(grader):
+    with pytest.raises(ConfigError, match="--token"):
+        create_app(grader, token="")
+
+
+def test_the_cli_refuses_a_bad_limit_in_one_line_before_loading_anything(tmp_path, capsys):
+    assert main(["serve", str(tmp_path / "no-such-run"), "--max-files", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--max-files must be a whole number of at least 1, got 0: try 64" in err and "\n" not in err
 
 
 def test_serve_refuses_a_port_in_use_before_serving(coral_run):
@@ -424,8 +535,20 @@ def test_serve_refuses_a_port_in_use_before_serving(coral_run):
     assert f"port {port}" in message and "--port" in message and "\n" not in message
 
 
-def test_serve_refuses_a_missing_model_and_bad_limits(tmp_path, coral_run):
+def test_serve_logs_its_banner_and_its_stop_and_prints_nothing(coral_run, caplog, capsys, monkeypatch):
+    def ctrl_c(server, sockets):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(uvicorn.Server, "run", ctrl_c)
+    caplog.set_level(logging.INFO, logger="imgrade.serve")
+    serve(coral_run, port=0, token="s3cret-token")
+    banner, stopped = (r.getMessage() for r in caplog.records if r.name == "imgrade.serve.server")
+    assert banner.startswith(f"serving {coral_run} (") and ", token required) on http://127.0.0.1:" in banner
+    assert stopped == "stopped" and "s3cret-token" not in caplog.text
+    captured = capsys.readouterr()
+    assert captured.out == "" and "serving" not in captured.err
+
+
+def test_serve_refuses_a_missing_model(tmp_path):
     with pytest.raises(CheckpointError):
         serve(tmp_path / "no-such-run", port=0)
-    with pytest.raises(ConfigError, match="--max-files"):
-        serve(coral_run, port=0, max_files=0)

@@ -116,14 +116,12 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from imgrade.serve import serve
+    from imgrade.serve import Limits, serve
 
     serve(
         args.model, host=args.host, port=args.port, runtime=args.runtime, device=args.device,
         token=args.token if args.token is not None else os.environ.get("IMGRADE_TOKEN") or None,
-        max_upload_mb=args.max_upload_mb, max_files=args.max_files,
-        max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
-        request_timeout_s=args.request_timeout_s, threads=args.threads, tta=args.tta,
+        limits=Limits.from_flags(args), threads=args.threads, tta=args.tta,
     )
     return 0
 

@@ -8,6 +8,7 @@ from imgrade.cli.argparser import Parser
 from imgrade.cli.run_flags import add_run_flags, field_help, flag_of
 from imgrade.config import FINETUNE_DEFAULTS, HEADS, OBJECTIVES, PRESETS, VIEWS
 from imgrade.core.registry import describe_backbones, task_names
+from imgrade.serve.limits import Limits
 
 EXAMPLES = """\
 examples:
@@ -165,13 +166,9 @@ imgrade serve model.onnx --port 9000 --token SECRET""")
     p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"], help="what runs the network; auto: onnx for a .onnx file, else torch")
     p.add_argument("--device", default="auto", metavar="DEVICE", help="torch runtime: " + DEVICE)
     p.add_argument("--token", default=None, metavar="TOKEN", help="require 'Authorization: Bearer TOKEN' on the API (default: $IMGRADE_TOKEN; none)")
-    p.add_argument("--max-upload-mb", type=float, default=10.0, metavar="MB", help="largest request body; larger ones get 413")
-    p.add_argument("--max-files", type=int, default=64, metavar="N", help="most images in one request")
-    p.add_argument("--max-batch", type=int, default=64, metavar="N", help="most images graded together across concurrent requests (the network runs them 32 at a time on a CPU)")
-    p.add_argument("--batch-window-ms", type=float, default=5.0, metavar="MS", help="how long to collect concurrent requests into one batch")
-    p.add_argument("--request-timeout-s", type=float, default=30.0, metavar="S", help="longest a request may take, upload included: 408 if its upload is still arriving, else 503")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="inference threads (default: one per core)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help=TTA_HELP + "; an .onnx file must have been exported with --tta")
+    Limits.add_flags(p.add_argument_group("limits (what one client may ask)"))
 
 
 def _add_data(sub) -> None:

@@ -57,15 +57,20 @@ def log_level(verbosity: int, rank: int = 0) -> int:
 
 def setup_logging(verbosity: int = 0) -> logging.Logger:
     """Give the "imgrade" logger one handler writing the bare message to stderr, at the level of
-    ``log_level(verbosity, process_rank())``; calling it again replaces the level, not the handler.
+    ``log_level(verbosity, process_rank())`` (and uvicorn's logger the same handler, for warnings
+    unless ``-v``); calling it again replaces the level, not the handler.
 
     Records still propagate to the root logger, so an application's or pytest's handlers see them.
     """
-    logger = logging.getLogger(LOGGER)
-    for handler in [h for h in logger.handlers if isinstance(h, StderrHandler)]:
-        logger.removeHandler(handler)
-    handler = StderrHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(log_level(verbosity, process_rank()))
-    return logger
+    level = log_level(verbosity, process_rank())
+    # uvicorn (imgrade serve) logs through its own logger tree: its warnings (malformed requests,
+    # a full connection limit) get the same handler, its info lines only with -v
+    for name, name_level in ((LOGGER, level), ("uvicorn", max(level, logging.WARNING) if verbosity <= 0 else level)):
+        named = logging.getLogger(name)
+        for handler in [h for h in named.handlers if isinstance(h, StderrHandler)]:
+            named.removeHandler(handler)
+        handler = StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        named.addHandler(handler)
+        named.setLevel(name_level)
+    return logging.getLogger(LOGGER)

@@ -10,11 +10,13 @@ Routes (every error is ``{"detail": "<one line: what is wrong and the fix>"}``):
   ``{"results": [record, ...]}`` in upload order (``Grader.records``). 400: no ``files`` part,
   a part that is not an image file (the detail names it), more than ``max_files`` files, a
   malformed body; 408: the body did not arrive within ``request_timeout_s``; 413: a body over
-  ``max_upload_mb``; 415: a body that is not multipart/form-data; 431: headers over 16 KiB;
+  ``max_upload_mb``; 415: a body that is not multipart/form-data; 431: headers over ``max_header_kb``;
   500: the model failed on these images (other requests are unaffected); 503: no answer
   within ``request_timeout_s``.
 - ``GET /v1/stats`` -> forward passes, images graded, largest and mean batch size.
 - With a token, every ``/v1/`` route needs ``Authorization: Bearer <token>`` (else 401).
+
+Every request gets one line in the access log (:mod:`imgrade.serve.access_log`).
 
 ``/docs`` is FastAPI's Swagger UI, which loads its script from a CDN: the API docs need the
 internet, the service and its page do not.
@@ -22,9 +24,7 @@ internet, the service and its page do not.
 
 from __future__ import annotations
 
-import math
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -40,42 +40,15 @@ from imgrade import __version__
 from imgrade.core.errors import ConfigError, DataError
 from imgrade.data.images import decode_image
 from imgrade.runtime.grading import Grader
+from imgrade.serve.access_log import PHOTOS_GRADED, AccessLog
 from imgrade.serve.batcher import Batcher
-from imgrade.serve.guards import MB, BodyLimit, HeaderLimit, RequestTimeout, require_token
+from imgrade.serve.guards import BodyLimit, HeaderLimit, RequestTimeout, require_token
+from imgrade.serve.limits import Limits
 
 STATIC_DIR = Path(__file__).with_name("static")
 """The web page: index.html (served at /) and the files it loads (served at /static/)."""
 
 HOW_TO_SEND = "send multipart/form-data with one part named files per image (curl -F files=@photo.jpg URL)"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask of the server; each field is the ``imgrade serve`` flag of that name."""
-
-    max_upload_mb: float = 10.0
-    """Largest request body in MB (10**6 bytes); larger ones get 413."""
-    max_files: int = 64
-    """Most images in one request."""
-    max_batch: int = 64
-    """Most images in one forward pass, across concurrent requests."""
-    batch_window_ms: float = 5.0
-    """How long a queued image waits for others to share its forward pass."""
-    request_timeout_s: float = 30.0
-    """Longest a request may take from its headers to its response, reading the body included:
-    408 if its body is still arriving, else 503 (:class:`imgrade.serve.guards.RequestTimeout`)."""
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.max_upload_mb) and self.max_upload_mb > 0):
-            raise ConfigError(f"--max-upload-mb must be a positive number of megabytes, got {self.max_upload_mb}: try 10")
-        if self.max_files < 1:
-            raise ConfigError(f"--max-files must be at least 1, got {self.max_files}: try 64")
-        if self.max_batch < 1:
-            raise ConfigError(f"--max-batch must be at least 1, got {self.max_batch}: try 64")
-        if not (math.isfinite(self.batch_window_ms) and self.batch_window_ms >= 0):
-            raise ConfigError(f"--batch-window-ms must be 0 or more milliseconds, got {self.batch_window_ms}: try 5")
-        if not (math.isfinite(self.request_timeout_s) and self.request_timeout_s > 0):
-            raise ConfigError(f"--request-timeout-s must be a positive number of seconds, got {self.request_timeout_s}: try 30")
 
 
 open_routes = APIRouter()
@@ -89,11 +62,7 @@ def create_app(
     *,
     source_name: str = "model",
     token: str | None = None,
-    max_upload_mb: float = 10.0,
-    max_files: int = 64,
-    max_batch: int = 64,
-    batch_window_ms: float = 5.0,
-    request_timeout_s: float = 30.0,
+    limits: Limits = Limits(),
     static_dir: Path = STATIC_DIR,
 ) -> FastAPI:
     """The service for ``grader`` as an ASGI app (run it with uvicorn, or test it with TestClient).
@@ -102,17 +71,16 @@ def create_app(
         grader: what grades the images (``imgrade.runtime.load_grader``).
         source_name: the model's file or folder name, shown by ``GET /v1/model``.
         token: the bearer token the ``/v1/`` routes require; None: no token.
-        max_upload_mb, max_files, max_batch, batch_window_ms, request_timeout_s: see :class:`Limits`.
+        limits: what one client may ask (:class:`imgrade.serve.limits.Limits`).
         static_dir: the web page's folder.
 
     Raises:
-        ConfigError: a limit out of range, or an empty token.
+        ConfigError: an empty token.
     """
-    limits = Limits(max_upload_mb, max_files, max_batch, batch_window_ms, request_timeout_s)
     if token == "":
         raise ConfigError("--token is empty: pass a non-empty token, or leave --token out to serve without one")
     # the grader runs what the batcher gathers in its own passes (32 images on a CPU, where they stay in the caches)
-    batcher = Batcher(grader.outputs, max_batch, batch_window_ms / 1000)
+    batcher = Batcher(grader.outputs, limits.max_batch, limits.batch_window_ms / 1000)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -137,13 +105,15 @@ def create_app(
     app.state.model_card = {
         **grader.describe(),
         "model": source_name,
-        "limits": {"max_files": max_files, "max_upload_mb": max_upload_mb},
+        "limits": {"max_files": limits.max_files, "max_upload_mb": limits.max_upload_mb},
         "auth": token is not None,
     }
-    # The last added runs first: the timeout's clock covers all, the size checks come before the routes.
-    app.add_middleware(BodyLimit, max_bytes=int(max_upload_mb * MB))
-    app.add_middleware(HeaderLimit)
-    app.add_middleware(RequestTimeout, timeout_s=request_timeout_s)
+    # The last added runs first: the access log sees every answer, the timeout's clock covers the
+    # rest, the size checks come before the routes.
+    app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes)
+    app.add_middleware(HeaderLimit, max_bytes=limits.max_header_bytes)
+    app.add_middleware(RequestTimeout, timeout_s=limits.request_timeout_s)
+    app.add_middleware(AccessLog)
     app.include_router(open_routes)
     app.include_router(api_routes)
     app.mount("/static", StaticFiles(directory=static_dir), name="static")
@@ -211,6 +181,7 @@ async def grade(request: Request) -> dict[str, list[dict[str, Any]]]:
             500, f"the model failed on these images ({type(error).__name__}: {_one_line(error)}): "
                  "the server log has the details; report it if it happens again"
         ) from None
+    setattr(request.state, PHOTOS_GRADED, len(uploads))
     return {"results": grader.records([name for name, _ in uploads], outputs)}
 
 

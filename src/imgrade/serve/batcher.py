@@ -161,7 +161,7 @@ class Batcher:
                 for job in jobs:
                     await self._run_batch([job])
                 return
-            logger.exception("imgrade: a forward pass on %d images failed", len(images))
+            logger.exception("a forward pass on %d images failed", len(images))
             _fail(jobs, error)
             return
         self.stats.record(len(images))

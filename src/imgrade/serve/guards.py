@@ -22,10 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-MB = 1_000_000
-"""Bytes in the megabyte of ``--max-upload-mb`` (decimal, as browsers and curl count)."""
-MAX_HEADER_BYTES = 16 * 1024
-"""Largest request line plus headers (h11's default): 400 or 431 past it."""
+from imgrade.serve.limits import MB
 
 
 class HeadersTimeoutH11(H11Protocol):
@@ -153,7 +150,7 @@ class HeaderLimit:
     they arrive.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_HEADER_BYTES) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 

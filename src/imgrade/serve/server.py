@@ -1,27 +1,30 @@
 """``imgrade serve``: check the flags, bind the port, load the model, run uvicorn until Ctrl+C.
 
 Every wait on a client is bounded, so no client, however slow, idle or large, holds the server
-(the guards themselves are in :mod:`imgrade.serve.guards`):
+(the limits are the fields of :class:`imgrade.serve.limits.Limits`, the guards that enforce them
+are in :mod:`imgrade.serve.guards`):
 
-- a new connection must deliver a request's headers within ``min(HEADERS_TIMEOUT_S,
-  --request-timeout-s)``, as must a kept-alive one after each response; else it is closed;
-- headers of more than ``MAX_HEADER_BYTES`` (16 KiB): 400 and the connection closes (h11, while
-  they are incomplete) or 431;
+- a new connection must deliver a request's headers within ``--headers-timeout-s`` (never more
+  than ``--request-timeout-s``), as must a kept-alive one after each response; else it is closed;
+- headers of more than ``--max-header-kb``: 400 and the connection closes (h11, while they are
+  incomplete) or 431;
 - the body and the answer must come within ``--request-timeout-s`` of the headers: 408 and the
   connection closes if the body is still arriving, 503 if the server is still working on it;
 - a body over ``--max-upload-mb``: 413, before it is read (Content-Length) or as soon as it
   passes the limit (chunked);
-- a kept-alive connection that sends nothing for ``KEEP_ALIVE_S`` is closed;
-- from ``MAX_CONNECTIONS`` open connections on, new requests get an immediate 503.
+- a kept-alive connection that sends nothing for ``--keep-alive-s`` is closed;
+- from ``--max-connections`` open connections on, new requests get an immediate 503.
+
+The banner, "stopped" and uvicorn's own warnings are log records (``imgrade.serve.server``,
+``uvicorn.error``); each request is one line of ``imgrade.serve.access``.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
-import sys
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,21 +33,14 @@ import uvicorn
 
 from imgrade.core.errors import ConfigError
 from imgrade.runtime import Grader, load_grader
-from imgrade.serve.app import Limits, create_app
-from imgrade.serve.guards import MAX_HEADER_BYTES, HeadersTimeoutH11
+from imgrade.serve.app import create_app
+from imgrade.serve.guards import HeadersTimeoutH11
+from imgrade.serve.limits import Limits
+
+logger = logging.getLogger(__name__)
 
 GRACEFUL_SHUTDOWN_S = 5
 """After Ctrl+C, how long requests in progress may take to finish."""
-HEADERS_TIMEOUT_S = 10.0
-"""Longest a connection may take to send a request's headers, counted from connecting or from its
-previous response; never more than ``--request-timeout-s``. Real clients take milliseconds."""
-KEEP_ALIVE_S = 5
-"""How long an idle keep-alive connection stays open for the client's next request (uvicorn's default)."""
-MAX_CONNECTIONS = 1000
-"""Open connections (or requests in progress) from which new requests get an immediate 503
-rather than more memory and queueing. uvicorn counts idle connections too, so it sits far above
-honest load: a flood of a few hundred idle ones (closed within the headers timeout) must not
-turn good clients away."""
 BACKLOG = 2048
 """Connections the kernel queues before the server accepts them (uvicorn's default)."""
 
@@ -57,63 +53,65 @@ def serve(
     runtime: str = "auto",
     device: str = "auto",
     token: str | None = None,
-    max_upload_mb: float = 10.0,
-    max_files: int = 64,
-    max_batch: int = 64,
-    batch_window_ms: float = 5.0,
-    request_timeout_s: float = 30.0,
+    limits: Limits = Limits(),
     threads: int | None = None,
     tta: bool | None = None,
 ) -> None:
     """Serve ``model`` over HTTP until Ctrl+C (routes: :mod:`imgrade.serve.app`).
 
-    Every mistake a user can make is reported before anything is served: the limits first, then
-    the port (bound here, so a port in use is an error and not uvicorn's exit), then the model.
+    Every mistake a user can make is reported before anything is served: the limits when they
+    are made, then the port (bound here, so a port in use is an error and not uvicorn's exit),
+    then the model.
 
     Args:
         model: run folder, ``.pt`` checkpoint or ``.onnx`` file.
-        host, port: where to listen; port 0 picks a free one (printed in the banner).
+        host, port: where to listen; port 0 picks a free one (logged in the banner).
         runtime, device, threads, tta: how to run the model (see ``load_grader``).
         token: the bearer token the API requires; None: no token.
-        max_upload_mb, max_files, max_batch, batch_window_ms, request_timeout_s: see
-            :class:`imgrade.serve.app.Limits`.
+        limits: what one client may ask (:class:`imgrade.serve.limits.Limits`).
 
     Raises:
-        ConfigError: a limit out of range, an empty token, or a port that cannot be bound.
+        ConfigError: an empty token, or a port that cannot be bound.
         CheckpointError: ``model`` is not a model imgrade can load.
     """
-    limits = Limits(max_upload_mb, max_files, max_batch, batch_window_ms, request_timeout_s)
     with _bind(host, port) as listener:
         grader = load_grader(model, runtime=runtime, device=device, threads=threads, tta=tta)
         grader.prepare_for_serving()
-        app = create_app(grader, source_name=Path(model).name or str(model), token=token, **asdict(limits))
-        config = uvicorn_config(app, request_timeout_s=request_timeout_s)
-        print(_banner(model, grader, host, listener.getsockname()[1], token is not None), file=sys.stderr, flush=True)
+        app = create_app(grader, source_name=Path(model).name or str(model), token=token, limits=limits)
+        config = uvicorn_config(app, limits)
+        logger.info(_banner(model, grader, host, listener.getsockname()[1], token is not None))
         try:
             uvicorn.Server(config).run(sockets=[listener])
         except KeyboardInterrupt:  # uvicorn raises Ctrl+C again once it has shut down gracefully
             pass
-    print("imgrade: stopped", file=sys.stderr)
+    logger.info("stopped")
 
 
-def uvicorn_config(app: Any, *, request_timeout_s: float, **options: Any) -> uvicorn.Config:
+def uvicorn_config(app: Any, limits: Limits, **options: Any) -> uvicorn.Config:
     """uvicorn's settings for ``app``, with every limit of the module docstring.
 
     Args:
-        app: the ASGI app (``create_app``), built with the same ``request_timeout_s``.
-        request_timeout_s: ``--request-timeout-s``; it also caps the headers timeout.
-        options: other ``uvicorn.Config`` arguments, overriding these (tests pass ``log_config``).
+        app: the ASGI app (``create_app``), built with the same ``limits``.
+        limits: the connection limits uvicorn enforces (headers timeout and size, keep-alive,
+            connections).
+        options: other ``uvicorn.Config`` arguments, overriding these.
     """
     settings: dict[str, Any] = {
-        "log_level": "warning",  # errors and warnings only: no access log
+        # uvicorn's records go to the handler the program set up (none of uvicorn's own), at
+        # warning and above; requests are logged by imgrade.serve.access_log instead.
+        "log_config": None,
+        "log_level": "warning",
+        "access_log": False,
         "lifespan": "on",
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
         # h11 always (not httptools, were it installed): HeadersTimeoutH11 extends it.
-        "http": partial(HeadersTimeoutH11, headers_timeout_s=min(HEADERS_TIMEOUT_S, request_timeout_s)),
+        "http": partial(HeadersTimeoutH11, headers_timeout_s=limits.headers_wait_s),
         "ws": "none",  # no WebSocket routes: refuse upgrades rather than keep a second protocol open
-        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
-        "timeout_keep_alive": KEEP_ALIVE_S,
-        "limit_concurrency": MAX_CONNECTIONS,
+        "h11_max_incomplete_event_size": limits.max_header_bytes,
+        "timeout_keep_alive": limits.keep_alive_s,
+        # uvicorn counts idle connections too, so this sits far above honest load: a flood of a
+        # few hundred idle ones (closed within the headers timeout) must not turn good clients away.
+        "limit_concurrency": limits.max_connections,
         "backlog": BACKLOG,
     }
     return uvicorn.Config(app, **{**settings, **options})
@@ -139,9 +137,9 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _banner(model: str | Path, grader: Grader, host: str, port: int, auth: bool) -> str:
-    """The one line printed when serving starts."""
+    """The one line logged when serving starts."""
     target = f"{len(grader.grade_names)} grades" if grader.grade_names else "continuous target"
     address = f"[{host}]" if ":" in host else host
     token = ", token required" if auth else ""
-    return (f"imgrade: serving {model} ({grader.runtime}, {grader.task}, {target}{token}) on "
+    return (f"serving {model} ({grader.runtime}, {grader.task}, {target}{token}) on "
             f"http://{address}:{port}/  API docs: /docs  Ctrl+C stops")
