@@ -540,6 +540,7 @@ def test_serve_logs_its_banner_and_its_stop_and_prints_nothing(coral_run, caplog
         raise KeyboardInterrupt
 
     monkeypatch.setattr(uvicorn.Server, "run", ctrl_c)
+    monkeypatch.setattr(logging.getLogger("imgrade"), "handlers", [])  # a CLI test may have installed its stderr handler
     caplog.set_level(logging.INFO, logger="imgrade.serve")
     serve(coral_run, port=0, token="s3cret-token")
     banner, stopped = (r.getMessage() for r in caplog.records if r.name == "imgrade.serve.server")
