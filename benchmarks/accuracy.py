@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 
 from imgrade import pipeline
-from imgrade.pipeline.compare import REFERENCE, fold_splits, paired_test, score_recipe_run, summarise
 from imgrade.config import RunConfig
 from imgrade.core.checkpoint import load_checkpoint
 from imgrade.core.errors import CheckpointError
@@ -45,6 +44,7 @@ from imgrade.core.io import write_csv, write_text
 from imgrade.core.rundir import ensemble_members
 from imgrade.data.loader import load_dataset
 from imgrade.data.splits import stratified_split, stratify_labels
+from imgrade.pipeline.compare import fold_splits, paired_test, score_recipe_run, summarise
 from imgrade.pipeline.recipe import parse_recipes
 from imgrade.runtime.predictor import CALIBRATION_TTA
 
@@ -313,7 +313,7 @@ def _write_docs(docs: Path, out: Path, result: dict, goal: str, curve: list[dict
         argv = argv[:i] + argv[i + 2:]
     command = "python benchmarks/accuracy.py " + " ".join(a for a in argv if not a.startswith("--docs="))
     text = [
-        f"<!-- written by benchmarks/accuracy.py; do not edit by hand -->",
+        "<!-- written by benchmarks/accuracy.py; do not edit by hand -->",
         f"`{command.strip()}`: {args.folds} folds x {args.seeds} seeds, {args.epochs} epochs per network, "
         f"on {Path(args.data).name}.",
         "",

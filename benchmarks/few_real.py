@@ -33,18 +33,18 @@ import numpy as np
 import yaml
 
 from imgrade import pipeline
-from imgrade.pipeline.compare import fold_splits
 from imgrade.config import RunConfig
 from imgrade.core.io import write_csv
 from imgrade.core.rundir import read_history
 from imgrade.data.loader import load_dataset
 from imgrade.evaluate import plots
+from imgrade.evaluate.metrics import confusion_matrix
+from imgrade.evaluate.report import mean_std
+from imgrade.pipeline.compare import fold_splits
 from imgrade.pipeline.evaluate import score
 from imgrade.pipeline.fewshot import FINETUNE_DEFAULTS, pretrain
 from imgrade.pipeline.runs import log
 from imgrade.runtime.predictor import Predictor
-from imgrade.evaluate.metrics import confusion_matrix
-from imgrade.evaluate.report import mean_std
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/cucumber9-p1-sample/cucumber-9-python"
 ROWS = ("1 reference from scratch", "2 best formulation from scratch", "3 synthetic only (zero-shot)", "4 pretrained + fine-tuned")

@@ -33,8 +33,8 @@ import tempfile
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 FUZZ_TESTS = Path(__file__).resolve().parents[1] / "tests" / "fuzz" / "test_readers_fuzz.py"
 

@@ -37,15 +37,17 @@ import threading
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_load import encode_png, free_port, stop, timed_grade, wait_until_healthy  # noqa: E402  (the load benchmark beside this one)
+
 SLACK_S = 5.0
 """How much later than the server's own timeouts a bad client may be answered (a busy CPU)."""
 TRICKLE_S = 0.5

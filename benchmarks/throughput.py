@@ -128,7 +128,7 @@ def inference_rates(images: np.ndarray, seconds: float, repeats: int) -> dict[tu
         for batch, forward in [(1, 1), (256, None), (256, 256)]:
             for name, grader in graders.items():
                 chunk = images[:batch]
-                rates[name, batch, forward] = _rate(batch, _seconds(lambda: grader.outputs(chunk, batch_size=forward), repeats, seconds))
+                rates[name, batch, forward] = _rate(batch, _seconds(lambda g=grader, c=chunk, f=forward: g.outputs(c, batch_size=f), repeats, seconds))
     return rates
 
 

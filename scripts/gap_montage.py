@@ -28,14 +28,6 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
-
-from imgrade.core.errors import ImgradeError
-from imgrade.core.io import atomic_write
-from imgrade.data.cucumber9 import read_cucumber9
-from imgrade.data.imageset import ImageSet
-from imgrade.data.synthetic import GRADE_NAMES, generate_cucumbers
-
 # scripts/ is sys.path[0] when this file runs as a script: share make_montage's look
 from make_montage import (
     DEFAULT_REAL,
@@ -48,6 +40,13 @@ from make_montage import (
     first_of_grade,
     upscale,
 )
+from PIL import Image, ImageDraw, ImageFont
+
+from imgrade.core.errors import ImgradeError
+from imgrade.core.io import atomic_write
+from imgrade.data.cucumber9 import read_cucumber9
+from imgrade.data.imageset import ImageSet
+from imgrade.data.synthetic import GRADE_NAMES, generate_cucumbers
 
 REQUIRED_COLUMNS = ("row", "id", "true", "predicted")
 STRAIGHT = ("2L", "L", "M", "S", "2S")

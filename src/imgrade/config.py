@@ -320,7 +320,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> "RunConfig":
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:
         """Build a config from nested dicts; unknown keys fail with the closest known name."""
         if raw is None:
             raw = {}
@@ -337,7 +337,7 @@ class RunConfig:
             built[f.name] = _build(section_cls, values, f"{source} {f.name}")
         return cls(**built)
 
-    def with_overrides(self, overrides: dict[str, Any]) -> "RunConfig":
+    def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
         """Return a copy with ``{"train.epochs": 30, ...}`` applied (None values are skipped)."""
         raw = self.to_dict()
         for dotted, value in overrides.items():

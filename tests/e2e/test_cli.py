@@ -1,7 +1,7 @@
 """The real CLI, in-process, on small generated sets: assert on the files and what a user reads."""
 
-import importlib
 import csv
+import importlib
 import json
 import subprocess
 import sys
@@ -109,7 +109,6 @@ def test_resume_continues_to_the_same_weights(synth_dir, tmp_path, monkeypatch):
     args = ["--data", str(synth_dir), "--epochs", "3", "--depth", "11"]
     assert main(["train", *args, "--out", str(tmp_path / "full")]) == 0
 
-    from imgrade import pipeline
 
     real_write = TRAINING.write_history
 

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from imgrade.cli import main
-from imgrade.pipeline.compare import score_recipe_run, summarise
 from imgrade.config import DataConfig, RunConfig
 from imgrade.data.loader import load_dataset
+from imgrade.pipeline.compare import score_recipe_run, summarise
 from imgrade.pipeline.recipe import parse_recipe
 
 

@@ -1,7 +1,7 @@
 """`imgrade train --workers N --cache DIR` on folder and CSV sets: decoded once, read from the cache after."""
 
-import importlib
 import dataclasses
+import importlib
 import json
 
 import numpy as np

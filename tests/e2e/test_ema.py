@@ -1,6 +1,7 @@
 """train --ema: the averaged weights are validated and kept as best.pt; off, nothing changes."""
 
 import importlib
+
 import pytest
 import torch
 

@@ -12,8 +12,8 @@ import onnx
 import pytest
 from PIL import Image
 
-from imgrade.cli import main
 from imgrade.calibrate.conformal import _aps_mass
+from imgrade.cli import main
 from imgrade.core.checkpoint import load_checkpoint, save_checkpoint
 from imgrade.data.cucumber9 import read_cucumber9
 from imgrade.data.synthetic import generate_cucumbers

@@ -19,14 +19,13 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import serve_abuse as kit  # benchmarks/serve_abuse.py: tests/conftest.py puts benchmarks/ on the path
 import uvicorn
 
 from imgrade.data.images import decode_image
 from imgrade.runtime import load_grader
 from imgrade.serve import Limits, create_app
 from imgrade.serve.server import uvicorn_config
-
-import serve_abuse as kit  # benchmarks/serve_abuse.py: tests/conftest.py puts benchmarks/ on the path
 
 REQUEST_TIMEOUT_S = 3.0  # the server's --request-timeout-s (and so its headers timeout): slow clients wait this long
 MAX_UPLOAD_MB = 1

@@ -31,10 +31,10 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -44,11 +44,11 @@ from PIL import Image, features
 
 from imgrade.core.errors import DataError, ImgradeError
 from imgrade.data import cucumber9
-from imgrade.data.cucumber9 import read_cucumber9
-from imgrade.data.safe_pickle import safe_load_pickle
-from imgrade.data.cucumber9_writer import write_cucumber9, write_tar_gz
 from imgrade.data.csv_manifest import read_csv_manifest
+from imgrade.data.cucumber9 import read_cucumber9
+from imgrade.data.cucumber9_writer import write_cucumber9, write_tar_gz
 from imgrade.data.images import decode_image
+from imgrade.data.safe_pickle import safe_load_pickle
 
 EXAMPLES = int(os.environ.get("IMGRADE_FUZZ_EXAMPLES", "0"))
 """Inputs per test when set (the benchmark's volume mode); else each test's own default."""

@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from imgrade.data.augment import (
-    gaussian_blur, photometric, random_blur, random_color_jitter, random_rotate, random_shift_flip, rotate,
+    gaussian_blur,
+    photometric,
+    random_blur,
+    random_color_jitter,
+    random_rotate,
+    random_shift_flip,
+    rotate,
 )
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from imgrade.config import ModelConfig
 from imgrade.core.checkpoint import save_checkpoint
 from imgrade.core.errors import ConfigError
-from imgrade.config import ModelConfig
 from imgrade.models.axes import (
     CUCUMBER9_GRADES,
     AxesHead,

@@ -22,8 +22,7 @@ from imgrade.calibrate import (
     set_summary,
 )
 from imgrade.core.errors import CheckpointError, ConfigError, ImgradeError
-from imgrade.core.grades import format_set
-from imgrade.core.grades import round_to_grades
+from imgrade.core.grades import format_set, round_to_grades
 
 K = 5
 

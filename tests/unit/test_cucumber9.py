@@ -11,8 +11,8 @@ import pytest
 
 from imgrade.core.errors import ConfigError, DataError
 from imgrade.data.cucumber9 import DEFAULT_GRADE_ORDER, is_cucumber9, read_cucumber9
-from imgrade.data.safe_pickle import safe_load_pickle
 from imgrade.data.cucumber9_writer import write_cucumber9, write_tar_gz
+from imgrade.data.safe_pickle import safe_load_pickle
 
 P1_NAMES = ["2L", "BM", "BL", "M", "S", "L", "2S", "BS", "C"]  # as published: label 1 = BM, 5 = L
 P2_NAMES = ["OTHER", "2L", "L", "M", "S", "2S", "BD", "BC", "BS", "C"]

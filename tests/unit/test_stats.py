@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from imgrade.pipeline.compare import paired_test
 from imgrade.core.errors import ImgradeError
 from imgrade.evaluate.stats import corrected_ttest
+from imgrade.pipeline.compare import paired_test
 
 
 def test_corrected_ttest_by_hand():

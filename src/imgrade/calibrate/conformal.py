@@ -35,7 +35,7 @@ class Conformal:
         return {"kind": self.kind, "alpha": float(self.alpha), "qhat": float(self.qhat), "n": int(self.n)}
 
     @classmethod
-    def from_dict(cls, d) -> "Conformal":
+    def from_dict(cls, d) -> Conformal:
         missing = [key for key in ("kind", "alpha", "qhat", "n") if not isinstance(d, dict) or key not in d]
         if missing or d["kind"] not in CONFORMAL_KINDS:
             problem = f"lacks {missing}" if missing else f"has kind {d['kind']!r}, not one of {CONFORMAL_KINDS}"

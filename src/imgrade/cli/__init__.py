@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from imgrade.cli.argparser import UsageError, leaf_parser
 from imgrade.cli.commands import (
-    cmd_calibrate, cmd_compare, cmd_data_download, cmd_data_info, cmd_data_synth, cmd_demo, cmd_evaluate,
-    cmd_export, cmd_fewshot, cmd_model_summary, cmd_predict, cmd_serve, cmd_train,
+    cmd_calibrate,
+    cmd_compare,
+    cmd_data_download,
+    cmd_data_info,
+    cmd_data_synth,
+    cmd_demo,
+    cmd_evaluate,
+    cmd_export,
+    cmd_fewshot,
+    cmd_model_summary,
+    cmd_predict,
+    cmd_serve,
+    cmd_train,
 )
 from imgrade.cli.parser import EXAMPLES, build_parser
 from imgrade.core.allocator import reexec_with_tcmalloc, started_as_imgrade

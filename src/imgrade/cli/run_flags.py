@@ -12,8 +12,9 @@ import ast
 import functools
 import inspect
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, Callable
+from typing import Any
 
 from imgrade.config import AMP_CHOICES, BN_STATS, CLASS_WEIGHTS, HEADS, LOSSES, OBJECTIVES, SECTIONS, TARGETS, VIEWS
 from imgrade.core.registry import describe_backbones, describe_tasks, task_names

@@ -15,7 +15,6 @@ from imgrade.core.checkpoint import save_json
 from imgrade.core.errors import CheckpointError, ConfigError, DataError, OutputError
 from imgrade.core.io import write_csv
 
-
 MEMBERS = "members"
 """The folder of an ensemble run that holds its members, each a complete run: m0, m1, ..."""
 

@@ -12,9 +12,9 @@ under a temporary name and renamed when complete: a crash leaves no half-written
 
 from __future__ import annotations
 
-import logging
 import contextlib
 import hashlib
+import logging
 import os
 import sys
 import time
@@ -49,7 +49,7 @@ class DecodeOptions:
     """Where decoded sets are kept; None keeps nothing."""
 
     @classmethod
-    def from_config(cls, workers: int, cache: str) -> "DecodeOptions":
+    def from_config(cls, workers: int, cache: str) -> DecodeOptions:
         """From the data config: ``cache`` is "auto" (the default folder), "off", or a folder."""
         if workers < 0:
             raise ConfigError(f"--workers {workers} is negative: use 0 (decode here) or the number of processes, e.g. 4")

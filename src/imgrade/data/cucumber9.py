@@ -19,8 +19,8 @@ import math
 import re
 import tarfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 import numpy as np
 

@@ -6,9 +6,9 @@ downloaded by hand, and nothing half-written is left behind.
 
 from __future__ import annotations
 
-import logging
 import contextlib
 import http.client
+import logging
 import os
 import sys
 import tempfile

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from imgrade.core.errors import DataError
-from imgrade.data.cucumber9 import DEFAULT_GRADE_ORDER as CUCUMBER9_GRADES
 from imgrade.data.cache import DecodeOptions, decode_images
+from imgrade.data.cucumber9 import DEFAULT_GRADE_ORDER as CUCUMBER9_GRADES
 from imgrade.data.images import IMAGE_EXTENSIONS, list_images, natural_sort_key
 from imgrade.data.imageset import SPLIT_NAMES, ImageSet
 
@@ -164,7 +164,7 @@ def _image_files_in(path: Path) -> list[Path]:
 
 
 def _holds_images(path: Path) -> bool:
-    for folder, subfolders, files in os.walk(path):
+    for _folder, subfolders, files in os.walk(path):
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
         if any(not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS for name in files):
             return True

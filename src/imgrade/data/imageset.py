@@ -113,7 +113,7 @@ class ImageSet:
         idx = self.targets.astype(np.int64)
         return {name: int((idx == i).sum()) for i, name in enumerate(self.grade_names)}
 
-    def subset(self, index: np.ndarray) -> "ImageSet":
+    def subset(self, index: np.ndarray) -> ImageSet:
         """The images at ``index``, keeping grade names and source.
 
         In memory the images are copied; memory-mapped ones are not read: the subset's images are

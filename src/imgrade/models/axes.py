@@ -114,7 +114,7 @@ class GradeAxes:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GradeAxes":
+    def from_dict(cls, d: dict) -> GradeAxes:
         """The inverse of :meth:`to_dict`, checked as a table file is (ConfigError otherwise)."""
         axes = tuple(str(name) for name in d["axes"])
         levels = tuple(tuple(str(level) for level in d["axes"][name]) for name in axes)
@@ -128,7 +128,7 @@ class GradeAxes:
         return table
 
     @classmethod
-    def single(cls, num_grades: int) -> "GradeAxes":
+    def single(cls, num_grades: int) -> GradeAxes:
         """One axis whose levels are the grades themselves (the head is then a plain classifier).
 
         >>> GradeAxes.single(3).to_dict()
@@ -274,7 +274,7 @@ class AxesHead(GradedHead):
     name = "axes"
 
     @classmethod
-    def create(cls, in_features, num_grades, architecture="auto", class_weights=None, settings=None) -> "AxesHead":
+    def create(cls, in_features, num_grades, architecture="auto", class_weights=None, settings=None) -> AxesHead:
         return cls(in_features, num_grades, architecture, class_weights, (settings or {}).get("grade_axes"))
 
     def __init__(

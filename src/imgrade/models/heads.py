@@ -25,7 +25,8 @@ by their count.)
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -162,7 +163,7 @@ class Head(nn.Module):
         architecture: str = "auto",
         class_weights: torch.Tensor | np.ndarray | None = None,
         settings: Mapping[str, Any] | None = None,
-    ) -> "Head":
+    ) -> Head:
         """Build the head the way ``build_model`` does; ``settings`` holds the model config's other
         fields (``loss``, ``sord_beta``, ...), from which each head reads its own."""
         raise NotImplementedError
@@ -263,7 +264,7 @@ class RegressionHead(Head):
         init_keras_(self)  # he_normal kernels, zero biases, as the reference's Dense layers
 
     @classmethod
-    def create(cls, in_features, num_grades, architecture="auto", class_weights=None, settings=None) -> "RegressionHead":
+    def create(cls, in_features, num_grades, architecture="auto", class_weights=None, settings=None) -> RegressionHead:
         return cls(in_features, architecture, (settings or {}).get("loss", "mse"), num_grades, class_weights)
 
     def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -343,7 +344,7 @@ class GradedHead(Head):
         init_keras_(self)  # a CoralLayer's own biases are not touched: init_from_targets sets them
 
     @classmethod
-    def create(cls, in_features, num_grades, architecture="auto", class_weights=None, settings=None) -> "GradedHead":
+    def create(cls, in_features, num_grades, architecture="auto", class_weights=None, settings=None) -> GradedHead:
         return cls(in_features, num_grades, architecture, class_weights)
 
     def output_width(self, num_grades: int) -> int:

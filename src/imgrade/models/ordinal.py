@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from coral_pytorch.dataset import proba_to_label
 from coral_pytorch.layers import CoralLayer
 from coral_pytorch.losses import coral_loss, corn_loss
+
 from imgrade.core.errors import ConfigError
 from imgrade.models.heads import ClassificationHead, GradedHead, _prior_logits, log_mean_exp
 
@@ -264,7 +265,7 @@ class SordHead(ClassificationHead):
         self.beta = float(beta)
 
     @classmethod
-    def create(cls, in_features, num_grades, architecture="auto", class_weights=None, settings=None) -> "SordHead":
+    def create(cls, in_features, num_grades, architecture="auto", class_weights=None, settings=None) -> SordHead:
         return cls(in_features, num_grades, architecture, class_weights, (settings or {}).get("sord_beta", SORD_BETA))
 
     def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -28,8 +28,8 @@ from imgrade.calibrate import set_summary
 from imgrade.config import RunConfig, parse_split
 from imgrade.core.errors import CheckpointError, ConfigError, DataError
 from imgrade.core.io import write_csv, write_text
-from imgrade.core.rundir import ensemble_members
 from imgrade.core.registry import task_names
+from imgrade.core.rundir import ensemble_members
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
 from imgrade.data.splits import make_split, stratified_split, stratify_labels

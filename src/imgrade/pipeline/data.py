@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import csv
 import io
+import logging
 from pathlib import Path
 from typing import Any
 

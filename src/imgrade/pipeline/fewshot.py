@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 import yaml
 
 from imgrade.config import FINETUNE_DEFAULTS, RunConfig, load_config, parse_split

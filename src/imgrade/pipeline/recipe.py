@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from imgrade.config import SECTIONS, RunConfig
-from imgrade.core.registry import task_names
 from imgrade.core.errors import ConfigError
+from imgrade.core.registry import task_names
 
 EVALUATION_FLAGS = ("tta",)
 """Words that change how a recipe's runs are scored, not how they are trained."""

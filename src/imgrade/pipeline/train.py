@@ -8,8 +8,8 @@ repeats that for K members (:func:`_train_ensemble`) and grades with their avera
 
 from __future__ import annotations
 
-import logging
 import contextlib
+import logging
 import time
 from pathlib import Path
 

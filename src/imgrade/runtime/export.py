@@ -28,7 +28,6 @@ from imgrade.core.registry import head_entry
 from imgrade.runtime.onnx import METADATA_FORMAT, METADATA_KEY, OnnxGrader
 from imgrade.runtime.predictor import Predictor
 
-
 PARITY_ATOL = 1e-4
 """Largest score difference between PyTorch and ONNX Runtime that export accepts."""
 
@@ -78,7 +77,7 @@ def metadata(predictor: Predictor, source: str) -> dict:
         "tta": predictor.tta,
         "source": source,
         "data_source": ckpt.get("data_source"),
-        "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "exported": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     if ckpt.get("grade_axes") is not None:
         # task axes: each grade's level per axis, for people and tools reading the file; grading

@@ -44,7 +44,7 @@ class OnnxGrader(Grader):
         self._input = session.get_inputs()[0].name
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, threads: int | None = None) -> "OnnxGrader":
+    def from_file(cls, path: str | os.PathLike, threads: int | None = None) -> OnnxGrader:
         """Load an ``.onnx`` file written by ``imgrade export``.
 
         Raises:
@@ -57,12 +57,12 @@ class OnnxGrader(Grader):
         return cls._load(str(path), str(path), threads)
 
     @classmethod
-    def from_bytes(cls, payload: bytes, threads: int | None = None, name: str = "<memory>") -> "OnnxGrader":
+    def from_bytes(cls, payload: bytes, threads: int | None = None, name: str = "<memory>") -> OnnxGrader:
         """Load a serialized ONNX model (what ``export`` checks before writing the file)."""
         return cls._load(payload, name, threads)
 
     @classmethod
-    def _load(cls, model, name: str, threads: int | None) -> "OnnxGrader":
+    def _load(cls, model, name: str, threads: int | None) -> OnnxGrader:
         import onnxruntime as ort
 
         options = ort.SessionOptions()

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import dataclasses
-import sys
+import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,10 +17,10 @@ from imgrade.core.device import resolve_device
 from imgrade.core.errors import CheckpointError
 from imgrade.core.preprocess import nhwc_to_tensor, to_input
 from imgrade.core.registry import backbone_names
-from imgrade.models.ensemble import EnsembleModel, TTAModel
-from imgrade.models.factory import build_model, head_settings
 from imgrade.models.axes import GradeAxes
 from imgrade.models.backbones import check_backbone, describe
+from imgrade.models.ensemble import EnsembleModel, TTAModel
+from imgrade.models.factory import build_model, head_settings
 from imgrade.runtime.grading import CPU_BATCH, GPU_BATCH, Grader, Outputs
 
 logger = logging.getLogger(__name__)
@@ -53,7 +52,7 @@ class Predictor(Grader):
     calibration fitted that way."""
 
     @classmethod
-    def from_run(cls, run: str | Path, device: str = "auto", tta: bool | None = None) -> "Predictor":
+    def from_run(cls, run: str | Path, device: str = "auto", tta: bool | None = None) -> Predictor:
         """Load ``run``'s best checkpoint (a run folder or a .pt file).
 
         An ensemble's checkpoint holds every member; they are graded as one network. With ``tta``
@@ -122,7 +121,7 @@ class Predictor(Grader):
         predictor = cls(model, mean, grade_names, image_size, target, ckpt)
         return predictor.with_tta() if tta else predictor
 
-    def with_tta(self) -> "Predictor":
+    def with_tta(self) -> Predictor:
         """This grader under test-time augmentation (the same network, ``TTAModel`` around it),
         with the calibration fitted that way."""
         if self.tta:

@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist

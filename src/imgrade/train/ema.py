@@ -11,7 +11,7 @@ with its step count in last.pt, so --resume continues it exactly.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

@@ -8,13 +8,13 @@ is copied.
 
 from __future__ import annotations
 
-import logging
 import contextlib
+import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -62,7 +62,7 @@ class FitData:
     @classmethod
     def from_set(
         cls, images: torch.Tensor, targets: torch.Tensor, train_index: torch.Tensor, val_index: torch.Tensor, mean: torch.Tensor
-    ) -> "FitData":
+    ) -> FitData:
         """Both splits as rows of one set of images and targets, which are not copied."""
         return cls(images, targets, images, targets, mean, train_index, val_index)
 
