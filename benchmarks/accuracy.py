@@ -50,8 +50,22 @@ from imgrade.runtime.predictor import CALIBRATION_TTA
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/cucumber9-p1-sample/cucumber-9-python"
 DEFAULT_RECIPES = "regression,classification,corn,sord+ensemble=3,sord+ensemble=3+tta,sord+ema=0.99,axes"
-NUMERIC = ("fold", "seed", "run_seed", "qwk", "accuracy", "within1", "grade_mae", "mae", "rmse", "coverage", "set_size",
-           "train_seconds", "n_train", "n_test")
+NUMERIC = (
+    "fold",
+    "seed",
+    "run_seed",
+    "qwk",
+    "accuracy",
+    "within1",
+    "grade_mae",
+    "mae",
+    "rmse",
+    "coverage",
+    "set_size",
+    "train_seconds",
+    "n_train",
+    "n_test",
+)
 
 
 def main() -> None:
@@ -60,18 +74,45 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--recipes", "--tasks", dest="recipes", default=DEFAULT_RECIPES, help=f"comma-separated recipes (default {DEFAULT_RECIPES})")
-    parser.add_argument("--goal", default="sord+ensemble=3", help="the recipes checked against the bar, comma-separated; the first is drawn in the curve (default sord+ensemble=3)")
-    parser.add_argument("--metric", choices=("qwk", "accuracy", "mae", "both"), default="both", help="what the recommendation optimises")
+    parser.add_argument(
+        "--recipes",
+        "--tasks",
+        dest="recipes",
+        default=DEFAULT_RECIPES,
+        help=f"comma-separated recipes (default {DEFAULT_RECIPES})",
+    )
+    parser.add_argument(
+        "--goal",
+        default="sord+ensemble=3",
+        help="the recipes checked against the bar, comma-separated; the first is drawn in the curve (default sord+ensemble=3)",
+    )
+    parser.add_argument(
+        "--metric", choices=("qwk", "accuracy", "mae", "both"), default="both", help="what the recommendation optimises"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="processes training at once, one thread each (default 2)")
-    parser.add_argument("--curve", default="", help="training photos per fold for the accuracy-vs-photos curve, e.g. 50,100 (default: none)")
+    parser.add_argument(
+        "--curve",
+        default="",
+        help="training photos per fold for the accuracy-vs-photos curve, e.g. 50,100 (default: none)",
+    )
     parser.add_argument("--out", default="bench-accuracy")
-    parser.add_argument("--docs", default=None, help="write results/accuracy.md, results/accuracy.csv (and img/accuracy_vs_photos.png) under this folder")
-    parser.add_argument("--merge", nargs="*", default=None, help="calibrate and score again the runs trained under these earlier --out folders (their part*/ or compare outputs) instead of training")
+    parser.add_argument(
+        "--docs",
+        default=None,
+        help="write results/accuracy.md, results/accuracy.csv (and img/accuracy_vs_photos.png) under this folder",
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="*",
+        default=None,
+        help="calibrate and score again the runs trained under these earlier --out folders (their part*/ or compare outputs) instead of training",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not Path(args.data).exists():
-        raise SystemExit(f"{args.data} is absent: pass --data with the CUCUMBER-9 sample (../shared/data/cucumber9-p1-sample/cucumber-9-python)")
+        raise SystemExit(
+            f"{args.data} is absent: pass --data with the CUCUMBER-9 sample (../shared/data/cucumber9-p1-sample/cucumber-9-python)"
+        )
     cfg = RunConfig.from_dict({"data": {"path": args.data}, "train": {"epochs": args.epochs, "threads": 1}})
     out = Path(args.out)
     if args.worker:  # one share of the recipes, in this process
@@ -94,7 +135,9 @@ def main() -> None:
     print(goal)
     curve = None
     if args.curve:
-        curve = photos_curve(cfg, out / "curve", goals[0], [int(n) for n in args.curve.split(",")], rows, folds=args.folds)
+        curve = photos_curve(
+            cfg, out / "curve", goals[0], [int(n) for n in args.curve.split(",")], rows, folds=args.folds
+        )
     if args.docs:
         _write_docs(Path(args.docs), out, result, goal, curve, args)
     print(f"{len(rows)} rows in {time.perf_counter() - t0:.0f} s; report: {out / 'report.html'}")
@@ -115,10 +158,29 @@ def _run_in_parallel(args, out: Path) -> list[Path]:
     for i, names in enumerate(jobs):
         part = out / f"part{i}"
         part.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, __file__, "--worker", "--data", args.data, "--epochs", str(args.epochs), "--seeds", str(args.seeds),
-                   "--folds", str(args.folds), "--recipes", ",".join(names), "--metric", args.metric, "--out", str(part)]
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            "--data",
+            args.data,
+            "--epochs",
+            str(args.epochs),
+            "--seeds",
+            str(args.seeds),
+            "--folds",
+            str(args.folds),
+            "--recipes",
+            ",".join(names),
+            "--metric",
+            args.metric,
+            "--out",
+            str(part),
+        ]
         log = (out / f"part{i}.log").open("w")
-        processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}))
+        processes.append(
+            subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        )
         parts.append(part)
         print(f"job {i}: {', '.join(names)} (log {out / f'part{i}.log'})", flush=True)
     failed = [i for i, p in enumerate(processes) if p.wait() != 0]
@@ -140,8 +202,15 @@ def rescore(cfg: RunConfig, parts: list[Path], recipes: str, *, seeds: int, fold
         for f, split in enumerate(splits):
             test_set = imageset.subset(split["test"])
             for seed in range(seeds):
-                names = [f"{recipe.folder}-fold{f}-seed{seed}"] + ([f"{recipe.folder}-fold{f}"] if seed == 0 else [])  # compare --seeds 1 adds no suffix
-                found = [part / "runs" / name for part in parts for name in names if (part / "runs" / name / "best.pt").exists()]
+                names = [f"{recipe.folder}-fold{f}-seed{seed}"] + (
+                    [f"{recipe.folder}-fold{f}"] if seed == 0 else []
+                )  # compare --seeds 1 adds no suffix
+                found = [
+                    part / "runs" / name
+                    for part in parts
+                    for name in names
+                    if (part / "runs" / name / "best.pt").exists()
+                ]
                 name = names[0]
                 if not found:
                     print(f"missing: {name}", flush=True)
@@ -149,7 +218,9 @@ def rescore(cfg: RunConfig, parts: list[Path], recipes: str, *, seeds: int, fold
                 run = found[0]
                 if run not in calibrated:  # both plain and test-time augmented, with this code's cut points
                     for folder in [run, *ensemble_members(run)]:
-                        if load_checkpoint(folder / "best.pt").get(CALIBRATION_TTA) is None:  # calibrated before --tta existed
+                        if (
+                            load_checkpoint(folder / "best.pt").get(CALIBRATION_TTA) is None
+                        ):  # calibrated before --tta existed
                             with contextlib.redirect_stderr(io.StringIO()):
                                 pipeline.calibrate(folder, device="cpu")
                     calibrated.add(run)
@@ -205,14 +276,25 @@ def goal_check(rows: list[dict], goal: str, *, folds: int) -> str:
     if not mine:
         return f"goal: no rows for {goal}"
     lines = [f"goal check for {goal} (calibrated decisions; corrected resampled t-test over folds x seeds):"]
-    for baseline, metric in (("classification", "accuracy"), ("regression", "qwk"), ("corn", "accuracy"), ("corn", "qwk")):
+    for baseline, metric in (
+        ("classification", "accuracy"),
+        ("regression", "qwk"),
+        ("corn", "accuracy"),
+        ("corn", "qwk"),
+    ):
         theirs = _decision(rows, baseline)
         test = paired_test(mine, theirs, metric, folds=folds) if theirs else None
         if test is None or test["diff_se"] is None:
             lines.append(f"  {metric} vs {baseline}: no paired rows")
             continue
-        verdict = "beats it by more than one standard error" if test["diff"] > test["diff_se"] else "does NOT beat it by one standard error"
-        lines.append(f"  {metric} vs {baseline}: {test['diff']:+.3f} +- {test['diff_se']:.3f} (p={_p(test['p'])}, {test['pairs']} pairs): {verdict}")
+        verdict = (
+            "beats it by more than one standard error"
+            if test["diff"] > test["diff_se"]
+            else "does NOT beat it by one standard error"
+        )
+        lines.append(
+            f"  {metric} vs {baseline}: {test['diff']:+.3f} +- {test['diff_se']:.3f} (p={_p(test['p'])}, {test['pairs']} pairs): {verdict}"
+        )
     single = _decision(rows, "sord+ensemble=3 member")
     if single:
         lines.append("  each lever against one SORD network (the mean of the ensemble's members on the same fold):")
@@ -223,13 +305,17 @@ def goal_check(rows: list[dict], goal: str, *, folds: int) -> str:
             for metric in ("accuracy", "qwk"):
                 test = paired_test(_decision(rows, recipe), single, metric, folds=folds)
                 if test is not None and test["diff_se"] is not None:
-                    parts.append(f"{metric} {test['diff']:+.3f} +- {test['diff_se']:.3f} (p={_p(test['p'])}, {test['pairs']} pairs)")
+                    parts.append(
+                        f"{metric} {test['diff']:+.3f} +- {test['diff_se']:.3f} (p={_p(test['p'])}, {test['pairs']} pairs)"
+                    )
             lines.append(f"    {recipe}: " + ("; ".join(parts) or "no paired rows"))
     corn = _decision(rows, "corn")
     if corn:
         a, b = seed_spread(mine), seed_spread(corn)
         verdict = "halved" if a <= b / 2 else "NOT halved"
-        lines.append(f"  seed-to-seed spread of exact accuracy (std over seeds, mean over folds): {a:.3f} against {b:.3f} for one CORN network: {verdict}")
+        lines.append(
+            f"  seed-to-seed spread of exact accuracy (std over seeds, mean over folds): {a:.3f} against {b:.3f} for one CORN network: {verdict}"
+        )
     return "\n".join(lines)
 
 
@@ -257,10 +343,26 @@ def photos_curve(cfg: RunConfig, out: Path, goal: str, sizes: list[int], rows: l
                 test_set = imageset.subset(split["test"])
                 for row in score_recipe_run(run, test_set, recipe, f, 0, None):
                     if row["decision"] == "calibrated" and not row["recipe"].endswith(" member"):
-                        points.append({"recipe": recipe.name, "photos": len(smaller["train"]), "fold": f, "accuracy": row["accuracy"], "qwk": row["qwk"]})
+                        points.append(
+                            {
+                                "recipe": recipe.name,
+                                "photos": len(smaller["train"]),
+                                "fold": f,
+                                "accuracy": row["accuracy"],
+                                "qwk": row["qwk"],
+                            }
+                        )
         for r in _decision(rows, recipe.name):
             if r["seed"] == 0 and not r["recipe"].endswith(" member"):
-                points.append({"recipe": recipe.name, "photos": int(r["n_train"]), "fold": r["fold"], "accuracy": r["accuracy"], "qwk": r["qwk"]})
+                points.append(
+                    {
+                        "recipe": recipe.name,
+                        "photos": int(r["n_train"]),
+                        "fold": r["fold"],
+                        "accuracy": r["accuracy"],
+                        "qwk": r["qwk"],
+                    }
+                )
     write_csv(out / "photos_curve.csv", points)
     return points
 
@@ -270,7 +372,10 @@ def _finished(run: Path) -> bool:
     try:
         if ensemble_members(run):
             return load_checkpoint(run / "best.pt").get("calibration") is not None
-        return bool(load_checkpoint(run / "last.pt").get("finished")) and load_checkpoint(run / "best.pt").get("calibration") is not None
+        return (
+            bool(load_checkpoint(run / "last.pt").get("finished"))
+            and load_checkpoint(run / "best.pt").get("calibration") is not None
+        )
     except (CheckpointError, OSError):
         return False
 
@@ -310,7 +415,7 @@ def _write_docs(docs: Path, out: Path, result: dict, goal: str, curve: list[dict
     argv = sys.argv[1:]
     if "--docs" in argv:  # the folder the tables are written to is no part of the measurement
         i = argv.index("--docs")
-        argv = argv[:i] + argv[i + 2:]
+        argv = argv[:i] + argv[i + 2 :]
     command = "python benchmarks/accuracy.py " + " ".join(a for a in argv if not a.startswith("--docs="))
     text = [
         "<!-- written by benchmarks/accuracy.py; do not edit by hand -->",

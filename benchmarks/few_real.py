@@ -47,7 +47,12 @@ from imgrade.pipeline.runs import log
 from imgrade.runtime.predictor import Predictor
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/cucumber9-p1-sample/cucumber-9-python"
-ROWS = ("1 reference from scratch", "2 best formulation from scratch", "3 synthetic only (zero-shot)", "4 pretrained + fine-tuned")
+ROWS = (
+    "1 reference from scratch",
+    "2 best formulation from scratch",
+    "3 synthetic only (zero-shot)",
+    "4 pretrained + fine-tuned",
+)
 SHOWN = (("qwk", "QWK"), ("accuracy", "accuracy"), ("within1", "within-1"), ("grade_mae", "grade MAE"))
 
 
@@ -55,19 +60,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(SAMPLE))
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=60, help="epochs on the real photos, the same for rows 1, 2 and 4")
+    parser.add_argument(
+        "--epochs", type=int, default=60, help="epochs on the real photos, the same for rows 1, 2 and 4"
+    )
     parser.add_argument("--synthetic-n", type=int, default=20000)
     parser.add_argument("--pretrain-epochs", type=int, default=15)
     parser.add_argument("--randomize", type=float, default=1.0)
     parser.add_argument("--pretrained", default=None, help="a finished pretraining run to reuse")
     parser.add_argument("--rows", default="1,2,3,4", help="which rows to run (default all)")
     parser.add_argument("--first-folds", type=int, default=None, help="run only the first N folds (quick experiments)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override the fine-tuning recipe (rows 2 and 4), e.g. --set train.backbone_lr_scale=0.1")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override the fine-tuning recipe (rows 2 and 4), e.g. --set train.backbone_lr_scale=0.1",
+    )
     parser.add_argument("--out", default="bench-few")
     args = parser.parse_args()
     if not Path(args.data).exists():
-        raise SystemExit(f"{args.data} is absent: pass --data with the CUCUMBER-9 sample (../shared/data/cucumber9-p1-sample/cucumber-9-python)")
+        raise SystemExit(
+            f"{args.data} is absent: pass --data with the CUCUMBER-9 sample (../shared/data/cucumber9-p1-sample/cucumber-9-python)"
+        )
     rows_wanted = {int(r) for r in args.rows.split(",")}
     out = Path(args.out)
     for stale in ("runs", "results.csv", "summary.md", "predictions.csv", "confusion_row3.png", "confusion_row4.png"):
@@ -77,22 +91,32 @@ def main() -> None:
             (out / stale).unlink(missing_ok=True)
     t0 = time.perf_counter()
     changes = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
-    recipe = RunConfig.from_dict({"data": {"path": args.data}}).with_overrides({**FINETUNE_DEFAULTS, "train.epochs": args.epochs, **changes})
+    recipe = RunConfig.from_dict({"data": {"path": args.data}}).with_overrides(
+        {**FINETUNE_DEFAULTS, "train.epochs": args.epochs, **changes}
+    )
     real = load_dataset(recipe.data)
     pretrained = Path(args.pretrained) if args.pretrained else None
     if pretrained is None and rows_wanted & {3, 4}:
-        pretrained = pretrain(recipe, real, out, synthetic_n=args.synthetic_n, epochs=args.pretrain_epochs, randomize=args.randomize)
+        pretrained = pretrain(
+            recipe, real, out, synthetic_n=args.synthetic_n, epochs=args.pretrain_epochs, randomize=args.randomize
+        )
     pretraining = "none"
     if pretrained is not None:
         history = read_history(pretrained / "history.csv")
         data = json.loads((pretrained / "data.json").read_text())
-        pretraining = (f"{pretrained} ({data['n']} synthetic photos, {len(history)} epochs, "
-                       f"{sum(r['seconds'] for r in history):.0f} s of training; shared by all folds)")
+        pretraining = (
+            f"{pretrained} ({data['n']} synthetic photos, {len(history)} epochs, "
+            f"{sum(r['seconds'] for r in history):.0f} s of training; shared by all folds)"
+        )
     configs = {
-        1: RunConfig.from_dict({"data": {"path": args.data}, "model": {"task": "regression"}, "train": {"epochs": args.epochs}}),
+        1: RunConfig.from_dict(
+            {"data": {"path": args.data}, "model": {"task": "regression"}, "train": {"epochs": args.epochs}}
+        ),
         # nothing pretrained to keep; and no colour jitter, which costs CORN from scratch about 0.09 QWK and
         # 0.14 accuracy on this sample (while it helps the fine-tuning): the best formulation from scratch
-        2: recipe.with_overrides({"train.freeze_backbone_epochs": 0, "train.backbone_lr_scale": 1.0, "train.color_jitter": 0.0}),
+        2: recipe.with_overrides(
+            {"train.freeze_backbone_epochs": 0, "train.backbone_lr_scale": 1.0, "train.color_jitter": 0.0}
+        ),
         4: recipe.with_overrides({"train.init": str(pretrained.resolve()) if pretrained else None}),
     }
     results, predictions, confusion_inputs = [], [], {3: ([], []), 4: ([], [])}
@@ -110,10 +134,24 @@ def main() -> None:
             if row in confusion_inputs:
                 confusion_inputs[row][0].append(test.targets.astype(np.int64))
                 confusion_inputs[row][1].append(predicted)
-                predictions += [{"row": row, "stage": ROWS[row - 1], "fold": fold, "id": i, "true": real.grade_names[int(t)], "predicted": real.grade_names[int(q)]}
-                                for i, t, q in zip(test.ids, test.targets, predicted)]
-            results.append({"row": ROWS[row - 1], "fold": fold, **metrics, "seconds": round(time.perf_counter() - started, 1)})
-            print(f"fold {fold} {ROWS[row - 1]}: " + ", ".join(f"{label} {metrics[k]:.3f}" for k, label in SHOWN), flush=True)
+                predictions += [
+                    {
+                        "row": row,
+                        "stage": ROWS[row - 1],
+                        "fold": fold,
+                        "id": i,
+                        "true": real.grade_names[int(t)],
+                        "predicted": real.grade_names[int(q)],
+                    }
+                    for i, t, q in zip(test.ids, test.targets, predicted)
+                ]
+            results.append(
+                {"row": ROWS[row - 1], "fold": fold, **metrics, "seconds": round(time.perf_counter() - started, 1)}
+            )
+            print(
+                f"fold {fold} {ROWS[row - 1]}: " + ", ".join(f"{label} {metrics[k]:.3f}" for k, label in SHOWN),
+                flush=True,
+            )
 
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "results.csv", results)
@@ -143,7 +181,12 @@ def main() -> None:
     for row, (truth, predicted) in confusion_inputs.items():
         if truth:
             matrix = confusion_matrix(np.concatenate(truth), np.concatenate(predicted), len(real.grade_names))
-            plots.plot_confusion(matrix, real.grade_names, out / f"confusion_row{row}.png", title=f"{ROWS[row - 1]}: all {args.folds} test folds")
+            plots.plot_confusion(
+                matrix,
+                real.grade_names,
+                out / f"confusion_row{row}.png",
+                title=f"{ROWS[row - 1]}: all {args.folds} test folds",
+            )
     print("\n" + table)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s; per-fold rows: {out / 'results.csv'}")
 

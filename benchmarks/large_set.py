@@ -81,14 +81,37 @@ def memory_cgroup(name: str, megabytes: int) -> tuple[Path, Path]:
         os.sync()
         Path("/proc/sys/vm/drop_caches").write_text("1")  # a page is charged to the cgroup that reads it in
     except OSError as e:
-        sys.exit(f"--memory-limit: cannot make the cgroup {folder} ({e.strerror}): run as root, or without --memory-limit")
+        sys.exit(
+            f"--memory-limit: cannot make the cgroup {folder} ({e.strerror}): run as root, or without --memory-limit"
+        )
     return folder / "cgroup.procs", folder / peak
 
 
-def _train(data: Path, out: Path, cache: Path, depth: int, workers: int, log: Path, cgroup: tuple[Path, Path] | None = None) -> dict:
+def _train(
+    data: Path, out: Path, cache: Path, depth: int, workers: int, log: Path, cgroup: tuple[Path, Path] | None = None
+) -> dict:
     """One `imgrade train` in a child process (in ``cgroup`` when given): wall time, peaks (MB) and its log."""
-    argv = [sys.executable, "-m", "imgrade", "train", "--data", str(data), "--out", str(out), "--epochs", "1",
-            "--depth", str(depth), "--workers", str(workers), "--cache", str(cache), "--seed", "0"]
+    argv = [
+        sys.executable,
+        "-m",
+        "imgrade",
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--depth",
+        str(depth),
+        "--workers",
+        str(workers),
+        "--cache",
+        str(cache),
+        "--seed",
+        "0",
+    ]
+
     def join() -> None:  # in the child, before it runs Python: everything it maps is charged to the cgroup
         cgroup[0].write_text(str(os.getpid()))
 
@@ -113,7 +136,9 @@ def _train(data: Path, out: Path, cache: Path, depth: int, workers: int, log: Pa
         "rss_mb": usage.ru_maxrss / 1024,  # kB on Linux
         "anon_mb": peak_anon / 1024,
         "decode_s": float(decoded.group(1)) if decoded else None,
-        "capped": None if cgroup is None else ("killed" if killed else "finished") + f", peak {int(cgroup[1].read_text()) / 2**20:.0f} MB",
+        "capped": None
+        if cgroup is None
+        else ("killed" if killed else "finished") + f", peak {int(cgroup[1].read_text()) / 2**20:.0f} MB",
     }
     if cgroup is not None:
         with contextlib.suppress(OSError):
@@ -123,26 +148,42 @@ def _train(data: Path, out: Path, cache: Path, depth: int, workers: int, log: Pa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="20000,80000", help="numbers of photos, comma-separated (default 20000,80000)")
+    parser.add_argument(
+        "--sizes", default="20000,80000", help="numbers of photos, comma-separated (default 20000,80000)"
+    )
     parser.add_argument("--depth", type=int, default=11, help="ResNet depth (default 11; 29 is the reference)")
     parser.add_argument("--workers", type=int, default=2, help="decoding worker processes (default 2)")
     parser.add_argument("--keep", help="write photos, cache and runs here and keep them (default: a temporary folder)")
-    parser.add_argument("--memory-limit", type=int, metavar="MB", help="run each cache-hit run in a memory cgroup of MB (root)")
+    parser.add_argument(
+        "--memory-limit", type=int, metavar="MB", help="run each cache-hit run in a memory cgroup of MB (root)"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp)
-        print(f"imgrade train --epochs 1 --depth {args.depth} --workers {args.workers} --cache DIR; {os.cpu_count()} cores")
+        print(
+            f"imgrade train --epochs 1 --depth {args.depth} --workers {args.workers} --cache DIR; {os.cpu_count()} cores"
+        )
         capped = f"  under {args.memory_limit} MB" if args.memory_limit else ""
-        print(f"{'N':>7} {'decoded MB':>10} {'decode s':>8} | {'run':<13} {'peak RSS MB':>11} {'peak anon MB':>12} {'wall s':>7}{capped}")
+        print(
+            f"{'N':>7} {'decoded MB':>10} {'decode s':>8} | {'run':<13} {'peak RSS MB':>11} {'peak anon MB':>12} {'wall s':>7}{capped}"
+        )
         for n in sizes:
             folder = root / f"photos-{n}"
             megabytes = _write_photos(folder, n)
             cache = root / f"cache-{n}"
             for k, what in enumerate(("1 (decode)", "2 (cache hit)")):
                 cgroup = memory_cgroup("imgrade-large-set", args.memory_limit) if args.memory_limit and k == 1 else None
-                result = _train(folder, root / f"run-{n}-{k + 1}", cache, args.depth, args.workers, root / f"run-{n}-{k + 1}.log", cgroup)
+                result = _train(
+                    folder,
+                    root / f"run-{n}-{k + 1}",
+                    cache,
+                    args.depth,
+                    args.workers,
+                    root / f"run-{n}-{k + 1}.log",
+                    cgroup,
+                )
                 decode = f"{result['decode_s']:8.1f}" if result["decode_s"] is not None else f"{'':8}"
                 print(
                     f"{n:>7} {megabytes:>10.0f} {decode} | {what:<13} {result['rss_mb']:>11.0f} {result['anon_mb']:>12.0f} "

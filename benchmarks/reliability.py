@@ -124,8 +124,10 @@ def bad_requests(args: argparse.Namespace) -> dict[str, float]:
     print(abuse.report(figures), flush=True)
     problems = abuse.failed(figures)
     return {
-        "bad_requests": figures["bad_requests"], "good_requests": figures["good_requests"],
-        "good_failures": figures["good_failures"], "unexpected": len(problems),
+        "bad_requests": figures["bad_requests"],
+        "good_requests": figures["good_requests"],
+        "good_failures": figures["good_failures"],
+        "unexpected": len(problems),
     }
 
 
@@ -141,7 +143,9 @@ FUZZ_SECTIONS = ("cucumber9", "unpickler", "images", "csv")
 
 
 def _format(result: dict[str, float]) -> str:
-    return "  ".join(f"{key} {value:,.3f}" if isinstance(value, float) else f"{key} {value:,}" for key, value in result.items())
+    return "  ".join(
+        f"{key} {value:,.3f}" if isinstance(value, float) else f"{key} {value:,}" for key, value in result.items()
+    )
 
 
 def main() -> int:
@@ -149,7 +153,9 @@ def main() -> int:
     parser.add_argument("--examples", type=int, default=5000, help="fuzzed inputs per reader (default 5000)")
     parser.add_argument("--seconds-per-input", type=float, default=10.0, help="an input taking longer counts as a hang")
     parser.add_argument("--kill-rounds", type=int, default=2, help="rounds of 6 SIGKILLs of imgrade train (default 2)")
-    parser.add_argument("--abuse-seconds", type=float, default=60.0, help="how long bad and good clients hit the server (default 60)")
+    parser.add_argument(
+        "--abuse-seconds", type=float, default=60.0, help="how long bad and good clients hit the server (default 60)"
+    )
     parser.add_argument("--only", choices=[name for name, _ in SECTIONS], help="run one section")
     args = parser.parse_args()
 
@@ -173,8 +179,10 @@ def main() -> int:
     if fuzzed:
         inputs = sum(int(r["inputs"]) for r in fuzzed)
         unexpected = sum(int(r["unexpected"]) for r in fuzzed)
-        print(f"{inputs:,} inputs fuzzed with {unexpected or 'zero'} unexpected errors "
-              f"(slowest input {max(r['slowest_s'] for r in fuzzed):.2f} s; {time.perf_counter() - start:.0f} s in all)")
+        print(
+            f"{inputs:,} inputs fuzzed with {unexpected or 'zero'} unexpected errors "
+            f"(slowest input {max(r['slowest_s'] for r in fuzzed):.2f} s; {time.perf_counter() - start:.0f} s in all)"
+        )
     failed = [name for name, result in results.items() if result.get("unexpected", 0)]
     if failed:
         print(f"unexpected outcomes in: {', '.join(failed)}", file=sys.stderr)

@@ -87,7 +87,9 @@ def _connect(target: Target) -> socket.socket:
     return sock
 
 
-def _head(target: Target, content_type: str | None, length: int | None, *, auth: str | None = "good", extra: bytes = b"") -> bytes:
+def _head(
+    target: Target, content_type: str | None, length: int | None, *, auth: str | None = "good", extra: bytes = b""
+) -> bytes:
     """A POST /v1/grade request line and headers; ``auth``: "good", "wrong" or None (no header)."""
     lines = [b"POST /v1/grade HTTP/1.1", f"Host: {target.host}:{target.port}".encode()]
     if auth is not None:
@@ -206,7 +208,9 @@ def chunked_over_limit(target: Target) -> str:
     """A chunked upload (no Content-Length) of one well-formed part 64 kB over the server's limit."""
     body, content_type = _multipart([(b"big.png", os.urandom(target.max_upload_bytes + 64 * 1024))])
     step = 64 * 1024
-    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + step]), body[i : i + step]) for i in range(0, len(body), step))
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + step]), body[i : i + step]) for i in range(0, len(body), step)
+    )
     head = _head(target, content_type, None, extra=b"Transfer-Encoding: chunked\r\n")
     return _send_and_answer(target, head + chunks + b"0\r\n\r\n")
 
@@ -295,8 +299,15 @@ class Tally:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def abuse(target: Target, reference: dict[str, Any], *, seconds: float, good_clients: int = 4,
-          bad_clients: int = len(BAD_REQUESTS), flood: int = 200) -> dict[str, Any]:
+def abuse(
+    target: Target,
+    reference: dict[str, Any],
+    *,
+    seconds: float,
+    good_clients: int = 4,
+    bad_clients: int = len(BAD_REQUESTS),
+    flood: int = 200,
+) -> dict[str, Any]:
     """Good and bad clients at once against ``target`` for about ``seconds``.
 
     Each bad client runs the kinds of BAD_REQUESTS in turn (client i starts at kind i), one at a
@@ -317,8 +328,12 @@ def abuse(target: Target, reference: dict[str, Any], *, seconds: float, good_cli
     done = threading.Event()
     good = [threading.Thread(target=_good_client, args=(target, reference, done, tally)) for _ in range(good_clients)]
     kinds = list(BAD_REQUESTS)
-    bad = [threading.Thread(target=_bad_client, args=(target, kinds[i % len(kinds):] + kinds[: i % len(kinds)], deadline, tally))
-           for i in range(bad_clients)]
+    bad = [
+        threading.Thread(
+            target=_bad_client, args=(target, kinds[i % len(kinds) :] + kinds[: i % len(kinds)], deadline, tally)
+        )
+        for i in range(bad_clients)
+    ]
     if flood:
         bad.append(threading.Thread(target=_flood, args=(target, flood, deadline, tally)))
     start = time.perf_counter()
@@ -337,7 +352,9 @@ def _good_client(target: Target, reference: dict[str, Any], done: threading.Even
     headers = {"Authorization": f"Bearer {target.token}"}
     with httpx.Client(base_url=target.base_url, headers=headers, timeout=target.answer_within_s) as client:
         while not done.is_set():
-            problem, elapsed_ms = timed_grade(client, {"files": ("good.png", target.png, "image/png")}, lambda r: _differs(r, reference))
+            problem, elapsed_ms = timed_grade(
+                client, {"files": ("good.png", target.png, "image/png")}, lambda r: _differs(r, reference)
+            )
             with tally.lock:
                 if problem:
                     tally.good_failures.append(problem)
@@ -410,8 +427,12 @@ def summary(tally: Tally, seconds: float) -> dict[str, Any]:
     and up to five ``good_failure_examples``."""
     latencies = np.array(tally.good_latencies_ms)
     p50, p99 = np.percentile(latencies, [50, 99]) if len(latencies) else (float("nan"), float("nan"))
-    unexpected = sum(count for kind, answers in tally.bad_answers.items()
-                     for answer, count in answers.items() if answer not in BAD_REQUESTS[kind][1])
+    unexpected = sum(
+        count
+        for kind, answers in tally.bad_answers.items()
+        for answer, count in answers.items()
+        if answer not in BAD_REQUESTS[kind][1]
+    )
     return {
         "seconds": round(seconds, 2),
         "good_requests": len(latencies) + len(tally.good_failures),
@@ -423,8 +444,10 @@ def summary(tally: Tally, seconds: float) -> dict[str, Any]:
         "flood_connections": tally.flood_connections,
         "flood_left_open": tally.flood_left_open,
         "flood_slowest_close_s": round(tally.flood_slowest_s, 2),
-        "bad": {kind: {"answers": dict(tally.bad_answers[kind]), "slowest_s": round(tally.bad_slowest_s[kind], 2)}
-                for kind in BAD_REQUESTS},
+        "bad": {
+            kind: {"answers": dict(tally.bad_answers[kind]), "slowest_s": round(tally.bad_slowest_s[kind], 2)}
+            for kind in BAD_REQUESTS
+        },
         "good_failure_examples": tally.good_failures[:5],
     }
 
@@ -432,8 +455,15 @@ def summary(tally: Tally, seconds: float) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the server
 
 
-def run(model: str | Path | None = None, *, seconds: float = 60.0, good_clients: int = 4, bad_clients: int = 8,
-        flood: int = 200, request_timeout_s: float = 3.0) -> dict[str, Any]:
+def run(
+    model: str | Path | None = None,
+    *,
+    seconds: float = 60.0,
+    good_clients: int = 4,
+    bad_clients: int = 8,
+    flood: int = 200,
+    request_timeout_s: float = 3.0,
+) -> dict[str, Any]:
     """Start ``imgrade serve`` on ``model`` (default: a 1-epoch run, trained here), abuse it, stop it.
 
     Returns :func:`abuse`'s figures plus ``healthy_after`` (1 if /healthz and a good request
@@ -446,14 +476,29 @@ def run(model: str | Path | None = None, *, seconds: float = 60.0, good_clients:
         log_path = Path(scratch) / "server.log"
         with log_path.open("wb") as log:  # a file, not a pipe: a full pipe would block the server
             server = subprocess.Popen(
-                [sys.executable, "-m", "imgrade", "serve", str(model), "--port", str(target.port),
-                 "--request-timeout-s", str(request_timeout_s), "--max-upload-mb", "1"],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "IMGRADE_TOKEN": token},
+                [
+                    sys.executable,
+                    "-m",
+                    "imgrade",
+                    "serve",
+                    str(model),
+                    "--port",
+                    str(target.port),
+                    "--request-timeout-s",
+                    str(request_timeout_s),
+                    "--max-upload-mb",
+                    "1",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "IMGRADE_TOKEN": token},
             )
         try:
             wait_until_healthy(target.base_url, server)
             reference = grade_once(target)
-            figures = abuse(target, reference, seconds=seconds, good_clients=good_clients, bad_clients=bad_clients, flood=flood)
+            figures = abuse(
+                target, reference, seconds=seconds, good_clients=good_clients, bad_clients=bad_clients, flood=flood
+            )
             figures["healthy_after"] = int(healthy(target, reference))
         finally:
             stop(server)
@@ -467,7 +512,9 @@ def failed(figures: dict[str, Any]) -> list[str]:
     """What went wrong in a run's figures; empty when the server held."""
     problems = []
     if figures["good_failures"] or not figures["good_requests"]:
-        problems.append(f"{figures['good_failures']} of {figures['good_requests']} good requests failed: {figures['good_failure_examples']}")
+        problems.append(
+            f"{figures['good_failures']} of {figures['good_requests']} good requests failed: {figures['good_failure_examples']}"
+        )
     if figures["bad_unexpected_answers"]:
         problems.append(f"{figures['bad_unexpected_answers']} bad requests got an answer they should not")
     if figures["flood_left_open"]:
@@ -485,8 +532,15 @@ def train_small_model(scratch: Path) -> Path:
     """The reference network, 1 epoch on 60 synthetic cucumbers (seconds on a CPU)."""
     data, run_dir = scratch / "synth", scratch / "run"
     imgrade = [sys.executable, "-m", "imgrade"]
-    subprocess.run([*imgrade, "data", "synth", "--out", str(data), "--n", "60"], check=True, timeout=300, capture_output=True)
-    subprocess.run([*imgrade, "train", "--data", str(data), "--epochs", "1", "--out", str(run_dir)], check=True, timeout=600, capture_output=True)
+    subprocess.run(
+        [*imgrade, "data", "synth", "--out", str(data), "--n", "60"], check=True, timeout=300, capture_output=True
+    )
+    subprocess.run(
+        [*imgrade, "train", "--data", str(data), "--epochs", "1", "--out", str(run_dir)],
+        check=True,
+        timeout=600,
+        capture_output=True,
+    )
     return run_dir
 
 
@@ -497,6 +551,7 @@ def good_png() -> bytes:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims width x height RGB pixels (a decompression bomb's shape)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -506,8 +561,12 @@ def png_header_only(width: int, height: int) -> bytes:
 
 def grade_once(target: Target) -> dict[str, Any]:
     """The server's record for ``target.png``."""
-    response = httpx.post(f"{target.base_url}/v1/grade", files={"files": ("good.png", target.png, "image/png")},
-                          headers={"Authorization": f"Bearer {target.token}"}, timeout=60)
+    response = httpx.post(
+        f"{target.base_url}/v1/grade",
+        files={"files": ("good.png", target.png, "image/png")},
+        headers={"Authorization": f"Bearer {target.token}"},
+        timeout=60,
+    )
     response.raise_for_status()
     return response.json()["results"][0]
 
@@ -517,8 +576,12 @@ def healthy(target: Target, reference: dict[str, Any]) -> bool:
     try:
         if httpx.get(f"{target.base_url}/healthz", timeout=10).status_code != 200:
             return False
-        response = httpx.post(f"{target.base_url}/v1/grade", files={"files": ("good.png", target.png, "image/png")},
-                              headers={"Authorization": f"Bearer {target.token}"}, timeout=30)
+        response = httpx.post(
+            f"{target.base_url}/v1/grade",
+            files={"files": ("good.png", target.png, "image/png")},
+            headers={"Authorization": f"Bearer {target.token}"},
+            timeout=30,
+        )
         return _differs(response, reference) is None
     except httpx.HTTPError:
         return False
@@ -530,16 +593,24 @@ def report(figures: dict[str, Any]) -> str:
     for kind, seen in figures["bad"].items():
         answers = ", ".join(f"{answer} x{count}" for answer, count in sorted(seen["answers"].items()))
         lines.append(f"{kind:<24}{sum(seen['answers'].values()):>7}  {answers:<30}{seen['slowest_s']:>7.1f}s")
-    lines.append(f"{'idle connection flood':<24}{figures['flood_connections']:>7}  "
-                 f"{'closed x' + str(figures['flood_connections'] - figures['flood_left_open']):<30}{figures['flood_slowest_close_s']:>7.1f}s")
-    lines.append(f"bad requests sent: {figures['bad_requests']:,} (+{figures['flood_connections']:,} idle connections), "
-                 f"answers outside the expected: {figures['bad_unexpected_answers']}")
-    lines.append(f"good requests during the abuse: {figures['good_requests']:,} sent, {figures['good_failures']} failed; "
-                 f"latency p50 {figures['good_p50_ms']:.1f} ms, p99 {figures['good_p99_ms']:.1f} ms")
+    lines.append(
+        f"{'idle connection flood':<24}{figures['flood_connections']:>7}  "
+        f"{'closed x' + str(figures['flood_connections'] - figures['flood_left_open']):<30}{figures['flood_slowest_close_s']:>7.1f}s"
+    )
+    lines.append(
+        f"bad requests sent: {figures['bad_requests']:,} (+{figures['flood_connections']:,} idle connections), "
+        f"answers outside the expected: {figures['bad_unexpected_answers']}"
+    )
+    lines.append(
+        f"good requests during the abuse: {figures['good_requests']:,} sent, {figures['good_failures']} failed; "
+        f"latency p50 {figures['good_p50_ms']:.1f} ms, p99 {figures['good_p99_ms']:.1f} ms"
+    )
     if "healthy_after" in figures:
-        lines.append(f"server after: {'healthy' if figures['healthy_after'] else 'NOT healthy'}, "
-                     f"{figures['server_tracebacks']} tracebacks in its log, token "
-                     f"{'FOUND' if figures['token_in_server_log'] else 'not'} in its log")
+        lines.append(
+            f"server after: {'healthy' if figures['healthy_after'] else 'NOT healthy'}, "
+            f"{figures['server_tracebacks']} tracebacks in its log, token "
+            f"{'FOUND' if figures['token_in_server_log'] else 'not'} in its log"
+        )
     return "\n".join(lines)
 
 
@@ -552,10 +623,19 @@ def main() -> int:
     parser.add_argument("--flood", type=int, default=200, help="idle connections per flood")
     parser.add_argument("--request-timeout-s", type=float, default=3.0, help="the server's --request-timeout-s")
     args = parser.parse_args()
-    print(f"serve abuse: {args.seconds:g} s, {args.good_clients} good clients, {args.bad_clients} bad clients, "
-          f"floods of {args.flood} idle connections, server --request-timeout-s {args.request_timeout_s:g}", flush=True)
-    figures = run(args.model, seconds=args.seconds, good_clients=args.good_clients, bad_clients=args.bad_clients,
-                  flood=args.flood, request_timeout_s=args.request_timeout_s)
+    print(
+        f"serve abuse: {args.seconds:g} s, {args.good_clients} good clients, {args.bad_clients} bad clients, "
+        f"floods of {args.flood} idle connections, server --request-timeout-s {args.request_timeout_s:g}",
+        flush=True,
+    )
+    figures = run(
+        args.model,
+        seconds=args.seconds,
+        good_clients=args.good_clients,
+        bad_clients=args.bad_clients,
+        flood=args.flood,
+        request_timeout_s=args.request_timeout_s,
+    )
     print(report(figures))
     problems = failed(figures)
     for problem in problems:

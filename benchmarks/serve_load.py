@@ -53,7 +53,9 @@ class Tally:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", nargs="?", help="run folder, .pt or .onnx (default: a 1-epoch reference run, exported to ONNX)")
+    parser.add_argument(
+        "model", nargs="?", help="run folder, .pt or .onnx (default: a 1-epoch reference run, exported to ONNX)"
+    )
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds for the whole load phase")
@@ -75,7 +77,9 @@ def train_reference_model(scratch: Path) -> Path:
     data, run = scratch / "synth", scratch / "run"
     imgrade = [sys.executable, "-m", "imgrade"]
     subprocess.run([*imgrade, "data", "synth", "--out", str(data), "--n", "300"], check=True, timeout=300)
-    subprocess.run([*imgrade, "train", "--data", str(data), "--epochs", "1", "--out", str(run)], check=True, timeout=600)
+    subprocess.run(
+        [*imgrade, "train", "--data", str(data), "--epochs", "1", "--out", str(run)], check=True, timeout=600
+    )
     model = scratch / "model.onnx"
     subprocess.run([*imgrade, "export", str(run), "--out", str(model)], check=True, timeout=300)
     return model
@@ -127,9 +131,13 @@ def run_load(base_url: str, total: int, clients: int, timeout_s: float) -> int:
     latencies = np.array(tally.latencies_ms)
     p50, p99 = np.percentile(latencies, [50, 99]) if len(latencies) else (float("nan"), float("nan"))
     print(f"{total} requests of one 32x32 PNG from {clients} clients on loopback in {seconds:.1f} s")
-    print(f"requests/s {len(latencies) / seconds:.1f}  latency p50 {p50:.1f} ms  p99 {p99:.1f} ms  "
-          f"errors {len(tally.errors)}  not sent (timeout) {unsent}")
-    print(f"server: {passes} forward passes, mean batch {images / max(passes, 1):.2f} images, largest {after['largest_batch']}")
+    print(
+        f"requests/s {len(latencies) / seconds:.1f}  latency p50 {p50:.1f} ms  p99 {p99:.1f} ms  "
+        f"errors {len(tally.errors)}  not sent (timeout) {unsent}"
+    )
+    print(
+        f"server: {passes} forward passes, mean batch {images / max(passes, 1):.2f} images, largest {after['largest_batch']}"
+    )
     for error in tally.errors[:5]:
         print(f"  error: {error}")
     return 1 if tally.errors or unsent else 0
@@ -154,7 +162,9 @@ def one_result(response: httpx.Response) -> str | None:
     return f"HTTP {response.status_code}: {response.text[:200]}"
 
 
-def timed_grade(http: httpx.Client, files: dict, judge: Callable[[httpx.Response], str | None]) -> tuple[str | None, float]:
+def timed_grade(
+    http: httpx.Client, files: dict, judge: Callable[[httpx.Response], str | None]
+) -> tuple[str | None, float]:
     """POST ``files`` to /v1/grade: (what ``judge`` or the transport found wrong, or None; milliseconds)."""
     start = time.perf_counter()
     try:

@@ -82,7 +82,9 @@ def gflop_per_image(model: torch.nn.Module) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def training_rate(images: np.ndarray, targets: np.ndarray, batch_size: int, repeats: int, amp: str = "auto") -> tuple[float, float, float]:
+def training_rate(
+    images: np.ndarray, targets: np.ndarray, batch_size: int, repeats: int, amp: str = "auto"
+) -> tuple[float, float, float]:
     """Images/s of one epoch of ``train_one_epoch`` with the default TrainConfig."""
     x, y = nhwc_to_tensor(images), torch.from_numpy(targets.astype(np.float32))
     mean = x.float().mean(0).div_(255.0)
@@ -92,18 +94,32 @@ def training_rate(images: np.ndarray, targets: np.ndarray, batch_size: int, repe
     model = build_model()
     optimizer = build_optimizer(model, cfg.lr, cfg.l2)
     generator = torch.Generator().manual_seed(0)
-    return _rate(len(x), _seconds(lambda: train_one_epoch(model, optimizer, data, cfg, torch.device("cpu"), generator), repeats))
+    return _rate(
+        len(x), _seconds(lambda: train_one_epoch(model, optimizer, data, cfg, torch.device("cpu"), generator), repeats)
+    )
 
 
 def _fake_run(folder: Path, model: torch.nn.Module, mean: torch.Tensor) -> Path:
     """A run folder holding just what ``Predictor.from_run`` and ``export_onnx`` read."""
     config = {"model": {"depth": 29, "task": "regression", "head": "auto", "loss": "mse"}}
-    save_checkpoint(folder / "best.pt", {"config": config, "grade_names": None, "image_size": 32, "mean_image": mean,
-                                         "model_state": model.state_dict(), "calibration": None, "data_source": "benchmark"})
+    save_checkpoint(
+        folder / "best.pt",
+        {
+            "config": config,
+            "grade_names": None,
+            "image_size": 32,
+            "mean_image": mean,
+            "model_state": model.state_dict(),
+            "calibration": None,
+            "data_source": "benchmark",
+        },
+    )
     return folder
 
 
-def inference_rates(images: np.ndarray, seconds: float, repeats: int) -> dict[tuple[str, int, int | None], tuple[float, float, float]]:
+def inference_rates(
+    images: np.ndarray, seconds: float, repeats: int
+) -> dict[tuple[str, int, int | None], tuple[float, float, float]]:
     """{(runtime, images per call, images per forward pass): (median, lowest, highest) images/s}.
 
     Calls of 256 images run as the runtime's own forward passes (None: ``CPU_BATCH`` here, what
@@ -115,7 +131,10 @@ def inference_rates(images: np.ndarray, seconds: float, repeats: int) -> dict[tu
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         run = _fake_run(Path(tmp), model, mean)
-        graders = {"torch": Predictor.from_run(run, device="cpu"), "torch served": Predictor.from_run(run, device="cpu")}
+        graders = {
+            "torch": Predictor.from_run(run, device="cpu"),
+            "torch served": Predictor.from_run(run, device="cpu"),
+        }
         graders["torch served"].prepare_for_serving()  # what `imgrade serve` grades with
         try:
             from imgrade.runtime.export import export_onnx
@@ -128,14 +147,18 @@ def inference_rates(images: np.ndarray, seconds: float, repeats: int) -> dict[tu
         for batch, forward in [(1, 1), (256, None), (256, 256)]:
             for name, grader in graders.items():
                 chunk = images[:batch]
-                rates[name, batch, forward] = _rate(batch, _seconds(lambda g=grader, c=chunk, f=forward: g.outputs(c, batch_size=f), repeats, seconds))
+                rates[name, batch, forward] = _rate(
+                    batch, _seconds(lambda g=grader, c=chunk, f=forward: g.outputs(c, batch_size=f), repeats, seconds)
+                )
     return rates
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1024, help="training images per epoch (default 1024)")
-    parser.add_argument("--repeats", type=int, default=5, help="measurements per number; the median is shown (default 5)")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="measurements per number; the median is shown (default 5)"
+    )
     parser.add_argument("--seconds", type=float, default=2.0, help="least time per inference measurement (default 2)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice, one per core)")
     args = parser.parse_args()
@@ -158,7 +181,10 @@ def main() -> None:
 
     def show(what: str, rate: tuple[float, float, float], limit: float, extra: str = "") -> None:
         median, low, high = rate
-        print(f"{what:<40} {median:7.1f} images/s ({low:.0f}-{high:.0f})  {median / limit:6.1%} of the limit{extra}", flush=True)
+        print(
+            f"{what:<40} {median:7.1f} images/s ({low:.0f}-{high:.0f})  {median / limit:6.1%} of the limit{extra}",
+            flush=True,
+        )
 
     for batch in (32, 128):
         show(f"train batch {batch}", training_rate(images, targets, batch, args.repeats), train_limit)

@@ -82,7 +82,7 @@ def crosses_boundary(true: str, predicted: str) -> bool:
 
 
 def row_title(path: Path, row: int) -> str:
-    """"row N" and the stage few_real names in its ``stage`` column ("row 4 pretrained + fine-tuned"), when it wrote one."""
+    """ "row N" and the stage few_real names in its ``stage`` column ("row 4 pretrained + fine-tuned"), when it wrote one."""
     with open(path, newline="") as f:
         for line in csv.DictReader(f):
             if (line.get("row") or "").strip() == str(row) and (line.get("stage") or "").strip():

@@ -57,17 +57,28 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, "-m", "imgrade", "serve", args.model, "--port", str(port)])
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking", f"--window-size={args.width},1000"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        f"--window-size={args.width},1000",
+    ):
         options.add_argument(flag)
     driver = None
     try:
         _wait_healthy(url, server)
         driver = webdriver.Chrome(options=options, service=Service(executable_path="/usr/bin/chromedriver"))
         driver.get(url)
-        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "[data-testid=model-info] .chip, [data-testid=model-info] li"))
+        WebDriverWait(driver, 30).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "[data-testid=model-info] .chip, [data-testid=model-info] li")
+        )
         driver.find_element(By.ID, "file-input").send_keys("\n".join(str(Path(p).resolve()) for p in args.photos))
         WebDriverWait(driver, 60).until(
-            lambda d: len(d.find_elements(By.CSS_SELECTOR, "[data-testid=result-card][data-state=done]")) == len(args.photos)
+            lambda d: (
+                len(d.find_elements(By.CSS_SELECTOR, "[data-testid=result-card][data-state=done]")) == len(args.photos)
+            )
         )
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(args.width, height + 200)  # + the headless window frame

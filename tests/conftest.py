@@ -47,7 +47,12 @@ def trained_run(tmp_path_factory, synth_dir) -> Path:
 def coral_run(tmp_path_factory, synth_dir) -> Path:
     """A 2-epoch CORAL run (depth 11) on the synthetic set: probabilities and APS grade sets."""
     run = tmp_path_factory.mktemp("runs") / "coral"
-    assert main(["train", "--data", str(synth_dir), "--task", "coral", "--epochs", "2", "--depth", "11", "--out", str(run)]) == 0
+    assert (
+        main(
+            ["train", "--data", str(synth_dir), "--task", "coral", "--epochs", "2", "--depth", "11", "--out", str(run)]
+        )
+        == 0
+    )
     return run
 
 
@@ -72,7 +77,9 @@ def imgrade_serve():
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "imgrade", "serve", str(run), "--port", str(port), *flags],
-                stdout=out, stderr=subprocess.STDOUT, env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         url = f"http://127.0.0.1:{port}"
         try:

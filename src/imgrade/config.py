@@ -135,14 +135,18 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.depth < 11 or (self.depth - 2) % 9:
-            raise ConfigError(f"model depth {self.depth} is not 9n+2 (11, 20, 29, 38, ...): set --depth to one of those")
+            raise ConfigError(
+                f"model depth {self.depth} is not 9n+2 (11, 20, 29, 38, ...): set --depth to one of those"
+            )
         head_entry(self.task)  # unknown names fail with the closest one and the flag
         if self.head not in HEADS:
             raise ConfigError(f"model.head {self.head!r} is not auto, reference or linear: set --head")
         if self.loss not in LOSSES:
             raise ConfigError(f"model.loss {self.loss!r} is not mse or huber: set --loss")
         if not float(self.sord_beta) > 0:
-            raise ConfigError(f"model.sord_beta {self.sord_beta} must be positive (1.0 is the default): set --sord-beta")
+            raise ConfigError(
+                f"model.sord_beta {self.sord_beta} must be positive (1.0 is the default): set --sord-beta"
+            )
         if self.pretrained is not None and not isinstance(self.pretrained, str):
             raise ConfigError(f"model.pretrained {self.pretrained!r} is not a file name or 'hub': set --pretrained")
         # unknown names fail with the closest one and the flag; --pretrained only where the backbone takes it
@@ -239,9 +243,13 @@ class TrainConfig:
         if self.amp not in AMP_CHOICES:
             raise ConfigError(f"train.amp {self.amp!r} is not auto, bf16 or off: set --amp")
         if self.freeze_backbone_epochs < 0:
-            raise ConfigError(f"train.freeze_backbone_epochs {self.freeze_backbone_epochs} must be >= 0: set --freeze-backbone-epochs")
+            raise ConfigError(
+                f"train.freeze_backbone_epochs {self.freeze_backbone_epochs} must be >= 0: set --freeze-backbone-epochs"
+            )
         if not self.backbone_lr_scale >= 0:
-            raise ConfigError(f"train.backbone_lr_scale {self.backbone_lr_scale} must be >= 0 (1 = same lr as the head): set --backbone-lr-scale")
+            raise ConfigError(
+                f"train.backbone_lr_scale {self.backbone_lr_scale} must be >= 0 (1 = same lr as the head): set --backbone-lr-scale"
+            )
         if not 0 <= self.color_jitter < 1:
             raise ConfigError(f"train.color_jitter {self.color_jitter} must be in [0, 1), e.g. 0.1: set --color-jitter")
         if not 0 <= self.rotate <= 45:
@@ -249,7 +257,9 @@ class TrainConfig:
         if not 0 <= self.blur <= 5:
             raise ConfigError(f"train.blur {self.blur} must be 0..5 pixels: set --blur")
         if self.ensemble < 1:
-            raise ConfigError(f"train.ensemble {self.ensemble} must be at least 1 (1: one network; 5: an ensemble of five): set --ensemble")
+            raise ConfigError(
+                f"train.ensemble {self.ensemble} must be at least 1 (1: one network; 5: an ensemble of five): set --ensemble"
+            )
         if self.ema != 0 and not 0 < self.ema < 1:
             raise ConfigError(f"train.ema {self.ema} must be in (0, 1), e.g. 0.999, or 0 for none: set --ema")
 
@@ -325,7 +335,9 @@ class RunConfig:
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
-            raise ConfigError(f"{source} must be a mapping of sections ({', '.join(SECTIONS)}), got {type(raw).__name__}")
+            raise ConfigError(
+                f"{source} must be a mapping of sections ({', '.join(SECTIONS)}), got {type(raw).__name__}"
+            )
         _check_keys(raw, list(SECTIONS), source)
         built = {}
         for f in fields(cls):

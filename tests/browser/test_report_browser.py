@@ -82,10 +82,45 @@ def test_the_report_of_a_real_run_and_comparison_render(browser, tmp_path):
     data = tmp_path / "synth"
     assert main(["data", "synth", "--out", str(data), "--n", "60"]) == 0
     run = tmp_path / "run"
-    assert main(["train", "--data", str(data), "--task", "classification", "--epochs", "1", "--depth", "11", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--task",
+                "classification",
+                "--epochs",
+                "1",
+                "--depth",
+                "11",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     assert main(["evaluate", str(run)]) == 0
-    assert main(["compare", "--data", str(data), "--tasks", "regression,corn", "--seeds", "1", "--epochs", "1",
-                 "--depth", "11", "--out", str(tmp_path / "cmp")]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--data",
+                str(data),
+                "--tasks",
+                "regression,corn",
+                "--seeds",
+                "1",
+                "--epochs",
+                "1",
+                "--depth",
+                "11",
+                "--out",
+                str(tmp_path / "cmp"),
+            ]
+        )
+        == 0
+    )
     for page, expected_images in ((run / "eval-test" / "report.html", 4), (tmp_path / "cmp" / "report.html", 1)):
         browser.get(page.as_uri())
         assert browser.title.startswith("imgrade")

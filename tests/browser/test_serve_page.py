@@ -84,7 +84,9 @@ def _shown(card) -> dict:
         "name": card.find_element(By.CSS_SELECTOR, ".file-name").text,
         "grade": text("grade"),
         "score": text("score"),
-        "grade_set": [chip.text for chip in chips] if card.find_elements(By.CSS_SELECTOR, '[data-testid="grade-set"]') else None,
+        "grade_set": [chip.text for chip in chips]
+        if card.find_elements(By.CSS_SELECTOR, '[data-testid="grade-set"]')
+        else None,
         "score_bar": bool(card.find_elements(By.CSS_SELECTOR, '[data-testid="score-bar"] .axis-marker')),
         "error": text("error"),
         "markup": bool(card.find_elements(By.TAG_NAME, "b")),
@@ -93,9 +95,13 @@ def _shown(card) -> dict:
 
 def _assert_matches(shown: dict, expected: dict, name: str) -> None:
     assert shown["state"] == "done", f"{name}: {shown}"
-    assert shown["grade"] == expected["grade"], f"{name}: page says {shown['grade']}, imgrade predict {expected['grade']}"
-    tolerance = 0.5 * 10 ** -SCORE_DECIMALS + 1e-4  # predict rounds to 4 decimals, the page to 2
-    assert abs(float(shown["score"]) - expected["score"]) <= tolerance, f"{name}: page {shown['score']}, predict {expected['score']}"
+    assert shown["grade"] == expected["grade"], (
+        f"{name}: page says {shown['grade']}, imgrade predict {expected['grade']}"
+    )
+    tolerance = 0.5 * 10**-SCORE_DECIMALS + 1e-4  # predict rounds to 4 decimals, the page to 2
+    assert abs(float(shown["score"]) - expected["score"]) <= tolerance, (
+        f"{name}: page {shown['score']}, predict {expected['score']}"
+    )
     assert shown["score_bar"], f"{name}: no score marker on the grade axis"
     if "grade_set" in expected:
         assert shown["grade_set"] == [g for g in expected["grade_set"].split("|") if g], f"{name}: {shown}"
@@ -107,10 +113,14 @@ def _save_full_page(browser, path: Path) -> None:
 
     # The capture lays the page out again without a scroll bar, so the full window width.
     width, height = browser.execute_script("return [window.innerWidth, document.documentElement.scrollHeight];")
-    shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
-    })
+    shot = browser.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+        },
+    )
     path.write_bytes(base64.b64decode(shot["data"]))
 
 
@@ -131,7 +141,9 @@ def test_the_page_grades_uploads_like_predict(browser, server, trained_run, tmp_
     try:
         browser.get(f"{server}/")
         info = browser.find_element(By.CSS_SELECTOR, '[data-testid="model-info"]')
-        WebDriverWait(browser, 10).until(lambda _: info.get_attribute("aria-busy") == "false", "the model card never loaded")
+        WebDriverWait(browser, 10).until(
+            lambda _: info.get_attribute("aria-busy") == "false", "the model card never loaded"
+        )
         assert [chip.text for chip in info.find_elements(By.CSS_SELECTOR, ".grade-list li")] == model["grades"]
         assert model["rule"] in info.text
         assert browser.find_element(By.CSS_SELECTOR, '[data-testid="drop-zone"]').is_displayed()

@@ -26,7 +26,26 @@ def axes_run(tmp_path_factory, synth_dir):
     table = folder / "table.csv"
     table.write_text(TABLE)
     run = folder / "run"
-    assert main(["train", "--data", str(synth_dir), "--task", "axes", "--axes", str(table), "--depth", "11", "--epochs", "2", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(synth_dir),
+                "--task",
+                "axes",
+                "--axes",
+                str(table),
+                "--depth",
+                "11",
+                "--epochs",
+                "2",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     table.unlink()  # everything after training must work from the run alone
     return run, table
 
@@ -82,7 +101,23 @@ def test_evaluate_export_and_grade_with_the_onnx_file(axes_run, tmp_path, capsys
 def test_a_bad_table_stops_training_with_one_line(synth_dir, tmp_path, capsys):
     table = tmp_path / "t.csv"
     table.write_text("grade,size\n2L,big\nL,big\n")
-    code = main(["train", "--data", str(synth_dir), "--task", "axes", "--axes", str(table), "--epochs", "1", "--depth", "11", "--out", str(tmp_path / "r")])
+    code = main(
+        [
+            "train",
+            "--data",
+            str(synth_dir),
+            "--task",
+            "axes",
+            "--axes",
+            str(table),
+            "--epochs",
+            "1",
+            "--depth",
+            "11",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert str(table) in err[-1] and "has no row for grade(s) M,S,2S,BL,BM,BS,C" in err[-1]

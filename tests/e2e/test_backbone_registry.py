@@ -141,4 +141,7 @@ def test_the_reference_from_the_registry_has_the_weights_of_the_same_seed():
 def test_the_docs_show_this_backbone_as_it_is_here():
     page = (Path(__file__).parents[2] / "docs" / "extending.md").read_text(encoding="utf-8")
     assert inspect.getsource(TinyConv) in page and inspect.getsource(build_tiny_conv) in page
-    assert 'register_backbone("toy", "imgrade.models.tiny:build_tiny_conv", "one 3x3 conv and a global average pool")' in page
+    assert (
+        'register_backbone("toy", "imgrade.models.tiny:build_tiny_conv", "one 3x3 conv and a global average pool")'
+        in page
+    )

@@ -31,7 +31,12 @@ def test_no_arguments_prints_usage_with_examples(capsys):
 
 
 def test_python_dash_m_entry_point():
-    result = subprocess.run([sys.executable, "-m", "imgrade", "model", "summary", "--depth", "11"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "imgrade", "model", "summary", "--depth", "11"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "Trainable params" in result.stdout
 
@@ -98,7 +103,10 @@ def test_predict_csv_and_json_on_a_folder(trained_run, tmp_path, capsys):
 def test_same_seed_gives_identical_runs(synth_dir, tmp_path):
     runs = []
     for name in ("a", "b"):
-        assert main(["train", "--data", str(synth_dir), "--epochs", "1", "--depth", "11", "--out", str(tmp_path / name)]) == 0
+        assert (
+            main(["train", "--data", str(synth_dir), "--epochs", "1", "--depth", "11", "--out", str(tmp_path / name)])
+            == 0
+        )
         runs.append(load_checkpoint(tmp_path / name / "last.pt"))
     assert runs[0]["history"][0]["val_loss"] == runs[1]["history"][0]["val_loss"]
     for key, value in runs[0]["model_state"].items():
@@ -108,7 +116,6 @@ def test_same_seed_gives_identical_runs(synth_dir, tmp_path):
 def test_resume_continues_to_the_same_weights(synth_dir, tmp_path, monkeypatch):
     args = ["--data", str(synth_dir), "--epochs", "3", "--depth", "11"]
     assert main(["train", *args, "--out", str(tmp_path / "full")]) == 0
-
 
     real_write = TRAINING.write_history
 
@@ -158,8 +165,26 @@ def continuous_run(tmp_path_factory):
     folders = tmp_path_factory.mktemp("data") / "folders"
     assert main(["data", "synth", "--out", str(folders), "--n", "60", "--format", "folders"]) == 0
     run = tmp_path_factory.mktemp("runs") / "continuous"
-    assert main(["train", "--data", str(folders / "attributes.csv"), "--target-column", "length", "--target", "continuous",
-                 "--epochs", "1", "--depth", "11", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(folders / "attributes.csv"),
+                "--target-column",
+                "length",
+                "--target",
+                "continuous",
+                "--epochs",
+                "1",
+                "--depth",
+                "11",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     return run
 
 
@@ -182,7 +207,10 @@ def test_demo_runs_end_to_end_small(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        (["train", "--data", "/nonexistent/set", "--out", "{tmp}/r", "--epochs", "1"], "/nonexistent/set does not exist"),
+        (
+            ["train", "--data", "/nonexistent/set", "--out", "{tmp}/r", "--epochs", "1"],
+            "/nonexistent/set does not exist",
+        ),
         (["evaluate", "{tmp}/no-run"], "no-run does not exist"),
         (["train", "--data", "{tmp}", "--out", "{tmp}/r", "--depth", "30"], "--depth"),
         (["predict", "{tmp}/no-run", "x.png"], "no-run does not exist"),
@@ -259,7 +287,24 @@ def test_csv_manifest_errors_name_file_and_row(tmp_path, capsys):
 
 def test_published_split_keeps_the_test_batch(synth_dir, tmp_path):
     run = tmp_path / "run"
-    assert main(["train", "--data", str(synth_dir), "--split", "published", "--epochs", "1", "--depth", "11", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(synth_dir),
+                "--split",
+                "published",
+                "--epochs",
+                "1",
+                "--depth",
+                "11",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     split = json.loads((run / "split.json").read_text())
     assert split["ids"]["test"] and all(i.startswith("test_batch:") for i in split["ids"]["test"])
     assert not any(i.startswith("test_batch:") for i in split["ids"]["train"] + split["ids"]["val"])
@@ -338,14 +383,37 @@ def test_thresholds_of_a_continuous_run_are_refused(continuous_run, capsys):
 
 def test_compare_two_tasks_writes_tables_plots_and_report(synth_dir, tmp_path, capsys):
     out = tmp_path / "cmp"
-    assert main(["compare", "--data", str(synth_dir), "--tasks", "regression,classification", "--seeds", "2",
-                 "--epochs", "1", "--depth", "11", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--data",
+                str(synth_dir),
+                "--tasks",
+                "regression,classification",
+                "--seeds",
+                "2",
+                "--epochs",
+                "1",
+                "--depth",
+                "11",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "| regression, rounding |" in printed and printed.strip().splitlines()[-1].startswith("use ")
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * 2 * 2  # tasks x seeds x (own rule, calibrated)
-    assert {r["formulation"] for r in rows} == {"regression, rounding", "regression, calibrated", "classification, own rule", "classification, calibrated"}
+    assert {r["formulation"] for r in rows} == {
+        "regression, rounding",
+        "regression, calibrated",
+        "classification, own rule",
+        "classification, calibrated",
+    }
     with open(out / "summary.csv") as f:
         summary = {r["formulation"]: r for r in csv.DictReader(f)}
     ref = [float(r["qwk"]) for r in rows if r["formulation"] == "regression, rounding"]
@@ -359,16 +427,54 @@ def test_compare_two_tasks_writes_tables_plots_and_report(synth_dir, tmp_path, c
 
 def test_compare_folds_use_disjoint_test_sets(synth_dir, tmp_path, capsys):
     out = tmp_path / "cv"
-    assert main(["compare", "--data", str(synth_dir), "--tasks", "regression", "--seeds", "1", "--folds", "3",
-                 "--epochs", "1", "--depth", "11", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--data",
+                str(synth_dir),
+                "--tasks",
+                "regression",
+                "--seeds",
+                "1",
+                "--folds",
+                "3",
+                "--epochs",
+                "1",
+                "--depth",
+                "11",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     tests = [json.loads((out / "runs" / f"regression-fold{f}" / "split.json").read_text())["test"] for f in range(3)]
     assert sorted(sum(tests, [])) == list(range(90))
 
 
 def test_calibration_holdout_keeps_grade_set_images_out_of_selection(synth_dir, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--data", str(synth_dir), "--task", "classification", "--calibration-holdout", "0.5",
-                 "--epochs", "1", "--depth", "11", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(synth_dir),
+                "--task",
+                "classification",
+                "--calibration-holdout",
+                "0.5",
+                "--epochs",
+                "1",
+                "--depth",
+                "11",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     assert "held-out calibration coverage" in capsys.readouterr().err
     split = json.loads((run / "split.json").read_text())
     parts = [set(split[name]) for name in ("train", "val", "test", "cal")]

@@ -32,8 +32,21 @@ def _help(argv, capsys, monkeypatch):
 
 def test_every_verb_has_a_description_an_example_and_help_on_every_option():
     verbs = dict(_verbs(build_parser()))
-    assert {("predict",), ("demo",), ("data", "info"), ("data", "download"), ("data", "synth"), ("model", "summary"),
-            ("calibrate",), ("evaluate",), ("train",), ("compare",), ("fewshot",), ("export",), ("serve",)} <= set(verbs)
+    assert {
+        ("predict",),
+        ("demo",),
+        ("data", "info"),
+        ("data", "download"),
+        ("data", "synth"),
+        ("model", "summary"),
+        ("calibrate",),
+        ("evaluate",),
+        ("train",),
+        ("compare",),
+        ("fewshot",),
+        ("export",),
+        ("serve",),
+    } <= set(verbs)
     for path, parser in verbs.items():
         assert parser.description, path
         assert "examples:\n  imgrade " + " ".join(path) in parser.epilog, path
@@ -41,7 +54,11 @@ def test_every_verb_has_a_description_an_example_and_help_on_every_option():
             assert action.help and action.help.strip(), (path, action.dest)
             if action.option_strings and action.nargs != 0 and not action.choices:
                 # a word a person reads, never a config key like DATA.PATH
-                assert action.metavar and re.fullmatch(r"[A-Z_]+", action.metavar), (path, action.option_strings, action.metavar)
+                assert action.metavar and re.fullmatch(r"[A-Z_]+", action.metavar), (
+                    path,
+                    action.option_strings,
+                    action.metavar,
+                )
 
 
 def test_every_config_field_is_documented():
@@ -58,10 +75,22 @@ def test_run_flag_help_and_default_come_from_the_config_dataclasses(capsys, monk
     assert actions["train.epochs"].help.endswith(f"(default: {TrainConfig().epochs})")
     assert actions["train.epochs"].default is None  # so a flag not given leaves --config's value alone
     text = " ".join(_help(["train"], capsys, monkeypatch).split())
-    assert "--epochs N Training epochs (200 is the reference); the learning-rate steps scale with them (default: 200)" in text
-    for shown in ("--data PATH", "--grades NAMES", "--lr LR", "--head {auto,reference,linear}", "--loss {mse,huber}",
-                  "--objective {qwk,accuracy,mae}", "--class-weight {none,balanced}", "--view {above,below,side,all}",
-                  "--amp {auto,bf16,off}", "(0.1 = +-10%)"):
+    assert (
+        "--epochs N Training epochs (200 is the reference); the learning-rate steps scale with them (default: 200)"
+        in text
+    )
+    for shown in (
+        "--data PATH",
+        "--grades NAMES",
+        "--lr LR",
+        "--head {auto,reference,linear}",
+        "--loss {mse,huber}",
+        "--objective {qwk,accuracy,mae}",
+        "--class-weight {none,balanced}",
+        "--view {above,below,side,all}",
+        "--amp {auto,bf16,off}",
+        "(0.1 = +-10%)",
+    ):
         assert shown in text, shown
     assert not re.search(r"--[a-z-]+ [A-Z]+\.[A-Z_]+", text)  # no DATA.PATH-style metavars
 
@@ -81,14 +110,23 @@ def test_a_task_registered_later_is_a_choice():
     assert vars(args)["model.task"] == "toy"
 
 
-@pytest.mark.parametrize("argv, first_line", [
-    (["train", "--epochs", "x", "--out", "r"], "imgrade train: error: argument --epochs: invalid int value: 'x'"),
-    (["trian", "--out", "r"], "imgrade: error: argument VERB: invalid choice: 'trian': did you mean 'train'?"),
-    (["train", "--epcohs", "3", "--out", "r"], "imgrade train: error: unrecognized arguments: --epcohs 3: did you mean '--epochs'?"),
-    (["train", "--out", "r", "--head", "refrence"], "imgrade train: error: argument --head: invalid choice: 'refrence': did you mean 'reference'?"),
-    (["data", "inf", "x"], "imgrade data: error: argument ACTION: invalid choice: 'inf': did you mean 'info'?"),
-    (["evaluate"], "imgrade evaluate: error: the following arguments are required: RUN"),
-])
+@pytest.mark.parametrize(
+    "argv, first_line",
+    [
+        (["train", "--epochs", "x", "--out", "r"], "imgrade train: error: argument --epochs: invalid int value: 'x'"),
+        (["trian", "--out", "r"], "imgrade: error: argument VERB: invalid choice: 'trian': did you mean 'train'?"),
+        (
+            ["train", "--epcohs", "3", "--out", "r"],
+            "imgrade train: error: unrecognized arguments: --epcohs 3: did you mean '--epochs'?",
+        ),
+        (
+            ["train", "--out", "r", "--head", "refrence"],
+            "imgrade train: error: argument --head: invalid choice: 'refrence': did you mean 'reference'?",
+        ),
+        (["data", "inf", "x"], "imgrade data: error: argument ACTION: invalid choice: 'inf': did you mean 'info'?"),
+        (["evaluate"], "imgrade evaluate: error: the following arguments are required: RUN"),
+    ],
+)
 def test_a_bad_command_line_is_one_error_line_and_a_hint(argv, first_line, capsys):
     assert main(argv) == 2
     captured = capsys.readouterr()

@@ -24,7 +24,10 @@ def _train(data: Path, out: Path, resume: bool) -> subprocess.Popen:
     argv = ["--resume", "--out", str(out)] if resume else ["--data", str(data), *ARGS, "--out", str(out)]
     return subprocess.Popen(
         [sys.executable, "-m", "imgrade", "train", *argv],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "IMGRADE_NO_TCMALLOC": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "IMGRADE_NO_TCMALLOC": "1"},
     )
 
 
@@ -89,7 +92,10 @@ def kill_and_resume(data: Path, folder: Path, kills: int = KILLS, seed: int = 7)
         _finish(process)
     identical = (
         not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
-        and all(_same_weights(load_checkpoint(run / n)["model_state"], load_checkpoint(reference / n)["model_state"]) for n in ("best.pt", "last.pt"))
+        and all(
+            _same_weights(load_checkpoint(run / n)["model_state"], load_checkpoint(reference / n)["model_state"])
+            for n in ("best.pt", "last.pt")
+        )
         and _history(run) == _history(reference)
         and load_checkpoint(run / "best.pt")["calibration"] == load_checkpoint(reference / "best.pt")["calibration"]
     )

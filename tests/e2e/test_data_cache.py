@@ -17,7 +17,18 @@ from imgrade.train.loop import fit
 def test_second_training_run_reads_decoded_photos_from_the_cache(tmp_path, capsys):
     data = tmp_path / "folders"
     assert main(["data", "synth", "--out", str(data), "--n", "150", "--format", "folders", "--seed", "2"]) == 0
-    common = ["--data", str(data), "--epochs", "1", "--depth", "11", "--workers", "2", "--cache", str(tmp_path / "cache")]
+    common = [
+        "--data",
+        str(data),
+        "--epochs",
+        "1",
+        "--depth",
+        "11",
+        "--workers",
+        "2",
+        "--cache",
+        str(tmp_path / "cache"),
+    ]
     capsys.readouterr()
     assert main(["train", *common, "--out", str(tmp_path / "a")]) == 0
     assert "decoded 150 images with 2 workers" in capsys.readouterr().err
@@ -31,7 +42,24 @@ def test_cache_off_writes_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("IMGRADE_CACHE_DIR", str(tmp_path / "cache"))
     data = tmp_path / "folders"
     assert main(["data", "synth", "--out", str(data), "--n", "40", "--format", "folders"]) == 0
-    assert main(["train", "--data", str(data), "--epochs", "1", "--depth", "11", "--cache", "off", "--out", str(tmp_path / "run")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--epochs",
+                "1",
+                "--depth",
+                "11",
+                "--cache",
+                "off",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "decoded" not in err and "from the cache" not in err
     assert not (tmp_path / "cache").exists()
@@ -41,7 +69,18 @@ def test_a_csv_set_trains_from_the_cache_and_evaluates(tmp_path, capsys):
     data = tmp_path / "folders"
     assert main(["data", "synth", "--out", str(data), "--n", "150", "--format", "folders", "--seed", "3"]) == 0
     manifest = data / "attributes.csv"  # path,target,...: a CSV manifest of the same photos
-    common = ["--data", str(manifest), "--epochs", "1", "--depth", "11", "--workers", "2", "--cache", str(tmp_path / "cache")]
+    common = [
+        "--data",
+        str(manifest),
+        "--epochs",
+        "1",
+        "--depth",
+        "11",
+        "--workers",
+        "2",
+        "--cache",
+        str(tmp_path / "cache"),
+    ]
     capsys.readouterr()
     assert main(["train", *common, "--out", str(tmp_path / "a")]) == 0
     assert "decoded 150 images with 2 workers" in capsys.readouterr().err
@@ -59,9 +98,15 @@ def test_a_csv_set_trains_from_the_cache_and_evaluates(tmp_path, capsys):
 def test_training_reads_a_memory_mapped_set_in_place_and_learns_what_a_copy_in_memory_does(tmp_path, monkeypatch):
     data = tmp_path / "folders"
     assert main(["data", "synth", "--out", str(data), "--n", "80", "--format", "folders", "--seed", "4"]) == 0
-    cfg = RunConfig().with_overrides({
-        "data.path": str(data), "data.cache": str(tmp_path / "cache"), "train.epochs": 1, "model.depth": 11, "train.seed": 0,
-    })
+    cfg = RunConfig().with_overrides(
+        {
+            "data.path": str(data),
+            "data.cache": str(tmp_path / "cache"),
+            "train.epochs": 1,
+            "model.depth": 11,
+            "train.seed": 0,
+        }
+    )
     mapped = load_dataset(cfg.data)
     assert isinstance(mapped.images, np.memmap)
     in_memory = dataclasses.replace(mapped, images=np.array(mapped.images))

@@ -155,7 +155,9 @@ def test_resume_under_torchrun_continues_to_the_same_weights(ddp_run, data, tmp_
 
 
 def test_a_bad_data_path_stops_every_rank_with_one_line(tmp_path):
-    result = torchrun("-m", "imgrade", "train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run"), timeout=120)
+    result = torchrun(
+        "-m", "imgrade", "train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run"), timeout=120
+    )
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("imgrade: error:")]
     # every rank that gets to print says the same line; torchrun may stop the other one first

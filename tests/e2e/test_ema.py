@@ -31,7 +31,10 @@ def test_ema_off_gives_the_same_run(runs):
         plain, zero = load_checkpoint(runs / "plain" / name), load_checkpoint(runs / "zero" / name)
         assert _same(plain["model_state"], zero["model_state"]), name
         assert "ema_state" not in zero
-    timeless = [[{k: v for k, v in row.items() if k != "seconds"} for row in load_checkpoint(runs / n / "last.pt")["history"]] for n in ("plain", "zero")]
+    timeless = [
+        [{k: v for k, v in row.items() if k != "seconds"} for row in load_checkpoint(runs / n / "last.pt")["history"]]
+        for n in ("plain", "zero")
+    ]
     assert timeless[0] == timeless[1]
 
 
@@ -67,7 +70,9 @@ def test_resume_with_ema_continues_to_the_same_weights(runs, synth_dir, tmp_path
     assert [r["val_loss"] for r in full["history"]] == [r["val_loss"] for r in resumed["history"]]
     assert _same(full["model_state"], resumed["model_state"])
     assert _same(full["ema_state"], resumed["ema_state"]) and full["ema_steps"] == resumed["ema_steps"]
-    assert _same(load_checkpoint(runs / "ema" / "best.pt")["model_state"], load_checkpoint(cut / "best.pt")["model_state"])
+    assert _same(
+        load_checkpoint(runs / "ema" / "best.pt")["model_state"], load_checkpoint(cut / "best.pt")["model_state"]
+    )
 
 
 def test_ema_out_of_range_is_one_line_and_writes_nothing(synth_dir, tmp_path, capsys):

@@ -25,7 +25,10 @@ TRAIN = ["--epochs", "2", "--depth", "11", "--seed", "1"]
 @pytest.fixture(scope="module", params=["classification", "regression"])
 def ensemble_run(request, tmp_path_factory, synth_dir):
     run = tmp_path_factory.mktemp("runs") / f"ens-{request.param}"
-    assert main(["train", "--data", str(synth_dir), "--task", request.param, "--ensemble", "2", *TRAIN, "--out", str(run)]) == 0
+    assert (
+        main(["train", "--data", str(synth_dir), "--task", request.param, "--ensemble", "2", *TRAIN, "--out", str(run)])
+        == 0
+    )
     return run
 
 
@@ -146,7 +149,24 @@ def test_ensemble_zero_is_refused_and_writes_nothing(synth_dir, tmp_path, capsys
 
 def test_preset_accurate_trains_a_sord_ensemble(synth_dir, tmp_path):
     run = tmp_path / "accurate"
-    assert main(["train", "--data", str(synth_dir), "--preset", "accurate", "--epochs", "1", "--depth", "11", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(synth_dir),
+                "--preset",
+                "accurate",
+                "--epochs",
+                "1",
+                "--depth",
+                "11",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     cfg = load_checkpoint(run / "best.pt")["config"]
     assert (cfg["model"]["task"], cfg["train"]["ensemble"], cfg["calibrate"]["tta"]) == ("sord", 3, False)
     assert sorted(p.name for p in (run / "members").iterdir()) == ["m0", "m1", "m2"]
@@ -157,7 +177,9 @@ def test_preset_accurate_trains_a_sord_ensemble(synth_dir, tmp_path):
 
 def test_a_run_configured_to_grade_with_tta_does_so_by_default(synth_dir, tmp_path):
     run = tmp_path / "tta"
-    cfg = load_config(None).with_overrides({"data.path": str(synth_dir), "model.task": "corn", "model.depth": 11, "train.epochs": 1, "calibrate.tta": True})
+    cfg = load_config(None).with_overrides(
+        {"data.path": str(synth_dir), "model.task": "corn", "model.depth": 11, "train.epochs": 1, "calibrate.tta": True}
+    )
     pipeline.train(cfg, run)
     assert Predictor.from_run(run, device="cpu").tta and not Predictor.from_run(run, device="cpu", tta=False).tta
     assert main(["evaluate", str(run)]) == 0

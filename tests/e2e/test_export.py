@@ -28,7 +28,24 @@ def graded_run(request, tmp_path_factory, synth_dir, trained_run, coral_run) -> 
     if request.param in known:
         return known[request.param]
     run = tmp_path_factory.mktemp("runs") / request.param
-    assert main(["train", "--data", str(synth_dir), "--task", request.param, "--epochs", "1", "--depth", "11", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(synth_dir),
+                "--task",
+                request.param,
+                "--epochs",
+                "1",
+                "--depth",
+                "11",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     return run
 
 
@@ -91,7 +108,11 @@ def test_onnx_matches_pytorch_scores_and_every_grade(graded_run, tmp_path):
     assert all(_a_rounding_tie(torch_grader, outputs, i, expected[i]["grade_set"], got[i]["grade_set"]) for i in differ)
     assert len({r["grade"] for r in expected}) >= 2, "a constant model would make the grade check empty"
     if expected[0]["probabilities"] is not None:
-        diff = max(abs(a["probabilities"][g] - b["probabilities"][g]) for a, b in zip(expected, got) for g in a["probabilities"])
+        diff = max(
+            abs(a["probabilities"][g] - b["probabilities"][g])
+            for a, b in zip(expected, got)
+            for g in a["probabilities"]
+        )
         assert diff <= 1e-4
     # the tuned cut points, not the head's rule, decided the ONNX grades too
     assert onnx_grader.cut_points == torch_grader.cut_points and onnx_grader.rule == "tuned cut points"
@@ -152,7 +173,8 @@ def test_onnx_predict_runs_where_torch_cannot_be_imported(trained_run, trained_o
 
 def _onnx_without_metadata(path: Path) -> None:
     graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("Identity", ["x"], ["score"])], "g",
+        [onnx.helper.make_node("Identity", ["x"], ["score"])],
+        "g",
         [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
         [onnx.helper.make_tensor_value_info("score", onnx.TensorProto.FLOAT, [1])],
     )

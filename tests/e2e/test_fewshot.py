@@ -49,7 +49,9 @@ def test_recipe_runs_every_stage_and_prints_the_gap(fewshot_run):
     assert (fewshot_run / "finetune" / "eval-test" / "report.html").is_file()  # the final model's report
     assert "zero-shot on real: accuracy" in err
     # one suggestion of what to do next, the recipe's, not one per run it trained
-    assert [line.split()[:3] for line in err.splitlines() if line.startswith("next:")] == [["next:", "imgrade", "evaluate"]]
+    assert [line.split()[:3] for line in err.splitlines() if line.startswith("next:")] == [
+        ["next:", "imgrade", "evaluate"]
+    ]
     # the fine-tuning run started from the pretraining run, with the recipe's settings
     config = yaml.safe_load((fewshot_run / "finetune" / "config.yaml").read_text())
     assert config["train"]["init"] == str((fewshot_run / "pretrain").resolve())
@@ -86,7 +88,10 @@ def test_an_interrupted_recipe_reuses_the_finished_pretraining(fewshot_run, synt
 def test_init_reuses_a_pretrained_run_without_generating(fewshot_run, synth_dir, capsys, tmp_path):
     fewshot_run = fewshot_run.out
     out = tmp_path / "reuse"
-    assert main(["fewshot", "--data", str(synth_dir), "--init", str(fewshot_run / "pretrain"), "--out", str(out), *FAST]) == 0
+    assert (
+        main(["fewshot", "--data", str(synth_dir), "--init", str(fewshot_run / "pretrain"), "--out", str(out), *FAST])
+        == 0
+    )
     assert "generating" not in capsys.readouterr().err
     assert not (out / "synthetic").exists() and (out / "finetune" / "best.pt").is_file()
 
@@ -99,7 +104,9 @@ def test_init_from_a_checkpoint_file_whose_data_is_gone_still_fine_tunes(fewshot
     (fewshot_run / "synthetic").rename(tmp_path / "synthetic-moved")  # the pretraining's data is gone
     try:
         out = tmp_path / "reuse"
-        assert main(["fewshot", "--data", str(synth_dir), "--init", str(moved / "best.pt"), "--out", str(out), *FAST]) == 0
+        assert (
+            main(["fewshot", "--data", str(synth_dir), "--init", str(moved / "best.pt"), "--out", str(out), *FAST]) == 0
+        )
     finally:
         (tmp_path / "synthetic-moved").rename(fewshot_run / "synthetic")
     captured = capsys.readouterr()
@@ -123,14 +130,22 @@ def test_grades_the_generator_cannot_draw_are_one_clear_line(tmp_path, capsys):
 
 
 def test_synthetic_photos_take_the_real_sets_grade_names_and_order():
-    real = ImageSet(images=np.zeros((3, 32, 32, 3), np.uint8), targets=np.array([0, 1, 2], np.float32),
-                    grade_names=["C", "2L", "BM"], ids=["a", "b", "c"])
+    real = ImageSet(
+        images=np.zeros((3, 32, 32, 3), np.uint8),
+        targets=np.array([0, 1, 2], np.float32),
+        grade_names=["C", "2L", "BM"],
+        ids=["a", "b", "c"],
+    )
     images, labels, names = synthetic_for(real, 120, image_size=32, seed=3, randomize=0.0)
     assert names == ["C", "2L", "BM"] and len(images) == len(labels) == 120
     assert set(np.unique(labels)) == {0, 1, 2}
     # the same cucumbers, labelled by name: what is C (0) in one order is C (2) in the other
     images_b, labels_b, names_b = synthetic_for(
-        ImageSet(images=real.images, targets=real.targets, grade_names=["2L", "BM", "C"], ids=real.ids), 120, image_size=32, seed=3, randomize=0.0
+        ImageSet(images=real.images, targets=real.targets, grade_names=["2L", "BM", "C"], ids=real.ids),
+        120,
+        image_size=32,
+        seed=3,
+        randomize=0.0,
     )
     assert names_b == ["2L", "BM", "C"] and np.array_equal(images, images_b)
     remap = np.array([2, 0, 1])  # C, 2L, BM -> their index in 2L, BM, C

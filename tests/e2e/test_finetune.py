@@ -23,7 +23,25 @@ def test_finetune_from_a_run_records_and_logs_the_source(trained_run, synth_dir,
 def test_another_task_keeps_the_backbone_and_starts_a_fresh_head(trained_run, synth_dir, tmp_path, capsys):
     out = tmp_path / "coral"
     photometric = ["--color-jitter", "0.1", "--rotate", "10", "--blur", "1"]  # for real photos: exercised here too
-    assert main(["train", "--data", str(synth_dir), "--task", "coral", "--epochs", "1", "--out", str(out), "--init", str(trained_run), *photometric]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(synth_dir),
+                "--task",
+                "coral",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+                "--init",
+                str(trained_run),
+                *photometric,
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "; fresh head because the task differs (regression there, coral here)" in err
 

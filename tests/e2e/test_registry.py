@@ -46,7 +46,12 @@ def test_a_registered_head_trains_exports_and_grades_with_onnx(tempered, synth_d
         main(["train", "--help"])
     assert "tempered (classification with softened logits)" in " ".join(capsys.readouterr().out.split())
     run = tmp_path / "run"
-    assert main(["train", "--data", str(synth_dir), "--task", tempered, "--epochs", "2", "--depth", "11", "--out", str(run)]) == 0
+    assert (
+        main(
+            ["train", "--data", str(synth_dir), "--task", tempered, "--epochs", "2", "--depth", "11", "--out", str(run)]
+        )
+        == 0
+    )
     assert "task: tempered" in (run / "config.yaml").read_text()
 
     model = load_grader(run)

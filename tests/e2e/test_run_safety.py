@@ -24,8 +24,12 @@ def test_a_second_trainer_into_the_same_folder_is_refused(synth_dir, tmp_path, c
     assert main(["train", "--data", str(synth_dir), *TRAIN, "--out", str(out)]) == 0
 
 
-@pytest.mark.parametrize("code, expected", [(errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system")])
-def test_a_full_or_read_only_disk_is_one_line_and_keeps_the_last_good_checkpoint(code, expected, synth_dir, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "code, expected", [(errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system")]
+)
+def test_a_full_or_read_only_disk_is_one_line_and_keeps_the_last_good_checkpoint(
+    code, expected, synth_dir, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "run"
     real_fsync, calls = os.fsync, {"last.pt": 0}
 

@@ -101,9 +101,17 @@ def test_the_access_log_has_every_answer_and_never_the_token(trained_run, caplog
             with httpx.Client(base_url=base_url, timeout=30) as client:
                 good = {"Authorization": f"Bearer {token}"}
                 assert client.get("/v1/model", headers=good).status_code == 200
-                assert client.post("/v1/grade?token=" + token, headers=good, files={"files": ("a.png", png)}).status_code == 200
-                for headers in ({}, {"Authorization": f"Bearer {token}x"}, {"Authorization": f"Bearer {token[:-1]}"},
-                                {"Authorization": token}, {"Authorization": f"Basic {token}"}):
+                assert (
+                    client.post("/v1/grade?token=" + token, headers=good, files={"files": ("a.png", png)}).status_code
+                    == 200
+                )
+                for headers in (
+                    {},
+                    {"Authorization": f"Bearer {token}x"},
+                    {"Authorization": f"Bearer {token[:-1]}"},
+                    {"Authorization": token},
+                    {"Authorization": f"Basic {token}"},
+                ):
                     assert client.post("/v1/grade", headers=headers, files={"files": ("a.png", png)}).status_code == 401
                 assert client.post("/v1/grade", headers=good, files={"files": ("a.png", png * 4)}).status_code == 413
         finally:
@@ -111,7 +119,10 @@ def test_the_access_log_has_every_answer_and_never_the_token(trained_run, caplog
             thread.join(timeout=30)
     access = [record.getMessage() for record in caplog.records if record.name == "imgrade.serve.access"]
     assert [line.split(" ms ")[0].rsplit(" ", 1)[0] for line in access] == [
-        "GET /v1/model 200", "POST /v1/grade 200", *["POST /v1/grade 401"] * 5, "POST /v1/grade 413"
+        "GET /v1/model 200",
+        "POST /v1/grade 200",
+        *["POST /v1/grade 401"] * 5,
+        "POST /v1/grade 413",
     ], access
     assert access[1].endswith(" 1 photos") and access[0].endswith(" 0 photos")
     captured = capfd.readouterr()

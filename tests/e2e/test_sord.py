@@ -15,7 +15,21 @@ from imgrade.runtime import load_grader
 
 def test_sord_trains_evaluates_and_exports(synth_dir, tmp_path, capsys):
     run = tmp_path / "sord"
-    argv = ["train", "--data", str(synth_dir), "--task", "sord", "--sord-beta", "2", "--epochs", "2", "--depth", "11", "--out", str(run)]
+    argv = [
+        "train",
+        "--data",
+        str(synth_dir),
+        "--task",
+        "sord",
+        "--sord-beta",
+        "2",
+        "--epochs",
+        "2",
+        "--depth",
+        "11",
+        "--out",
+        str(run),
+    ]
     assert main(argv) == 0
     ckpt = load_checkpoint(run / "best.pt")
     assert ckpt["config"]["model"]["task"] == "sord" and ckpt["config"]["model"]["sord_beta"] == 2.0
@@ -44,7 +58,19 @@ def test_sord_trains_evaluates_and_exports(synth_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("beta", ["0", "-1"])
 def test_a_bad_sord_beta_is_one_line(beta, synth_dir, tmp_path, capsys):
-    argv = ["train", "--data", str(synth_dir), "--task", "sord", "--sord-beta", beta, "--epochs", "1", "--out", str(tmp_path / "r")]
+    argv = [
+        "train",
+        "--data",
+        str(synth_dir),
+        "--task",
+        "sord",
+        "--sord-beta",
+        beta,
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "r"),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--sord-beta" in err and not (tmp_path / "r").exists()

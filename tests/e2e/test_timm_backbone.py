@@ -29,8 +29,23 @@ def timm():
 def test_a_timm_backbone_trains_evaluates_exports_and_grades(timm, synth_dir, tmp_path, capsys):
     run = tmp_path / "run"
     # 48 px from 32 px photos: any --image-size works, the timm network pools globally
-    argv = ["train", "--data", str(synth_dir), "--backbone", f"timm:{TINY}", "--task", "coral", "--image-size", "48",
-            "--epochs", "2", "--batch-size", "16", "--out", str(run)]
+    argv = [
+        "train",
+        "--data",
+        str(synth_dir),
+        "--backbone",
+        f"timm:{TINY}",
+        "--task",
+        "coral",
+        "--image-size",
+        "48",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--out",
+        str(run),
+    ]
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert f"training coral timm {TINY} on cpu for 2 epochs" in err
@@ -75,8 +90,21 @@ def test_training_starts_from_the_pretrained_file(timm, synth_dir, tmp_path, cap
     save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
     run = tmp_path / "run"
     # a learning rate so small that one epoch leaves the loaded kernels as they were, to 1e-6
-    argv = ["train", "--data", str(synth_dir), "--backbone", f"timm:{TINY}", "--pretrained", str(weights),
-            "--epochs", "1", "--lr", "1e-9", "--out", str(run)]
+    argv = [
+        "train",
+        "--data",
+        str(synth_dir),
+        "--backbone",
+        f"timm:{TINY}",
+        "--pretrained",
+        str(weights),
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-9",
+        "--out",
+        str(run),
+    ]
     assert main(argv) == 0
     assert f"backbone: timm {TINY} with the weights of {weights}" in capsys.readouterr().err
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["pretrained"] == str(weights)

@@ -55,7 +55,9 @@ EXAMPLES = int(os.environ.get("IMGRADE_FUZZ_EXAMPLES", "0"))
 SECONDS_PER_INPUT = float(os.environ.get("IMGRADE_FUZZ_SECONDS", "10"))
 
 READERS = ("cucumber9", "unpickler", "images", "csv")
-TALLY = {reader: {"inputs": 0, "imgrade_errors": 0, "accepted": 0, "unexpected": 0, "slowest_s": 0.0} for reader in READERS}
+TALLY = {
+    reader: {"inputs": 0, "imgrade_errors": 0, "accepted": 0, "unexpected": 0, "slowest_s": 0.0} for reader in READERS
+}
 """Outcomes per reader over this process: what ``benchmarks/reliability.py`` prints."""
 
 # Pillow warns about the damaged files it still opens (corrupt EXIF, tags past the end): expected here.
@@ -135,8 +137,18 @@ def attempt(reader: str, read: Callable[[], object], where: str, check: Callable
 # Mutations of valid seed files
 
 # Values that break length fields: the largest, negative or zero sizes in both byte orders.
-BOUNDARY_BYTES = [b"\x00", b"\xff", b"\x7f", b"\x80", b"\xff\xff\xff\xff", b"\xff\xff\xff\x7f", b"\x7f\xff\xff\xff",
-                  b"\x00\x00\x00\x80", b"\x00\x00\x00\x00", b"\xff\xff\xff\xff\xff\xff\xff\x7f"]
+BOUNDARY_BYTES = [
+    b"\x00",
+    b"\xff",
+    b"\x7f",
+    b"\x80",
+    b"\xff\xff\xff\xff",
+    b"\xff\xff\xff\x7f",
+    b"\x7f\xff\xff\xff",
+    b"\x00\x00\x00\x80",
+    b"\x00\x00\x00\x00",
+    b"\xff\xff\xff\xff\xff\xff\xff\x7f",
+]
 MUTATIONS = ["truncate", "flip", "overwrite", "insert", "delete", "splice", "random", "intact"]
 
 
@@ -155,7 +167,9 @@ def mutated(draw, seeds: dict[str, bytes]) -> tuple[str, bytes]:
         data = data[: min(at, size - 1)]
     elif how == "flip":
         flipped = bytearray(data)
-        for position, bit in draw(st.lists(st.tuples(st.integers(0, size - 1), st.integers(0, 7)), min_size=1, max_size=8)):
+        for position, bit in draw(
+            st.lists(st.tuples(st.integers(0, size - 1), st.integers(0, 7)), min_size=1, max_size=8)
+        ):
             flipped[position] ^= 1 << bit
         data = bytes(flipped)
     elif how == "overwrite":
@@ -184,10 +198,22 @@ def random_uint8(*shape: int, seed: int) -> np.ndarray:
 def cucumber9_seeds() -> dict[str, dict[str, bytes]]:
     """Small true-format sets, file name -> bytes: prototype 1 with a test batch, prototype 2 with OTHER."""
     with tempfile.TemporaryDirectory() as tmp:
-        p1 = write_cucumber9(Path(tmp, "p1"), random_uint8(5, 4, 4, 3, seed=1), np.array([0, 1, 5, 8, 2]), P1_NAMES,
-                             num_batches=2, test_fraction=0.2)
-        p2 = write_cucumber9(Path(tmp, "p2"), random_uint8(4, 3, 4, 4, 3, seed=2), np.array([0, 1, 6, 9]), P2_NAMES,
-                             num_batches=2, prototype=2)
+        p1 = write_cucumber9(
+            Path(tmp, "p1"),
+            random_uint8(5, 4, 4, 3, seed=1),
+            np.array([0, 1, 5, 8, 2]),
+            P1_NAMES,
+            num_batches=2,
+            test_fraction=0.2,
+        )
+        p2 = write_cucumber9(
+            Path(tmp, "p2"),
+            random_uint8(4, 3, 4, 4, 3, seed=2),
+            np.array([0, 1, 6, 9]),
+            P2_NAMES,
+            num_batches=2,
+            prototype=2,
+        )
         return {folder.name: {path.name: path.read_bytes() for path in sorted(folder.iterdir())} for folder in (p1, p2)}
 
 
@@ -258,12 +284,23 @@ def test_an_archive_member_too_big_to_be_a_batch_is_refused_unread(tmp_path, mon
 
 
 # Member names a crafted archive may hold: line breaks, traversal, absolute, duplicate, very long.
-MEMBER_NAMES = st.sampled_from([
-    "cucumber-9-python/batches.meta", "cucumber-9-python/data_batch_1", "cucumber-9-python/test_batch",
-    "batches.meta", "data_batch_1", "other/batches.meta", "../batches.meta", "/abs/data_batch_2",
-    "line\nbreak/batches.meta", "line\nbreak/data_batch_1", "cucumber-9-python/data_batch_99999999999999999999",
-    "x" * 300 + "/data_batch_1", "cucumber-9-python/\u2028/batches.meta",
-]) | st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=20).map(
+MEMBER_NAMES = st.sampled_from(
+    [
+        "cucumber-9-python/batches.meta",
+        "cucumber-9-python/data_batch_1",
+        "cucumber-9-python/test_batch",
+        "batches.meta",
+        "data_batch_1",
+        "other/batches.meta",
+        "../batches.meta",
+        "/abs/data_batch_2",
+        "line\nbreak/batches.meta",
+        "line\nbreak/data_batch_1",
+        "cucumber-9-python/data_batch_99999999999999999999",
+        "x" * 300 + "/data_batch_1",
+        "cucumber-9-python/\u2028/batches.meta",
+    ]
+) | st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=20).map(
     lambda text: f"{text}/data_batch_1"
 )
 MEMBER_KINDS = st.sampled_from(["file", "file", "file", "dir", "symlink", "hardlink"])
@@ -373,7 +410,9 @@ def hostile_pickle(module: str, name: str, args: tuple, protocol: int, reference
     else:  # EXT1
         callable_ = b"\x82" + bytes([EXTENSION_CODE])
     if reference == "INST":  # INST finds the global and calls it at once
-        gadget = b"(" + b"".join(push(a, protocol) for a in args) + b"i" + module.encode() + b"\n" + name.encode() + b"\n"
+        gadget = (
+            b"(" + b"".join(push(a, protocol) for a in args) + b"i" + module.encode() + b"\n" + name.encode() + b"\n"
+        )
     elif call == "REDUCE":
         gadget = callable_ + push(args, protocol) + b"R"
     elif call == "OBJ":
@@ -433,20 +472,84 @@ def test_unpickler_refuses_every_global_that_could_run_code(gadget, protocol, re
 
 # Pieces a stream of opcodes is made of: the allowed numpy globals, hostile ones, and what calls them.
 OPCODE_PIECES = [
-    b"cnumpy.core.multiarray\n_reconstruct\n", b"cnumpy._core.multiarray\n_reconstruct\n", b"cnumpy\nndarray\n",
-    b"cnumpy\ndtype\n", b"cos\nsystem\n", b"cbuiltins\neval\n", b"cnumpy\nsave\n",
-    b"U\x01b", b"U\x02u1", b"U\x02O8", b"U\x02V8", b"U\x02<i8", b"U\x03f8,", b"U\x01|", b"U\x04data", b"U\x06labels",
-    b"U\x0blabel_names", b"U\x02S3", b"C\x02\x00\x00", b"T\x04\x00\x00\x00\x01\x02\x03\x04",
-    b"K\x00", b"K\x01", b"K\x03", b"J\xff\xff\xff\xff", b"J\xff\xff\xff\x7f", b"M\x00\x04", b"I1\n", b"L99999999999999999999\n",
-    b"\x88", b"\x89", b"N", b"(", b")", b"]", b"}", b"t", b"l", b"d", b"e", b"u", b"a", b"s", b"\x85", b"\x86", b"\x87",
-    b"R", b"b", b"o", b"\x81", b"\x92", b"\x93", b"0", b"1", b"2", b"q\x00", b"h\x00", b"r\xff\xff\xff\x7f", b"p99999999\n",
-    b"j\xff\xff\xff\x7f", b"\x94", b"\x95\xff\xff\xff\xff\xff\xff\xff\x7f", b"\x80\x02", b"\x80\x05", b"\x80\x09",
-    b"\x82\xf3", b"Q", b"P0\n", b"\x8a\x08" + b"\xff" * 8, b"\x8b\xff\xff\xff\x7f", b".",
-    b"V" + f"touch {MARKER}".encode() + b"\n", b"V" + SOURCE.encode() + b"\n",
+    b"cnumpy.core.multiarray\n_reconstruct\n",
+    b"cnumpy._core.multiarray\n_reconstruct\n",
+    b"cnumpy\nndarray\n",
+    b"cnumpy\ndtype\n",
+    b"cos\nsystem\n",
+    b"cbuiltins\neval\n",
+    b"cnumpy\nsave\n",
+    b"U\x01b",
+    b"U\x02u1",
+    b"U\x02O8",
+    b"U\x02V8",
+    b"U\x02<i8",
+    b"U\x03f8,",
+    b"U\x01|",
+    b"U\x04data",
+    b"U\x06labels",
+    b"U\x0blabel_names",
+    b"U\x02S3",
+    b"C\x02\x00\x00",
+    b"T\x04\x00\x00\x00\x01\x02\x03\x04",
+    b"K\x00",
+    b"K\x01",
+    b"K\x03",
+    b"J\xff\xff\xff\xff",
+    b"J\xff\xff\xff\x7f",
+    b"M\x00\x04",
+    b"I1\n",
+    b"L99999999999999999999\n",
+    b"\x88",
+    b"\x89",
+    b"N",
+    b"(",
+    b")",
+    b"]",
+    b"}",
+    b"t",
+    b"l",
+    b"d",
+    b"e",
+    b"u",
+    b"a",
+    b"s",
+    b"\x85",
+    b"\x86",
+    b"\x87",
+    b"R",
+    b"b",
+    b"o",
+    b"\x81",
+    b"\x92",
+    b"\x93",
+    b"0",
+    b"1",
+    b"2",
+    b"q\x00",
+    b"h\x00",
+    b"r\xff\xff\xff\x7f",
+    b"p99999999\n",
+    b"j\xff\xff\xff\x7f",
+    b"\x94",
+    b"\x95\xff\xff\xff\xff\xff\xff\xff\x7f",
+    b"\x80\x02",
+    b"\x80\x05",
+    b"\x80\x09",
+    b"\x82\xf3",
+    b"Q",
+    b"P0\n",
+    b"\x8a\x08" + b"\xff" * 8,
+    b"\x8b\xff\xff\xff\x7f",
+    b".",
+    b"V" + f"touch {MARKER}".encode() + b"\n",
+    b"V" + SOURCE.encode() + b"\n",
 ]
 # numpy's reduction of a uint8 array, whole: the soup then mutates a valid object
-ARRAY_PICKLE = (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R(K\x01K\x02K\x02\x86"
-                b"cnumpy\ndtype\nU\x02u1K\x00K\x01\x87R(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89U\x04abcdtb")
+ARRAY_PICKLE = (
+    b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R(K\x01K\x02K\x02\x86"
+    b"cnumpy\ndtype\nU\x02u1K\x00K\x01\x87R(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89U\x04abcdtb"
+)
 
 
 @fuzz(400)
@@ -479,9 +582,11 @@ ARRAY_HEAD = b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\
 )
 def test_unpickler_refuses_arrays_that_crashed_numpy(data):
     # In a subprocess, so that a regression fails cleanly instead of killing the test run.
-    code = ("import sys; from imgrade.data.safe_pickle import safe_load_pickle\n"
-            "try: safe_load_pickle(sys.stdin.buffer.read(), 'data_batch_1')\n"
-            "except ValueError as e: print(type(e).__name__, e)")
+    code = (
+        "import sys; from imgrade.data.safe_pickle import safe_load_pickle\n"
+        "try: safe_load_pickle(sys.stdin.buffer.read(), 'data_batch_1')\n"
+        "except ValueError as e: print(type(e).__name__, e)"
+    )
     done = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, timeout=60)
     assert done.returncode == 0 and not done.stderr, done.stderr.decode()[-500:]
     assert done.stdout.decode().startswith("DataError data_batch_1"), done.stdout
@@ -497,7 +602,10 @@ def deep_list(depth: int) -> bytes:
         (b"\x80\x02}(U\x0blabel_names](" + deep_list(50_000) + b"eu.", None),  # str() of it raised RecursionError
         (b"\x80\x02}(" + b")" + b"\x85" * 50_000 + b"N" + b"u.", None),  # a key nested too deep to print
         (None, b"\x80\x02}(U\x06labels" + deep_list(50_000) + b"U\x04dataK\x00u."),  # numpy refuses it: keep it so
-        (None, b"\x80\x02cnumpy\ndtype\nU\x02u2K\x00K\x00\x87R(K\x03U\x01>NNNK\x02K\x02K\x00tb."),  # BUILD on numpy's uint16
+        (
+            None,
+            b"\x80\x02cnumpy\ndtype\nU\x02u2K\x00K\x00\x87R(K\x03U\x01>NNNK\x02K\x02K\x00tb.",
+        ),  # BUILD on numpy's uint16
     ],
     ids=["deep-label-names", "deep-key", "deep-labels", "shared-dtype"],
 )
@@ -523,20 +631,41 @@ def image_seeds() -> dict[str, bytes]:
     """Small images of every format and mode the readers meet, format.mode -> bytes."""
     rgb = random_uint8(5, 7, 3, seed=3)
     images = {
-        "RGB": Image.fromarray(rgb), "L": Image.fromarray(rgb[..., 0]), "RGBA": Image.fromarray(random_uint8(5, 7, 4, seed=4)),
-        "P": Image.fromarray(rgb).quantize(8), "1": Image.fromarray(rgb[..., 0]).convert("1"),
-        "I;16": Image.fromarray(rgb[..., 0].astype(np.uint16) * 257), "F": Image.fromarray(rgb[..., 0].astype(np.float32) / 255),
-        "CMYK": Image.fromarray(rgb).convert("CMYK"), "LA": Image.fromarray(random_uint8(5, 7, 4, seed=4)).convert("LA"),
+        "RGB": Image.fromarray(rgb),
+        "L": Image.fromarray(rgb[..., 0]),
+        "RGBA": Image.fromarray(random_uint8(5, 7, 4, seed=4)),
+        "P": Image.fromarray(rgb).quantize(8),
+        "1": Image.fromarray(rgb[..., 0]).convert("1"),
+        "I;16": Image.fromarray(rgb[..., 0].astype(np.uint16) * 257),
+        "F": Image.fromarray(rgb[..., 0].astype(np.float32) / 255),
+        "CMYK": Image.fromarray(rgb).convert("CMYK"),
+        "LA": Image.fromarray(random_uint8(5, 7, 4, seed=4)).convert("LA"),
     }
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate
     recipes = [
-        ("PNG", "RGB", {}), ("PNG", "RGBA", {}), ("PNG", "L", {}), ("PNG", "LA", {}), ("PNG", "1", {}), ("PNG", "I;16", {}),
-        ("PNG", "P", {"transparency": 0}), ("JPEG", "RGB", {"exif": exif.tobytes()}), ("JPEG", "L", {"progressive": True}),
-        ("JPEG", "CMYK", {}), ("GIF", "P", {}), ("GIF", "L", {"save_all": True, "append_images": [images["P"]]}),
-        ("TIFF", "RGB", {}), ("TIFF", "L", {"compression": "tiff_lzw"}), ("TIFF", "I;16", {"compression": "tiff_adobe_deflate"}),
-        ("TIFF", "F", {}), ("TIFF", "CMYK", {"compression": "packbits"}), ("TIFF", "1", {"compression": "group4"}),
-        ("BMP", "RGB", {}), ("BMP", "P", {}), ("BMP", "1", {}), ("BMP", "L", {}),
+        ("PNG", "RGB", {}),
+        ("PNG", "RGBA", {}),
+        ("PNG", "L", {}),
+        ("PNG", "LA", {}),
+        ("PNG", "1", {}),
+        ("PNG", "I;16", {}),
+        ("PNG", "P", {"transparency": 0}),
+        ("JPEG", "RGB", {"exif": exif.tobytes()}),
+        ("JPEG", "L", {"progressive": True}),
+        ("JPEG", "CMYK", {}),
+        ("GIF", "P", {}),
+        ("GIF", "L", {"save_all": True, "append_images": [images["P"]]}),
+        ("TIFF", "RGB", {}),
+        ("TIFF", "L", {"compression": "tiff_lzw"}),
+        ("TIFF", "I;16", {"compression": "tiff_adobe_deflate"}),
+        ("TIFF", "F", {}),
+        ("TIFF", "CMYK", {"compression": "packbits"}),
+        ("TIFF", "1", {"compression": "group4"}),
+        ("BMP", "RGB", {}),
+        ("BMP", "P", {}),
+        ("BMP", "1", {}),
+        ("BMP", "L", {}),
     ]
     if features.check("webp"):
         recipes += [("WEBP", "RGB", {"quality": 50}), ("WEBP", "RGBA", {"lossless": True})]
@@ -567,7 +696,7 @@ IMAGE_FILES = {"a.png": "PNG.RGB", "b.jpg": "JPEG.RGB", "sub/c.bmp": "BMP.P", "d
 
 CSV_SEEDS = {
     "ordinal": "path,target,split\na.png,0,train\nb.jpg,2,val\nsub/c.bmp,1,test\nd.gif,2,\ne.tif,0,train\n",
-    "names": "\ufeffPath,Target,notes\r\na.png,2L,x\r\n\"b.jpg\",\"L\",\"a, b\"\r\nsub/c.bmp,M,\r\n\r\n",
+    "names": '\ufeffPath,Target,notes\r\na.png,2L,x\r\n"b.jpg","L","a, b"\r\nsub/c.bmp,M,\r\n\r\n',
     "continuous": "target,path\n0.5,a.png\n1e-3,b.jpg\n-7.25,d.gif\n",
 }
 
@@ -606,12 +735,48 @@ def test_csv_manifest_damaged_text(manifest, grade_order, continuous):
 
 
 # Cells a user (or a broken export) can put in a manifest.
-PATH_CELLS = st.sampled_from([
-    *IMAGE_FILES, "", "missing.png", "sub", "set.csv", "a.png\x00", "../a.png", "/", "x" * 5000 + ".png", "sub/../a.png", "A.PNG",
-]) | st.text(max_size=12)
-TARGET_CELLS = st.sampled_from([
-    "0", "1", "2", "-1", "2L", "L", "M", "nan", "inf", "-inf", "1e18", "1e300", "1.5", "0x10", "1_000", "", " 2 ", "٣",
-]) | st.text(max_size=8) | st.integers(-10**20, 10**20).map(str) | st.floats(allow_nan=True).map(repr)
+PATH_CELLS = st.sampled_from(
+    [
+        *IMAGE_FILES,
+        "",
+        "missing.png",
+        "sub",
+        "set.csv",
+        "a.png\x00",
+        "../a.png",
+        "/",
+        "x" * 5000 + ".png",
+        "sub/../a.png",
+        "A.PNG",
+    ]
+) | st.text(max_size=12)
+TARGET_CELLS = (
+    st.sampled_from(
+        [
+            "0",
+            "1",
+            "2",
+            "-1",
+            "2L",
+            "L",
+            "M",
+            "nan",
+            "inf",
+            "-inf",
+            "1e18",
+            "1e300",
+            "1.5",
+            "0x10",
+            "1_000",
+            "",
+            " 2 ",
+            "٣",
+        ]
+    )
+    | st.text(max_size=8)
+    | st.integers(-(10**20), 10**20).map(str)
+    | st.floats(allow_nan=True).map(repr)
+)
 SPLIT_CELLS = st.sampled_from(["", "train", "val", "test", "TEST", "valid"])
 
 
@@ -622,10 +787,16 @@ SPLIT_CELLS = st.sampled_from(["", "train", "val", "test", "TEST", "valid"])
     grade_order=GRADE_ORDERS,
     continuous=CONTINUOUS,
 )
-@example(rows=[("x" * 5000 + ".png", "1", "")], damaged=None, grade_order=None, continuous=None)  # OSError: name too long
+@example(
+    rows=[("x" * 5000 + ".png", "1", "")], damaged=None, grade_order=None, continuous=None
+)  # OSError: name too long
 @example(rows=[("a\nb.png", "1", "")], damaged=None, grade_order=None, continuous=None)  # the message took two lines
-@example(rows=[("c\u2028d.png", "1", "")], damaged=("c\u2028d.png", b"\x89PNG"), grade_order=None, continuous=None)  # so did decoding's
-@example(rows=[("a.png", "0", ""), ("b.jpg", "1e9", "")], damaged=None, grade_order=None, continuous=None)  # a billion grade names
+@example(
+    rows=[("c\u2028d.png", "1", "")], damaged=("c\u2028d.png", b"\x89PNG"), grade_order=None, continuous=None
+)  # so did decoding's
+@example(
+    rows=[("a.png", "0", ""), ("b.jpg", "1e9", "")], damaged=None, grade_order=None, continuous=None
+)  # a billion grade names
 @example(rows=[("a.png", "1e300", "")], damaged=None, grade_order=None, continuous=False)  # OverflowError
 @example(rows=[("a.png", "1e39", "")], damaged=None, grade_order=None, continuous=True)  # became inf in float32
 def test_csv_manifest_rows(rows, damaged, grade_order, continuous):
@@ -642,8 +813,15 @@ def test_csv_manifest_rows(rows, damaged, grade_order, continuous):
 
 # What benchmarks/reliability.py runs for each reader.
 FUZZ_TESTS = {
-    "cucumber9": [test_cucumber9_folder_with_a_damaged_file, test_cucumber9_damaged_archive, test_cucumber9_archive_with_crafted_members],
-    "unpickler": [test_unpickler_refuses_every_global_that_could_run_code, test_unpickler_on_random_bytes_and_opcode_soup],
+    "cucumber9": [
+        test_cucumber9_folder_with_a_damaged_file,
+        test_cucumber9_damaged_archive,
+        test_cucumber9_archive_with_crafted_members,
+    ],
+    "unpickler": [
+        test_unpickler_refuses_every_global_that_could_run_code,
+        test_unpickler_on_random_bytes_and_opcode_soup,
+    ],
     "images": [test_decode_image_on_damaged_files],
     "csv": [test_csv_manifest_damaged_text, test_csv_manifest_rows],
 }

@@ -93,7 +93,9 @@ def test_rotation_by_zero_degrees_is_the_identity():
 
 def test_rotation_by_90_degrees_turns_the_picture_counter_clockwise():
     x = torch.rand(2, 3, 32, 32)
-    assert torch.allclose(rotate(x, torch.tensor([90.0, -90.0])), torch.stack([x[0].rot90(1, (1, 2)), x[1].rot90(-1, (1, 2))]), atol=1e-5)
+    assert torch.allclose(
+        rotate(x, torch.tensor([90.0, -90.0])), torch.stack([x[0].rot90(1, (1, 2)), x[1].rot90(-1, (1, 2))]), atol=1e-5
+    )
 
 
 def test_rotation_stays_within_the_bound():
@@ -112,7 +114,9 @@ def test_blur_keeps_a_constant_image_and_the_mean_of_a_flat_one():
     out = random_blur(constant, 3.0, torch.Generator().manual_seed(7))
     assert torch.allclose(out, constant, atol=1e-6)
     stripes = torch.rand(2, 3, 1, 32).expand(2, 3, 32, 32)
-    assert torch.allclose(gaussian_blur(stripes, torch.tensor([2.0, 0.5]), 6).mean((2, 3)), stripes.mean((2, 3)), atol=0.02)
+    assert torch.allclose(
+        gaussian_blur(stripes, torch.tensor([2.0, 0.5]), 6).mean((2, 3)), stripes.mean((2, 3)), atol=0.02
+    )
 
 
 def test_blur_sigma_zero_is_exact_and_larger_sigma_smooths_more():
@@ -134,12 +138,12 @@ def test_color_jitter_changes_each_image_within_the_bound():
     change = (out - x).abs().amax((1, 2, 3))
     assert (change > 0).all()
     # four factors of at most 1.1 each: a pixel moves by less than 0.47 of [0, 1]
-    assert change.max() < 1.1 ** 4 - 1
+    assert change.max() < 1.1**4 - 1
     assert torch.allclose(out.mean(), x.mean(), atol=0.1)
 
 
 def test_color_jitter_brightness_only_scales_a_gray_image():
     gray = torch.full((4, 3, 8, 8), 0.5)
     out = random_color_jitter(gray, 0.2, torch.Generator().manual_seed(10))
-    assert ((out >= 0.5 * 0.8 ** 2 - 1e-6) & (out <= 0.5 * 1.2 ** 2 + 1e-6)).all()  # brightness x gain
+    assert ((out >= 0.5 * 0.8**2 - 1e-6) & (out <= 0.5 * 1.2**2 + 1e-6)).all()  # brightness x gain
     assert torch.equal(random_color_jitter(gray, 0.0), gray)

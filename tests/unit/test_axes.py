@@ -43,7 +43,10 @@ def test_the_built_in_cucumber9_table():
 def test_a_user_table_in_its_own_row_order(tmp_path):
     path = tmp_path / "mine.csv"
     # a spreadsheet's BOM, spaces, rows in another order than the grades
-    path.write_text("\ufeffgrade, ripeness ,colour\nlate, ripe, red\nearly,green,\n mid ,half,red\n\nrotten,ripe,brown\n", encoding="utf-8")
+    path.write_text(
+        "\ufeffgrade, ripeness ,colour\nlate, ripe, red\nearly,green,\n mid ,half,red\n\nrotten,ripe,brown\n",
+        encoding="utf-8",
+    )
     table = read_grade_axes(path, ["early", "mid", "late", "rotten"])
     assert table.grades == ("early", "mid", "late", "rotten")  # the data's order
     assert table.axes == ("ripeness", "colour")
@@ -57,8 +60,14 @@ def test_a_user_table_in_its_own_row_order(tmp_path):
     "text, expected",
     [
         ("grade,size\nA,big\n", "has no row for grade\\(s\\) B: add one row per grade of the data \\(A,B\\)"),
-        ("grade,size\nA,big\nB,small\nX,small\n", "line 4: grade 'X' is not one of the data's grades \\(A,B\\): fix its name or remove the row"),
-        ("grade,size,shape\nA,big,round\nB,small,round\n", "axis 'shape' has one level \\('round'\\), so it cannot tell grades apart: give it two levels or more, or drop the column"),
+        (
+            "grade,size\nA,big\nB,small\nX,small\n",
+            "line 4: grade 'X' is not one of the data's grades \\(A,B\\): fix its name or remove the row",
+        ),
+        (
+            "grade,size,shape\nA,big,round\nB,small,round\n",
+            "axis 'shape' has one level \\('round'\\), so it cannot tell grades apart: give it two levels or more, or drop the column",
+        ),
         ("grade,size,shape\nA,big,\nB,small,\n", "axis 'shape' has no level"),
         ("name,size\nA,big\nB,small\n", "the first line must be 'grade' and one named column per axis"),
         ("grade,size\nA,big,extra\nB,small\n", "line 2: 3 cells but the header has 2"),
@@ -77,9 +86,13 @@ def test_bad_tables_are_one_line_errors_naming_the_file_and_the_fix(tmp_path, te
 
 def test_grades_the_axes_cannot_tell_apart_are_refused():
     # C is "big" of any shape, so a big round photo would be both A and C
-    with pytest.raises(ConfigError, match="t.csv: grades 'A' and 'C' overlap .*: give them different levels on some axis"):
+    with pytest.raises(
+        ConfigError, match="t.csv: grades 'A' and 'C' overlap .*: give them different levels on some axis"
+    ):
         parse_grade_axes("grade,size,shape\nA,big,round\nB,small,long\nC,big,\n", ["A", "B", "C"], "t.csv")
-    parse_grade_axes("grade,size,shape\nA,big,round\nB,small,round\nC,,long\n", ["A", "B", "C"])  # C: long, any size: fine
+    parse_grade_axes(
+        "grade,size,shape\nA,big,round\nB,small,round\nC,,long\n", ["A", "B", "C"]
+    )  # C: long, any size: fine
     with pytest.raises(ConfigError, match="grades 'B' and 'C' overlap"):
         parse_grade_axes("grade,size,shape\nA,big,round\nB,small,long\nC,small,long\n", ["A", "B", "C"])
 
@@ -142,7 +155,9 @@ def test_the_loss_skips_an_axis_the_grade_leaves_open():
     assert outputs.grad[0, :2].abs().max() > 0
     weighted = AxesHead(4, 3, class_weights=torch.tensor([1.0, 3.0, 1.0]), grade_axes=head.grade_axes)
     per_sample = (-math.log(0.6) - math.log(0.5), -math.log(0.2))
-    assert weighted.loss(outputs, torch.tensor([0.0, 1.0])).item() == pytest.approx((per_sample[0] + 3 * per_sample[1]) / 4, abs=1e-6)
+    assert weighted.loss(outputs, torch.tensor([0.0, 1.0])).item() == pytest.approx(
+        (per_sample[0] + 3 * per_sample[1]) / 4, abs=1e-6
+    )
 
 
 def test_probabilities_sum_to_one_and_agree_with_the_decisions():
@@ -181,9 +196,13 @@ def test_init_loads_the_head_only_from_a_run_with_the_same_table(tmp_path):
     table = find_grade_axes(None, None, C9)[0].to_dict()
     source = tmp_path / "source.pt"
     config = {"model": {"depth": 11, "task": "axes", "head": "auto"}}
-    save_checkpoint(source, {"config": config, "task": "axes", "grade_names": C9, "grade_axes": table, "model_state": {}})
+    save_checkpoint(
+        source, {"config": config, "task": "axes", "grade_names": C9, "grade_axes": table, "model_state": {}}
+    )
     model = ModelConfig(depth=11, task="axes")
     assert plan_init(source, model, C9, grade_axes=table).fresh_head is None
-    other = {"axes": {"shape": ["straight", "bent", "C"], "size": table["axes"]["size"]},
-             "grades": {g: cells[::-1] for g, cells in table["grades"].items()}}
+    other = {
+        "axes": {"shape": ["straight", "bent", "C"], "size": table["axes"]["size"]},
+        "grades": {g: cells[::-1] for g, cells in table["grades"].items()},
+    }
     assert "grade tables differ" in plan_init(source, model, C9, grade_axes=other).fresh_head

@@ -77,7 +77,9 @@ def test_an_unknown_timm_name_suggests_close_ones(synth_dir, tmp_path, capsys):
 def test_a_missing_weights_file_is_named(synth_dir, tmp_path, capsys):
     _timm()
     out, weights = tmp_path / "run", tmp_path / "nowhere.pth"
-    err = _refused(capsys, "--data", str(synth_dir), "--backbone", f"timm:{TINY}", "--pretrained", str(weights), "--out", str(out))
+    err = _refused(
+        capsys, "--data", str(synth_dir), "--backbone", f"timm:{TINY}", "--pretrained", str(weights), "--out", str(out)
+    )
     assert f"--pretrained {weights} does not exist" in err
     assert not out.exists()
 
@@ -88,7 +90,17 @@ def test_weights_of_another_architecture_are_refused_with_what_differs(synth_dir
     torch.save(timm.create_model("test_efficientnet").state_dict(), weights)
     out = tmp_path / "run"
     err = _refused(
-        capsys, "--data", str(synth_dir), "--backbone", f"timm:{TINY}", "--pretrained", str(weights), "--epochs", "1", "--out", str(out)
+        capsys,
+        "--data",
+        str(synth_dir),
+        "--backbone",
+        f"timm:{TINY}",
+        "--pretrained",
+        str(weights),
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
     )
     expected = len(timm.create_model(TINY, num_classes=0).state_dict())
     assert f"--pretrained {weights} does not fit timm:{TINY} (" in err
@@ -101,7 +113,9 @@ def test_an_imgrade_checkpoint_as_pretrained_points_to_init(synth_dir, tmp_path,
     weights = tmp_path / "best.pt"
     torch.save({"format_version": 1, "config": {}, "model_state": {}}, weights)
     out = tmp_path / "run"
-    err = _refused(capsys, "--data", str(synth_dir), "--backbone", f"timm:{TINY}", "--pretrained", str(weights), "--out", str(out))
+    err = _refused(
+        capsys, "--data", str(synth_dir), "--backbone", f"timm:{TINY}", "--pretrained", str(weights), "--out", str(out)
+    )
     assert f"is an imgrade checkpoint: start from it with --init {weights}" in err
 
 
@@ -141,15 +155,39 @@ def test_hub_weights_offline_say_to_pass_a_file(synth_dir, tmp_path):
     _timm()
     out = tmp_path / "run"
     # offline for huggingface_hub, with an empty cache: it refuses before touching the network
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": os.pathsep.join(sys.path)}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
     result = subprocess.run(
-        [sys.executable, "-m", "imgrade", "train", "--data", str(synth_dir), "--backbone", f"timm:{TINY}", "--pretrained", "hub",
-         "--epochs", "1", "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "imgrade",
+            "train",
+            "--data",
+            str(synth_dir),
+            "--backbone",
+            f"timm:{TINY}",
+            "--pretrained",
+            "hub",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 2, result.stderr
     err = result.stderr.strip().splitlines()[-1]
-    assert err.startswith(f"imgrade: error: could not download {TINY}'s weights (offline?): download them on a machine online and pass --pretrained FILE")
+    assert err.startswith(
+        f"imgrade: error: could not download {TINY}'s weights (offline?): download them on a machine online and pass --pretrained FILE"
+    )
     assert not out.exists()
 
 
@@ -165,8 +203,12 @@ def test_init_from_a_run_with_another_backbone_names_it(tmp_path):
     from imgrade.config import ModelConfig
     from imgrade.train.warm_start import plan_init
 
-    source = _source_checkpoint(tmp_path, {"backbone": f"timm:{TINY}", "depth": 29, "task": "regression", "head": "auto"})
-    with pytest.raises(ConfigError, match=f"has backbone timm:{TINY} but this run has reference: set --backbone timm:{TINY}"):
+    source = _source_checkpoint(
+        tmp_path, {"backbone": f"timm:{TINY}", "depth": 29, "task": "regression", "head": "auto"}
+    )
+    with pytest.raises(
+        ConfigError, match=f"has backbone timm:{TINY} but this run has reference: set --backbone timm:{TINY}"
+    ):
         plan_init(source, ModelConfig(), None)
 
 

@@ -87,7 +87,9 @@ def test_fit_thresholds_finds_the_known_cut_points_of_a_shifted_model(objective)
     assert np.all((tuned > np.arange(K - 1) + 0.7) & (tuned < np.arange(K - 1) + 1.1)), tuned
     assert objective_value(y, apply_thresholds(scores, tuned), K, "accuracy") == 1.0
     assert objective_value(y, apply_thresholds(scores, rounding), K, "accuracy") < 0.8
-    assert objective_value(y, apply_thresholds(scores, tuned), K, "qwk") > objective_value(y, apply_thresholds(scores, rounding), K, "qwk")
+    assert objective_value(y, apply_thresholds(scores, tuned), K, "qwk") > objective_value(
+        y, apply_thresholds(scores, rounding), K, "qwk"
+    )
     assert np.array_equal(tuned, fit_thresholds(y, scores, K, objective))  # deterministic
 
 
@@ -95,7 +97,9 @@ def test_fit_thresholds_is_never_worse_than_rounding_and_keeps_it_when_nothing_b
     y, scores = noise(60, seed=1)
     tuned = fit_thresholds(y, scores, K, "qwk")
     assert np.all(np.diff(tuned) >= 0)
-    assert objective_value(y, apply_thresholds(scores, tuned), K, "qwk") >= objective_value(y, round_to_grades(scores, K), K, "qwk")
+    assert objective_value(y, apply_thresholds(scores, tuned), K, "qwk") >= objective_value(
+        y, round_to_grades(scores, K), K, "qwk"
+    )
     perfect = fit_thresholds([0, 1, 2, 3, 4], [0.0, 1.1, 1.9, 3.0, 4.2], K, "accuracy")
     assert perfect.tolist() == default_thresholds(K).tolist()
 
@@ -128,7 +132,8 @@ def test_fit_thresholds_keeps_a_rare_grade_reachable_instead_of_collapsing_two_c
     narrow = fit_thresholds(RARE_Y, scores, 3, objective)
     assert has_min_gap(narrow) and reachable_grades(narrow) == [0, 1, 2], narrow
     assert objective_value(RARE_Y, apply_thresholds(scores, narrow), 3, objective) >= objective_value(
-        RARE_Y, apply_thresholds(scores, default_thresholds(3)), 3, objective)
+        RARE_Y, apply_thresholds(scores, default_thresholds(3)), 3, objective
+    )
 
 
 def test_every_fitted_cut_point_vector_keeps_the_min_gap_and_every_grade_reachable():
@@ -148,7 +153,9 @@ def test_every_fitted_cut_point_vector_keeps_the_min_gap_and_every_grade_reachab
                 assert np.all(np.diff(tuned) >= MIN_GAP), (seed, objective, tuned)
             assert reachable_grades(tuned) == list(range(k)), (seed, objective, tuned)
             rounding = apply_thresholds(scores, default_thresholds(k))
-            assert objective_value(y, apply_thresholds(scores, tuned), k, objective) >= objective_value(y, rounding, k, objective)
+            assert objective_value(y, apply_thresholds(scores, tuned), k, objective) >= objective_value(
+                y, rounding, k, objective
+            )
 
 
 def test_has_min_gap_rejects_the_reported_collapsed_cut_points():
@@ -214,7 +221,15 @@ def test_choose_thresholds_rejects_one_fold():
 def test_threshold_choice_to_dict_holds_plain_values():
     choice = ThresholdChoice([np.float64(0.9)], "tuned", "mae", np.float64(-0.1), -0.3, 5, "why")
     d = choice.to_dict()
-    assert d == {"thresholds": [0.9], "kind": "tuned", "objective": "mae", "cv_tuned": -0.1, "cv_rounding": -0.3, "folds": 5, "reason": "why"}
+    assert d == {
+        "thresholds": [0.9],
+        "kind": "tuned",
+        "objective": "mae",
+        "cv_tuned": -0.1,
+        "cv_rounding": -0.3,
+        "folds": 5,
+        "reason": "why",
+    }
     assert all(type(v) in (list, str, float, int) for v in d.values())
 
 
@@ -270,7 +285,10 @@ def test_alpha_outside_zero_one_is_rejected(alpha):
 
 
 def test_too_few_calibration_images_says_how_many_are_needed():
-    with pytest.raises(ImgradeError, match="alpha 0.1 needs at least 9 validation images .* got 8: raise --alpha or enlarge the validation split"):
+    with pytest.raises(
+        ImgradeError,
+        match="alpha 0.1 needs at least 9 validation images .* got 8: raise --alpha or enlarge the validation split",
+    ):
         fit_conformal([0] * 8, scores=[0.0] * 8, alpha=0.1)
     with pytest.raises(ImgradeError, match="at least 19 validation images"):
         fit_conformal([0] * 18, probabilities=[[1.0, 0.0]] * 18, alpha=0.05)

@@ -108,7 +108,12 @@ def test_round_trip_keeps_pixels_and_maps_labels_by_name(p1_folder):
     assert result.targets.dtype == np.float32 and result.images.dtype == np.uint8
     assert result.grade_names == list(DEFAULT_GRADE_ORDER)
     assert result.ids == [
-        "data_batch_1:0", "data_batch_1:1", "data_batch_2:0", "data_batch_2:1", "test_batch:0", "test_batch:1"
+        "data_batch_1:0",
+        "data_batch_1:1",
+        "data_batch_2:0",
+        "data_batch_2:1",
+        "test_batch:0",
+        "test_batch:1",
     ]
     assert result.split.tolist() == ["", "", "", "", "test", "test"]
     assert result.groups is None and result.dropped == {}
@@ -186,7 +191,10 @@ def test_views_of_prototype_2(tmp_path):
     everything = read_cucumber9(folder, view="all")
     np.testing.assert_array_equal(everything.images, views.reshape(9, 4, 4, 3))
     assert everything.ids[:4] == [
-        "data_batch_1:0:above", "data_batch_1:0:below", "data_batch_1:0:side", "data_batch_1:1:above"
+        "data_batch_1:0:above",
+        "data_batch_1:0:below",
+        "data_batch_1:0:side",
+        "data_batch_1:1:above",
     ]
     np.testing.assert_array_equal(everything.groups, [0, 0, 0, 1, 1, 1, 2, 2, 2])
     np.testing.assert_array_equal(everything.targets, [0, 0, 0, 1, 1, 1, 2, 2, 2])
@@ -222,7 +230,9 @@ def test_archive_reads_like_the_folder(p1_folder, tmp_path):
 
 def test_a_generated_set_says_it_is_synthetic_in_folder_and_archive(tmp_path):
     images = random_images(3, 8, 8, 3)
-    folder = write_cucumber9(tmp_path / "cucumber-9-python", images, np.array([0, 1, 5]), P1_NAMES, num_batches=1, synthetic=True)
+    folder = write_cucumber9(
+        tmp_path / "cucumber-9-python", images, np.array([0, 1, 5]), P1_NAMES, num_batches=1, synthetic=True
+    )
     archive = write_tar_gz(folder, tmp_path / "synthetic.tar.gz")
     from_folder, from_archive = read_cucumber9(folder), read_cucumber9(archive)
     assert from_folder.source == f"synthetic cucumbers in CUCUMBER-9 prototype 1 format (folder {folder})"

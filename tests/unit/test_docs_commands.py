@@ -82,7 +82,7 @@ def imgrade_argv(command: str) -> list[list[str]]:
             continue
         for i in range(len(words) - 1):
             if words[i] == "-m" and words[i + 1] == "imgrade":
-                found.append(words[i + 2:])
+                found.append(words[i + 2 :])
                 break
     return found
 
@@ -222,7 +222,11 @@ def heads_registered_in(path: Path):
     """The heads a page registers in its code (`register_head("name", "module:Class", ...)`), registered
     while its commands are checked: docs/extending.md trains the head it adds."""
     text = path.read_text(encoding="utf-8")
-    added = [m.group(1) for m in re.finditer(r'register_head\(\s*"(\w+)",\s*"[\w.]+:\w+"', text) if m.group(1) not in task_names()]
+    added = [
+        m.group(1)
+        for m in re.finditer(r'register_head\(\s*"(\w+)",\s*"[\w.]+:\w+"', text)
+        if m.group(1) not in task_names()
+    ]
     for name in added:
         register_head(name, "imgrade.models.heads:ClassificationHead", "a head added in the docs")
     try:
@@ -238,23 +242,33 @@ def test_documented_command_parses(command):
         return  # a verb named in prose; the verb exists
     errors, out = io.StringIO(), io.StringIO()
     try:
-        with contextlib.redirect_stderr(errors), contextlib.redirect_stdout(out), heads_registered_in(ROOT / command.file):
+        with (
+            contextlib.redirect_stderr(errors),
+            contextlib.redirect_stdout(out),
+            heads_registered_in(ROOT / command.file),
+        ):
             checking_parser(lenient=command.inline).parse_args(list(command.argv))
     except UsageError as e:
         pytest.fail(f"{command.file}:{command.line}: `{command.text}` does not parse: {e}")
     except SystemExit as e:
         if e.code not in (0, None):  # 0: --help
             message = errors.getvalue().strip().splitlines()
-            pytest.fail(f"{command.file}:{command.line}: `{command.text}` does not parse: {message[-1] if message else e.code}")
+            pytest.fail(
+                f"{command.file}:{command.line}: `{command.text}` does not parse: {message[-1] if message else e.code}"
+            )
 
 
 def test_enough_commands_are_found():
-    assert len(COMMANDS) >= MIN_COMMANDS, f"only {len(COMMANDS)} imgrade commands found in {len(DOC_FILES)} files: is the extractor broken?"
+    assert len(COMMANDS) >= MIN_COMMANDS, (
+        f"only {len(COMMANDS)} imgrade commands found in {len(DOC_FILES)} files: is the extractor broken?"
+    )
     found_in = {c.file for c in COMMANDS}
     assert {"README.md", "docs/training.md", "docs/deploy.md", "docs/distributed.md"} <= found_in
     assert any(c.argv[:1] == ("fewshot",) for c in COMMANDS if c.file == "README.md")
     torchrun = [c for c in COMMANDS if c.text.startswith("torchrun") and "\\" not in c.text]
-    assert any("--batch-size" in c.argv and "512" in c.argv for c in torchrun), "a continued torchrun command was not joined"
+    assert any("--batch-size" in c.argv and "512" in c.argv for c in torchrun), (
+        "a continued torchrun command was not joined"
+    )
 
 
 @pytest.mark.parametrize("lenient", [False, True])

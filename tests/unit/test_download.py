@@ -58,8 +58,13 @@ def server(monkeypatch):
 @pytest.fixture
 def archive_bytes(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (4, 4, 4, 3), dtype=np.uint8)
-    folder = write_cucumber9(tmp_path / "src" / "cucumber-9-python", images, np.array([0, 1, 2, 3]),
-                             ["2L", "BM", "BL", "M", "S", "L", "2S", "BS", "C"], num_batches=2)
+    folder = write_cucumber9(
+        tmp_path / "src" / "cucumber-9-python",
+        images,
+        np.array([0, 1, 2, 3]),
+        ["2L", "BM", "BL", "M", "S", "L", "2S", "BS", "C"],
+        num_batches=2,
+    )
     return write_tar_gz(folder, tmp_path / "src" / "c.tar.gz").read_bytes()
 
 
@@ -165,7 +170,12 @@ def test_cli_download_then_info(server, archive_bytes, tmp_path, capsys):
 
     httpd, base_url = server
     httpd.routes[P1_PATH] = archive_bytes
-    assert main(["data", "download", "cucumber9", "--prototype", "1", "--dest", str(tmp_path / "d"), "--base-url", base_url]) == 0
+    assert (
+        main(
+            ["data", "download", "cucumber9", "--prototype", "1", "--dest", str(tmp_path / "d"), "--base-url", base_url]
+        )
+        == 0
+    )
     archive = tmp_path / "d" / "cucumber-9-python.tar.gz"
     assert archive.is_file() and f"train with: imgrade train --data {archive}" in capsys.readouterr().err
     assert main(["data", "info", str(archive)]) == 0
@@ -178,7 +188,9 @@ def test_cli_download_offline_is_one_clear_line(tmp_path, capsys):
     from imgrade.cli import main
 
     t0 = time.monotonic()
-    code = main(["data", "download", "cucumber9", "--dest", str(tmp_path), "--base-url", f"http://127.0.0.1:{closed_port()}"])
+    code = main(
+        ["data", "download", "cucumber9", "--dest", str(tmp_path), "--base-url", f"http://127.0.0.1:{closed_port()}"]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and time.monotonic() - t0 < 10
     assert len(err.splitlines()) == 1 and "Download it by hand" in err and "cucumber-9-python.tar.gz" in err

@@ -66,9 +66,13 @@ def write_pt(path, depth29, kind: str) -> None:
     elif kind == "code-legacy":  # a bare pickle, as torch.save wrote before its zip format
         path.write_bytes(pickle.dumps({"format_version": 1, "x": RunsCode(marker)}, protocol=2))
     elif kind == "depth-20-weights":
-        save_checkpoint(path, {**depth29, "model_state": build_model(20, "regression", num_grades=len(GRADES)).state_dict()})
+        save_checkpoint(
+            path, {**depth29, "model_state": build_model(20, "regression", num_grades=len(GRADES)).state_dict()}
+        )
     elif kind == "other-state-dict":  # a torchvision-style state dict: other keys, no imgrade fields
-        torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8, 2)).state_dict(), path)
+        torch.save(
+            torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8, 2)).state_dict(), path
+        )
     elif kind == "newer-format":
         torch.save({**depth29, "format_version": 2}, path)
     elif kind == "tensor-format":
@@ -121,8 +125,11 @@ def test_foreign_checkpoint_is_refused_in_one_line(kind, verb, tmp_path, depth29
     path = tmp_path / f"{kind}.pt"
     write_pt(path, depth29, kind)
     out = tmp_path / "model.onnx"
-    argv = {"predict": ["predict", str(path), str(photo)], "evaluate": ["evaluate", str(path)],
-            "export": ["export", str(path), "--out", str(out)]}[verb]
+    argv = {
+        "predict": ["predict", str(path), str(photo)],
+        "evaluate": ["evaluate", str(path)],
+        "export": ["export", str(path), "--out", str(out)],
+    }[verb]
     assert main(argv) == 2
     one_line_naming(capsys.readouterr().err, path, PT_FILES[kind])
     assert not (tmp_path / "MARKER").exists(), "the pickle ran code"
@@ -146,7 +153,9 @@ def test_load_grader_refuses_a_foreign_checkpoint(kind, tmp_path, depth29):
 METADATA = {"format": 1, "task": "regression", "grade_names": GRADES, "image_size": 32, "calibration": None}
 
 
-def other_graph(path, input_type=TensorProto.UINT8, input_shape=("batch", 32, 32, 3), outputs=("score", "native"), fixed_batch=False):
+def other_graph(
+    path, input_type=TensorProto.UINT8, input_shape=("batch", 32, 32, 3), outputs=("score", "native"), fixed_batch=False
+):
     """A mean-brightness "grader": not imgrade's network, but with imgrade's metadata."""
     score = "mean" if fixed_batch else "score"
     nodes = [
@@ -160,8 +169,11 @@ def other_graph(path, input_type=TensorProto.UINT8, input_shape=("batch", 32, 32
     one = helper.make_tensor("one", TensorProto.INT64, [1], [1])
     kinds = {"score": TensorProto.FLOAT, "native": TensorProto.INT64}
     graph = helper.make_graph(
-        nodes, "other", [helper.make_tensor_value_info("images", input_type, list(input_shape))],
-        [helper.make_tensor_value_info(name, kinds[name], ["batch"]) for name in outputs], initializer=[axes, one],
+        nodes,
+        "other",
+        [helper.make_tensor_value_info("images", input_type, list(input_shape))],
+        [helper.make_tensor_value_info(name, kinds[name], ["batch"]) for name in outputs],
+        initializer=[axes, one],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     entry = model.metadata_props.add()
@@ -171,7 +183,10 @@ def other_graph(path, input_type=TensorProto.UINT8, input_shape=("batch", 32, 32
 
 ONNX_FILES = {
     "float-nchw": (lambda p: other_graph(p, TensorProto.FLOAT, ("batch", 3, 32, 32)), "bad input images tensor(float)"),
-    "other-size": (lambda p: other_graph(p, input_shape=("batch", 64, 64, 3)), "bad input images tensor(uint8) ['batch', 64, 64, 3]"),
+    "other-size": (
+        lambda p: other_graph(p, input_shape=("batch", 64, 64, 3)),
+        "bad input images tensor(uint8) ['batch', 64, 64, 3]",
+    ),
     "no-native-output": (lambda p: other_graph(p, outputs=("score",)), "bad outputs score tensor(float)"),
     "pickle": (lambda p: p.write_bytes(pickle.dumps(RunsCode(p.parent / "MARKER"))), "is not a readable ONNX model"),
 }

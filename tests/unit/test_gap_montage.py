@@ -69,7 +69,14 @@ STAGES = {3: "synthetic only (zero-shot)", 4: "pretrained + fine-tuned"}  # as b
 def predictions(tmp_path) -> Path:
     # row 3 (all right) must not leak into row 4's counts
     lines = [
-        {"row": row, "stage": f"{row} {STAGES[row]}", "fold": i % 5, "id": f"data_batch_1:{i}", "true": true, "predicted": true}
+        {
+            "row": row,
+            "stage": f"{row} {STAGES[row]}",
+            "fold": i % 5,
+            "id": f"data_batch_1:{i}",
+            "true": true,
+            "predicted": true,
+        }
         for row in (3, 4)
         for i, (true, _) in enumerate(ROW_4)
     ]

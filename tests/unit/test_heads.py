@@ -24,7 +24,14 @@ from imgrade.models.ordinal import CoralHead, CornHead, SordHead, grade_probabil
 K = 4
 TASKS = task_names()
 GRADED = [t for t in TASKS if t != "regression"]
-WIDTH = {"regression": 1, "classification": K, "coral": K - 1, "corn": K - 1, "sord": K, "axes": K}  # outputs per image (axes: one axis of K levels without a table)
+WIDTH = {
+    "regression": 1,
+    "classification": K,
+    "coral": K - 1,
+    "corn": K - 1,
+    "sord": K,
+    "axes": K,
+}  # outputs per image (axes: one axis of K levels without a table)
 
 
 def logit(p):
@@ -303,7 +310,9 @@ def _head(task: str, num_grades: int = K):
 
 def _members(task: str, scale: float, num_grades: int = K, m: int = 5, b: int = 7) -> torch.Tensor:
     """Outputs (M, B, O) of M members; a large scale makes members sure (saturated sigmoids)."""
-    width = {"regression": 1, "classification": num_grades, "sord": num_grades, "axes": num_grades}.get(task, num_grades - 1)
+    width = {"regression": 1, "classification": num_grades, "sord": num_grades, "axes": num_grades}.get(
+        task, num_grades - 1
+    )
     outputs = torch.randn(m, b, width, generator=torch.Generator().manual_seed(int(scale))) * scale
     if task == "coral":  # a CoralLayer's thresholds are ordered (rank consistency): descending logits
         outputs = outputs.sort(dim=2, descending=True).values
@@ -391,10 +400,14 @@ def test_sord_soft_targets_by_hand():
     expected = torch.tensor([[e1, 1.0, e1]]) / (1 + 2 * e1)
     torch.testing.assert_close(sord_targets(torch.tensor([1.0]), 3, beta=1.0), expected)
     # K=3, y=0: distances 0, 1, 2 -> weights 1, e^-1, e^-4
-    torch.testing.assert_close(sord_targets(torch.tensor([0]), 3, beta=1.0), torch.tensor([[1.0, e1, e4]]) / (1 + e1 + e4))
+    torch.testing.assert_close(
+        sord_targets(torch.tensor([0]), 3, beta=1.0), torch.tensor([[1.0, e1, e4]]) / (1 + e1 + e4)
+    )
     # beta=2 doubles the exponents
     e2 = math.exp(-2)
-    torch.testing.assert_close(sord_targets(torch.tensor([2]), 3, beta=2.0), torch.tensor([[math.exp(-8), e2, 1.0]]) / (math.exp(-8) + e2 + 1))
+    torch.testing.assert_close(
+        sord_targets(torch.tensor([2]), 3, beta=2.0), torch.tensor([[math.exp(-8), e2, 1.0]]) / (math.exp(-8) + e2 + 1)
+    )
 
 
 def test_sord_loss_by_hand():

@@ -15,7 +15,12 @@ def _predictor(model):
 
 def _val_set(n=20):
     rng = np.random.default_rng(0)
-    return ImageSet(rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 3, n).astype(np.float32), list("ABC"), [str(i) for i in range(n)])
+    return ImageSet(
+        rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8),
+        rng.integers(0, 3, n).astype(np.float32),
+        list("ABC"),
+        [str(i) for i in range(n)],
+    )
 
 
 def test_dead_relus_and_constant_predictions_are_reported():

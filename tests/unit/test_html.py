@@ -18,7 +18,7 @@ TINY_PNG = base64.b64decode(
 def test_markup_in_every_text_is_escaped(tmp_path):
     png = tmp_path / "a.png"
     png.write_bytes(TINY_PNG)
-    evil = "<script>alert(1)</script> & \"quoted\""
+    evil = '<script>alert(1)</script> & "quoted"'
     blocks = [
         report.heading(evil),
         report.text(evil),
@@ -129,16 +129,26 @@ def test_run_report_names_metrics_as_the_console_does_and_shows_the_split(tmp_pa
     from imgrade.evaluate.report import ORDINAL_HEADLINE, format_metrics_table, write_run_report
 
     names = ["S", "M", "L"]
-    metrics = {"data": "synthetic cucumbers", "task": "regression", **ordinal_metrics([0, 1, 2, 2], [0.2, 1.4, 1.9, 2.2], names)}
+    metrics = {
+        "data": "synthetic cucumbers",
+        "task": "regression",
+        **ordinal_metrics([0, 1, 2, 2], [0.2, 1.4, 1.9, 2.2], names),
+    }
     run = tmp_path / "runs" / "mine"
     run.mkdir(parents=True)
-    (run / "split.json").write_text(json.dumps({"n": 12, "train": list(range(6)), "val": [6, 7], "cal": [8], "test": [9, 10, 11], "ids": {}}))
-    page = write_run_report(tmp_path / "report.html", "mine: test", metrics, names, {}, _Config(), run, None).read_text()
+    (run / "split.json").write_text(
+        json.dumps({"n": 12, "train": list(range(6)), "val": [6, 7], "cal": [8], "test": [9, 10, 11], "ids": {}})
+    )
+    page = write_run_report(
+        tmp_path / "report.html", "mine: test", metrics, names, {}, _Config(), run, None
+    ).read_text()
     console = format_metrics_table(metrics, names)
 
     for key in ORDINAL_HEADLINE:
         label = METRIC_NAMES[key]
-        assert f'<th scope="row">{label}</th>' in page and any(line.split()[:len(label.split())] == label.split() for line in console.splitlines())
+        assert f'<th scope="row">{label}</th>' in page and any(
+            line.split()[: len(label.split())] == label.split() for line in console.splitlines()
+        )
     assert '<th scope="row">within-1</th><td class="num">1.000</td>' in page
     assert not re.search(r">(within1|grade_mae|qwk|mae)<", page), "a metric key shows instead of its name"
     rows = re.findall(r"<tr><td>(\w+)</td><td class=\"num\">(\d+)</td><td>[a-z]", page)

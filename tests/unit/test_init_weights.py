@@ -26,7 +26,9 @@ def _source(tmp_path, depth=11, task="regression", head="auto", grades=GRADES, n
 
 def _fresh(depth=11, task="regression", head="auto", grades=GRADES):
     torch.manual_seed(2)
-    return build_model(depth, task, head, num_grades=len(grades) if grades else None), ModelConfig(depth=depth, task=task, head=head)
+    return build_model(depth, task, head, num_grades=len(grades) if grades else None), ModelConfig(
+        depth=depth, task=task, head=head
+    )
 
 
 def _equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:

@@ -46,11 +46,14 @@ def test_quiet_and_verbose_levels(capsys):
     assert capsys.readouterr().err == "progress\n"
 
 
-@pytest.mark.parametrize("env, shown", [
-    ({"RANK": "0", "LOCAL_RANK": "0"}, ["progress", "a warning"]),
-    ({"RANK": "1", "LOCAL_RANK": "1"}, ["a warning"]),
-    ({"LOCAL_RANK": "2"}, ["a warning"]),
-])
+@pytest.mark.parametrize(
+    "env, shown",
+    [
+        ({"RANK": "0", "LOCAL_RANK": "0"}, ["progress", "a warning"]),
+        ({"RANK": "1", "LOCAL_RANK": "1"}, ["a warning"]),
+        ({"LOCAL_RANK": "2"}, ["a warning"]),
+    ],
+)
 def test_only_rank_zero_logs_progress(env, shown, monkeypatch, capsys):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -70,12 +73,15 @@ def test_records_still_reach_caplog(caplog):
     assert "split: 54 train" in caplog.text
 
 
-@pytest.mark.parametrize("argv, level", [
-    (["model", "summary", "--depth", "11"], logging.INFO),
-    (["-q", "model", "summary", "--depth", "11"], logging.WARNING),
-    (["model", "summary", "--depth", "11", "-v"], logging.DEBUG),
-    (["-q", "model", "summary", "--depth", "11", "--verbose"], logging.DEBUG),  # the verb's flag wins
-])
+@pytest.mark.parametrize(
+    "argv, level",
+    [
+        (["model", "summary", "--depth", "11"], logging.INFO),
+        (["-q", "model", "summary", "--depth", "11"], logging.WARNING),
+        (["model", "summary", "--depth", "11", "-v"], logging.DEBUG),
+        (["-q", "model", "summary", "--depth", "11", "--verbose"], logging.DEBUG),  # the verb's flag wins
+    ],
+)
 def test_cli_flags_set_the_level(argv, level, capsys):
     assert main(argv) == 0
     assert logging.getLogger(LOGGER).level == level and len(_ours()) == 1

@@ -200,8 +200,10 @@ def test_structure_pins_the_reference():
                 assert block.shortcut is None
                 assert isinstance(block.residual[0], nn.BatchNorm2d)
                 assert isinstance(block.residual[1], nn.ReLU)
-    widths = [(s[0].residual.conv1.in_channels, s[0].residual.conv2.out_channels,
-               s[0].residual.conv3.out_channels) for s in backbone.stages]
+    widths = [
+        (s[0].residual.conv1.in_channels, s[0].residual.conv2.out_channels, s[0].residual.conv3.out_channels)
+        for s in backbone.stages
+    ]
     assert widths == [(16, 16, 64), (64, 64, 128), (128, 128, 256)]
     norms = [m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)]
     assert norms and all(m.momentum == 0.01 and m.eps == 1e-3 for m in norms)
@@ -258,7 +260,7 @@ def test_full_model_count_with_another_head():
 
 def truncated_normal_std_factor(limit: float = 2.0) -> float:
     """Std of a standard normal cut to [-a, a]: sqrt(1 - 2 a phi(a) / (2 Phi(a) - 1))."""
-    density = math.exp(-limit**2 / 2) / math.sqrt(2 * math.pi)
+    density = math.exp(-(limit**2) / 2) / math.sqrt(2 * math.pi)
     mass = math.erf(limit / math.sqrt(2))
     return math.sqrt(1 - 2 * limit * density / mass)
 
@@ -279,7 +281,5 @@ def test_he_normal_init():
     assert all((m.weight == 1).all() and (m.bias == 0).all() for m in norms)
     torch.manual_seed(0)
     dense = RegressionHead(4096).layers[0]  # 8 x 4096 draws
-    assert dense.weight.std().item() == pytest.approx(
-        math.sqrt(2 / 4096) * truncated_normal_std_factor(), rel=0.02
-    )
+    assert dense.weight.std().item() == pytest.approx(math.sqrt(2 / 4096) * truncated_normal_std_factor(), rel=0.02)
     assert dense.bias.abs().sum() == 0

@@ -157,6 +157,7 @@ def test_plot_replaces_an_existing_file(tmp_path, continuous_data):
 
 def test_loss_curve_shades_the_frozen_epochs(tmp_path):
     """With --freeze-backbone-epochs the first epochs get a grey band (0.5 grey at 15% on white: 236)."""
+
     def band_pixels(path):
         pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
         return int((np.abs(pixels - 236) <= 1).all(axis=2).sum())

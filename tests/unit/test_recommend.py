@@ -32,16 +32,21 @@ def test_qwk_picks_the_best_qwk_and_names_the_most_exact_one_too():
 
 
 def test_accuracy_and_mae_pick_their_own_best():
-    assert recommend(SUMMARY, "accuracy").startswith("use classification, own rule: accuracy 0.560, qwk 0.780 (paired gain")
+    assert recommend(SUMMARY, "accuracy").startswith(
+        "use classification, own rule: accuracy 0.560, qwk 0.780 (paired gain"
+    )
     assert recommend(SUMMARY, "accuracy").endswith("; by qwk the best is corn, own rule: qwk 0.860, accuracy 0.480")
     # grade MAE: lower is better; coral's 0.600 beats the reference's 0.700 by 0.100
     assert recommend(SUMMARY, "mae").startswith(
-        "use coral, calibrated: grade MAE 0.600, qwk 0.820 (paired gain over regression, rounding: grade MAE -0.100, qwk +0.020)")
+        "use coral, calibrated: grade MAE 0.600, qwk 0.820 (paired gain over regression, rounding: grade MAE -0.100, qwk +0.020)"
+    )
 
 
 def test_both_takes_a_formulation_that_wins_both_when_there_is_one():
     winner = SUMMARY[:3] + [entry("coral, calibrated", 0.860, 0.560, 0.650)]
-    assert recommend(winner, "both").startswith("use coral, calibrated, at least as good as every other on qwk and accuracy: qwk 0.860")
+    assert recommend(winner, "both").startswith(
+        "use coral, calibrated, at least as good as every other on qwk and accuracy: qwk 0.860"
+    )
 
 
 def test_both_without_a_winner_takes_the_best_worst_rank_among_the_unbeaten():
@@ -49,8 +54,10 @@ def test_both_without_a_winner_takes_the_best_worst_rank_among_the_unbeaten():
     # ranks by accuracy: classification 1, coral 2, regression 3, corn 4
     # regression is beaten on both by coral; of the unbeaten, worst ranks are corn 4, classification 4, coral 2
     line = recommend(SUMMARY, "both")
-    assert line.startswith("no formulation is best on both qwk and accuracy; use coral, calibrated, the best compromise "
-                           "(rank 2 by qwk and 2 by accuracy of 4): qwk 0.820, accuracy 0.530")
+    assert line.startswith(
+        "no formulation is best on both qwk and accuracy; use coral, calibrated, the best compromise "
+        "(rank 2 by qwk and 2 by accuracy of 4): qwk 0.820, accuracy 0.530"
+    )
     assert line.endswith("also unbeaten on both: corn, own rule, classification, own rule")
 
 
@@ -60,6 +67,8 @@ def test_differences_below_three_decimals_are_ties_broken_by_the_other_metric():
 
 
 def test_undefined_or_unknown_metric():
-    assert recommend([entry("regression, rounding", 0.8, 0.5, 0.7) | {"qwk": None}], "qwk").startswith("no formulation produced a defined qwk")
+    assert recommend([entry("regression, rounding", 0.8, 0.5, 0.7) | {"qwk": None}], "qwk").startswith(
+        "no formulation produced a defined qwk"
+    )
     with pytest.raises(ConfigError, match="--metric 'f1' is not one of qwk, accuracy, mae, both"):
         recommend(SUMMARY, "f1")

@@ -13,10 +13,15 @@ def run(tmp_path, monkeypatch):
     """A run folder holding only the config.yaml that train writes (paths resolved)."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "photos").mkdir()
-    saved = RunConfig().with_overrides({
-        "data.path": str((tmp_path / "photos").resolve()), "data.grades": ["2L", "L", "M"],
-        "train.epochs": 30, "train.lr": 0.01, "model.depth": 11,
-    })
+    saved = RunConfig().with_overrides(
+        {
+            "data.path": str((tmp_path / "photos").resolve()),
+            "data.grades": ["2L", "L", "M"],
+            "train.epochs": 30,
+            "train.lr": 0.01,
+            "model.depth": 11,
+        }
+    )
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.yaml").write_text(dump_config(saved))
     return tmp_path / "run"
@@ -24,15 +29,31 @@ def run(tmp_path, monkeypatch):
 
 def test_flags_equal_to_the_saved_config_are_accepted(run):
     # a relative path, a comma-separated list, an int where the config has a float
-    check_resume_flags(run, {"data.path": "photos", "data.grades": "2L,L,M", "train.epochs": 30, "train.lr": 0.01,
-                             "model.depth": 11, "train.seed": 0, "train.augment": True})
+    check_resume_flags(
+        run,
+        {
+            "data.path": "photos",
+            "data.grades": "2L,L,M",
+            "train.epochs": 30,
+            "train.lr": 0.01,
+            "model.depth": 11,
+            "train.seed": 0,
+            "train.augment": True,
+        },
+    )
 
 
 def test_a_differing_flag_is_named_with_both_values(run):
     with pytest.raises(ConfigError) as error:
         check_resume_flags(run, {"data.path": "photos", "train.epochs": 40})
-    assert str(error.value) == "--epochs 40 differs from the run's 30: drop it to continue, or train a new run in another --out"
-    with pytest.raises(ConfigError, match=r"^--grades M,L,2L differs from the run's 2L,L,M; --lr 0.1 differs from the run's 0.01: drop them"):
+    assert (
+        str(error.value)
+        == "--epochs 40 differs from the run's 30: drop it to continue, or train a new run in another --out"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"^--grades M,L,2L differs from the run's 2L,L,M; --lr 0.1 differs from the run's 0.01: drop them",
+    ):
         check_resume_flags(run, {"data.grades": "M,L,2L", "train.lr": 0.1})
     with pytest.raises(ConfigError, match=r"^--no-augment differs from the run's augment on: drop it"):
         check_resume_flags(run, {"train.augment": False})
@@ -60,5 +81,8 @@ def test_the_cli_refuses_in_one_line_before_touching_the_run(run, capsys):
     before = (run / "config.yaml").read_text()
     assert main(["train", "--resume", "--data", "photos", "--epochs", "40", "--out", str(run)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "imgrade: error: --epochs 40 differs from the run's 30: drop it to continue, or train a new run in another --out"
+    assert (
+        err
+        == "imgrade: error: --epochs 40 differs from the run's 30: drop it to continue, or train a new run in another --out"
+    )
     assert (run / "config.yaml").read_text() == before and sorted(p.name for p in run.iterdir()) == ["config.yaml"]

@@ -68,6 +68,7 @@ def gradient(width: int = 48, height: int = 40, shade: int = 0) -> Image.Image:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims width x height RGB pixels (a decompression bomb's shape)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -111,7 +112,12 @@ def assert_still_serves(client: TestClient, grader, headers: dict | None = None)
 def test_health_and_model_card(client, grader):
     assert client.get("/healthz").json() == {"status": "ok"}
     card = client.get("/v1/model").json()
-    assert card == {**grader.describe(), "model": "coral", "limits": {"max_files": 64, "max_upload_mb": 10.0}, "auth": False}
+    assert card == {
+        **grader.describe(),
+        "model": "coral",
+        "limits": {"max_files": 64, "max_upload_mb": 10.0},
+        "auth": False,
+    }
     assert client.get("/openapi.json").status_code == 200
 
 
@@ -137,7 +143,9 @@ def test_exif_rotation_is_applied(client):
     stored = Image.open(io.BytesIO(rotated))
     upright = encode(stored.transpose(Image.Transpose.ROTATE_270))  # the same pixels, upright, lossless
     as_stored = encode(stored)  # the same pixels, without the tag
-    response = client.post("/v1/grade", files=as_files(("rotated.jpg", rotated), ("upright.png", upright), ("stored.png", as_stored)))
+    response = client.post(
+        "/v1/grade", files=as_files(("rotated.jpg", rotated), ("upright.png", upright), ("stored.png", as_stored))
+    )
     assert response.status_code == 200, response.text
     rotated_score, upright_score, stored_score = (r["score"] for r in response.json()["results"])
     assert rotated_score == pytest.approx(upright_score, abs=TOLERANCE)
@@ -156,6 +164,7 @@ def test_concurrent_requests_share_forward_passes(grader):
     start = threading.Barrier(num_clients)
 
     with TestClient(app) as client:
+
         def post(i: int) -> None:
             for _ in range(rounds):
                 start.wait(timeout=30)
@@ -202,7 +211,10 @@ def test_batcher_fails_only_the_request_the_model_fails_on():
         await batcher.start()
         try:
             answers = await asyncio.gather(
-                batcher.submit(images(10)), batcher.submit(images(0)), batcher.submit(images(20)), return_exceptions=True
+                batcher.submit(images(10)),
+                batcher.submit(images(0)),
+                batcher.submit(images(20)),
+                return_exceptions=True,
             )
             later = await batcher.submit(images(30, n=3))
         finally:
@@ -244,7 +256,11 @@ def test_a_model_failure_is_a_500_and_the_next_request_succeeds(grader):
     [
         ("empty.png", b"", "empty (0 bytes)"),
         ("notes.txt", b"grade these please\n", "not an image"),
-        ("cut.png", encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)))[:6000], "truncated or corrupt"),
+        (
+            "cut.png",
+            encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)))[:6000],
+            "truncated or corrupt",
+        ),
         ("bomb.png", png_header_only(100_000, 100_000), "pixels"),
     ],
 )
@@ -263,7 +279,11 @@ def test_a_file_that_is_not_a_usable_image_is_a_400_naming_it(client, grader, na
         ({"files": [("photo", ("a.png", b"x"))]}, 400, "no part named files"),
         ({"data": {"files": "a.png"}, "files": [("photo", ("a.png", b"x"))]}, 400, "text field"),
         ({"files": as_files(*[(f"{i}.png", b"x") for i in range(3)])}, 400, "at most 2"),
-        ({"content": b"garbage", "headers": {"content-type": "multipart/form-data; boundary=b"}}, 400, "cannot read the upload"),
+        (
+            {"content": b"garbage", "headers": {"content-type": "multipart/form-data; boundary=b"}},
+            400,
+            "cannot read the upload",
+        ),
         ({"content": b"garbage", "headers": {"content-type": "multipart/form-data"}}, 400, "boundary"),
         ({"json": {"files": ["a.png"]}}, 415, "multipart/form-data"),
         ({}, 415, "no Content-Type"),
@@ -287,7 +307,9 @@ def test_a_body_over_the_limit_is_a_413_with_or_without_content_length(grader):
 
     with TestClient(create_app(grader, limits=Limits(max_upload_mb=0.01))) as client:
         declared = client.post("/v1/grade", files=as_files(("big.png", too_big)))
-        streamed = client.post("/v1/grade", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"})
+        streamed = client.post(
+            "/v1/grade", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"}
+        )
         for response in (declared, streamed):
             assert response.status_code == 413
             assert "0.01 MB limit" in response.json()["detail"] and "--max-upload-mb" in response.json()["detail"]
@@ -314,6 +336,7 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read():
 
 def _run_asgi(middleware, scope_headers=()) -> list[dict]:
     """The messages ``middleware`` sends for one POST whose body never arrives."""
+
     async def receive():
         await asyncio.sleep(3600)
 
@@ -322,8 +345,14 @@ def _run_asgi(middleware, scope_headers=()) -> list[dict]:
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/grade", "raw_path": b"/v1/grade", "query_string": b"",
-             "headers": list(scope_headers)}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/grade",
+        "raw_path": b"/v1/grade",
+        "query_string": b"",
+        "headers": list(scope_headers),
+    }
     asyncio.run(middleware(scope, receive, send))
     return sent
 
@@ -411,7 +440,9 @@ def access_records(caplog) -> list[tuple[str, str, int | None, int]]:
 
 def test_every_request_is_one_access_log_line_with_its_status_and_photos(grader, caplog):
     two = as_files(("a.png", encode(gradient())), ("b.png", encode(gradient(shade=60))))
-    too_big = as_files(("big.png", encode(Image.fromarray(np.random.default_rng(1).integers(0, 255, (80, 80, 3), dtype=np.uint8)))))
+    too_big = as_files(
+        ("big.png", encode(Image.fromarray(np.random.default_rng(1).integers(0, 255, (80, 80, 3), dtype=np.uint8))))
+    )
     token = "s3cret-token"
     with TestClient(create_app(grader, token=token, limits=Limits(max_upload_mb=0.01))) as client:
         caplog.set_level(logging.INFO, logger="imgrade.serve.access")
@@ -505,7 +536,9 @@ def test_limits_derive_the_byte_counts_and_cap_the_headers_timeout():
 def test_the_serve_flags_are_the_limits_fields_with_their_defaults(capsys):
     parser = build_parser()
     assert Limits.from_flags(parser.parse_args(["serve", "m"])) == Limits()
-    args = parser.parse_args(["serve", "m", "--max-files", "8", "--request-timeout-s", "2.5", "--max-connections", "50"])
+    args = parser.parse_args(
+        ["serve", "m", "--max-files", "8", "--request-timeout-s", "2.5", "--max-connections", "50"]
+    )
     assert Limits.from_flags(args) == Limits(max_files=8, request_timeout_s=2.5, max_connections=50)
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--help"])
@@ -540,7 +573,9 @@ def test_serve_logs_its_banner_and_its_stop_and_prints_nothing(coral_run, caplog
         raise KeyboardInterrupt
 
     monkeypatch.setattr(uvicorn.Server, "run", ctrl_c)
-    monkeypatch.setattr(logging.getLogger("imgrade"), "handlers", [])  # a CLI test may have installed its stderr handler
+    monkeypatch.setattr(
+        logging.getLogger("imgrade"), "handlers", []
+    )  # a CLI test may have installed its stderr handler
     caplog.set_level(logging.INFO, logger="imgrade.serve")
     serve(coral_run, port=0, token="s3cret-token")
     banner, stopped = (r.getMessage() for r in caplog.records if r.name == "imgrade.serve.server")

@@ -36,7 +36,9 @@ def test_one_photo_and_odd_batch_sizes_after_freezing(trained_run, photos):
     eager = predictor.outputs(photos[:7], batch_size=3)
     predictor.prepare_for_serving()
     for batch_size in (1, 3, 32):
-        np.testing.assert_allclose(predictor.outputs(photos[:7], batch_size=batch_size).scores, eager.scores, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            predictor.outputs(photos[:7], batch_size=batch_size).scores, eager.scores, rtol=1e-4, atol=1e-5
+        )
 
 
 def test_a_failed_trace_keeps_the_eager_network_and_says_so(trained_run, photos, monkeypatch, capsys):

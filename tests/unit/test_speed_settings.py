@@ -81,7 +81,9 @@ def test_a_bf16_epoch_runs_on_the_cpu_and_its_convs_compute_in_bf16():
     model.backbone.stem.conv.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
     cfg = TrainConfig(epochs=1, batch_size=8, amp="bf16")
     before = model.backbone.stem.conv.weight.detach().clone()
-    loss = train_one_epoch(model, build_optimizer(model, cfg.lr, cfg.l2), data, cfg, torch.device("cpu"), torch.Generator().manual_seed(0))
+    loss = train_one_epoch(
+        model, build_optimizer(model, cfg.lr, cfg.l2), data, cfg, torch.device("cpu"), torch.Generator().manual_seed(0)
+    )
     assert seen == [torch.bfloat16] * 3
     assert model.backbone.stem.conv.weight.dtype == torch.float32  # autocast keeps fp32 weights
     assert torch.isfinite(torch.tensor(loss)) and not torch.equal(model.backbone.stem.conv.weight, before)
@@ -95,7 +97,9 @@ def test_the_reexec_adds_tcmalloc_and_the_marker_once(monkeypatch):
     monkeypatch.setattr(allocator.os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
     monkeypatch.setattr(allocator, "find_tcmalloc", lambda: "/lib/libtcmalloc_minimal.so.4")
     monkeypatch.setattr(sys, "argv", ["/venv/bin/imgrade", "train", "--out", "r"])
-    monkeypatch.setattr(sys, "orig_argv", ["/venv/bin/python", "-X", "utf8", "/venv/bin/imgrade", "train", "--out", "r"])
+    monkeypatch.setattr(
+        sys, "orig_argv", ["/venv/bin/python", "-X", "utf8", "/venv/bin/imgrade", "train", "--out", "r"]
+    )
     for name in (allocator.DISABLE, allocator.MARKER, "LD_PRELOAD"):
         monkeypatch.delenv(name, raising=False)
     allocator.reexec_with_tcmalloc()
@@ -115,8 +119,12 @@ def test_the_reexec_adds_tcmalloc_and_the_marker_once(monkeypatch):
 
 
 def test_only_the_imgrade_command_counts_as_started_from_the_command_line(monkeypatch):
-    for argv0, expected in [("/venv/bin/imgrade", True), (str(Path("src/imgrade/__main__.py").resolve()), True),
-                            ("/usr/lib/python3/site-packages/ipykernel_launcher.py", False), ("myscript.py", False)]:
+    for argv0, expected in [
+        ("/venv/bin/imgrade", True),
+        (str(Path("src/imgrade/__main__.py").resolve()), True),
+        ("/usr/lib/python3/site-packages/ipykernel_launcher.py", False),
+        ("myscript.py", False),
+    ]:
         monkeypatch.setattr(sys, "argv", [argv0])
         assert allocator.started_as_imgrade() is expected, argv0
 
@@ -134,17 +142,23 @@ def test_the_command_reexecs_once_and_keeps_output_and_exit_code(tmp_path, launc
         pytest.skip("no imgrade console script next to this python")
     command = [sys.executable, "-m", "imgrade"] if launcher == "module" else [str(script)]
 
-    done = subprocess.run([*command, "model", "summary", "--depth", "11"], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*command, "model", "summary", "--depth", "11"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "Trainable params" in done.stdout
     assert done.stderr.count(str(fake)) == 1  # re-executed exactly once
 
-    failed = subprocess.run([*command, "evaluate", str(tmp_path / "no-run")], env=env, capture_output=True, text=True, timeout=120)
+    failed = subprocess.run(
+        [*command, "evaluate", str(tmp_path / "no-run")], env=env, capture_output=True, text=True, timeout=120
+    )
     assert failed.returncode == 2 and "does not exist" in failed.stderr
     assert failed.stderr.count(str(fake)) == 1
 
     env[allocator.DISABLE] = "1"
-    kept = subprocess.run([*command, "evaluate", str(tmp_path / "no-run")], env=env, capture_output=True, text=True, timeout=120)
+    kept = subprocess.run(
+        [*command, "evaluate", str(tmp_path / "no-run")], env=env, capture_output=True, text=True, timeout=120
+    )
     assert kept.returncode == 2 and str(fake) not in kept.stderr
 
 

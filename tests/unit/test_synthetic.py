@@ -203,8 +203,14 @@ CONSTANTS_BEFORE_TUNING = {
 # and each photo's sum of pixel values. The sums, not a digest of the pixels: numpy's float32
 # sin/cos/exp differ by an ulp between CPU instruction sets (AVX-512 or not), which flips the
 # rounding of about one value in 200,000 by 1 grey level.
-BEFORE = ("f9d4f74ed5d20135", [455589, 425447, 450094, 486931, 468593, 478122, 496724, 510879, 461911, 427418, 437608, 442083])
-TUNED = ("5cba876b521d3001", [458560, 428967, 457834, 487920, 470094, 483398, 500801, 514913, 466117, 433501, 443348, 449032])
+BEFORE = (
+    "f9d4f74ed5d20135",
+    [455589, 425447, 450094, 486931, 468593, 478122, 496724, 510879, 461911, 427418, 437608, 442083],
+)
+TUNED = (
+    "5cba876b521d3001",
+    [458560, 428967, 457834, 487920, 470094, 483398, 500801, 514913, 466117, 433501, 443348, 449032],
+)
 
 
 def fingerprint(synthetic: SyntheticSet) -> tuple[str, list[int]]:

@@ -27,7 +27,20 @@ from imgrade.calibrate.thresholds import (
 )
 
 __all__ = [
-    "CONFORMAL_KINDS", "MIN_GAP", "OBJECTIVES", "TUNING_MARGIN", "Conformal", "ThresholdChoice", "apply_thresholds",
-    "choose_thresholds", "default_thresholds", "fit_conformal", "fit_thresholds", "has_min_gap",
-    "min_calibration_size", "objective_value", "prediction_sets", "set_summary",
+    "CONFORMAL_KINDS",
+    "MIN_GAP",
+    "OBJECTIVES",
+    "TUNING_MARGIN",
+    "Conformal",
+    "ThresholdChoice",
+    "apply_thresholds",
+    "choose_thresholds",
+    "default_thresholds",
+    "fit_conformal",
+    "fit_thresholds",
+    "has_min_gap",
+    "min_calibration_size",
+    "objective_value",
+    "prediction_sets",
+    "set_summary",
 ]

@@ -41,7 +41,9 @@ def _check_probabilities(probabilities, num_grades: int | None) -> np.ndarray:
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if probabilities.ndim != 2 or (num_grades is not None and probabilities.shape[1] != num_grades):
         want = f"(N, {num_grades})" if num_grades is not None else "(N, num_grades)"
-        raise ImgradeError(f"grade probabilities have shape {probabilities.shape}, expected {want}: pass one row per image")
+        raise ImgradeError(
+            f"grade probabilities have shape {probabilities.shape}, expected {want}: pass one row per image"
+        )
     sums = probabilities.sum(axis=1)
     bad = ~np.isfinite(sums) | (np.abs(sums - 1) > 1e-3) | np.any(probabilities < -1e-6, axis=1)
     if np.any(bad):

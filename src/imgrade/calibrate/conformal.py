@@ -119,7 +119,9 @@ def prediction_sets(conformal: Conformal, *, scores=None, probabilities=None, nu
     """
     if conformal.kind == "aps":
         if probabilities is None:
-            raise ImgradeError("these grade sets were calibrated on grade probabilities (aps) but none were given: pass probabilities")
+            raise ImgradeError(
+                "these grade sets were calibrated on grade probabilities (aps) but none were given: pass probabilities"
+            )
         probabilities = _check_probabilities(probabilities, num_grades)
         sets = _aps_mass(probabilities) <= conformal.qhat  # (N, K)
         sets[np.arange(len(sets)), np.argmax(probabilities, axis=1)] = True
@@ -158,7 +160,9 @@ def set_summary(sets, y_true, grade_names: list[str]) -> dict:
     sets = np.asarray(sets).astype(bool)
     num_grades = len(grade_names)
     if sets.ndim != 2 or sets.shape[1] != num_grades:
-        raise ImgradeError(f"grade sets have shape {sets.shape} but {num_grades} grades are named: pass (N, {num_grades}) sets")
+        raise ImgradeError(
+            f"grade sets have shape {sets.shape} but {num_grades} grades are named: pass (N, {num_grades}) sets"
+        )
     y_true = grade_indices(y_true, num_grades, "y_true")
     _check_same_length(y_true, sets, "grade sets")
     covered = sets[np.arange(len(y_true)), y_true]
@@ -173,4 +177,3 @@ def set_summary(sets, y_true, grade_names: list[str]) -> dict:
     overall = summary(np.ones(len(y_true), dtype=bool))
     per_grade = {name: summary(y_true == k) for k, name in enumerate(grade_names)}
     return {"coverage": overall["coverage"], "mean_size": overall["mean_size"], "per_grade": per_grade}
-

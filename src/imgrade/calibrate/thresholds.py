@@ -254,8 +254,14 @@ class ThresholdChoice:
 
 
 def choose_thresholds(
-    y_true, scores, num_grades: int, objective: str = "qwk", folds: int = 5, seed: int = 0,
-    baseline=None, baseline_name: str = "rounding",
+    y_true,
+    scores,
+    num_grades: int,
+    objective: str = "qwk",
+    folds: int = 5,
+    seed: int = 0,
+    baseline=None,
+    baseline_name: str = "rounding",
 ) -> ThresholdChoice:
     """Keep tuned cut points only when they beat plain rounding out of fold on the validation split.
 
@@ -286,7 +292,9 @@ def choose_thresholds(
     plain = "plain rounding" if baseline_name == "rounding" else baseline_name
 
     def keep_rounding(why: str, cv_tuned: float = nan, cv_rounding: float = nan) -> ThresholdChoice:
-        return ThresholdChoice(rounding.tolist(), "rounding", objective, cv_tuned, cv_rounding, folds, f"kept {plain}: {why}")
+        return ThresholdChoice(
+            rounding.tolist(), "rounding", objective, cv_tuned, cv_rounding, folds, f"kept {plain}: {why}"
+        )
 
     if num_grades < 2:
         return keep_rounding("a single grade needs no cut points")
@@ -296,7 +304,9 @@ def choose_thresholds(
         )
     present = np.unique(y_true)
     if len(present) < 2:
-        return keep_rounding(f"every validation image has grade {int(present[0])}, so there is nothing to tune cut points on")
+        return keep_rounding(
+            f"every validation image has grade {int(present[0])}, so there is nothing to tune cut points on"
+        )
 
     fold_of = _stratified_folds(y_true, folds, seed)
     tuned_values, rounding_values = [], []
@@ -321,7 +331,15 @@ def choose_thresholds(
     if np.array_equal(thresholds, rounding):
         why = f"tuned cut points scored {scored}, but refitted on all {n} images they did not beat the midpoints"
         return keep_rounding(why, cv_tuned, cv_rounding)
-    return ThresholdChoice(thresholds.tolist(), "tuned", objective, cv_tuned, cv_rounding, folds, f"using tuned cut points: they scored {scored}")
+    return ThresholdChoice(
+        thresholds.tolist(),
+        "tuned",
+        objective,
+        cv_tuned,
+        cv_rounding,
+        folds,
+        f"using tuned cut points: they scored {scored}",
+    )
 
 
 def _stratified_folds(y_true: np.ndarray, folds: int, seed: int) -> np.ndarray:

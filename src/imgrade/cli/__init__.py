@@ -101,5 +101,9 @@ def _run(command: Callable, args, key: tuple[str, ...]) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 141
     except KeyboardInterrupt:
-        print("imgrade: interrupted" + ("; continue with `imgrade train --resume --out RUN`" if key == ("train",) else ""), file=sys.stderr)
+        print(
+            "imgrade: interrupted"
+            + ("; continue with `imgrade train --resume --out RUN`" if key == ("train",) else ""),
+            file=sys.stderr,
+        )
         return 130

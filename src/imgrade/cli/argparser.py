@@ -24,7 +24,8 @@ class HelpFormatter(argparse.HelpFormatter):
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         paragraphs = text.strip("\n").split("\n\n")
         return "\n\n".join(
-            "\n".join(indent + line for line in p.splitlines()) if any(line.startswith(" ") for line in p.splitlines())
+            "\n".join(indent + line for line in p.splitlines())
+            if any(line.startswith(" ") for line in p.splitlines())
             else super(HelpFormatter, self)._fill_text(p, width, indent)
             for p in paragraphs
         )
@@ -32,7 +33,13 @@ class HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if not action.option_strings or default is None or default is False or default is argparse.SUPPRESS or "default" in text:
+        if (
+            not action.option_strings
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or "default" in text
+        ):
             return text
         return f"{text} (default: %(default)s)"
 
@@ -51,7 +58,9 @@ class Parser(argparse.ArgumentParser):
     def _check_value(self, action: argparse.Action, value) -> None:
         if action.choices is not None and value not in action.choices:
             names = [str(c) for c in action.choices]
-            raise argparse.ArgumentError(action, f"invalid choice: {value!r}{did_you_mean(str(value), names)} (choose from {', '.join(names)})")
+            raise argparse.ArgumentError(
+                action, f"invalid choice: {value!r}{did_you_mean(str(value), names)} (choose from {', '.join(names)})"
+            )
 
     def parse(self, argv: list[str]) -> argparse.Namespace:
         """``parse_args``, except that an unknown flag is named with the closest one of its verb."""

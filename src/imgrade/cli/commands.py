@@ -33,7 +33,9 @@ def cmd_train(args) -> int:
     return 0
 
 
-def check_resume_flags(out: Path, overrides: dict[str, Any], *, config: str | None = None, preset: str | None = None) -> None:
+def check_resume_flags(
+    out: Path, overrides: dict[str, Any], *, config: str | None = None, preset: str | None = None
+) -> None:
     """Accept flags (and ``--config``/``--preset``) that agree with the run's saved config; name
     each that differs, with both values.
 
@@ -77,7 +79,9 @@ def cmd_compare(args) -> int:
     from imgrade.config import load_config
 
     cfg = load_config(args.config).with_overrides(run_overrides(args))
-    result = pipeline.compare(cfg, args.out, tasks=args.tasks, recipes=args.recipes, seeds=args.seeds, folds=args.folds, metric=args.metric)
+    result = pipeline.compare(
+        cfg, args.out, tasks=args.tasks, recipes=args.recipes, seeds=args.seeds, folds=args.folds, metric=args.metric
+    )
     print(result["markdown"])
     return 0
 
@@ -87,8 +91,12 @@ def cmd_fewshot(args) -> int:
     from imgrade.pipeline.fewshot import format_stages, recipe_config
 
     cfg = recipe_config(args.config, run_overrides(args))
-    result = pipeline.fewshot(cfg, args.out, synthetic_n=args.synthetic_n, pretrain_epochs=args.pretrain_epochs, randomize=args.randomize)
-    print(f"\nfewshot stages (real rows: the {result['test_images']} photos of the real test split):\n{format_stages(result['stages'])}")
+    result = pipeline.fewshot(
+        cfg, args.out, synthetic_n=args.synthetic_n, pretrain_epochs=args.pretrain_epochs, randomize=args.randomize
+    )
+    print(
+        f"\nfewshot stages (real rows: the {result['test_images']} photos of the real test split):\n{format_stages(result['stages'])}"
+    )
     return 0
 
 
@@ -96,7 +104,9 @@ def cmd_evaluate(args) -> int:
     from imgrade import pipeline
     from imgrade.pipeline.evaluate import format_evaluation
 
-    print(format_evaluation(pipeline.evaluate(args.run, data=args.data, out=args.out, device=args.device, tta=args.tta)))
+    print(
+        format_evaluation(pipeline.evaluate(args.run, data=args.data, out=args.out, device=args.device, tta=args.tta))
+    )
     return 0
 
 
@@ -119,9 +129,15 @@ def cmd_serve(args) -> int:
     from imgrade.serve import Limits, serve
 
     serve(
-        args.model, host=args.host, port=args.port, runtime=args.runtime, device=args.device,
+        args.model,
+        host=args.host,
+        port=args.port,
+        runtime=args.runtime,
+        device=args.device,
         token=args.token if args.token is not None else os.environ.get("IMGRADE_TOKEN") or None,
-        limits=Limits.from_flags(args), threads=args.threads, tta=args.tta,
+        limits=Limits.from_flags(args),
+        threads=args.threads,
+        tta=args.tta,
     )
     return 0
 
@@ -147,8 +163,13 @@ def cmd_data_synth(args) -> int:
     from imgrade import pipeline
 
     pipeline.data_synth(
-        args.out, n=args.n, fmt=args.format, image_size=args.image_size, seed=args.seed,
-        label_noise=args.label_noise, randomize=args.randomize,
+        args.out,
+        n=args.n,
+        fmt=args.format,
+        image_size=args.image_size,
+        seed=args.seed,
+        label_noise=args.label_noise,
+        randomize=args.randomize,
     )
     return 0
 
@@ -156,7 +177,16 @@ def cmd_data_synth(args) -> int:
 def cmd_model_summary(args) -> int:
     from imgrade import pipeline
 
-    print(pipeline.model_summary(depth=args.depth, image_size=args.image_size, task=args.task, head=args.head, num_grades=args.num_grades, backbone=args.backbone))
+    print(
+        pipeline.model_summary(
+            depth=args.depth,
+            image_size=args.image_size,
+            task=args.task,
+            head=args.head,
+            num_grades=args.num_grades,
+            backbone=args.backbone,
+        )
+    )
     return 0
 
 

@@ -25,8 +25,10 @@ examples:
 `imgrade VERB --help` shows a verb's options; -q shows warnings and errors only, -v more detail.
 """
 
-TTA_HELP = ("grade each image as the average of 6 views of it: itself, its mirror, shifts of 1/16 up, down, left, right "
-            "(default: as the run says, calibrate.tta, off unless set)")
+TTA_HELP = (
+    "grade each image as the average of 6 views of it: itself, its mirror, shifts of 1/16 up, down, left, right "
+    "(default: as the run says, calibrate.tta, off unless set)"
+)
 RUN = "run folder written by train (or its best.pt)"
 DEVICE = field_help("train.device")
 
@@ -43,185 +45,380 @@ def _add_output_flags(p: argparse.ArgumentParser, *, top: bool) -> None:
     """-q, -v and --debug, before the verb or after it (a verb's copy leaves the first one's value alone)."""
     unset = {} if top else {"default": argparse.SUPPRESS}
     g = p.add_argument_group("output") if not top else p
-    g.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, help="print warnings and errors only", **unset)
-    g.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, help="print debugging detail too", **unset)
+    g.add_argument(
+        "-q",
+        "--quiet",
+        dest="verbosity",
+        action="store_const",
+        const=-1,
+        help="print warnings and errors only",
+        **unset,
+    )
+    g.add_argument(
+        "-v", "--verbose", dest="verbosity", action="store_const", const=1, help="print debugging detail too", **unset
+    )
     g.add_argument("--debug", action="store_true", help="show the full traceback on errors", **unset)
 
 
 def _add_train(sub) -> None:
-    p = _verb(sub, "train", "train a grader on an image set",
-              "Train a grader on an image set; writes a run folder: checkpoints, history, config, split and calibration.",
-              """
+    p = _verb(
+        sub,
+        "train",
+        "train a grader on an image set",
+        "Train a grader on an image set; writes a run folder: checkpoints, history, config, split and calibration.",
+        """
 imgrade train --data path/to/cucumber-9-python --epochs 30 --out runs/p1
 imgrade train --data photos/ --preset accurate --out runs/acc      # soft ordinal labels, an ensemble of 3
 imgrade train --data photos/ --config run.yaml --lr 0.01 --out runs/p2
 imgrade train --resume --out runs/p1                               # continue an interrupted run""",
-              usage="%(prog)s --data PATH --out DIR [options]")
+        usage="%(prog)s --data PATH --out DIR [options]",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="run folder to write (checkpoints, history, config)")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out with its saved config (flags must agree with it)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --out with its saved config (flags must agree with it)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    p.add_argument("--config", metavar="YAML", help="YAML file with data/model/train/calibrate sections; flags override it")
-    p.add_argument("--preset", choices=list(PRESETS), help="a named recipe under --config and the flags: reference (the defaults) or accurate "
-                   "(soft ordinal labels and an ensemble of 3: the best on real photos, 3x the training and grading time)")
+    p.add_argument(
+        "--config", metavar="YAML", help="YAML file with data/model/train/calibrate sections; flags override it"
+    )
+    p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        help="a named recipe under --config and the flags: reference (the defaults) or accurate "
+        "(soft ordinal labels and an ensemble of 3: the best on real photos, 3x the training and grading time)",
+    )
     add_run_flags(p)
 
 
 def _add_compare(sub) -> None:
-    p = _verb(sub, "compare", "every formulation on the same split and budget, side by side",
-              "Train several formulations (tasks, or tasks with changes) on the same split and budget, over seeds or folds; "
-              "writes the runs, tables, box plots and a report, and prints which to use.",
-              """
+    p = _verb(
+        sub,
+        "compare",
+        "every formulation on the same split and budget, side by side",
+        "Train several formulations (tasks, or tasks with changes) on the same split and budget, over seeds or folds; "
+        "writes the runs, tables, box plots and a report, and prints which to use.",
+        """
 imgrade compare --data DATA --tasks regression,classification,coral,corn --seeds 3 --epochs 30 --out cmp
 imgrade compare --data DATA --folds 5 --recipes regression,corn+class-weight=balanced,corn+head=reference --out cmp""",
-              usage="%(prog)s --data PATH --out DIR [--tasks T,T | --recipes R,R] [options]")
+        usage="%(prog)s --data PATH --out DIR [--tasks T,T | --recipes R,R] [options]",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the runs, tables, plots and report")
-    p.add_argument("--tasks", metavar="TASKS", help=f"comma-separated tasks, any of {', '.join(task_names())} "
-                   "(default: regression,classification,coral,corn); each is a recipe without changes")
-    p.add_argument("--recipes", metavar="RECIPES",
-                   help="comma-separated recipes TASK[+key=value][+flag]..., e.g. regression,corn+class-weight=balanced,coral+epochs=60+tta; "
-                        "a key is a config field (model, train or calibrate), tta scores with test-time augmentation")
+    p.add_argument(
+        "--tasks",
+        metavar="TASKS",
+        help=f"comma-separated tasks, any of {', '.join(task_names())} "
+        "(default: regression,classification,coral,corn); each is a recipe without changes",
+    )
+    p.add_argument(
+        "--recipes",
+        metavar="RECIPES",
+        help="comma-separated recipes TASK[+key=value][+flag]..., e.g. regression,corn+class-weight=balanced,coral+epochs=60+tta; "
+        "a key is a config field (model, train or calibrate), tta scores with test-time augmentation",
+    )
     p.add_argument("--seeds", type=int, default=3, metavar="N", help="training seeds per recipe")
-    p.add_argument("--metric", choices=("qwk", "accuracy", "mae", "both"), default="qwk",
-                   help="what the recommendation optimises: qwk, accuracy, mae (grade MAE), or both qwk and accuracy")
-    p.add_argument("--folds", type=int, default=0, metavar="K", help="cross-validation folds instead of one split (e.g. 5 for small sets; 0: one split)")
-    p.add_argument("--config", metavar="YAML", help="YAML file with data/model/train/calibrate sections; flags override it")
+    p.add_argument(
+        "--metric",
+        choices=("qwk", "accuracy", "mae", "both"),
+        default="qwk",
+        help="what the recommendation optimises: qwk, accuracy, mae (grade MAE), or both qwk and accuracy",
+    )
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        metavar="K",
+        help="cross-validation folds instead of one split (e.g. 5 for small sets; 0: one split)",
+    )
+    p.add_argument(
+        "--config", metavar="YAML", help="YAML file with data/model/train/calibrate sections; flags override it"
+    )
     add_run_flags(p, skip=("model.task", "train.seed", "train.init"))
 
 
 def _add_fewshot(sub) -> None:
     finetune = " ".join(f"{flag_of(k)} {v}" for k, v in FINETUNE_DEFAULTS.items())
-    p = _verb(sub, "fewshot", "few real photos: pretrain on synthetic cucumbers, fine-tune on yours, measure both",
-              "Pretrain on synthetic cucumbers, fine-tune on your few real photos, and measure both stages on your test split.\n"
-              f"The fine-tuning stage defaults to {finetune}; the flags below override them.",
-              """
+    p = _verb(
+        sub,
+        "fewshot",
+        "few real photos: pretrain on synthetic cucumbers, fine-tune on yours, measure both",
+        "Pretrain on synthetic cucumbers, fine-tune on your few real photos, and measure both stages on your test split.\n"
+        f"The fine-tuning stage defaults to {finetune}; the flags below override them.",
+        """
 imgrade fewshot --data path/to/cucumber-9-python --synthetic-n 20000 --out runs/fewshot
 imgrade fewshot --data photos/ --init runs/fewshot/pretrain --out runs/fewshot-b   # reuse a pretrained run""",
-              usage="%(prog)s --data PATH --out DIR [options]")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for the synthetic set, the pretrain and finetune runs and the summary")
+        usage="%(prog)s --data PATH --out DIR [options]",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="folder for the synthetic set, the pretrain and finetune runs and the summary",
+    )
     p.add_argument("--synthetic-n", type=int, default=20000, metavar="N", help="synthetic cucumbers to pretrain on")
-    p.add_argument("--pretrain-epochs", type=int, default=15, metavar="N", help="epochs of pretraining (about 20 minutes for 20000 photos on 2 CPU cores)")
-    p.add_argument("--randomize", type=float, default=1.0, metavar="STRENGTH", help="domain randomisation of the synthetic photos, 0..1")
-    p.add_argument("--config", metavar="YAML", help="YAML file with data/model/train/calibrate sections for the fine-tuning stage; flags override it")
+    p.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=15,
+        metavar="N",
+        help="epochs of pretraining (about 20 minutes for 20000 photos on 2 CPU cores)",
+    )
+    p.add_argument(
+        "--randomize",
+        type=float,
+        default=1.0,
+        metavar="STRENGTH",
+        help="domain randomisation of the synthetic photos, 0..1",
+    )
+    p.add_argument(
+        "--config",
+        metavar="YAML",
+        help="YAML file with data/model/train/calibrate sections for the fine-tuning stage; flags override it",
+    )
     add_run_flags(p, defaults=FINETUNE_DEFAULTS)
 
 
 def _add_use(sub) -> None:
     """The verbs that use a trained run: calibrate, evaluate, predict, export, serve."""
-    p = _verb(sub, "calibrate", "refit cut points and grade sets on a run's validation split",
-              "Refit a trained run's cut points and conformal grade sets on its validation split, without training; "
-              "rewrites RUN/best.pt and RUN/config.yaml.",
-              """
+    p = _verb(
+        sub,
+        "calibrate",
+        "refit cut points and grade sets on a run's validation split",
+        "Refit a trained run's cut points and conformal grade sets on its validation split, without training; "
+        "rewrites RUN/best.pt and RUN/config.yaml.",
+        """
 imgrade calibrate runs/p1 --alpha 0.05          # grade sets that miss the true grade at most 5% of the time
-imgrade calibrate runs/p1 --objective accuracy""")
+imgrade calibrate runs/p1 --objective accuracy""",
+    )
     p.add_argument("run", metavar="RUN", help="run folder written by train")
     p.add_argument("--objective", choices=OBJECTIVES, help=field_help("calibrate.objective") + " (default: the run's)")
     p.add_argument("--alpha", type=float, metavar="ALPHA", help=field_help("calibrate.alpha") + " (default: the run's)")
-    p.add_argument("--threshold-folds", dest="folds", type=int, metavar="K", help=field_help("calibrate.folds") + " (default: the run's)")
+    p.add_argument(
+        "--threshold-folds",
+        dest="folds",
+        type=int,
+        metavar="K",
+        help=field_help("calibrate.folds") + " (default: the run's)",
+    )
     p.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE)
 
-    p = _verb(sub, "evaluate", "metrics and pictures for a trained run",
-              "Grade the run's test split (or every image of another set) and write predictions, metrics, plots and an "
-              "HTML report; prints the metrics.",
-              """
+    p = _verb(
+        sub,
+        "evaluate",
+        "metrics and pictures for a trained run",
+        "Grade the run's test split (or every image of another set) and write predictions, metrics, plots and an "
+        "HTML report; prints the metrics.",
+        """
 imgrade evaluate runs/p1                        # writes runs/p1/eval-test/
-imgrade evaluate runs/p1 --data new-photos/ --out runs/p1/eval-new""")
+imgrade evaluate runs/p1 --data new-photos/ --out runs/p1/eval-new""",
+    )
     p.add_argument("run", metavar="RUN", help=RUN)
     p.add_argument("--data", metavar="PATH", help="evaluate every image of this set instead of the run's test split")
-    p.add_argument("--out", metavar="DIR", help="output folder (default RUN/eval-test or RUN/eval-DATANAME, with -tta added under --tta)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output folder (default RUN/eval-test or RUN/eval-DATANAME, with -tta added under --tta)",
+    )
     p.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE)
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help=TTA_HELP)
 
-    p = _verb(sub, "predict", "score and grade images; CSV or JSON on stdout",
-              "Grade photos with a trained run or an exported .onnx file: one row per image with its score, grade, grade set "
-              "and probabilities, as CSV or JSON on stdout (messages go to stderr).",
-              """
+    p = _verb(
+        sub,
+        "predict",
+        "score and grade images; CSV or JSON on stdout",
+        "Grade photos with a trained run or an exported .onnx file: one row per image with its score, grade, grade set "
+        "and probabilities, as CSV or JSON on stdout (messages go to stderr).",
+        """
 imgrade predict runs/p1 photos/ > grades.csv
-imgrade predict model.onnx a.jpg b.jpg --format json""")
-    p.add_argument("run", metavar="RUN", help="run folder written by train (or its best.pt), or a .onnx file from export")
+imgrade predict model.onnx a.jpg b.jpg --format json""",
+    )
+    p.add_argument(
+        "run", metavar="RUN", help="run folder written by train (or its best.pt), or a .onnx file from export"
+    )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="photos, or folders of photos (read recursively)")
     p.add_argument("--format", default="csv", choices=["csv", "json"], help="output format")
-    p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"], help="what runs the network; auto: onnx for a .onnx file, else torch")
+    p.add_argument(
+        "--runtime",
+        default="auto",
+        choices=["auto", "torch", "onnx"],
+        help="what runs the network; auto: onnx for a .onnx file, else torch",
+    )
     p.add_argument("--device", default="auto", metavar="DEVICE", help="torch runtime: " + DEVICE)
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help=TTA_HELP + "; an .onnx file must have been exported with --tta")
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=TTA_HELP + "; an .onnx file must have been exported with --tta",
+    )
 
-    p = _verb(sub, "export", "write a trained run as one self-contained ONNX grader",
-              "Write a trained run as one ONNX file holding the network, the grade names, the cut points and the grade sets, "
-              "and check that ONNX Runtime grades as PyTorch does.",
-              """
+    p = _verb(
+        sub,
+        "export",
+        "write a trained run as one self-contained ONNX grader",
+        "Write a trained run as one ONNX file holding the network, the grade names, the cut points and the grade sets, "
+        "and check that ONNX Runtime grades as PyTorch does.",
+        """
 imgrade export runs/p1 --out model.onnx
-imgrade predict model.onnx photos/""")
+imgrade predict model.onnx photos/""",
+    )
     p.add_argument("run", metavar="RUN", help=RUN)
     p.add_argument("--out", required=True, metavar="FILE", help="the .onnx file to write")
     p.add_argument("--format", default="onnx", choices=["onnx"], help="file format")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="put test-time augmentation in the graph: " + TTA_HELP)
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="put test-time augmentation in the graph: " + TTA_HELP,
+    )
 
-    p = _verb(sub, "serve", "an HTTP grading service with a web page",
-              "Serve a grader over HTTP: POST photos to /grade, or open the web page; GET /model and /stats describe it.",
-              """
+    p = _verb(
+        sub,
+        "serve",
+        "an HTTP grading service with a web page",
+        "Serve a grader over HTTP: POST photos to /grade, or open the web page; GET /model and /stats describe it.",
+        """
 imgrade serve runs/p1                 # http://127.0.0.1:8000/
-imgrade serve model.onnx --port 9000 --token SECRET""")
+imgrade serve model.onnx --port 9000 --token SECRET""",
+    )
     p.add_argument("model", metavar="MODEL", help="run folder, .pt checkpoint or .onnx file")
-    p.add_argument("--host", default="127.0.0.1", metavar="ADDRESS", help="address to bind; 127.0.0.1 is this machine only")
+    p.add_argument(
+        "--host", default="127.0.0.1", metavar="ADDRESS", help="address to bind; 127.0.0.1 is this machine only"
+    )
     p.add_argument("--port", type=int, default=8000, metavar="PORT", help="port to listen on")
-    p.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"], help="what runs the network; auto: onnx for a .onnx file, else torch")
+    p.add_argument(
+        "--runtime",
+        default="auto",
+        choices=["auto", "torch", "onnx"],
+        help="what runs the network; auto: onnx for a .onnx file, else torch",
+    )
     p.add_argument("--device", default="auto", metavar="DEVICE", help="torch runtime: " + DEVICE)
-    p.add_argument("--token", default=None, metavar="TOKEN", help="require 'Authorization: Bearer TOKEN' on the API (default: $IMGRADE_TOKEN; none)")
+    p.add_argument(
+        "--token",
+        default=None,
+        metavar="TOKEN",
+        help="require 'Authorization: Bearer TOKEN' on the API (default: $IMGRADE_TOKEN; none)",
+    )
     p.add_argument("--threads", type=int, default=None, metavar="N", help="inference threads (default: one per core)")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help=TTA_HELP + "; an .onnx file must have been exported with --tta")
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=TTA_HELP + "; an .onnx file must have been exported with --tta",
+    )
     Limits.add_flags(p.add_argument_group("limits (what one client may ask)"))
 
 
 def _add_data(sub) -> None:
-    data = sub.add_parser("data", help="inspect, download or generate image sets", description="Inspect, download or generate image sets.",
-                          epilog="examples:\n  imgrade data info path/to/cucumber-9-python\n  imgrade data synth --out synth --n 2000")
+    data = sub.add_parser(
+        "data",
+        help="inspect, download or generate image sets",
+        description="Inspect, download or generate image sets.",
+        epilog="examples:\n  imgrade data info path/to/cucumber-9-python\n  imgrade data synth --out synth --n 2000",
+    )
     actions = data.add_subparsers(dest="data_verb", metavar="ACTION")
 
-    p = _verb(actions, "info", "format, images per grade, image size, what is dropped",
-              "Describe an image set as train would read it: format, images per grade, image size, its own split, what is dropped.",
-              """
+    p = _verb(
+        actions,
+        "info",
+        "format, images per grade, image size, what is dropped",
+        "Describe an image set as train would read it: format, images per grade, image size, its own split, what is dropped.",
+        """
 imgrade data info path/to/cucumber-9-python
-imgrade data info photos/ --grades 2L,L,M,S""")
+imgrade data info photos/ --grades 2L,L,M,S""",
+    )
     p.add_argument("path", metavar="PATH", help=field_help("data.path"))
     p.add_argument("--grades", metavar="NAMES", help=field_help("data.grades"))
     p.add_argument("--view", default="above", choices=VIEWS, help=field_help("data.view"))
-    p.add_argument("--image-size", type=int, default=None, metavar="PIXELS", help="folder and CSV sets: resize to this (default 32)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        metavar="PIXELS",
+        help="folder and CSV sets: resize to this (default 32)",
+    )
 
-    p = _verb(actions, "download", "download a public data set (cucumber9)",
-              "Download a public data set archive; train reads the .tar.gz as it is.",
-              """
+    p = _verb(
+        actions,
+        "download",
+        "download a public data set (cucumber9)",
+        "Download a public data set archive; train reads the .tar.gz as it is.",
+        """
 imgrade data download cucumber9 --prototype 1 --dest data
-imgrade train --data data/cucumber-9-python.tar.gz --out runs/p1""")
+imgrade train --data data/cucumber-9-python.tar.gz --out runs/p1""",
+    )
     p.add_argument("dataset", choices=["cucumber9"], help="the data set: cucumber9 (CUCUMBER-9, 9 grades of cucumbers)")
-    p.add_argument("--prototype", type=int, default=1, choices=[1, 2], help="CUCUMBER-9 prototype: 1 (one view) or 2 (views from above, below and the side)")
+    p.add_argument(
+        "--prototype",
+        type=int,
+        default=1,
+        choices=[1, 2],
+        help="CUCUMBER-9 prototype: 1 (one view) or 2 (views from above, below and the side)",
+    )
     p.add_argument("--dest", default="data", metavar="DIR", help="folder to save the archive in")
-    p.add_argument("--base-url", default=None, metavar="URL", help="mirror to download from instead of the public repository")
+    p.add_argument(
+        "--base-url", default=None, metavar="URL", help="mirror to download from instead of the public repository"
+    )
 
-    p = _verb(actions, "synth", "generate synthetic cucumbers",
-              "Generate synthetic cucumber photos graded by a rule table, as CUCUMBER-9 batch files or as class folders "
-              "(with attributes.csv: each photo's grade and measurements).",
-              """
+    p = _verb(
+        actions,
+        "synth",
+        "generate synthetic cucumbers",
+        "Generate synthetic cucumber photos graded by a rule table, as CUCUMBER-9 batch files or as class folders "
+        "(with attributes.csv: each photo's grade and measurements).",
+        """
 imgrade data synth --out synth --n 2000
-imgrade data synth --out synth-folders --format folders --randomize 1 --image-size 64""")
+imgrade data synth --out synth-folders --format folders --randomize 1 --image-size 64""",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write")
     p.add_argument("--n", type=int, default=2000, metavar="N", help="number of photos")
-    p.add_argument("--format", default="cucumber9", choices=["cucumber9", "folders"], help="CUCUMBER-9 batch files, or one folder per grade")
+    p.add_argument(
+        "--format",
+        default="cucumber9",
+        choices=["cucumber9", "folders"],
+        help="CUCUMBER-9 batch files, or one folder per grade",
+    )
     p.add_argument("--image-size", type=int, default=32, metavar="PIXELS", help="width and height of each photo")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed: same seed, same photos")
-    p.add_argument("--label-noise", type=float, default=0.0, metavar="FRACTION", help="fraction of labels moved to an adjacent grade")
-    p.add_argument("--randomize", type=float, default=0.0, metavar="STRENGTH",
-                   help="domain randomisation strength, 0..1: lighting, background, framing, edges, colour, blur, noise, JPEG")
+    p.add_argument(
+        "--label-noise",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="fraction of labels moved to an adjacent grade",
+    )
+    p.add_argument(
+        "--randomize",
+        type=float,
+        default=0.0,
+        metavar="STRENGTH",
+        help="domain randomisation strength, 0..1: lighting, background, framing, edges, colour, blur, noise, JPEG",
+    )
 
 
 def _add_model(sub) -> None:
-    model = sub.add_parser("model", help="describe the network", description="Describe the network.",
-                           epilog="example:\n  imgrade model summary --depth 11 --task coral")
+    model = sub.add_parser(
+        "model",
+        help="describe the network",
+        description="Describe the network.",
+        epilog="example:\n  imgrade model summary --depth 11 --task coral",
+    )
     actions = model.add_subparsers(dest="model_verb", metavar="ACTION")
-    p = _verb(actions, "summary", "layer table with output shapes and parameter counts",
-              "Print the network's layer table with output shapes and parameter counts (no data needed).",
-              """
+    p = _verb(
+        actions,
+        "summary",
+        "layer table with output shapes and parameter counts",
+        "Print the network's layer table with output shapes and parameter counts (no data needed).",
+        """
 imgrade model summary                            # the reference: ResNet v2 depth 29, regression
-imgrade model summary --depth 11 --task coral --num-grades 5""")
-    p.add_argument("--backbone", default="reference", metavar="NAME", help=f"{field_help('model.backbone')}: {describe_backbones()}")
+imgrade model summary --depth 11 --task coral --num-grades 5""",
+    )
+    p.add_argument(
+        "--backbone",
+        default="reference",
+        metavar="NAME",
+        help=f"{field_help('model.backbone')}: {describe_backbones()}",
+    )
     p.add_argument("--depth", type=int, default=29, metavar="N", help=field_help("model.depth"))
     p.add_argument("--image-size", type=int, default=32, metavar="PIXELS", help="input size in pixels")
     p.add_argument("--task", default="regression", choices=task_names(), help=field_help("model.task"))
@@ -230,12 +427,16 @@ imgrade model summary --depth 11 --task coral --num-grades 5""")
 
 
 def _add_demo(sub) -> None:
-    p = _verb(sub, "demo", "the whole pipeline on built-in synthetic cucumbers",
-              "The whole pipeline on built-in synthetic cucumbers: generate a set, train, evaluate, and name the pictures to "
-              "look at (about 5 minutes on 2 CPU cores with the defaults).",
-              """
+    p = _verb(
+        sub,
+        "demo",
+        "the whole pipeline on built-in synthetic cucumbers",
+        "The whole pipeline on built-in synthetic cucumbers: generate a set, train, evaluate, and name the pictures to "
+        "look at (about 5 minutes on 2 CPU cores with the defaults).",
+        """
 imgrade demo
-imgrade demo --n 600 --epochs 5 --out demo-small   # a minute""")
+imgrade demo --n 600 --epochs 5 --out demo-small   # a minute""",
+    )
     p.add_argument("--out", default="demo-run", metavar="DIR", help="folder for the data, the run and its evaluation")
     p.add_argument("--n", type=int, default=2500, metavar="N", help="synthetic photos to generate")
     p.add_argument("--epochs", type=int, default=30, metavar="N", help="training epochs")
@@ -245,7 +446,9 @@ imgrade demo --n 600 --epochs 5 --out demo-small   # a minute""")
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every verb; tasks registered before the call are offered by --task."""
-    parser = Parser(prog="imgrade", description="Grade items from photos: train, evaluate and use image graders.", epilog=EXAMPLES)
+    parser = Parser(
+        prog="imgrade", description="Grade items from photos: train, evaluate and use image graders.", epilog=EXAMPLES
+    )
     _add_output_flags(parser, top=True)
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     _add_train(sub)

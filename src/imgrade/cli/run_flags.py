@@ -98,8 +98,11 @@ def _field_docs(section_cls: type) -> dict[str, str]:
     return {
         node.target.id: inspect.cleandoc(after.value.value)
         for node, after in zip(body, body[1:])
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-        and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)
+        if isinstance(node, ast.AnnAssign)
+        and isinstance(node.target, ast.Name)
+        and isinstance(after, ast.Expr)
+        and isinstance(after.value, ast.Constant)
+        and isinstance(after.value.value, str)
     }
 
 
@@ -141,7 +144,9 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def add_run_flags(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = (), defaults: dict[str, Any] | None = None) -> None:
+def add_run_flags(
+    parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = (), defaults: dict[str, Any] | None = None
+) -> None:
     """Add the run flags but the config keys in ``skip``, grouped by config section; ``defaults``
     replaces the dataclass default shown for some keys (a recipe's own defaults)."""
     groups: dict[str, argparse._ArgumentGroup] = {}

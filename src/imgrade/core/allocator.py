@@ -55,7 +55,12 @@ def tcmalloc_env(environ: dict[str, str], library: str) -> dict[str, str]:
     """
     preload = ":".join(p for p in (library, environ.get("LD_PRELOAD", "")) if p)
     # tcmalloc prints a line for every allocation above 1 GB (a large data set): not news to a user
-    return {**environ, "LD_PRELOAD": preload, MARKER: "1", "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": environ.get("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))}
+    return {
+        **environ,
+        "LD_PRELOAD": preload,
+        MARKER: "1",
+        "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": environ.get("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40)),
+    }
 
 
 def started_as_imgrade() -> bool:

@@ -52,7 +52,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                 f"{path} holds Python objects that could run code when loaded ({reason}): imgrade refuses them; "
                 "use a checkpoint written by `imgrade train`"
             ) from None
-        raise CheckpointError(f"{path} is not a readable imgrade checkpoint ({reason}): retrain or restore the file") from None
+        raise CheckpointError(
+            f"{path} is not a readable imgrade checkpoint ({reason}): retrain or restore the file"
+        ) from None
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise CheckpointError(f"{path} is not an imgrade checkpoint (no format_version): retrain with this imgrade")
     version = payload["format_version"]
@@ -79,12 +81,20 @@ def find_run_checkpoint(run: str | Path) -> Path:
     if run.is_file() and run.suffix == ".pt":
         return run
     if not run.exists():
-        raise CheckpointError(f"run folder {run} does not exist: check the path, or train with `imgrade train --out {run}`")
+        raise CheckpointError(
+            f"run folder {run} does not exist: check the path, or train with `imgrade train --out {run}`"
+        )
     if not run.is_dir():
-        raise CheckpointError(f"{run} is neither a run folder nor a .pt checkpoint: pass the folder `imgrade train --out` wrote")
+        raise CheckpointError(
+            f"{run} is neither a run folder nor a .pt checkpoint: pass the folder `imgrade train --out` wrote"
+        )
     best = run / BEST
     if not best.is_file():
-        hint = " (training was interrupted before its first epoch ended: resume with `imgrade train --resume`)" if (run / "config.yaml").is_file() else ""
+        hint = (
+            " (training was interrupted before its first epoch ended: resume with `imgrade train --resume`)"
+            if (run / "config.yaml").is_file()
+            else ""
+        )
         raise CheckpointError(f"run folder {run} has no checkpoint {BEST}{hint}: train a model into it first")
     return best
 

@@ -39,7 +39,9 @@ def grade_indices(values, num_grades: int, name: str) -> np.ndarray:
             raise ImgradeError(f"{name} must hold grade indices (numbers), got dtype {values.dtype}")
         whole = np.isfinite(values) & (values == np.round(values))
         if not np.all(whole):
-            raise ImgradeError(f"{name} must hold whole grade indices, found {values[~whole][0]}: pass grade indices, not scores")
+            raise ImgradeError(
+                f"{name} must hold whole grade indices, found {values[~whole][0]}: pass grade indices, not scores"
+            )
     values = values.astype(np.int64)
     outside = (values < 0) | (values >= num_grades)
     if np.any(outside):

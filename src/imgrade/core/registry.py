@@ -173,9 +173,13 @@ def register_backbone(
             without "module:function".
     """
     if name in _BACKBONES:
-        raise ConfigError(f"backbone {name!r} is already registered: pick another name or unregister_backbone({name!r}) first")
+        raise ConfigError(
+            f"backbone {name!r} is already registered: pick another name or unregister_backbone({name!r}) first"
+        )
     if not name or ":" in name:
-        raise ConfigError(f"backbone name {name!r} must be a non-empty name without ':' (a family's model name follows the colon)")
+        raise ConfigError(
+            f"backbone name {name!r} must be a non-empty name without ':' (a family's model name follows the colon)"
+        )
     for path in (target, check):
         if isinstance(path, str) and path.count(":") != 1:
             raise ConfigError(f"backbone target {path!r} is not 'package.module:function'")
@@ -194,7 +198,9 @@ def backbone_names() -> tuple[str, ...]:
     return tuple(_BACKBONES)
 
 
-def resolve_backbone(spec: str, pretrained: str | None = None, flag: str = "--backbone") -> tuple[BackboneEntry, str | None]:
+def resolve_backbone(
+    spec: str, pretrained: str | None = None, flag: str = "--backbone"
+) -> tuple[BackboneEntry, str | None]:
     """The entry for the ``--backbone`` value ``spec`` and its model name (None but for a family).
 
     Raises:
@@ -223,7 +229,10 @@ def resolve_backbone(spec: str, pretrained: str | None = None, flag: str = "--ba
     if not entry.family and colon:
         raise ConfigError(f"backbone {name!r} takes no model name after ':': set {flag} {name}")
     if pretrained is not None and not entry.takes_pretrained:
-        takers = " or ".join(e.usage for e in _BACKBONES.values() if e.takes_pretrained) or "none of the registered backbones"
+        takers = (
+            " or ".join(e.usage for e in _BACKBONES.values() if e.takes_pretrained)
+            or "none of the registered backbones"
+        )
         raise ConfigError(
             f"--pretrained is for {flag} {takers}; to start the {spec} network from a trained run, use --init RUN instead"
         )
@@ -260,35 +269,49 @@ def describe_backbones() -> str:
 
 
 register_head(
-    "regression", "imgrade.models.heads:RegressionHead",
+    "regression",
+    "imgrade.models.heads:RegressionHead",
     "default, the reference: MSE on the grade number",
-    probabilities=False, needs_grades=False, rule="rounding",
+    probabilities=False,
+    needs_grades=False,
+    rule="rounding",
 )
 register_head(
-    "classification", "imgrade.models.heads:ClassificationHead",
+    "classification",
+    "imgrade.models.heads:ClassificationHead",
     "softmax over the grades, cross-entropy; blind to their order",
     rule="most probable grade",
 )
-register_head("coral", "imgrade.models.ordinal:CoralHead", "rank-consistent ordinal thresholds, one shared weight vector")
+register_head(
+    "coral", "imgrade.models.ordinal:CoralHead", "rank-consistent ordinal thresholds, one shared weight vector"
+)
 register_head("corn", "imgrade.models.ordinal:CornHead", "ordinal thresholds as chained conditional probabilities")
 register_head(
-    "axes", "imgrade.models.axes:AxesHead",
+    "axes",
+    "imgrade.models.axes:AxesHead",
     "one softmax per axis of a grade table (e.g. size x shape, --axes), the grade's probability their product",
     rule="most probable grade",
 )
 register_head(
-    "sord", "imgrade.models.ordinal:SordHead",
+    "sord",
+    "imgrade.models.ordinal:SordHead",
     "softmax trained on soft ordinal labels: cross-entropy against targets that fall with the squared grade distance (--sord-beta)",
     rule="most probable grade",
 )
 
 register_backbone(
-    "reference", "imgrade.models.backbones:build_reference",
+    "reference",
+    "imgrade.models.backbones:build_reference",
     "the Keras ResNet v2 of --depth",
-    uses_depth=True, label="ResNet v2 depth {depth}",
+    uses_depth=True,
+    label="ResNet v2 depth {depth}",
 )
 register_backbone(
-    "timm", "imgrade.models.timm_backbone:build_timm",
+    "timm",
+    "imgrade.models.timm_backbone:build_timm",
     "any model of the optional timm package, pip install 'imgrade[timm]', e.g. timm:resnet18; --pretrained loads its weights",
-    family=True, takes_pretrained=True, label="timm {model}", check="imgrade.models.timm_backbone:check_timm",
+    family=True,
+    takes_pretrained=True,
+    label="timm {model}",
+    check="imgrade.models.timm_backbone:check_timm",
 )

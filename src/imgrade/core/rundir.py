@@ -38,12 +38,15 @@ def ensemble_members(run: Path) -> list[Path]:
 
 
 def save_split(path: Path, split: dict[str, np.ndarray], imageset) -> None:
-    save_json(path, {
-        "n": len(imageset),
-        "source": imageset.source,
-        **{name: index.tolist() for name, index in split.items()},
-        "ids": {name: [imageset.ids[i] for i in index] for name, index in split.items()},
-    })
+    save_json(
+        path,
+        {
+            "n": len(imageset),
+            "source": imageset.source,
+            **{name: index.tolist() for name, index in split.items()},
+            "ids": {name: [imageset.ids[i] for i in index] for name, index in split.items()},
+        },
+    )
 
 
 def load_split(run: Path, imageset) -> dict[str, np.ndarray]:
@@ -101,14 +104,18 @@ def run_lock(out: Path):
         out.mkdir(parents=True, exist_ok=True)
         handle = open(out / LOCK_FILE, "a+")
     except OSError as error:
-        raise OutputError(f"cannot create the run folder {out} ({error.strerror}): check the path and its permissions, or choose another --out") from None
+        raise OutputError(
+            f"cannot create the run folder {out} ({error.strerror}): check the path and its permissions, or choose another --out"
+        ) from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise ConfigError(f"{out} is in use by another imgrade train ({holder}): wait for it to finish, or choose another --out") from None
+            raise ConfigError(
+                f"{out} is in use by another imgrade train ({holder}): wait for it to finish, or choose another --out"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")

@@ -52,7 +52,9 @@ class DecodeOptions:
     def from_config(cls, workers: int, cache: str) -> DecodeOptions:
         """From the data config: ``cache`` is "auto" (the default folder), "off", or a folder."""
         if workers < 0:
-            raise ConfigError(f"--workers {workers} is negative: use 0 (decode here) or the number of processes, e.g. 4")
+            raise ConfigError(
+                f"--workers {workers} is negative: use 0 (decode here) or the number of processes, e.g. 4"
+            )
         if cache == "off":
             return cls(workers, None)
         return cls(workers, default_cache_dir() if cache == "auto" else Path(cache).expanduser())
@@ -106,9 +108,13 @@ def decode_images(paths: list[Path], image_size: int, options: DecodeOptions | N
     try:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{entry.name}.{os.getpid()}.tmp"
-        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), image_size, image_size, 3))
+        images = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.uint8, shape=(len(paths), image_size, image_size, 3)
+        )
     except OSError as e:
-        raise ConfigError(f"cannot write the decoded-image cache in {folder} ({e.strerror}): pass --cache DIR elsewhere, or --cache off") from None
+        raise ConfigError(
+            f"cannot write the decoded-image cache in {folder} ({e.strerror}): pass --cache DIR elsewhere, or --cache off"
+        ) from None
     try:
         t0 = time.perf_counter()
         _decode_into(images, paths, image_size, options.workers)
@@ -120,7 +126,9 @@ def decode_images(paths: list[Path], image_size: int, options: DecodeOptions | N
             tmp.unlink()
         raise
     how = f"{options.workers} workers" if options.workers else "1 process"
-    logger.info(f"data: decoded {len(paths):,} images with {how} in {time.perf_counter() - t0:.1f} s; cached in {entry}")
+    logger.info(
+        f"data: decoded {len(paths):,} images with {how} in {time.perf_counter() - t0:.1f} s; cached in {entry}"
+    )
     return np.load(entry, mmap_mode="r")
 
 
@@ -159,7 +167,9 @@ def _worker_chunks(paths: list[Path], image_size: int, workers: int):
     chunks = _Chunks([str(p) for p in paths], image_size)
     # A generator of its own: the DataLoader draws its workers' seed from it, and drawing from the
     # global one would make a run that decodes initialise its model differently from one that hits the cache.
-    loader = DataLoader(chunks, batch_size=None, num_workers=workers, collate_fn=_as_is, prefetch_factor=4, generator=torch.Generator())
+    loader = DataLoader(
+        chunks, batch_size=None, num_workers=workers, collate_fn=_as_is, prefetch_factor=4, generator=torch.Generator()
+    )
     yield from loader
 
 

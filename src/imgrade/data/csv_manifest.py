@@ -1,8 +1,8 @@
 """A CSV manifest of image paths and targets (paths relative to the CSV's folder; ``split`` optional)::
 
-    path,target,split
-    images/a.jpg,0,train
-    images/b.jpg,2,test
+path,target,split
+images/a.jpg,0,train
+images/b.jpg,2,test
 """
 
 from __future__ import annotations
@@ -54,8 +54,7 @@ def read_csv_manifest(
     csv_path = Path(csv_path)
     if grade_order is not None and continuous:
         raise ConfigError(
-            "a grade order (--grades) names ordinal grades, but the target was set to continuous: "
-            "drop one of them"
+            "a grade order (--grades) names ordinal grades, but the target was set to continuous: drop one of them"
         )
     rows = _read_csv_rows(csv_path, target_column)
     if not rows:
@@ -102,7 +101,9 @@ def _read_csv_rows(csv_path: Path, target_column: str) -> list[tuple[int, str, s
             reader = csv.reader(f)
             header = next(reader, None)
             if header is None:
-                raise DataError(f"{csv_path} is empty: write a header row path,{target_column}[,split] then one row per image")
+                raise DataError(
+                    f"{csv_path} is empty: write a header row path,{target_column}[,split] then one row per image"
+                )
             columns = {name.strip().lower(): i for i, name in reversed(list(enumerate(header)))}
             wanted = ["path", target_column.lower()]
             missing = [name for name in wanted if name not in columns]
@@ -173,7 +174,9 @@ def _numeric_targets(
     if continuous:
         for (row_number, text), number in zip(values, numbers):
             if abs(number) > float(np.finfo(np.float32).max):  # would become inf in float32
-                raise DataError(f"{csv_path} row {row_number}: {target_column} {text!r} is too large: rescale the targets")
+                raise DataError(
+                    f"{csv_path} row {row_number}: {target_column} {text!r} is too large: rescale the targets"
+                )
         return None, np.asarray(numbers, dtype=np.float32)
     low, high = int(min(numbers)), int(max(numbers))
     if high - low >= MAX_INTEGER_GRADES:

@@ -268,8 +268,7 @@ def read_cucumber9(path, grade_order=DEFAULT_GRADE_ORDER, view: str = "above", k
     path = Path(path)
     if not path.exists():
         raise DataError(
-            f"{path} does not exist: pass the extracted CUCUMBER-9 folder (cucumber-9-python) or the "
-            ".tar.gz archive"
+            f"{path} does not exist: pass the extracted CUCUMBER-9 folder (cucumber-9-python) or the .tar.gz archive"
         )
     if path.is_dir():
         kind, (meta_name, meta_bytes, files) = "folder", _folder_files(path)
@@ -333,7 +332,9 @@ def read_cucumber9(path, grade_order=DEFAULT_GRADE_ORDER, view: str = "above", k
         targets=np.concatenate(targets).astype(np.float32),
         grade_names=list(grade_order),
         ids=ids,
-        source=f"synthetic cucumbers in {prototype} format ({kind} {path})" if synthetic else f"{prototype} ({kind} {path})",
+        source=f"synthetic cucumbers in {prototype} format ({kind} {path})"
+        if synthetic
+        else f"{prototype} ({kind} {path})",
         # "<U5" is wide enough for later "train" assignments
         split=np.where(all_test, "test", "").astype("<U5") if has_test else None,
         dropped={OTHER: int(num_dropped)} if num_dropped else {},

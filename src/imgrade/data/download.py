@@ -45,8 +45,15 @@ def _stream(url: str, out, *, timeout: float, progress: bool, label: str) -> Non
             show_bar = progress and sys.stderr.isatty()
             if progress and not show_bar:
                 logger.info(f"downloading {url}")
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-                      file=sys.stderr, disable=not show_bar) as bar:
+            with tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=label,
+                file=sys.stderr,
+                disable=not show_bar,
+            ) as bar:
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     received += len(chunk)

@@ -1,10 +1,10 @@
 """Class folders: one folder per grade (a CSV manifest is read by data/csv_manifest.py).
 
-    root/                      root/
-      grades.txt (optional)      grades.txt (optional)
-      2L/ a.jpg b.jpg            train/ 2L/ ... L/ ...
-      L/  c.png                  val/   2L/ ... L/ ...
-      ...                        test/  2L/ ... L/ ...
+root/                      root/
+  grades.txt (optional)      grades.txt (optional)
+  2L/ a.jpg b.jpg            train/ 2L/ ... L/ ...
+  L/  c.png                  val/   2L/ ... L/ ...
+  ...                        test/  2L/ ... L/ ...
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from imgrade.data.imageset import SPLIT_NAMES, ImageSet
 
 GRADES_FILE = "grades.txt"
 """Integer targets spanning more grades than this are refused as ordinal (one name per grade)."""
+
 
 def is_class_folders(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a folder whose subfolders hold images (train/val/test ones included)."""
@@ -126,8 +127,7 @@ def read_class_folders(
         if folder.name not in index:
             fix = f"add it to {root / GRADES_FILE}" if origin == GRADES_FILE else "add it to --grades"
             raise DataError(
-                f"grade folder {folder} is not in the grade order {order} (from {origin}): "
-                f"{fix}, or remove the folder"
+                f"grade folder {folder} is not in the grade order {order} (from {origin}): {fix}, or remove the folder"
             )
         files = list_images(folder)
         paths += files

@@ -165,8 +165,7 @@ def list_images(path: str | os.PathLike) -> list[Path]:
     if path.is_file():
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             raise DataError(
-                f"{path} is not an image file: expected a file ending in {_EXTENSIONS_TEXT}, "
-                "or a folder of images"
+                f"{path} is not an image file: expected a file ending in {_EXTENSIONS_TEXT}, or a folder of images"
             )
         return [path]
     if not path.is_dir():
@@ -252,8 +251,7 @@ def _to_rgb(image: Image.Image, bits: int | None, name: str) -> np.ndarray:
         return np.array(image.convert("RGB"))
     except ValueError as error:
         raise DataError(
-            f"{name} uses the image mode {mode}, which has no RGB conversion: "
-            "save it as an RGB or greyscale PNG/JPEG"
+            f"{name} uses the image mode {mode}, which has no RGB conversion: save it as an RGB or greyscale PNG/JPEG"
         ) from error
 
 

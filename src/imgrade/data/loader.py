@@ -54,7 +54,12 @@ def load_dataset(cfg: DataConfig, grades: list[str] | None = None) -> ImageSet:
         decode = DecodeOptions.from_config(cfg.workers, cfg.cache)
         continuous = {"auto": None, "ordinal": False, "continuous": True}[cfg.target]
         imageset = csv_manifest.read_csv_manifest(
-            cfg.path, cfg.image_size, grade_order=grades, target_column=cfg.target_column, continuous=continuous, decode=decode
+            cfg.path,
+            cfg.image_size,
+            grade_order=grades,
+            target_column=cfg.target_column,
+            continuous=continuous,
+            decode=decode,
         )
     if len(imageset) == 0:
         raise DataError(f"{cfg.path} holds no usable images: check the path and the grade names")

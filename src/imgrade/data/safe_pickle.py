@@ -69,7 +69,6 @@ SAFE_PICKLE_GLOBALS: dict[tuple[str, str], object] = {
 }
 
 
-
 class _Stream(io.BytesIO):
     def readline(self, size=-1) -> bytes:
         line = super().readline(size)
@@ -144,9 +143,7 @@ def safe_load_pickle(data: bytes, name: str) -> dict:
     except DataError:
         raise
     except Exception as e:  # a damaged stream fails in many ways (EOFError, UnpicklingError, ValueError, ...)
-        raise DataError(
-            f"{name} is truncated or corrupt: {error_line(e)}; download the archive again"
-        ) from None
+        raise DataError(f"{name} is truncated or corrupt: {error_line(e)}; download the archive again") from None
     if not isinstance(obj, dict):
         raise DataError(
             f"{name} holds a {type(obj).__name__}, not the dict of a CUCUMBER-9 file; download the archive again"

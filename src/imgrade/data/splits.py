@@ -105,7 +105,9 @@ def make_split(imageset: ImageSet, spec: str | tuple[float, float, float], seed:
     return split
 
 
-def hold_out_calibration(split: dict[str, np.ndarray], imageset: ImageSet, fraction: float, seed: int) -> dict[str, np.ndarray]:
+def hold_out_calibration(
+    split: dict[str, np.ndarray], imageset: ImageSet, fraction: float, seed: int
+) -> dict[str, np.ndarray]:
     """Move ``fraction`` of the validation images (stratified, seeded) into a "cal" split.
 
     >>> from imgrade.data.imageset import ImageSet

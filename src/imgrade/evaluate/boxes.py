@@ -59,8 +59,13 @@ def plot_metric_boxes(
         filled = [k for k, group in enumerate(groups) if len(group)]
         if filled:
             parts = ax.boxplot(
-                [groups[k] for k in filled], positions=filled, widths=0.55, patch_artist=True,
-                showfliers=False, medianprops={"color": "black", "lw": 1.5}, whiskerprops={"color": "0.3"},
+                [groups[k] for k in filled],
+                positions=filled,
+                widths=0.55,
+                patch_artist=True,
+                showfliers=False,
+                medianprops={"color": "black", "lw": 1.5},
+                whiskerprops={"color": "0.3"},
                 capprops={"color": "0.3"},
             )
             for k, box in zip(filled, parts["boxes"]):
@@ -81,7 +86,7 @@ def plot_metric_boxes(
         ax.margins(y=0.12)
         ax.grid(axis="y", alpha=0.25)
         ax.set_title(_metric_title(metric))
-    for ax in axes[len(metrics):]:
+    for ax in axes[len(metrics) :]:
         ax.set_visible(False)
 
     runs = max((len(_finite(values)) for entry in results.values() for values in entry.values()), default=0)

@@ -205,8 +205,7 @@ def _render_image(block: Block, element_id: str) -> str:
             f"{_escape(block.source)}</div><figcaption>{caption}</figcaption></figure>"
         )
     return (
-        f'<figure><img id="{element_id}" src="{block.text}" alt="{caption}">'
-        f"<figcaption>{caption}</figcaption></figure>"
+        f'<figure><img id="{element_id}" src="{block.text}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
     )
 
 

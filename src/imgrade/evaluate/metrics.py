@@ -193,4 +193,3 @@ def continuous_metrics(y_true, y_pred) -> dict:
 def _check_same_length(a: np.ndarray, b: np.ndarray) -> None:
     if len(a) != len(b):
         raise ImgradeError(f"true values and predictions differ in length: {len(a)} vs {len(b)}")
-

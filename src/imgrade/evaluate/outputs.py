@@ -40,15 +40,21 @@ def run_label(run_dir) -> str:
     return "/".join(part for part in (path.parent.name, path.name) if part)
 
 
-def evaluation_plots(out_dir, history, y, scores, grade_names, metrics, thresholds, title, run_name, frozen_epochs: int = 0) -> dict[str, Path]:
+def evaluation_plots(
+    out_dir, history, y, scores, grade_names, metrics, thresholds, title, run_name, frozen_epochs: int = 0
+) -> dict[str, Path]:
     """Scatter, error violin, confusion matrix and loss curve PNGs; returns their paths by name."""
     pictures = {"scatter": out_dir / "scatter.png", "violin": out_dir / "error_violin.png"}
     cut_points = thresholds["thresholds"] if thresholds and thresholds.get("kind") == "tuned" else None
-    plots.plot_scatter(y, scores, grade_names, pictures["scatter"], thresholds=cut_points, title=f"predicted vs true - {title}")
+    plots.plot_scatter(
+        y, scores, grade_names, pictures["scatter"], thresholds=cut_points, title=f"predicted vs true - {title}"
+    )
     plots.plot_error_violin(y, scores, grade_names, pictures["violin"], title=f"error per grade - {title}")
     if grade_names is not None:
         pictures["confusion"] = out_dir / "confusion.png"
-        plots.plot_confusion(np.asarray(metrics["confusion"]), grade_names, pictures["confusion"], title=f"confusion - {title}")
+        plots.plot_confusion(
+            np.asarray(metrics["confusion"]), grade_names, pictures["confusion"], title=f"confusion - {title}"
+        )
     if history:
         pictures["loss"] = out_dir / "loss_curve.png"
         plots.plot_loss_curve(history, pictures["loss"], title=f"loss: {run_name}", frozen_epochs=frozen_epochs)

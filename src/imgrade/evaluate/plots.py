@@ -193,7 +193,9 @@ def plot_confusion(confusion, grade_names: list[str], path: str | os.PathLike, *
     save_figure(fig, path)
 
 
-def plot_loss_curve(history: list[dict], path: str | os.PathLike, *, title: str | None = None, frozen_epochs: int = 0) -> None:
+def plot_loss_curve(
+    history: list[dict], path: str | os.PathLike, *, title: str | None = None, frozen_epochs: int = 0
+) -> None:
     """Training and validation loss per epoch, with the best validation epoch marked.
 
     The y axis turns logarithmic when the losses span more than 10x. When the learning rate
@@ -221,8 +223,14 @@ def plot_loss_curve(history: list[dict], path: str | os.PathLike, *, title: str 
     if frozen_epochs > 0 and epochs.min() <= frozen_epochs:
         for axis in (ax, ax_mae):
             if axis is not None:
-                axis.axvspan(epochs.min() - 0.5, min(frozen_epochs, epochs.max()) + 0.5, color="0.5", alpha=0.15, lw=0,
-                             label="backbone frozen" if axis is ax else None)
+                axis.axvspan(
+                    epochs.min() - 0.5,
+                    min(frozen_epochs, epochs.max()) + 0.5,
+                    color="0.5",
+                    alpha=0.15,
+                    lw=0,
+                    label="backbone frozen" if axis is ax else None,
+                )
     _plot_known(ax, epochs, train_loss, marker=marker, ms=3.5, color="tab:blue", label="train loss")
     _plot_known(ax, epochs, val_loss, marker=marker, ms=3.5, color="tab:orange", label="validation loss")
     losses = np.concatenate([train_loss, val_loss])

@@ -70,11 +70,18 @@ def format_metrics_table(metrics: dict, grade_names: list[str] | None) -> str:
     if gap:
         keys = ("n", *GRADE_METRICS)
         lines += ["", f"{'domain gap':<22}  {_header(keys, signed=True)}"]
-        for label, m in (("run's own test split", gap["own"]), ("this data", gap["this"]), ("gap (this - own)", gap["gap"])):
+        for label, m in (
+            ("run's own test split", gap["own"]),
+            ("this data", gap["this"]),
+            ("gap (this - own)", gap["gap"]),
+        ):
             lines.append(f"{label:<22}  {_cells(m, keys, signed=label.startswith('gap'))}")
     sets = metrics.get("grade_sets")
     if sets:
-        lines += ["", f"grade sets ({sets['kind']}, alpha {sets['alpha']}): coverage {sets['coverage']:.3f}, mean size {sets['mean_size']:.2f} grades"]
+        lines += [
+            "",
+            f"grade sets ({sets['kind']}, alpha {sets['alpha']}): coverage {sets['coverage']:.3f}, mean size {sets['mean_size']:.2f} grades",
+        ]
     if not per_grade:
         return "\n".join(lines)
 
@@ -82,14 +89,16 @@ def format_metrics_table(metrics: dict, grade_names: list[str] | None) -> str:
     table = [("grade", *(METRIC_NAMES[key] for key in _PER_GRADE), *((METRIC_NAMES["coverage"],) if sets else ()))]
     for name in names:
         entry = per_grade.get(name) or {"n": 0}
-        table.append((
-            str(name),
-            str(entry.get("n", 0)),
-            format_number(entry.get("mae"), "-"),
-            format_number(entry.get("accuracy"), "-"),
-            format_number(entry.get("mean_error"), "-", signed=True),
-            *([format_number((sets["per_grade"].get(name) or {}).get("coverage"), "-")] if sets else []),
-        ))
+        table.append(
+            (
+                str(name),
+                str(entry.get("n", 0)),
+                format_number(entry.get("mae"), "-"),
+                format_number(entry.get("accuracy"), "-"),
+                format_number(entry.get("mean_error"), "-", signed=True),
+                *([format_number((sets["per_grade"].get(name) or {}).get("coverage"), "-")] if sets else []),
+            )
+        )
     widths = [max(len(row[column]) for row in table) for column in range(len(table[0]))]
     lines += ["", "per grade:"]
     for row in table:
@@ -108,7 +117,9 @@ def _header(keys, signed: bool = False) -> str:
 
 
 def _cells(m: dict, keys, signed: bool = False) -> str:
-    return "  ".join(f"{format_number(m.get(key), '' if key == 'n' else 'n/a', signed):>{_width(key, signed)}}" for key in keys)
+    return "  ".join(
+        f"{format_number(m.get(key), '' if key == 'n' else 'n/a', signed):>{_width(key, signed)}}" for key in keys
+    )
 
 
 def format_number(value, missing: str = "n/a", signed: bool = False) -> str:
@@ -124,7 +135,9 @@ def format_number(value, missing: str = "n/a", signed: bool = False) -> str:
     return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
-def write_run_report(path, title: str, metrics: dict, grade_names, pictures: dict, cfg, run_dir: Path, thresholds: dict | None) -> Path:
+def write_run_report(
+    path, title: str, metrics: dict, grade_names, pictures: dict, cfg, run_dir: Path, thresholds: dict | None
+) -> Path:
     """One self-contained report.html for an evaluation: metrics, tables, plots, calibration, data, config.
 
     The run's split sizes come from ``run_dir/split.json`` and the data summary from
@@ -134,41 +147,80 @@ def write_run_report(path, title: str, metrics: dict, grade_names, pictures: dic
     blocks = [html.heading("Metrics")]
     headline = ORDINAL_HEADLINE if metrics.get("per_grade") is not None else CONTINUOUS_HEADLINE
     if metrics.get("data"):
-        blocks.append(html.text(f"The {metrics.get('task', '')} model on {metrics.get('n')} images ({metrics.get('split', '')}) of {metrics['data']}."))
+        blocks.append(
+            html.text(
+                f"The {metrics.get('task', '')} model on {metrics.get('n')} images ({metrics.get('split', '')}) of {metrics['data']}."
+            )
+        )
     blocks.append(html.kv({names[k]: metrics[k] for k in headline if k in metrics}))
     if metrics.get("per_grade") is not None:
-        blocks.append(html.text(
-            "MAE and RMSE: of the score against the true grade; accuracy: the share graded exactly right; "
-            "within-1: the share at most one grade off; grade MAE: the mean number of grades off; "
-            "QWK: quadratic weighted kappa, 1 for perfect agreement and 0 for chance."
-        ))
+        blocks.append(
+            html.text(
+                "MAE and RMSE: of the score against the true grade; accuracy: the share graded exactly right; "
+                "within-1: the share at most one grade off; grade MAE: the mean number of grades off; "
+                "QWK: quadratic weighted kappa, 1 for perfect agreement and 0 for chance."
+            )
+        )
     grade_header = [names[k] for k in GRADE_METRICS]
     decisions = metrics.get("decisions")
     if decisions:
         rows = [[label, *(m[k] for k in GRADE_METRICS)] for label, m in decisions.items() if label != "used"]
         used = [r[0] for r in rows].index(decisions["used"]) if decisions["used"] in [r[0] for r in rows] else None
-        blocks.append(html.table(["grades from", *grade_header], rows, caption="plain decision vs tuned cut points (the highlighted row is used)", highlight_row=used))
+        blocks.append(
+            html.table(
+                ["grades from", *grade_header],
+                rows,
+                caption="plain decision vs tuned cut points (the highlighted row is used)",
+                highlight_row=used,
+            )
+        )
     if metrics.get("members"):
         used_metrics = decisions[decisions["used"]] if decisions else metrics
         rows = [["ensemble", *(used_metrics[k] for k in GRADE_METRICS)]]
         rows += [[f"{m['member']} (seed {m['seed']})", *(m[k] for k in GRADE_METRICS)] for m in metrics["members"]]
-        blocks.append(html.table(["grader", *grade_header], rows, caption="the ensemble beside each of its members alone", highlight_row=0))
+        blocks.append(
+            html.table(
+                ["grader", *grade_header],
+                rows,
+                caption="the ensemble beside each of its members alone",
+                highlight_row=0,
+            )
+        )
     gap = metrics.get("domain_gap")
     if gap:
         keys = ("n", *GRADE_METRICS)
-        rows = [[label, *[m.get(k) for k in keys]] for label, m in (
-            (f"the run's own test split ({gap['own']['data']})", gap["own"]), ("these images", gap["this"]), ("gap (these - own)", gap["gap"]))]
-        blocks.append(html.table(["images", *(names[k] for k in keys)], rows, caption="domain gap: the same model on the data it was trained for and on these images"))
+        rows = [
+            [label, *[m.get(k) for k in keys]]
+            for label, m in (
+                (f"the run's own test split ({gap['own']['data']})", gap["own"]),
+                ("these images", gap["this"]),
+                ("gap (these - own)", gap["gap"]),
+            )
+        ]
+        blocks.append(
+            html.table(
+                ["images", *(names[k] for k in keys)],
+                rows,
+                caption="domain gap: the same model on the data it was trained for and on these images",
+            )
+        )
     if thresholds:
         blocks.append(html.text(f"Cut points: {thresholds.get('reason', '')}"))
         if thresholds.get("kind") == "tuned":
-            blocks.append(html.kv({f"{grade_names[k]} | {grade_names[k + 1]}": v for k, v in enumerate(thresholds["thresholds"])}, caption="tuned cut points on the score"))
+            blocks.append(
+                html.kv(
+                    {f"{grade_names[k]} | {grade_names[k + 1]}": v for k, v in enumerate(thresholds["thresholds"])},
+                    caption="tuned cut points on the score",
+                )
+            )
     sets = metrics.get("grade_sets")
     if sets:
-        blocks.append(html.text(
-            f"Grade sets ({sets['kind']}): each set should contain the true grade for at least {1 - sets['alpha']:.0%} of images. "
-            f"Measured on these images: coverage {sets['coverage']:.3f}, mean set size {sets['mean_size']:.2f} grades."
-        ))
+        blocks.append(
+            html.text(
+                f"Grade sets ({sets['kind']}): each set should contain the true grade for at least {1 - sets['alpha']:.0%} of images. "
+                f"Measured on these images: coverage {sets['coverage']:.3f}, mean set size {sets['mean_size']:.2f} grades."
+            )
+        )
     if metrics.get("per_grade"):
         header = ["grade", *(names[k] for k in _PER_GRADE)] + ([names["coverage"], names["set_size"]] if sets else [])
         rows = []
@@ -181,22 +233,37 @@ def write_run_report(path, title: str, metrics: dict, grade_names, pictures: dic
             rows.append(row)
         blocks += [html.heading("Per grade"), html.table(header, rows)]
     blocks.append(html.heading("Pictures"))
-    captions = {"scatter": "predicted score vs true grade", "violin": "error per true grade", "confusion": "confusion matrix", "loss": "training and validation loss"}
+    captions = {
+        "scatter": "predicted score vs true grade",
+        "violin": "error per true grade",
+        "confusion": "confusion matrix",
+        "loss": "training and validation loss",
+    }
     blocks += [html.image(p, captions.get(k, k)) for k, p in pictures.items()]
     blocks.append(html.heading("Data"))
     data_json = Path(run_dir) / "data.json"
     if data_json.is_file():
         data = json.loads(data_json.read_text())
-        blocks.append(html.kv({"source": data.get("source"), "images": data.get("n"), "dropped": data.get("dropped") or "nothing"}))
+        blocks.append(
+            html.kv(
+                {"source": data.get("source"), "images": data.get("n"), "dropped": data.get("dropped") or "nothing"}
+            )
+        )
         if data.get("counts"):
-            blocks.append(html.table(["grade", "images"], [[g, c] for g, c in data["counts"].items()], caption="the whole data set"))
+            blocks.append(
+                html.table(
+                    ["grade", "images"], [[g, c] for g, c in data["counts"].items()], caption="the whole data set"
+                )
+            )
     sizes = split_sizes(run_dir)
     if sizes:
         roles = {name: role for name, (_, role) in _SPLITS.items()}
         if "cal" not in sizes:  # the grade sets were calibrated on the validation images too
             roles["val"] = "choose the best epoch, the cut points and the grade sets"
         rows = [[_SPLITS[name][0], sizes[name], roles[name]] for name in _SPLITS if name in sizes]
-        blocks.append(html.table(["split", "images", "used to"], rows, caption=f"the run's split ({sum(sizes.values())} images)"))
+        blocks.append(
+            html.table(["split", "images", "used to"], rows, caption=f"the run's split ({sum(sizes.values())} images)")
+        )
     blocks += [html.heading("Configuration"), html.pre(_yaml(cfg.to_dict()), caption="config.yaml")]
     return html.write_report(path, f"imgrade report: {title}", blocks, subtitle=str(run_dir))
 
@@ -217,22 +284,60 @@ def split_sizes(run_dir) -> dict[str, int]:
     return {name: len(saved[name]) for name in _SPLITS if isinstance(saved.get(name), list)}
 
 
-def write_compare_report(path, summary: list[dict], recommendation: str, boxes: Path, cfg, *, recipes, seeds: int, folds: int, gain_test: str = "p: paired t-test") -> Path:
+def write_compare_report(
+    path,
+    summary: list[dict],
+    recommendation: str,
+    boxes: Path,
+    cfg,
+    *,
+    recipes,
+    seeds: int,
+    folds: int,
+    gain_test: str = "p: paired t-test",
+) -> Path:
     """One self-contained report.html for a comparison of formulations."""
     over = f"{folds}-fold cross-validation" if folds else f"{seeds} seeds on one split"
     blocks = [
         html.heading("Recommendation"),
         html.text(recommendation),
         html.heading("Test metrics"),
-        html.text(f"Recipes {', '.join(recipes)}; same split(s) and budget ({cfg.train.epochs} epochs) for all; {over}. "
-                  "'own rule' is the head's plain decision (rounding, argmax, rank count); 'calibrated' uses the cut "
-                  "points chosen on the validation split (tuned when they helped out of fold, else the plain decision)."),
+        html.text(
+            f"Recipes {', '.join(recipes)}; same split(s) and budget ({cfg.train.epochs} epochs) for all; {over}. "
+            "'own rule' is the head's plain decision (rounding, argmax, rank count); 'calibrated' uses the cut "
+            "points chosen on the validation split (tuned when they helped out of fold, else the plain decision)."
+        ),
     ]
     metrics = ("qwk", "accuracy", "within1", "grade_mae", "mae", "coverage", "set_size", "train_seconds")
-    rows = [[s["formulation"], s["runs"], *[mean_std(s, m) for m in metrics], paired_gain(s, "qwk"), paired_gain(s, "accuracy")] for s in summary]
-    header = ["formulation", "runs", *(METRIC_NAMES[m] for m in metrics), f"{METRIC_NAMES['qwk']} gain", f"{METRIC_NAMES['accuracy']} gain"]
-    blocks.append(html.table(header, rows, caption=f"mean ± std; gains are paired differences against regression with rounding, mean ± standard error ({gain_test})"))
-    blocks += [html.image(boxes, "test metrics per formulation"), html.heading("Configuration"), html.pre(_yaml(cfg.to_dict()), caption="base config")]
+    rows = [
+        [
+            s["formulation"],
+            s["runs"],
+            *[mean_std(s, m) for m in metrics],
+            paired_gain(s, "qwk"),
+            paired_gain(s, "accuracy"),
+        ]
+        for s in summary
+    ]
+    header = [
+        "formulation",
+        "runs",
+        *(METRIC_NAMES[m] for m in metrics),
+        f"{METRIC_NAMES['qwk']} gain",
+        f"{METRIC_NAMES['accuracy']} gain",
+    ]
+    blocks.append(
+        html.table(
+            header,
+            rows,
+            caption=f"mean ± std; gains are paired differences against regression with rounding, mean ± standard error ({gain_test})",
+        )
+    )
+    blocks += [
+        html.image(boxes, "test metrics per formulation"),
+        html.heading("Configuration"),
+        html.pre(_yaml(cfg.to_dict()), caption="base config"),
+    ]
     return html.write_report(path, "imgrade comparison of formulations", blocks, subtitle=str(Path(path).parent))
 
 
@@ -254,7 +359,11 @@ def paired_gain(entry: dict, metric: str) -> str:
     if entry.get(f"{metric}_diff") is None:
         return "reference" if entry["formulation"].startswith("regression, rounding") else "-"
     se, p = entry.get(f"{metric}_diff_se"), entry.get(f"{metric}_p")
-    return f"{entry[f'{metric}_diff']:+.3f}" + (f" ± {se:.3f}" if se is not None else "") + (f" (p={p:.2g})" if p is not None else "")
+    return (
+        f"{entry[f'{metric}_diff']:+.3f}"
+        + (f" ± {se:.3f}" if se is not None else "")
+        + (f" (p={p:.2g})" if p is not None else "")
+    )
 
 
 def _yaml(obj) -> str:

@@ -87,7 +87,10 @@ class GradeAxes:
         [[0, 0], [1, -1], [0, 1]]
         """
         return np.array(
-            [[-1 if cell is None else levels.index(cell) for cell, levels in zip(row, self.levels)] for row in self.cells],
+            [
+                [-1 if cell is None else levels.index(cell) for cell, levels in zip(row, self.levels)]
+                for row in self.cells
+            ],
             dtype=np.int64,
         ).reshape(len(self.grades), len(self.axes))
 
@@ -188,7 +191,9 @@ def parse_grade_axes(text: str, grade_names: list[str], source: str = "grade tab
     by_grade: dict[str, list[str]] = {}
     for number, row in enumerate(body, start=2):
         if len(row) != len(header):
-            raise ConfigError(f"{source} line {number}: {len(row)} cells but the header has {len(header)}: one cell per axis (empty = any)")
+            raise ConfigError(
+                f"{source} line {number}: {len(row)} cells but the header has {len(header)}: one cell per axis (empty = any)"
+            )
         grade = row[0]
         if grade not in grade_names:
             raise ConfigError(
@@ -223,7 +228,9 @@ def read_grade_axes(path: str | Path, grade_names: list[str]) -> GradeAxes:
     try:
         text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's BOM is not part of 'grade'
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"grade table {path} cannot be read as UTF-8 text ({type(e).__name__}): save it as a UTF-8 CSV") from None
+        raise ConfigError(
+            f"grade table {path} cannot be read as UTF-8 text ({type(e).__name__}): save it as a UTF-8 CSV"
+        ) from None
     return parse_grade_axes(text, grade_names, source=str(path))
 
 

@@ -85,8 +85,11 @@ def build_backbone(
     entry, model = resolve_backbone(name, pretrained)
     build = _load(entry, entry.target)
     backbone = build(*([model] if entry.family else []), depth=depth, image_size=image_size, pretrained=pretrained)
-    if not (isinstance(backbone, nn.Module) and callable(getattr(backbone, "forward_features", None))
-            and isinstance(getattr(backbone, "num_features", None), int)):
+    if not (
+        isinstance(backbone, nn.Module)
+        and callable(getattr(backbone, "forward_features", None))
+        and isinstance(getattr(backbone, "num_features", None), int)
+    ):
         raise ConfigError(
             f"backbone {name!r} was built as a {type(backbone).__name__}, not an nn.Module with forward_features(x) "
             "and an int num_features: fix its builder"

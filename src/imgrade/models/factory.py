@@ -36,11 +36,17 @@ def head_class(task: str) -> type[Head]:
         try:
             target = getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError) as e:
-            raise ConfigError(f"task {task!r} is registered as {entry.target!r}, which cannot be imported ({e}): fix its register_head line") from None
+            raise ConfigError(
+                f"task {task!r} is registered as {entry.target!r}, which cannot be imported ({e}): fix its register_head line"
+            ) from None
     if not (isinstance(target, type) and issubclass(target, Head)):
-        raise ConfigError(f"task {task!r} is registered with {target!r}, which is not a Head subclass: fix its register_head line")
+        raise ConfigError(
+            f"task {task!r} is registered with {target!r}, which is not a Head subclass: fix its register_head line"
+        )
     if target.name != task:
-        raise ConfigError(f"task {task!r} is registered with {target.__name__}, whose name is {target.name!r}: set its name = {task!r}")
+        raise ConfigError(
+            f"task {task!r} is registered with {target.__name__}, whose name is {target.name!r}: set its name = {task!r}"
+        )
     return target
 
 
@@ -103,7 +109,9 @@ def head_settings(model_config: Any) -> dict[str, Any]:
     """
     if dataclasses.is_dataclass(model_config):
         model_config = dataclasses.asdict(model_config)
-    return {k: v for k, v in model_config.items() if k not in ("depth", "task", "head", "loss", "backbone", "pretrained")}
+    return {
+        k: v for k, v in model_config.items() if k not in ("depth", "task", "head", "loss", "backbone", "pretrained")
+    }
 
 
 def build_model(
@@ -150,9 +158,7 @@ def build_model(
     if head not in HEADS:
         raise _unknown("head", head, HEADS, "--head")
     if task != "regression" and loss != "mse":
-        raise ConfigError(
-            f"loss {loss!r} is for --task regression; task {task} has its own loss: drop --loss"
-        )
+        raise ConfigError(f"loss {loss!r} is for --task regression; task {task} has its own loss: drop --loss")
     features = build_backbone(backbone, depth, pretrained, image_size=image_size)
     head_module = make_head.create(features.num_features, num_grades, head, class_weights, {"loss": loss, **settings})
     return GradingModel(features, head_module)

@@ -125,9 +125,7 @@ class Head(nn.Module):
         if architecture == "auto":
             architecture = self.default_architecture
         if architecture not in ARCHITECTURES:
-            raise ConfigError(
-                f"unknown head {architecture!r}: set --head to one of auto, {', '.join(ARCHITECTURES)}"
-            )
+            raise ConfigError(f"unknown head {architecture!r}: set --head to one of auto, {', '.join(ARCHITECTURES)}")
         self.architecture = architecture
         self.num_grades = num_grades
         make_output = output_layer or (lambda width: nn.Linear(width, out_features))
@@ -179,7 +177,6 @@ class Head(nn.Module):
         head's thresholds span several logits); starting at the prior removes that handicap.
         The regression head keeps the reference's zero bias.
         """
-
 
     def hidden(self, features: torch.Tensor) -> torch.Tensor | None:
         """Post-ReLU activations (B, 8) of the reference hidden layer; None for a linear head."""
@@ -320,8 +317,7 @@ def _check_grades(name: str, num_grades: int | None) -> int:
         )
     if num_grades < 2:
         raise ConfigError(
-            f"task {name} needs at least 2 grades but the data has {num_grades}: "
-            "add grades or use --task regression"
+            f"task {name} needs at least 2 grades but the data has {num_grades}: add grades or use --task regression"
         )
     return num_grades
 
@@ -338,7 +334,11 @@ class GradedHead(Head):
     ) -> None:
         num_grades = _check_grades(self.name, num_grades)
         super().__init__(
-            in_features, self.output_width(num_grades), architecture, num_grades, class_weights,
+            in_features,
+            self.output_width(num_grades),
+            architecture,
+            num_grades,
+            class_weights,
             output_layer=self.output_layer(num_grades),
         )
         init_keras_(self)  # a CoralLayer's own biases are not touched: init_from_targets sets them

@@ -273,4 +273,3 @@ class SordHead(ClassificationHead):
         soft = sord_targets(target, self.num_grades, self.beta)  # (B, K)
         losses = -(soft * torch.log_softmax(outputs.float(), dim=1)).sum(dim=1)  # (B,)
         return self._weighted_mean(losses, target.long())
-

@@ -129,10 +129,7 @@ class ResNetV2(nn.Module):
     def __init__(self, depth: int = 29, in_channels: int = 3) -> None:
         super().__init__()
         if depth < 11 or (depth - 2) % 9 != 0:
-            raise ConfigError(
-                f"model depth {depth} is not 9n+2 (11, 20, 29, 38, ...): "
-                "set --depth to one of those"
-            )
+            raise ConfigError(f"model depth {depth} is not 9n+2 (11, 20, 29, 38, ...): set --depth to one of those")
         self.depth = depth
         blocks_per_stage = (depth - 2) // 9
 

@@ -110,7 +110,9 @@ def build_timm(name: str, *, pretrained: str | None = None, image_size: int | No
         except Exception as e:  # huggingface_hub, httpx, urllib and torch.hub raise many kinds offline
             cause = " ".join(str(e).split())[:160] or type(e).__name__
             if "No pretrained weights exist" in cause:
-                raise ConfigError(f"timm has no pretrained weights for {name}: drop --pretrained, or pass --pretrained FILE") from None
+                raise ConfigError(
+                    f"timm has no pretrained weights for {name}: drop --pretrained, or pass --pretrained FILE"
+                ) from None
             raise ConfigError(
                 f"could not download {name}'s weights (offline?): download them on a machine online and pass "
                 f"--pretrained FILE ({type(e).__name__}: {cause})"
@@ -168,7 +170,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)  # nothing in it can run code
     except Exception as e:  # torch and safetensors raise many types for a bad file; all mean the same here
         reason = " ".join(str(e).split())[:120] or type(e).__name__
-        raise ConfigError(f"--pretrained {path} is not a readable state dict ({reason}): pass a .pth, .pt or .safetensors weights file") from None
+        raise ConfigError(
+            f"--pretrained {path} is not a readable state dict ({reason}): pass a .pth, .pt or .safetensors weights file"
+        ) from None
     if isinstance(state, dict) and "model_state" in state and "config" in state:
         raise ConfigError(f"--pretrained {path} is an imgrade checkpoint: start from it with --init {path} instead")
     for key in ("state_dict", "model", "state_dict_ema"):  # the containers training scripts save
@@ -176,7 +180,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = state[key]
             break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(f"--pretrained {path} holds no state dict of tensors: pass the file torch.save(model.state_dict()) wrote")
+        raise ConfigError(
+            f"--pretrained {path} holds no state dict of tensors: pass the file torch.save(model.state_dict()) wrote"
+        )
     # weights saved from a DistributedDataParallel or torch.compile'd model carry a prefix
     return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
 
@@ -195,7 +201,8 @@ def load_weights(model: nn.Module, path: Path, model_name: str) -> None:
     classifier = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or ""
     classifiers = (classifier,) if isinstance(classifier, str) else tuple(classifier)
     state = {
-        k: v for k, v in state.items()
+        k: v
+        for k, v in state.items()
         if k in expected or not any(c and (k == c or k.startswith(c + ".")) for c in classifiers)
     }
     missing = [k for k in expected if k not in state]
@@ -203,7 +210,9 @@ def load_weights(model: nn.Module, path: Path, model_name: str) -> None:
     reshaped = [k for k in expected if k in state and state[k].shape != expected[k].shape]
     if missing or unexpected or reshaped:
         counts = ", ".join(
-            f"{len(keys)} {kind}" for kind, keys in (("missing", missing), ("unexpected", unexpected), ("reshaped", reshaped)) if keys
+            f"{len(keys)} {kind}"
+            for kind, keys in (("missing", missing), ("unexpected", unexpected), ("reshaped", reshaped))
+            if keys
         )
         example = (missing + unexpected + reshaped)[0]
         raise ConfigError(

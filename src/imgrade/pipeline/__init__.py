@@ -31,6 +31,16 @@ from imgrade.pipeline.train import train
 
 # `pipeline.train` is the function; its module is importlib.import_module("imgrade.pipeline.train")
 __all__ = [
-    "train", "calibrate", "evaluate", "predict", "export", "compare", "fewshot",
-    "data_info", "data_download", "data_synth", "model_summary", "demo",
+    "train",
+    "calibrate",
+    "evaluate",
+    "predict",
+    "export",
+    "compare",
+    "fewshot",
+    "data_info",
+    "data_download",
+    "data_synth",
+    "model_summary",
+    "demo",
 ]

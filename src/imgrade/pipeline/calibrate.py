@@ -25,7 +25,12 @@ logger = logging.getLogger(__name__)
 
 
 def calibrate(
-    run: str | Path, *, objective: str | None = None, alpha: float | None = None, folds: int | None = None, device: str = "auto"
+    run: str | Path,
+    *,
+    objective: str | None = None,
+    alpha: float | None = None,
+    folds: int | None = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Fit cut points and conformal grade sets on the run's validation split; store them in best.pt."""
     run = Path(run)
@@ -50,7 +55,14 @@ def calibrate(
 
 
 def calibrate_run(
-    run: Path, predictor: Predictor, imageset: ImageSet, split: dict[str, np.ndarray], cfg, *, strict: bool, val_outputs: Outputs | None = None,
+    run: Path,
+    predictor: Predictor,
+    imageset: ImageSet,
+    split: dict[str, np.ndarray],
+    cfg,
+    *,
+    strict: bool,
+    val_outputs: Outputs | None = None,
 ) -> dict:
     """Calibrate ``run`` twice, on plain outputs and on test-time augmented ones (``--tta``), so
     either way of grading has cut points and grade sets fitted to its own scores. Returns the plain one."""
@@ -65,7 +77,14 @@ def calibrate_run(
 
 
 def _calibrate_and_save(
-    run: Path, predictor: Predictor, val_set: ImageSet, outputs: Outputs, cfg, *, strict: bool, cal_set: ImageSet | None = None
+    run: Path,
+    predictor: Predictor,
+    val_set: ImageSet,
+    outputs: Outputs,
+    cfg,
+    *,
+    strict: bool,
+    cal_set: ImageSet | None = None,
 ) -> dict:
     """Choose cut points (tuned vs the head's own rule, by cross-validation) and fit conformal sets.
 
@@ -75,7 +94,14 @@ def _calibrate_and_save(
     y = val_set.targets.astype(np.int64)
     rule = "rounding" if predictor.model.task == "regression" else f"the {predictor.model.task} rule"
     choice = choose_thresholds(
-        y, outputs.scores, num_grades, objective=cfg.objective, folds=cfg.folds, seed=0, baseline=outputs.native, baseline_name=rule
+        y,
+        outputs.scores,
+        num_grades,
+        objective=cfg.objective,
+        folds=cfg.folds,
+        seed=0,
+        baseline=outputs.native,
+        baseline_name=rule,
     )
     mode = "with test-time augmentation, " if predictor.tta else ""
     logger.info(f"{mode}thresholds: {choice.reason}")
@@ -91,7 +117,9 @@ def _calibrate_and_save(
         logger.warning(f"warning: no grade sets: {e}")
     else:
         calibration["conformal"] = conformal.to_dict()
-        sets = prediction_sets(conformal, scores=outputs.scores, probabilities=outputs.probabilities, num_grades=num_grades)
+        sets = prediction_sets(
+            conformal, scores=outputs.scores, probabilities=outputs.probabilities, num_grades=num_grades
+        )
         summary = set_summary(sets, y, predictor.grade_names)
         logger.info(
             f"{mode}grade sets: {conformal.kind}, alpha {cfg.alpha}: {where} coverage {summary['coverage']:.3f}, "
@@ -104,4 +132,3 @@ def _calibrate_and_save(
     save_checkpoint(best, payload)
     predictor.checkpoint[key] = calibration
     return calibration
-

@@ -75,8 +75,14 @@ def parse_tasks(text: str) -> list[Recipe]:
 
 
 def compare(
-    cfg: RunConfig, out: str | Path, *, tasks: str | list[str] | None = None, recipes: str | list[str] | None = None,
-    seeds: int = 3, folds: int = 0, metric: str = "qwk",
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    tasks: str | list[str] | None = None,
+    recipes: str | list[str] | None = None,
+    seeds: int = 3,
+    folds: int = 0,
+    metric: str = "qwk",
 ) -> dict[str, Any]:
     """Train every recipe on the same split(s) and budget; write tables, box plots and a report.
 
@@ -97,7 +103,13 @@ def compare(
 
 
 def run_comparison(
-    cfg: RunConfig, out: str | Path, *, recipes: list[Recipe], seeds: int = 3, folds: int = 0, metric: str = "qwk",
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    recipes: list[Recipe],
+    seeds: int = 3,
+    folds: int = 0,
+    metric: str = "qwk",
 ) -> dict[str, Any]:
     """Train and score every recipe x seed (x fold); write the tables, plots and report into ``out``."""
     out = Path(out)
@@ -138,7 +150,9 @@ def run_comparison(
     return summarise(rows, out, cfg, recipes=[r.name for r in recipes], seeds=seeds, folds=folds, metric=metric)
 
 
-def score_recipe_run(run: Path, test_set: ImageSet, recipe: Recipe, fold: int, seed: int, seconds: float | None) -> list[dict[str, Any]]:
+def score_recipe_run(
+    run: Path, test_set: ImageSet, recipe: Recipe, fold: int, seed: int, seconds: float | None
+) -> list[dict[str, Any]]:
     """Rows of a recipe's run on the test images and, for an ensemble, of each of its members.
 
     An ensemble run keeps its members as complete run folders ``members/m0``, ``members/m1``, ...;
@@ -151,14 +165,26 @@ def score_recipe_run(run: Path, test_set: ImageSet, recipe: Recipe, fold: int, s
         try:
             member_seed = int(yaml.safe_load(config.read_text())["train"]["seed"])
         except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{config} names no train.seed: the ensemble member {member} is incomplete, retrain {run}") from None
-        member_rows = _score_run(member, test_set, f"{recipe.name} member", recipe.task, fold, member_seed, None, tta=recipe.tta)
+            raise CheckpointError(
+                f"{config} names no train.seed: the ensemble member {member} is incomplete, retrain {run}"
+            ) from None
+        member_rows = _score_run(
+            member, test_set, f"{recipe.name} member", recipe.task, fold, member_seed, None, tta=recipe.tta
+        )
         rows += [{**r, "run_seed": seed} for r in member_rows]
     return rows
 
 
 def _score_run(
-    run: Path, test_set: ImageSet, name: str, task: str, fold: int, seed: int, seconds: float | None, *, tta: bool = False,
+    run: Path,
+    test_set: ImageSet,
+    name: str,
+    task: str,
+    fold: int,
+    seed: int,
+    seconds: float | None,
+    *,
+    tta: bool = False,
 ) -> list[dict[str, Any]]:
     """Test metrics of one run, once with the head's own rule and once as calibrated."""
     # scored as the recipe says, whatever the run's own calibrate.tta default
@@ -174,18 +200,35 @@ def _score_run(
     rows = []
     for decision, predicted in ((rule, outputs.native), ("calibrated", predictor.grades(outputs))):
         m = ordinal_metrics(y, outputs.scores, predictor.grade_names, y_pred=predicted)
-        rows.append({
-            "formulation": f"{name}, {decision}", "recipe": name, "task": task, "decision": decision,
-            "fold": fold, "seed": seed, "run_seed": seed, "tta": tta,
-            "thresholds": (predictor.thresholds or {}).get("kind", "rounding"),
-            **{k: m[k] for k in ("qwk", "accuracy", "within1", "grade_mae", "mae", "rmse")},
-            "coverage": coverage, "set_size": set_size, "train_seconds": None if seconds is None else round(seconds, 1),
-        })
+        rows.append(
+            {
+                "formulation": f"{name}, {decision}",
+                "recipe": name,
+                "task": task,
+                "decision": decision,
+                "fold": fold,
+                "seed": seed,
+                "run_seed": seed,
+                "tta": tta,
+                "thresholds": (predictor.thresholds or {}).get("kind", "rounding"),
+                **{k: m[k] for k in ("qwk", "accuracy", "within1", "grade_mae", "mae", "rmse")},
+                "coverage": coverage,
+                "set_size": set_size,
+                "train_seconds": None if seconds is None else round(seconds, 1),
+            }
+        )
     return rows
 
 
 def summarise(
-    rows: list[dict[str, Any]], out: Path, cfg: RunConfig, *, recipes: list[str], seeds: int, folds: int, metric: str = "qwk",
+    rows: list[dict[str, Any]],
+    out: Path,
+    cfg: RunConfig,
+    *,
+    recipes: list[str],
+    seeds: int,
+    folds: int,
+    metric: str = "qwk",
 ) -> dict[str, Any]:
     """Aggregate per-run rows into the summary table, the paired comparison, the plots and the report."""
     out.mkdir(parents=True, exist_ok=True)
@@ -213,12 +256,26 @@ def summarise(
     markdown = summary_markdown(summary, recommendation, seeds=seeds, folds=folds)
     write_text(out / "summary.md", markdown)
     results = {f: {m: [r[m] for r in by[f] if r[m] is not None] for m in PLOTTED} for f in formulations}
-    plot_metric_boxes(results, list(PLOTTED), out / "boxes.png", title="test metrics per formulation", reference=REFERENCE)
-    write_compare_report(out / "report.html", summary, recommendation, out / "boxes.png", cfg, recipes=recipes, seeds=seeds, folds=folds, gain_test=gain_test(folds))
+    plot_metric_boxes(
+        results, list(PLOTTED), out / "boxes.png", title="test metrics per formulation", reference=REFERENCE
+    )
+    write_compare_report(
+        out / "report.html",
+        summary,
+        recommendation,
+        out / "boxes.png",
+        cfg,
+        recipes=recipes,
+        seeds=seeds,
+        folds=folds,
+        gain_test=gain_test(folds),
+    )
     return {"summary": summary, "recommendation": recommendation, "rows": rows, "markdown": markdown}
 
 
-def paired_test(rows: list[dict[str, Any]], reference: list[dict[str, Any]], metric: str, *, folds: int) -> dict[str, Any] | None:
+def paired_test(
+    rows: list[dict[str, Any]], reference: list[dict[str, Any]], metric: str, *, folds: int
+) -> dict[str, Any] | None:
     """Mean gain of ``rows`` over ``reference`` paired by resample (fold, run seed), its standard error and p.
 
     Rows of one resample (an ensemble's members) are averaged first. Over folds the standard error
@@ -235,7 +292,13 @@ def paired_test(rows: list[dict[str, Any]], reference: list[dict[str, Any]], met
     if not shared:
         return None
     diff = np.array([mine[key] - theirs[key] for key in shared])  # same test images in each pair
-    result: dict[str, Any] = {"diff": float(np.mean(diff)), "diff_std": None, "diff_se": None, "p": None, "pairs": len(shared)}
+    result: dict[str, Any] = {
+        "diff": float(np.mean(diff)),
+        "diff_std": None,
+        "diff_se": None,
+        "p": None,
+        "pairs": len(shared),
+    }
     if len(diff) < 2:
         return result
     result["diff_std"] = float(np.std(diff, ddof=1))
@@ -294,7 +357,10 @@ def recommend(summary: list[dict[str, Any]], metric: str = "qwk") -> str:
     if not candidates:
         return f"no formulation produced a defined {_LABEL[key]}: the test sets hold a single grade"
     best = max(candidates, key=lambda s: (sign * round(s[key], 3), s[other]))
-    line = f"use {best['formulation']}: {_LABEL[key]} {mean_std(best, key)}, {_LABEL[other]} {mean_std(best, other)}" + _gain(summary, best, key, other)
+    line = (
+        f"use {best['formulation']}: {_LABEL[key]} {mean_std(best, key)}, {_LABEL[other]} {mean_std(best, other)}"
+        + _gain(summary, best, key, other)
+    )
     runner = max(candidates, key=lambda s: (round(s[other], 3), sign * s[key]))
     if runner is not best:
         intro = "for the most exact grades use" if metric == "qwk" else f"by {_LABEL[other]} the best is"
@@ -303,7 +369,9 @@ def recommend(summary: list[dict[str, Any]], metric: str = "qwk") -> str:
 
 
 def _recommend_both(summary: list[dict[str, Any]]) -> str:
-    candidates = [s for s in summary if s.get("qwk") is not None and s.get("accuracy") is not None and not s.get("member")]
+    candidates = [
+        s for s in summary if s.get("qwk") is not None and s.get("accuracy") is not None and not s.get("member")
+    ]
     if not candidates:
         return "no formulation produced a defined qwk: the test sets hold a single grade"
     q = {id(s): round(s["qwk"], 3) for s in candidates}
@@ -316,7 +384,9 @@ def _recommend_both(summary: list[dict[str, Any]]) -> str:
     rank_q = {id(s): 1 + sum(q[id(o)] > q[id(s)] for o in candidates) for s in candidates}
     rank_a = {id(s): 1 + sum(a[id(o)] > a[id(s)] for o in candidates) for s in candidates}
     best = min(front, key=lambda s: (max(rank_q[id(s)], rank_a[id(s)]), rank_q[id(s)] + rank_a[id(s)], -s["qwk"]))
-    scores = f"qwk {mean_std(best, 'qwk')}, accuracy {mean_std(best, 'accuracy')}" + _gain(summary, best, "qwk", "accuracy")
+    scores = f"qwk {mean_std(best, 'qwk')}, accuracy {mean_std(best, 'accuracy')}" + _gain(
+        summary, best, "qwk", "accuracy"
+    )
     if rank_q[id(best)] == 1 and rank_a[id(best)] == 1:
         return f"use {best['formulation']}, at least as good as every other on qwk and accuracy: {scores}"
     others = ", ".join(s["formulation"] for s in front if s is not best)

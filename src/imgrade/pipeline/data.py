@@ -22,7 +22,9 @@ from imgrade.pipeline.runs import data_summary
 logger = logging.getLogger(__name__)
 
 
-def data_info(path: str, *, grades: list[str] | None = None, view: str = "above", image_size: int | None = None) -> dict[str, Any]:
+def data_info(
+    path: str, *, grades: list[str] | None = None, view: str = "above", image_size: int | None = None
+) -> dict[str, Any]:
     """Describe a data set: format detected, images per grade, image size, its own split, what was dropped.
 
     Returns data.json's summary plus ``format`` and ``own_split``; :func:`format_data_info` shows it.
@@ -108,7 +110,15 @@ def data_synth(
         write_folders(synthetic, out)
     else:
         s = synthetic.imageset
-        write_cucumber9(out, s.images, s.targets.astype(np.int64), list(s.grade_names), num_batches=5, test_fraction=1 / 6, synthetic=True)
+        write_cucumber9(
+            out,
+            s.images,
+            s.targets.astype(np.int64),
+            list(s.grade_names),
+            num_batches=5,
+            test_fraction=1 / 6,
+            synthetic=True,
+        )
         _write_attributes(out / "attributes.csv", synthetic)
     randomized = f", randomize {randomize:g}" if randomize else ""
     logger.info(f"wrote {n} synthetic cucumbers ({fmt}, {image_size}x{image_size}{randomized}) to {out}")
@@ -122,5 +132,7 @@ def _write_attributes(path: Path, synthetic) -> None:
     writer.writerow(["id", "grade", *names])
     s = synthetic.imageset
     for i, image_id in enumerate(s.ids):
-        writer.writerow([image_id, s.grade_names[int(s.targets[i])], *(f"{synthetic.attributes[k][i]:.4f}" for k in names)])
+        writer.writerow(
+            [image_id, s.grade_names[int(s.targets[i])], *(f"{synthetic.attributes[k][i]:.4f}" for k in names)]
+        )
     write_text(path, buffer.getvalue())

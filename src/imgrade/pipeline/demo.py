@@ -17,7 +17,9 @@ from imgrade.pipeline.train import train
 logger = logging.getLogger(__name__)
 
 
-def demo(*, out: str | Path = "demo-run", n: int = 2500, epochs: int = 30, seed: int = 0, overwrite: bool = False) -> dict[str, Any]:
+def demo(
+    *, out: str | Path = "demo-run", n: int = 2500, epochs: int = 30, seed: int = 0, overwrite: bool = False
+) -> dict[str, Any]:
     """The whole pipeline on built-in synthetic cucumbers: generate, train, evaluate."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):

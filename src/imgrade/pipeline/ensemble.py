@@ -59,15 +59,26 @@ def assemble_ensemble(cfg: RunConfig, out: Path, k: int) -> None:
     first = states[0]
     for i, state in enumerate(states[1:], start=1):
         if not torch.equal(state["mean_image"], first["mean_image"]):
-            raise CheckpointError(f"{member_dir(out, i)} was trained on another split than member 0: train the ensemble again with --overwrite")
-    payload = {key: value for key, value in first.items() if key not in ("model_state", "epoch", "val_loss", "calibration", CALIBRATION_TTA)}
-    payload.update({
-        "config": cfg.to_dict(),
-        "ensemble": k,
-        "member_epochs": [int(state["epoch"]) for state in states],
-        "val_loss": float(np.mean([float(state["val_loss"]) for state in states])),
-        "model_state": {f"members.{i}.{key}": value for i, state in enumerate(states) for key, value in state["model_state"].items()},
-        "calibration": None,
-    })
+            raise CheckpointError(
+                f"{member_dir(out, i)} was trained on another split than member 0: train the ensemble again with --overwrite"
+            )
+    payload = {
+        key: value
+        for key, value in first.items()
+        if key not in ("model_state", "epoch", "val_loss", "calibration", CALIBRATION_TTA)
+    }
+    payload.update(
+        {
+            "config": cfg.to_dict(),
+            "ensemble": k,
+            "member_epochs": [int(state["epoch"]) for state in states],
+            "val_loss": float(np.mean([float(state["val_loss"]) for state in states])),
+            "model_state": {
+                f"members.{i}.{key}": value
+                for i, state in enumerate(states)
+                for key, value in state["model_state"].items()
+            },
+            "calibration": None,
+        }
+    )
     save_checkpoint(out / "best.pt", payload)
-

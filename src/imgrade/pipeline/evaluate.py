@@ -32,7 +32,12 @@ HEADLINE = ("accuracy", "within1", "grade_mae", "qwk")
 
 
 def evaluate(
-    run: str | Path, *, data: str | None = None, out: str | Path | None = None, device: str = "auto", tta: bool | None = None
+    run: str | Path,
+    *,
+    data: str | None = None,
+    out: str | Path | None = None,
+    device: str = "auto",
+    tta: bool | None = None,
 ) -> dict[str, Any]:
     """Score the run's test split (or every image of ``data``); write predictions, metrics, plots, report.
 
@@ -49,8 +54,11 @@ def evaluate(
         name = "test"
     else:
         data_cfg = DataConfig(
-            path=str(data), view=cfg.data.view, image_size=predictor.image_size,
-            target_column=cfg.data.target_column, target=cfg.data.target,
+            path=str(data),
+            view=cfg.data.view,
+            image_size=predictor.image_size,
+            target_column=cfg.data.target_column,
+            target=cfg.data.target,
         )
         imageset = load_dataset(data_cfg, grades=predictor.grade_names)
         name = Path(data).name.removesuffix(".tar.gz").removesuffix(".csv") or "data"
@@ -70,7 +78,11 @@ def evaluate(
         metrics["decisions"] = _decision_metrics(predictor, outputs, y_int)
         sets = predictor.sets(outputs)
         if sets is not None:
-            metrics["grade_sets"] = {"alpha": predictor.conformal.alpha, "kind": predictor.conformal.kind, **set_summary(sets, y_int, grade_names)}
+            metrics["grade_sets"] = {
+                "alpha": predictor.conformal.alpha,
+                "kind": predictor.conformal.kind,
+                **set_summary(sets, y_int, grade_names),
+            }
     else:
         predicted = None
         metrics = continuous_metrics(y, outputs.scores)
@@ -86,14 +98,37 @@ def evaluate(
     write_predictions(out_dir / "predictions.csv", imageset, outputs.scores, predicted, sets, grade_names)
     title = f"{run_label(run_dir)}: {name} ({len(imageset)} images)"
     pictures = evaluation_plots(
-        out_dir, read_history(run_dir / "history.csv"), y, outputs.scores, grade_names, metrics, predictor.thresholds, title, run_label(run_dir),
+        out_dir,
+        read_history(run_dir / "history.csv"),
+        y,
+        outputs.scores,
+        grade_names,
+        metrics,
+        predictor.thresholds,
+        title,
+        run_label(run_dir),
         frozen_epochs=cfg.train.freeze_backbone_epochs,
     )
-    metrics["files"] = {"predictions": str(out_dir / "predictions.csv"), "metrics": str(out_dir / "metrics.json"),
-                        "report": str(out_dir / "report.html"), **{k: str(v) for k, v in pictures.items()}}
+    metrics["files"] = {
+        "predictions": str(out_dir / "predictions.csv"),
+        "metrics": str(out_dir / "metrics.json"),
+        "report": str(out_dir / "report.html"),
+        **{k: str(v) for k, v in pictures.items()},
+    }
     save_json(out_dir / "metrics.json", metrics)
     write_run_report(out_dir / "report.html", title, metrics, grade_names, pictures, cfg, run_dir, predictor.thresholds)
-    logger.info("wrote " + ", ".join(str(p) for p in [out_dir / "predictions.csv", out_dir / "metrics.json", out_dir / "report.html", *pictures.values()]))
+    logger.info(
+        "wrote "
+        + ", ".join(
+            str(p)
+            for p in [
+                out_dir / "predictions.csv",
+                out_dir / "metrics.json",
+                out_dir / "report.html",
+                *pictures.values(),
+            ]
+        )
+    )
     return metrics
 
 
@@ -105,7 +140,9 @@ def format_evaluation(metrics: dict[str, Any]) -> str:
     return text
 
 
-def _domain_gap(run: Path, predictor: Predictor, cfg: RunConfig, data: Path, metrics: dict[str, Any]) -> dict[str, Any] | None:
+def _domain_gap(
+    run: Path, predictor: Predictor, cfg: RunConfig, data: Path, metrics: dict[str, Any]
+) -> dict[str, Any] | None:
     """The run's metrics on its own test split next to those on ``data`` (synthetic vs real: the sim-to-real gap).
 
     None when ``data`` is the run's own data, or that data can no longer be read.
@@ -130,7 +167,9 @@ def _domain_gap(run: Path, predictor: Predictor, cfg: RunConfig, data: Path, met
     }
 
 
-def _member_metrics(run_dir: Path, predictor: Predictor, imageset: ImageSet, device: str, tta: bool) -> list[dict[str, Any]]:
+def _member_metrics(
+    run_dir: Path, predictor: Predictor, imageset: ImageSet, device: str, tta: bool
+) -> list[dict[str, Any]]:
     """Each member of an ensemble graded alone (its own calibration) on the same images."""
     y = imageset.targets.astype(np.int64)
     rows = []

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 PRETRAIN_SPLIT = "0.8,0.1,0.1"  # synthetic images are free: most go to training
 
+
 def recipe_config(config_path: str | None, overrides: dict[str, Any]) -> RunConfig:
     """The fine-tuning config: code defaults < ``FINETUNE_DEFAULTS`` < ``--config`` file < flags."""
     raw = RunConfig().with_overrides(FINETUNE_DEFAULTS).to_dict()
@@ -85,14 +86,22 @@ def synthetic_for(imageset: ImageSet, n: int, *, image_size: int, seed: int, ran
     return synthetic.imageset.images[chosen], labels, names
 
 
-def fewshot(cfg: RunConfig, out: str | Path, *, synthetic_n: int = 20000, pretrain_epochs: int = 15, randomize: float = 1.0) -> dict[str, Any]:
+def fewshot(
+    cfg: RunConfig, out: str | Path, *, synthetic_n: int = 20000, pretrain_epochs: int = 15, randomize: float = 1.0
+) -> dict[str, Any]:
     """Pretrain on synthetic cucumbers, fine-tune on ``cfg.data.path``'s photos; metrics of every stage."""
     return run_fewshot(cfg, out, synthetic_n=synthetic_n, pretrain_epochs=pretrain_epochs, randomize=randomize)
 
 
 def run_fewshot(
-    cfg: RunConfig, out: str | Path, *, synthetic_n: int = 20000, pretrain_epochs: int = 15, randomize: float = 1.0,
-    split: dict[str, np.ndarray] | None = None, imageset: ImageSet | None = None,
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    synthetic_n: int = 20000,
+    pretrain_epochs: int = 15,
+    randomize: float = 1.0,
+    split: dict[str, np.ndarray] | None = None,
+    imageset: ImageSet | None = None,
 ) -> dict[str, Any]:
     """The recipe (see the module docstring); ``cfg`` is the fine-tuning run's config.
 
@@ -104,7 +113,9 @@ def run_fewshot(
     if cfg.data.path is None:
         raise ConfigError("no data given: pass --data with the real photos")
     if synthetic_n < 100:
-        raise ConfigError(f"--synthetic-n {synthetic_n} is too few to pretrain on: use 100 or more (20000 is the recipe)")
+        raise ConfigError(
+            f"--synthetic-n {synthetic_n} is too few to pretrain on: use 100 or more (20000 is the recipe)"
+        )
     if pretrain_epochs < 1:
         raise ConfigError(f"--pretrain-epochs {pretrain_epochs} must be at least 1")
     if not 0 <= randomize <= 1:
@@ -116,7 +127,9 @@ def run_fewshot(
         split = make_split(real, parse_split(cfg.data.split), cfg.train.seed)
     test = real.subset(split["test"])
     if len(test) == 0:
-        raise DataError(f"{cfg.data.path}: the test split is empty, so nothing measures the recipe: set --split (e.g. 0.6,0.2,0.2)")
+        raise DataError(
+            f"{cfg.data.path}: the test split is empty, so nothing measures the recipe: set --split (e.g. 0.6,0.2,0.2)"
+        )
     stages: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
 
@@ -140,8 +153,15 @@ def run_fewshot(
     evaluate(finetuned)  # the report and pictures of the final model, on the same real test split
     stages["fine-tuned on real"] = score(Predictor.from_run(finetuned), test)[0]
 
-    result = {"data": real.source, "test_images": len(test), "synthetic_n": synthetic_n, "pretrained": str(pretrained),
-              "finetuned": str(finetuned), "stages": stages, "seconds": round(time.perf_counter() - t0, 1)}
+    result = {
+        "data": real.source,
+        "test_images": len(test),
+        "synthetic_n": synthetic_n,
+        "pretrained": str(pretrained),
+        "finetuned": str(finetuned),
+        "stages": stages,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     table = format_stages(stages)
     save_json(out / "fewshot.json", result)
     write_text(out / "summary.md", table + "\n")
@@ -158,15 +178,31 @@ def pretrain(cfg: RunConfig, real: ImageSet, out: Path, *, synthetic_n: int, epo
     synthetic_dir, run = out / "synthetic", out / "pretrain"
     if not (synthetic_dir / "batches.meta").exists():  # written last: its presence means the batches are complete
         logger.info(f"[1/4] generating {synthetic_n} synthetic cucumbers (randomize {randomize}) -> {synthetic_dir}")
-        images, labels, names = synthetic_for(real, synthetic_n, image_size=cfg.data.image_size, seed=cfg.train.seed, randomize=randomize)
+        images, labels, names = synthetic_for(
+            real, synthetic_n, image_size=cfg.data.image_size, seed=cfg.train.seed, randomize=randomize
+        )
         write_cucumber9(synthetic_dir, images, labels, names, num_batches=5, synthetic=True)
-    pre_cfg = RunConfig.from_dict({
-        "data": {"path": str(synthetic_dir.resolve()), "image_size": cfg.data.image_size, "split": PRETRAIN_SPLIT},
-        "model": {"depth": cfg.model.depth, "task": cfg.model.task, "head": cfg.model.head, "loss": cfg.model.loss,
-                  "backbone": cfg.model.backbone, "pretrained": cfg.model.pretrained},
-        "train": {"epochs": epochs, "seed": cfg.train.seed, "device": cfg.train.device, "threads": cfg.train.threads,
-                  "amp": cfg.train.amp, "compile": cfg.train.compile},
-    })
+    pre_cfg = RunConfig.from_dict(
+        {
+            "data": {"path": str(synthetic_dir.resolve()), "image_size": cfg.data.image_size, "split": PRETRAIN_SPLIT},
+            "model": {
+                "depth": cfg.model.depth,
+                "task": cfg.model.task,
+                "head": cfg.model.head,
+                "loss": cfg.model.loss,
+                "backbone": cfg.model.backbone,
+                "pretrained": cfg.model.pretrained,
+            },
+            "train": {
+                "epochs": epochs,
+                "seed": cfg.train.seed,
+                "device": cfg.train.device,
+                "threads": cfg.train.threads,
+                "amp": cfg.train.amp,
+                "compile": cfg.train.compile,
+            },
+        }
+    )
     logger.info(f"[2/4] pretraining on synthetic cucumbers -> {run}")
     _train_or_reuse(pre_cfg, run)
     return run
@@ -210,9 +246,15 @@ def format_stages(stages: dict[str, dict[str, Any]]) -> str:
     sim, zero = stages.get("synthetic (pretrain test split)"), stages.get("zero-shot on real")
     if sim and zero:
         gap = [None if sim[k] is None or zero[k] is None else zero[k] - sim[k] for k in HEADLINE]
-        lines.append("| sim-to-real gap (zero-shot - synthetic) | | " + " | ".join(format_number(g, signed=True) for g in gap) + " |")
+        lines.append(
+            "| sim-to-real gap (zero-shot - synthetic) | | "
+            + " | ".join(format_number(g, signed=True) for g in gap)
+            + " |"
+        )
     return "\n".join(lines)
 
 
 def _brief(m: dict[str, Any]) -> str:
-    return ", ".join(f"{label} {format_number(m[k])}" for k, label in zip(HEADLINE, ("accuracy", "within-1", "grade MAE", "QWK")))
+    return ", ".join(
+        f"{label} {format_number(m[k])}" for k, label in zip(HEADLINE, ("accuracy", "within-1", "grade MAE", "QWK"))
+    )

@@ -7,4 +7,3 @@ torch; this module names the verb beside the others.
 from imgrade.runtime.predict import predict
 
 __all__ = ["predict"]
-

@@ -88,7 +88,9 @@ def parse_recipe(text: str) -> Recipe:
     task, *options = name.split("+")
     if task not in task_names():
         close = difflib.get_close_matches(task, task_names(), n=1, cutoff=0.0)
-        raise ConfigError(f"recipe {name!r} starts with {task!r}, not a task: did you mean {close[0]!r}? (a recipe is TASK[+key=value]..., TASK one of {', '.join(task_names())})")
+        raise ConfigError(
+            f"recipe {name!r} starts with {task!r}, not a task: did you mean {close[0]!r}? (a recipe is TASK[+key=value]..., TASK one of {', '.join(task_names())})"
+        )
     overrides: dict[str, Any] = {}
     tta = False
     for option in options:
@@ -100,7 +102,9 @@ def parse_recipe(text: str) -> Recipe:
         dotted = _find_key(word, name)
         if not has_value:
             if _field_type(dotted) != "bool":
-                raise ConfigError(f"recipe {name!r}: {key!r} needs a value ({key}=...); only true/false fields and tta stand alone")
+                raise ConfigError(
+                    f"recipe {name!r}: {key!r} needs a value ({key}=...); only true/false fields and tta stand alone"
+                )
             overrides[dotted] = True
         else:
             if not raw:
@@ -118,15 +122,21 @@ def _find_key(word: str, recipe: str) -> str:
     name = word.split(".", 1)[-1]
     matches = [d for d in sections_of.get(name, []) if "." not in word or d == word]
     if len(matches) > 1:
-        raise ConfigError(f"recipe {recipe!r}: {word!r} is a field of several sections; write one of {', '.join(matches)}")
+        raise ConfigError(
+            f"recipe {recipe!r}: {word!r} is a field of several sections; write one of {', '.join(matches)}"
+        )
     if matches:
         dotted = matches[0]
         if dotted in _SET_BY_COMPARE:
             raise ConfigError(f"recipe {recipe!r} sets {word!r}, which no recipe may change: {_SET_BY_COMPARE[dotted]}")
         if dotted.startswith("data."):
-            raise ConfigError(f"recipe {recipe!r} sets the data field {word!r}: every recipe reads the same images, so give it as a flag of compare")
+            raise ConfigError(
+                f"recipe {recipe!r} sets the data field {word!r}: every recipe reads the same images, so give it as a flag of compare"
+            )
         return dotted
-    allowed = [n for n, ds in sections_of.items() if any(d not in _SET_BY_COMPARE and not d.startswith("data.") for d in ds)]
+    allowed = [
+        n for n, ds in sections_of.items() if any(d not in _SET_BY_COMPARE and not d.startswith("data.") for d in ds)
+    ]
     close = difflib.get_close_matches(name, allowed + list(EVALUATION_FLAGS), n=1, cutoff=0.0)
     raise ConfigError(f"recipe {recipe!r}: unknown key {word!r}; the closest key is {close[0]!r}")
 

@@ -52,7 +52,9 @@ def prepare_out(cfg: RunConfig, out: Path, resume: bool, overwrite: bool) -> tup
             raise ConfigError(f"grade table {cfg.model.axes} does not exist: check the --axes path")
         cfg = cfg.with_overrides({"model.axes": str(Path(cfg.model.axes).resolve())})
     if resume_state is None:
-        check_backbone(cfg.model.backbone, cfg.model.pretrained)  # the name, timm, the weights file: before the data is read
+        check_backbone(
+            cfg.model.backbone, cfg.model.pretrained
+        )  # the name, timm, the weights file: before the data is read
     if resume_state is None and cfg.model.pretrained not in (None, HUB):
         cfg = cfg.with_overrides({"model.pretrained": str(Path(cfg.model.pretrained).resolve())})
     if resume_state is None and cfg.train.init:
@@ -91,7 +93,11 @@ def _check_out_is_free(out: Path, overwrite: bool) -> None:
     elif (out / MEMBERS).is_dir() and (out / "best.pt").exists():
         finished = ensemble_finished(out)
     what = "a finished run" if finished else "an unfinished run"
-    fix = "choose another --out or pass --overwrite" if finished else "continue it with --resume, or pass --overwrite to start again"
+    fix = (
+        "choose another --out or pass --overwrite"
+        if finished
+        else "continue it with --resume, or pass --overwrite to start again"
+    )
     raise ConfigError(f"{out} already holds {what}: {fix}")
 
 
@@ -105,11 +111,15 @@ def ensemble_finished(out: Path) -> bool:
 
 def _resume_state(out: Path) -> tuple[RunConfig, dict | None]:
     if not (out / "config.yaml").is_file():
-        raise CheckpointError(f"cannot resume: {out} holds no run (no config.yaml): start it with `imgrade train --out {out}`")
+        raise CheckpointError(
+            f"cannot resume: {out} holds no run (no config.yaml): start it with `imgrade train --out {out}`"
+        )
     cfg = load_config(out / "config.yaml")
     if cfg.train.ensemble > 1:  # resumed member by member (see _train_ensemble)
         if (out / "best.pt").exists() and ensemble_finished(out):
-            raise ConfigError(f"{out} is already finished (an ensemble of {cfg.train.ensemble}): nothing to resume; evaluate it, or train into another --out")
+            raise ConfigError(
+                f"{out} is already finished (an ensemble of {cfg.train.ensemble}): nothing to resume; evaluate it, or train into another --out"
+            )
         logger.info(f"resuming the ensemble in {out}")
         return cfg, None
     if not (out / LAST).is_file():
@@ -120,7 +130,9 @@ def _resume_state(out: Path) -> tuple[RunConfig, dict | None]:
         logger.info(f"{out} finished training but was stopped before calibration: calibrating it now")
         return cfg, state
     if state.get("finished"):
-        raise ConfigError(f"{out} is already finished ({state['epoch']} epochs): nothing to resume; evaluate it, or train into another --out")
+        raise ConfigError(
+            f"{out} is already finished ({state['epoch']} epochs): nothing to resume; evaluate it, or train into another --out"
+        )
     logger.info(f"resuming {out} after epoch {state['epoch']}/{cfg.train.epochs}")
     return cfg, state
 
@@ -133,7 +145,12 @@ def calibration_missing(out: Path) -> bool:
 
 
 def data_summary(imageset: ImageSet) -> dict[str, Any]:
-    summary = {"source": imageset.source, "n": len(imageset), "image_size": list(imageset.image_size), "dropped": imageset.dropped}
+    summary = {
+        "source": imageset.source,
+        "n": len(imageset),
+        "image_size": list(imageset.image_size),
+        "dropped": imageset.dropped,
+    }
     if imageset.is_ordinal:
         summary["grades"] = imageset.grade_names
         summary["counts"] = imageset.counts()
@@ -146,4 +163,3 @@ def data_summary(imageset: ImageSet) -> dict[str, Any]:
 def run_data(run: Path, cfg: RunConfig) -> tuple[ImageSet, dict[str, np.ndarray]]:
     imageset = load_dataset(cfg.data)
     return imageset, load_split(run if run.is_dir() else run.parent, imageset)
-

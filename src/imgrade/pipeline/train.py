@@ -50,8 +50,13 @@ Split = dict[str, np.ndarray]
 
 
 def train(
-    cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-    split: Split | None = None, imageset: ImageSet | None = None,
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    split: Split | None = None,
+    imageset: ImageSet | None = None,
 ) -> list[dict]:
     """Train a model on ``cfg.data.path`` into the run folder ``out``; returns the epoch history.
 
@@ -65,7 +70,9 @@ def train(
         return _train(cfg, Path(out), resume, overwrite, split, imageset)
 
 
-def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, split: Split | None, imageset: ImageSet | None) -> list[dict]:
+def _train(
+    cfg: RunConfig, out: Path, resume: bool, overwrite: bool, split: Split | None, imageset: ImageSet | None
+) -> list[dict]:
     with contextlib.ExitStack() as lock:
 
         def prepare():
@@ -78,7 +85,9 @@ def _train(cfg: RunConfig, out: Path, resume: bool, overwrite: bool, split: Spli
         return _train_network(cfg, out, resume_state, split, imageset)
 
 
-def _train_network(cfg: RunConfig, out: Path, resume_state: dict | None, split: Split | None, imageset: ImageSet | None) -> list[dict]:
+def _train_network(
+    cfg: RunConfig, out: Path, resume_state: dict | None, split: Split | None, imageset: ImageSet | None
+) -> list[dict]:
     """One network: the steps in the order they run (the order matters for a seeded run's weights)."""
     device = _set_up_torch(cfg)
     imageset = _read_data(cfg, imageset)
@@ -98,7 +107,9 @@ def _train_network(cfg: RunConfig, out: Path, resume_state: dict | None, split: 
     t0 = time.perf_counter()
     world = distributed.world_size()
     where = f"{device}" if world == 1 else f"{world} processes ({device.type}, DDP)"
-    logger.info(f"training {cfg.model.task} {describe(cfg.model.backbone, cfg.model.depth)} on {where} for {cfg.train.epochs} epochs -> {out}")
+    logger.info(
+        f"training {cfg.model.task} {describe(cfg.model.backbone, cfg.model.depth)} on {where} for {cfg.train.epochs} epochs -> {out}"
+    )
     history = fit(model, data, cfg.train, device, out, meta, resume=resume_state, on_epoch_end=_epoch_writer(cfg, out))
     if not distributed.is_main():
         return history  # rank 0 alone checks, calibrates and reports on the files it wrote
@@ -123,7 +134,9 @@ def _set_up_torch(cfg: RunConfig) -> torch.device:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
     set_determinism(cfg.train.deterministic)
-    torch.backends.cudnn.benchmark = not cfg.train.deterministic  # the image size is fixed: time cuDNN's algorithms once
+    torch.backends.cudnn.benchmark = (
+        not cfg.train.deterministic
+    )  # the image size is fixed: time cuDNN's algorithms once
     return distributed.process_device(resolve_device(cfg.train.device))
 
 
@@ -132,7 +145,9 @@ def _read_data(cfg: RunConfig, imageset: ImageSet | None) -> ImageSet:
     imageset = imageset if imageset is not None else load_dataset(cfg.data)
     logger.info(f"data: {imageset.source}: {len(imageset)} images, {imageset.image_size[0]}x{imageset.image_size[1]}")
     if head_entry(cfg.model.task).needs_grades and not imageset.is_ordinal:
-        raise ConfigError(f"task {cfg.model.task} needs integer grades, but {cfg.data.path} has a continuous target: use --task regression")
+        raise ConfigError(
+            f"task {cfg.model.task} needs integer grades, but {cfg.data.path} has a continuous target: use --task regression"
+        )
     return imageset
 
 
@@ -143,7 +158,9 @@ def _grade_axes(cfg: RunConfig, imageset: ImageSet, resume_state: dict | None) -
     """
     if cfg.model.task != "axes":
         if cfg.model.axes:
-            logger.info(f"note: --axes {cfg.model.axes} is read only with --task axes; task {cfg.model.task} ignores it")
+            logger.info(
+                f"note: --axes {cfg.model.axes} is read only with --task axes; task {cfg.model.task} ignores it"
+            )
         return None, cfg
     if resume_state is not None and resume_state.get("grade_axes") is not None:
         return GradeAxes.from_dict(resume_state["grade_axes"]), cfg
@@ -172,7 +189,9 @@ def _fit_data(imageset: ImageSet, split: Split, device: torch.device) -> FitData
     return FitData.from_set(x.to(keep), y.to(keep), train_idx, val_idx, mean.to(keep))
 
 
-def _build_model(cfg: RunConfig, imageset: ImageSet, split: Split, grade_axes: GradeAxes | None, resume_state: dict | None) -> torch.nn.Module:
+def _build_model(
+    cfg: RunConfig, imageset: ImageSet, split: Split, grade_axes: GradeAxes | None, resume_state: dict | None
+) -> torch.nn.Module:
     """The network for ``cfg``: class weights, the head's starting bias from the training grades, and
     the weights of ``--pretrained`` or ``--init`` (on --resume, last.pt holds all the weights instead)."""
     fresh = resume_state is None
@@ -181,15 +200,26 @@ def _build_model(cfg: RunConfig, imageset: ImageSet, split: Split, grade_axes: G
     if cfg.train.class_weight == "balanced":
         if num_grades is None:
             raise ConfigError("--class-weight balanced needs graded data, but this target is continuous: drop the flag")
-        class_weights = torch.as_tensor(balanced_class_weights(imageset.targets[split["train"]].astype(np.int64), num_grades), dtype=torch.float32)
+        class_weights = torch.as_tensor(
+            balanced_class_weights(imageset.targets[split["train"]].astype(np.int64), num_grades), dtype=torch.float32
+        )
     model = build_model(
-        cfg.model.depth, cfg.model.task, cfg.model.head, cfg.model.loss, num_grades, class_weights,
-        **head_settings(cfg.model), grade_axes=grade_axes,
-        backbone=cfg.model.backbone, image_size=cfg.data.image_size,
+        cfg.model.depth,
+        cfg.model.task,
+        cfg.model.head,
+        cfg.model.loss,
+        num_grades,
+        class_weights,
+        **head_settings(cfg.model),
+        grade_axes=grade_axes,
+        backbone=cfg.model.backbone,
+        image_size=cfg.data.image_size,
         pretrained=cfg.model.pretrained if fresh else None,
     )
     if cfg.model.pretrained and fresh:
-        logger.info(f"backbone: {describe(cfg.model.backbone, cfg.model.depth)} with the weights of {cfg.model.pretrained}")
+        logger.info(
+            f"backbone: {describe(cfg.model.backbone, cfg.model.depth)} with the weights of {cfg.model.pretrained}"
+        )
     if num_grades is not None:
         model.head.init_from_targets(imageset.targets[split["train"]])
     if cfg.train.init and fresh:
@@ -235,7 +265,12 @@ def _epoch_writer(cfg: RunConfig, out: Path):
         # and the last epoch, in between at most every LOSS_PLOT_EVERY_S seconds
         now = time.monotonic()
         if now - last_plot >= LOSS_PLOT_EVERY_S or len(history) == cfg.train.epochs:
-            plots.plot_loss_curve(history, out / "loss_curve.png", title=f"loss: {run_label(out)}", frozen_epochs=cfg.train.freeze_backbone_epochs)
+            plots.plot_loss_curve(
+                history,
+                out / "loss_curve.png",
+                title=f"loss: {run_label(out)}",
+                frozen_epochs=cfg.train.freeze_backbone_epochs,
+            )
             last_plot = now
 
     return on_epoch_end
@@ -275,7 +310,9 @@ def health_warnings(predictor: Predictor, val_set: ImageSet, outputs: Outputs) -
     return warnings
 
 
-def _train_ensemble(cfg: RunConfig, out: Path, resume: bool, split: Split | None, imageset: ImageSet | None) -> list[dict]:
+def _train_ensemble(
+    cfg: RunConfig, out: Path, resume: bool, split: Split | None, imageset: ImageSet | None
+) -> list[dict]:
     """Train ``cfg.train.ensemble`` members on one split, each a complete run in ``out/members/mI``
     (so resume and crash safety hold per member), then write ``out/best.pt`` holding them all and
     calibrate the ensemble on its own validation outputs. Returns the members' mean history."""
@@ -292,7 +329,10 @@ def _train_ensemble(cfg: RunConfig, out: Path, resume: bool, split: Split | None
         member = member_dir(out, i)
         member_cfg = cfg.with_overrides({"train.ensemble": 1, "train.seed": seed})
         state = distributed.on_main(member_state, member)
-        logger.info(f"\nensemble member {i + 1}/{k} (seed {seed}) -> {member}" + {"done": ": already trained", "resume": ": resuming"}.get(state, ""))
+        logger.info(
+            f"\nensemble member {i + 1}/{k} (seed {seed}) -> {member}"
+            + {"done": ": already trained", "resume": ": resuming"}.get(state, "")
+        )
         if state == "done":
             histories.append(read_history(member / "history.csv"))
             continue
@@ -302,7 +342,12 @@ def _train_ensemble(cfg: RunConfig, out: Path, resume: bool, split: Split | None
         return history
     assemble_ensemble(cfg, out, k)
     write_history(out / "history.csv", history)
-    plots.plot_loss_curve(history, out / "loss_curve.png", title=f"loss: {run_label(out)} (mean of {k} members)", frozen_epochs=cfg.train.freeze_backbone_epochs)
+    plots.plot_loss_curve(
+        history,
+        out / "loss_curve.png",
+        title=f"loss: {run_label(out)} (mean of {k} members)",
+        frozen_epochs=cfg.train.freeze_backbone_epochs,
+    )
     if imageset.is_ordinal:
         predictor = Predictor.from_run(out, device=cfg.train.device, tta=False)
         calibrate_run(out, predictor, imageset, split, cfg.calibrate, strict=False)

@@ -16,7 +16,9 @@ RUNTIMES = ("auto", "torch", "onnx")
 __all__ = ["Grader", "Outputs", "RUNTIMES", "load_grader"]
 
 
-def load_grader(source: str | Path, runtime: str = "auto", device: str = "auto", threads: int | None = None, tta: bool | None = None) -> Grader:
+def load_grader(
+    source: str | Path, runtime: str = "auto", device: str = "auto", threads: int | None = None, tta: bool | None = None
+) -> Grader:
     """Load a grader from a run folder, a ``.pt`` checkpoint or an exported ``.onnx`` file.
 
     Args:
@@ -39,7 +41,9 @@ def load_grader(source: str | Path, runtime: str = "auto", device: str = "auto",
         runtime = "onnx" if is_onnx else "torch"
     if runtime == "onnx":
         if not is_onnx:
-            raise ConfigError(f"--runtime onnx needs an .onnx file, got {source}: export it first with `imgrade export {source} --out model.onnx`")
+            raise ConfigError(
+                f"--runtime onnx needs an .onnx file, got {source}: export it first with `imgrade export {source} --out model.onnx`"
+            )
         from imgrade.runtime.onnx import OnnxGrader
 
         grader = OnnxGrader.from_file(source, threads=threads)

@@ -66,7 +66,10 @@ def metadata(predictor: Predictor, source: str) -> dict:
         "grade_names": predictor.grade_names,
         "image_size": predictor.image_size,
         "input": {
-            "name": "images", "dtype": "uint8", "layout": "NHWC", "channels": "RGB",
+            "name": "images",
+            "dtype": "uint8",
+            "layout": "NHWC",
+            "channels": "RGB",
             "size": predictor.image_size,
             "preprocessing": "in the graph: x / 255 minus the training set's per-pixel mean image",
             "resize": "whole image to a square, no crop (BOX when shrinking, BILINEAR when enlarging), EXIF-upright",
@@ -125,13 +128,21 @@ def export_onnx(run: str | Path, out: str | Path, tta: bool | None = None) -> di
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_logger("torch.onnx"):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                graph, (example,), dynamo=True, opset_version=OPSET, input_names=["images"], output_names=names,
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 20)},), verbose=False,
+                graph,
+                (example,),
+                dynamo=True,
+                opset_version=OPSET,
+                input_names=["images"],
+                output_names=names,
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 20)},),
+                verbose=False,
             )
         proto = program.model_proto
     except Exception as e:  # the exporter raises many kinds; the user needs one line and the cause
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ImgradeError(f"exporting {run} to ONNX failed ({type(e).__name__}: {first}); rerun with --debug for the trace") from e
+        raise ImgradeError(
+            f"exporting {run} to ONNX failed ({type(e).__name__}: {first}); rerun with --debug for the trace"
+        ) from e
     info = metadata(predictor, source=str(run))
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(info)

@@ -112,7 +112,9 @@ class Grader:
         conformal = self.conformal
         if conformal is None or self.grade_names is None:
             return None
-        return prediction_sets(conformal, scores=outputs.scores, probabilities=outputs.probabilities, num_grades=len(self.grade_names))
+        return prediction_sets(
+            conformal, scores=outputs.scores, probabilities=outputs.probabilities, num_grades=len(self.grade_names)
+        )
 
     def records(self, names: list[str], outputs: Outputs) -> list[dict[str, Any]]:
         """One JSON-ready dict per image: file, score, grade, grade_index, grade_set, probabilities.
@@ -133,7 +135,8 @@ class Grader:
                 row["grade_set"] = []
             row["probabilities"] = (
                 {g: float(p) for g, p in zip(grade_names, outputs.probabilities[i])}
-                if outputs.probabilities is not None and grade_names is not None else None
+                if outputs.probabilities is not None and grade_names is not None
+                else None
             )
             rows.append(row)
         return rows
@@ -156,7 +159,9 @@ class Grader:
             "cut_points": self.cut_points,
             "thresholds_reason": choice.get("reason"),
             "score_range": [0.0, float(k - 1)] if k else None,
-            "grade_sets": {"method": conformal.kind, "alpha": conformal.alpha, "coverage": 1 - conformal.alpha} if conformal else None,
+            "grade_sets": {"method": conformal.kind, "alpha": conformal.alpha, "coverage": 1 - conformal.alpha}
+            if conformal
+            else None,
             "input": {"size": self.image_size, "channels": "RGB", "dtype": "uint8", "layout": "NHWC"},
             "version": self.version,
         }

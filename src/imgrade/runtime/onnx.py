@@ -74,7 +74,9 @@ class OnnxGrader(Grader):
             session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-            raise CheckpointError(f"{name} is not a readable ONNX model ({first}): export it again with `imgrade export RUN --out FILE.onnx`") from None
+            raise CheckpointError(
+                f"{name} is not a readable ONNX model ({first}): export it again with `imgrade export RUN --out FILE.onnx`"
+            ) from None
         return cls(session, _read_metadata(session, name), name)
 
     def outputs(self, images: np.ndarray, batch_size: int | None = None) -> Outputs:
@@ -83,16 +85,25 @@ class OnnxGrader(Grader):
         images = np.asarray(images)
         size = self.image_size
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
-            raise DataError(f"the ONNX grader takes uint8 images of shape (N, {size}, {size}, 3), got {images.dtype} {images.shape}")
+            raise DataError(
+                f"the ONNX grader takes uint8 images of shape (N, {size}, {size}, 3), got {images.dtype} {images.shape}"
+            )
         assert len(images) > 0, "callers check for an empty set first"
         try:
             chunks = [
-                dict(zip(self._outputs, self.session.run(None, {self._input: np.ascontiguousarray(images[i : i + batch_size])})))
+                dict(
+                    zip(
+                        self._outputs,
+                        self.session.run(None, {self._input: np.ascontiguousarray(images[i : i + batch_size])}),
+                    )
+                )
                 for i in range(0, len(images), batch_size)
             ]
         except Exception as e:  # onnxruntime's own types: a graph that loads but cannot grade these images
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-            raise CheckpointError(f"{self.name} failed to grade the images ({first}): export the run again with `imgrade export RUN --out FILE.onnx`") from None
+            raise CheckpointError(
+                f"{self.name} failed to grade the images ({first}): export the run again with `imgrade export RUN --out FILE.onnx`"
+            ) from None
         joined = {key: np.concatenate([c[key] for c in chunks]) for key in self._outputs}
         return Outputs(
             joined["score"].astype(np.float32),
@@ -106,19 +117,25 @@ def _read_metadata(session, name: str) -> dict:
     raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     fix = "export the run with `imgrade export RUN --out FILE.onnx`"
     if raw is None:
-        raise CheckpointError(f"{name} is an ONNX model but not an imgrade grader (no '{METADATA_KEY}' metadata): {fix}")
+        raise CheckpointError(
+            f"{name} is an ONNX model but not an imgrade grader (no '{METADATA_KEY}' metadata): {fix}"
+        )
     try:
         meta = json.loads(raw)
     except json.JSONDecodeError:
         raise CheckpointError(f"{name} has unreadable imgrade metadata: {fix}") from None
     if not isinstance(meta, dict) or meta.get("format") != METADATA_FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
-        raise CheckpointError(f"{name} has imgrade metadata format {found!r}, this imgrade reads {METADATA_FORMAT}: {fix}")
+        raise CheckpointError(
+            f"{name} has imgrade metadata format {found!r}, this imgrade reads {METADATA_FORMAT}: {fix}"
+        )
     problems = []
     if meta.get("task") not in task_names():
         problems.append(f"task {meta.get('task')!r}")
     names = meta.get("grade_names")
-    if names is not None and (not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names)):
+    if names is not None and (
+        not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names)
+    ):
         problems.append("grade_names")
     size = meta.get("image_size")
     if not isinstance(size, int) or size < 1:
@@ -131,9 +148,15 @@ def _read_metadata(session, name: str) -> dict:
     outputs = {o.name: o for o in session.get_outputs()}
     kinds = {"score": ("tensor(float)", 1), "probabilities": ("tensor(float)", 2), "native": ("tensor(int64)", 1)}
     needed = ["score"] if names is None else ["score", "native"]
-    if any(n not in outputs for n in needed) or any((o.type, len(o.shape or ())) != kinds[n] for n, o in outputs.items() if n in kinds):
+    if any(n not in outputs for n in needed) or any(
+        (o.type, len(o.shape or ())) != kinds[n] for n, o in outputs.items() if n in kinds
+    ):
         seen = ", ".join(f"{n} {o.type} {o.shape}" for n, o in outputs.items())
-        problems.append(f"outputs {seen} (imgrade reads " + ", ".join(f"{n} {kinds[n][0]} of rank {kinds[n][1]}" for n in needed) + ")")
+        problems.append(
+            f"outputs {seen} (imgrade reads "
+            + ", ".join(f"{n} {kinds[n][0]} of rank {kinds[n][1]}" for n in needed)
+            + ")"
+        )
     calibration = meta.get("calibration")
     if calibration is not None and not isinstance(calibration, dict):
         problems.append("calibration")

@@ -14,7 +14,14 @@ from imgrade.runtime import load_grader
 
 
 def predict(
-    run: str | Path, inputs: list[str], *, fmt: str = "csv", device: str = "auto", runtime: str = "auto", stream=None, tta: bool | None = None
+    run: str | Path,
+    inputs: list[str],
+    *,
+    fmt: str = "csv",
+    device: str = "auto",
+    runtime: str = "auto",
+    stream=None,
+    tta: bool | None = None,
 ) -> list[dict]:
     """Score and grade each image under ``inputs``; writes CSV or JSON to ``stream`` (stdout).
 

@@ -67,7 +67,9 @@ class Predictor(Grader):
         ckpt = load_checkpoint(path)
         if tta is None:
             tta = bool(((ckpt.get("config") or {}).get("calibrate") or {}).get("tta", False))
-        backbone = ((ckpt.get("config") or {}).get("model") or {}).get("backbone", "reference")  # older runs: none saved
+        backbone = ((ckpt.get("config") or {}).get("model") or {}).get(
+            "backbone", "reference"
+        )  # older runs: none saved
         if isinstance(backbone, str) and backbone.partition(":")[0] not in backbone_names():
             raise CheckpointError(
                 f"{path} was trained with --backbone {backbone}, which is not registered here: "
@@ -101,7 +103,9 @@ class Predictor(Grader):
                 raise ValueError(f"a mean_image of shape {tuple(mean.shape)} for image_size {image_size}")
         except (KeyError, TypeError, AttributeError, ValueError) as e:  # ValueError includes build_model's ConfigError
             reason = f"no {e.args[0]!r} entry" if isinstance(e, KeyError) and e.args else " ".join(str(e).split())[:120]
-            raise CheckpointError(f"{path} does not hold a model this imgrade can rebuild ({reason or type(e).__name__}): retrain") from None
+            raise CheckpointError(
+                f"{path} does not hold a model this imgrade can rebuild ({reason or type(e).__name__}): retrain"
+            ) from None
         try:
             model.load_state_dict(ckpt["model_state"])
         except (KeyError, RuntimeError, TypeError, AttributeError) as e:
@@ -111,7 +115,12 @@ class Predictor(Grader):
                 f"config describes ({_mismatch(model, ckpt.get('model_state'), e)}): retrain, or pass the checkpoint "
                 "that config was saved with"
             ) from None
-        if tta and grade_names is not None and ckpt.get("calibration") is not None and ckpt.get(CALIBRATION_TTA) is None:
+        if (
+            tta
+            and grade_names is not None
+            and ckpt.get("calibration") is not None
+            and ckpt.get(CALIBRATION_TTA) is None
+        ):
             raise CheckpointError(
                 f"{path} was calibrated without test-time augmentation: run `imgrade calibrate {run}` "
                 "(it fits both), or grade without --tta"
@@ -155,7 +164,9 @@ class Predictor(Grader):
                 frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(self.model, probe[:1])))
                 expected, got = self.model(probe), frozen(probe)
             if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-4):
-                raise RuntimeError(f"the frozen network differs from the eager one by {float((got - expected).abs().max()):.2g}")
+                raise RuntimeError(
+                    f"the frozen network differs from the eager one by {float((got - expected).abs().max()):.2g}"
+                )
         except Exception as e:  # any failure here only costs speed: say so and grade with the eager network
             logger.info(f"imgrade: grading with the eager network ({' '.join(str(e).split())[:160]})")
             return
@@ -209,5 +220,9 @@ def _mismatch(model: torch.nn.Module, state, error: Exception) -> str:
     reshaped = [key for key in expected if key in state and getattr(state[key], "shape", None) != expected[key].shape]
     if not (missing or unexpected or reshaped):
         return " ".join(str(error).split())[:160] or type(error).__name__
-    counts = ", ".join(f"{len(keys)} {kind}" for kind, keys in (("missing", missing), ("unexpected", unexpected), ("reshaped", reshaped)) if keys)
+    counts = ", ".join(
+        f"{len(keys)} {kind}"
+        for kind, keys in (("missing", missing), ("unexpected", unexpected), ("reshaped", reshaped))
+        if keys
+    )
     return f"{counts} tensors, e.g. {str((missing + unexpected + reshaped)[0])[:80]}"

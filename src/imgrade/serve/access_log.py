@@ -60,8 +60,19 @@ class AccessLog:
             path = _printable_path(scope)
             photos = int(state.get(PHOTOS_GRADED, 0))
             logger.info(
-                "%s %s %s %.1f ms %d photos", scope["method"], path, "-" if status is None else status, latency_ms, photos,
-                extra={"method": scope["method"], "path": path, "status": status, "latency_ms": latency_ms, "photos": photos},
+                "%s %s %s %.1f ms %d photos",
+                scope["method"],
+                path,
+                "-" if status is None else status,
+                latency_ms,
+                photos,
+                extra={
+                    "method": scope["method"],
+                    "path": path,
+                    "status": status,
+                    "latency_ms": latency_ms,
+                    "photos": photos,
+                },
             )
 
 

@@ -142,7 +142,9 @@ async def page(request: Request) -> FileResponse:
     """The web page."""
     index: Path = request.app.state.index_html
     if not index.is_file():
-        raise HTTPException(404, f"the web page is missing ({index} not found): reinstall imgrade; the API under /v1/ works without it")
+        raise HTTPException(
+            404, f"the web page is missing ({index} not found): reinstall imgrade; the API under /v1/ works without it"
+        )
     return FileResponse(index)
 
 
@@ -179,8 +181,9 @@ async def grade(request: Request) -> dict[str, list[dict[str, Any]]]:
         outputs = await state.batcher.submit(images)
     except Exception as error:
         raise HTTPException(
-            500, f"the model failed on these images ({type(error).__name__}: {_one_line(error)}): "
-                 "the server log has the details; report it if it happens again"
+            500,
+            f"the model failed on these images ({type(error).__name__}: {_one_line(error)}): "
+            "the server log has the details; report it if it happens again",
         ) from None
     setattr(request.state, PHOTOS_GRADED, len(uploads))
     return {"results": grader.records([name for name, _ in uploads], outputs)}
@@ -189,7 +192,9 @@ async def grade(request: Request) -> dict[str, list[dict[str, Any]]]:
 def _require_multipart(request: Request) -> None:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "multipart/form-data":
-        raise HTTPException(415, f"expected a multipart/form-data body, got {content_type or 'no Content-Type'}: {HOW_TO_SEND}")
+        raise HTTPException(
+            415, f"expected a multipart/form-data body, got {content_type or 'no Content-Type'}: {HOW_TO_SEND}"
+        )
 
 
 async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, bytes]]:
@@ -203,9 +208,14 @@ async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, byt
     try:
         form = await request.form(max_files=max_files, max_fields=max_files)
     except ClientDisconnect:
-        raise HTTPException(400, "the client closed the connection before the upload was complete: send it again") from None
+        raise HTTPException(
+            400, "the client closed the connection before the upload was complete: send it again"
+        ) from None
     except StarletteHTTPException as error:  # Starlette reports multipart errors (too many files too) as 400s
-        raise HTTPException(400, f"cannot read the upload ({str(error.detail).rstrip('.')}): {HOW_TO_SEND}, at most {max_files} per request") from None
+        raise HTTPException(
+            400,
+            f"cannot read the upload ({str(error.detail).rstrip('.')}): {HOW_TO_SEND}, at most {max_files} per request",
+        ) from None
     try:
         parts = form.getlist("files")
         if not parts:

@@ -131,12 +131,15 @@ class RequestTimeout:
                 raise  # the app's own TimeoutError; or too late for another response (uvicorn closes)
             fix = f"or start the server with a larger --request-timeout-s (now {self.timeout_s:g})"
             if reading:
-                detail = (f"the request body did not arrive within {self.timeout_s:g} s ({received:,} bytes came): "
-                          f"send it again on a faster connection, send fewer or smaller images, {fix}")
+                detail = (
+                    f"the request body did not arrive within {self.timeout_s:g} s ({received:,} bytes came): "
+                    f"send it again on a faster connection, send fewer or smaller images, {fix}"
+                )
                 response = JSONResponse({"detail": detail}, status_code=408, headers={"Connection": "close"})
             else:
-                detail = (f"the server could not answer within {self.timeout_s:g} s, it is busy: "
-                          f"try again in a moment, {fix}")
+                detail = (
+                    f"the server could not answer within {self.timeout_s:g} s, it is busy: try again in a moment, {fix}"
+                )
                 response = JSONResponse({"detail": detail}, status_code=503)
             await response(scope, receive, send)
 
@@ -159,8 +162,10 @@ class HeaderLimit:
             size = len(scope.get("raw_path", b"")) + len(scope.get("query_string", b""))
             size += sum(len(name) + len(value) + 4 for name, value in scope["headers"])  # 4: ": " and CRLF
             if size > self.max_bytes:
-                detail = (f"the request headers are {size:,} bytes, over the server's {self.max_bytes:,}: "
-                          "send fewer or shorter headers (cookies, say)")
+                detail = (
+                    f"the request headers are {size:,} bytes, over the server's {self.max_bytes:,}: "
+                    "send fewer or shorter headers (cookies, say)"
+                )
                 await JSONResponse({"detail": detail}, status_code=431)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -252,7 +257,9 @@ def require_token(request: Request, credentials: HTTPAuthorizationCredentials | 
     if not hmac.compare_digest(given.encode(), expected.encode()):
         raise HTTPException(
             status_code=401,
-            detail=("missing or wrong token: send the header 'Authorization: Bearer TOKEN' with the "
-                    "token the server was started with (--token or $IMGRADE_TOKEN)"),
+            detail=(
+                "missing or wrong token: send the header 'Authorization: Bearer TOKEN' with the "
+                "token the server was started with (--token or $IMGRADE_TOKEN)"
+            ),
             headers={"WWW-Authenticate": "Bearer"},
         )

@@ -40,19 +40,36 @@ class Limits:
 
     max_upload_mb: float = _flag(10.0, "largest request body in MB (default {default}): larger ones get 413")
     max_files: int = _flag(64, "most images in one request (default {default}): more get 400")
-    max_batch: int = _flag(64, "most images graded together across concurrent requests (default {default}; "
-                               "the network runs them 32 at a time on a CPU)")
-    batch_window_ms: float = _flag(5.0, "how long an image waits for other requests' images to share its forward pass "
-                                        "(default {default} ms)")
-    request_timeout_s: float = _flag(30.0, "longest a request may take from its headers to its answer, upload included "
-                                           "(default {default} s): 408 if its upload is still arriving, else 503")
-    headers_timeout_s: float = _flag(10.0, "longest a connection may take to send a request's headers, from connecting or "
-                                           "from its previous answer (default {default} s, never more than "
-                                           "--request-timeout-s): then it is closed")
-    max_header_kb: int = _flag(16, "largest request line plus headers in KiB (default {default}): 431, or 400 while incomplete")
-    keep_alive_s: float = _flag(5.0, "how long an idle kept-alive connection stays open for its next request (default {default} s)")
-    max_connections: int = _flag(1000, "open connections from which new requests get an immediate 503 (default {default}; "
-                                       "idle ones count too, so keep it far above the clients you expect)")
+    max_batch: int = _flag(
+        64,
+        "most images graded together across concurrent requests (default {default}; "
+        "the network runs them 32 at a time on a CPU)",
+    )
+    batch_window_ms: float = _flag(
+        5.0, "how long an image waits for other requests' images to share its forward pass (default {default} ms)"
+    )
+    request_timeout_s: float = _flag(
+        30.0,
+        "longest a request may take from its headers to its answer, upload included "
+        "(default {default} s): 408 if its upload is still arriving, else 503",
+    )
+    headers_timeout_s: float = _flag(
+        10.0,
+        "longest a connection may take to send a request's headers, from connecting or "
+        "from its previous answer (default {default} s, never more than "
+        "--request-timeout-s): then it is closed",
+    )
+    max_header_kb: int = _flag(
+        16, "largest request line plus headers in KiB (default {default}): 431, or 400 while incomplete"
+    )
+    keep_alive_s: float = _flag(
+        5.0, "how long an idle kept-alive connection stays open for its next request (default {default} s)"
+    )
+    max_connections: int = _flag(
+        1000,
+        "open connections from which new requests get an immediate 503 (default {default}; "
+        "idle ones count too, so keep it far above the clients you expect)",
+    )
 
     def __post_init__(self) -> None:
         for name in ("max_upload_mb", "request_timeout_s", "headers_timeout_s", "keep_alive_s"):
@@ -82,9 +99,13 @@ class Limits:
         """Add one ``--flag`` per field to ``parser`` (or an argument group), with the field's type, default and help."""
         for spec in fields(cls):
             unit = spec.name.rsplit("_", 1)[-1]
-            parser.add_argument(_flag_name(spec.name), type=type(spec.default), default=spec.default,
-                                metavar=unit.upper() if unit in ("mb", "kb", "ms", "s") else "N",
-                                help=spec.metadata["help"].format(default=f"{spec.default:g}"))
+            parser.add_argument(
+                _flag_name(spec.name),
+                type=type(spec.default),
+                default=spec.default,
+                metavar=unit.upper() if unit in ("mb", "kb", "ms", "s") else "N",
+                help=spec.metadata["help"].format(default=f"{spec.default:g}"),
+            )
 
     @classmethod
     def from_flags(cls, args: argparse.Namespace) -> Limits:

@@ -124,16 +124,24 @@ def _bind(host: str, port: int) -> socket.socket:
     try:
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as error:
-        raise ConfigError(f"cannot resolve --host {host} ({error.strerror}): use 127.0.0.1 (this machine only) or 0.0.0.0 (all networks)") from None
+        raise ConfigError(
+            f"cannot resolve --host {host} ({error.strerror}): use 127.0.0.1 (this machine only) or 0.0.0.0 (all networks)"
+        ) from None
     try:
         return socket.create_server(address, family=family, backlog=BACKLOG)
     except OSError as error:
         reason = os.strerror(error.errno) if error.errno else str(error)
         if error.errno == errno.EADDRINUSE:
-            raise ConfigError(f"port {port} on {host} is already in use: stop the program using it, or pick another port with --port") from None
+            raise ConfigError(
+                f"port {port} on {host} is already in use: stop the program using it, or pick another port with --port"
+            ) from None
         if error.errno == errno.EACCES:
-            raise ConfigError(f"no permission to listen on port {port} (ports below 1024 need root): use --port 8000 or above") from None
-        raise ConfigError(f"cannot listen on {host}:{port} ({reason}): use --host 127.0.0.1, or an address of this machine") from None
+            raise ConfigError(
+                f"no permission to listen on port {port} (ports below 1024 need root): use --port 8000 or above"
+            ) from None
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({reason}): use --host 127.0.0.1, or an address of this machine"
+        ) from None
 
 
 def _banner(model: str | Path, grader: Grader, host: str, port: int, auth: bool) -> str:
@@ -141,5 +149,7 @@ def _banner(model: str | Path, grader: Grader, host: str, port: int, auth: bool)
     target = f"{len(grader.grade_names)} grades" if grader.grade_names else "continuous target"
     address = f"[{host}]" if ":" in host else host
     token = ", token required" if auth else ""
-    return (f"serving {model} ({grader.runtime}, {grader.task}, {target}{token}) on "
-            f"http://{address}:{port}/  API docs: /docs  Ctrl+C stops")
+    return (
+        f"serving {model} ({grader.runtime}, {grader.task}, {target}{token}) on "
+        f"http://{address}:{port}/  API docs: /docs  Ctrl+C stops"
+    )

@@ -78,7 +78,9 @@ def process_device(device: torch.device) -> torch.device:
         return device
     local_rank = int(os.environ["LOCAL_RANK"])
     if device.index is not None:
-        raise ConfigError(f"--device {device} under torchrun: each process takes cuda:LOCAL_RANK itself, pass --device cuda")
+        raise ConfigError(
+            f"--device {device} under torchrun: each process takes cuda:LOCAL_RANK itself, pass --device cuda"
+        )
     if local_rank >= torch.cuda.device_count():
         raise ConfigError(
             f"torchrun started process {local_rank} on a node with {torch.cuda.device_count()} GPUs: "

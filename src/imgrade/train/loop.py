@@ -61,7 +61,12 @@ class FitData:
 
     @classmethod
     def from_set(
-        cls, images: torch.Tensor, targets: torch.Tensor, train_index: torch.Tensor, val_index: torch.Tensor, mean: torch.Tensor
+        cls,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        train_index: torch.Tensor,
+        val_index: torch.Tensor,
+        mean: torch.Tensor,
     ) -> FitData:
         """Both splits as rows of one set of images and targets, which are not copied."""
         return cls(images, targets, images, targets, mean, train_index, val_index)
@@ -114,7 +119,9 @@ def validate(model, x, y, index, mean, device, batch_size: int = 256) -> tuple[f
     return total_loss / n, total_abs / n
 
 
-def validate_sharded(model, data: FitData, device, shard: tuple[int, int], batch_size: int = 256) -> tuple[float, float]:
+def validate_sharded(
+    model, data: FitData, device, shard: tuple[int, int], batch_size: int = 256
+) -> tuple[float, float]:
     """validate() on the validation split shared out over the ranks; the same numbers on every rank.
 
     Each rank takes whole batches of the split, so every batch, and hence the result up to the
@@ -150,7 +157,9 @@ class EpochBatchNormAverage:
     """
 
     def __init__(self, model) -> None:
-        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        norms = [
+            m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        ]
         for norm in norms:
             norm.reset_running_stats()
             norm.momentum = 1.0
@@ -170,7 +179,14 @@ class EpochBatchNormAverage:
 
 
 def train_one_epoch(
-    model, optimizer, data: FitData, cfg: TrainConfig, device, generator, progress=None, shard: tuple[int, int] = (0, 1),
+    model,
+    optimizer,
+    data: FitData,
+    cfg: TrainConfig,
+    device,
+    generator,
+    progress=None,
+    shard: tuple[int, int] = (0, 1),
     ema: ModelEma | None = None,
 ) -> float:
     """One pass over the shuffled training set; returns the mean training loss.
@@ -269,7 +285,9 @@ def fit(
         model.load_state_dict(resume["model_state"])
         if ema is not None:
             if "ema_state" not in resume:
-                raise CheckpointError(f"{run_dir / LAST} holds no weight average for train.ema {cfg.ema}: train again with --overwrite")
+                raise CheckpointError(
+                    f"{run_dir / LAST} holds no weight average for train.ema {cfg.ema}: train again with --overwrite"
+                )
             ema.load_checkpoint(resume)
         optimizer.load_state_dict(resume["optimizer_state"])
         generator.set_state(resume["generator_state"])
@@ -297,7 +315,17 @@ def fit(
         lr = cfg.lr * lr_factor(epoch, cfg.epochs)
         set_lr(optimizer, lr)
         t0 = time.perf_counter()
-        bar = tqdm(total=len(data.train_index), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img", leave=False, file=sys.stderr) if show_bar else None
+        bar = (
+            tqdm(
+                total=len(data.train_index),
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                unit="img",
+                leave=False,
+                file=sys.stderr,
+            )
+            if show_bar
+            else None
+        )
         try:
             train_loss = train_one_epoch(trained, optimizer, data, cfg, device, generator, bar, shard=shard, ema=ema)
         finally:
@@ -309,7 +337,14 @@ def fit(
         with ema.applied() if ema is not None else contextlib.nullcontext():  # the model holds the average within
             val_loss, val_mae = validate_sharded(model, data, device, shard)
         seconds = time.perf_counter() - t0
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_mae": val_mae, "lr": lr, "seconds": round(seconds, 3)}
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_mae": val_mae,
+            "lr": lr,
+            "seconds": round(seconds, 3),
+        }
         history.append(row)
         improved = val_loss < best_val
         if improved:
@@ -318,7 +353,9 @@ def fit(
             continue  # rank 0 alone writes and prints
         if improved:
             best_state = ema.state_dict() if ema is not None else model.state_dict()
-            save_checkpoint(run_dir / BEST, {**meta, "model_state": best_state, "epoch": epoch + 1, "val_loss": val_loss})
+            save_checkpoint(
+                run_dir / BEST, {**meta, "model_state": best_state, "epoch": epoch + 1, "val_loss": val_loss}
+            )
         # last.pt is written after best.pt: a crash between the two replays this epoch on resume
         save_checkpoint(
             run_dir / LAST,

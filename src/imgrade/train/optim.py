@@ -49,8 +49,12 @@ def build_optimizer(model: nn.Module, lr: float, l2: float, backbone_lr_scale: f
             ([p for p in model.parameters() if id(p) not in in_backbone], 1.0),
         ]
     groups = [
-        {"params": [p for p in params if (id(p) in decayed) == is_decayed], "weight_decay": 2 * l2 if is_decayed else 0.0,
-         "lr": lr * scale, "lr_scale": scale}
+        {
+            "params": [p for p in params if (id(p) in decayed) == is_decayed],
+            "weight_decay": 2 * l2 if is_decayed else 0.0,
+            "lr": lr * scale,
+            "lr_scale": scale,
+        }
         for params, scale in parts
         for is_decayed in (True, False)
     ]  # a group may be empty (a head has no conv kernels): kept, so the structure stays fixed

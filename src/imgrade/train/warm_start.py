@@ -39,7 +39,9 @@ def _architecture(task: str, head: str) -> str:
     return head_class(task).default_architecture
 
 
-def plan_init(init: str | Path, model: ModelConfig, grade_names: list[str] | None, grade_axes: dict | None = None) -> InitSource:
+def plan_init(
+    init: str | Path, model: ModelConfig, grade_names: list[str] | None, grade_axes: dict | None = None
+) -> InitSource:
     """Read the run or checkpoint ``init`` and check that it can start a run of ``model`` on this data.
 
     Args:
@@ -59,7 +61,9 @@ def plan_init(init: str | Path, model: ModelConfig, grade_names: list[str] | Non
     source: dict[str, Any] = (payload.get("config") or {}).get("model") or {}
     backbone = source.get("backbone", "reference")  # runs from before timm backbones have none
     if backbone != model.backbone:
-        raise ConfigError(f"--init {path} has backbone {backbone} but this run has {model.backbone}: set --backbone {backbone}")
+        raise ConfigError(
+            f"--init {path} has backbone {backbone} but this run has {model.backbone}: set --backbone {backbone}"
+        )
     depth = source.get("depth")
     if backbone_entry(backbone).uses_depth and depth != model.depth:
         raise ConfigError(f"--init {path} has depth {depth} but this run has depth {model.depth}: set --depth {depth}")
@@ -97,7 +101,7 @@ def load_init(model: torch.nn.Module, source: InitSource) -> str:
     parts = ["backbone"] if source.fresh_head else ["backbone", "head"]
     for part in parts:
         prefix = f"{part}."
-        state = {k[len(prefix):]: v for k, v in source.model_state.items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in source.model_state.items() if k.startswith(prefix)}
         try:
             getattr(model, part).load_state_dict(state)
         except RuntimeError as e:
