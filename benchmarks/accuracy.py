@@ -44,7 +44,8 @@ from imgrade.core.io import write_csv, write_text
 from imgrade.core.rundir import ensemble_members
 from imgrade.data.loader import load_dataset
 from imgrade.data.splits import stratified_split, stratify_labels
-from imgrade.pipeline.compare import fold_splits, paired_test, score_recipe_run, summarise
+from imgrade.evaluate.comparison import paired_test, summarise
+from imgrade.pipeline.compare import fold_splits, score_recipe_run
 from imgrade.pipeline.recipe import parse_recipes
 from imgrade.runtime.predictor import CALIBRATION_TTA
 

@@ -1,6 +1,6 @@
 """The command line: parse, call the verb's function in the pipeline, print, exit. No torch math.
 
-``parser.py`` holds the grammar (run flags in ``run_flags.py``, their help read from config.py),
+``parser.py`` holds the grammar (run flags in ``run_flags.py``, their help read from config/sections.py),
 ``commands.py`` one function per verb; this module sets up logging, runs the verb and turns
 user errors into one line on stderr and exit status 2.
 """

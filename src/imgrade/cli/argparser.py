@@ -94,3 +94,30 @@ def leaf_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ar
             if name in action.choices:
                 return leaf_parser(action.choices[name], args)
     return parser
+
+
+def add_verb(sub, name: str, summary: str, description: str, examples: str, **kwargs) -> argparse.ArgumentParser:
+    """A sub-command with a one-line summary (in `imgrade --help`), a description and examples."""
+    epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples.strip().splitlines())
+    p = sub.add_parser(name, help=summary, description=description, epilog=epilog, **kwargs)
+    add_output_flags(p, top=False)
+    return p
+
+
+def add_output_flags(p: argparse.ArgumentParser, *, top: bool) -> None:
+    """-q, -v and --debug, before the verb or after it (a verb's copy leaves the first one's value alone)."""
+    unset = {} if top else {"default": argparse.SUPPRESS}
+    g = p.add_argument_group("output") if not top else p
+    g.add_argument(
+        "-q",
+        "--quiet",
+        dest="verbosity",
+        action="store_const",
+        const=-1,
+        help="print warnings and errors only",
+        **unset,
+    )
+    g.add_argument(
+        "-v", "--verbose", dest="verbosity", action="store_const", const=1, help="print debugging detail too", **unset
+    )
+    g.add_argument("--debug", action="store_true", help="show the full traceback on errors", **unset)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from imgrade.cli.argparser import Parser
+from imgrade.cli.argparser import Parser, add_output_flags, add_verb
 from imgrade.cli.run_flags import add_run_flags, field_help, flag_of
-from imgrade.config import FINETUNE_DEFAULTS, HEADS, OBJECTIVES, PRESETS, VIEWS
+from imgrade.cli.run_verbs import add_run_verbs
+from imgrade.config import FINETUNE_DEFAULTS, HEADS, PRESETS, VIEWS
 from imgrade.core.registry import describe_backbones, task_names
-from imgrade.serve.limits import Limits
 
 EXAMPLES = """\
 examples:
@@ -25,43 +25,9 @@ examples:
 `imgrade VERB --help` shows a verb's options; -q shows warnings and errors only, -v more detail.
 """
 
-TTA_HELP = (
-    "grade each image as the average of 6 views of it: itself, its mirror, shifts of 1/16 up, down, left, right "
-    "(default: as the run says, calibrate.tta, off unless set)"
-)
-RUN = "run folder written by train (or its best.pt)"
-DEVICE = field_help("train.device")
-
-
-def _verb(sub, name: str, summary: str, description: str, examples: str, **kwargs) -> argparse.ArgumentParser:
-    """A sub-command with a one-line summary (in `imgrade --help`), a description and examples."""
-    epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples.strip().splitlines())
-    p = sub.add_parser(name, help=summary, description=description, epilog=epilog, **kwargs)
-    _add_output_flags(p, top=False)
-    return p
-
-
-def _add_output_flags(p: argparse.ArgumentParser, *, top: bool) -> None:
-    """-q, -v and --debug, before the verb or after it (a verb's copy leaves the first one's value alone)."""
-    unset = {} if top else {"default": argparse.SUPPRESS}
-    g = p.add_argument_group("output") if not top else p
-    g.add_argument(
-        "-q",
-        "--quiet",
-        dest="verbosity",
-        action="store_const",
-        const=-1,
-        help="print warnings and errors only",
-        **unset,
-    )
-    g.add_argument(
-        "-v", "--verbose", dest="verbosity", action="store_const", const=1, help="print debugging detail too", **unset
-    )
-    g.add_argument("--debug", action="store_true", help="show the full traceback on errors", **unset)
-
 
 def _add_train(sub) -> None:
-    p = _verb(
+    p = add_verb(
         sub,
         "train",
         "train a grader on an image set",
@@ -93,7 +59,7 @@ imgrade train --resume --out runs/p1                               # continue an
 
 
 def _add_compare(sub) -> None:
-    p = _verb(
+    p = add_verb(
         sub,
         "compare",
         "every formulation on the same split and budget, side by side",
@@ -139,7 +105,7 @@ imgrade compare --data DATA --folds 5 --recipes regression,corn+class-weight=bal
 
 def _add_fewshot(sub) -> None:
     finetune = " ".join(f"{flag_of(k)} {v}" for k, v in FINETUNE_DEFAULTS.items())
-    p = _verb(
+    p = add_verb(
         sub,
         "fewshot",
         "few real photos: pretrain on synthetic cucumbers, fine-tune on yours, measure both",
@@ -179,136 +145,6 @@ imgrade fewshot --data photos/ --init runs/fewshot/pretrain --out runs/fewshot-b
     add_run_flags(p, defaults=FINETUNE_DEFAULTS)
 
 
-def _add_use(sub) -> None:
-    """The verbs that use a trained run: calibrate, evaluate, predict, export, serve."""
-    p = _verb(
-        sub,
-        "calibrate",
-        "refit cut points and grade sets on a run's validation split",
-        "Refit a trained run's cut points and conformal grade sets on its validation split, without training; "
-        "rewrites RUN/best.pt and RUN/config.yaml.",
-        """
-imgrade calibrate runs/p1 --alpha 0.05          # grade sets that miss the true grade at most 5% of the time
-imgrade calibrate runs/p1 --objective accuracy""",
-    )
-    p.add_argument("run", metavar="RUN", help="run folder written by train")
-    p.add_argument("--objective", choices=OBJECTIVES, help=field_help("calibrate.objective") + " (default: the run's)")
-    p.add_argument("--alpha", type=float, metavar="ALPHA", help=field_help("calibrate.alpha") + " (default: the run's)")
-    p.add_argument(
-        "--threshold-folds",
-        dest="folds",
-        type=int,
-        metavar="K",
-        help=field_help("calibrate.folds") + " (default: the run's)",
-    )
-    p.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE)
-
-    p = _verb(
-        sub,
-        "evaluate",
-        "metrics and pictures for a trained run",
-        "Grade the run's test split (or every image of another set) and write predictions, metrics, plots and an "
-        "HTML report; prints the metrics.",
-        """
-imgrade evaluate runs/p1                        # writes runs/p1/eval-test/
-imgrade evaluate runs/p1 --data new-photos/ --out runs/p1/eval-new""",
-    )
-    p.add_argument("run", metavar="RUN", help=RUN)
-    p.add_argument("--data", metavar="PATH", help="evaluate every image of this set instead of the run's test split")
-    p.add_argument(
-        "--out",
-        metavar="DIR",
-        help="output folder (default RUN/eval-test or RUN/eval-DATANAME, with -tta added under --tta)",
-    )
-    p.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE)
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help=TTA_HELP)
-
-    p = _verb(
-        sub,
-        "predict",
-        "score and grade images; CSV or JSON on stdout",
-        "Grade photos with a trained run or an exported .onnx file: one row per image with its score, grade, grade set "
-        "and probabilities, as CSV or JSON on stdout (messages go to stderr).",
-        """
-imgrade predict runs/p1 photos/ > grades.csv
-imgrade predict model.onnx a.jpg b.jpg --format json""",
-    )
-    p.add_argument(
-        "run", metavar="RUN", help="run folder written by train (or its best.pt), or a .onnx file from export"
-    )
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="photos, or folders of photos (read recursively)")
-    p.add_argument("--format", default="csv", choices=["csv", "json"], help="output format")
-    p.add_argument(
-        "--runtime",
-        default="auto",
-        choices=["auto", "torch", "onnx"],
-        help="what runs the network; auto: onnx for a .onnx file, else torch",
-    )
-    p.add_argument("--device", default="auto", metavar="DEVICE", help="torch runtime: " + DEVICE)
-    p.add_argument(
-        "--tta",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help=TTA_HELP + "; an .onnx file must have been exported with --tta",
-    )
-
-    p = _verb(
-        sub,
-        "export",
-        "write a trained run as one self-contained ONNX grader",
-        "Write a trained run as one ONNX file holding the network, the grade names, the cut points and the grade sets, "
-        "and check that ONNX Runtime grades as PyTorch does.",
-        """
-imgrade export runs/p1 --out model.onnx
-imgrade predict model.onnx photos/""",
-    )
-    p.add_argument("run", metavar="RUN", help=RUN)
-    p.add_argument("--out", required=True, metavar="FILE", help="the .onnx file to write")
-    p.add_argument("--format", default="onnx", choices=["onnx"], help="file format")
-    p.add_argument(
-        "--tta",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="put test-time augmentation in the graph: " + TTA_HELP,
-    )
-
-    p = _verb(
-        sub,
-        "serve",
-        "an HTTP grading service with a web page",
-        "Serve a grader over HTTP: POST photos to /grade, or open the web page; GET /model and /stats describe it.",
-        """
-imgrade serve runs/p1                 # http://127.0.0.1:8000/
-imgrade serve model.onnx --port 9000 --token SECRET""",
-    )
-    p.add_argument("model", metavar="MODEL", help="run folder, .pt checkpoint or .onnx file")
-    p.add_argument(
-        "--host", default="127.0.0.1", metavar="ADDRESS", help="address to bind; 127.0.0.1 is this machine only"
-    )
-    p.add_argument("--port", type=int, default=8000, metavar="PORT", help="port to listen on")
-    p.add_argument(
-        "--runtime",
-        default="auto",
-        choices=["auto", "torch", "onnx"],
-        help="what runs the network; auto: onnx for a .onnx file, else torch",
-    )
-    p.add_argument("--device", default="auto", metavar="DEVICE", help="torch runtime: " + DEVICE)
-    p.add_argument(
-        "--token",
-        default=None,
-        metavar="TOKEN",
-        help="require 'Authorization: Bearer TOKEN' on the API (default: $IMGRADE_TOKEN; none)",
-    )
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="inference threads (default: one per core)")
-    p.add_argument(
-        "--tta",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help=TTA_HELP + "; an .onnx file must have been exported with --tta",
-    )
-    Limits.add_flags(p.add_argument_group("limits (what one client may ask)"))
-
-
 def _add_data(sub) -> None:
     data = sub.add_parser(
         "data",
@@ -318,7 +154,7 @@ def _add_data(sub) -> None:
     )
     actions = data.add_subparsers(dest="data_verb", metavar="ACTION")
 
-    p = _verb(
+    p = add_verb(
         actions,
         "info",
         "format, images per grade, image size, what is dropped",
@@ -338,7 +174,7 @@ imgrade data info photos/ --grades 2L,L,M,S""",
         help="folder and CSV sets: resize to this (default 32)",
     )
 
-    p = _verb(
+    p = add_verb(
         actions,
         "download",
         "download a public data set (cucumber9)",
@@ -360,7 +196,7 @@ imgrade train --data data/cucumber-9-python.tar.gz --out runs/p1""",
         "--base-url", default=None, metavar="URL", help="mirror to download from instead of the public repository"
     )
 
-    p = _verb(
+    p = add_verb(
         actions,
         "synth",
         "generate synthetic cucumbers",
@@ -404,7 +240,7 @@ def _add_model(sub) -> None:
         epilog="example:\n  imgrade model summary --depth 11 --task coral",
     )
     actions = model.add_subparsers(dest="model_verb", metavar="ACTION")
-    p = _verb(
+    p = add_verb(
         actions,
         "summary",
         "layer table with output shapes and parameter counts",
@@ -427,7 +263,7 @@ imgrade model summary --depth 11 --task coral --num-grades 5""",
 
 
 def _add_demo(sub) -> None:
-    p = _verb(
+    p = add_verb(
         sub,
         "demo",
         "the whole pipeline on built-in synthetic cucumbers",
@@ -449,10 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="imgrade", description="Grade items from photos: train, evaluate and use image graders.", epilog=EXAMPLES
     )
-    _add_output_flags(parser, top=True)
+    add_output_flags(parser, top=True)
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     _add_train(sub)
-    _add_use(sub)
+    add_run_verbs(sub)
     _add_compare(sub)
     _add_fewshot(sub)
     _add_data(sub)

@@ -1,4 +1,4 @@
-"""The flags that build a run's config (train, compare, fewshot): one table, help from config.py.
+"""The flags that build a run's config (train, compare, fewshot): one table, help from config/sections.py.
 
 A flag's help is the first paragraph of the docstring under its config field and the default it
 shows is the field's, so neither is written twice. The flag's dest is the config key
@@ -115,7 +115,7 @@ def field_help(key: str) -> str:
     section, name = key.split(".")
     doc = _field_docs(SECTIONS[section]).get(name)
     if doc is None:
-        raise KeyError(f"config field {key} has no docstring: write one under it in config.py")
+        raise KeyError(f"config field {key} has no docstring: write one under it in config/sections.py")
     return " ".join(doc.split("\n\n")[0].split()).replace("``", "").removesuffix(".")
 
 

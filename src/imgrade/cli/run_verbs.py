@@ -1,0 +1,147 @@
+"""The verbs that use a trained run: calibrate, evaluate, predict, export, serve."""
+
+from __future__ import annotations
+
+import argparse
+
+from imgrade.cli.argparser import add_verb
+from imgrade.cli.run_flags import field_help
+from imgrade.config import OBJECTIVES
+from imgrade.serve.limits import Limits
+
+TTA_HELP = (
+    "grade each image as the average of 6 views of it: itself, its mirror, shifts of 1/16 up, down, left, right "
+    "(default: as the run says, calibrate.tta, off unless set)"
+)
+RUN = "run folder written by train (or its best.pt)"
+DEVICE = field_help("train.device")
+
+
+def add_run_verbs(sub) -> None:
+    """The verbs that use a trained run: calibrate, evaluate, predict, export, serve."""
+    p = add_verb(
+        sub,
+        "calibrate",
+        "refit cut points and grade sets on a run's validation split",
+        "Refit a trained run's cut points and conformal grade sets on its validation split, without training; "
+        "rewrites RUN/best.pt and RUN/config.yaml.",
+        """
+imgrade calibrate runs/p1 --alpha 0.05          # grade sets that miss the true grade at most 5% of the time
+imgrade calibrate runs/p1 --objective accuracy""",
+    )
+    p.add_argument("run", metavar="RUN", help="run folder written by train")
+    p.add_argument("--objective", choices=OBJECTIVES, help=field_help("calibrate.objective") + " (default: the run's)")
+    p.add_argument("--alpha", type=float, metavar="ALPHA", help=field_help("calibrate.alpha") + " (default: the run's)")
+    p.add_argument(
+        "--threshold-folds",
+        dest="folds",
+        type=int,
+        metavar="K",
+        help=field_help("calibrate.folds") + " (default: the run's)",
+    )
+    p.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE)
+
+    p = add_verb(
+        sub,
+        "evaluate",
+        "metrics and pictures for a trained run",
+        "Grade the run's test split (or every image of another set) and write predictions, metrics, plots and an "
+        "HTML report; prints the metrics.",
+        """
+imgrade evaluate runs/p1                        # writes runs/p1/eval-test/
+imgrade evaluate runs/p1 --data new-photos/ --out runs/p1/eval-new""",
+    )
+    p.add_argument("run", metavar="RUN", help=RUN)
+    p.add_argument("--data", metavar="PATH", help="evaluate every image of this set instead of the run's test split")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output folder (default RUN/eval-test or RUN/eval-DATANAME, with -tta added under --tta)",
+    )
+    p.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE)
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help=TTA_HELP)
+
+    p = add_verb(
+        sub,
+        "predict",
+        "score and grade images; CSV or JSON on stdout",
+        "Grade photos with a trained run or an exported .onnx file: one row per image with its score, grade, grade set "
+        "and probabilities, as CSV or JSON on stdout (messages go to stderr).",
+        """
+imgrade predict runs/p1 photos/ > grades.csv
+imgrade predict model.onnx a.jpg b.jpg --format json""",
+    )
+    p.add_argument(
+        "run", metavar="RUN", help="run folder written by train (or its best.pt), or a .onnx file from export"
+    )
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="photos, or folders of photos (read recursively)")
+    p.add_argument("--format", default="csv", choices=["csv", "json"], help="output format")
+    p.add_argument(
+        "--runtime",
+        default="auto",
+        choices=["auto", "torch", "onnx"],
+        help="what runs the network; auto: onnx for a .onnx file, else torch",
+    )
+    p.add_argument("--device", default="auto", metavar="DEVICE", help="torch runtime: " + DEVICE)
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=TTA_HELP + "; an .onnx file must have been exported with --tta",
+    )
+
+    p = add_verb(
+        sub,
+        "export",
+        "write a trained run as one self-contained ONNX grader",
+        "Write a trained run as one ONNX file holding the network, the grade names, the cut points and the grade sets, "
+        "and check that ONNX Runtime grades as PyTorch does.",
+        """
+imgrade export runs/p1 --out model.onnx
+imgrade predict model.onnx photos/""",
+    )
+    p.add_argument("run", metavar="RUN", help=RUN)
+    p.add_argument("--out", required=True, metavar="FILE", help="the .onnx file to write")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="file format")
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="put test-time augmentation in the graph: " + TTA_HELP,
+    )
+
+    p = add_verb(
+        sub,
+        "serve",
+        "an HTTP grading service with a web page",
+        "Serve a grader over HTTP: POST photos to /grade, or open the web page; GET /model and /stats describe it.",
+        """
+imgrade serve runs/p1                 # http://127.0.0.1:8000/
+imgrade serve model.onnx --port 9000 --token SECRET""",
+    )
+    p.add_argument("model", metavar="MODEL", help="run folder, .pt checkpoint or .onnx file")
+    p.add_argument(
+        "--host", default="127.0.0.1", metavar="ADDRESS", help="address to bind; 127.0.0.1 is this machine only"
+    )
+    p.add_argument("--port", type=int, default=8000, metavar="PORT", help="port to listen on")
+    p.add_argument(
+        "--runtime",
+        default="auto",
+        choices=["auto", "torch", "onnx"],
+        help="what runs the network; auto: onnx for a .onnx file, else torch",
+    )
+    p.add_argument("--device", default="auto", metavar="DEVICE", help="torch runtime: " + DEVICE)
+    p.add_argument(
+        "--token",
+        default=None,
+        metavar="TOKEN",
+        help="require 'Authorization: Bearer TOKEN' on the API (default: $IMGRADE_TOKEN; none)",
+    )
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="inference threads (default: one per core)")
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=TTA_HELP + "; an .onnx file must have been exported with --tta",
+    )
+    Limits.add_flags(p.add_argument_group("limits (what one client may ask)"))
