@@ -76,13 +76,7 @@ imgrade predict model.onnx a.jpg b.jpg --format json""",
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="photos, or folders of photos (read recursively)")
     p.add_argument("--format", default="csv", choices=["csv", "json"], help="output format")
-    p.add_argument(
-        "--runtime",
-        default="auto",
-        choices=["auto", "torch", "onnx"],
-        help="what runs the network; auto: onnx for a .onnx file, else torch",
-    )
-    p.add_argument("--device", default="auto", metavar="DEVICE", help="torch runtime: " + DEVICE)
+    _add_runtime_flags(p)
     p.add_argument(
         "--tta",
         action=argparse.BooleanOptionalAction,
@@ -124,13 +118,7 @@ imgrade serve model.onnx --port 9000 --token SECRET""",
         "--host", default="127.0.0.1", metavar="ADDRESS", help="address to bind; 127.0.0.1 is this machine only"
     )
     p.add_argument("--port", type=int, default=8000, metavar="PORT", help="port to listen on")
-    p.add_argument(
-        "--runtime",
-        default="auto",
-        choices=["auto", "torch", "onnx"],
-        help="what runs the network; auto: onnx for a .onnx file, else torch",
-    )
-    p.add_argument("--device", default="auto", metavar="DEVICE", help="torch runtime: " + DEVICE)
+    _add_runtime_flags(p)
     p.add_argument(
         "--token",
         default=None,
@@ -145,3 +133,14 @@ imgrade serve model.onnx --port 9000 --token SECRET""",
         help=TTA_HELP + "; an .onnx file must have been exported with --tta",
     )
     Limits.add_flags(p.add_argument_group("limits (what one client may ask)"))
+
+
+def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
+    """--runtime and --device: what grades the photos (predict, serve)."""
+    p.add_argument(
+        "--runtime",
+        default="auto",
+        choices=["auto", "torch", "onnx"],
+        help="what runs the network; auto: onnx for a .onnx file, else torch",
+    )
+    p.add_argument("--device", default="auto", metavar="DEVICE", help="torch runtime: " + DEVICE)
