@@ -79,3 +79,14 @@ def test_parse_split():
 def test_round_trip_through_dict():
     cfg = RunConfig().with_overrides({"data.path": "p", "train.seed": 4})
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_log_to_is_one_comma_list_in_a_fixed_order():
+    def log_to(value):
+        return RunConfig.from_dict({"train": {"log_to": value}}).train.log_to
+
+    assert log_to("MLflow, tensorboard") == "tensorboard,mlflow"
+    assert log_to(["mlflow", "mlflow"]) == "mlflow"  # a YAML list too
+    assert log_to("none") is None and log_to("") is None and log_to(None) is None
+    with pytest.raises(ConfigError, match="'wandb' is not tensorboard or mlflow: set --log-to"):
+        log_to("tensorboard,wandb")

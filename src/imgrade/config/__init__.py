@@ -25,6 +25,7 @@ from imgrade.config.sections import (
     LOSSES,
     OBJECTIVES,
     TARGETS,
+    TRACKERS,
     VIEWS,
     CalibrateConfig,
     DataConfig,
@@ -45,6 +46,7 @@ __all__ = [
     "PRESETS",
     "SECTIONS",
     "TARGETS",
+    "TRACKERS",
     "VIEWS",
     "CalibrateConfig",
     "DataConfig",
@@ -186,7 +188,7 @@ def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
-PATH_KEYS = ("data.path", "model.axes", "model.pretrained", "train.init")
+PATH_KEYS = ("data.path", "model.axes", "model.pretrained", "train.init", "train.log_dir")
 """Keys holding a file or folder: a run stores them resolved, so they compare resolved."""
 
 

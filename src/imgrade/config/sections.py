@@ -42,6 +42,7 @@ CLASS_WEIGHTS = ("none", "balanced")
 BN_STATS = ("epoch", "ema")
 OBJECTIVES = ("qwk", "accuracy", "mae")
 AMP_CHOICES = ("auto", "bf16", "off")
+TRACKERS = ("tensorboard", "mlflow")
 """The closed sets of values of some fields below (the CLI offers them as choices)."""
 
 
@@ -214,8 +215,33 @@ class TrainConfig:
     The average (of the weights and the BatchNorm statistics) is updated after every step; about
     1 / (1 - decay) steps are averaged. Not ``bn_stats: ema``, which is the reference's moving
     average of BatchNorm statistics alone."""
+    log_to: str | None = None
+    """Also log each epoch's losses, metrics, learning rate and plots to tensorboard, mlflow, or
+    both (tensorboard,mlflow); history.csv is written either way.
+
+    Each needs its extra: pip install 'imgrade[tensorboard]' or 'imgrade[mlflow]'."""
+    log_dir: str | None = None
+    """TensorBoard: a folder shared by runs, each writing into DIR/PARENT/NAME (default: the run's
+    own tensorboard/ folder)."""
+    tracking_uri: str | None = None
+    """MLflow: the tracking URI (default: $MLFLOW_TRACKING_URI, else a store in the run's mlruns/
+    folder).
+
+    Credentials go in MLflow's environment variables (MLFLOW_TRACKING_TOKEN, ...), never in the
+    URI, which config.yaml keeps."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.log_to, (list, tuple)):
+            self.log_to = ",".join(str(name) for name in self.log_to)
+        if self.log_to is not None:
+            names = [name.strip().lower() for name in str(self.log_to).split(",") if name.strip()]
+            unknown = [name for name in names if name not in TRACKERS + ("none",)]
+            if unknown:
+                raise ConfigError(
+                    f"train.log_to {unknown[0]!r} is not tensorboard or mlflow: set --log-to tensorboard, mlflow or both (tensorboard,mlflow)"
+                )
+            names = [name for name in TRACKERS if name in names]  # a fixed order, each once
+            self.log_to = ",".join(names) or None
         if self.epochs < 1:
             raise ConfigError(f"train.epochs {self.epochs} must be at least 1: set --epochs")
         if self.batch_size < 1:
