@@ -80,7 +80,16 @@ def _check_out_is_free(out: Path, overwrite: bool) -> None:
     if not (out / "config.yaml").exists() and not (out / LAST).exists():
         return
     if overwrite:
-        for name in ("config.yaml", "split.json", "data.json", "best.pt", LAST, "history.csv", "loss_curve.png"):
+        for name in (
+            "config.yaml",
+            "split.json",
+            "data.json",
+            "best.pt",
+            LAST,
+            "history.csv",
+            "loss_curve.png",
+            "mlflow.json",
+        ):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / MEMBERS, ignore_errors=True)
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from imgrade.pipeline.calibrate import calibrate_run
 from imgrade.pipeline.ensemble import assemble_ensemble, mean_history, member_seed, member_state
 from imgrade.pipeline.runs import choose_split, data_summary, prepare_out
 from imgrade.runtime.predictor import Outputs, Predictor
-from imgrade.train import distributed
+from imgrade.train import distributed, tracking
 from imgrade.train.loop import FitData, data_device, fit
 from imgrade.train.warm_start import load_init, plan_init
 
@@ -77,7 +78,9 @@ def _train(
 
         def prepare():
             lock.enter_context(run_lock(out))  # held by rank 0 until training, calibration and reports are done
-            return prepare_out(cfg, out, resume, overwrite)
+            prepared = prepare_out(cfg, out, resume, overwrite)
+            tracking.check_installed(prepared[0].train.log_to)  # a missing extra fails before the data is read
+            return prepared
 
         cfg, resume_state = distributed.on_main(prepare)
         if cfg.train.ensemble > 1:
@@ -110,15 +113,20 @@ def _train_network(
     logger.info(
         f"training {cfg.model.task} {describe(cfg.model.backbone, cfg.model.depth)} on {where} for {cfg.train.epochs} epochs -> {out}"
     )
-    history = fit(model, data, cfg.train, device, out, meta, resume=resume_state, on_epoch_end=_epoch_writer(cfg, out))
-    if not distributed.is_main():
-        return history  # rank 0 alone checks, calibrates and reports on the files it wrote
-    best = min(history, key=lambda r: r["val_loss"])
-    logger.info(
-        f"done in {time.perf_counter() - t0:.0f}s: best val_loss {best['val_loss']:.4f} (val_mae {best['val_mae']:.3f}) "
-        f"at epoch {best['epoch']}"
-    )
-    _check_and_calibrate(cfg, out, imageset, split)
+    done = list(resume_state["history"]) if resume_state is not None else []
+    main = distributed.is_main()  # rank 0 alone logs to TensorBoard and MLflow
+    with tracking.open_trackers(cfg, out, done) if main else tracking.Trackers([]) as trackers:
+        on_epoch_end = _epoch_writer(cfg, out, trackers)
+        history = fit(model, data, cfg.train, device, out, meta, resume=resume_state, on_epoch_end=on_epoch_end)
+        if not main:
+            return history  # rank 0 alone checks, calibrates and reports on the files it wrote
+        best = min(history, key=lambda r: r["val_loss"])
+        logger.info(
+            f"done in {time.perf_counter() - t0:.0f}s: best val_loss {best['val_loss']:.4f} (val_mae {best['val_mae']:.3f}) "
+            f"at epoch {best['epoch']}"
+        )
+        _check_and_calibrate(cfg, out, imageset, split)
+        trackers.log_end(out, history)
     return history
 
 
@@ -254,13 +262,15 @@ def _checkpoint_meta(cfg: RunConfig, imageset: ImageSet, mean: torch.Tensor, gra
     return meta
 
 
-def _epoch_writer(cfg: RunConfig, out: Path):
-    """After each epoch: history.csv, and loss_curve.png at most every ``LOSS_PLOT_EVERY_S`` seconds."""
+def _epoch_writer(cfg: RunConfig, out: Path, trackers: tracking.Trackers):
+    """After each epoch: history.csv and the trackers, and loss_curve.png at most every
+    ``LOSS_PLOT_EVERY_S`` seconds."""
     last_plot = -float("inf")
 
     def on_epoch_end(history: list[dict]) -> None:
         nonlocal last_plot
         write_history(out / "history.csv", history)
+        trackers.log_epoch(history[-1])
         # a figure takes ~0.5 s, half an epoch of a few hundred photos: always drawn after the first
         # and the last epoch, in between at most every LOSS_PLOT_EVERY_S seconds
         now = time.monotonic()
@@ -271,9 +281,22 @@ def _epoch_writer(cfg: RunConfig, out: Path):
                 title=f"loss: {run_label(out)}",
                 frozen_epochs=cfg.train.freeze_backbone_epochs,
             )
+            trackers.log_image(out / "loss_curve.png", history[-1]["epoch"])
             last_plot = now
 
     return on_epoch_end
+
+
+def _member_tracking(cfg: RunConfig, out: Path) -> dict:
+    """An ensemble member logs where the ensemble does: its MLflow store, and its TensorBoard folder
+    under the ensemble's (a shared --log-dir would otherwise mix the members of several ensembles)."""
+    if not cfg.train.log_to:
+        return {}
+    overrides = {"train.log_dir": str(tracking.tensorboard_dir(cfg, out))}
+    if "mlflow" in cfg.train.log_to:
+        uri = cfg.train.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or tracking.default_tracking_uri(out)
+        overrides["train.tracking_uri"] = uri
+    return overrides
 
 
 def _check_and_calibrate(cfg: RunConfig, out: Path, imageset: ImageSet, split: Split) -> None:
@@ -327,7 +350,7 @@ def _train_ensemble(
     for i in range(k):
         seed = member_seed(cfg.train.seed, k, i)
         member = member_dir(out, i)
-        member_cfg = cfg.with_overrides({"train.ensemble": 1, "train.seed": seed})
+        member_cfg = cfg.with_overrides({"train.ensemble": 1, "train.seed": seed, **_member_tracking(cfg, out)})
         state = distributed.on_main(member_state, member)
         logger.info(
             f"\nensemble member {i + 1}/{k} (seed {seed}) -> {member}"
