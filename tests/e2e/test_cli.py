@@ -342,8 +342,12 @@ def test_predict_prints_the_grade_set_and_probabilities(coral_run, tmp_path, cap
     Image.fromarray(np.full((32, 32, 3), 120, np.uint8)).save(photo)
     assert main(["predict", str(coral_run), str(photo), "--format", "json"]) == 0
     (item,) = json.loads(capsys.readouterr().out)
-    assert item["grade"] in GRADES and set(item["grade_set"].split("|")) <= set(GRADES)
+    assert list(item) == ["image", "score", "grade", "grade_index", "grade_set", "probabilities"]  # Grade.to_dict
+    assert item["grade"] == GRADES[item["grade_index"]] and set(item["grade_set"]) <= set(GRADES)
     assert abs(sum(item["probabilities"].values()) - 1) < 1e-3
+    assert main(["predict", str(coral_run), str(photo)]) == 0
+    (row,) = csv.DictReader(capsys.readouterr().out.splitlines())
+    assert row["grade_set"] == "|".join(item["grade_set"]) and row["grade"] == item["grade"]
 
 
 def test_calibrate_verb_changes_alpha_and_sets_get_wider(coral_run, capsys):

@@ -89,7 +89,7 @@ def expected_records(grader, named: list[tuple[str, bytes]], batch_size: int = 2
 def assert_same_records(got: list[dict], expected: list[dict], same_batches: bool = True) -> None:
     """Records equal up to float noise. A forward pass over other batches than the reference's
     (``same_batches=False``) may differ in the last bits, enough to move a grade set's edge."""
-    assert [r["file"] for r in got] == [r["file"] for r in expected]
+    assert [r["image"] for r in got] == [r["image"] for r in expected]
     for g, e in zip(got, expected):
         assert g.keys() == e.keys()
         assert g["score"] == pytest.approx(e["score"], abs=TOLERANCE)
@@ -117,6 +117,7 @@ def test_health_and_model_card(client, grader):
         "model": "coral",
         "limits": {"max_files": 64, "max_upload_mb": 10.0},
         "auth": False,
+        "model_card": None,
     }
     assert client.get("/openapi.json").status_code == 200
 
@@ -243,7 +244,7 @@ def test_a_model_failure_is_a_500_and_the_next_request_succeeds(grader):
     with TestClient(create_app(Poisoned())) as client:
         response = client.post("/v1/grade", files=as_files(("black.png", encode(Image.new("RGB", (32, 32))))))
         assert response.status_code == 500
-        detail = response.json()["detail"]
+        detail = response.json()["error"]
         assert "RuntimeError: black image second line" in detail and "\n" not in detail
         assert_still_serves(client, grader)
 
@@ -267,7 +268,7 @@ def test_a_model_failure_is_a_500_and_the_next_request_succeeds(grader):
 def test_a_file_that_is_not_a_usable_image_is_a_400_naming_it(client, grader, name, data, says):
     response = client.post("/v1/grade", files=as_files(("fine.png", encode(gradient())), (name, data)))
     assert response.status_code == 400
-    detail = response.json()["detail"]
+    detail = response.json()["error"]
     assert detail.startswith(name) and says in detail and "\n" not in detail
     assert client.app.state.batcher.stats.forward_passes == 0  # the model never saw the request
     assert_still_serves(client, grader)
@@ -293,7 +294,7 @@ def test_a_malformed_request_is_a_4xx_saying_how_to_send(grader, request_options
     with TestClient(create_app(grader, limits=Limits(max_files=2))) as client:
         response = client.post("/v1/grade", **request_options)
         assert response.status_code == status
-        assert says in response.json()["detail"]
+        assert says in response.json()["error"]
         assert_still_serves(client, grader)
 
 
@@ -312,7 +313,7 @@ def test_a_body_over_the_limit_is_a_413_with_or_without_content_length(grader):
         )
         for response in (declared, streamed):
             assert response.status_code == 413
-            assert "0.01 MB limit" in response.json()["detail"] and "--max-upload-mb" in response.json()["detail"]
+            assert "0.01 MB limit" in response.json()["error"] and "--max-upload-mb" in response.json()["error"]
         assert "content-length" not in streamed.request.headers
         assert_still_serves(client, grader)
 
@@ -407,7 +408,7 @@ def test_a_token_guards_every_api_route_and_nothing_else(grader, tmp_path):
                 response = client.get(route, headers=headers)
                 assert response.status_code == 401
                 assert response.headers["www-authenticate"] == "Bearer"
-                assert "Authorization: Bearer TOKEN" in response.json()["detail"]
+                assert "Authorization: Bearer TOKEN" in response.json()["error"]
             assert client.get(route, headers=good).status_code == 200
         assert client.post("/v1/grade", files=as_files(("a.png", encode(gradient())))).status_code == 401
         assert client.get("/v1/model", headers=good).json()["auth"] is True
@@ -428,7 +429,7 @@ def test_the_page_and_its_files_come_from_the_static_folder(grader, tmp_path):
     (tmp_path / "index.html").unlink()
     with TestClient(create_app(grader, static_dir=tmp_path)) as client:
         response = client.get("/")
-        assert response.status_code == 404 and "index.html" in response.json()["detail"]
+        assert response.status_code == 404 and "index.html" in response.json()["error"]
 
 
 # ----------------------------------------------------------------------------- the access log

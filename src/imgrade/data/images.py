@@ -115,9 +115,7 @@ def decode_image(data: bytes, name: str, image_size: int) -> np.ndarray:
                         "downscale the image before grading it"
                     )
                 image.load()  # decode every byte now, so truncated files fail here
-                bits = _stored_bit_depth(image)
-                image = _exif_upright(image)
-                pixels = _to_rgb(image, bits, name)
+                pixels = _upright_rgb(image, name)
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -134,6 +132,63 @@ def decode_image(data: bytes, name: str, image_size: int) -> np.ndarray:
             "re-export or re-download the file, or delete it"
         ) from error
     return resize_square(pixels, image_size)
+
+
+def image_pixels(image: Image.Image, name: str, image_size: int) -> np.ndarray:
+    """A Pillow image as (image_size, image_size, 3) uint8 RGB, exactly as ``decode_image`` turns its
+    file into pixels (EXIF orientation, any mode to RGB, transparency on white, the same resize).
+
+    Raises:
+        DataError: ``image`` cannot be read (a closed file) or has a mode with no RGB meaning.
+
+    >>> image_pixels(Image.new("LA", (40, 20), color=(0, 0)), "cut-out", 8)[0, 0].tolist()
+    [255, 255, 255]
+    """
+    name = one_line(name)
+    try:
+        image.load()
+    except Exception as error:  # a lazily opened file that is closed, truncated or corrupt
+        raise DataError(
+            f"{name} is a Pillow image that cannot be read ({type(error).__name__}: {one_line(str(error))}): "
+            "pass it while its file is open, or pass the file's path"
+        ) from error
+    return resize_square(_upright_rgb(image, name), image_size)
+
+
+def array_pixels(array: np.ndarray, name: str, image_size: int) -> np.ndarray:
+    """An array of pixels as (image_size, image_size, 3) uint8 RGB, as if it were a PNG file's.
+
+    Takes (H, W) grey, (H, W, 1) grey, (H, W, 3) RGB or (H, W, 4) RGBA, as uint8 0..255 or as
+    floats in [0, 1] (rounded to the nearest of 0..255); RGBA is composited on white and the
+    result resized as ``decode_image`` does.
+
+    Raises:
+        DataError: another shape or dtype, or floats outside [0, 1].
+
+    >>> array_pixels(np.full((10, 20), 0.5), "grey", 4)[0, 0].tolist()
+    [128, 128, 128]
+    """
+    name = one_line(name)
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))) or min(array.shape[:2]) < 1:
+        raise DataError(
+            f"{name} is an array of shape {array.shape}: pass (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA pixels"
+        )
+    if array.dtype.kind == "f":
+        if array.size and not (np.all(np.isfinite(array)) and array.min() >= 0.0 and array.max() <= 1.0):
+            finite = array[np.isfinite(array)]
+            seen = f"{finite.min():g}..{finite.max():g}" if finite.size == array.size else "NaN or infinite"
+            raise DataError(f"{name} holds float values {seen}: float pixels must lie in [0, 1] (or pass uint8 0..255)")
+        array = np.rint(array.astype(np.float64) * 255.0).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise DataError(
+            f"{name} is an array of {array.dtype}: pass uint8 pixels (0..255) or floats in [0, 1], "
+            "e.g. array.astype(np.uint8)"
+        )
+    # Pillow reads (H, W) uint8 as L, (H, W, 3) as RGB and (H, W, 4) as RGBA
+    return resize_square(_to_rgb(Image.fromarray(np.ascontiguousarray(array)), None, name), image_size)
 
 
 def load_image(path: str | os.PathLike, image_size: int) -> np.ndarray:
@@ -205,6 +260,12 @@ def load_images(paths: list[Path], image_size: int) -> np.ndarray:
 def _missing(path: Path) -> str:
     where = "" if path.is_absolute() else f" (relative paths start from {Path.cwd()})"
     return f"{one_line(str(path))} does not exist: check the path{where}"
+
+
+def _upright_rgb(image: Image.Image, name: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a loaded image, turned upright by its EXIF orientation."""
+    bits = _stored_bit_depth(image)
+    return _to_rgb(_exif_upright(image), bits, name)
 
 
 def _stored_bit_depth(image: Image.Image) -> int | None:

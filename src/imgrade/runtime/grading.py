@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from imgrade.calibrate import Conformal, apply_thresholds, prediction_sets
-from imgrade.core.grades import format_set
 from imgrade.core.registry import head_entry, task_names
 
 CPU_BATCH = 32
@@ -22,6 +21,43 @@ graded 256 at a time, ONNX Runtime gave 2216 images/s in passes of 32 against 17
 of 256 (2 cores; benchmarks/throughput.py)."""
 GPU_BATCH = 256
 """Images per forward pass on a GPU, where larger passes fill the device."""
+
+
+@dataclass(frozen=True)
+class Grade:
+    """What a grader says about one item: its grade, score, probabilities and grade set.
+
+    ``name``/``index`` are None for a continuous target, ``probabilities`` is None for regression
+    and ``grade_set`` when the model is not calibrated. ``source`` says which item: its path, its
+    upload's file name, or a label such as ``"item 3"`` (``items[3]``).
+    """
+
+    source: str
+    score: float
+    """Where the item lies on the grade axis (0 is the first grade), or the continuous target."""
+    name: str | None
+    """The grade's name, e.g. ``"L"``."""
+    index: int | None
+    """The grade's position in the model's grade order, from 0."""
+    grade_set: list[str] | None
+    """The grades that hold the true one with the calibrated coverage (``GET /v1/model``)."""
+    probabilities: dict[str, float] | None
+    """Each grade's probability, in grade order."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form that ``imgrade predict --format json`` prints and ``POST /v1/grade`` answers.
+
+        >>> Grade("a.png", 1.2, "L", 1, ["L", "M"], None).to_dict()
+        {'image': 'a.png', 'score': 1.2, 'grade': 'L', 'grade_index': 1, 'grade_set': ['L', 'M'], 'probabilities': None}
+        """
+        return {
+            "image": self.source,
+            "score": self.score,
+            "grade": self.name,
+            "grade_index": self.index,
+            "grade_set": list(self.grade_set) if self.grade_set is not None else None,
+            "probabilities": dict(self.probabilities) if self.probabilities is not None else None,
+        }
 
 
 @dataclass
@@ -116,33 +152,39 @@ class Grader:
             conformal, scores=outputs.scores, probabilities=outputs.probabilities, num_grades=len(self.grade_names)
         )
 
-    def records(self, names: list[str], outputs: Outputs) -> list[dict[str, Any]]:
-        """One JSON-ready dict per image: file, score, grade, grade_index, grade_set, probabilities.
-
-        ``grade``/``grade_index`` are None for a continuous target, ``grade_set`` is None when the
-        run is not calibrated, ``probabilities`` is None for regression.
-        """
+    def results(self, sources: list[str], outputs: Outputs) -> list[Grade]:
+        """One :class:`Grade` per image, named by ``sources``."""
         grade_names = self.grade_names
         grades = self.grades(outputs) if grade_names is not None else None
         sets = self.sets(outputs)
-        rows = []
-        for i, name in enumerate(names):
-            row: dict[str, Any] = {"file": name, "score": float(outputs.scores[i])}
-            row["grade"] = grade_names[int(grades[i])] if grades is not None else None
-            row["grade_index"] = int(grades[i]) if grades is not None else None
-            row["grade_set"] = format_set(sets[i], grade_names).split("|") if sets is not None else None
-            if sets is not None and row["grade_set"] == [""]:
-                row["grade_set"] = []
-            row["probabilities"] = (
-                {g: float(p) for g, p in zip(grade_names, outputs.probabilities[i])}
-                if outputs.probabilities is not None and grade_names is not None
-                else None
+        results = []
+        for i, source in enumerate(sources):
+            grade_set = [g for g, kept in zip(grade_names, sets[i]) if kept] if sets is not None else None
+            probabilities = None
+            if outputs.probabilities is not None and grade_names is not None:
+                probabilities = {g: float(p) for g, p in zip(grade_names, outputs.probabilities[i])}
+            results.append(
+                Grade(
+                    source=source,
+                    score=float(outputs.scores[i]),
+                    name=grade_names[int(grades[i])] if grades is not None else None,
+                    index=int(grades[i]) if grades is not None else None,
+                    grade_set=grade_set,
+                    probabilities=probabilities,
+                )
             )
-            rows.append(row)
-        return rows
+        return results
+
+    def records(self, names: list[str], outputs: Outputs) -> list[dict[str, Any]]:
+        """:meth:`results` in their JSON form (:meth:`Grade.to_dict`): image, score, grade,
+        grade_index, grade_set, probabilities."""
+        return [result.to_dict() for result in self.results(names, outputs)]
 
     def grade(self, images: np.ndarray, names: list[str], batch_size: int | None = None) -> list[dict[str, Any]]:
-        """:meth:`records` for uint8 images (N, H, W, 3) of this grader's ``image_size``."""
+        """:meth:`records` for uint8 images (N, H, W, 3) of this grader's ``image_size``.
+
+        To grade files, Pillow images, bytes or arrays of any size, use ``imgrade.Grader``.
+        """
         return self.records(names, self.outputs(images, batch_size=batch_size))
 
     def describe(self) -> dict[str, Any]:

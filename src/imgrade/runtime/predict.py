@@ -11,6 +11,7 @@ from typing import Any
 from imgrade.core.errors import ConfigError
 from imgrade.data.images import list_images, load_images
 from imgrade.runtime import load_grader
+from imgrade.runtime.grading import Grade
 
 
 def predict(
@@ -22,32 +23,36 @@ def predict(
     runtime: str = "auto",
     stream=None,
     tta: bool | None = None,
-) -> list[dict]:
+) -> list[Grade]:
     """Score and grade each image under ``inputs``; writes CSV or JSON to ``stream`` (stdout).
 
     ``run`` is a run folder or checkpoint (PyTorch) or an exported ``.onnx`` file (ONNX Runtime).
+    JSON holds one :meth:`Grade.to_dict` per image, the record ``POST /v1/grade`` answers; CSV has
+    the columns image, score (4 decimals), grade and grade_set (its grades joined by ``|``), the
+    last two only for a model that has them.
     """
     if fmt not in ("csv", "json"):
         raise ConfigError(f"--format {fmt!r} is not csv or json")
     grader = load_grader(run, runtime=runtime, device=device, tta=tta)
     paths = [p for item in inputs for p in list_images(item)]
-    records = grader.grade(load_images(paths, grader.image_size), [str(p) for p in paths])
-    rows = []
-    for record in records:
-        row: dict[str, Any] = {"image": record["file"], "score": round(record["score"], 4)}
-        if record["grade"] is not None:
-            row["grade"] = record["grade"]
-        if record["grade_set"] is not None:
-            row["grade_set"] = "|".join(record["grade_set"])
-        if fmt == "json" and record["probabilities"] is not None:
-            row["probabilities"] = {name: round(p, 4) for name, p in record["probabilities"].items()}
-        rows.append(row)
+    results = grader.results([str(p) for p in paths], grader.outputs(load_images(paths, grader.image_size)))
     stream = stream or sys.stdout
     if fmt == "json":
-        json.dump(rows, stream, indent=1)
+        json.dump([result.to_dict() for result in results], stream, indent=1)
         stream.write("\n")
     else:
-        writer = csv.DictWriter(stream, fieldnames=list(rows[0]) if rows else ["image", "score"])
+        columns = ["image", "score"]
+        columns += ["grade"] if grader.grade_names is not None else []
+        columns += ["grade_set"] if grader.conformal is not None and grader.grade_names is not None else []
+        writer = csv.DictWriter(stream, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
-    return rows
+        writer.writerows(_csv_row(result) for result in results)
+    return results
+
+
+def _csv_row(result: Grade) -> dict[str, Any]:
+    row = result.to_dict()
+    row["score"] = round(result.score, 4)
+    if result.grade_set is not None:
+        row["grade_set"] = "|".join(result.grade_set)
+    return row

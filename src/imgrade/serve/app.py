@@ -1,14 +1,15 @@
 """The HTTP grading service: photos in (multipart upload), grades out (JSON), plus the web page.
 
-Routes (every error is ``{"detail": "<one line: what is wrong and the fix>"}``):
+Routes (every error is ``{"error": "<one line: what is wrong and the fix>"}``; the answers'
+pydantic models, which ``/openapi.json`` describes, are in :mod:`imgrade.serve.schemas`):
 
 - ``GET /`` the web page, ``GET /static/...`` its scripts and styles: local files, no CDN.
 - ``GET /healthz`` -> ``{"status": "ok"}``; never needs the token.
 - ``GET /v1/model`` -> the grader's model card, ``model`` (its file or folder name), ``limits``
   (``max_files``, ``max_upload_mb``) and ``auth`` (whether a token is needed).
 - ``POST /v1/grade`` multipart/form-data, one part named ``files`` per image ->
-  ``{"results": [record, ...]}`` in upload order (``Grader.records``). 400: no ``files`` part,
-  a part that is not an image file (the detail names it), more than ``max_files`` files, a
+  ``{"results": [record, ...]}`` in upload order (``Grade.to_dict``). 400: no ``files`` part,
+  a part that is not an image file (the error names it), more than ``max_files`` files, a
   malformed body; 408: the body did not arrive within ``request_timeout_s``; 413: a body over
   ``max_upload_mb``; 415: a body that is not multipart/form-data; 431: headers over ``max_header_kb``;
   500: the model failed on these images (other requests are unaffected); 503: no answer
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -45,6 +46,7 @@ from imgrade.serve.access_log import PHOTOS_GRADED, AccessLog
 from imgrade.serve.batcher import Batcher
 from imgrade.serve.guards import BodyLimit, HeaderLimit, RequestTimeout, require_token
 from imgrade.serve.limits import Limits
+from imgrade.serve.schemas import GradeAnswer, Health, ModelInfo, Stats, error_responses
 
 STATIC_DIR = Path(__file__).with_name("static")
 """The web page: index.html (served at /) and the files it loads (served at /static/)."""
@@ -54,7 +56,7 @@ HOW_TO_SEND = "send multipart/form-data with one part named files per image (cur
 
 open_routes = APIRouter()
 """The page, its files and /healthz: open to all."""
-api_routes = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
+api_routes = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], responses=error_responses(401))
 """The API: needs the token when the server has one."""
 
 
@@ -103,18 +105,22 @@ def create_app(
     app.state.limits = limits
     app.state.token = token
     app.state.index_html = static_dir / "index.html"
-    app.state.model_card = {
-        **grader.describe(),
-        "model": source_name,
-        "limits": {"max_files": limits.max_files, "max_upload_mb": limits.max_upload_mb},
-        "auth": token is not None,
-    }
+    # checked here, once: a description that does not fit ModelInfo fails at start-up, not per request
+    app.state.model_card = ModelInfo.model_validate(
+        {
+            **grader.describe(),
+            "model": source_name,
+            "limits": {"max_files": limits.max_files, "max_upload_mb": limits.max_upload_mb},
+            "auth": token is not None,
+        }
+    ).model_dump()
     # The last added runs first: the access log sees every answer, the timeout's clock covers the
     # rest, the size checks come before the routes.
     app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes)
     app.add_middleware(HeaderLimit, max_bytes=limits.max_header_bytes)
     app.add_middleware(RequestTimeout, timeout_s=limits.request_timeout_s)
     app.add_middleware(AccessLog)
+    app.add_exception_handler(StarletteHTTPException, _error_answer)
     app.include_router(open_routes)
     app.include_router(api_routes)
     app.mount("/static", StaticFiles(directory=static_dir), name="static")
@@ -148,25 +154,30 @@ async def page(request: Request) -> FileResponse:
     return FileResponse(index)
 
 
-@open_routes.get("/healthz")
+@open_routes.get("/healthz", response_model=Health)
 async def health() -> dict[str, str]:
     """Liveness: answers as soon as the server accepts requests; never needs the token."""
     return {"status": "ok"}
 
 
-@api_routes.get("/model")
+@api_routes.get("/model", response_model=ModelInfo)
 async def model_card(request: Request) -> dict[str, Any]:
     """The model card: grades, decision rule, input size, calibration, and this server's limits."""
     return request.app.state.model_card
 
 
-@api_routes.get("/stats")
+@api_routes.get("/stats", response_model=Stats)
 async def stats(request: Request) -> dict[str, Any]:
     """Forward passes run, images graded, and the largest and mean number of images per pass."""
     return request.app.state.batcher.stats.to_dict()
 
 
-@api_routes.post("/grade", openapi_extra=_GRADE_BODY)
+@api_routes.post(
+    "/grade",
+    response_model=GradeAnswer,
+    responses=error_responses(400, 408, 413, 415, 431, 500, 503),
+    openapi_extra=_GRADE_BODY,
+)
 async def grade(request: Request) -> dict[str, list[dict[str, Any]]]:
     """Grade the uploaded images: one record per part named ``files``, in upload order."""
     state = request.app.state
@@ -187,6 +198,11 @@ async def grade(request: Request) -> dict[str, list[dict[str, Any]]]:
         ) from None
     setattr(request.state, PHOTOS_GRADED, len(uploads))
     return {"results": grader.records([name for name, _ in uploads], outputs)}
+
+
+async def _error_answer(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    """Every HTTP error, FastAPI's and Starlette's own (404, 405) too, as ``{"error": ...}``."""
+    return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
 
 
 def _require_multipart(request: Request) -> None:

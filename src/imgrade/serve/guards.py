@@ -135,12 +135,12 @@ class RequestTimeout:
                     f"the request body did not arrive within {self.timeout_s:g} s ({received:,} bytes came): "
                     f"send it again on a faster connection, send fewer or smaller images, {fix}"
                 )
-                response = JSONResponse({"detail": detail}, status_code=408, headers={"Connection": "close"})
+                response = JSONResponse({"error": detail}, status_code=408, headers={"Connection": "close"})
             else:
                 detail = (
                     f"the server could not answer within {self.timeout_s:g} s, it is busy: try again in a moment, {fix}"
                 )
-                response = JSONResponse({"detail": detail}, status_code=503)
+                response = JSONResponse({"error": detail}, status_code=503)
             await response(scope, receive, send)
 
 
@@ -166,7 +166,7 @@ class HeaderLimit:
                     f"the request headers are {size:,} bytes, over the server's {self.max_bytes:,}: "
                     "send fewer or shorter headers (cookies, say)"
                 )
-                await JSONResponse({"detail": detail}, status_code=431)(scope, receive, send)
+                await JSONResponse({"error": detail}, status_code=431)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -227,7 +227,7 @@ class BodyLimit:
             f"{seen}, over the server's {limit_mb:g} MB limit: send fewer or smaller images per "
             "request, or start the server with a larger --max-upload-mb"
         )
-        await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+        await JSONResponse({"error": detail}, status_code=413)(scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:
