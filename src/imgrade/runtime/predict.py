@@ -32,16 +32,7 @@ def predict(
     grader = load_grader(run, runtime=runtime, device=device, tta=tta)
     paths = [p for item in inputs for p in list_images(item)]
     records = grader.grade(load_images(paths, grader.image_size), [str(p) for p in paths])
-    rows = []
-    for record in records:
-        row: dict[str, Any] = {"image": record["file"], "score": round(record["score"], 4)}
-        if record["grade"] is not None:
-            row["grade"] = record["grade"]
-        if record["grade_set"] is not None:
-            row["grade_set"] = "|".join(record["grade_set"])
-        if fmt == "json" and record["probabilities"] is not None:
-            row["probabilities"] = {name: round(p, 4) for name, p in record["probabilities"].items()}
-        rows.append(row)
+    rows = [output_row(record, probabilities=fmt == "json") for record in records]
     stream = stream or sys.stdout
     if fmt == "json":
         json.dump(rows, stream, indent=1)
@@ -51,3 +42,19 @@ def predict(
         writer.writeheader()
         writer.writerows(rows)
     return rows
+
+
+def output_row(record: dict[str, Any], *, probabilities: bool = False) -> dict[str, Any]:
+    """One row of ``predict``'s output for a grader record (``--engine ray`` writes the same rows).
+
+    >>> output_row({"file": "a.png", "score": 1.23456, "grade": "L", "grade_set": ["2L", "L"], "probabilities": None})
+    {'image': 'a.png', 'score': 1.2346, 'grade': 'L', 'grade_set': '2L|L'}
+    """
+    row: dict[str, Any] = {"image": record["file"], "score": round(record["score"], 4)}
+    if record["grade"] is not None:
+        row["grade"] = record["grade"]
+    if record["grade_set"] is not None:
+        row["grade_set"] = "|".join(record["grade_set"])
+    if probabilities and record["probabilities"] is not None:
+        row["probabilities"] = {name: round(p, 4) for name, p in record["probabilities"].items()}
+    return row
