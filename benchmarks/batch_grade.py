@@ -1,7 +1,7 @@
 """Photos/s of `imgrade predict --engine ray` against plain `imgrade predict`, on this machine.
 
 Usage:
-    python benchmarks/batch_grade.py [--photos 20000] [--workers 2] [--work bench-batch] [--docs docs]
+    python benchmarks/batch_grade.py [--photos 20000] [--workers 2] [--work DIR] [--docs docs]
 
 Writes ``--photos`` synthetic cucumbers (32x32 PNG files, one folder per grade) into ``--work``
 once (kept for the next run), trains and exports a 1-epoch run of the reference network (the
@@ -24,6 +24,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +36,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=20000, help="synthetic photos to grade")
     parser.add_argument("--workers", type=int, default=2, help="Ray actors (and CPUs of the local Ray)")
-    parser.add_argument("--work", type=Path, default=Path("bench-batch"), help="folder for the photos and the model")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "imgrade-bench-batch",
+        help="folder for the photos and the model, kept for the next run (default: in the temporary folder)",
+    )
     parser.add_argument("--docs", type=Path, default=None, help="write results/batch_grade.md under this folder")
     args = parser.parse_args()
 
