@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--docs", type=Path, default=None, help="write results/batch_grade.md under this folder")
     args = parser.parse_args()
 
+    load = os.getloadavg()[0]  # other work on the cores slows both engines, and not alike
     photos = _photos(args.work / f"photos-{args.photos}", args.photos)
     model = _model(args.work)
     plain_csv, ray_parquet = args.work / "plain.csv", args.work / "ray.parquet"
@@ -69,7 +70,8 @@ def main() -> None:
     plain, ray, job = n / plain_s, n / ray_s, n / job_s
     lines = [
         f"Grading {n:,} synthetic 32x32 PNG photos with the reference network exported to ONNX, on "
-        f"{os.cpu_count()} CPU cores (`benchmarks/batch_grade.py --photos {n} --workers {args.workers}`).",
+        f"{os.cpu_count()} CPU cores (`benchmarks/batch_grade.py --photos {n} --workers {args.workers}`); "
+        f"load average {load:.1f} when it started (above the core count, other work shared the cores).",
         "",
         "| engine | seconds | photos/s |",
         "|---|---:|---:|",
