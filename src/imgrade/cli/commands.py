@@ -113,8 +113,42 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from imgrade.runtime.predict import predict
 
+    if args.engine == "ray":
+        return predict_on_ray(args)
+    if args.out or args.address or args.workers:
+        raise ConfigError("--out, --address and --workers are for --engine ray: redirect stdout (> grades.csv)")
     predict(args.run, args.inputs, fmt=args.format, device=args.device, runtime=args.runtime, tta=args.tta)
     return 0
+
+
+def predict_on_ray(args) -> int:
+    """``predict --engine ray``: 0 when a photo was graded, 1 when every photo failed."""
+    from imgrade.batch import grade_batch, import_ray
+
+    if args.format != "csv" or args.runtime == "torch" or args.device != "auto":
+        raise ConfigError(
+            "--engine ray grades an .onnx file into CSV or Parquet: drop --format json, --runtime, --device"
+        )
+    import_ray()  # Ray Data sets up its loggers when imported: quiet its progress lines after that, unless -v
+    if not args.verbosity or args.verbosity < 1:
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    result = grade_batch(
+        args.run,
+        args.inputs,
+        out=args.out,
+        address=args.address,
+        num_cpus=args.workers,
+        num_actors=args.workers,
+        tta=args.tta,
+    )
+    where = f" into {result.out}" if result.out else ""
+    log.info(
+        f"graded {result.graded} of {result.photos} photos{where} with {result.actors} Ray actors in {result.seconds:.1f} s"
+    )
+    if result.failed:
+        log.warning(f"{result.failed} of {result.photos} photos could not be graded: see the error column")
+    return 1 if result.failed == result.photos else 0
 
 
 def cmd_export(args) -> int:

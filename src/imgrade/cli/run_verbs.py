@@ -69,12 +69,19 @@ imgrade evaluate runs/p1 --data new-photos/ --out runs/p1/eval-new""",
         "and probabilities, as CSV or JSON on stdout (messages go to stderr).",
         """
 imgrade predict runs/p1 photos/ > grades.csv
-imgrade predict model.onnx a.jpg b.jpg --format json""",
+imgrade predict model.onnx a.jpg b.jpg --format json
+imgrade predict model.onnx archive/ paths.parquet --engine ray --out grades.parquet""",
     )
     p.add_argument(
         "run", metavar="RUN", help="run folder written by train (or its best.pt), or a .onnx file from export"
     )
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="photos, or folders of photos (read recursively)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="IMAGE_OR_DIR",
+        help="photos, or folders of photos (read recursively); --engine ray also reads .txt lists of paths and "
+        ".parquet tables with a path column",
+    )
     p.add_argument("--format", default="csv", choices=["csv", "json"], help="output format")
     _add_runtime_flags(p)
     p.add_argument(
@@ -82,6 +89,32 @@ imgrade predict model.onnx a.jpg b.jpg --format json""",
         action=argparse.BooleanOptionalAction,
         default=None,
         help=TTA_HELP + "; an .onnx file must have been exported with --tta",
+    )
+    ray = p.add_argument_group("batch grading on Ray (docs/deploy.md)")
+    ray.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="local: this process; ray: a pool of ONNX graders on Ray Data (an .onnx file; pip install 'imgrade[ray]')",
+    )
+    ray.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="--engine ray: the Ray cluster to join (default: $RAY_ADDRESS, else Ray started in this process)",
+    )
+    ray.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="--engine ray: graders in the pool, and the CPUs of a Ray started here (default: every CPU)",
+    )
+    ray.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="--engine ray: write the rows to FILE.parquet or FILE.csv, with an error column (default: CSV on stdout)",
     )
 
     p = add_verb(

@@ -46,13 +46,20 @@ def predict(
         columns += ["grade_set"] if grader.conformal is not None and grader.grade_names is not None else []
         writer = csv.DictWriter(stream, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(_csv_row(result) for result in results)
+        writer.writerows(csv_row(result.to_dict()) for result in results)
     return results
 
 
-def _csv_row(result: Grade) -> dict[str, Any]:
-    row = result.to_dict()
-    row["score"] = round(result.score, 4)
-    if result.grade_set is not None:
-        row["grade_set"] = "|".join(result.grade_set)
+def csv_row(record: dict[str, Any]) -> dict[str, Any]:
+    """One CSV row of ``predict``'s output for a grade in its JSON form (:meth:`Grade.to_dict`);
+    ``--engine ray`` writes the same rows. The grade set is its names joined by ``|``.
+
+    >>> csv_row({"image": "a.png", "score": 1.23456, "grade": "L", "grade_index": 1, "grade_set": ["2L", "L"], "probabilities": None})
+    {'image': 'a.png', 'score': 1.2346, 'grade': 'L', 'grade_set': '2L|L'}
+    """
+    row: dict[str, Any] = {"image": record["image"], "score": round(record["score"], 4)}
+    if record["grade"] is not None:
+        row["grade"] = record["grade"]
+    if record["grade_set"] is not None:
+        row["grade_set"] = "|".join(record["grade_set"])
     return row
