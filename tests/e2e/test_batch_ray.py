@@ -1,7 +1,10 @@
 """`imgrade predict --engine ray` and `imgrade.batch`: a real local Ray (2 CPUs), a real .onnx file."""
 
+import contextlib
 import csv
 import io
+import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from imgrade.cli import main
 from imgrade.core.errors import ConfigError, DataError
 from imgrade.data.synthetic import generate_cucumbers, write_folders
 
+DEPLOY = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
 BAD = {"notes.png": "not an image", "truncated.png": "truncated or corrupt", "empty.jpg": "is empty"}
 
 
@@ -149,3 +153,24 @@ def test_refusals_are_one_line(model, photos, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as where Ray is not installed
     with pytest.raises(ConfigError, match=r"pip install 'imgrade\[ray\]'"):
         grade_batch(model, [photos])
+
+
+def test_the_documented_python_example_runs(ray_cluster, model, photos, tmp_path, monkeypatch):
+    """docs/deploy.md's grade_batch block, in a folder with the files it names."""
+    block = next(
+        b for b in re.findall(r"^```python\n(.*?)^```", DEPLOY.read_text(), flags=re.S | re.M) if "imgrade.batch" in b
+    )
+    shutil.copy(model, tmp_path / "p1.onnx")
+    shutil.copytree(photos, tmp_path / "archive")
+    pd = pytest.importorskip("pandas")
+    good = _good(photos)[:3]
+    pd.DataFrame({"path": good}).to_parquet(tmp_path / "paths.parquet")
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(block, "docs/deploy.md", "exec"), {})
+    graded, failed, rate, unit = out.getvalue().split()  # e.g. "27 3 412 photos/s"
+    assert (
+        int(graded) == len(_good(tmp_path / "archive")) + len(good) and int(failed) == len(BAD) and unit == "photos/s"
+    )
+    assert pd.read_parquet(tmp_path / "grades.parquet").shape[0] == int(graded) + int(failed)
