@@ -18,6 +18,7 @@ from imgrade.config import RunConfig, load_config, parse_split
 from imgrade.core.checkpoint import LAST, find_run_checkpoint, load_checkpoint
 from imgrade.core.errors import CheckpointError, ConfigError
 from imgrade.core.io import remove_stale_temporaries
+from imgrade.core.names import MODEL_CARD
 from imgrade.core.rundir import MEMBERS, load_split
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
@@ -80,7 +81,16 @@ def _check_out_is_free(out: Path, overwrite: bool) -> None:
     if not (out / "config.yaml").exists() and not (out / LAST).exists():
         return
     if overwrite:
-        for name in ("config.yaml", "split.json", "data.json", "best.pt", LAST, "history.csv", "loss_curve.png"):
+        for name in (
+            "config.yaml",
+            "split.json",
+            "data.json",
+            "best.pt",
+            LAST,
+            "history.csv",
+            "loss_curve.png",
+            MODEL_CARD,
+        ):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / MEMBERS, ignore_errors=True)
         return
