@@ -132,7 +132,7 @@ class Predictor(Grader):
         target = resolve_device(device)
         model.to(target).eval()
         card = path.parent / MODEL_CARD
-        card_text = card.read_text(encoding="utf-8") if card.is_file() else None
+        card_text = card.read_text(encoding="utf-8", errors="replace") if card.is_file() else None
         predictor = cls(model, mean, grade_names, image_size, target, ckpt, model_card=card_text)
         return predictor.with_tta() if tta else predictor
 
