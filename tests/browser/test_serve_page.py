@@ -177,3 +177,36 @@ def test_the_page_grades_uploads_like_predict(browser, server, trained_run, tmp_
         _save_full_page(browser, ARTIFACTS / "serve_page_phone.png")
     finally:
         browser.set_window_size(1280, 1600)  # the browser is shared by the whole session
+
+
+def test_the_page_shows_the_model_card(browser, server, trained_run):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{server}/")
+    info = browser.find_element(By.CSS_SELECTOR, '[data-testid="model-info"]')
+    WebDriverWait(browser, 10).until(
+        lambda _: info.get_attribute("aria-busy") == "false", "the model card never loaded"
+    )
+    card = browser.find_element(By.CSS_SELECTOR, '[data-testid="model-card"]')
+    assert card.is_displayed() and card.get_attribute("open") is None  # folded until asked for
+    card.find_element(By.TAG_NAME, "summary").click()
+    WebDriverWait(browser, 10).until(lambda _: card.get_attribute("open") is not None)
+    body = card.find_element(By.CSS_SELECTOR, ".model-card-body")
+    headings = [h.text for h in body.find_elements(By.CSS_SELECTOR, "h3, h4")]
+    assert headings[0] == f"Model card: {trained_run.name}" and "Test metrics" in headings
+    rows = [
+        [c.text for c in row.find_elements(By.CSS_SELECTOR, "th, td")] for row in body.find_elements(By.TAG_NAME, "tr")
+    ]
+    assert ["split", "images", "2L", "L", "M", "S", "2S", "BL", "BM", "BS", "C"] in rows
+    assert any(row[:2] == ["test", "18"] for row in rows)
+    items = [li.text for li in body.find_elements(By.TAG_NAME, "li")]
+    assert any(item.startswith("Source: synthetic cucumbers") for item in items)
+    assert body.find_elements(By.TAG_NAME, "code"), "`imgrade evaluate ...` shows as code"
+    # markup in a card (a data set named <b>...</b>) stays text
+    tags = browser.execute_script(
+        "const nodes = window.imgradeMarkdown.render('# <b>bold</b>\\n\\n| a | <i>x</i> |\\n|---|---|\\n- <img src=x>');"
+        "const box = document.createElement('div'); box.append(...nodes);"
+        "return [box.querySelectorAll('b, i, img').length, box.textContent];"
+    )
+    assert tags[0] == 0 and "<b>bold</b>" in tags[1] and "<img src=x>" in tags[1]

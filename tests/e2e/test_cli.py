@@ -85,6 +85,24 @@ def test_evaluate_writes_metrics_predictions_and_pictures(trained_run, capsys):
         assert _is_png(folder / name), name
 
 
+def test_train_writes_a_model_card_and_evaluate_rewrites_it_with_its_figures(trained_run, tmp_path_factory, capsys):
+    card = trained_run / "model_card.md"
+    text = card.read_text()
+    assert text.startswith(f"# Model card: {trained_run.name}\n")
+    assert "- Source: synthetic cucumbers in CUCUMBER-9 prototype 1 format (folder synth)" in text
+    assert "| test | 18 |" in text and "| train | 54 |" in text and "## Intended use and limits" in text
+    assert str(tmp_path_factory.getbasetemp()) not in text  # names, never the paths of this machine
+    card.unlink()
+    assert main(["evaluate", str(trained_run)]) == 0
+    metrics = json.loads((trained_run / "eval-test" / "metrics.json").read_text())
+    refreshed = card.read_text()
+    headline = "| " + " | ".join(
+        f"{metrics[k]:.3f}" for k in ("accuracy", "within1", "grade_mae", "qwk", "mae", "rmse")
+    )
+    assert refreshed == text and headline in refreshed  # the card's figures are evaluate's
+    assert f"| {GRADES[0]} | {metrics['per_grade'][GRADES[0]]['n']} | " in refreshed
+
+
 def test_predict_csv_and_json_on_a_folder(trained_run, tmp_path, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -194,6 +212,12 @@ def test_continuous_target_from_a_csv_manifest(continuous_run, capsys):
     metrics = json.loads((run / "eval-test" / "metrics.json").read_text())
     assert metrics["n"] == 12 and "r2" in metrics and "qwk" not in metrics
     assert _is_png(run / "eval-test" / "scatter.png") and _is_png(run / "eval-test" / "error_violin.png")
+
+
+def test_train_card_of_a_continuous_target_gives_its_range_and_error(continuous_run):
+    text = (continuous_run / "model_card.md").read_text()
+    assert "- Source: CSV manifest attributes.csv" in text and "## Calibration" not in text
+    assert "| MAE | RMSE | R2 | Pearson |" in text and "predictions outside that range are extrapolation" in text
 
 
 def test_demo_runs_end_to_end_small(tmp_path, capsys):
@@ -357,6 +381,15 @@ def test_calibrate_verb_changes_alpha_and_sets_get_wider(coral_run, capsys):
     strict = load_checkpoint(coral_run / "best.pt")["calibration"]["conformal"]
     assert loose["alpha"] == 0.5 and strict["alpha"] == 0.1 and strict["qhat"] >= loose["qhat"]
     assert "alpha: 0.1" in (coral_run / "config.yaml").read_text()
+
+
+def test_calibrate_rewrites_the_model_card(coral_run, capsys):
+    assert main(["calibrate", str(coral_run), "--objective", "accuracy", "--alpha", "0.2"]) == 0
+    text = (coral_run / "model_card.md").read_text()
+    assert "- Objective of the cut points: accuracy on the validation split" in text
+    assert "alpha 0.2 (each set should hold the true grade 80% of the time)" in text
+    assert main(["calibrate", str(coral_run), "--objective", "qwk", "--alpha", "0.1"]) == 0  # as the others expect
+    assert "alpha 0.1 (" in (coral_run / "model_card.md").read_text()
 
 
 @pytest.mark.parametrize(

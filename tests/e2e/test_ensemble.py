@@ -69,6 +69,7 @@ def test_ensemble_exports_to_one_onnx_file_with_and_without_tta(ensemble_run, im
         assert main(["export", str(ensemble_run), "--out", str(out), *(["--tta"] if tta else [])]) == 0
         onnx_grader = OnnxGrader.from_file(out)
         assert onnx_grader.members == 2 and onnx_grader.tta is tta
+        assert "| ensemble | 2 members (seeds 2, 3), graded by their average |" in onnx_grader.model_card
         torch_grader = Predictor.from_run(ensemble_run, device="cpu", tta=tta)
         expected, got = torch_grader.outputs(images), onnx_grader.outputs(images)
         np.testing.assert_allclose(got.scores, expected.scores, atol=1e-4)

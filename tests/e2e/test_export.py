@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from PIL import Image
 
+import imgrade
 from imgrade.calibrate.conformal import _aps_mass
 from imgrade.cli import main
 from imgrade.core.checkpoint import load_checkpoint, save_checkpoint
@@ -131,6 +133,17 @@ def test_the_file_alone_is_a_complete_grader(coral_run, tmp_path):
     grader = OnnxGrader.from_file(out)
     card = grader.describe()
     assert card["grades"] == ckpt["grade_names"] and card["grade_sets"]["method"] == "aps" and card["runtime"] == "onnx"
+
+
+def test_the_file_carries_the_model_card_and_no_path_of_this_machine(trained_run, trained_onnx, tmp_path_factory):
+    payload = trained_onnx.read_bytes()
+    meta = json.loads({p.key: p.value for p in onnx.load(trained_onnx).metadata_props}[METADATA_KEY])
+    assert meta["model_card"] == (trained_run / "model_card.md").read_text()
+    assert OnnxGrader.from_file(trained_onnx).model_card == meta["model_card"]
+    assert meta["source"] == trained_run.name and meta["data_source"].endswith("(folder synth)")
+    # neither the run's and data's folders nor imgrade's or torch's source files (the exporter's stack traces)
+    for path in (tmp_path_factory.getbasetemp(), Path(imgrade.__file__).parent, Path(torch.__file__).parent):
+        assert str(path).encode() not in payload, path
 
 
 def test_predict_with_onnx_prints_what_pytorch_prints(trained_run, trained_onnx, tmp_path, capsys):

@@ -7,6 +7,7 @@ import dataclasses
 import io
 import logging
 import re
+import shutil
 import socket
 import struct
 import threading
@@ -117,9 +118,19 @@ def test_health_and_model_card(client, grader):
         "model": "coral",
         "limits": {"max_files": 64, "max_upload_mb": 10.0},
         "auth": False,
-        "model_card": None,
+        "model_card": grader.model_card,
     }
+    assert card["model_card"].startswith("# Model card: coral\n")
     assert client.get("/openapi.json").status_code == 200
+
+
+def test_a_model_without_a_card_says_none(coral_run, tmp_path):
+    run = tmp_path / "older"
+    run.mkdir()
+    shutil.copy(coral_run / "best.pt", run / "best.pt")  # a run from before model cards
+    with TestClient(create_app(load_grader(run, device="cpu"))) as client:
+        answer = client.get("/v1/model").json()
+    assert answer["model_card"] is None and answer["grades"]
 
 
 def test_grades_equal_the_grader_on_every_image_mode(client, grader):

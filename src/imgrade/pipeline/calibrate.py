@@ -18,6 +18,7 @@ from imgrade.core.checkpoint import find_run_checkpoint, load_checkpoint, save_c
 from imgrade.core.errors import ConfigError, DataError, ImgradeError
 from imgrade.core.io import write_text
 from imgrade.data.imageset import ImageSet
+from imgrade.pipeline.evaluate import refresh_model_card
 from imgrade.pipeline.runs import run_data
 from imgrade.runtime.predictor import CALIBRATION_TTA, Outputs, Predictor
 
@@ -51,6 +52,7 @@ def calibrate(
         )
     calibration = calibrate_run(run, predictor, imageset, split, cfg.calibrate, strict=True)
     write_text(run / "config.yaml", dump_config(cfg))
+    refresh_model_card(run, predictor.with_tta() if cfg.calibrate.tta else predictor, cfg, imageset, split)
     return calibration
 
 

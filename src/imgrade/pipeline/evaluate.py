@@ -22,6 +22,7 @@ from imgrade.data.loader import load_dataset
 from imgrade.evaluate.metrics import continuous_metrics, ordinal_metrics
 from imgrade.evaluate.outputs import evaluation_plots, run_label, write_predictions
 from imgrade.evaluate.report import format_members_table, format_metrics_table, write_run_report
+from imgrade.pipeline.card import write_model_card
 from imgrade.pipeline.runs import run_data
 from imgrade.runtime.predictor import Outputs, Predictor
 
@@ -48,9 +49,10 @@ def evaluate(
     run_dir = run if run.is_dir() else run.parent
     predictor = Predictor.from_run(run, device=device, tta=tta)
     cfg = RunConfig.from_dict(predictor.checkpoint["config"], source=f"{run} checkpoint")
+    own = None  # the run's whole image set and split, when grading its own test split
     if data is None:
-        imageset, split = run_data(run, cfg)
-        imageset = imageset.subset(split["test"])
+        own = run_data(run, cfg)
+        imageset = own[0].subset(own[1]["test"])
         name = "test"
     else:
         data_cfg = DataConfig(
@@ -67,25 +69,11 @@ def evaluate(
     out_dir = Path(out) if out is not None else run_dir / f"eval-{name}{'-tta' if predictor.tta else ''}"
     logger.info(f"evaluating {len(imageset)} images from {imageset.source} -> {out_dir}")
 
-    outputs = predictor.outputs(imageset.images)
+    metrics, outputs, predicted, sets = grade_metrics(predictor, imageset)
     y = imageset.targets
     grade_names = predictor.grade_names
-    sets = None
-    if grade_names is not None:
-        y_int = y.astype(np.int64)
-        predicted = predictor.grades(outputs)
-        metrics = ordinal_metrics(y_int, outputs.scores, grade_names, y_pred=predicted)
-        metrics["decisions"] = _decision_metrics(predictor, outputs, y_int)
-        sets = predictor.sets(outputs)
-        if sets is not None:
-            metrics["grade_sets"] = {
-                "alpha": predictor.conformal.alpha,
-                "kind": predictor.conformal.kind,
-                **set_summary(sets, y_int, grade_names),
-            }
-    else:
-        predicted = None
-        metrics = continuous_metrics(y, outputs.scores)
+    if own is not None and predictor.tta == bool(cfg.calibrate.tta):  # graded as the run grades by default
+        write_model_card(run_dir, predictor, cfg, *own, metrics)
     metrics = {"data": imageset.source, "split": name, "task": predictor.model.task, **metrics}
     if predictor.members > 1 and grade_names is not None:
         metrics["members"] = _member_metrics(run_dir, predictor, imageset, device, predictor.tta)
@@ -200,6 +188,38 @@ def _decision_metrics(predictor: Predictor, outputs: Outputs, y: np.ndarray) -> 
         result[label] = {k: m[k] for k in HEADLINE}
     result["used"] = "tuned thresholds" if len(decisions) > 1 else rule
     return result
+
+
+def grade_metrics(
+    grader: Predictor, imageset: ImageSet
+) -> tuple[dict[str, Any], Outputs, np.ndarray | None, np.ndarray | None]:
+    """One pass of ``grader`` over ``imageset``: its metrics (the calibrated decision, each decision's
+    headline, grade-set coverage; a continuous target's MAE, RMSE...), outputs, grades and grade sets."""
+    outputs = grader.outputs(imageset.images)
+    y = imageset.targets
+    if grader.grade_names is None:
+        return continuous_metrics(y, outputs.scores), outputs, None, None
+    y_int = y.astype(np.int64)
+    predicted = grader.grades(outputs)
+    metrics = ordinal_metrics(y_int, outputs.scores, grader.grade_names, y_pred=predicted)
+    metrics["decisions"] = _decision_metrics(grader, outputs, y_int)
+    sets = grader.sets(outputs)
+    if sets is not None:
+        metrics["grade_sets"] = {
+            "alpha": grader.conformal.alpha,
+            "kind": grader.conformal.kind,
+            **set_summary(sets, y_int, grader.grade_names),
+        }
+    return metrics, outputs, predicted, sets
+
+
+def refresh_model_card(
+    run: Path, grader: Predictor, cfg: RunConfig, imageset: ImageSet, split: dict[str, np.ndarray]
+) -> Path:
+    """Score the run's test split once with ``grader`` and write the run's model card with the figures."""
+    test = imageset.subset(split["test"])
+    metrics = grade_metrics(grader, test)[0] if len(test) else None
+    return write_model_card(run, grader, cfg, imageset, split, metrics)
 
 
 def score(predictor: Predictor, test: ImageSet) -> tuple[dict[str, Any], np.ndarray]:

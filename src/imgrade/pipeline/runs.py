@@ -18,6 +18,7 @@ from imgrade.config import RunConfig, load_config, parse_split
 from imgrade.core.checkpoint import LAST, find_run_checkpoint, load_checkpoint
 from imgrade.core.errors import CheckpointError, ConfigError
 from imgrade.core.io import remove_stale_temporaries
+from imgrade.core.names import MODEL_CARD
 from imgrade.core.rundir import MEMBERS, load_split
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
@@ -89,6 +90,7 @@ def _check_out_is_free(out: Path, overwrite: bool) -> None:
             "history.csv",
             "loss_curve.png",
             "mlflow.json",
+            MODEL_CARD,
         ):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / MEMBERS, ignore_errors=True)

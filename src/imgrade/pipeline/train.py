@@ -36,6 +36,7 @@ from imgrade.models.factory import build_model, head_settings
 from imgrade.models.heads import balanced_class_weights
 from imgrade.pipeline.calibrate import calibrate_run
 from imgrade.pipeline.ensemble import assemble_ensemble, mean_history, member_seed, member_state
+from imgrade.pipeline.evaluate import refresh_model_card
 from imgrade.pipeline.runs import choose_split, data_summary, prepare_out
 from imgrade.runtime.predictor import Outputs, Predictor
 from imgrade.train import distributed, tracking
@@ -72,7 +73,13 @@ def train(
 
 
 def _train(
-    cfg: RunConfig, out: Path, resume: bool, overwrite: bool, split: Split | None, imageset: ImageSet | None
+    cfg: RunConfig,
+    out: Path,
+    resume: bool,
+    overwrite: bool,
+    split: Split | None,
+    imageset: ImageSet | None,
+    card: bool = True,
 ) -> list[dict]:
     with contextlib.ExitStack() as lock:
 
@@ -85,11 +92,16 @@ def _train(
         cfg, resume_state = distributed.on_main(prepare)
         if cfg.train.ensemble > 1:
             return _train_ensemble(cfg, out, resume, split, imageset)
-        return _train_network(cfg, out, resume_state, split, imageset)
+        return _train_network(cfg, out, resume_state, split, imageset, card=card)
 
 
 def _train_network(
-    cfg: RunConfig, out: Path, resume_state: dict | None, split: Split | None, imageset: ImageSet | None
+    cfg: RunConfig,
+    out: Path,
+    resume_state: dict | None,
+    split: Split | None,
+    imageset: ImageSet | None,
+    card: bool = True,
 ) -> list[dict]:
     """One network: the steps in the order they run (the order matters for a seeded run's weights)."""
     device = _set_up_torch(cfg)
@@ -125,7 +137,7 @@ def _train_network(
             f"done in {time.perf_counter() - t0:.0f}s: best val_loss {best['val_loss']:.4f} (val_mae {best['val_mae']:.3f}) "
             f"at epoch {best['epoch']}"
         )
-        _check_and_calibrate(cfg, out, imageset, split)
+        _check_and_calibrate(cfg, out, imageset, split, card)
         trackers.log_end(out, history)
     return history
 
@@ -299,8 +311,9 @@ def _member_tracking(cfg: RunConfig, out: Path) -> dict:
     return overrides
 
 
-def _check_and_calibrate(cfg: RunConfig, out: Path, imageset: ImageSet, split: Split) -> None:
-    """Warn about a network that trained badly, then fit cut points and grade sets on validation."""
+def _check_and_calibrate(cfg: RunConfig, out: Path, imageset: ImageSet, split: Split, card: bool) -> None:
+    """Warn about a network that trained badly, fit cut points and grade sets on validation, then
+    (``card``: not for an ensemble's member) grade the test split once for the model card."""
     predictor = Predictor.from_run(out, device=cfg.train.device, tta=False)
     val_set = imageset.subset(split["val"])
     val_outputs = predictor.outputs(val_set.images)
@@ -308,6 +321,8 @@ def _check_and_calibrate(cfg: RunConfig, out: Path, imageset: ImageSet, split: S
         logger.warning(f"warning: {warning}")
     if imageset.is_ordinal:
         calibrate_run(out, predictor, imageset, split, cfg.calibrate, strict=False, val_outputs=val_outputs)
+    if card:
+        refresh_model_card(out, predictor.with_tta() if cfg.calibrate.tta else predictor, cfg, imageset, split)
 
 
 def health_warnings(predictor: Predictor, val_set: ImageSet, outputs: Outputs) -> list[str]:
@@ -359,7 +374,7 @@ def _train_ensemble(
         if state == "done":
             histories.append(read_history(member / "history.csv"))
             continue
-        histories.append(_train(member_cfg, member, state == "resume", False, split, imageset))
+        histories.append(_train(member_cfg, member, state == "resume", False, split, imageset, card=False))
     history = mean_history(histories)
     if not distributed.is_main():
         return history
@@ -371,8 +386,9 @@ def _train_ensemble(
         title=f"loss: {run_label(out)} (mean of {k} members)",
         frozen_epochs=cfg.train.freeze_backbone_epochs,
     )
+    predictor = Predictor.from_run(out, device=cfg.train.device, tta=False)
     if imageset.is_ordinal:
-        predictor = Predictor.from_run(out, device=cfg.train.device, tta=False)
         calibrate_run(out, predictor, imageset, split, cfg.calibrate, strict=False)
+    refresh_model_card(out, predictor.with_tta() if cfg.calibrate.tta else predictor, cfg, imageset, split)
     logger.info(f"ensemble of {k} members -> {out / 'best.pt'}")
     return history

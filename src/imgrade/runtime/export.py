@@ -5,7 +5,8 @@ scaling to [0, 1], subtracting the training set's per-pixel mean, the network an
 decoding. Its outputs are ``score`` (N,), ``probabilities`` (N, K) for heads that have them and
 ``native`` (N,) int64, the head's own grade. Everything after the network that needs the
 calibration (tuned cut points, the conformal quantile) and the grade names travel as JSON in the
-model's metadata under the key ``imgrade``, so the file alone is a complete grader.
+model's metadata under the key ``imgrade``, so the file alone is a complete grader; the run's model
+card travels there too (``model_card``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import numpy as np
 import torch
 
 import imgrade
+from imgrade.core.checkpoint import find_run_checkpoint
 from imgrade.core.errors import ConfigError, ImgradeError
 from imgrade.core.io import atomic_write
+from imgrade.core.names import without_paths
 from imgrade.core.registry import head_entry
 from imgrade.runtime.onnx import METADATA_FORMAT, METADATA_KEY, OnnxGrader
 from imgrade.runtime.predictor import Predictor
@@ -32,6 +35,9 @@ PARITY_ATOL = 1e-4
 """Largest score difference between PyTorch and ONNX Runtime that export accepts."""
 
 OPSET = 18
+
+STACK_TRACE = "pkg.torch.onnx.stack_trace"
+"""The exporter's node metadata entry with the Python source lines (and their absolute paths)."""
 
 
 class _GraderGraph(torch.nn.Module):
@@ -55,9 +61,11 @@ class _GraderGraph(torch.nn.Module):
         return tuple(results)
 
 
-def metadata(predictor: Predictor, source: str) -> dict:
-    """The JSON stored in the ONNX file: what ``predict`` needs besides the network."""
+def metadata(predictor: Predictor, source: str, model_card: str | None = None) -> dict:
+    """The JSON stored in the ONNX file: what ``predict`` needs besides the network, and the run's
+    model card. It names the run and its data, never a path of the machine that exported it."""
     ckpt = predictor.checkpoint
+    data_path = ((ckpt.get("config") or {}).get("data") or {}).get("path")
     info = {
         "format": METADATA_FORMAT,
         "imgrade_version": imgrade.__version__,
@@ -79,7 +87,8 @@ def metadata(predictor: Predictor, source: str) -> dict:
         "ensemble": predictor.members,
         "tta": predictor.tta,
         "source": source,
-        "data_source": ckpt.get("data_source"),
+        "data_source": without_paths(ckpt["data_source"], [data_path]) if ckpt.get("data_source") else None,
+        "model_card": model_card,
         "exported": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     if ckpt.get("grade_axes") is not None:
@@ -143,7 +152,10 @@ def export_onnx(run: str | Path, out: str | Path, tta: bool | None = None) -> di
         raise ImgradeError(
             f"exporting {run} to ONNX failed ({type(e).__name__}: {first}); rerun with --debug for the trace"
         ) from e
-    info = metadata(predictor, source=str(run))
+    _drop_stack_traces(proto)
+    best = find_run_checkpoint(run)  # the run by its folder's name: a path would be this machine's
+    source = best.parent.name if Path(run).is_dir() else f"{best.parent.name}/{best.name}"
+    info = metadata(predictor, source=source, model_card=predictor.model_card)
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(info)
     proto.producer_name, proto.producer_version = "imgrade", imgrade.__version__
@@ -152,6 +164,26 @@ def export_onnx(run: str | Path, out: str | Path, tta: bool | None = None) -> di
     with atomic_write(out, "wb") as f:
         f.write(payload)
     return {"path": str(out), "bytes": len(payload), "outputs": names, **check}
+
+
+def _drop_stack_traces(proto) -> None:
+    """Remove the exporter's per-node Python stack traces: they hold the source paths of this machine."""
+
+    def clean(nodes) -> None:
+        for node in nodes:
+            keep = [(p.key, p.value) for p in node.metadata_props if p.key != STACK_TRACE]
+            if len(keep) != len(node.metadata_props):
+                del node.metadata_props[:]
+                for key, value in keep:
+                    entry = node.metadata_props.add()
+                    entry.key, entry.value = key, value
+            for attribute in node.attribute:
+                for graph in [attribute.g, *attribute.graphs]:
+                    clean(graph.node)
+
+    clean(proto.graph.node)
+    for function in proto.functions:
+        clean(function.node)
 
 
 @contextlib.contextmanager

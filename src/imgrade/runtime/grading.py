@@ -85,6 +85,8 @@ class Grader:
     """``{"thresholds": ThresholdChoice.to_dict(), "conformal": Conformal.to_dict()}`` or None."""
     version: str
     """The imgrade version that trained (or exported) the model."""
+    model_card: str | None = None
+    """The model card (Markdown: data, recipe, test metrics, limits); None for a model without one."""
 
     def outputs(self, images: np.ndarray, batch_size: int | None = None) -> Outputs:
         """The network's outputs for uint8 images (N, S, S, 3), ``batch_size`` per forward pass

@@ -40,6 +40,7 @@ class OnnxGrader(Grader):
         self.tta = bool(meta.get("tta"))
         """Whether the graph grades each image as the average of its test-time views (``export --tta``)."""
         self.members = int(meta.get("ensemble") or 1)
+        self.model_card = meta.get("model_card")
         self._outputs = [o.name for o in session.get_outputs()]
         self._input = session.get_inputs()[0].name
 
@@ -157,6 +158,8 @@ def _read_metadata(session, name: str) -> dict:
             + ", ".join(f"{n} {kinds[n][0]} of rank {kinds[n][1]}" for n in needed)
             + ")"
         )
+    if meta.get("model_card") is not None and not isinstance(meta["model_card"], str):
+        problems.append("model_card")
     calibration = meta.get("calibration")
     if calibration is not None and not isinstance(calibration, dict):
         problems.append("calibration")

@@ -15,6 +15,7 @@ import torch
 from imgrade.core.checkpoint import find_run_checkpoint, load_checkpoint
 from imgrade.core.device import resolve_device
 from imgrade.core.errors import CheckpointError
+from imgrade.core.names import MODEL_CARD
 from imgrade.core.preprocess import nhwc_to_tensor, to_input
 from imgrade.core.registry import backbone_names
 from imgrade.models.axes import GradeAxes
@@ -50,6 +51,9 @@ class Predictor(Grader):
     tta: bool = False
     """Grade each image as the average over flipped and shifted views (``TTAModel``), with the
     calibration fitted that way."""
+
+    model_card: str | None = None
+    """The run's model_card.md, read when the run was loaded; None where the run has none."""
 
     @classmethod
     def from_run(cls, run: str | Path, device: str = "auto", tta: bool | None = None) -> Predictor:
@@ -127,7 +131,9 @@ class Predictor(Grader):
             )
         target = resolve_device(device)
         model.to(target).eval()
-        predictor = cls(model, mean, grade_names, image_size, target, ckpt)
+        card = path.parent / MODEL_CARD
+        card_text = card.read_text(encoding="utf-8", errors="replace") if card.is_file() else None
+        predictor = cls(model, mean, grade_names, image_size, target, ckpt, model_card=card_text)
         return predictor.with_tta() if tta else predictor
 
     def with_tta(self) -> Predictor:

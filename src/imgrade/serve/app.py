@@ -6,7 +6,8 @@ pydantic models, which ``/openapi.json`` describes, are in :mod:`imgrade.serve.s
 - ``GET /`` the web page, ``GET /static/...`` its scripts and styles: local files, no CDN.
 - ``GET /healthz`` -> ``{"status": "ok"}``; never needs the token.
 - ``GET /v1/model`` -> the grader's model card, ``model`` (its file or folder name), ``limits``
-  (``max_files``, ``max_upload_mb``) and ``auth`` (whether a token is needed).
+  (``max_files``, ``max_upload_mb``), ``auth`` (whether a token is needed) and ``model_card`` (the
+  run's model_card.md as Markdown; None for a model without one).
 - ``POST /v1/grade`` multipart/form-data, one part named ``files`` per image ->
   ``{"results": [record, ...]}`` in upload order (``Grade.to_dict``). 400: no ``files`` part,
   a part that is not an image file (the error names it), more than ``max_files`` files, a
@@ -112,6 +113,7 @@ def create_app(
             "model": source_name,
             "limits": {"max_files": limits.max_files, "max_upload_mb": limits.max_upload_mb},
             "auth": token is not None,
+            "model_card": grader.model_card,
         }
     ).model_dump()
     # The last added runs first: the access log sees every answer, the timeout's clock covers the

@@ -20,6 +20,8 @@
     modelFacts: $("model-facts"),
     modelGrades: $("model-grades"),
     gradeList: $("grade-list"),
+    modelCard: $("model-card"),
+    modelCardBody: $("model-card-body"),
     banner: $("banner"),
     bannerText: $("banner-text"),
     tokenForm: $("token-form"),
@@ -204,6 +206,11 @@
     if (Array.isArray(card.grades) && card.grades.length) {
       page.gradeList.replaceChildren(...card.grades.map((grade) => el("li", { className: "chip", text: grade })));
       page.modelGrades.hidden = false;
+    }
+    if (typeof card.model_card === "string" && card.model_card.trim()) {
+      // the card's "# Model card" sits under the page's h1: its headings go two levels down
+      page.modelCardBody.replaceChildren(...window.imgradeMarkdown.render(card.model_card, 2));
+      page.modelCard.hidden = false;
     }
   }
 
