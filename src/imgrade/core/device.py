@@ -24,7 +24,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {name} asked for CUDA but this torch build sees no GPU: use --device cpu")
     if device.type == "mps" and not _mps_available():
-        raise ConfigError(f"--device {name} asked for Apple's MPS but this machine or torch build has none: use --device cpu")
+        raise ConfigError(
+            f"--device {name} asked for Apple's MPS but this machine or torch build has none: use --device cpu"
+        )
     return device
 
 
