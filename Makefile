@@ -4,12 +4,14 @@
 #               (import-linter) and the style (ruff), runs the tests
 #               (as root it also apt-get installs Chromium + chromedriver for tests/browser)
 #   both, as root, also apt-get install tcmalloc (libtcmalloc-minimal4), which imgrade then uses
+# .ci/run then runs `make ci-extra`: the lowest allowed dependency versions, and the wheel without torch.
+# The venv gets imgrade[test]: the train and serve extras plus the test tools (pyproject.toml).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.imgrade-installed
 
-.PHONY: demo test lint install browser tcmalloc clean
+.PHONY: demo test lint install browser tcmalloc clean ci-extra
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +55,13 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+
+# packaging checks for CI (a few minutes; fresh venvs in a temporary folder, the pip cache reused):
+# scripts/lowest_deps.sh installs the lowest versions pyproject.toml allows and runs a smoke subset;
+# scripts/wheel_check.sh builds the wheel and sdist, installs the wheel without torch, grades a photo
+ci-extra: $(STAMP)
+	PYTHON=$(PYTHON) scripts/lowest_deps.sh
+	VENV=$(VENV) PYTHON=$(PYTHON) scripts/wheel_check.sh
 
 clean:
 	rm -rf $(VENV) demo-run .pytest_cache

@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 import uvicorn
 from PIL import Image
-from starlette.exceptions import StarletteDeprecationWarning
+from starlette import exceptions as starlette_exceptions
 
 with warnings.catch_warnings():
     # Starlette 1.x suggests httpx2 for its TestClient; the httpx the project installs still works.
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    # (The lowest Starlette that FastAPI allows has no such warning.)
+    warnings.simplefilter("ignore", getattr(starlette_exceptions, "StarletteDeprecationWarning", DeprecationWarning))
     from fastapi.testclient import TestClient
 
 from imgrade.cli import build_parser, main

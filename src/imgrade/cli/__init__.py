@@ -27,6 +27,7 @@ from imgrade.cli.commands import (
     cmd_serve,
     cmd_train,
 )
+from imgrade.cli.extras import missing_extra
 from imgrade.cli.parser import EXAMPLES, build_parser
 from imgrade.core.allocator import reexec_with_tcmalloc, started_as_imgrade
 from imgrade.core.errors import ImgradeError
@@ -87,13 +88,19 @@ def _exit_now(code: int) -> int:
 
 
 def _run(command: Callable, args, key: tuple[str, ...]) -> int:
-    """Run the verb; user errors become one line and exit status 2."""
+    """Run the verb; user errors, and a missing optional extra, become one line and exit status 2."""
     try:
         return command(args)
     except ImgradeError as e:
         if args.debug:
             raise
         print(f"imgrade: error: {' '.join(str(e).split())}", file=sys.stderr)  # always one line
+        return 2
+    except ModuleNotFoundError as e:  # an optional extra is not installed: say which
+        line = missing_extra(e, " ".join(key))
+        if line is None or args.debug:
+            raise
+        print(line, file=sys.stderr)
         return 2
     except BrokenPipeError:
         # the reader went away (`imgrade predict ... | head`): stop quietly, as Unix tools do

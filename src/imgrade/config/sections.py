@@ -170,7 +170,7 @@ class TrainConfig:
     seed: int = 0
     """Seeds the split, the initial weights, shuffling and augmentation: same seed, same run on CPU."""
     device: str = "auto"
-    """auto (cuda if available, else cpu), cpu, cuda or cuda:N."""
+    """auto (cuda if available, then Apple's mps, else cpu), cpu, cuda, cuda:N or mps."""
     deterministic: bool = False
     """Force deterministic kernels (matters on GPU; CPU runs are reproducible anyway)."""
     threads: int = 0

@@ -64,7 +64,7 @@ def load_grader(
         from imgrade.runtime.predictor import Predictor
     except ImportError as e:
         raise ConfigError(
-            f"grading the run {source} needs PyTorch ({e}): install torch, or export the run on a machine "
+            f"grading the run {source} needs PyTorch ({e}): pip install 'imgrade[train]', or export the run on a machine "
             f"that has it (`imgrade export {source} --out model.onnx`) and grade the .onnx file"
         ) from None
     if threads:

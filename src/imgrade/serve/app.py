@@ -229,10 +229,13 @@ async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, byt
         raise HTTPException(
             400, "the client closed the connection before the upload was complete: send it again"
         ) from None
-    except StarletteHTTPException as error:  # Starlette reports multipart errors (too many files too) as 400s
+    except (StarletteHTTPException, ValueError) as error:
+        # Starlette reports multipart errors (too many files too) as 400s; up to 0.46 at least it let
+        # python-multipart's parse errors (ValueErrors) through, which would be 500s
+        detail = error.detail if isinstance(error, StarletteHTTPException) else error
         raise HTTPException(
             400,
-            f"cannot read the upload ({str(error.detail).rstrip('.')}): {HOW_TO_SEND}, at most {max_files} per request",
+            f"cannot read the upload ({str(detail).rstrip('.')}): {HOW_TO_SEND}, at most {max_files} per request",
         ) from None
     try:
         parts = form.getlist("files")
