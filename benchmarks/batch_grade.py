@@ -71,7 +71,8 @@ def main() -> None:
     lines = [
         f"Grading {n:,} synthetic 32x32 PNG photos with the reference network exported to ONNX, on "
         f"{os.cpu_count()} CPU cores (`benchmarks/batch_grade.py --photos {n} --workers {args.workers}`); "
-        f"load average {load:.1f} when it started (above the core count, other work shared the cores).",
+        f"load average {load:.1f} when it started"
+        + (" (above the core count: other work shared the cores)." if load > (os.cpu_count() or 1) else "."),
         "",
         "| engine | seconds | photos/s |",
         "|---|---:|---:|",
