@@ -39,7 +39,7 @@ from imgrade.data.images import IMAGE_EXTENSIONS, list_images, load_image, one_l
 from imgrade.runtime import load_grader
 from imgrade.runtime.grading import Grader
 from imgrade.runtime.onnx import OnnxGrader
-from imgrade.runtime.predict import csv_row
+from imgrade.runtime.predict import csv_columns, csv_row
 
 __all__ = ["BATCH_SIZE", "BatchResult", "grade_batch", "read_paths"]
 
@@ -176,12 +176,7 @@ def read_paths(item: str | os.PathLike) -> list[str]:
 
 def output_columns(grader: Grader) -> list[str]:
     """The columns of ``predict``'s CSV for this grader, and ``error``."""
-    columns = ["image", "score"]
-    if grader.grade_names is not None:
-        columns.append("grade")
-        if grader.conformal is not None:
-            columns.append("grade_set")
-    return [*columns, "error"]
+    return [*csv_columns(grader), "error"]
 
 
 class _GradeBatch:

@@ -23,6 +23,7 @@ from imgrade.models.backbones import describe
 from imgrade.models.factory import head_class
 from imgrade.models.timm_backbone import HUB
 from imgrade.pipeline.ensemble import member_seed
+from imgrade.pipeline.runs import data_summary
 from imgrade.runtime.grading import Grader
 
 logger = logging.getLogger(__name__)
@@ -69,19 +70,12 @@ def model_card(
 
 def _data(cfg: RunConfig, imageset: ImageSet, split: dict[str, np.ndarray]) -> dict[str, Any]:
     data: dict[str, Any] = {
+        **data_summary(imageset),  # as data.json has it, with the source by name
         "source": without_paths(imageset.source, [cfg.data.path]),
-        "n": len(imageset),
-        "image_size": list(imageset.image_size),
         "view": cfg.data.view,
         "split_rule": cfg.data.split,
         "split": {},
     }
-    if imageset.is_ordinal:
-        data["grades"] = list(imageset.grade_names)
-        data["counts"] = imageset.counts()
-    else:
-        t = imageset.targets
-        data["target"] = {"min": float(t.min()), "max": float(t.max()), "mean": float(t.mean())}
     for name in ("train", "val", "cal", "test"):
         if name in split:
             part = imageset.subset(split[name])

@@ -11,7 +11,7 @@ from typing import Any
 from imgrade.core.errors import ConfigError
 from imgrade.data.images import list_images, load_images
 from imgrade.runtime import load_grader
-from imgrade.runtime.grading import Grade
+from imgrade.runtime.grading import Grade, Grader
 
 
 def predict(
@@ -41,13 +41,20 @@ def predict(
         json.dump([result.to_dict() for result in results], stream, indent=1)
         stream.write("\n")
     else:
-        columns = ["image", "score"]
-        columns += ["grade"] if grader.grade_names is not None else []
-        columns += ["grade_set"] if grader.conformal is not None and grader.grade_names is not None else []
-        writer = csv.DictWriter(stream, fieldnames=columns, extrasaction="ignore")
+        writer = csv.DictWriter(stream, fieldnames=csv_columns(grader), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(csv_row(result.to_dict()) for result in results)
     return results
+
+
+def csv_columns(grader: Grader) -> list[str]:
+    """The columns of ``predict``'s CSV for this grader: image, score, and grade and grade_set where it has them."""
+    columns = ["image", "score"]
+    if grader.grade_names is not None:
+        columns.append("grade")
+        if grader.conformal is not None:
+            columns.append("grade_set")
+    return columns
 
 
 def csv_row(record: dict[str, Any]) -> dict[str, Any]:
