@@ -85,9 +85,8 @@ def open_trackers(cfg: RunConfig, out: Path, done: list[dict]) -> Trackers:
 
     ``done`` is the history of a resumed run (else empty): its last epoch is logged again (or,
     to MLflow, the epochs the run lacks), since a run stopped between last.pt and the trackers
-    has it in last.pt only.
+    has it in last.pt only. The packages were checked when the run folder was (:func:`check_installed`).
     """
-    check_installed(cfg.train.log_to)
     made: list[Tracker] = []
     for name in tracker_names(cfg.train.log_to):
         made.append(TensorBoardTracker(cfg, out, done) if name == "tensorboard" else MlflowTracker(cfg, out, done))
