@@ -18,6 +18,15 @@ def _decoded_image_cache(tmp_path_factory):
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _idle_cpu_for_thread_choice():
+    """Runs choose their threads as on an idle machine, so two runs of one test train alike
+    whatever else the machine does; tests of the choice itself patch this again."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("imgrade.core.threads.sample_busy_cores", lambda cpus: 0.0)
+        yield
+
+
 @pytest.fixture
 def shared_dir() -> Path:
     """The ../shared folder beside the repository (real CUCUMBER-9 samples); skips where absent."""

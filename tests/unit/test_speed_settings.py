@@ -10,7 +10,6 @@ import torch
 
 from imgrade.config import TrainConfig
 from imgrade.core import allocator
-from imgrade.core.perf import autocast_dtype
 from imgrade.models.factory import build_model
 from imgrade.train.loop import EpochBatchNormAverage, FitData, train_one_epoch
 from imgrade.train.optim import build_optimizer
@@ -63,12 +62,6 @@ def test_the_optimizer_step_is_adam_with_keras_l2_on_conv_kernels():
             v = 0.999 * v + 0.001 * g * g
             w = w - lr * (m / (1 - 0.9**step)) / ((v / (1 - 0.999**step)).sqrt() + 1e-8)
         torch.testing.assert_close(p.detach(), w, atol=1e-6, rtol=1e-5, msg=name)
-
-
-def test_amp_auto_is_fp32_on_cpu_and_bf16_when_asked():
-    assert autocast_dtype("auto", torch.device("cpu")) is None
-    assert autocast_dtype("off", torch.device("cpu")) is None
-    assert autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
 
 
 def test_a_bf16_epoch_runs_on_the_cpu_and_its_convs_compute_in_bf16():

@@ -174,12 +174,16 @@ class TrainConfig:
     deterministic: bool = False
     """Force deterministic kernels (matters on GPU; CPU runs are reproducible anyway)."""
     threads: int = 0
-    """CPU threads for torch; 0 keeps torch's default (one per core)."""
-    amp: str = "auto"
-    """Mixed precision: auto (bf16 on a CUDA GPU, fp32 on the CPU), bf16 (everywhere), or off (fp32).
+    """CPU threads for torch; 0: the cores this process may use less those other work keeps busy.
 
-    bf16 on the CPU is about 1.7x faster on CPUs with AVX512-BF16 or AMX, with slightly different
-    numbers."""
+    OMP_NUM_THREADS, when set, replaces that choice. The run's config.yaml records the count and
+    --resume uses it again: the count changes a seeded run's weights slightly."""
+    amp: str = "auto"
+    """Mixed precision: auto (bf16 on a CUDA GPU and on a CPU with AVX512-BF16 or AMX, else fp32),
+    bf16 (everywhere), or off (fp32).
+
+    bf16 trains about 1.7x faster on such CPUs; evaluation and export stay fp32. The run's
+    config.yaml records what auto chose."""
     compile: bool = False
     """torch.compile the model: pays on a GPU for long runs.
 

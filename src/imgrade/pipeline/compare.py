@@ -33,7 +33,7 @@ from imgrade.data.splits import make_split, stratified_split, stratify_labels
 from imgrade.evaluate.comparison import RECOMMEND_METRICS, summarise
 from imgrade.evaluate.metrics import ordinal_metrics
 from imgrade.pipeline.recipe import Recipe, parse_recipe, parse_recipes
-from imgrade.pipeline.train import train
+from imgrade.pipeline.train import speed_settings, train
 from imgrade.runtime.predictor import Predictor
 
 logger = logging.getLogger(__name__)
@@ -110,6 +110,8 @@ def run_comparison(
     if metric not in RECOMMEND_METRICS:
         raise ConfigError(f"--metric {metric!r} is not one of {', '.join(RECOMMEND_METRICS)}")
     configs = {recipe.name: recipe.config(cfg) for recipe in recipes}  # every bad recipe fails before any training
+    # one thread count and precision for every run, chosen now: the recipes compete on equal terms
+    configs = {name: speed_settings(run_cfg) for name, run_cfg in configs.items()}
     imageset = load_dataset(cfg.data)
     if not imageset.is_ordinal:
         raise DataError(f"compare needs graded data, but {cfg.data.path} has a continuous target")

@@ -35,7 +35,7 @@ from imgrade.data.synthetic import GRADE_NAMES, generate_cucumbers
 from imgrade.evaluate.report import format_number
 from imgrade.pipeline.evaluate import HEADLINE, evaluate, score
 from imgrade.pipeline.runs import run_data
-from imgrade.pipeline.train import train
+from imgrade.pipeline.train import speed_settings, train
 from imgrade.runtime.predictor import Predictor
 
 logger = logging.getLogger(__name__)
@@ -132,6 +132,7 @@ def run_fewshot(
         )
     stages: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
+    cfg = speed_settings(cfg)  # the pretraining and the fine-tuning compute alike
 
     if cfg.train.init:
         pretrained = Path(cfg.train.init)

@@ -23,9 +23,11 @@ from imgrade.core.checkpoint import save_json
 from imgrade.core.device import resolve_device, seed_everything, set_determinism
 from imgrade.core.errors import ConfigError
 from imgrade.core.io import write_text
+from imgrade.core.perf import precision_name, resolve_amp
 from imgrade.core.preprocess import mean_image, nhwc_to_tensor, to_input
 from imgrade.core.registry import head_entry
 from imgrade.core.rundir import member_dir, read_history, run_lock, save_split, write_history
+from imgrade.core.threads import auto_threads
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
 from imgrade.evaluate import plots
@@ -85,9 +87,9 @@ def _train(
 
         def prepare():
             lock.enter_context(run_lock(out))  # held by rank 0 until training, calibration and reports are done
-            prepared = prepare_out(cfg, out, resume, overwrite)
-            tracking.check_installed(prepared[0].train.log_to)  # a missing extra fails before the data is read
-            return prepared
+            run_cfg, resume_state = prepare_out(cfg, out, resume, overwrite)
+            tracking.check_installed(run_cfg.train.log_to)  # a missing extra fails before the data is read
+            return speed_settings(run_cfg, resuming=resume_state is not None), resume_state
 
         cfg, resume_state = distributed.on_main(prepare)
         if cfg.train.ensemble > 1:
@@ -122,6 +124,9 @@ def _train_network(
     t0 = time.perf_counter()
     world = distributed.world_size()
     where = f"{device}" if world == 1 else f"{world} processes ({device.type}, DDP)"
+    if device.type == "cpu":
+        where += f", {torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}"
+    where += f", {precision_name(cfg.train.amp, device)}"
     logger.info(
         f"training {cfg.model.task} {describe(cfg.model.backbone, cfg.model.depth)} on {where} for {cfg.train.epochs} epochs -> {out}"
     )
@@ -140,6 +145,26 @@ def _train_network(
         _check_and_calibrate(cfg, out, imageset, split, card)
         trackers.log_end(out, history)
     return history
+
+
+def speed_settings(cfg: RunConfig, resuming: bool = False) -> RunConfig:
+    """``cfg`` with the thread count and precision this machine gets now, as the run records them.
+
+    ``train.threads`` 0 becomes the count :func:`imgrade.core.threads.auto_threads` chooses (the
+    usable cores less those other work keeps busy) and ``train.amp`` auto becomes bf16 or off
+    (:func:`imgrade.core.perf.resolve_amp`). Both go into the run's config.yaml, so ``--resume``
+    computes as the run began: the thread count and the precision change a seeded run's weights.
+    A resumed run whose config predates this keeps torch's default threads (0).
+    """
+    changes: dict[str, object] = {}
+    if not cfg.train.threads and not resuming:
+        choice = auto_threads()
+        changes["train.threads"] = choice.threads
+        logger.info(f"threads: {choice.threads} ({choice.reason}; --threads N to choose)")
+    amp = resolve_amp(cfg.train.amp, resolve_device(cfg.train.device), resuming)
+    if amp != cfg.train.amp:
+        changes["train.amp"] = amp
+    return cfg.with_overrides(changes) if changes else cfg
 
 
 def _set_up_torch(cfg: RunConfig) -> torch.device:
