@@ -12,7 +12,7 @@ Every measurement runs the ``imgrade`` command as a user would, with default set
   start-up and the reports after training do not blur it.
 - **pair**: two identical trainings started together, against two run one after the other: the
   wall time until both have finished, as a multiple of the sequential time.
-- **grade**: ``imgrade predict`` of a run on ``--grade-photos`` photos, alone, beside one busy thread
+- **grade**: ``imgrade predict`` of a run on ``--grade-photos`` PNG photos, alone, beside one busy thread
   and beside a training; speed is photos per second of the command's wall time.
 
 Each line is the median of ``--repeats`` measurements with the range in brackets; the thread
@@ -165,7 +165,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()[0]
     photos = _synth(args.work / f"train-{args.photos}", args.photos, seed=1)
-    graded = _synth(args.work / f"grade-{args.grade_photos}", args.grade_photos, seed=2)
+    graded = _synth(args.work / f"grade-{args.grade_photos}", args.grade_photos, seed=2, layout="folders")
     bench = Bench(args.work, photos, graded, args.grade_photos, args.epochs, shlex.split(args.flags), env)
     print(
         f"{os.cpu_count()} CPUs, load average {load:.1f} at the start; train {args.photos} photos x {args.epochs} "
@@ -221,13 +221,12 @@ def main() -> None:
         print(f"{name:{width}}  {value:>22}  {share:<14}  {chosen}")
 
 
-def _synth(folder: Path, n: int, seed: int) -> Path:
-    """``n`` synthetic cucumbers in the CUCUMBER-9 format, written once (``done`` marks them complete)."""
+def _synth(folder: Path, n: int, seed: int, layout: str = "cucumber9") -> Path:
+    """``n`` synthetic cucumbers (CUCUMBER-9 files or PNG folders), written once (``done`` marks them complete)."""
     if not (folder / "done").is_file():
         shutil.rmtree(folder, ignore_errors=True)
-        subprocess.run(
-            _imgrade("data", "synth", "--out", str(folder), "--n", str(n), "--seed", str(seed), "-q"), check=True
-        )
+        command = _imgrade("data", "synth", "--out", str(folder), "--n", str(n), "--seed", str(seed), "-q")
+        subprocess.run([*command, "--format", layout], check=True)
         (folder / "done").write_text("")
     return folder
 

@@ -8,9 +8,10 @@ The limit: the machine's fp32 peak (the faster of a large matmul and a channels_
 convolution, measured here, best of several) divided by the network's cost per image: one
 forward for inference, three (forward, input gradients, weight gradients) for training.
 Training runs the library's own ``train_one_epoch`` with the defaults a user gets (only the
-batch size changes; one more line with ``--amp bf16``) on synthetic cucumbers; inference goes
+batch size changes; one more line with the precision ``--amp auto`` did not choose) on synthetic
+cucumbers, and the header says which precision auto chose on this CPU; inference goes
 through ``Grader.outputs`` (what ``predict`` and ``serve`` call) for PyTorch, eager (``predict``) and
-frozen (``serve``, ``Grader.prepare_for_serving``), and, when onnxruntime is installed, for an ONNX
+served (``serve``, ``Grader.for_serving``: on a CPU the run exported to ONNX in memory and run by ONNX Runtime), and, when onnxruntime is installed, for an ONNX
 export of the same network. Like the ``imgrade`` command,
 the benchmark first re-runs itself under tcmalloc when it is installed. Each number is the
 median of ``--repeats`` measurements, the spread (lowest-highest) in brackets: a wide one means
@@ -33,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from imgrade.config import TrainConfig
 from imgrade.core.allocator import reexec_with_tcmalloc
 from imgrade.core.checkpoint import save_checkpoint
+from imgrade.core.perf import cpu_has_bf16, precision_name, resolve_amp
 from imgrade.core.preprocess import nhwc_to_tensor
 from imgrade.data.synthetic import generate_cucumbers
 from imgrade.models.factory import build_model
@@ -131,11 +133,9 @@ def inference_rates(
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         run = _fake_run(Path(tmp), model, mean)
-        graders = {
-            "torch": Predictor.from_run(run, device="cpu"),
-            "torch served": Predictor.from_run(run, device="cpu"),
-        }
-        graders["torch served"].prepare_for_serving()  # what `imgrade serve` grades with
+        graders = {"torch": Predictor.from_run(run, device="cpu")}
+        # what `imgrade serve` grades with: the run exported to ONNX in memory (eager torch should that fail)
+        graders["served"] = Predictor.from_run(run, device="cpu").for_serving(threads=torch.get_num_threads())
         try:
             from imgrade.runtime.export import export_onnx
             from imgrade.runtime.onnx import OnnxGrader
@@ -186,9 +186,15 @@ def main() -> None:
             flush=True,
         )
 
+    chosen = resolve_amp("auto", torch.device("cpu"))
+    print(
+        f"precision: --amp auto trains in {precision_name('auto', torch.device('cpu'))} here "
+        f"({'native bf16' if cpu_has_bf16() else 'no native bf16'} in this CPU's flags)"
+    )
     for batch in (32, 128):
-        show(f"train batch {batch}", training_rate(images, targets, batch, args.repeats), train_limit)
-    show("train batch 32 --amp bf16", training_rate(images, targets, 32, args.repeats, amp="bf16"), train_limit)
+        show(f"train batch {batch} (--amp auto)", training_rate(images, targets, batch, args.repeats), train_limit)
+    other = "bf16" if chosen == "off" else "off"
+    show(f"train batch 32 --amp {other}", training_rate(images, targets, 32, args.repeats, amp=other), train_limit)
     for (name, batch, forward), rate in inference_rates(images, args.seconds, args.repeats).items():
         what = f"infer {name} batch {batch}" + (" (one pass)" if forward == batch and batch > 1 else "")
         show(what, rate, infer_limit, f", {1000 / rate[0]:.2f} ms per image" if batch == 1 else "")

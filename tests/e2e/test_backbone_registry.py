@@ -59,7 +59,8 @@ def test_a_registered_backbone_trains_exports_and_grades_with_onnx(toy, synth_di
     run = tmp_path / "run"
     argv = ["train", "--data", str(synth_dir), "--backbone", toy, "--task", "coral", "--epochs", "2", "--out", str(run)]
     assert main(argv) == 0
-    assert "training coral toy on cpu for 2 epochs" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "training coral toy on cpu, " in err and " for 2 epochs" in err
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["backbone"] == "toy"
 
     grader = load_grader(run)  # the runtime rebuilds the network from best.pt's config: through the registry

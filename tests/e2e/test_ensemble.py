@@ -214,15 +214,16 @@ def test_the_service_grades_with_an_ensemble_under_tta_unchanged(ensemble_run, i
 
     grader = load_grader(ensemble_run, device="cpu", tta=True)
     expected = grader.outputs(images[:2])
-    grader.prepare_for_serving()  # the traced, frozen copy of the ensemble and its six views
-    assert grader.network is not None
-    np.testing.assert_allclose(grader.outputs(images[:2]).scores, expected.scores, atol=1e-4)
+    served = grader.for_serving()  # every member and its six views in one graph, for ONNX Runtime
+    assert isinstance(served, OnnxGrader) and served.tta and served.members == grader.members == 2
+    assert served.calibration == json.loads(json.dumps(grader.checkpoint[CALIBRATION_TTA]))
+    np.testing.assert_allclose(served.outputs(images[:2]).scores, expected.scores, atol=1e-4)
     files = []
     for i in range(2):
         buffer = io.BytesIO()
         Image.fromarray(images[i]).save(buffer, format="PNG")
         files.append(("files", (f"{i}.png", buffer.getvalue(), "image/png")))
-    with TestClient(create_app(grader, source_name="ensemble")) as client:
+    with TestClient(create_app(served, source_name="ensemble")) as client:
         answer = client.post("/v1/grade", files=files)
     assert answer.status_code == 200
     scores = [r["score"] for r in answer.json()["results"]]

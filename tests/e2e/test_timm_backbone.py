@@ -48,7 +48,7 @@ def test_a_timm_backbone_trains_evaluates_exports_and_grades(timm, synth_dir, tm
     ]
     assert main(argv) == 0
     err = capsys.readouterr().err
-    assert f"training coral timm {TINY} on cpu for 2 epochs" in err
+    assert f"training coral timm {TINY} on cpu, " in err and " for 2 epochs" in err
     model = yaml.safe_load((run / "config.yaml").read_text())["model"]
     assert model["backbone"] == f"timm:{TINY}" and model["pretrained"] is None
     assert load_checkpoint(run / "best.pt")["calibration"] is not None

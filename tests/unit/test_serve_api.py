@@ -592,10 +592,40 @@ def test_serve_logs_its_banner_and_its_stop_and_prints_nothing(coral_run, caplog
     caplog.set_level(logging.INFO, logger="imgrade.serve")
     serve(coral_run, port=0, token="s3cret-token")
     banner, stopped = (r.getMessage() for r in caplog.records if r.name == "imgrade.serve.server")
-    assert banner.startswith(f"serving {coral_run} (") and ", token required) on http://127.0.0.1:" in banner
+    # a run on a CPU is graded by ONNX Runtime, from the network exported in memory
+    assert banner.startswith(f"serving {coral_run} (onnx, exported in memory, coral, ")
+    assert ", token required) on http://127.0.0.1:" in banner
     assert stopped == "stopped" and "s3cret-token" not in caplog.text
     captured = capsys.readouterr()
     assert captured.out == "" and "serving" not in captured.err
+
+
+@pytest.mark.parametrize("why", ["--runtime torch", "a failed export"])
+def test_serve_grades_a_run_with_eager_pytorch_when_asked_or_when_the_export_fails(why, coral_run, caplog, monkeypatch):
+    from imgrade.runtime import export
+
+    apps = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets: apps.append(server.config.app))
+    monkeypatch.setattr(logging.getLogger("imgrade"), "handlers", [])
+    if why == "a failed export":
+
+        def refuse(predictor):
+            raise RuntimeError("no exporter here")
+
+        monkeypatch.setattr(export, "onnx_bytes", refuse)
+    caplog.set_level(logging.INFO, logger="imgrade")
+    serve(coral_run, port=0, runtime="torch" if why == "--runtime torch" else "auto")
+    (app,) = apps
+    assert app.state.grader.runtime == "torch" and app.state.model_card["runtime"] == "torch"
+    said = [r.getMessage() for r in caplog.records if r.name.startswith(("imgrade.runtime", "imgrade.serve"))]
+    banner = f"serving {coral_run} (torch, coral, "
+    if why == "--runtime torch":
+        assert said[0].startswith(banner) and said[1:] == ["stopped"]
+    else:  # one line says why, before the banner
+        assert (
+            said[0] == "grading with eager PyTorch: the in-memory ONNX export failed (RuntimeError: no exporter here)"
+        )
+        assert said[1].startswith(banner) and said[2:] == ["stopped"]
 
 
 def test_serve_refuses_a_missing_model(tmp_path):

@@ -151,7 +151,9 @@ imgrade serve model.onnx --port 9000 --token SECRET""",
         "--host", default="127.0.0.1", metavar="ADDRESS", help="address to bind; 127.0.0.1 is this machine only"
     )
     p.add_argument("--port", type=int, default=8000, metavar="PORT", help="port to listen on")
-    _add_runtime_flags(p)
+    _add_runtime_flags(
+        p, auto="onnx for a .onnx file; a run on a CPU is exported to ONNX Runtime in memory (torch: eager PyTorch)"
+    )
     p.add_argument(
         "--token",
         default=None,
@@ -168,12 +170,12 @@ imgrade serve model.onnx --port 9000 --token SECRET""",
     Limits.add_flags(p.add_argument_group("limits (what one client may ask)"))
 
 
-def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
-    """--runtime and --device: what grades the photos (predict, serve)."""
+def _add_runtime_flags(p: argparse.ArgumentParser, auto: str = "onnx for a .onnx file, else torch") -> None:
+    """--runtime and --device: what grades the photos (predict, serve); ``auto`` says what auto does."""
     p.add_argument(
         "--runtime",
         default="auto",
         choices=["auto", "torch", "onnx"],
-        help="what runs the network; auto: onnx for a .onnx file, else torch",
+        help=f"what runs the network; auto: {auto}",
     )
     p.add_argument("--device", default="auto", metavar="DEVICE", help="torch runtime: " + DEVICE)

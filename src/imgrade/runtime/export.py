@@ -7,6 +7,8 @@ decoding. Its outputs are ``score`` (N,), ``probabilities`` (N, K) for heads tha
 calibration (tuned cut points, the conformal quantile) and the grade names travel as JSON in the
 model's metadata under the key ``imgrade``, so the file alone is a complete grader; the run's model
 card travels there too (``model_card``).
+
+``imgrade serve`` grades a run on a CPU with the same graph, made in memory (``serving_grader``).
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ import numpy as np
 import torch
 
 import imgrade
-from imgrade.core.checkpoint import find_run_checkpoint
 from imgrade.core.errors import ConfigError, ImgradeError
 from imgrade.core.io import atomic_write
 from imgrade.core.names import without_paths
 from imgrade.core.registry import head_entry
+from imgrade.runtime.grading import Grader
 from imgrade.runtime.onnx import METADATA_FORMAT, METADATA_KEY, OnnxGrader
 from imgrade.runtime.predictor import Predictor
+
+logger = logging.getLogger(__name__)
 
 PARITY_ATOL = 1e-4
 """Largest score difference between PyTorch and ONNX Runtime that export accepts."""
@@ -128,42 +132,77 @@ def export_onnx(run: str | Path, out: str | Path, tta: bool | None = None) -> di
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder: give a file name ending in .onnx")
     predictor = Predictor.from_run(run, device="cpu", tta=tta)
+    try:
+        payload = onnx_bytes(predictor)
+    except Exception as e:  # the exporter raises many kinds; the user needs one line and the cause
+        raise ImgradeError(
+            f"exporting {run} to ONNX failed ({_first_line(e, 200)}); rerun with --debug for the trace"
+        ) from e
+    check = _check_parity(predictor, OnnxGrader.from_bytes(payload))
+    with atomic_write(out, "wb") as f:
+        f.write(payload)
+    return {"path": str(out), "bytes": len(payload), "outputs": _output_names(predictor), **check}
+
+
+def onnx_bytes(predictor: Predictor) -> bytes:
+    """``predictor`` (on the CPU) as a serialized ONNX grader: the graph and imgrade's metadata.
+
+    Raises:
+        Exception: whatever the exporter raises (many kinds; ImportError without onnx or onnxscript).
+    """
     graph = _GraderGraph(predictor).eval()
     size = predictor.image_size
     example = torch.zeros((2, size, size, 3), dtype=torch.uint8)
-    names = _output_names(predictor)
-    try:
-        # torch.onnx reports progress on stdout and warns about optional packages: keep them quiet
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_logger("torch.onnx"):
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                graph,
-                (example,),
-                dynamo=True,
-                opset_version=OPSET,
-                input_names=["images"],
-                output_names=names,
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 20)},),
-                verbose=False,
-            )
-        proto = program.model_proto
-    except Exception as e:  # the exporter raises many kinds; the user needs one line and the cause
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ImgradeError(
-            f"exporting {run} to ONNX failed ({type(e).__name__}: {first}); rerun with --debug for the trace"
-        ) from e
+    # torch.onnx reports progress on stdout and warns about optional packages: keep them quiet
+    quiet = _quiet_loggers("torch.onnx", "onnxscript", "onnx_ir")
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), quiet:
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            graph,
+            (example,),
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=["images"],
+            output_names=_output_names(predictor),
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 20)},),
+            verbose=False,
+        )
+    proto = program.model_proto
     _drop_stack_traces(proto)
-    best = find_run_checkpoint(run)  # the run by its folder's name: a path would be this machine's
-    source = best.parent.name if Path(run).is_dir() else f"{best.parent.name}/{best.name}"
-    info = metadata(predictor, source=source, model_card=predictor.model_card)
+    info = metadata(predictor, source=predictor.source, model_card=predictor.model_card)
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(info)
     proto.producer_name, proto.producer_version = "imgrade", imgrade.__version__
-    payload = proto.SerializeToString()
-    check = _check_parity(predictor, payload)
-    with atomic_write(out, "wb") as f:
-        f.write(payload)
-    return {"path": str(out), "bytes": len(payload), "outputs": names, **check}
+    return proto.SerializeToString()
+
+
+def serving_grader(predictor: Predictor, threads: int | None = None, spinning: bool | None = None) -> Grader:
+    """``predictor`` exported to ONNX in memory and run by ONNX Runtime, checked against it as
+    ``export_onnx`` checks a file; ``predictor`` itself should anything fail.
+
+    What ``imgrade serve`` grades a run with on a CPU (``Predictor.for_serving``). Nothing is
+    written. A failure (no onnx, onnxscript or onnxruntime, a backbone the exporter cannot follow,
+    a graph that disagrees) costs only speed: one INFO line says why, and grading goes on with the
+    eager network.
+
+    Args:
+        predictor: a grader on the CPU.
+        threads, spinning: the ONNX Runtime session's (see ``OnnxGrader.from_file``).
+    """
+    name = f"{predictor.source or 'the run'} (exported in memory)"
+    try:
+        grader = OnnxGrader.from_bytes(onnx_bytes(predictor), threads=threads, spinning=spinning, name=name)
+        _check_parity(predictor, grader)
+    except Exception as e:  # any failure only costs speed: say so in one line and grade with PyTorch
+        logger.info(f"grading with eager PyTorch: the in-memory ONNX export failed ({_first_line(e, 160)})")
+        return predictor
+    return grader
+
+
+def _first_line(error: BaseException, limit: int) -> str:
+    """``Type: first line of the message``, at most ``limit`` characters of the message."""
+    first = (str(error).strip().splitlines() or [""])[0][:limit]
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def _drop_stack_traces(proto) -> None:
@@ -187,24 +226,28 @@ def _drop_stack_traces(proto) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_logger(name: str):
-    """Raise logger ``name`` to ERROR for the block (torch.onnx logs a warning per missing optional package)."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+def _quiet_loggers(*names: str):
+    """Raise loggers ``names`` to ERROR for the block: torch.onnx logs a warning per missing optional
+    package, and the passes of onnxscript and onnx_ir an INFO line each, which a program logging at
+    INFO would show."""
+    quieted = [logging.getLogger(name) for name in names]
+    levels = [each.level for each in quieted]
+    for each in quieted:
+        each.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for each, level in zip(quieted, levels):
+            each.setLevel(level)
 
 
-def _check_parity(predictor: Predictor, payload: bytes) -> dict:
+def _check_parity(predictor: Predictor, grader: OnnxGrader) -> dict:
     """Run both back ends on the same random images; raise when they disagree."""
     rng = np.random.default_rng(0)
     size = predictor.image_size
     images = rng.integers(0, 256, size=(64, size, size, 3), dtype=np.uint8)
     expected = predictor.outputs(images)
-    got = OnnxGrader.from_bytes(payload, threads=None).outputs(images)
+    got = grader.outputs(images)
     score_diff = float(np.abs(expected.scores - got.scores).max())
     same_native = expected.native is None or bool(np.array_equal(expected.native, got.native))
     if not score_diff <= PARITY_ATOL or not same_native:

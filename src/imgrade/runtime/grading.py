@@ -93,12 +93,20 @@ class Grader:
         (default: ``CPU_BATCH`` or ``GPU_BATCH``, by where the network runs)."""
         raise NotImplementedError
 
-    def prepare_for_serving(self) -> None:
-        """Spend set-up time (a second or so) to make each later small call faster.
+    def for_serving(self, threads: int | None = None, spinning: bool | None = None) -> Grader:
+        """The grader a long-lived process that grades a few photos per call (``imgrade serve``)
+        should use: the same grades, from a back end that answers each small call sooner. A
+        one-off ``predict`` would not earn back the set-up time (seconds).
 
-        For a long-lived process that grades a few photos per call (``imgrade serve``); a
-        one-off ``predict`` would not earn the time back. Nothing to do by default.
+        This grader itself by default; a PyTorch run on a CPU returns ONNX Runtime's
+        (:meth:`imgrade.runtime.predictor.Predictor.for_serving`).
+
+        Args:
+            threads: inference threads of a grader made here (None: its runtime's default).
+            spinning: whether the idle inference threads of a grader made here spin, waiting for
+                work (None: its runtime's default); see ``OnnxGrader.from_file``.
         """
+        return self
 
     # ----------------------------------------------------------------------------- calibration
 

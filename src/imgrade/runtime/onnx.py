@@ -45,8 +45,16 @@ class OnnxGrader(Grader):
         self._input = session.get_inputs()[0].name
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, threads: int | None = None) -> OnnxGrader:
+    def from_file(cls, path: str | os.PathLike, threads: int | None = None, spinning: bool | None = None) -> OnnxGrader:
         """Load an ``.onnx`` file written by ``imgrade export``.
+
+        Args:
+            path: the .onnx file.
+            threads: ONNX Runtime's intra-op threads, the calling thread included (None: one per
+                physical core, ONNX Runtime's default).
+            spinning: whether the session's idle threads spin for a while waiting for work, which
+                answers the next small call sooner but keeps the cores busy (None: ONNX Runtime's
+                default, which spins).
 
         Raises:
             CheckpointError: the file is missing, is not ONNX, lacks imgrade's metadata, or has inputs or
@@ -55,15 +63,18 @@ class OnnxGrader(Grader):
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"{path} does not exist: give the .onnx file written by `imgrade export`")
-        return cls._load(str(path), str(path), threads)
+        return cls._load(str(path), str(path), threads, spinning)
 
     @classmethod
-    def from_bytes(cls, payload: bytes, threads: int | None = None, name: str = "<memory>") -> OnnxGrader:
-        """Load a serialized ONNX model (what ``export`` checks before writing the file)."""
-        return cls._load(payload, name, threads)
+    def from_bytes(
+        cls, payload: bytes, threads: int | None = None, spinning: bool | None = None, name: str = "<memory>"
+    ) -> OnnxGrader:
+        """Load a serialized ONNX model (what ``export`` checks before writing the file, or what
+        ``serve`` grades a run with); ``threads`` and ``spinning`` as for :meth:`from_file`."""
+        return cls._load(payload, name, threads, spinning)
 
     @classmethod
-    def _load(cls, model, name: str, threads: int | None) -> OnnxGrader:
+    def _load(cls, model, name: str, threads: int | None, spinning: bool | None) -> OnnxGrader:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -71,6 +82,10 @@ class OnnxGrader(Grader):
         options.log_severity_level = 3  # errors only: no warnings on stderr for every session
         if threads:
             options.intra_op_num_threads = int(threads)
+        if spinning is not None:
+            # the inter-op pool only exists in ORT_PARALLEL mode; set both so that neither spins
+            for pool in ("intra_op", "inter_op"):
+                options.add_session_config_entry(f"session.{pool}.allow_spinning", "1" if spinning else "0")
         try:
             session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/... types

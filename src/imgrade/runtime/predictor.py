@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +20,6 @@ from imgrade.models.backbones import check_backbone, describe
 from imgrade.models.ensemble import EnsembleModel, TTAModel
 from imgrade.models.factory import build_model, head_settings
 from imgrade.runtime.grading import CPU_BATCH, GPU_BATCH, Grader, Outputs
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["CALIBRATION_TTA", "Outputs", "Predictor"]
 
@@ -45,8 +40,6 @@ class Predictor(Grader):
     image_size: int
     device: torch.device
     checkpoint: dict
-    network: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
-    """What ``outputs`` runs: ``model`` itself, or its frozen trace after ``prepare_for_serving``."""
 
     tta: bool = False
     """Grade each image as the average over flipped and shifted views (``TTAModel``), with the
@@ -54,6 +47,10 @@ class Predictor(Grader):
 
     model_card: str | None = None
     """The run's model_card.md, read when the run was loaded; None where the run has none."""
+
+    source: str | None = None
+    """The run by its folder's name (``folder/file.pt`` for a checkpoint given as a file): what an
+    export names it by, never a path of this machine; None when not loaded from a run."""
 
     @classmethod
     def from_run(cls, run: str | Path, device: str = "auto", tta: bool | None = None) -> Predictor:
@@ -133,7 +130,8 @@ class Predictor(Grader):
         model.to(target).eval()
         card = path.parent / MODEL_CARD
         card_text = card.read_text(encoding="utf-8", errors="replace") if card.is_file() else None
-        predictor = cls(model, mean, grade_names, image_size, target, ckpt, model_card=card_text)
+        source = path.parent.name if Path(run).is_dir() else f"{path.parent.name}/{path.name}"
+        predictor = cls(model, mean, grade_names, image_size, target, ckpt, model_card=card_text, source=source)
         return predictor.with_tta() if tta else predictor
 
     def with_tta(self) -> Predictor:
@@ -142,41 +140,33 @@ class Predictor(Grader):
         if self.tta:
             return self
         model = TTAModel(self.model, self.mean).to(self.device).eval()
-        return dataclasses.replace(self, model=model, network=None, tta=True)
+        return dataclasses.replace(self, model=model, tta=True)
 
     @property
     def members(self) -> int:
         """How many networks grade together (1 unless the run is an ensemble)."""
         return int(self.checkpoint.get("ensemble") or 1)
 
-    def prepare_for_serving(self) -> None:
-        """On the CPU, run a traced and frozen copy of the network from now on.
+    def for_serving(self, threads: int | None = None, spinning: bool | None = None) -> Grader:
+        """On a CPU, this network exported to ONNX in memory and graded by ONNX Runtime, which
+        answers a photo at a time sooner than eager PyTorch (``benchmarks/serve_latency.py``
+        measures both); on a GPU, this grader.
 
-        Freezing folds each BatchNorm that follows a conv into it and pre-packs
-        the weights for oneDNN: one photo took 1.3 ms against 2.0 ms eager (2 cores; see
-        benchmarks/throughput.py), for about 0.7 s of set-up. The copy is checked against the
-        eager network on a few images; should tracing fail or disagree, the eager network stays.
+        The export takes a few seconds and writes nothing; the ONNX grader carries this one's
+        calibration (the TTA one under ``tta``), grade names, model card and version, and is
+        checked against this network as ``imgrade export`` checks a file. Should the export, the
+        check or ONNX Runtime fail, one INFO line says why and this grader is returned
+        (``imgrade.runtime.export.serving_grader``).
+
+        Args:
+            threads: ONNX Runtime's intra-op threads (None: one per physical core).
+            spinning: whether its idle threads spin, waiting for work (None: ONNX Runtime's default).
         """
-        if self.device.type != "cpu" or self.network is not None:
-            return
-        size = self.image_size
-        probe = torch.rand(4, 3, size, size, generator=torch.Generator().manual_seed(0)).sub_(0.5)
-        probe = probe.contiguous(memory_format=torch.channels_last)
-        try:
-            # torch.jit is deprecated for torch.compile, but compile took 7 s per batch size here
-            # and then graded one photo in 340 ms: the trace stays until that changes
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(self.model, probe[:1])))
-                expected, got = self.model(probe), frozen(probe)
-            if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-4):
-                raise RuntimeError(
-                    f"the frozen network differs from the eager one by {float((got - expected).abs().max()):.2g}"
-                )
-        except Exception as e:  # any failure here only costs speed: say so and grade with the eager network
-            logger.info(f"imgrade: grading with the eager network ({' '.join(str(e).split())[:160]})")
-            return
-        self.network = frozen
+        if self.device.type != "cpu":
+            return self
+        from imgrade.runtime.export import serving_grader  # export.py imports this module
+
+        return serving_grader(self, threads=threads, spinning=spinning)
 
     @property
     def calibration(self) -> dict | None:
@@ -202,7 +192,7 @@ class Predictor(Grader):
         for i in range(0, len(images), batch_size):
             x = images[i : i + batch_size]
             x = x if isinstance(x, torch.Tensor) else nhwc_to_tensor(np.asarray(x))  # (B, 3, H, W) uint8
-            out = (self.model if self.network is None else self.network)(to_input(x, self.mean, self.device))
+            out = self.model(to_input(x, self.mean, self.device))
             scores.append(self.model.decode(out).float().cpu())
             p = self.model.probabilities(out)
             if p is not None:

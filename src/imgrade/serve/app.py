@@ -72,7 +72,8 @@ def create_app(
     """The service for ``grader`` as an ASGI app (run it with uvicorn, or test it with TestClient).
 
     Args:
-        grader: what grades the images (``imgrade.runtime.load_grader``).
+        grader: what grades the images (``imgrade.runtime.load_grader``; ``serve`` passes its
+            ``for_serving()``, which answers one photo sooner).
         source_name: the model's file or folder name, shown by ``GET /v1/model``.
         token: the bearer token the ``/v1/`` routes require; None: no token.
         limits: what one client may ask (:class:`imgrade.serve.limits.Limits`).

@@ -61,12 +61,15 @@ def serve(
 
     Every mistake a user can make is reported before anything is served: the limits when they
     are made, then the port (bound here, so a port in use is an error and not uvicorn's exit),
-    then the model.
+    then the model. A run on a CPU is graded by ONNX Runtime, exported in memory and checked
+    against PyTorch first (``Grader.for_serving``; eager PyTorch should that fail, or with
+    ``runtime="torch"``).
 
     Args:
         model: run folder, ``.pt`` checkpoint or ``.onnx`` file.
         host, port: where to listen; port 0 picks a free one (logged in the banner).
-        runtime, device, threads, tta: how to run the model (see ``load_grader``).
+        runtime, device, threads, tta: how to run the model (see ``load_grader``); "torch" grades
+            a run with eager PyTorch, never with its in-memory export.
         token: the bearer token the API requires; None: no token.
         limits: what one client may ask (:class:`imgrade.serve.limits.Limits`).
 
@@ -75,11 +78,12 @@ def serve(
         CheckpointError: ``model`` is not a model imgrade can load.
     """
     with _bind(host, port) as listener:
-        grader = load_grader(model, runtime=runtime, device=device, threads=threads, tta=tta)
-        grader.prepare_for_serving()
+        loaded = load_grader(model, runtime=runtime, device=device, threads=threads, tta=tta)
+        grader = loaded if runtime == "torch" else loaded.for_serving(threads=threads)
         app = create_app(grader, source_name=Path(model).name or str(model), token=token, limits=limits)
         config = uvicorn_config(app, limits)
-        logger.info(_banner(model, grader, host, listener.getsockname()[1], token is not None))
+        runtime_used = grader.runtime if grader is loaded else f"{grader.runtime}, exported in memory"
+        logger.info(_banner(model, grader, runtime_used, host, listener.getsockname()[1], token is not None))
         try:
             uvicorn.Server(config).run(sockets=[listener])
         except KeyboardInterrupt:  # uvicorn raises Ctrl+C again once it has shut down gracefully
@@ -144,12 +148,12 @@ def _bind(host: str, port: int) -> socket.socket:
         ) from None
 
 
-def _banner(model: str | Path, grader: Grader, host: str, port: int, auth: bool) -> str:
-    """The one line logged when serving starts."""
+def _banner(model: str | Path, grader: Grader, runtime: str, host: str, port: int, auth: bool) -> str:
+    """The one line logged when serving starts; ``runtime`` says what grades (``"onnx"``, ...)."""
     target = f"{len(grader.grade_names)} grades" if grader.grade_names else "continuous target"
     address = f"[{host}]" if ":" in host else host
     token = ", token required" if auth else ""
     return (
-        f"serving {model} ({grader.runtime}, {grader.task}, {target}{token}) on "
+        f"serving {model} ({runtime}, {grader.task}, {target}{token}) on "
         f"http://{address}:{port}/  API docs: /docs  Ctrl+C stops"
     )
