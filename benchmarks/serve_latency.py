@@ -1,7 +1,7 @@
 """Milliseconds to grade one photo, by runtime, inference threads and ONNX Runtime's thread spinning.
 
 Usage:
-    python benchmarks/serve_latency.py [--run RUN] [--repeats 2000] [--warmup 200] [--threads 1,2] [--busy N]
+    python benchmarks/serve_latency.py [--run RUN] [--repeats 2000] [--warmup 200] [--threads 1,2] [--busy N] [--rounds 3]
 
 Each row is one grader of the same run, grading one photo per call through ``Grader.outputs``
 (what the service's batcher calls when photos arrive one at a time):
@@ -14,7 +14,9 @@ Each row is one grader of the same run, grading one photo per call through ``Gra
 Each grader runs with every ``--threads`` count (torch's threads, or ONNX Runtime's intra-op
 threads), and the ONNX Runtime ones with their idle threads spinning and not
 (``session.intra_op.allow_spinning``, ``session.inter_op.allow_spinning``). After ``--warmup``
-calls, ``--repeats`` calls are timed one by one: the median and the 90th percentile in ms.
+calls, ``--repeats`` calls are timed one by one, in each of ``--rounds`` rounds over all rows: the
+median and the 90th percentile in ms over every round, then each round's median (their spread
+shows how steady the machine was).
 
 Without ``--run`` it trains the reference network for one epoch on 300 synthetic cucumbers. The
 photo is one synthetic cucumber of the run's image size. ``--busy N`` keeps N busy-looping Python
@@ -109,10 +111,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200, help="untimed calls before them (default 200)")
     parser.add_argument("--threads", default="1,2", help="inference thread counts, comma-separated (default 1,2)")
     parser.add_argument("--busy", type=int, default=0, help="busy-looping Python processes meanwhile (default 0)")
+    parser.add_argument("--rounds", type=int, default=3, help="times each row is measured, interleaved (default 3)")
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
-    if args.repeats < 1 or args.warmup < 0 or args.busy < 0 or min(threads) < 1:
-        parser.error("--repeats and --threads must be at least 1, --warmup and --busy at least 0")
+    if args.repeats < 1 or args.rounds < 1 or args.warmup < 0 or args.busy < 0 or min(threads) < 1:
+        parser.error("--repeats, --rounds and --threads must be at least 1, --warmup and --busy at least 0")
 
     load = os.getloadavg()[0]
     print(
@@ -126,15 +129,20 @@ def main() -> None:
         size = Predictor.from_run(run, device="cpu").image_size
         photo = generate_cucumbers(1, image_size=size, seed=0).imageset.images  # (1, S, S, 3) uint8
         print(f"run {run}, one {size}x{size} photo per call, {args.warmup} warm-up and {args.repeats} timed calls\n")
-        print(f"{'grader':<26}{'threads':>8}{'spinning':>10}{'median ms':>11}{'p90 ms':>9}")
+        print(f"{'grader':<26}{'threads':>8}{'spinning':>10}{'median ms':>11}{'p90 ms':>9}  median of each round")
         with busy(args.busy):
-            for kind, count, spinning in rows(threads):
-                name, grader = make_grader(kind, run, onnx_file, count, spinning)
-                ms = latencies_ms(grader, photo, args.warmup, args.repeats)
-                del grader  # an ONNX Runtime session's threads go with it
-                median, p90 = np.percentile(ms, [50, 90])
+            measured: dict[tuple[str, int, bool | None], list[np.ndarray]] = {}
+            names = {}
+            for _ in range(args.rounds):  # rounds interleave the rows: a slow spell spreads over all of them
+                for row in rows(threads):
+                    names[row], grader = make_grader(row[0], run, onnx_file, row[1], row[2])
+                    measured.setdefault(row, []).append(latencies_ms(grader, photo, args.warmup, args.repeats))
+                    del grader  # an ONNX Runtime session's threads go with it
+            for (kind, count, spinning), rounds in measured.items():
+                median, p90 = np.percentile(np.concatenate(rounds), [50, 90])
                 spins = "-" if spinning is None else ("on" if spinning else "off")
-                print(f"{name:<26}{count:>8}{spins:>10}{median:>11.3f}{p90:>9.3f}", flush=True)
+                each = " ".join(f"{np.median(r):.2f}" for r in rounds)
+                print(f"{names[kind, count, spinning]:<26}{count:>8}{spins:>10}{median:>11.3f}{p90:>9.3f}  {each}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ def _idle_cpu_for_thread_choice():
     whatever else the machine does; tests of the choice itself patch this again."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("imgrade.core.threads.sample_busy_cores", lambda cpus: 0.0)
+        patch.setattr("imgrade.core.siblings.others", lambda folder=None: 0)
         yield
 
 

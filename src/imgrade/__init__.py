@@ -7,8 +7,7 @@
 ``Grader`` and ``Grade`` (imgrade.runtime.api) grade photos, without torch for an .onnx file;
 ``train``, ``evaluate`` and ``compare`` are the verbs of ``imgrade.pipeline``, which needs torch.
 Every name is imported on first use, so ``import imgrade`` alone loads neither; type checkers
-read the names from ``__init__.pyi``. Importing imgrade before torch sets
-``OMP_WAIT_POLICY=PASSIVE`` unless the environment has a wait policy (see ``imgrade.core.threads``).
+read the names from ``__init__.pyi``.
 """
 
 from __future__ import annotations
@@ -17,10 +16,6 @@ import importlib
 import sys
 import types
 from typing import Any
-
-from imgrade.core.threads import set_wait_policy
-
-set_wait_policy()  # before torch loads OpenMP: a thread that waits gives its core back (see core/threads.py)
 
 __version__ = "0.1.0"
 

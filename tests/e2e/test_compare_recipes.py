@@ -11,7 +11,7 @@ import yaml
 from imgrade.cli import main
 from imgrade.config import DataConfig, RunConfig
 from imgrade.data.loader import load_dataset
-from imgrade.evaluate.comparison import summarise
+from imgrade.evaluate.comparison import METRICS, summarise
 from imgrade.pipeline.compare import score_recipe_run
 from imgrade.pipeline.recipe import parse_recipe
 
@@ -167,3 +167,30 @@ def test_an_ensemble_runs_members_are_scored_as_rows_of_their_own(synth_dir, two
     assert member["accuracy_diff"] == pytest.approx(
         (rows[3]["accuracy"] + rows[5]["accuracy"]) / 2 - rows[0]["accuracy"]
     )
+
+
+def test_a_comparison_without_regression_still_writes_its_tables_plot_and_report(tmp_path):
+    rows = [
+        {
+            "formulation": f"{recipe}, own rule",
+            "recipe": recipe,
+            "task": "corn",
+            "decision": "own rule",
+            "fold": 0,
+            "seed": seed,
+            "run_seed": seed,
+            "tta": False,
+            "thresholds": "own",
+            **{m: 0.5 + 0.1 * seed + (0.05 if recipe == "corn+amp=bf16" else 0.0) for m in METRICS},
+            "train_seconds": 1.0,
+            "n_train": 60,
+            "n_test": 20,
+        }
+        for recipe in ("corn+amp=off", "corn+amp=bf16")
+        for seed in (0, 1)
+    ]
+    result = summarise(rows, tmp_path / "cmp", RunConfig(), recipes=["corn+amp=off", "corn+amp=bf16"], seeds=2, folds=0)
+    assert [s["formulation"] for s in result["summary"]] == ["corn+amp=off, own rule", "corn+amp=bf16, own rule"]
+    assert (tmp_path / "cmp" / "boxes.png").stat().st_size > 10_000
+    assert "no gains: no regression, rounding runs to pair against" in (tmp_path / "cmp" / "summary.md").read_text()
+    assert "corn+amp=bf16" in (tmp_path / "cmp" / "report.html").read_text()

@@ -169,3 +169,15 @@ def test_the_service_grades_a_run_through_onnx_runtime_and_says_so(served_coral,
     # the grade set is left out: near-uniform probabilities of a barely trained model swap rank
     # within the tolerance, and so the set's edge (tests/e2e/test_export.py allows for it)
     assert result["score"] == pytest.approx(eager["score"], abs=PARITY_ATOL) and result["grade"] == eager["grade"]
+
+
+def test_onnx_runtime_threads_are_chosen_unless_given(coral_run, monkeypatch):
+    from imgrade.core.threads import ThreadChoice
+    from imgrade.runtime import onnx
+
+    predictor = Predictor.from_run(coral_run, device="cpu")
+    monkeypatch.setattr(onnx, "auto_threads", lambda: ThreadChoice(1, "one busy core of two"))
+    chosen = predictor.for_serving()
+    assert isinstance(chosen, OnnxGrader) and chosen.session.get_session_options().intra_op_num_threads == 1
+    given = predictor.for_serving(threads=3)
+    assert given.session.get_session_options().intra_op_num_threads == 3

@@ -32,6 +32,7 @@ from imgrade.cli.parser import EXAMPLES, build_parser
 from imgrade.core.allocator import reexec_with_tcmalloc, started_as_imgrade
 from imgrade.core.errors import ImgradeError
 from imgrade.core.logs import setup_logging
+from imgrade.core.threads import settle_wait_policy
 
 __all__ = ["COMMANDS", "EXAMPLES", "build_parser", "main"]
 
@@ -51,6 +52,9 @@ COMMANDS: dict[tuple[str, ...], Callable] = {
     ("model", "summary"): cmd_model_summary,
     ("demo",): cmd_demo,
 }
+COMPUTING = {("train",), ("calibrate",), ("compare",), ("fewshot",), ("evaluate",), ("predict",), ("demo",)}
+"""Verbs that compute hard with torch: they announce themselves to other imgrade commands, and their
+OpenMP wait policy is chosen from the load (``imgrade.core.threads.settle_wait_policy``)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbosity or 0)  # None: neither -q nor -v
     if from_command_line and started_as_imgrade():
         reexec_with_tcmalloc()  # comes back only where tcmalloc is not wanted, not installed or already in
+    if key in COMPUTING:
+        settle_wait_policy()  # before torch loads OpenMP, which reads it once
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return _exit_now(_run(command, args, key))  # under torchrun: see _exit_now
     return _run(command, args, key)

@@ -160,7 +160,13 @@ imgrade serve model.onnx --port 9000 --token SECRET""",
         metavar="TOKEN",
         help="require 'Authorization: Bearer TOKEN' on the API (default: $IMGRADE_TOKEN; none)",
     )
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="inference threads (default: one per core)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="inference threads (default: chosen at start, the usable cores less those other work keeps busy)",
+    )
     p.add_argument(
         "--tta",
         action=argparse.BooleanOptionalAction,

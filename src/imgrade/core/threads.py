@@ -3,12 +3,16 @@
 Two choices, both made before the heavy work starts:
 
 - **The wait policy.** torch's OpenMP threads meet at a barrier after every operation. By default
-  libgomp spins there for about 300,000 loops before it sleeps, so when one of the threads has
-  lost its core to another program, the others burn theirs waiting for it: beside one busy thread
-  a 2-thread training ran 2.4x slower, beside a second imgrade training 15x. A passive wait
-  (``OMP_WAIT_POLICY=PASSIVE``) gives the core back at once. libgomp reads it once, when torch
-  loads it, so :func:`set_wait_policy` runs before torch is imported (the command line and
-  ``import imgrade`` call it). A policy already in the environment is left as it is.
+  libgomp spins there for 300,000 loops before it sleeps, so when one of the threads has lost its
+  core to another program, the others burn theirs waiting for it: beside one busy thread a
+  2-thread training ran 3x slower, two trainings at once 2x slower than one after the other.
+  Sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) fixes that, but costs a training alone about
+  30%: waking a thread for each small operation takes longer than the operation. So the
+  command line chooses by what it sees when it starts (:func:`wait_policy`): on idle cores
+  ``GOMP_SPINCOUNT=10000``, which covers the gaps between operations and trained as fast as the
+  default; beside other work, a passive wait (benchmarks/contention.py). libgomp reads these once,
+  when torch loads it, so :func:`set_wait_policy` runs before torch is imported. A policy
+  already in the environment is left as it is.
 - **The thread count** (:func:`choose_threads`): the cores this process may use (its CPU affinity,
   a cgroup CPU quota) less those that other programs keep busy, sampled for a moment from
   /proc/stat; never below one. ``--threads`` and ``OMP_NUM_THREADS`` override it. A training
@@ -29,10 +33,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgrade.core import siblings
+
 logger = logging.getLogger(__name__)
 
-WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
-"""Put into the environment before torch loads libgomp, unless the user set a policy."""
+SPIN_BRIEFLY = {"GOMP_SPINCOUNT": "10000"}
+"""The wait policy on idle cores: spin through the short gaps between operations, then sleep."""
+SLEEP_AT_ONCE = {"OMP_WAIT_POLICY": "PASSIVE"}
+"""The wait policy beside other work: a waiting thread gives its core back at once."""
+IDLE_BELOW = 0.25
+"""Cores busy with other work below this count as idle (a desktop's background noise)."""
 USER_WAIT_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 """Either one in the environment means the user chose how threads wait: leave it."""
 SAMPLE_S = 0.25
@@ -43,23 +53,53 @@ BUSY_ROUNDING = 0.35
 """A core counts as taken by other work when it is at least 1 - this busy (0.65 of a core)."""
 
 
-def set_wait_policy(environ: dict[str, str] | None = None) -> bool:
-    """Make OpenMP threads sleep at once when they wait (see the module docstring).
+def wait_policy(busy: float) -> dict[str, str]:
+    """The OpenMP wait policy for cores of which other work keeps ``busy`` busy.
+
+    >>> wait_policy(0.05), wait_policy(0.6)
+    ({'GOMP_SPINCOUNT': '10000'}, {'OMP_WAIT_POLICY': 'PASSIVE'})
+    """
+    return SPIN_BRIEFLY if busy < IDLE_BELOW else SLEEP_AT_ONCE
+
+
+def set_wait_policy(busy: float, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Put :func:`wait_policy` for ``busy`` into the environment, for the OpenMP torch will load.
 
     Does nothing when the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``, or when torch is
-    already loaded (libgomp has read its settings). Returns whether the policy was set.
+    already loaded (libgomp has read its settings). Returns what was set ({} for nothing).
 
     >>> env = {}
-    >>> set_wait_policy(env) or "torch" in sys.modules, env.get("OMP_WAIT_POLICY", "PASSIVE")
-    (True, 'PASSIVE')
-    >>> set_wait_policy({"GOMP_SPINCOUNT": "10000"})
-    False
+    >>> set_wait_policy(1.0, env) == env or "torch" in sys.modules
+    True
+    >>> set_wait_policy(0.0, {"GOMP_SPINCOUNT": "300000"})
+    {}
     """
     environ = os.environ if environ is None else environ
     if any(key in environ for key in USER_WAIT_SETTINGS) or "torch" in sys.modules:
-        return False
-    environ.update(WAIT_POLICY)
-    return True
+        return {}
+    policy = wait_policy(busy)
+    environ.update(policy)
+    return dict(policy)
+
+
+def settle_wait_policy(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Announce this process, watch the cores and set the wait policy, where it is still open.
+
+    Other imgrade commands computing now count as busy cores (:mod:`imgrade.core.siblings`), so two
+    started together see each other. The sample is the one :func:`auto_threads` uses next.
+    """
+    environ = os.environ if environ is None else environ
+    if any(key in environ for key in USER_WAIT_SETTINGS) or "torch" in sys.modules:
+        return {}
+    siblings.announce()
+    policy = set_wait_policy(busy_now(affinity_cpus()), environ)
+    logger.debug(f"OpenMP wait policy: {policy}")
+    return policy
+
+
+def busy_now(cpus: set[int]) -> float:
+    """Cores taken by other work: the sampled load, or more where more imgrade commands are computing."""
+    return max(sample_busy_cores(cpus), float(siblings.others()))
 
 
 @dataclass(frozen=True)
@@ -179,7 +219,7 @@ def auto_threads(environ: dict[str, str] | None = None) -> ThreadChoice:
     cpus = affinity_cpus()
     quota = cpu_quota()
     usable = min(len(cpus), quota) if quota is not None else len(cpus)
-    busy = sample_busy_cores(cpus)
+    busy = busy_now(cpus)
     threads = choose_threads(usable, busy)
     cores = f"{usable:g} usable CPU{'s' if usable != 1 else ''}" + (" (cgroup quota)" if quota is not None else "")
     return ThreadChoice(threads, f"{cores}, {busy:.1f} busy with other work")

@@ -69,7 +69,11 @@ def summarise(
     write_text(out / "summary.md", markdown)
     results = {f: {m: [r[m] for r in by[f] if r[m] is not None] for m in PLOTTED} for f in formulations}
     plot_metric_boxes(
-        results, list(PLOTTED), out / "boxes.png", title="test metrics per formulation", reference=REFERENCE
+        results,
+        list(PLOTTED),
+        out / "boxes.png",
+        title="test metrics per formulation",
+        reference=REFERENCE if REFERENCE in results else None,  # a comparison need not train regression
     )
     write_compare_report(
         out / "report.html",
@@ -233,9 +237,13 @@ def summary_markdown(summary: list[dict[str, Any]], recommendation: str, *, seed
     over = f"{folds} cross-validation folds" if folds else f"{seeds} seeds on one split"
     if folds and seeds > 1:
         over += f" x {seeds} seeds"
+    gains = (
+        f"gains are paired differences against {REFERENCE}, mean ± standard error ({gain_test(folds)})"
+        if any(s["formulation"] == REFERENCE for s in summary)
+        else f"no gains: no {REFERENCE} runs to pair against (add regression to the recipes)"
+    )
     lines = [
-        f"Test metrics, mean ± std over {over}; gains are paired differences against {REFERENCE}, "
-        f"mean ± standard error ({gain_test(folds)}).",
+        f"Test metrics, mean ± std over {over}; {gains}.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

@@ -25,7 +25,8 @@ def load_grader(
         source: what ``imgrade train`` wrote (folder or checkpoint) or ``imgrade export`` wrote.
         runtime: "auto" (by the file: .onnx -> onnx, else torch), "torch" or "onnx".
         device: PyTorch device for the torch runtime ("auto", "cpu", "cuda", ...).
-        threads: inference threads, ONNX Runtime's intra-op or torch's (None: the runtime's default).
+        threads: inference threads, ONNX Runtime's intra-op or torch's (None: ONNX Runtime's are
+            chosen from the usable and busy cores, see ``OnnxGrader.from_file``; torch keeps its own).
         tta: grade each image as the average of a few views of it (flip, small shifts); None: as
             the run was configured (``calibrate.tta``). An .onnx file does so when it was exported
             with ``--tta``, and only then: asking otherwise is an error.

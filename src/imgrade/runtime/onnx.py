@@ -15,6 +15,7 @@ import numpy as np
 from imgrade.calibrate import Conformal
 from imgrade.core.errors import CheckpointError, DataError
 from imgrade.core.registry import task_names
+from imgrade.core.threads import auto_threads
 from imgrade.runtime.grading import CPU_BATCH, Grader, Outputs
 
 METADATA_KEY = "imgrade"
@@ -50,8 +51,9 @@ class OnnxGrader(Grader):
 
         Args:
             path: the .onnx file.
-            threads: ONNX Runtime's intra-op threads, the calling thread included (None: one per
-                physical core, ONNX Runtime's default).
+            threads: ONNX Runtime's intra-op threads, the calling thread included (None: chosen as a
+                training chooses, the usable cores less those other work keeps busy; see
+                ``imgrade.core.threads.auto_threads``).
             spinning: whether the session's idle threads spin for a while waiting for work, which
                 answers the next small call sooner but keeps the cores busy (None: ONNX Runtime's
                 default, which spins).
@@ -80,8 +82,7 @@ class OnnxGrader(Grader):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: no warnings on stderr for every session
-        if threads:
-            options.intra_op_num_threads = int(threads)
+        options.intra_op_num_threads = int(threads) if threads else auto_threads().threads
         if spinning is not None:
             # the inter-op pool only exists in ORT_PARALLEL mode; set both so that neither spins
             for pool in ("intra_op", "inter_op"):

@@ -159,7 +159,7 @@ class Predictor(Grader):
         (``imgrade.runtime.export.serving_grader``).
 
         Args:
-            threads: ONNX Runtime's intra-op threads (None: one per physical core).
+            threads: ONNX Runtime's intra-op threads (None: chosen, see ``OnnxGrader.from_file``).
             spinning: whether its idle threads spin, waiting for work (None: ONNX Runtime's default).
         """
         if self.device.type != "cpu":
