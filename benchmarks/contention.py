@@ -3,6 +3,7 @@
 Usage:
     python benchmarks/contention.py [--photos 2000] [--epochs 2] [--grade-photos 8000] [--repeats 3]
         [--flags "--threads 2 --amp off"] [--env GOMP_SPINCOUNT=300000] [--only train,pair,grade]
+        [--docs docs/results/contention.md]
 
 Every measurement runs the ``imgrade`` command as a user would, with default settings unless
 ``--flags`` (added to ``train``) or ``--env`` (added to the environment) say otherwise:
@@ -38,6 +39,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from imgrade.core.io import write_text
 
 BUSY_LOOP = "while True: pass"
 
@@ -152,6 +155,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--flags", default="", help='extra train flags, e.g. "--threads 2 --amp off"')
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra environment")
+    parser.add_argument("--docs", type=Path, default=None, help="also write the table as Markdown to this file")
     parser.add_argument("--only", default="train,pair,grade", help="which measurements (default all three)")
     parser.add_argument(
         "--work",
@@ -219,6 +223,17 @@ def main() -> None:
     print(f"\n{'':{width}}  {'median (range)':>22}  {'share of alone':<14}  chosen")
     for name, value, share, chosen in rows:
         print(f"{name:{width}}  {value:>22}  {share:<14}  {chosen}")
+    if args.docs:
+        command = " ".join(["python benchmarks/contention.py", *sys.argv[1:]])
+        table = ["| measurement | median (range) | against alone | chosen |", "|---|---|---|---|"]
+        table += [f"| {name} | {value.strip()} | {share} | {chosen} |" for name, value, share, chosen in rows]
+        header = (
+            "<!-- written by benchmarks/contention.py; do not edit by hand -->\n"
+            f"`{command}`: {os.cpu_count()} CPUs, load average {load:.1f} at the start (nothing else was started "
+            f"meanwhile); {args.photos} synthetic photos x {args.epochs} epochs per training, "
+            f"{args.grade_photos} photos per predict, median of {args.repeats}.\n\n"
+        )
+        write_text(args.docs, header + "\n".join(table) + "\n")
 
 
 def _synth(folder: Path, n: int, seed: int, layout: str = "cucumber9") -> Path:

@@ -58,7 +58,7 @@ def compare(rows: list[dict], task: str) -> list[str]:
         ]
         if len(pairs) < 2:
             continue
-        n_train, n_test = int(pairs[0][0]["n_train"]), int(pairs[0][0]["n_test"])
+        n_train, n_test = int(float(pairs[0][0]["n_train"])), int(float(pairs[0][0]["n_test"]))
         for metric in (*METRICS, "train_seconds"):
             fp32 = [float(a[metric]) for a, _ in pairs]
             bf16 = [float(b[metric]) for _, b in pairs]

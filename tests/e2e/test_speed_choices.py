@@ -37,7 +37,7 @@ def _recorded(run):
 
 
 def test_a_run_records_its_choices_logs_them_and_resume_reuses_them(machine, synth_dir, tmp_path, monkeypatch, caplog):
-    args = ["train", "--data", str(synth_dir), "--epochs", "2", "--depth", "11", "--device", "cpu"]
+    args = ["train", "-v", "--data", str(synth_dir), "--epochs", "2", "--depth", "11", "--device", "cpu"]
     real_write = TRAINING.write_history
 
     def interrupt_after_one_epoch(path, history):
@@ -46,7 +46,7 @@ def test_a_run_records_its_choices_logs_them_and_resume_reuses_them(machine, syn
             raise KeyboardInterrupt
 
     monkeypatch.setattr(TRAINING, "write_history", interrupt_after_one_epoch)
-    with caplog.at_level(logging.INFO, logger="imgrade"):
+    with caplog.at_level(logging.DEBUG, logger="imgrade"):
         assert main([*args, "--out", str(tmp_path / "run")]) == 130
     assert _recorded(tmp_path / "run") == (3, "bf16")
     assert torch.get_num_threads() == 3
@@ -66,11 +66,11 @@ def test_a_run_records_its_choices_logs_them_and_resume_reuses_them(machine, syn
 
 
 def test_threads_and_amp_off_override_the_choices(machine, synth_dir, tmp_path, caplog):
-    args = ["train", "--data", str(synth_dir), "--epochs", "1", "--depth", "11", "--device", "cpu"]
-    with caplog.at_level(logging.INFO, logger="imgrade"):
+    args = ["train", "-v", "--data", str(synth_dir), "--epochs", "1", "--depth", "11", "--device", "cpu"]
+    with caplog.at_level(logging.DEBUG, logger="imgrade"):
         assert main([*args, "--threads", "2", "--amp", "off", "--out", str(tmp_path / "run")]) == 0
     assert _recorded(tmp_path / "run") == (2, "off")
-    assert "on cpu, 2 threads, fp32" in caplog.text and "threads: " not in caplog.text
+    assert "on cpu, 2 threads, fp32" in caplog.text and "threads: " not in caplog.text  # nothing was chosen
 
 
 def test_omp_num_threads_overrides_the_choice(machine, synth_dir, tmp_path, monkeypatch):

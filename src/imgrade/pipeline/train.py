@@ -160,7 +160,7 @@ def speed_settings(cfg: RunConfig, resuming: bool = False) -> RunConfig:
     if not cfg.train.threads and not resuming:
         choice = auto_threads()
         changes["train.threads"] = choice.threads
-        logger.info(f"threads: {choice.threads} ({choice.reason}; --threads N to choose)")
+        logger.debug(f"threads: {choice.threads} ({choice.reason}; --threads N to choose)")
     amp = resolve_amp(cfg.train.amp, resolve_device(cfg.train.device), resuming)
     if amp != cfg.train.amp:
         changes["train.amp"] = amp
