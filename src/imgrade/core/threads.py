@@ -11,7 +11,7 @@ Two choices, both made before the heavy work starts:
   command line chooses by what it sees when it starts (:func:`wait_policy`): on idle cores
   ``GOMP_SPINCOUNT=10000``, which covers the gaps between operations and trained as fast as the
   default; beside other work, a passive wait (benchmarks/contention.py). libgomp reads these once,
-  when torch loads it, so :func:`set_wait_policy` runs before torch is imported. A policy
+  when torch loads it, so :func:`settle_wait_policy` runs before torch is imported. A policy
   already in the environment is left as it is.
 - **The thread count** (:func:`choose_threads`): the cores this process may use (its CPU affinity,
   a cgroup CPU quota) less those that other programs keep busy, sampled for a moment from
@@ -62,39 +62,24 @@ def wait_policy(busy: float) -> dict[str, str]:
     return SPIN_BRIEFLY if busy < IDLE_BELOW else SLEEP_AT_ONCE
 
 
-def set_wait_policy(busy: float, environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Put :func:`wait_policy` for ``busy`` into the environment, for the OpenMP torch will load.
-
-    Does nothing when the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``, or when torch is
-    already loaded (libgomp has read its settings). Returns what was set ({} for nothing).
-
-    >>> env = {}
-    >>> set_wait_policy(1.0, env) == env or "torch" in sys.modules
-    True
-    >>> set_wait_policy(0.0, {"GOMP_SPINCOUNT": "300000"})
-    {}
-    """
-    environ = os.environ if environ is None else environ
-    if any(key in environ for key in USER_WAIT_SETTINGS) or "torch" in sys.modules:
-        return {}
-    policy = wait_policy(busy)
-    environ.update(policy)
-    return dict(policy)
-
-
 def settle_wait_policy(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Announce this process, watch the cores and set the wait policy, where it is still open.
+    """Announce this process, then watch the cores and set the wait policy, where it is still open.
 
-    Other imgrade commands computing now count as busy cores (:mod:`imgrade.core.siblings`), so two
-    started together see each other. The sample is the one :func:`auto_threads` uses next.
+    Nothing happens once torch is loaded (libgomp has read its settings). The process announces
+    itself to other imgrade commands (:mod:`imgrade.core.siblings`) so two started together see
+    each other; it leaves ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` set by the user as they are.
+    The sample is the one :func:`auto_threads` uses next. Returns what was set ({} for nothing).
     """
     environ = os.environ if environ is None else environ
-    if any(key in environ for key in USER_WAIT_SETTINGS) or "torch" in sys.modules:
+    if "torch" in sys.modules:
         return {}
     siblings.announce()
-    policy = set_wait_policy(busy_now(affinity_cpus()), environ)
+    if any(key in environ for key in USER_WAIT_SETTINGS):
+        return {}
+    policy = wait_policy(busy_now(affinity_cpus()))
+    environ.update(policy)
     logger.debug(f"OpenMP wait policy: {policy}")
-    return policy
+    return dict(policy)
 
 
 def busy_now(cpus: set[int]) -> float:
