@@ -44,10 +44,10 @@ from imgrade.core.io import write_csv, write_text
 from imgrade.core.rundir import ensemble_members
 from imgrade.data.loader import load_dataset
 from imgrade.data.splits import stratified_split, stratify_labels
-from imgrade.evaluate.comparison import paired_test, summarise
-from imgrade.pipeline.compare import fold_splits, score_recipe_run
+from imgrade.evaluation.comparison import paired_test, summarise
+from imgrade.pipeline.comparer import fold_splits, score_recipe_run
 from imgrade.pipeline.recipe import parse_recipes
-from imgrade.runtime.predictor import CALIBRATION_TTA
+from imgrade.runtime.torch_engine import CALIBRATION_TTA
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/cucumber9-p1-sample/cucumber-9-python"
 DEFAULT_RECIPES = "regression,classification,corn,sord+ensemble=3,sord+ensemble=3+tta,sord+ema=0.99,axes"

@@ -37,14 +37,14 @@ from imgrade.config import RunConfig
 from imgrade.core.io import write_csv
 from imgrade.core.rundir import read_history
 from imgrade.data.loader import load_dataset
-from imgrade.evaluate import plots
-from imgrade.evaluate.metrics import confusion_matrix
-from imgrade.evaluate.report import mean_std
-from imgrade.pipeline.compare import fold_splits
-from imgrade.pipeline.evaluate import score
-from imgrade.pipeline.fewshot import FINETUNE_DEFAULTS, pretrain
+from imgrade.evaluation import plots
+from imgrade.evaluation.metrics import confusion_matrix
+from imgrade.evaluation.report import mean_std
+from imgrade.pipeline.comparer import fold_splits
+from imgrade.pipeline.evaluator import score
+from imgrade.pipeline.fewshot_trainer import FINETUNE_DEFAULTS, pretrain
 from imgrade.pipeline.runs import log
-from imgrade.runtime.predictor import Predictor
+from imgrade.runtime.torch_engine import TorchEngine
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/cucumber9-p1-sample/cucumber-9-python"
 ROWS = (
@@ -130,7 +130,7 @@ def main() -> None:
                 run = out / "runs" / f"row{row}-fold{fold}"
                 log(f"\n[fold {fold}] {ROWS[row - 1]} -> {run}")
                 pipeline.train(configs[row], run, split=split, imageset=real)
-            metrics, predicted = score(Predictor.from_run(run), test)
+            metrics, predicted = score(TorchEngine.from_run(run), test)
             if row in confusion_inputs:
                 confusion_inputs[row][0].append(test.targets.astype(np.int64))
                 confusion_inputs[row][1].append(predicted)

@@ -9,7 +9,7 @@ folds x ``--seeds`` seeds, one thread per process, the same folds, seeds and bud
 per task and decision (the head's own rule and the calibrated cut points), the mean +- std of
 each metric under fp32 and bf16 and their paired difference (bf16 minus fp32) with its corrected
 standard error and p-value (the corrected resampled t-test of Nadeau and Bengio,
-``imgrade.evaluate.stats.corrected_ttest``). "Agrees" means every difference lies within two
+``imgrade.evaluation.stats.corrected_ttest``). "Agrees" means every difference lies within two
 corrected standard errors of zero; the training seconds say what bf16 buys.
 
 ``--merge`` reads the results.csv files an earlier run left under those folders (part*/results.csv)
@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from imgrade.core.io import write_text
-from imgrade.evaluate.stats import corrected_ttest
+from imgrade.evaluation.stats import corrected_ttest
 
 METRICS = ("qwk", "accuracy", "within1", "mae", "coverage", "set_size")
 """Compared metrics: agreement, exact and adjacent grades, score error, grade sets."""

@@ -3,11 +3,11 @@
 Usage:
     python benchmarks/serve_latency.py [--run RUN] [--repeats 2000] [--warmup 200] [--threads 1,2] [--busy N] [--rounds 3]
 
-Each row is one grader of the same run, grading one photo per call through ``Grader.outputs``
+Each row is one grader of the same run, grading one photo per call through ``Engine.outputs``
 (what the service's batcher calls when photos arrive one at a time):
 
 - **eager PyTorch**: the run as ``predict`` grades it;
-- **served**: what ``imgrade serve`` grades it with, ``Grader.for_serving`` (on a CPU: the run
+- **served**: what ``imgrade serve`` grades it with, ``Engine.for_serving`` (on a CPU: the run
   exported to ONNX in memory; the row says so should it fall back to eager PyTorch);
 - **.onnx file**: the run written by ``imgrade export`` and loaded from disk.
 
@@ -42,15 +42,15 @@ import torch
 
 import imgrade
 from imgrade.data.synthetic import generate_cucumbers
-from imgrade.runtime.export import export_onnx
-from imgrade.runtime.grading import Grader
-from imgrade.runtime.onnx import OnnxGrader
-from imgrade.runtime.predictor import Predictor
+from imgrade.runtime.grading import Engine
+from imgrade.runtime.onnx_engine import OnnxEngine
+from imgrade.runtime.onnx_export import export_onnx
+from imgrade.runtime.torch_engine import TorchEngine
 
 BUSY_LOOP = "while True: pass"
 
 
-def latencies_ms(grader: Grader, photo: np.ndarray, warmup: int, repeats: int) -> np.ndarray:
+def latencies_ms(grader: Engine, photo: np.ndarray, warmup: int, repeats: int) -> np.ndarray:
     """Milliseconds of each of ``repeats`` single-photo calls, after ``warmup`` untimed ones."""
     for _ in range(warmup):
         grader.outputs(photo)
@@ -69,16 +69,16 @@ def rows(threads: list[int]) -> list[tuple[str, int, bool | None]]:
     return eager + onnx
 
 
-def make_grader(kind: str, run: Path, onnx_file: Path, threads: int, spinning: bool | None) -> tuple[str, Grader]:
+def make_grader(kind: str, run: Path, onnx_file: Path, threads: int, spinning: bool | None) -> tuple[str, Engine]:
     """The row's name and its grader, made just before the row is measured (and dropped after it):
     no other grader's threads are then waiting for work."""
     torch.set_num_threads(threads)  # eager PyTorch's, and the served grader's check against it
     if kind == "eager PyTorch":
-        return kind, Predictor.from_run(run, device="cpu")
+        return kind, TorchEngine.from_run(run, device="cpu")
     if kind == "served":
-        served = Predictor.from_run(run, device="cpu").for_serving(threads=threads, spinning=spinning)
-        return ("served (ONNX in memory)" if isinstance(served, OnnxGrader) else "served (eager fallback)"), served
-    return kind, OnnxGrader.from_file(onnx_file, threads=threads, spinning=spinning)
+        served = TorchEngine.from_run(run, device="cpu").for_serving(threads=threads, spinning=spinning)
+        return ("served (ONNX in memory)" if isinstance(served, OnnxEngine) else "served (eager fallback)"), served
+    return kind, OnnxEngine.from_file(onnx_file, threads=threads, spinning=spinning)
 
 
 def train_run(scratch: Path) -> Path:
@@ -126,7 +126,7 @@ def main() -> None:
         run = args.run or train_run(Path(scratch))
         onnx_file = Path(scratch) / "model.onnx"
         export_onnx(run, onnx_file)
-        size = Predictor.from_run(run, device="cpu").image_size
+        size = TorchEngine.from_run(run, device="cpu").image_size
         photo = generate_cucumbers(1, image_size=size, seed=0).imageset.images  # (1, S, S, 3) uint8
         print(f"run {run}, one {size}x{size} photo per call, {args.warmup} warm-up and {args.repeats} timed calls\n")
         print(f"{'grader':<26}{'threads':>8}{'spinning':>10}{'median ms':>11}{'p90 ms':>9}  median of each round")

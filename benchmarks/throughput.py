@@ -38,9 +38,9 @@ from imgrade.core.perf import cpu_has_bf16, precision_name, resolve_amp
 from imgrade.core.preprocess import nhwc_to_tensor
 from imgrade.data.synthetic import generate_cucumbers
 from imgrade.models.factory import build_model
-from imgrade.runtime.predictor import Predictor
-from imgrade.train.loop import FitData, train_one_epoch
-from imgrade.train.optim import build_optimizer
+from imgrade.runtime.torch_engine import TorchEngine
+from imgrade.training.loop import FitData, train_one_epoch
+from imgrade.training.optim import build_optimizer
 
 
 def _seconds(step, repeats: int, min_seconds: float = 0.0) -> list[float]:
@@ -102,7 +102,7 @@ def training_rate(
 
 
 def _fake_run(folder: Path, model: torch.nn.Module, mean: torch.Tensor) -> Path:
-    """A run folder holding just what ``Predictor.from_run`` and ``export_onnx`` read."""
+    """A run folder holding just what ``TorchEngine.from_run`` and ``export_onnx`` read."""
     config = {"model": {"depth": 29, "task": "regression", "head": "auto", "loss": "mse"}}
     save_checkpoint(
         folder / "best.pt",
@@ -133,15 +133,15 @@ def inference_rates(
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         run = _fake_run(Path(tmp), model, mean)
-        graders = {"torch": Predictor.from_run(run, device="cpu")}
+        graders = {"torch": TorchEngine.from_run(run, device="cpu")}
         # what `imgrade serve` grades with: the run exported to ONNX in memory (eager torch should that fail)
-        graders["served"] = Predictor.from_run(run, device="cpu").for_serving(threads=torch.get_num_threads())
+        graders["served"] = TorchEngine.from_run(run, device="cpu").for_serving(threads=torch.get_num_threads())
         try:
-            from imgrade.runtime.export import export_onnx
-            from imgrade.runtime.onnx import OnnxGrader
+            from imgrade.runtime.onnx_engine import OnnxEngine
+            from imgrade.runtime.onnx_export import export_onnx
 
             export_onnx(run, Path(tmp) / "model.onnx")
-            graders["onnx"] = OnnxGrader.from_file(Path(tmp) / "model.onnx", threads=torch.get_num_threads())
+            graders["onnx"] = OnnxEngine.from_file(Path(tmp) / "model.onnx", threads=torch.get_num_threads())
         except ImportError as e:
             print(f"onnx: skipped ({e})")
         for batch, forward in [(1, 1), (256, None), (256, 256)]:

@@ -13,11 +13,9 @@ read the names from ``__init__.pyi``.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
-__version__ = "0.1.0"
+from imgrade.core.version import __version__
 
 __all__ = ["Grade", "Grader", "compare", "evaluate", "train", "__version__"]
 
@@ -39,20 +37,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
-
-
-class _Package(types.ModuleType):
-    """This package, whose verbs ``train`` and ``evaluate`` share their names with subpackages.
-
-    Importing a subpackage binds it as an attribute of its parent; here that would hide the verb
-    of the same name from ``from imgrade import train``. The verbs win: reach the subpackages by
-    their full names (``from imgrade.train.loop import fit``).
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -36,10 +36,10 @@ import numpy as np
 from imgrade.core.errors import ConfigError, DataError, ImgradeError
 from imgrade.core.io import atomic_write
 from imgrade.data.images import IMAGE_EXTENSIONS, list_images, load_image, one_line
+from imgrade.pipeline.predictor import csv_columns, csv_row
 from imgrade.runtime import load_grader
-from imgrade.runtime.grading import Grader
-from imgrade.runtime.onnx import OnnxGrader
-from imgrade.runtime.predict import csv_columns, csv_row
+from imgrade.runtime.grading import Engine
+from imgrade.runtime.onnx_engine import OnnxEngine
 
 __all__ = ["BATCH_SIZE", "BatchResult", "grade_batch", "read_paths"]
 
@@ -174,7 +174,7 @@ def read_paths(item: str | os.PathLike) -> list[str]:
     return [str(p) for p in list_images(path)]  # a photo or a folder; says what is wrong otherwise
 
 
-def output_columns(grader: Grader) -> list[str]:
+def output_columns(grader: Engine) -> list[str]:
     """The columns of ``predict``'s CSV for this grader, and ``error``."""
     return [*csv_columns(grader), "error"]
 
@@ -184,7 +184,7 @@ class _GradeBatch:
 
     def __init__(self, model: bytes, name: str, base: str, columns: list[str]):
         # One inference thread: Ray gives each actor one CPU, and the pool has one actor per CPU.
-        self.grader = OnnxGrader.from_bytes(model, threads=1, name=name)
+        self.grader = OnnxEngine.from_bytes(model, threads=1, name=name)
         self.base = Path(base)
         self.columns = columns
 
@@ -268,7 +268,7 @@ def _output_kind(out: str | os.PathLike | None) -> str:
     return suffix[1:]
 
 
-def _check_model(model: str | os.PathLike, tta: bool | None) -> Grader:
+def _check_model(model: str | os.PathLike, tta: bool | None) -> Engine:
     """Load the grader here once, so a wrong file fails in one line before Ray starts."""
     if Path(model).suffix.lower() != ".onnx":
         raise ConfigError(

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import numpy as np
 
-from imgrade.evaluate import html as report
-from imgrade.evaluate.boxes import plot_metric_boxes
-from imgrade.evaluate.plots import plot_error_violin, plot_scatter
+from imgrade.evaluation import html as report
+from imgrade.evaluation.boxes import plot_metric_boxes
+from imgrade.evaluation.plots import plot_error_violin, plot_scatter
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 NAMES = ["2L", "L", "M", "S", "2S"]

@@ -13,7 +13,7 @@ from imgrade.cli import main
 from imgrade.core.checkpoint import load_checkpoint
 from imgrade.data.synthetic import generate_cucumbers
 from imgrade.runtime import load_grader
-from imgrade.runtime.onnx import METADATA_KEY
+from imgrade.runtime.onnx_engine import METADATA_KEY
 
 # CUCUMBER-9's grades with shape as the first axis and the rows in another order than the grades
 TABLE = "grade,shape,size\nC,C,\nBL,bent,L\nBM,bent,M\nBS,bent,S\n2L,straight,2L\nL,straight,L\nM,straight,M\nS,straight,S\n2S,straight,2S\n"

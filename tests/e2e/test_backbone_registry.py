@@ -20,7 +20,7 @@ from imgrade.models.backbones import build_backbone
 from imgrade.models.factory import build_model
 from imgrade.models.resnet_v2 import ResNetV2
 from imgrade.runtime import load_grader
-from imgrade.runtime.export import export_onnx
+from imgrade.runtime.onnx_export import export_onnx
 
 
 class TinyConv(nn.Module):

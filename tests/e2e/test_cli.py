@@ -14,7 +14,7 @@ from PIL import Image
 from imgrade.cli import main
 from imgrade.core.checkpoint import load_checkpoint, save_checkpoint
 
-TRAINING = importlib.import_module("imgrade.pipeline.train")  # the module; `pipeline.train` is the function
+TRAINING = importlib.import_module("imgrade.pipeline.trainer")  # the module; `pipeline.train` is the function
 
 GRADES = ["2L", "L", "M", "S", "2S", "BL", "BM", "BS", "C"]
 

@@ -11,8 +11,8 @@ import yaml
 from imgrade.cli import main
 from imgrade.config import DataConfig, RunConfig
 from imgrade.data.loader import load_dataset
-from imgrade.evaluate.comparison import METRICS, summarise
-from imgrade.pipeline.compare import score_recipe_run
+from imgrade.evaluation.comparison import METRICS, summarise
+from imgrade.pipeline.comparer import score_recipe_run
 from imgrade.pipeline.recipe import parse_recipe
 
 

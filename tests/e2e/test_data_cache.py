@@ -11,7 +11,7 @@ from imgrade import pipeline
 from imgrade.cli import main
 from imgrade.config import RunConfig
 from imgrade.data.loader import load_dataset
-from imgrade.train.loop import fit
+from imgrade.training.loop import fit
 
 
 def test_second_training_run_reads_decoded_photos_from_the_cache(tmp_path, capsys):
@@ -116,7 +116,7 @@ def test_training_reads_a_memory_mapped_set_in_place_and_learns_what_a_copy_in_m
         seen.append(data)
         return fit(model, data, *args, **kwargs)
 
-    monkeypatch.setattr(importlib.import_module("imgrade.pipeline.train"), "fit", spy)
+    monkeypatch.setattr(importlib.import_module("imgrade.pipeline.trainer"), "fit", spy)
     pipeline.train(cfg, tmp_path / "mapped", imageset=mapped)
     pipeline.train(cfg, tmp_path / "in-memory", imageset=in_memory)
     for data, imageset in zip(seen, (mapped, in_memory)):

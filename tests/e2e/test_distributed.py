@@ -61,8 +61,8 @@ import json, sys
 from pathlib import Path
 import torch
 from imgrade.config import TrainConfig
-from imgrade.train import distributed
-from imgrade.train.loop import FitData, fit
+from imgrade.training import distributed
+from imgrade.training.loop import FitData, fit
 
 class NoBatchNorm(torch.nn.Module):
     def __init__(self):
@@ -126,7 +126,7 @@ import importlib
 import sys
 from imgrade.cli import main
 
-training = importlib.import_module("imgrade.pipeline.train")
+training = importlib.import_module("imgrade.pipeline.trainer")
 real_write = training.write_history
 
 def stop_after_two_epochs(path, history):

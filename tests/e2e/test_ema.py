@@ -8,7 +8,7 @@ import torch
 from imgrade.cli import main
 from imgrade.core.checkpoint import load_checkpoint
 
-TRAINING = importlib.import_module("imgrade.pipeline.train")  # the module; `pipeline.train` is the function
+TRAINING = importlib.import_module("imgrade.pipeline.trainer")  # the module; `pipeline.train` is the function
 
 EPOCHS = ["--epochs", "3", "--depth", "11"]
 

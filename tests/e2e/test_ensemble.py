@@ -14,10 +14,10 @@ from imgrade.core.checkpoint import load_checkpoint
 from imgrade.data.cucumber9 import read_cucumber9
 from imgrade.models.ensemble import TTAModel, tta_offsets
 from imgrade.models.factory import build_model
-from imgrade.runtime.onnx import OnnxGrader
-from imgrade.runtime.predictor import CALIBRATION_TTA, Predictor
+from imgrade.runtime.onnx_engine import OnnxEngine
+from imgrade.runtime.torch_engine import CALIBRATION_TTA, TorchEngine
 
-TRAINING = importlib.import_module("imgrade.pipeline.train")  # the module; `pipeline.train` is the function
+TRAINING = importlib.import_module("imgrade.pipeline.trainer")  # the module; `pipeline.train` is the function
 
 TRAIN = ["--epochs", "2", "--depth", "11", "--seed", "1"]
 
@@ -43,8 +43,8 @@ def test_ensemble_holds_its_members_and_averages_them(ensemble_run, images):
         assert member["config"]["train"]["seed"] == seed
     best = load_checkpoint(ensemble_run / "best.pt")
     assert best["ensemble"] == 2 and best["calibration"] is not None and best[CALIBRATION_TTA] is not None
-    ensemble = Predictor.from_run(ensemble_run, device="cpu")
-    members = [Predictor.from_run(ensemble_run / "members" / f"m{i}", device="cpu") for i in range(2)]
+    ensemble = TorchEngine.from_run(ensemble_run, device="cpu")
+    members = [TorchEngine.from_run(ensemble_run / "members" / f"m{i}", device="cpu") for i in range(2)]
     got = ensemble.outputs(images)
     parts = [m.outputs(images) for m in members]
     # the expected grade is linear in the probabilities, so the ensemble's score is the members' mean
@@ -67,17 +67,17 @@ def test_ensemble_exports_to_one_onnx_file_with_and_without_tta(ensemble_run, im
     for tta in (False, True):
         out = tmp_path / f"model{'-tta' if tta else ''}.onnx"
         assert main(["export", str(ensemble_run), "--out", str(out), *(["--tta"] if tta else [])]) == 0
-        onnx_grader = OnnxGrader.from_file(out)
+        onnx_grader = OnnxEngine.from_file(out)
         assert onnx_grader.members == 2 and onnx_grader.tta is tta
         assert "| ensemble | 2 members (seeds 2, 3), graded by their average |" in onnx_grader.model_card
-        torch_grader = Predictor.from_run(ensemble_run, device="cpu", tta=tta)
+        torch_grader = TorchEngine.from_run(ensemble_run, device="cpu", tta=tta)
         expected, got = torch_grader.outputs(images), onnx_grader.outputs(images)
         np.testing.assert_allclose(got.scores, expected.scores, atol=1e-4)
         assert np.array_equal(got.native, expected.native)
         assert onnx_grader.calibration == torch_grader.calibration
     plain, augmented = (load_checkpoint(ensemble_run / "best.pt")[k] for k in ("calibration", CALIBRATION_TTA))
-    assert OnnxGrader.from_file(tmp_path / "model-tta.onnx").calibration == augmented
-    assert OnnxGrader.from_file(tmp_path / "model.onnx").calibration == plain
+    assert OnnxEngine.from_file(tmp_path / "model-tta.onnx").calibration == augmented
+    assert OnnxEngine.from_file(tmp_path / "model.onnx").calibration == plain
 
 
 def test_tta_on_a_file_exported_without_it_is_refused(ensemble_run, synth_dir, tmp_path, capsys):
@@ -171,7 +171,7 @@ def test_preset_accurate_trains_a_sord_ensemble(synth_dir, tmp_path):
     cfg = load_checkpoint(run / "best.pt")["config"]
     assert (cfg["model"]["task"], cfg["train"]["ensemble"], cfg["calibrate"]["tta"]) == ("sord", 3, False)
     assert sorted(p.name for p in (run / "members").iterdir()) == ["m0", "m1", "m2"]
-    assert not Predictor.from_run(run, device="cpu").tta  # the run's default
+    assert not TorchEngine.from_run(run, device="cpu").tta  # the run's default
     assert main(["evaluate", str(run)]) == 0
     assert (run / "eval-test" / "metrics.json").is_file()
 
@@ -182,11 +182,11 @@ def test_a_run_configured_to_grade_with_tta_does_so_by_default(synth_dir, tmp_pa
         {"data.path": str(synth_dir), "model.task": "corn", "model.depth": 11, "train.epochs": 1, "calibrate.tta": True}
     )
     pipeline.train(cfg, run)
-    assert Predictor.from_run(run, device="cpu").tta and not Predictor.from_run(run, device="cpu", tta=False).tta
+    assert TorchEngine.from_run(run, device="cpu").tta and not TorchEngine.from_run(run, device="cpu", tta=False).tta
     assert main(["evaluate", str(run)]) == 0
     assert (run / "eval-test-tta" / "metrics.json").is_file()
     assert main(["export", str(run), "--out", str(tmp_path / "a.onnx")]) == 0
-    assert OnnxGrader.from_file(tmp_path / "a.onnx").tta
+    assert OnnxEngine.from_file(tmp_path / "a.onnx").tta
 
 
 def test_flags_and_config_files_override_a_preset(synth_dir, tmp_path):
@@ -215,7 +215,7 @@ def test_the_service_grades_with_an_ensemble_under_tta_unchanged(ensemble_run, i
     grader = load_grader(ensemble_run, device="cpu", tta=True)
     expected = grader.outputs(images[:2])
     served = grader.for_serving()  # every member and its six views in one graph, for ONNX Runtime
-    assert isinstance(served, OnnxGrader) and served.tta and served.members == grader.members == 2
+    assert isinstance(served, OnnxEngine) and served.tta and served.members == grader.members == 2
     assert served.calibration == json.loads(json.dumps(grader.checkpoint[CALIBRATION_TTA]))
     np.testing.assert_allclose(served.outputs(images[:2]).scores, expected.scores, atol=1e-4)
     files = []

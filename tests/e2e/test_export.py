@@ -14,13 +14,13 @@ import torch
 from PIL import Image
 
 import imgrade
-from imgrade.calibrate.conformal import _aps_mass
+from imgrade.calibration.conformal import _aps_mass
 from imgrade.cli import main
 from imgrade.core.checkpoint import load_checkpoint, save_checkpoint
 from imgrade.data.cucumber9 import read_cucumber9
 from imgrade.data.synthetic import generate_cucumbers
 from imgrade.runtime import load_grader
-from imgrade.runtime.onnx import METADATA_KEY, OnnxGrader
+from imgrade.runtime.onnx_engine import METADATA_KEY, OnnxEngine
 
 
 @pytest.fixture(scope="module", params=["regression", "classification", "coral", "corn"])
@@ -130,7 +130,7 @@ def test_the_file_alone_is_a_complete_grader(coral_run, tmp_path):
     assert meta["calibration"]["conformal"] == ckpt["calibration"]["conformal"]
     assert meta["calibration"]["thresholds"]["thresholds"] == ckpt["calibration"]["thresholds"]["thresholds"]
     assert meta["imgrade_version"] and meta["outputs"] == ["score", "probabilities", "native"]
-    grader = OnnxGrader.from_file(out)
+    grader = OnnxEngine.from_file(out)
     card = grader.describe()
     assert card["grades"] == ckpt["grade_names"] and card["grade_sets"]["method"] == "aps" and card["runtime"] == "onnx"
 
@@ -139,7 +139,7 @@ def test_the_file_carries_the_model_card_and_no_path_of_this_machine(trained_run
     payload = trained_onnx.read_bytes()
     meta = json.loads({p.key: p.value for p in onnx.load(trained_onnx).metadata_props}[METADATA_KEY])
     assert meta["model_card"] == (trained_run / "model_card.md").read_text()
-    assert OnnxGrader.from_file(trained_onnx).model_card == meta["model_card"]
+    assert OnnxEngine.from_file(trained_onnx).model_card == meta["model_card"]
     assert meta["source"] == trained_run.name and meta["data_source"].endswith("(folder synth)")
     # neither the run's and data's folders nor imgrade's or torch's source files (the exporter's stack traces)
     for path in (tmp_path_factory.getbasetemp(), Path(imgrade.__file__).parent, Path(torch.__file__).parent):
@@ -231,7 +231,7 @@ def test_export_usage_errors_are_one_line(argv, expected, trained_run, tmp_path,
 def test_a_failed_export_leaves_the_previous_file_intact(trained_run, tmp_path, monkeypatch, capsys):
     out = tmp_path / "m.onnx"
     out.write_bytes(b"previous export")
-    from imgrade.runtime import export
+    from imgrade.runtime import onnx_export as export
 
     def disagree(predictor, payload):
         raise export.ImgradeError("the exported graph disagrees with PyTorch: nothing written")
@@ -244,7 +244,7 @@ def test_a_failed_export_leaves_the_previous_file_intact(trained_run, tmp_path, 
 
 
 def test_batching_does_not_change_onnx_results(trained_onnx):
-    grader = OnnxGrader.from_file(trained_onnx)
+    grader = OnnxEngine.from_file(trained_onnx)
     images = generate_cucumbers(37, seed=9).imageset.images
     whole, chunked = grader.outputs(images, batch_size=256), grader.outputs(images, batch_size=5)
     np.testing.assert_allclose(whole.scores, chunked.scores, atol=1e-5)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from imgrade.cli import main
 from imgrade.data.imageset import ImageSet
-from imgrade.pipeline.fewshot import FINETUNE_DEFAULTS, recipe_config, synthetic_for
+from imgrade.pipeline.fewshot_trainer import FINETUNE_DEFAULTS, recipe_config, synthetic_for
 
 FAST = ["--synthetic-n", "200", "--pretrain-epochs", "1", "--epochs", "1", "--depth", "11", "--threshold-folds", "2"]
 

@@ -19,8 +19,8 @@ from imgrade.data.synthetic import generate_cucumbers
 from imgrade.models.factory import build_model
 from imgrade.models.heads import ClassificationHead
 from imgrade.runtime import load_grader
-from imgrade.runtime.export import export_onnx
-from imgrade.runtime.onnx import OnnxGrader
+from imgrade.runtime.onnx_engine import OnnxEngine
+from imgrade.runtime.onnx_export import export_onnx
 
 
 class TemperedHead(ClassificationHead):
@@ -60,7 +60,7 @@ def test_a_registered_head_trains_exports_and_grades_with_onnx(tempered, synth_d
     summary = export_onnx(run, out)
     assert summary["outputs"] == ["score", "probabilities", "native"]
 
-    onnx_grader = OnnxGrader.from_file(out)
+    onnx_grader = OnnxEngine.from_file(out)
     images = generate_cucumbers(24, seed=7).imageset.images
     expected, got = model.outputs(images), onnx_grader.outputs(images)
     assert onnx_grader.task == "tempered" and onnx_grader.rule == "most probable grade"
@@ -106,7 +106,7 @@ def test_the_registry_and_config_import_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises
         "from imgrade.core.registry import backbone_names, task_names\n"
-        "import imgrade.config, imgrade.runtime.onnx\n"
+        "import imgrade.config, imgrade.runtime.onnx_engine\n"
         "imgrade.config.RunConfig.from_dict({'model': {'backbone': 'timm:resnet18'}})\n"
         "print(','.join(task_names()))\n"
         "print(','.join(backbone_names()))\n"

@@ -24,7 +24,7 @@ import uvicorn
 
 from imgrade.data.images import decode_image
 from imgrade.runtime import load_grader
-from imgrade.runtime.export import PARITY_ATOL
+from imgrade.runtime.onnx_export import PARITY_ATOL
 from imgrade.serve import Limits, create_app
 from imgrade.serve.server import uvicorn_config
 

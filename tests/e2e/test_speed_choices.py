@@ -11,7 +11,7 @@ from imgrade.cli import main
 from imgrade.core import perf, threads
 from imgrade.core.checkpoint import load_checkpoint
 
-TRAINING = importlib.import_module("imgrade.pipeline.train")
+TRAINING = importlib.import_module("imgrade.pipeline.trainer")
 
 
 @pytest.fixture

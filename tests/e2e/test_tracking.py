@@ -11,7 +11,7 @@ from PIL import Image
 
 from imgrade.cli import main
 
-TRAINING = importlib.import_module("imgrade.pipeline.train")  # the module; `pipeline.train` is the function
+TRAINING = importlib.import_module("imgrade.pipeline.trainer")  # the module; `pipeline.train` is the function
 
 pytest.importorskip("tensorboard", reason="pip install 'imgrade[tensorboard]'")
 pytest.importorskip("mlflow", reason="pip install 'imgrade[mlflow]'")

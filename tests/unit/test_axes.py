@@ -20,7 +20,7 @@ from imgrade.models.axes import (
     read_grade_axes,
 )
 from imgrade.models.factory import build_model
-from imgrade.train.warm_start import plan_init
+from imgrade.training.warm_start import plan_init
 
 C9 = list(CUCUMBER9_GRADES)
 

@@ -201,7 +201,7 @@ def _source_checkpoint(tmp_path: Path, model: dict) -> Path:
 
 def test_init_from_a_run_with_another_backbone_names_it(tmp_path):
     from imgrade.config import ModelConfig
-    from imgrade.train.warm_start import plan_init
+    from imgrade.training.warm_start import plan_init
 
     source = _source_checkpoint(
         tmp_path, {"backbone": f"timm:{TINY}", "depth": 29, "task": "regression", "head": "auto"}
@@ -214,7 +214,7 @@ def test_init_from_a_run_with_another_backbone_names_it(tmp_path):
 
 def test_init_from_a_run_saved_before_backbones_reads_it_as_the_reference(tmp_path):
     from imgrade.config import ModelConfig
-    from imgrade.train.warm_start import plan_init
+    from imgrade.training.warm_start import plan_init
 
     source = _source_checkpoint(tmp_path, {"depth": 11, "task": "regression", "head": "auto"})  # no backbone key
     with pytest.raises(ConfigError, match="has depth 11 but this run has depth 29: set --depth 11"):

@@ -5,7 +5,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from imgrade.calibrate import (
+from imgrade.calibration import (
     MIN_GAP,
     OBJECTIVES,
     Conformal,

@@ -1,11 +1,11 @@
-"""Weight averaging (train/ema.py) against hand-computed numbers, and its config check."""
+"""Weight averaging (training/ema.py) against hand-computed numbers, and its config check."""
 
 import pytest
 import torch
 
 from imgrade.config import TrainConfig
 from imgrade.core.errors import ConfigError
-from imgrade.train.ema import ModelEma, ema_decay
+from imgrade.training.ema import ModelEma, ema_decay
 
 
 def _tiny() -> torch.nn.Module:

@@ -14,7 +14,7 @@ from imgrade.core import perf, threads
 from imgrade.core.siblings import FOLDER, announce
 from imgrade.core.siblings import others as count_others  # the real one: conftest patches it for the suite
 from imgrade.core.threads import sample_busy_cores  # the real one, too
-from imgrade.pipeline.train import speed_settings
+from imgrade.pipeline.trainer import speed_settings
 
 CPUINFO_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
 CPUINFO_AMX = "processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_tile amx_bf16 amx_int8\n"

@@ -24,7 +24,7 @@ from imgrade.core.checkpoint import save_checkpoint
 from imgrade.core.errors import CheckpointError
 from imgrade.models.factory import build_model
 from imgrade.runtime import load_grader
-from imgrade.runtime.onnx import METADATA_KEY, OnnxGrader
+from imgrade.runtime.onnx_engine import METADATA_KEY, OnnxEngine
 
 GRADES = ["2L", "L", "M", "S", "2S", "BL", "BM", "BS", "C"]
 
@@ -208,7 +208,7 @@ def test_foreign_onnx_is_refused_in_one_line(kind, tmp_path, photo, capsys):
 def test_a_graph_that_loads_but_fails_on_a_batch_is_refused(tmp_path, photo, capsys):
     path = tmp_path / "fixed-batch.onnx"
     other_graph(path, fixed_batch=True)
-    grader = OnnxGrader.from_file(path)  # its inputs and outputs look right
+    grader = OnnxEngine.from_file(path)  # its inputs and outputs look right
     assert grader.outputs(np.zeros((1, 32, 32, 3), np.uint8)).scores.shape == (1,)
     with pytest.raises(CheckpointError, match="failed to grade the images") as info:
         grader.outputs(np.zeros((2, 32, 32, 3), np.uint8))

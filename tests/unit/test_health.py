@@ -5,12 +5,12 @@ import torch
 
 from imgrade.data.imageset import ImageSet
 from imgrade.models.factory import build_model
-from imgrade.pipeline.train import health_warnings
-from imgrade.runtime.predictor import Outputs, Predictor
+from imgrade.pipeline.trainer import health_warnings
+from imgrade.runtime.torch_engine import Outputs, TorchEngine
 
 
 def _predictor(model):
-    return Predictor(model.eval(), torch.zeros(3, 32, 32), list("ABC"), 32, torch.device("cpu"), {})
+    return TorchEngine(model.eval(), torch.zeros(3, 32, 32), list("ABC"), 32, torch.device("cpu"), {})
 
 
 def _val_set(n=20):

@@ -6,8 +6,8 @@ import re
 import pytest
 
 import imgrade
-from imgrade.evaluate import html as report
-from imgrade.evaluate.boxes import plot_metric_boxes
+from imgrade.evaluation import html as report
+from imgrade.evaluation.boxes import plot_metric_boxes
 
 # The 1x1 transparent PNG: real PNG bytes without plotting.
 TINY_PNG = base64.b64decode(
@@ -125,8 +125,8 @@ class _Config:
 def test_run_report_names_metrics_as_the_console_does_and_shows_the_split(tmp_path):
     import json
 
-    from imgrade.evaluate.metrics import METRIC_NAMES, ordinal_metrics
-    from imgrade.evaluate.report import ORDINAL_HEADLINE, format_metrics_table, write_run_report
+    from imgrade.evaluation.metrics import METRIC_NAMES, ordinal_metrics
+    from imgrade.evaluation.report import ORDINAL_HEADLINE, format_metrics_table, write_run_report
 
     names = ["S", "M", "L"]
     metrics = {
@@ -157,7 +157,7 @@ def test_run_report_names_metrics_as_the_console_does_and_shows_the_split(tmp_pa
 
 
 def test_run_report_without_split_json_leaves_the_split_out(tmp_path):
-    from imgrade.evaluate.report import write_run_report
+    from imgrade.evaluation.report import write_run_report
 
     metrics = {"n": 3, "mae": 0.5, "rmse": 0.6, "r2": 0.1, "pearson": 0.4}
     page = write_run_report(tmp_path / "report.html", "t", metrics, None, {}, _Config(), tmp_path, None).read_text()

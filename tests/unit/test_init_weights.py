@@ -7,9 +7,9 @@ from imgrade.config import ModelConfig, TrainConfig
 from imgrade.core.checkpoint import load_checkpoint, save_checkpoint
 from imgrade.core.errors import CheckpointError, ConfigError
 from imgrade.models.factory import build_model
-from imgrade.train.loop import FitData, fit
-from imgrade.train.optim import build_optimizer, set_lr
-from imgrade.train.warm_start import load_init, plan_init
+from imgrade.training.loop import FitData, fit
+from imgrade.training.optim import build_optimizer, set_lr
+from imgrade.training.warm_start import load_init, plan_init
 
 GRADES = ["2L", "L", "M", "S"]
 

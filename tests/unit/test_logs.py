@@ -27,7 +27,7 @@ def test_one_handler_however_often_it_is_set_up(capsys):
     for verbosity in (0, 1, 0):
         setup_logging(verbosity)
     assert len(_ours()) == 1
-    logging.getLogger("imgrade.pipeline.train").info("data: 90 images")
+    logging.getLogger("imgrade.pipeline.trainer").info("data: 90 images")
     assert capsys.readouterr().err == "data: 90 images\n"  # the bare message, once, on the stderr of now
 
 
@@ -58,7 +58,7 @@ def test_only_rank_zero_logs_progress(env, shown, monkeypatch, capsys):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     setup_logging(1)  # -v on another rank still shows warnings only
-    log = logging.getLogger("imgrade.train.loop")
+    log = logging.getLogger("imgrade.training.loop")
     log.debug("detail")
     log.info("progress")
     log.warning("a warning")

@@ -7,8 +7,8 @@ import torch
 
 from imgrade.core.preprocess import mean_image, nhwc_to_tensor
 from imgrade.data.imageset import ImageRows, ImageSet
-from imgrade.runtime.predictor import Predictor
-from imgrade.train.loop import FitData, data_device, take
+from imgrade.runtime.torch_engine import TorchEngine
+from imgrade.training.loop import FitData, data_device, take
 
 
 def _memmap(tmp_path, n: int, size: int = 8, seed: int = 0) -> np.memmap:
@@ -85,7 +85,7 @@ def test_a_set_goes_to_the_gpu_only_when_it_takes_a_small_share_of_its_free_memo
 
 
 def test_predictor_outputs_on_a_memmap_and_its_subsets_match_the_in_memory_copy(tmp_path, trained_run):
-    predictor = Predictor.from_run(trained_run, device="cpu")
+    predictor = TorchEngine.from_run(trained_run, device="cpu")
     images = _memmap(tmp_path, 45, size=32)
     in_memory = np.array(images)
     expected = predictor.outputs(in_memory, batch_size=16)

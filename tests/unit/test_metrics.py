@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from imgrade.core.errors import ImgradeError
-from imgrade.evaluate.metrics import (
+from imgrade.evaluation.metrics import (
     confusion_matrix,
     continuous_metrics,
     ordinal_metrics,
     quadratic_weighted_kappa,
     round_to_grades,
 )
-from imgrade.evaluate.report import format_metrics_table
+from imgrade.evaluation.report import format_metrics_table
 
 # Four samples, four grades, the last grade ("2S") without samples.
 NAMES = ["L", "M", "S", "2S"]

@@ -5,7 +5,7 @@ import copy
 import pytest
 
 from imgrade.core.names import without_paths
-from imgrade.evaluate.card import render_model_card
+from imgrade.evaluation.card import render_model_card
 
 GRADES = ["L", "M", "S"]
 

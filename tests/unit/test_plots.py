@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgrade.evaluate.metrics import ordinal_metrics
-from imgrade.evaluate.plots import plot_confusion, plot_error_violin, plot_loss_curve, plot_scatter
+from imgrade.evaluation.metrics import ordinal_metrics
+from imgrade.evaluation.plots import plot_confusion, plot_error_violin, plot_loss_curve, plot_scatter
 
 NAMES = ["2L", "L", "M", "S", "2S", "BL", "BM", "BS", "C"]
 

@@ -1,7 +1,7 @@
 import pytest
 
 from imgrade.core.errors import ConfigError
-from imgrade.evaluate.comparison import recommend
+from imgrade.evaluation.comparison import recommend
 
 
 def entry(name, qwk, accuracy, grade_mae, member=False, **extra):

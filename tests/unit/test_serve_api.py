@@ -602,7 +602,7 @@ def test_serve_logs_its_banner_and_its_stop_and_prints_nothing(coral_run, caplog
 
 @pytest.mark.parametrize("why", ["--runtime torch", "a failed export"])
 def test_serve_grades_a_run_with_eager_pytorch_when_asked_or_when_the_export_fails(why, coral_run, caplog, monkeypatch):
-    from imgrade.runtime import export
+    from imgrade.runtime import onnx_export as export
 
     apps = []
     monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets: apps.append(server.config.app))

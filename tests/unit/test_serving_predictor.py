@@ -22,10 +22,11 @@ with warnings.catch_warnings():
 
 from imgrade.core.checkpoint import load_checkpoint
 from imgrade.data.synthetic import generate_cucumbers
-from imgrade.runtime import export, load_grader
-from imgrade.runtime.export import PARITY_ATOL
-from imgrade.runtime.onnx import OnnxGrader
-from imgrade.runtime.predictor import CALIBRATION_TTA, Predictor
+from imgrade.runtime import load_grader
+from imgrade.runtime import onnx_export as export
+from imgrade.runtime.onnx_engine import OnnxEngine
+from imgrade.runtime.onnx_export import PARITY_ATOL
+from imgrade.runtime.torch_engine import CALIBRATION_TTA, TorchEngine
 from imgrade.serve import create_app
 
 pytest.importorskip("onnxruntime")
@@ -37,9 +38,9 @@ def photos() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def served_coral(coral_run) -> tuple[Predictor, OnnxGrader]:
+def served_coral(coral_run) -> tuple[TorchEngine, OnnxEngine]:
     """The CORAL run's eager grader and what it serves with (exported once for the module)."""
-    predictor = Predictor.from_run(coral_run, device="cpu")
+    predictor = TorchEngine.from_run(coral_run, device="cpu")
     return predictor, predictor.for_serving()
 
 
@@ -51,9 +52,9 @@ def _runtime_records(caplog) -> list[logging.LogRecord]:
 @pytest.mark.parametrize("run_fixture", ["trained_run", "coral_run"])
 def test_a_run_on_the_cpu_is_served_by_onnx_runtime_with_the_eager_outputs(run_fixture, photos, request, caplog):
     caplog.set_level(logging.INFO, logger="imgrade")
-    predictor = Predictor.from_run(request.getfixturevalue(run_fixture), device="cpu")
+    predictor = TorchEngine.from_run(request.getfixturevalue(run_fixture), device="cpu")
     served = predictor.for_serving()
-    assert isinstance(served, OnnxGrader) and served.runtime == "onnx"
+    assert isinstance(served, OnnxEngine) and served.runtime == "onnx"
     assert _runtime_records(caplog) == [], "a working export logs nothing"
     eager, got = predictor.outputs(photos), served.outputs(photos)
     np.testing.assert_allclose(got.scores, eager.scores, rtol=0, atol=PARITY_ATOL)
@@ -92,15 +93,15 @@ def test_the_served_grader_carries_the_runs_grades_calibration_card_and_version(
 
 
 def test_under_tta_the_served_grader_grades_the_views_with_their_own_calibration(coral_run, photos):
-    predictor = Predictor.from_run(coral_run, device="cpu", tta=True)
+    predictor = TorchEngine.from_run(coral_run, device="cpu", tta=True)
     served = predictor.for_serving(threads=1, spinning=False)
-    assert isinstance(served, OnnxGrader) and served.tta
+    assert isinstance(served, OnnxEngine) and served.tta
     calibration = load_checkpoint(coral_run / "best.pt")[CALIBRATION_TTA]
     assert served.calibration == json.loads(json.dumps(calibration)) == json.loads(json.dumps(predictor.calibration))
     np.testing.assert_allclose(
         served.outputs(photos).scores, predictor.outputs(photos).scores, rtol=0, atol=PARITY_ATOL
     )
-    plain = Predictor.from_run(coral_run, device="cpu", tta=False)
+    plain = TorchEngine.from_run(coral_run, device="cpu", tta=False)
     assert np.abs(plain.outputs(photos).scores - predictor.outputs(photos).scores).max() > 10 * PARITY_ATOL, (
         "the views must move the scores, or this test could not tell TTA from none"
     )
@@ -123,20 +124,20 @@ def test_a_failed_export_serves_the_eager_network_and_says_so_in_one_line(failur
     assert predictor.for_serving() is predictor
     (record,) = _runtime_records(caplog)
     message = record.getMessage()
-    assert (record.levelno, record.name) == (logging.INFO, "imgrade.runtime.export")
+    assert (record.levelno, record.name) == (logging.INFO, "imgrade.runtime.onnx_export")
     assert "\n" not in message and len(message) <= 250
     assert message.startswith("grading with eager PyTorch: the in-memory ONNX export failed (") and reason in message
 
 
 def test_a_disagreeing_graph_is_not_served(served_coral, monkeypatch, caplog):
     predictor, _ = served_coral
-    real = OnnxGrader.outputs
+    real = OnnxEngine.outputs
 
     def off_by_a_little(self, images, batch_size=None):
         outputs = real(self, images, batch_size)
         return dataclasses.replace(outputs, scores=outputs.scores + 10 * PARITY_ATOL)
 
-    monkeypatch.setattr(OnnxGrader, "outputs", off_by_a_little)
+    monkeypatch.setattr(OnnxEngine, "outputs", off_by_a_little)
     caplog.set_level(logging.INFO, logger="imgrade")
     assert predictor.for_serving() is predictor
     (record,) = _runtime_records(caplog)
@@ -173,11 +174,11 @@ def test_the_service_grades_a_run_through_onnx_runtime_and_says_so(served_coral,
 
 def test_onnx_runtime_threads_are_chosen_unless_given(coral_run, monkeypatch):
     from imgrade.core.threads import ThreadChoice
-    from imgrade.runtime import onnx
+    from imgrade.runtime import onnx_engine as onnx
 
-    predictor = Predictor.from_run(coral_run, device="cpu")
+    predictor = TorchEngine.from_run(coral_run, device="cpu")
     monkeypatch.setattr(onnx, "auto_threads", lambda: ThreadChoice(1, "one busy core of two"))
     chosen = predictor.for_serving()
-    assert isinstance(chosen, OnnxGrader) and chosen.session.get_session_options().intra_op_num_threads == 1
+    assert isinstance(chosen, OnnxEngine) and chosen.session.get_session_options().intra_op_num_threads == 1
     given = predictor.for_serving(threads=3)
     assert given.session.get_session_options().intra_op_num_threads == 3

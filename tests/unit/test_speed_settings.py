@@ -11,8 +11,8 @@ import torch
 from imgrade.config import TrainConfig
 from imgrade.core import allocator
 from imgrade.models.factory import build_model
-from imgrade.train.loop import EpochBatchNormAverage, FitData, train_one_epoch
-from imgrade.train.optim import build_optimizer
+from imgrade.training.loop import EpochBatchNormAverage, FitData, train_one_epoch
+from imgrade.training.optim import build_optimizer
 
 
 def _contiguous_copy(model):

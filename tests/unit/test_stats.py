@@ -5,8 +5,8 @@ import pytest
 from scipy import stats as scipy_stats
 
 from imgrade.core.errors import ImgradeError
-from imgrade.evaluate.comparison import paired_test
-from imgrade.evaluate.stats import corrected_ttest
+from imgrade.evaluation.comparison import paired_test
+from imgrade.evaluation.stats import corrected_ttest
 
 
 def test_corrected_ttest_by_hand():

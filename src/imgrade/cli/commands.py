@@ -88,7 +88,7 @@ def cmd_compare(args) -> int:
 
 def cmd_fewshot(args) -> int:
     from imgrade import pipeline
-    from imgrade.pipeline.fewshot import format_stages, recipe_config
+    from imgrade.pipeline.fewshot_trainer import format_stages, recipe_config
 
     cfg = recipe_config(args.config, run_overrides(args))
     result = pipeline.fewshot(
@@ -102,7 +102,7 @@ def cmd_fewshot(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from imgrade import pipeline
-    from imgrade.pipeline.evaluate import format_evaluation
+    from imgrade.pipeline.evaluator import format_evaluation
 
     print(
         format_evaluation(pipeline.evaluate(args.run, data=args.data, out=args.out, device=args.device, tta=args.tta))
@@ -111,7 +111,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from imgrade.runtime.predict import predict
+    from imgrade.pipeline.predictor import predict
 
     if args.engine == "ray":
         return predict_on_ray(args)
@@ -153,7 +153,7 @@ def predict_on_ray(args) -> int:
 
 def cmd_export(args) -> int:
     from imgrade import pipeline
-    from imgrade.pipeline.export import format_export
+    from imgrade.pipeline.exporter import format_export
 
     print(format_export(pipeline.export(args.run, out=args.out, fmt=args.format, tta=args.tta)))
     return 0
@@ -179,7 +179,7 @@ def cmd_serve(args) -> int:
 def cmd_data_info(args) -> int:
     from imgrade import pipeline
     from imgrade.config import DataConfig
-    from imgrade.pipeline.data import format_data_info
+    from imgrade.pipeline.datasets import format_data_info
 
     grades = DataConfig(grades=args.grades).grades
     print(format_data_info(pipeline.data_info(args.path, grades=grades, view=args.view, image_size=args.image_size)))

@@ -64,7 +64,7 @@ class ImageSet:
         images: uint8 array (N, H, W, 3), RGB. Folder and CSV sets decoded into the cache are a
             read-only ``np.memmap`` of the cache file, and their subsets ``ImageRows`` of it:
             read them a slice at a time (``images[i : i + batch]``), as training, evaluation and
-            ``Predictor.outputs`` do, and a set larger than memory never has to fit in it.
+            ``TorchEngine.outputs`` do, and a set larger than memory never has to fit in it.
         targets: float32 array (N,): the grade index into ``grade_names`` for ordinal sets,
             or the continuous value when ``grade_names`` is None.
         grade_names: grade names in rank order (index 0 = best/first grade), or None for a

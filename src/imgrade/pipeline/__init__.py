@@ -1,46 +1,52 @@
-"""One function per verb, each in its own module, each callable from Python as the CLI calls it.
+"""One function per verb, each callable from Python as the CLI calls it, each imported on first use.
 
-    train      pipeline/train.py      a run folder from an image set (ensemble members: ensemble.py)
-    calibrate  pipeline/calibrate.py  cut points and grade sets from a run's validation split
-    evaluate   pipeline/evaluate.py   metrics, pictures and a report for a run's test split
-    predict    pipeline/predict.py    grades of image files (torch-free with an .onnx file)
-    export     pipeline/export.py     a run as one ONNX grader file
-    data_*     pipeline/data.py       describe, download or generate image sets
-    model_summary  pipeline/model.py  the network's layer table
-    demo       pipeline/demo.py       the whole pipeline on synthetic cucumbers
+    train          pipeline/trainer.py       a run folder from an image set (ensemble members: members.py)
+    calibrate      pipeline/calibrator.py    cut points and grade sets from a run's validation split
+    evaluate       pipeline/evaluator.py     metrics, pictures and a report for a run's test split
+    predict        pipeline/predictor.py     grades of image files (torch-free with an .onnx file)
+    export         pipeline/exporter.py      a run as one ONNX grader file
+    data_*         pipeline/datasets.py      describe, download or generate image sets
+    model_summary  pipeline/architecture.py  the network's layer table
+    demo           pipeline/showcase.py      the whole pipeline on synthetic cucumbers
 
-Recipes call the verbs and are never called by them: ``compare`` (pipeline/compare.py, every
+Recipes call the verbs and are never called by them: ``compare`` (pipeline/comparer.py, every
 formulation side by side, with recipe strings parsed in recipe.py) and ``fewshot``
-(pipeline/fewshot.py, pretrain on synthetic photos, fine-tune on real ones). The run folder's
-checks live in runs.py.
+(pipeline/fewshot_trainer.py, pretrain on synthetic photos, fine-tune on real ones). The run
+folder's checks live in runs.py.
 
-``imgrade predict`` with an .onnx file runs without torch: it calls ``imgrade.runtime.predict``,
-which this package only names.
+No module is named as a verb, so ``pipeline.train`` is always the function. Nothing is imported
+until a verb is first used: ``predict`` with an .onnx file then runs without torch.
 """
 
-from imgrade.pipeline.calibrate import calibrate
-from imgrade.pipeline.compare import compare
-from imgrade.pipeline.data import data_download, data_info, data_synth
-from imgrade.pipeline.demo import demo
-from imgrade.pipeline.evaluate import evaluate
-from imgrade.pipeline.export import export
-from imgrade.pipeline.fewshot import fewshot
-from imgrade.pipeline.model import model_summary
-from imgrade.pipeline.predict import predict
-from imgrade.pipeline.train import train
+from __future__ import annotations
 
-# `pipeline.train` is the function; its module is importlib.import_module("imgrade.pipeline.train")
-__all__ = [
-    "train",
-    "calibrate",
-    "evaluate",
-    "predict",
-    "export",
-    "compare",
-    "fewshot",
-    "data_info",
-    "data_download",
-    "data_synth",
-    "model_summary",
-    "demo",
-]
+import importlib
+from typing import Any
+
+VERBS = {
+    "train": "trainer",
+    "calibrate": "calibrator",
+    "evaluate": "evaluator",
+    "predict": "predictor",
+    "export": "exporter",
+    "compare": "comparer",
+    "fewshot": "fewshot_trainer",
+    "data_info": "datasets",
+    "data_download": "datasets",
+    "data_synth": "datasets",
+    "model_summary": "architecture",
+    "demo": "showcase",
+}
+"""Verb -> the module of this package that defines it."""
+
+__all__ = list(VERBS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in VERBS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{VERBS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -9,16 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from imgrade.core.errors import ConfigError
-from imgrade.runtime.grading import Grader, Outputs
+from imgrade.runtime.grading import Engine, Outputs
 
 RUNTIMES = ("auto", "torch", "onnx")
 
-__all__ = ["Grader", "Outputs", "RUNTIMES", "load_grader"]
+__all__ = ["Engine", "Outputs", "RUNTIMES", "load_grader"]
 
 
 def load_grader(
     source: str | Path, runtime: str = "auto", device: str = "auto", threads: int | None = None, tta: bool | None = None
-) -> Grader:
+) -> Engine:
     """Load a grader from a run folder, a ``.pt`` checkpoint or an exported ``.onnx`` file.
 
     Args:
@@ -26,7 +26,7 @@ def load_grader(
         runtime: "auto" (by the file: .onnx -> onnx, else torch), "torch" or "onnx".
         device: PyTorch device for the torch runtime ("auto", "cpu", "cuda", ...).
         threads: inference threads, ONNX Runtime's intra-op or torch's (None: ONNX Runtime's are
-            chosen from the usable and busy cores, see ``OnnxGrader.from_file``; torch keeps its own).
+            chosen from the usable and busy cores, see ``OnnxEngine.from_file``; torch keeps its own).
         tta: grade each image as the average of a few views of it (flip, small shifts); None: as
             the run was configured (``calibrate.tta``). An .onnx file does so when it was exported
             with ``--tta``, and only then: asking otherwise is an error.
@@ -45,9 +45,9 @@ def load_grader(
             raise ConfigError(
                 f"--runtime onnx needs an .onnx file, got {source}: export it first with `imgrade export {source} --out model.onnx`"
             )
-        from imgrade.runtime.onnx import OnnxGrader
+        from imgrade.runtime.onnx_engine import OnnxEngine
 
-        grader = OnnxGrader.from_file(source, threads=threads)
+        grader = OnnxEngine.from_file(source, threads=threads)
         if tta and not grader.tta:
             raise ConfigError(
                 f"{source} was exported without test-time augmentation: export the run again with "
@@ -62,7 +62,7 @@ def load_grader(
     if is_onnx:
         raise ConfigError(f"{source} is an ONNX file: grade it with --runtime onnx (or auto)")
     try:
-        from imgrade.runtime.predictor import Predictor
+        from imgrade.runtime.torch_engine import TorchEngine
     except ImportError as e:
         raise ConfigError(
             f"grading the run {source} needs PyTorch ({e}): pip install 'imgrade[train]', or export the run on a machine "
@@ -72,4 +72,4 @@ def load_grader(
         import torch
 
         torch.set_num_threads(int(threads))
-    return Predictor.from_run(source, device=device, tta=tta)
+    return TorchEngine.from_run(source, device=device, tta=tta)

@@ -17,9 +17,8 @@ from PIL import Image
 
 from imgrade.core.errors import CheckpointError, DataError
 from imgrade.data.images import array_pixels, decode_image, image_pixels, load_image
-from imgrade.runtime import grading as backends
 from imgrade.runtime import load_grader
-from imgrade.runtime.grading import Grade
+from imgrade.runtime.grading import Engine, Grade
 
 __all__ = ["Grade", "Grader", "Item"]
 
@@ -39,7 +38,7 @@ class Grader:
     Grade(source='photo.jpg', score=2.13, name='M', index=2, grade_set=['L', 'M'], probabilities={...})
     """
 
-    def __init__(self, backend: backends.Grader, model: str):
+    def __init__(self, backend: Engine, model: str):
         self.backend = backend
         """The runtime that runs the network (``imgrade.runtime.load_grader``): uint8 arrays of
         ``image_size`` in, records out."""

@@ -2,7 +2,7 @@
 
 This module never imports torch: the ONNX runtime, ``predict --runtime onnx`` and the HTTP
 service grade photos with NumPy, Pillow and ONNX Runtime alone. The two back ends (PyTorch in
-``predictor.py``, ONNX Runtime in ``onnx.py``) only differ in :meth:`Grader.outputs`.
+``predictor.py``, ONNX Runtime in ``onnx.py``) only differ in :meth:`Engine.outputs`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from imgrade.calibrate import Conformal, apply_thresholds, prediction_sets
+from imgrade.calibration import Conformal, apply_thresholds, prediction_sets
 from imgrade.core.registry import head_entry, task_names
 
 CPU_BATCH = 32
@@ -69,7 +69,7 @@ class Outputs:
     native: np.ndarray | None  # (N,) the head's own grade decision; None for a continuous target
 
 
-class Grader:
+class Engine:
     """Turns uint8 RGB images (N, H, W, 3) into scores, grades and grade sets.
 
     Subclasses set the attributes below and implement :meth:`outputs`; everything after the
@@ -93,18 +93,18 @@ class Grader:
         (default: ``CPU_BATCH`` or ``GPU_BATCH``, by where the network runs)."""
         raise NotImplementedError
 
-    def for_serving(self, threads: int | None = None, spinning: bool | None = None) -> Grader:
+    def for_serving(self, threads: int | None = None, spinning: bool | None = None) -> Engine:
         """The grader a long-lived process that grades a few photos per call (``imgrade serve``)
         should use: the same grades, from a back end that answers each small call sooner. A
         one-off ``predict`` would not earn back the set-up time (seconds).
 
         This grader itself by default; a PyTorch run on a CPU returns ONNX Runtime's
-        (:meth:`imgrade.runtime.predictor.Predictor.for_serving`).
+        (:meth:`imgrade.runtime.torch_engine.TorchEngine.for_serving`).
 
         Args:
             threads: inference threads of a grader made here (None: its runtime's default).
             spinning: whether the idle inference threads of a grader made here spin, waiting for
-                work (None: its runtime's default); see ``OnnxGrader.from_file``.
+                work (None: its runtime's default); see ``OnnxEngine.from_file``.
         """
         return self
 

@@ -39,10 +39,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from imgrade import __version__
 from imgrade.core.errors import ConfigError, DataError
+from imgrade.core.version import __version__
 from imgrade.data.images import decode_image
-from imgrade.runtime.grading import Grader
+from imgrade.runtime.grading import Engine
 from imgrade.serve.access_log import PHOTOS_GRADED, AccessLog
 from imgrade.serve.batcher import Batcher
 from imgrade.serve.guards import BodyLimit, HeaderLimit, RequestTimeout, require_token
@@ -62,7 +62,7 @@ api_routes = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], resp
 
 
 def create_app(
-    grader: Grader,
+    grader: Engine,
     *,
     source_name: str = "model",
     token: str | None = None,
@@ -186,7 +186,7 @@ async def grade(request: Request) -> dict[str, list[dict[str, Any]]]:
     state = request.app.state
     _require_multipart(request)
     uploads = await _read_uploads(request, state.limits.max_files)
-    grader: Grader = state.grader
+    grader: Engine = state.grader
     try:
         images = await run_in_threadpool(_decode_all, uploads, grader.image_size)
     except DataError as error:

@@ -24,7 +24,7 @@ from imgrade.runtime.grading import Outputs
 logger = logging.getLogger(__name__)
 
 Forward = Callable[[np.ndarray], Outputs]
-"""The model: uint8 images (N, H, W, 3) -> Outputs, e.g. ``Grader.outputs``."""
+"""The model: uint8 images (N, H, W, 3) -> Outputs, e.g. ``Engine.outputs``."""
 
 
 @dataclass

@@ -32,7 +32,7 @@ from typing import Any
 import uvicorn
 
 from imgrade.core.errors import ConfigError
-from imgrade.runtime import Grader, load_grader
+from imgrade.runtime import Engine, load_grader
 from imgrade.serve.app import create_app
 from imgrade.serve.guards import HeadersTimeoutH11
 from imgrade.serve.limits import Limits
@@ -62,7 +62,7 @@ def serve(
     Every mistake a user can make is reported before anything is served: the limits when they
     are made, then the port (bound here, so a port in use is an error and not uvicorn's exit),
     then the model. A run on a CPU is graded by ONNX Runtime, exported in memory and checked
-    against PyTorch first (``Grader.for_serving``; eager PyTorch should that fail, or with
+    against PyTorch first (``Engine.for_serving``; eager PyTorch should that fail, or with
     ``runtime="torch"``).
 
     Args:
@@ -148,7 +148,7 @@ def _bind(host: str, port: int) -> socket.socket:
         ) from None
 
 
-def _banner(model: str | Path, grader: Grader, runtime: str, host: str, port: int, auth: bool) -> str:
+def _banner(model: str | Path, grader: Engine, runtime: str, host: str, port: int, auth: bool) -> str:
     """The one line logged when serving starts; ``runtime`` says what grades (``"onnx"``, ...)."""
     target = f"{len(grader.grade_names)} grades" if grader.grade_names else "continuous target"
     address = f"[{host}]" if ":" in host else host

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from imgrade.core.errors import ConfigError
-from imgrade.runtime.export import export_onnx
+from imgrade.runtime.onnx_export import export_onnx
 
 
 def export(run: str | Path, *, out: str | Path, fmt: str = "onnx", tta: bool | None = None) -> dict[str, Any]:

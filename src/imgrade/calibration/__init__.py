@@ -5,8 +5,8 @@ probabilities (N, K). From the validation split's predictions, :mod:`.thresholds
 cut points turn a score into a grade, and :mod:`.conformal` which grades an image could be.
 """
 
-from imgrade.calibrate._checks import OBJECTIVES
-from imgrade.calibrate.conformal import (
+from imgrade.calibration._checks import OBJECTIVES
+from imgrade.calibration.conformal import (
     CONFORMAL_KINDS,
     Conformal,
     fit_conformal,
@@ -14,7 +14,7 @@ from imgrade.calibrate.conformal import (
     prediction_sets,
     set_summary,
 )
-from imgrade.calibrate.thresholds import (
+from imgrade.calibration.thresholds import (
     MIN_GAP,
     TUNING_MARGIN,
     ThresholdChoice,

@@ -11,7 +11,7 @@ from typing import Any
 from imgrade.core.errors import ConfigError
 from imgrade.data.images import list_images, load_images
 from imgrade.runtime import load_grader
-from imgrade.runtime.grading import Grade, Grader
+from imgrade.runtime.grading import Engine, Grade
 
 
 def predict(
@@ -47,7 +47,7 @@ def predict(
     return results
 
 
-def csv_columns(grader: Grader) -> list[str]:
+def csv_columns(grader: Engine) -> list[str]:
     """The columns of ``predict``'s CSV for this grader: image, score, and grade and grade_set where it has them."""
     columns = ["image", "score"]
     if grader.grade_names is not None:

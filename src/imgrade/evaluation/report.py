@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from imgrade.evaluate import html
-from imgrade.evaluate.metrics import METRIC_NAMES
+from imgrade.evaluation import html
+from imgrade.evaluation.metrics import METRIC_NAMES
 
 ORDINAL_HEADLINE = ("n", "mae", "rmse", "accuracy", "within1", "grade_mae", "qwk")
 """The headline metrics of a graded target, in the order the console and report.html show them."""

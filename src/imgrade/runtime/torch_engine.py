@@ -19,9 +19,9 @@ from imgrade.models.axes import GradeAxes
 from imgrade.models.backbones import check_backbone, describe
 from imgrade.models.ensemble import EnsembleModel, TTAModel
 from imgrade.models.factory import build_model, head_settings
-from imgrade.runtime.grading import CPU_BATCH, GPU_BATCH, Grader, Outputs
+from imgrade.runtime.grading import CPU_BATCH, GPU_BATCH, Engine, Outputs
 
-__all__ = ["CALIBRATION_TTA", "Outputs", "Predictor"]
+__all__ = ["CALIBRATION_TTA", "Outputs", "TorchEngine"]
 
 CALIBRATION_TTA = "calibration_tta"
 """The checkpoint entry with the cut points and grade sets fitted on test-time augmented outputs
@@ -29,7 +29,7 @@ CALIBRATION_TTA = "calibration_tta"
 
 
 @dataclass
-class Predictor(Grader):
+class TorchEngine(Engine):
     """Grades images with a trained PyTorch model. Build it with :meth:`from_run`."""
 
     runtime = "torch"
@@ -53,7 +53,7 @@ class Predictor(Grader):
     export names it by, never a path of this machine; None when not loaded from a run."""
 
     @classmethod
-    def from_run(cls, run: str | Path, device: str = "auto", tta: bool | None = None) -> Predictor:
+    def from_run(cls, run: str | Path, device: str = "auto", tta: bool | None = None) -> TorchEngine:
         """Load ``run``'s best checkpoint (a run folder or a .pt file).
 
         An ensemble's checkpoint holds every member; they are graded as one network. With ``tta``
@@ -134,7 +134,7 @@ class Predictor(Grader):
         predictor = cls(model, mean, grade_names, image_size, target, ckpt, model_card=card_text, source=source)
         return predictor.with_tta() if tta else predictor
 
-    def with_tta(self) -> Predictor:
+    def with_tta(self) -> TorchEngine:
         """This grader under test-time augmentation (the same network, ``TTAModel`` around it),
         with the calibration fitted that way."""
         if self.tta:
@@ -147,7 +147,7 @@ class Predictor(Grader):
         """How many networks grade together (1 unless the run is an ensemble)."""
         return int(self.checkpoint.get("ensemble") or 1)
 
-    def for_serving(self, threads: int | None = None, spinning: bool | None = None) -> Grader:
+    def for_serving(self, threads: int | None = None, spinning: bool | None = None) -> Engine:
         """On a CPU, this network exported to ONNX in memory and graded by ONNX Runtime, which
         answers a photo at a time sooner than eager PyTorch (``benchmarks/serve_latency.py``
         measures both); on a GPU, this grader.
@@ -156,15 +156,15 @@ class Predictor(Grader):
         calibration (the TTA one under ``tta``), grade names, model card and version, and is
         checked against this network as ``imgrade export`` checks a file. Should the export, the
         check or ONNX Runtime fail, one INFO line says why and this grader is returned
-        (``imgrade.runtime.export.serving_grader``).
+        (``imgrade.runtime.onnx_export.serving_grader``).
 
         Args:
-            threads: ONNX Runtime's intra-op threads (None: chosen, see ``OnnxGrader.from_file``).
+            threads: ONNX Runtime's intra-op threads (None: chosen, see ``OnnxEngine.from_file``).
             spinning: whether its idle threads spin, waiting for work (None: ONNX Runtime's default).
         """
         if self.device.type != "cpu":
             return self
-        from imgrade.runtime.export import serving_grader  # export.py imports this module
+        from imgrade.runtime.onnx_export import serving_grader  # export.py imports this module
 
         return serving_grader(self, threads=threads, spinning=spinning)
 

@@ -12,15 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from imgrade.calibrate import choose_thresholds, fit_conformal, min_calibration_size, prediction_sets, set_summary
+from imgrade.calibration import choose_thresholds, fit_conformal, min_calibration_size, prediction_sets, set_summary
 from imgrade.config import RunConfig, dump_config
 from imgrade.core.checkpoint import find_run_checkpoint, load_checkpoint, save_checkpoint
 from imgrade.core.errors import ConfigError, DataError, ImgradeError
 from imgrade.core.io import write_text
 from imgrade.data.imageset import ImageSet
-from imgrade.pipeline.evaluate import refresh_model_card
+from imgrade.pipeline.evaluator import refresh_model_card
 from imgrade.pipeline.runs import run_data
-from imgrade.runtime.predictor import CALIBRATION_TTA, Outputs, Predictor
+from imgrade.runtime.torch_engine import CALIBRATION_TTA, Outputs, TorchEngine
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def calibrate(
 ) -> dict[str, Any]:
     """Fit cut points and conformal grade sets on the run's validation split; store them in best.pt."""
     run = Path(run)
-    predictor = Predictor.from_run(run, device=device, tta=False)
+    predictor = TorchEngine.from_run(run, device=device, tta=False)
     cfg = RunConfig.from_dict(predictor.checkpoint["config"], source=f"{run} checkpoint")
     cfg = cfg.with_overrides({"calibrate.objective": objective, "calibrate.alpha": alpha, "calibrate.folds": folds})
     if predictor.grade_names is None:
@@ -58,7 +58,7 @@ def calibrate(
 
 def calibrate_run(
     run: Path,
-    predictor: Predictor,
+    predictor: TorchEngine,
     imageset: ImageSet,
     split: dict[str, np.ndarray],
     cfg,
@@ -80,7 +80,7 @@ def calibrate_run(
 
 def _calibrate_and_save(
     run: Path,
-    predictor: Predictor,
+    predictor: TorchEngine,
     val_set: ImageSet,
     outputs: Outputs,
     cfg,

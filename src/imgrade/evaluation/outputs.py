@@ -9,7 +9,7 @@ import numpy as np
 
 from imgrade.core.grades import format_set
 from imgrade.core.io import atomic_write
-from imgrade.evaluate import plots
+from imgrade.evaluation import plots
 
 
 def write_predictions(path: Path, imageset, scores, predicted, sets, grade_names) -> None:

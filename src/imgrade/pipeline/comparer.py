@@ -3,11 +3,11 @@
 ``imgrade compare`` trains each recipe (a task such as regression, classification, coral or corn,
 with optional config changes: see :mod:`imgrade.pipeline.recipe`) for each seed (or each cross-validation
 fold) into ``OUT/runs/``, scores the test images of each, and summarises them
-(:mod:`imgrade.evaluate.comparison`): a table of mean +- std per formulation, a paired comparison against the reference formulation
+(:mod:`imgrade.evaluation.comparison`): a table of mean +- std per formulation, a paired comparison against the reference formulation
 (regression with plain rounding), a box plot per metric, a report, and one recommendation.
 
 Gains are paired by resample (fold and seed: the same test images). Over cross-validation folds
-their p-value comes from the corrected resampled t-test (:func:`imgrade.evaluate.stats.corrected_ttest`),
+their p-value comes from the corrected resampled t-test (:func:`imgrade.evaluation.stats.corrected_ttest`),
 because folds share most of their training images; over seeds on one split, from the paired t-test.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from imgrade.calibrate import set_summary
+from imgrade.calibration import set_summary
 from imgrade.config import RunConfig, parse_split
 from imgrade.core.errors import CheckpointError, ConfigError, DataError
 from imgrade.core.registry import task_names
@@ -30,11 +30,11 @@ from imgrade.core.rundir import ensemble_members
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
 from imgrade.data.splits import make_split, stratified_split, stratify_labels
-from imgrade.evaluate.comparison import RECOMMEND_METRICS, summarise
-from imgrade.evaluate.metrics import ordinal_metrics
+from imgrade.evaluation.comparison import RECOMMEND_METRICS, summarise
+from imgrade.evaluation.metrics import ordinal_metrics
 from imgrade.pipeline.recipe import Recipe, parse_recipe, parse_recipes
-from imgrade.pipeline.train import speed_settings, train
-from imgrade.runtime.predictor import Predictor
+from imgrade.pipeline.trainer import speed_settings, train
+from imgrade.runtime.torch_engine import TorchEngine
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def _score_run(
 ) -> list[dict[str, Any]]:
     """Test metrics of one run, once with the head's own rule and once as calibrated."""
     # scored as the recipe says, whatever the run's own calibrate.tta default
-    predictor = Predictor.from_run(run, tta=tta)
+    predictor = TorchEngine.from_run(run, tta=tta)
     outputs = predictor.outputs(test_set.images)
     y = test_set.targets.astype(np.int64)
     coverage = set_size = None

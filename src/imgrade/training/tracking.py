@@ -1,7 +1,7 @@
 """Experiment tracking: a run's epochs, plots and files, also sent to TensorBoard or MLflow.
 
 history.csv is the record a run always writes; ``--log-to tensorboard,mlflow`` adds trackers
-beside it. pipeline/train.py opens them (:func:`open_trackers`) on rank 0, calls
+beside it. pipeline/trainer.py opens them (:func:`open_trackers`) on rank 0, calls
 :meth:`Tracker.log_epoch` after each epoch and :meth:`Tracker.log_end` once the run is calibrated.
 The training loop never sees them.
 

@@ -25,10 +25,10 @@ from imgrade.core.errors import CheckpointError
 from imgrade.core.perf import autocast, autocast_dtype, to_device_async
 from imgrade.core.preprocess import to_input
 from imgrade.data.augment import photometric, random_shift_flip
-from imgrade.train import distributed
-from imgrade.train.distributed import sum_over_ranks
-from imgrade.train.ema import ModelEma
-from imgrade.train.optim import build_optimizer, lr_factor, set_lr
+from imgrade.training import distributed
+from imgrade.training.distributed import sum_over_ranks
+from imgrade.training.ema import ModelEma
+from imgrade.training.optim import build_optimizer, lr_factor, set_lr
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ GPU_SHARE = 0.25
 class FitData:
     """Tensors for one run: images stay uint8 until a batch is taken.
 
-    ``imgrade.pipeline.train`` gives the whole set once (``FitData.from_set``): ``train_x`` and ``val_x``
+    ``imgrade.pipeline.trainer`` gives the whole set once (``FitData.from_set``): ``train_x`` and ``val_x``
     are then one tensor, and ``train_index`` and ``val_index`` name each split's rows in it.
     Without an index a split is all of its tensor's rows.
     """
@@ -268,7 +268,7 @@ def fit(
     Under torchrun every rank calls this and trains its share of each batch (see distributed.py);
     rank 0 alone writes checkpoints, prints and calls ``on_epoch_end``.
 
-    With ``cfg.ema`` the moving average of the weights (train/ema.py) is what is validated and
+    With ``cfg.ema`` the moving average of the weights (training/ema.py) is what is validated and
     what best.pt holds; last.pt holds the live weights, the optimizer and the average.
 
     Returns:

@@ -10,9 +10,9 @@ from typing import Any
 
 from imgrade.config import RunConfig
 from imgrade.core.errors import ConfigError
-from imgrade.pipeline.data import data_info, data_synth, format_data_info
-from imgrade.pipeline.evaluate import evaluate, format_evaluation
-from imgrade.pipeline.train import train
+from imgrade.pipeline.datasets import data_info, data_synth, format_data_info
+from imgrade.pipeline.evaluator import evaluate, format_evaluation
+from imgrade.pipeline.trainer import train
 
 logger = logging.getLogger(__name__)
 

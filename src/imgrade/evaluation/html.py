@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import imgrade
 from imgrade.core.io import atomic_write
+from imgrade.core.version import __version__
 
 KINDS = ("heading", "text", "table", "image", "pre", "kv")
 _IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
@@ -170,7 +170,7 @@ def render_report(title: str, blocks: list[Block], subtitle: str | None = None) 
         title=_escape(title),
         subtitle=subtitle_html,
         body="\n".join(body),
-        version=_escape(imgrade.__version__),
+        version=_escape(__version__),
         generated=_escape(generated),
         style=_STYLE,
     )

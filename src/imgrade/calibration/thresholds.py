@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imgrade.calibrate._checks import _check_objective, _check_pairs, _check_same_length, _finite_scores
+from imgrade.calibration._checks import _check_objective, _check_pairs, _check_same_length, _finite_scores
 from imgrade.core.errors import ConfigError, ImgradeError
 from imgrade.core.grades import grade_indices, none_if_nan
-from imgrade.evaluate.metrics import quadratic_weighted_kappa
+from imgrade.evaluation.metrics import quadratic_weighted_kappa
 
 TUNING_MARGIN = 0.005
 """Tuned cut points must beat rounding out of fold by more than this and by more than two standard

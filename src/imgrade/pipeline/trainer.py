@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import imgrade
 from imgrade.config import RunConfig, dump_config
 from imgrade.core.checkpoint import save_json
 from imgrade.core.device import resolve_device, seed_everything, set_determinism
@@ -28,22 +27,23 @@ from imgrade.core.preprocess import mean_image, nhwc_to_tensor, to_input
 from imgrade.core.registry import head_entry
 from imgrade.core.rundir import member_dir, read_history, run_lock, save_split, write_history
 from imgrade.core.threads import auto_threads
+from imgrade.core.version import __version__
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
-from imgrade.evaluate import plots
-from imgrade.evaluate.outputs import run_label
+from imgrade.evaluation import plots
+from imgrade.evaluation.outputs import run_label
 from imgrade.models.axes import GradeAxes, find_grade_axes
 from imgrade.models.backbones import describe
 from imgrade.models.factory import build_model, head_settings
 from imgrade.models.heads import balanced_class_weights
-from imgrade.pipeline.calibrate import calibrate_run
-from imgrade.pipeline.ensemble import assemble_ensemble, mean_history, member_seed, member_state
-from imgrade.pipeline.evaluate import refresh_model_card
+from imgrade.pipeline.calibrator import calibrate_run
+from imgrade.pipeline.evaluator import refresh_model_card
+from imgrade.pipeline.members import assemble_ensemble, mean_history, member_seed, member_state
 from imgrade.pipeline.runs import choose_split, data_summary, prepare_out
-from imgrade.runtime.predictor import Outputs, Predictor
-from imgrade.train import distributed, tracking
-from imgrade.train.loop import FitData, data_device, fit
-from imgrade.train.warm_start import load_init, plan_init
+from imgrade.runtime.torch_engine import Outputs, TorchEngine
+from imgrade.training import distributed, tracking
+from imgrade.training.loop import FitData, data_device, fit
+from imgrade.training.warm_start import load_init, plan_init
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def train(
     every formulation the same images without reading them again.
 
     Under torchrun every process calls this; rank 0 alone reads and writes ``out`` and the others
-    receive what they need from it (see train/distributed.py).
+    receive what they need from it (see training/distributed.py).
     """
     with distributed.process_group():
         return _train(cfg, Path(out), resume, overwrite, split, imageset)
@@ -285,7 +285,7 @@ def _write_run_start(out: Path, cfg: RunConfig, imageset: ImageSet, split: Split
 def _checkpoint_meta(cfg: RunConfig, imageset: ImageSet, mean: torch.Tensor, grade_axes: GradeAxes | None) -> dict:
     """What every checkpoint carries beside the weights, so a run is graded from best.pt alone."""
     meta = {
-        "imgrade_version": imgrade.__version__,
+        "imgrade_version": __version__,
         "config": cfg.to_dict(),
         "grade_names": imageset.grade_names,
         "image_size": cfg.data.image_size,
@@ -339,7 +339,7 @@ def _member_tracking(cfg: RunConfig, out: Path) -> dict:
 def _check_and_calibrate(cfg: RunConfig, out: Path, imageset: ImageSet, split: Split, card: bool) -> None:
     """Warn about a network that trained badly, fit cut points and grade sets on validation, then
     (``card``: not for an ensemble's member) grade the test split once for the model card."""
-    predictor = Predictor.from_run(out, device=cfg.train.device, tta=False)
+    predictor = TorchEngine.from_run(out, device=cfg.train.device, tta=False)
     val_set = imageset.subset(split["val"])
     val_outputs = predictor.outputs(val_set.images)
     for warning in health_warnings(predictor, val_set, val_outputs):
@@ -350,7 +350,7 @@ def _check_and_calibrate(cfg: RunConfig, out: Path, imageset: ImageSet, split: S
         refresh_model_card(out, predictor.with_tta() if cfg.calibrate.tta else predictor, cfg, imageset, split)
 
 
-def health_warnings(predictor: Predictor, val_set: ImageSet, outputs: Outputs) -> list[str]:
+def health_warnings(predictor: TorchEngine, val_set: ImageSet, outputs: Outputs) -> list[str]:
     """Warnings about a model that trained badly: dead hidden units, near-constant predictions."""
     warnings = []
     model = predictor.model
@@ -411,7 +411,7 @@ def _train_ensemble(
         title=f"loss: {run_label(out)} (mean of {k} members)",
         frozen_epochs=cfg.train.freeze_backbone_epochs,
     )
-    predictor = Predictor.from_run(out, device=cfg.train.device, tta=False)
+    predictor = TorchEngine.from_run(out, device=cfg.train.device, tta=False)
     if imageset.is_ordinal:
         calibrate_run(out, predictor, imageset, split, cfg.calibrate, strict=False)
     refresh_model_card(out, predictor.with_tta() if cfg.calibrate.tta else predictor, cfg, imageset, split)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import torch
 
-from imgrade.train import distributed
+from imgrade.training import distributed
 
 WARMUP_STEPS = 10
 """Scale of the warm-up: the effective decay is (1 + step) / (WARMUP_STEPS + step) until ``decay`` caps it."""

@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import imgrade
 from imgrade.core.errors import ConfigError, ImgradeError
 from imgrade.core.io import atomic_write
 from imgrade.core.names import without_paths
 from imgrade.core.registry import head_entry
-from imgrade.runtime.grading import Grader
-from imgrade.runtime.onnx import METADATA_FORMAT, METADATA_KEY, OnnxGrader
-from imgrade.runtime.predictor import Predictor
+from imgrade.core.version import __version__
+from imgrade.runtime.grading import Engine
+from imgrade.runtime.onnx_engine import METADATA_FORMAT, METADATA_KEY, OnnxEngine
+from imgrade.runtime.torch_engine import TorchEngine
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ STACK_TRACE = "pkg.torch.onnx.stack_trace"
 class _GraderGraph(torch.nn.Module):
     """uint8 NHWC images -> (score, [probabilities], [native]) with the preprocessing inside."""
 
-    def __init__(self, predictor: Predictor):
+    def __init__(self, predictor: TorchEngine):
         super().__init__()
         self.model = predictor.model
         self.register_buffer("mean", predictor.mean.clone())
@@ -65,14 +65,14 @@ class _GraderGraph(torch.nn.Module):
         return tuple(results)
 
 
-def metadata(predictor: Predictor, source: str, model_card: str | None = None) -> dict:
+def metadata(predictor: TorchEngine, source: str, model_card: str | None = None) -> dict:
     """The JSON stored in the ONNX file: what ``predict`` needs besides the network, and the run's
     model card. It names the run and its data, never a path of the machine that exported it."""
     ckpt = predictor.checkpoint
     data_path = ((ckpt.get("config") or {}).get("data") or {}).get("path")
     info = {
         "format": METADATA_FORMAT,
-        "imgrade_version": imgrade.__version__,
+        "imgrade_version": __version__,
         "trained_with": predictor.version,
         "task": predictor.task,
         "grade_names": predictor.grade_names,
@@ -102,7 +102,7 @@ def metadata(predictor: Predictor, source: str, model_card: str | None = None) -
     return info
 
 
-def _output_names(predictor: Predictor) -> list[str]:
+def _output_names(predictor: TorchEngine) -> list[str]:
     names = ["score"]
     if head_entry(predictor.task).probabilities:
         names.append("probabilities")
@@ -131,20 +131,20 @@ def export_onnx(run: str | Path, out: str | Path, tta: bool | None = None) -> di
         raise ConfigError(f"--out {out} must end in .onnx")
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder: give a file name ending in .onnx")
-    predictor = Predictor.from_run(run, device="cpu", tta=tta)
+    predictor = TorchEngine.from_run(run, device="cpu", tta=tta)
     try:
         payload = onnx_bytes(predictor)
     except Exception as e:  # the exporter raises many kinds; the user needs one line and the cause
         raise ImgradeError(
             f"exporting {run} to ONNX failed ({_first_line(e, 200)}); rerun with --debug for the trace"
         ) from e
-    check = _check_parity(predictor, OnnxGrader.from_bytes(payload))
+    check = _check_parity(predictor, OnnxEngine.from_bytes(payload))
     with atomic_write(out, "wb") as f:
         f.write(payload)
     return {"path": str(out), "bytes": len(payload), "outputs": _output_names(predictor), **check}
 
 
-def onnx_bytes(predictor: Predictor) -> bytes:
+def onnx_bytes(predictor: TorchEngine) -> bytes:
     """``predictor`` (on the CPU) as a serialized ONNX grader: the graph and imgrade's metadata.
 
     Raises:
@@ -172,26 +172,26 @@ def onnx_bytes(predictor: Predictor) -> bytes:
     info = metadata(predictor, source=predictor.source, model_card=predictor.model_card)
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(info)
-    proto.producer_name, proto.producer_version = "imgrade", imgrade.__version__
+    proto.producer_name, proto.producer_version = "imgrade", __version__
     return proto.SerializeToString()
 
 
-def serving_grader(predictor: Predictor, threads: int | None = None, spinning: bool | None = None) -> Grader:
+def serving_grader(predictor: TorchEngine, threads: int | None = None, spinning: bool | None = None) -> Engine:
     """``predictor`` exported to ONNX in memory and run by ONNX Runtime, checked against it as
     ``export_onnx`` checks a file; ``predictor`` itself should anything fail.
 
-    What ``imgrade serve`` grades a run with on a CPU (``Predictor.for_serving``). Nothing is
+    What ``imgrade serve`` grades a run with on a CPU (``TorchEngine.for_serving``). Nothing is
     written. A failure (no onnx, onnxscript or onnxruntime, a backbone the exporter cannot follow,
     a graph that disagrees) costs only speed: one INFO line says why, and grading goes on with the
     eager network.
 
     Args:
         predictor: a grader on the CPU.
-        threads, spinning: the ONNX Runtime session's (see ``OnnxGrader.from_file``).
+        threads, spinning: the ONNX Runtime session's (see ``OnnxEngine.from_file``).
     """
     name = f"{predictor.source or 'the run'} (exported in memory)"
     try:
-        grader = OnnxGrader.from_bytes(onnx_bytes(predictor), threads=threads, spinning=spinning, name=name)
+        grader = OnnxEngine.from_bytes(onnx_bytes(predictor), threads=threads, spinning=spinning, name=name)
         _check_parity(predictor, grader)
     except Exception as e:  # any failure only costs speed: say so in one line and grade with PyTorch
         logger.info(f"grading with eager PyTorch: the in-memory ONNX export failed ({_first_line(e, 160)})")
@@ -241,7 +241,7 @@ def _quiet_loggers(*names: str):
             each.setLevel(level)
 
 
-def _check_parity(predictor: Predictor, grader: OnnxGrader) -> dict:
+def _check_parity(predictor: TorchEngine, grader: OnnxEngine) -> dict:
     """Run both back ends on the same random images; raise when they disagree."""
     rng = np.random.default_rng(0)
     size = predictor.image_size

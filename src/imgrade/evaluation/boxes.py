@@ -8,8 +8,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from imgrade.evaluate.metrics import METRIC_NAMES
-from imgrade.evaluate.plots import DPI, POINT_COLOUR, grade_ticks, save_figure
+from imgrade.evaluation.metrics import METRIC_NAMES
+from imgrade.evaluation.plots import DPI, POINT_COLOUR, grade_ticks, save_figure
 
 LOWER_IS_BETTER = frozenset({"mae", "grade_mae", "rmse", "set_size", "train_seconds"})
 HIGHER_IS_BETTER = frozenset({"qwk", "accuracy", "within1", "r2", "pearson"})

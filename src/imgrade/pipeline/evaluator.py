@@ -12,19 +12,19 @@ from typing import Any
 
 import numpy as np
 
-from imgrade.calibrate import apply_thresholds, set_summary
+from imgrade.calibration import apply_thresholds, set_summary
 from imgrade.config import DataConfig, RunConfig
 from imgrade.core.checkpoint import save_json
 from imgrade.core.errors import DataError, ImgradeError
 from imgrade.core.rundir import member_dir, read_history
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
-from imgrade.evaluate.metrics import continuous_metrics, ordinal_metrics
-from imgrade.evaluate.outputs import evaluation_plots, run_label, write_predictions
-from imgrade.evaluate.report import format_members_table, format_metrics_table, write_run_report
-from imgrade.pipeline.card import write_model_card
+from imgrade.evaluation.metrics import continuous_metrics, ordinal_metrics
+from imgrade.evaluation.outputs import evaluation_plots, run_label, write_predictions
+from imgrade.evaluation.report import format_members_table, format_metrics_table, write_run_report
+from imgrade.pipeline.model_card import write_model_card
 from imgrade.pipeline.runs import run_data
-from imgrade.runtime.predictor import Outputs, Predictor
+from imgrade.runtime.torch_engine import Outputs, TorchEngine
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def evaluate(
     """
     run = Path(run)
     run_dir = run if run.is_dir() else run.parent
-    predictor = Predictor.from_run(run, device=device, tta=tta)
+    predictor = TorchEngine.from_run(run, device=device, tta=tta)
     cfg = RunConfig.from_dict(predictor.checkpoint["config"], source=f"{run} checkpoint")
     own = None  # the run's whole image set and split, when grading its own test split
     if data is None:
@@ -129,7 +129,7 @@ def format_evaluation(metrics: dict[str, Any]) -> str:
 
 
 def _domain_gap(
-    run: Path, predictor: Predictor, cfg: RunConfig, data: Path, metrics: dict[str, Any]
+    run: Path, predictor: TorchEngine, cfg: RunConfig, data: Path, metrics: dict[str, Any]
 ) -> dict[str, Any] | None:
     """The run's metrics on its own test split next to those on ``data`` (synthetic vs real: the sim-to-real gap).
 
@@ -156,14 +156,14 @@ def _domain_gap(
 
 
 def _member_metrics(
-    run_dir: Path, predictor: Predictor, imageset: ImageSet, device: str, tta: bool
+    run_dir: Path, predictor: TorchEngine, imageset: ImageSet, device: str, tta: bool
 ) -> list[dict[str, Any]]:
     """Each member of an ensemble graded alone (its own calibration) on the same images."""
     y = imageset.targets.astype(np.int64)
     rows = []
     for i in range(predictor.members):
         try:
-            member = Predictor.from_run(member_dir(run_dir, i), device=device, tta=tta)
+            member = TorchEngine.from_run(member_dir(run_dir, i), device=device, tta=tta)
         except ImgradeError as e:
             logger.info(f"member {i} left out of the table: {e}")
             continue
@@ -174,7 +174,7 @@ def _member_metrics(
     return rows
 
 
-def _decision_metrics(predictor: Predictor, outputs: Outputs, y: np.ndarray) -> dict[str, Any]:
+def _decision_metrics(predictor: TorchEngine, outputs: Outputs, y: np.ndarray) -> dict[str, Any]:
     """Headline metrics for each way of turning scores into grades, so the gain of tuning shows."""
     names = predictor.grade_names
     rule = "rounding" if predictor.model.task == "regression" else f"{predictor.model.task} rule"
@@ -191,7 +191,7 @@ def _decision_metrics(predictor: Predictor, outputs: Outputs, y: np.ndarray) -> 
 
 
 def grade_metrics(
-    grader: Predictor, imageset: ImageSet
+    grader: TorchEngine, imageset: ImageSet
 ) -> tuple[dict[str, Any], Outputs, np.ndarray | None, np.ndarray | None]:
     """One pass of ``grader`` over ``imageset``: its metrics (the calibrated decision, each decision's
     headline, grade-set coverage; a continuous target's MAE, RMSE...), outputs, grades and grade sets."""
@@ -214,7 +214,7 @@ def grade_metrics(
 
 
 def refresh_model_card(
-    run: Path, grader: Predictor, cfg: RunConfig, imageset: ImageSet, split: dict[str, np.ndarray]
+    run: Path, grader: TorchEngine, cfg: RunConfig, imageset: ImageSet, split: dict[str, np.ndarray]
 ) -> Path:
     """Score the run's test split once with ``grader`` and write the run's model card with the figures."""
     test = imageset.subset(split["test"])
@@ -222,7 +222,7 @@ def refresh_model_card(
     return write_model_card(run, grader, cfg, imageset, split, metrics)
 
 
-def score(predictor: Predictor, test: ImageSet) -> tuple[dict[str, Any], np.ndarray]:
+def score(predictor: TorchEngine, test: ImageSet) -> tuple[dict[str, Any], np.ndarray]:
     """``predictor``'s calibrated grades of ``test`` and their headline metrics (``HEADLINE``)."""
     if predictor.grade_names != test.grade_names:
         raise DataError(

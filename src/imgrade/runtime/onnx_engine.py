@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from imgrade.calibrate import Conformal
+from imgrade.calibration import Conformal
 from imgrade.core.errors import CheckpointError, DataError
 from imgrade.core.registry import task_names
 from imgrade.core.threads import auto_threads
-from imgrade.runtime.grading import CPU_BATCH, Grader, Outputs
+from imgrade.runtime.grading import CPU_BATCH, Engine, Outputs
 
 METADATA_KEY = "imgrade"
 """The ONNX metadata entry holding imgrade's JSON (written by ``export.py``)."""
@@ -24,7 +24,7 @@ METADATA_FORMAT = 1
 """Version of that JSON's layout; other versions are refused."""
 
 
-class OnnxGrader(Grader):
+class OnnxEngine(Engine):
     """A grader backed by an ONNX Runtime session. Build it with :meth:`from_file`."""
 
     runtime = "onnx"
@@ -46,7 +46,7 @@ class OnnxGrader(Grader):
         self._input = session.get_inputs()[0].name
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, threads: int | None = None, spinning: bool | None = None) -> OnnxGrader:
+    def from_file(cls, path: str | os.PathLike, threads: int | None = None, spinning: bool | None = None) -> OnnxEngine:
         """Load an ``.onnx`` file written by ``imgrade export``.
 
         Args:
@@ -70,13 +70,13 @@ class OnnxGrader(Grader):
     @classmethod
     def from_bytes(
         cls, payload: bytes, threads: int | None = None, spinning: bool | None = None, name: str = "<memory>"
-    ) -> OnnxGrader:
+    ) -> OnnxEngine:
         """Load a serialized ONNX model (what ``export`` checks before writing the file, or what
         ``serve`` grades a run with); ``threads`` and ``spinning`` as for :meth:`from_file`."""
         return cls._load(payload, name, threads, spinning)
 
     @classmethod
-    def _load(cls, model, name: str, threads: int | None, spinning: bool | None) -> OnnxGrader:
+    def _load(cls, model, name: str, threads: int | None, spinning: bool | None) -> OnnxEngine:
         import onnxruntime as ort
 
         options = ort.SessionOptions()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imgrade.calibrate._checks import _check_alpha, _check_probabilities, _check_same_length, _finite_scores
+from imgrade.calibration._checks import _check_alpha, _check_probabilities, _check_same_length, _finite_scores
 from imgrade.core.errors import CheckpointError, DataError, ImgradeError
 from imgrade.core.grades import grade_indices, round_to_grades
 

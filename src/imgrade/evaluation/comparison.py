@@ -16,9 +16,9 @@ from scipy.stats import ttest_rel
 from imgrade.config import RunConfig
 from imgrade.core.errors import ConfigError
 from imgrade.core.io import write_csv, write_text
-from imgrade.evaluate.boxes import plot_metric_boxes
-from imgrade.evaluate.report import mean_std, paired_gain, write_compare_report
-from imgrade.evaluate.stats import corrected_ttest
+from imgrade.evaluation.boxes import plot_metric_boxes
+from imgrade.evaluation.report import mean_std, paired_gain, write_compare_report
+from imgrade.evaluation.stats import corrected_ttest
 
 REFERENCE = "regression, rounding"
 

@@ -1,6 +1,6 @@
 """The model card: what a model was trained on, how, how well it grades, and what it is not for.
 
-:func:`render_model_card` turns a plain dict (gathered by ``pipeline/card.py``) into Markdown;
+:func:`render_model_card` turns a plain dict (gathered by ``pipeline/model_card.py``) into Markdown;
 it reads no files, so the same dict always gives the same text.
 """
 

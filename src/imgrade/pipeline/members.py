@@ -1,7 +1,7 @@
 """An ensemble's members: their seeds, how far each got, and the one checkpoint that holds them all.
 
 ``imgrade train --ensemble K`` trains K members on one split, each a complete run folder in
-RUN/members/mI (see pipeline/train.py), then grades with their average.
+RUN/members/mI (see pipeline/trainer.py), then grades with their average.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from imgrade.core.checkpoint import LAST, load_checkpoint, save_checkpoint
 from imgrade.core.errors import CheckpointError
 from imgrade.core.rundir import member_dir
 from imgrade.pipeline.runs import calibration_missing
-from imgrade.runtime.predictor import CALIBRATION_TTA
+from imgrade.runtime.torch_engine import CALIBRATION_TTA
 
 
 def member_seed(seed: int, members: int, index: int) -> int:

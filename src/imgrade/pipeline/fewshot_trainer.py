@@ -32,11 +32,11 @@ from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
 from imgrade.data.splits import make_split
 from imgrade.data.synthetic import GRADE_NAMES, generate_cucumbers
-from imgrade.evaluate.report import format_number
-from imgrade.pipeline.evaluate import HEADLINE, evaluate, score
+from imgrade.evaluation.report import format_number
+from imgrade.pipeline.evaluator import HEADLINE, evaluate, score
 from imgrade.pipeline.runs import run_data
-from imgrade.pipeline.train import speed_settings, train
-from imgrade.runtime.predictor import Predictor
+from imgrade.pipeline.trainer import speed_settings, train
+from imgrade.runtime.torch_engine import TorchEngine
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def run_fewshot(
         pretrained = Path(cfg.train.init)
     else:
         pretrained = pretrain(cfg, real, out, synthetic_n=synthetic_n, epochs=pretrain_epochs, randomize=randomize)
-    synthetic_model = Predictor.from_run(pretrained)
+    synthetic_model = TorchEngine.from_run(pretrained)
     own = _own_test_metrics(synthetic_model, pretrained)
     if own is not None:
         stages["synthetic (pretrain test split)"] = own
@@ -152,7 +152,7 @@ def run_fewshot(
     logger.info(f"[4/4] fine-tuning on {len(split['train'])} real photos -> {finetuned}")
     _train_or_reuse(ft_cfg, finetuned, split=split, imageset=real)
     evaluate(finetuned)  # the report and pictures of the final model, on the same real test split
-    stages["fine-tuned on real"] = score(Predictor.from_run(finetuned), test)[0]
+    stages["fine-tuned on real"] = score(TorchEngine.from_run(finetuned), test)[0]
 
     result = {
         "data": real.source,

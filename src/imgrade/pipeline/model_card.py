@@ -1,4 +1,4 @@
-"""A run's model card (RUN/model_card.md): gathered here, rendered by ``evaluate/card.py``.
+"""A run's model card (RUN/model_card.md): gathered here, rendered by ``evaluation/card.py``.
 
 Training writes it once it has calibrated the run; ``imgrade evaluate`` (on the run's own test
 split) and ``imgrade calibrate`` write it again with their figures. ``imgrade export`` carries it
@@ -13,25 +13,25 @@ from typing import Any
 
 import numpy as np
 
-import imgrade
 from imgrade.config import RunConfig
 from imgrade.core.io import write_text
 from imgrade.core.names import MODEL_CARD, without_paths
+from imgrade.core.version import __version__
 from imgrade.data.imageset import ImageSet
-from imgrade.evaluate.card import render_model_card
+from imgrade.evaluation.card import render_model_card
 from imgrade.models.backbones import describe
 from imgrade.models.factory import head_class
 from imgrade.models.timm_backbone import HUB
-from imgrade.pipeline.ensemble import member_seed
+from imgrade.pipeline.members import member_seed
 from imgrade.pipeline.runs import data_summary
-from imgrade.runtime.grading import Grader
+from imgrade.runtime.grading import Engine
 
 logger = logging.getLogger(__name__)
 
 
 def write_model_card(
     run: Path,
-    grader: Grader,
+    grader: Engine,
     cfg: RunConfig,
     imageset: ImageSet,
     split: dict[str, np.ndarray],
@@ -51,16 +51,16 @@ def write_model_card(
 
 def model_card(
     run: Path,
-    grader: Grader,
+    grader: Engine,
     cfg: RunConfig,
     imageset: ImageSet,
     split: dict[str, np.ndarray],
     test_metrics: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """The dict :func:`imgrade.evaluate.card.render_model_card` renders."""
+    """The dict :func:`imgrade.evaluation.card.render_model_card` renders."""
     return {
         "name": Path(run).resolve().name,
-        "imgrade_version": imgrade.__version__,
+        "imgrade_version": __version__,
         "data": _data(cfg, imageset, split),
         "recipe": _recipe(cfg, grader),
         "test": test_metrics,
@@ -83,7 +83,7 @@ def _data(cfg: RunConfig, imageset: ImageSet, split: dict[str, np.ndarray]) -> d
     return data
 
 
-def _recipe(cfg: RunConfig, grader: Grader) -> dict[str, Any]:
+def _recipe(cfg: RunConfig, grader: Engine) -> dict[str, Any]:
     model, train = cfg.model, cfg.train
     augment = "off"
     if train.augment:
@@ -109,7 +109,7 @@ def _recipe(cfg: RunConfig, grader: Grader) -> dict[str, Any]:
     }
 
 
-def _calibration(grader: Grader, cfg: RunConfig) -> dict[str, Any] | None:
+def _calibration(grader: Engine, cfg: RunConfig) -> dict[str, Any] | None:
     if grader.grade_names is None or not grader.calibration:
         return None
     conformal = grader.conformal
