@@ -44,7 +44,7 @@ import imgrade
 from imgrade.data.synthetic import generate_cucumbers
 from imgrade.runtime.grading import Engine
 from imgrade.runtime.onnx_engine import OnnxEngine
-from imgrade.runtime.onnx_export import export_onnx
+from imgrade.pipeline import export
 from imgrade.runtime.torch_engine import TorchEngine
 
 BUSY_LOOP = "while True: pass"
@@ -125,7 +125,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         run = args.run or train_run(Path(scratch))
         onnx_file = Path(scratch) / "model.onnx"
-        export_onnx(run, onnx_file)
+        export(run, out=onnx_file)
         size = TorchEngine.from_run(run, device="cpu").image_size
         photo = generate_cucumbers(1, image_size=size, seed=0).imageset.images  # (1, S, S, 3) uint8
         print(f"run {run}, one {size}x{size} photo per call, {args.warmup} warm-up and {args.repeats} timed calls\n")

@@ -102,7 +102,7 @@ def training_rate(
 
 
 def _fake_run(folder: Path, model: torch.nn.Module, mean: torch.Tensor) -> Path:
-    """A run folder holding just what ``TorchEngine.from_run`` and ``export_onnx`` read."""
+    """A run folder holding just what ``TorchEngine.from_run`` and ``imgrade.pipeline.export`` read."""
     config = {"model": {"depth": 29, "task": "regression", "head": "auto", "loss": "mse"}}
     save_checkpoint(
         folder / "best.pt",
@@ -138,9 +138,9 @@ def inference_rates(
         graders["served"] = TorchEngine.from_run(run, device="cpu").for_serving(threads=torch.get_num_threads())
         try:
             from imgrade.runtime.onnx_engine import OnnxEngine
-            from imgrade.runtime.onnx_export import export_onnx
+            from imgrade.pipeline import export
 
-            export_onnx(run, Path(tmp) / "model.onnx")
+            export(run, out=Path(tmp) / "model.onnx")
             graders["onnx"] = OnnxEngine.from_file(Path(tmp) / "model.onnx", threads=torch.get_num_threads())
         except ImportError as e:
             print(f"onnx: skipped ({e})")

@@ -20,7 +20,7 @@ from imgrade.models.backbones import build_backbone
 from imgrade.models.factory import build_model
 from imgrade.models.resnet_v2 import ResNetV2
 from imgrade.runtime import load_grader
-from imgrade.runtime.onnx_export import export_onnx
+from imgrade.pipeline import export
 
 
 class TinyConv(nn.Module):
@@ -66,7 +66,7 @@ def test_a_registered_backbone_trains_exports_and_grades_with_onnx(toy, synth_di
     grader = load_grader(run)  # the runtime rebuilds the network from best.pt's config: through the registry
     assert isinstance(grader.model.backbone, TinyConv)
     out = tmp_path / "toy.onnx"
-    export_onnx(run, out)  # refuses to write a graph off PyTorch's by 1e-4
+    export(run, out=out)  # refuses to write a graph off PyTorch's by 1e-4
     onnx_grader = load_grader(out)
     images = generate_cucumbers(24, seed=7).imageset.images
     expected, got = grader.outputs(images), onnx_grader.outputs(images)

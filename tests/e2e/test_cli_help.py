@@ -7,7 +7,7 @@ from dataclasses import fields
 import pytest
 
 from imgrade.cli import build_parser, main
-from imgrade.cli.run_flags import RUN_FLAGS, field_help
+from imgrade.cli.run_flags import field_help, run_flags
 from imgrade.config import SECTIONS, TrainConfig
 from imgrade.core.registry import register_head, unregister_head
 
@@ -70,7 +70,7 @@ def test_every_config_field_is_documented():
 def test_run_flag_help_and_default_come_from_the_config_dataclasses(capsys, monkeypatch):
     parser = dict(_verbs(build_parser()))[("train",)]
     actions = {a.dest: a for a in parser._actions}
-    for flag in RUN_FLAGS:
+    for flag in run_flags():
         assert field_help(flag.key).lower() in actions[flag.key].help.replace("%%", "%").lower(), flag.flag
     assert actions["train.epochs"].help.endswith(f"(default: {TrainConfig().epochs})")
     assert actions["train.epochs"].default is None  # so a flag not given leaves --config's value alone

@@ -20,7 +20,7 @@ from imgrade.models.factory import build_model
 from imgrade.models.heads import ClassificationHead
 from imgrade.runtime import load_grader
 from imgrade.runtime.onnx_engine import OnnxEngine
-from imgrade.runtime.onnx_export import export_onnx
+from imgrade.pipeline import export
 
 
 class TemperedHead(ClassificationHead):
@@ -57,7 +57,7 @@ def test_a_registered_head_trains_exports_and_grades_with_onnx(tempered, synth_d
     model = load_grader(run)
     assert isinstance(model.model.head, TemperedHead) and model.rule == "most probable grade"
     out = tmp_path / "tempered.onnx"
-    summary = export_onnx(run, out)
+    summary = export(run, out=out)
     assert summary["outputs"] == ["score", "probabilities", "native"]
 
     onnx_grader = OnnxEngine.from_file(out)

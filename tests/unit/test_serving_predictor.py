@@ -21,6 +21,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from imgrade.core.checkpoint import load_checkpoint
+from imgrade import pipeline
 from imgrade.data.synthetic import generate_cucumbers
 from imgrade.runtime import load_grader
 from imgrade.runtime import onnx_export as export
@@ -149,7 +150,7 @@ def test_graders_that_are_already_fast_serve_themselves(served_coral, coral_run,
     assert served.for_serving() is served
     on_a_gpu = dataclasses.replace(predictor, device=torch.device("cuda"))  # never run: only its device is read
     assert on_a_gpu.for_serving() is on_a_gpu
-    export.export_onnx(coral_run, tmp_path / "m.onnx")
+    pipeline.export(coral_run, out=tmp_path / "m.onnx")
     grader = load_grader(tmp_path / "m.onnx")
     assert grader.for_serving() is grader
 

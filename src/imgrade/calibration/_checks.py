@@ -6,10 +6,9 @@ import numbers
 
 import numpy as np
 
+from imgrade.config.sections import OBJECTIVES
 from imgrade.core.errors import ConfigError, ImgradeError
 from imgrade.core.grades import grade_indices
-
-OBJECTIVES = ("qwk", "accuracy", "mae")
 
 
 def _check_objective(objective: str) -> None:

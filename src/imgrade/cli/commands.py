@@ -42,7 +42,7 @@ def check_resume_flags(
     Raises:
         ConfigError: a flag, or the config that --config/--preset give, differs from the run's.
     """
-    from imgrade.cli.run_flags import FLAGS, flag_of, format_value
+    from imgrade.cli.run_flags import flag_of, format_value, run_flags
     from imgrade.config import differences, load_config
 
     saved_file = out / "config.yaml"
@@ -58,7 +58,7 @@ def check_resume_flags(
     for key, mine, theirs in differences(given, saved, keys):
         if key not in overrides:
             problems.append(f"{source} sets {key} {format_value(mine)}, the run's is {format_value(theirs)}")
-        elif FLAGS[key].const is not None:
+        elif {f.key: f for f in run_flags()}[key].const is not None:
             problems.append(f"{flag_of(key)} differs from the run's {key.split('.')[1]} {format_value(theirs)}")
         else:
             problems.append(f"{flag_of(key)} {format_value(mine)} differs from the run's {format_value(theirs)}")

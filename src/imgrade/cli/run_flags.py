@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from imgrade.config import AMP_CHOICES, BN_STATS, CLASS_WEIGHTS, HEADS, LOSSES, OBJECTIVES, SECTIONS, TARGETS, VIEWS
-from imgrade.core.registry import describe_backbones, describe_tasks, task_names
+from imgrade.config import AMP_CHOICES, BN_STATS, CLASS_WEIGHTS, HEADS, OBJECTIVES, SECTIONS, TARGETS, VIEWS
+from imgrade.core.registry import describe_backbones, describe_tasks, head_settings, task_names
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,7 @@ RUN_FLAGS = (
     RunFlag("--pretrained", "model.pretrained", "WEIGHTS"),
     RunFlag("--depth", "model.depth", "N"),
     RunFlag("--task", "model.task", "TASK", choices=task_names, extra=describe_tasks),
-    RunFlag("--axes", "model.axes", "CSV"),
     RunFlag("--head", "model.head", choices=HEADS),
-    RunFlag("--loss", "model.loss", choices=LOSSES),
-    RunFlag("--sord-beta", "model.sord_beta", "BETA"),
     RunFlag("--epochs", "train.epochs", "N"),
     RunFlag("--batch-size", "train.batch_size", "N"),
     RunFlag("--lr", "train.lr", "LR"),
@@ -84,7 +81,29 @@ RUN_FLAGS = (
     RunFlag("--calibration-holdout", "calibrate.holdout", "FRACTION"),
     RunFlag("--threshold-folds", "calibrate.folds", "K"),
 )
-FLAGS = {f.key: f for f in RUN_FLAGS}
+SETTINGS_AFTER = "model.head"
+"""The heads' own settings (``setting_flags``) follow this flag in ``--help``."""
+
+
+def setting_flags() -> tuple[RunFlag, ...]:
+    """One flag per registered head setting (``--sord-beta`` for ``sord_beta``), made from its
+    settings dataclass: the field's ``metadata`` may give ``choices`` or a ``metavar``."""
+    flags = []
+    for name, entry in head_settings().items():
+        found = next(f for f in fields(entry.settings_class()) if f.name == name)
+        choices = found.metadata.get("choices")
+        metavar = None if choices else found.metadata.get("metavar", name.upper())
+        flags.append(
+            RunFlag("--" + name.replace("_", "-"), f"model.{name}", metavar, tuple(choices) if choices else None)
+        )
+    return tuple(flags)
+
+
+def run_flags() -> tuple[RunFlag, ...]:
+    """Every run flag in ``--help`` order: ``RUN_FLAGS`` with the heads' settings after ``--head``."""
+    at = next(i for i, f in enumerate(RUN_FLAGS) if f.key == SETTINGS_AFTER) + 1
+    return (*RUN_FLAGS[:at], *setting_flags(), *RUN_FLAGS[at:])
+
 
 GROUPS = {
     "data": "data",
@@ -109,27 +128,44 @@ def _field_docs(section_cls: type) -> dict[str, str]:
     }
 
 
+def _declaring_class(key: str) -> tuple[type, str]:
+    """The dataclass that declares config field ``key`` (a section, or a head's settings), and a
+    prefix for its help naming the head (``--task sord: ``)."""
+    section, name = key.split(".")
+    owner = head_settings().get(name) if section == "model" else None
+    if owner is not None and name not in {f.name for f in fields(SECTIONS[section])}:
+        return owner.settings_class(), f"--task {owner.name}: "
+    return SECTIONS[section], ""
+
+
 def field_help(key: str) -> str:
     """The first paragraph of the docstring under config field ``key``, on one line, no final period.
 
     >>> field_help("train.seed")
     'Seeds the split, the initial weights, shuffling and augmentation: same seed, same run on CPU'
+    >>> field_help("model.sord_beta")
+    '--task sord: Sharpness of the soft labels, > 0; larger is closer to one-hot'
     """
-    section, name = key.split(".")
-    doc = _field_docs(SECTIONS[section]).get(name)
+    declared, prefix = _declaring_class(key)
+    doc = _field_docs(declared).get(key.split(".")[1])
     if doc is None:
-        raise KeyError(f"config field {key} has no docstring: write one under it in config/sections.py")
-    return " ".join(doc.split("\n\n")[0].split()).replace("``", "").removesuffix(".")
+        raise KeyError(f"config field {key} has no docstring: write one under it in {declared.__qualname__}")
+    return prefix + " ".join(doc.split("\n\n")[0].split()).replace("``", "").removesuffix(".")
 
 
 def field_default(key: str) -> Any:
     """The dataclass default of config field ``key``.
 
-    >>> field_default("train.epochs")
-    200
+    >>> field_default("train.epochs"), field_default("model.loss")
+    (200, 'mse')
     """
-    section, name = key.split(".")
-    return next(f.default for f in fields(SECTIONS[section]) if f.name == name)
+    declared, _ = _declaring_class(key)
+    return next(f.default for f in fields(declared) if f.name == key.split(".")[1])
+
+
+def _field_type(key: str) -> str:
+    declared, _ = _declaring_class(key)
+    return next(f.type for f in fields(declared) if f.name == key.split(".")[1])
 
 
 def format_value(value: Any) -> str:
@@ -153,8 +189,7 @@ def add_run_flags(
     """Add the run flags but the config keys in ``skip``, grouped by config section; ``defaults``
     replaces the dataclass default shown for some keys (a recipe's own defaults)."""
     groups: dict[str, argparse._ArgumentGroup] = {}
-    types = {f"{s}.{f.name}": f.type for s, cls in SECTIONS.items() for f in fields(cls)}
-    for f in RUN_FLAGS:
+    for f in run_flags():
         if f.key in skip:
             continue
         section = f.key.split(".")[0]
@@ -169,7 +204,7 @@ def add_run_flags(
             group.add_argument(f.flag, dest=f.key, action="store_const", const=f.const, help=text)
             continue
         choices = f.choices() if callable(f.choices) else f.choices
-        value_type = {"int": int, "float": float}.get(types[f.key])
+        value_type = {"int": int, "float": float}.get(_field_type(f.key))
         group.add_argument(f.flag, dest=f.key, metavar=f.metavar, type=value_type, choices=choices, help=text)
 
 
@@ -179,4 +214,5 @@ def flag_of(key: str) -> str:
     >>> flag_of("train.epochs"), flag_of("train.shift")
     ('--epochs', 'train.shift')
     """
-    return FLAGS[key].flag if key in FLAGS else key
+    flags = {f.key: f for f in run_flags()}
+    return flags[key].flag if key in flags else key

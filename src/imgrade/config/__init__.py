@@ -22,7 +22,6 @@ from imgrade.config.sections import (
     BN_STATS,
     CLASS_WEIGHTS,
     HEADS,
-    LOSSES,
     OBJECTIVES,
     TARGETS,
     TRACKERS,
@@ -34,6 +33,7 @@ from imgrade.config.sections import (
     parse_split,
 )
 from imgrade.core.errors import ConfigError
+from imgrade.core.registry import head_settings
 
 __all__ = [
     "AMP_CHOICES",
@@ -41,7 +41,6 @@ __all__ = [
     "CLASS_WEIGHTS",
     "FINETUNE_DEFAULTS",
     "HEADS",
-    "LOSSES",
     "OBJECTIVES",
     "PRESETS",
     "SECTIONS",
@@ -91,7 +90,10 @@ class RunConfig:
     calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Nested plain dicts, the layout of config.yaml: the heads' settings sit in ``model`` beside its fields."""
+        raw = dataclasses.asdict(self)
+        raw["model"].update(raw["model"].pop("settings"))
+        return raw
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:
@@ -109,7 +111,11 @@ class RunConfig:
             values = raw.get(f.name) or {}
             if not isinstance(values, dict):
                 raise ConfigError(f"{source}: section {f.name!r} must be a mapping, got {values!r}")
-            _check_keys(values, [sf.name for sf in fields(section_cls)], f"{source} section {f.name!r}")
+            known = [sf.name for sf in fields(section_cls)]
+            if section_cls is ModelConfig:
+                values = _with_head_settings(values, known, f"{source} model")
+                known = [*known, *head_settings()]
+            _check_keys(values, known, f"{source} section {f.name!r}")
             built[f.name] = _build(section_cls, values, f"{source} {f.name}")
         return cls(**built)
 
@@ -124,6 +130,20 @@ class RunConfig:
         return RunConfig.from_dict(raw)
 
 
+def _with_head_settings(values: dict, fields_: list[str], where: str) -> dict:
+    """The model section with the heads' settings (flat in YAML) gathered under ``settings``,
+    each checked against the type of the field that declares it."""
+    owners = head_settings()
+    settings = {key: value for key, value in values.items() if key in owners and key not in fields_}
+    if not settings:
+        return values
+    for key, value in settings.items():
+        types = {f.name: f.type for f in fields(owners[key].settings_class())}
+        settings[key] = _coerce(types[key], value, f"{where}.{key}")
+    rest = {key: value for key, value in values.items() if key not in settings}
+    return {**rest, "settings": {**(rest.get("settings") or {}), **settings}}
+
+
 def _check_keys(values: dict, known: list[str], where: str) -> None:
     for key in values:
         if key not in known:
@@ -134,24 +154,25 @@ def _check_keys(values: dict, known: list[str], where: str) -> None:
 
 def _build(section_cls, values: dict, where: str):
     types = {f.name: f.type for f in fields(section_cls)}
-    clean = {}
-    for key, value in values.items():
-        expected = types[key]
-        if value is not None and expected in ("int", "float") and isinstance(value, bool):
-            raise ConfigError(f"{where}.{key} must be a number, got {value!r}")
-        if expected == "int" and value is not None:
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            if not isinstance(value, int):
-                raise ConfigError(f"{where}.{key} must be an integer, got {value!r}")
-        if expected == "float" and value is not None:
-            if not isinstance(value, (int, float)):
-                raise ConfigError(f"{where}.{key} must be a number, got {value!r}")
-            value = float(value)
-        if expected == "bool" and not isinstance(value, bool):
-            raise ConfigError(f"{where}.{key} must be true or false, got {value!r}")
-        clean[key] = value
-    return section_cls(**clean)
+    return section_cls(**{key: _coerce(types[key], value, f"{where}.{key}") for key, value in values.items()})
+
+
+def _coerce(expected: str, value: Any, where: str) -> Any:
+    """``value`` as the annotated type ``expected`` asks ("int", "float", "bool"), or a ConfigError naming ``where``."""
+    if value is not None and expected in ("int", "float") and isinstance(value, bool):
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if expected == "int" and value is not None:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if expected == "float" and value is not None:
+        if not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        value = float(value)
+    if expected == "bool" and not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    return value
 
 
 def load_config(path: str | Path | None, preset: str | None = None) -> RunConfig:
@@ -188,8 +209,24 @@ def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
-PATH_KEYS = ("data.path", "model.axes", "model.pretrained", "train.init", "train.log_dir")
-"""Keys holding a file or folder: a run stores them resolved, so they compare resolved."""
+PATH_KEYS = ("data.path", "model.pretrained", "train.init", "train.log_dir")
+"""Keys holding a file or folder: a run stores them resolved, so they compare resolved. The heads'
+settings that hold one say so in their field's metadata (``path``): see :func:`path_keys`."""
+
+
+def path_keys() -> tuple[str, ...]:
+    """``PATH_KEYS`` and the heads' settings that hold a file or folder.
+
+    >>> "model.axes" in path_keys()
+    True
+    """
+    settings = [
+        f"model.{f.name}"
+        for entry in {e.name: e for e in head_settings().values()}.values()
+        for f in fields(entry.settings_class())
+        if f.metadata.get("path")
+    ]
+    return (*PATH_KEYS, *settings)
 
 
 def differences(given: RunConfig, saved: RunConfig, keys: list[str] | None = None) -> list[tuple[str, Any, Any]]:
@@ -208,10 +245,10 @@ def differences(given: RunConfig, saved: RunConfig, keys: list[str] | None = Non
     found = []
     for dotted in keys:
         section, key = dotted.split(".", 1)
-        mine, theirs = a[section][key], b[section][key]
+        mine, theirs = a[section].get(key), b[section].get(key)
         if mine is None:
             continue
-        if dotted in PATH_KEYS and mine != "hub" and theirs not in (None, "hub"):
+        if dotted in path_keys() and mine != "hub" and theirs not in (None, "hub"):
             same = Path(mine).resolve() == Path(theirs).resolve()
         else:
             same = mine == theirs

@@ -7,10 +7,12 @@ and of YAML configs. ``__post_init__`` validates each section and names the flag
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
 
 from imgrade.core.errors import ConfigError
-from imgrade.core.registry import head_entry, resolve_backbone
+from imgrade.core.registry import head_entry, head_settings, resolve_backbone
 
 
 def parse_split(spec: str) -> tuple[float, float, float] | str:
@@ -37,7 +39,6 @@ def parse_split(spec: str) -> tuple[float, float, float] | str:
 VIEWS = ("above", "below", "side", "all")
 TARGETS = ("auto", "ordinal", "continuous")
 HEADS = ("auto", "reference", "linear")
-LOSSES = ("mse", "huber")
 CLASS_WEIGHTS = ("none", "balanced")
 BN_STATS = ("epoch", "ema")
 OBJECTIVES = ("qwk", "accuracy", "mae")
@@ -100,22 +101,6 @@ class ModelConfig:
     head: str = "auto"
     """The layers after the backbone: reference (Dense(8, relu) before the output, as the
     reference), linear (no hidden layer), or auto (reference for regression, linear otherwise)."""
-    loss: str = "mse"
-    """Regression loss: mse (the reference) or huber."""
-    sord_beta: float = 1.0
-    """--task sord: sharpness of the soft labels, > 0; larger is closer to one-hot.
-
-    SORD's soft labels: grade k gets softmax_k(-sord_beta * (k - true grade)^2) of the target.
-    1.0 keeps most of the target on the true grade (58% for a middle grade of three) and gives each
-    neighbour about a fifth, two grades away almost nothing: off-by-one costs little, far misses
-    a lot. Larger values approach plain cross-entropy (5: 99% on the true grade)."""
-    axes: str | None = None
-    """--task axes: a CSV grade table with the header grade,AXIS1,AXIS2,...; by default
-    grade_axes.csv beside the data when present, else the built-in size x shape table of
-    CUCUMBER-9's grades.
-
-    One row per grade, each cell the grade's level on that axis (empty = any). Other tasks ignore
-    it. The table is stored in the run, so the file is needed only for training."""
     backbone: str = "reference"
     """The network before the head, one of the registered backbones.
 
@@ -125,25 +110,53 @@ class ModelConfig:
     pretrained: str | None = None
     """timm backbones: start from these weights, a .pth, .pt or .safetensors state dict of the same
     model, or 'hub' for timm's own download (needs the internet); by default random weights."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The heads' own settings by name (loss, sord_beta, axes, ...), each declared by the head that
+    reads it (``register_head(settings=...)``); in config.yaml they sit in this section beside
+    the fields above. Holds the task's settings, defaults included, and any other head's that
+    were given (which that task ignores)."""
 
     def __post_init__(self) -> None:
         if self.depth < 11 or (self.depth - 2) % 9:
             raise ConfigError(
                 f"model depth {self.depth} is not 9n+2 (11, 20, 29, 38, ...): set --depth to one of those"
             )
-        head_entry(self.task)  # unknown names fail with the closest one and the flag
+        entry = head_entry(self.task)  # unknown names fail with the closest one and the flag
         if self.head not in HEADS:
             raise ConfigError(f"model.head {self.head!r} is not auto, reference or linear: set --head")
-        if self.loss not in LOSSES:
-            raise ConfigError(f"model.loss {self.loss!r} is not mse or huber: set --loss")
-        if not float(self.sord_beta) > 0:
-            raise ConfigError(
-                f"model.sord_beta {self.sord_beta} must be positive (1.0 is the default): set --sord-beta"
-            )
         if self.pretrained is not None and not isinstance(self.pretrained, str):
             raise ConfigError(f"model.pretrained {self.pretrained!r} is not a file name or 'hub': set --pretrained")
         # unknown names fail with the closest one and the flag; --pretrained only where the backbone takes it
         resolve_backbone(self.backbone, self.pretrained)
+        owners = head_settings()
+        given = dict(self.settings or {})
+        for name in given:
+            if name not in owners:
+                raise ConfigError(
+                    f"model.{name} is no head's setting: drop it (the heads' settings: {', '.join(owners)})"
+                )
+        for owner in {owners[name].name: owners[name] for name in given}.values():
+            owner.make_settings(given)  # each head checks its own values, the task's or not
+        own = entry.make_settings(given)
+        self.settings = {**(dataclasses.asdict(own) if own is not None else {}), **given}
+
+    def head_settings(self) -> dict[str, Any]:
+        """The task's own settings, by name, defaults included: what its head is built with."""
+        names = head_entry(self.task).setting_names()
+        return {name: value for name, value in self.settings.items() if name in names}
+
+    def setting(self, name: str) -> Any:
+        """A head setting's value: as given, else the default of the head that declares it.
+
+        >>> ModelConfig(task="corn").setting("sord_beta")
+        1.0
+        """
+        if name in self.settings:
+            return self.settings[name]
+        owners = head_settings()
+        if name not in owners:
+            raise KeyError(f"{name} is no head's setting")
+        return getattr(owners[name].make_settings({}), name)
 
 
 @dataclass

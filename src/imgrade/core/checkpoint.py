@@ -1,4 +1,8 @@
-"""Run folders and checkpoints: atomic writes, safe loads, a format version.
+"""Run folders and checkpoints at the file boundary: atomic writes, safe loads, a format version.
+
+The payload is a plain dict here and nowhere else: ``imgrade.runtime.run.Checkpoint`` is the typed
+form every verb reads and writes. Format 2 is written; format 1 (imgrade 0.1 before the typed
+checkpoint) is still read, upgraded to format 2's layout as it loads (``upgrade``).
 
 A run folder holds:
     config.yaml     the resolved configuration
@@ -22,14 +26,27 @@ import torch
 from imgrade.core.errors import CheckpointError
 from imgrade.core.io import atomic_write
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READS = (1, 2)
+"""The checkpoint formats this imgrade loads."""
+
+TRAINING_KEYS = (
+    "optimizer_state",
+    "generator_state",
+    "history",
+    "best_val_loss",
+    "finished",
+    "ema_state",
+    "ema_steps",
+)
+"""Format 1's top-level entries that format 2 keeps under ``training`` (last.pt's state to resume)."""
 BEST = "best.pt"
 LAST = "last.pt"
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` (tensors and plain Python values only) to ``path`` atomically."""
-    payload = {"format_version": FORMAT_VERSION, **payload}
+    """Write ``payload`` (tensors and plain Python values only, format 2's layout) to ``path`` atomically."""
+    payload = {**payload, "format_version": FORMAT_VERSION}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     with atomic_write(path) as f:
@@ -58,13 +75,43 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise CheckpointError(f"{path} is not an imgrade checkpoint (no format_version): retrain with this imgrade")
     version = payload["format_version"]
-    if type(version) is not int or version != FORMAT_VERSION:  # a tensor here would not compare to one bool
+    if type(version) is not int or version not in READS:  # a tensor here would not compare to one bool
         shown = version if type(version) is int else f"of type {type(version).__name__}"
         raise CheckpointError(
-            f"{path} has checkpoint format {shown} but this imgrade reads format "
-            f"{FORMAT_VERSION}: retrain, or use the imgrade version that wrote it"
+            f"{path} has checkpoint format {shown} but this imgrade reads formats "
+            f"{', '.join(map(str, READS))}: retrain, or use the imgrade version that wrote it"
         )
-    return payload
+    return upgrade(payload)
+
+
+def upgrade(payload: dict[str, Any]) -> dict[str, Any]:
+    """A payload of any format this imgrade reads, in the layout of ``FORMAT_VERSION``.
+
+    Format 1 kept the calibrations as ``calibration`` and ``calibration_tta``, an ensemble's size
+    as ``ensemble``, the axes head's table as ``grade_axes`` and the training state at the top.
+
+    >>> new = upgrade({"format_version": 1, "ensemble": None, "calibration": {"thresholds": None},
+    ...                "calibration_tta": None, "grade_axes": {"axes": {}}, "task": "axes", "history": []})
+    >>> new == {"format_version": 2, "members": 1, "calibrations": {"plain": {"thresholds": None}},
+    ...         "head_state": {"grade_axes": {"axes": {}}}, "training": {"history": []}}
+    True
+    """
+    if payload["format_version"] == FORMAT_VERSION:
+        return payload
+    old = dict(payload)
+    calibrations = {"plain": old.pop("calibration", None), "tta": old.pop("calibration_tta", None)}
+    axes = old.pop("grade_axes", None)
+    old.pop("task", None)  # the config says it
+    members = int(old.pop("ensemble", None) or 1)
+    training = {key: old.pop(key) for key in TRAINING_KEYS if key in old}
+    return {
+        **old,
+        "format_version": FORMAT_VERSION,
+        "members": members,
+        "calibrations": {way: found for way, found in calibrations.items() if found is not None},
+        "head_state": {"grade_axes": axes} if axes is not None else {},
+        "training": training or None,
+    }
 
 
 def _load_failure(error: Exception) -> str:

@@ -27,6 +27,15 @@ def round_to_grades(scores, num_grades: int) -> np.ndarray:
     return np.clip(np.floor(scores + 0.5), 0, num_grades - 1).astype(np.int64)
 
 
+def rounding_cut_points(num_grades: int) -> list[float]:
+    """The cut points of plain rounding, halfway between neighbouring grades.
+
+    >>> rounding_cut_points(4)
+    [0.5, 1.5, 2.5]
+    """
+    return [k + 0.5 for k in range(num_grades - 1)]
+
+
 def grade_indices(values, num_grades: int, name: str) -> np.ndarray:
     """Whole grade indices in [0, num_grades) as int64, or an ImgradeError naming the bad value.
 

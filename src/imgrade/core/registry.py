@@ -17,11 +17,15 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from imgrade.core.errors import ConfigError
+from imgrade.core.grades import rounding_cut_points
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,63 @@ class HeadEntry:
     """Whether it needs integer grades (False: it also learns a continuous target)."""
     rule: str = "thresholds passed (the head's own rule)"
     """How the head's own grade decision is made, in words (shown with predictions)."""
+    cut_points: Callable[[int], list[float]] | None = None
+    """The cut points on the score axis that the head's own rule amounts to, given K (regression:
+    rounding's 0.5, 1.5, ...); None where its rule is not a cut on the score (argmax, thresholds
+    passed). What an untuned grader shows as its cut points."""
+    settings: type | str | None = None
+    """The head's settings dataclass (or its "module:Class" path, in a module that does not import
+    torch): one field per setting, each with a default and a docstring, from which ``--help`` and
+    the flags are made. None: the class's own ``Settings`` attribute, else no settings."""
+
+    @property
+    def own_decision(self) -> str:
+        """The head's own decision in a table's row label: ``rounding``, or ``corn rule``."""
+        return self.rule if self.cut_points is not None else f"{self.name} rule"
+
+    def settings_class(self) -> type | None:
+        """The settings dataclass (imported on first use), or None for a head without settings.
+
+        Raises:
+            ConfigError: the settings cannot be imported or are not a dataclass.
+        """
+        found = self.settings
+        if found is None and isinstance(self.target, type):
+            found = getattr(self.target, "Settings", None)
+        if isinstance(found, str):
+            found = _import(found, f"the settings of task {self.name!r}")
+        if found is not None and not dataclasses.is_dataclass(found):
+            raise ConfigError(f"the settings of task {self.name!r}, {found!r}, are not a dataclass: fix register_head")
+        return found
+
+    def setting_names(self) -> tuple[str, ...]:
+        """The names of the head's settings, in declaration order."""
+        found = self.settings_class()
+        return tuple(f.name for f in dataclasses.fields(found)) if found else ()
+
+    def make_settings(self, values: dict[str, Any]) -> Any:
+        """The head's settings dataclass from the values given (the rest at their defaults); None
+        for a head without settings. The dataclass validates its own values."""
+        found = self.settings_class()
+        if found is None:
+            return None
+        names = set(self.setting_names())
+        return found(**{k: v for k, v in values.items() if k in names})
+
+
+def _import(path: str, what: str) -> Any:
+    """The object at "package.module:name".
+
+    Raises:
+        ConfigError: it cannot be imported, naming ``what``.
+    """
+    module, _, name = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(
+            f"{what} are registered as {path!r}, which cannot be imported ({e}): fix register_head"
+        ) from None
 
 
 _HEADS: dict[str, HeadEntry] = {}
@@ -53,6 +114,8 @@ def register_head(
     probabilities: bool = True,
     needs_grades: bool = True,
     rule: str = "thresholds passed (the head's own rule)",
+    cut_points: Callable[[int], list[float]] | None = None,
+    settings: type | str | None = None,
 ) -> HeadEntry:
     """Add a head under ``name`` (a new ``--task``); return its entry.
 
@@ -63,6 +126,9 @@ def register_head(
         probabilities: whether the head has grade probabilities.
         needs_grades: whether it needs integer grades.
         rule: its own grade decision, in words.
+        cut_points: the cut points on the score axis its own rule amounts to, given K; None where
+            its rule is not a cut on the score.
+        settings: its settings dataclass, or "module:Class" (default: the class's ``Settings``).
 
     Raises:
         ConfigError: ``name`` is taken, or ``target`` is a string without "module:Class".
@@ -71,7 +137,7 @@ def register_head(
         raise ConfigError(f"task {name!r} is already registered: pick another name or unregister_head({name!r}) first")
     if isinstance(target, str) and target.count(":") != 1:
         raise ConfigError(f"head target {target!r} is not 'package.module:Class'")
-    entry = HeadEntry(name, target, description, probabilities, needs_grades, rule)
+    entry = HeadEntry(name, target, description, probabilities, needs_grades, rule, cut_points, settings)
     _HEADS[name] = entry
     return entry
 
@@ -102,6 +168,15 @@ def head_entry(name: str, flag: str = "--task") -> HeadEntry:
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise ConfigError(f"unknown task {name!r}: {hint}set {flag} to one of {', '.join(_HEADS)}")
     return _HEADS[name]
+
+
+def head_settings() -> dict[str, HeadEntry]:
+    """Each head setting's name -> the entry of the head that declares it (the first, where two share one)."""
+    owners: dict[str, HeadEntry] = {}
+    for entry in _HEADS.values():
+        for name in entry.setting_names():
+            owners.setdefault(name, entry)
+    return owners
 
 
 def describe_tasks() -> str:
@@ -275,6 +350,8 @@ register_head(
     probabilities=False,
     needs_grades=False,
     rule="rounding",
+    cut_points=rounding_cut_points,
+    settings="imgrade.models.settings:RegressionSettings",
 )
 register_head(
     "classification",
@@ -291,12 +368,14 @@ register_head(
     "imgrade.models.axes:AxesHead",
     "one softmax per axis of a grade table (e.g. size x shape, --axes), the grade's probability their product",
     rule="most probable grade",
+    settings="imgrade.models.settings:AxesSettings",
 )
 register_head(
     "sord",
     "imgrade.models.ordinal:SordHead",
     "softmax trained on soft ordinal labels: cross-entropy against targets that fall with the squared grade distance (--sord-beta)",
     rule="most probable grade",
+    settings="imgrade.models.settings:SordSettings",
 )
 
 register_backbone(

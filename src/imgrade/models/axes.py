@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,9 @@ import torch.nn.functional as F
 
 from imgrade.core.errors import ConfigError
 from imgrade.models.heads import GradedHead, _check_grades
+from imgrade.models.settings import AxesSettings
+
+logger = logging.getLogger(__name__)
 
 TABLE_NAME = "grade_axes.csv"
 """The grade table read from beside the data (in a data folder, or next to a data file) when
@@ -280,9 +284,26 @@ class AxesHead(GradedHead):
 
     name = "axes"
 
+    Settings = AxesSettings
+
     @classmethod
-    def create(cls, in_features, num_grades, architecture="auto", class_weights=None, settings=None) -> AxesHead:
-        return cls(in_features, num_grades, architecture, class_weights, (settings or {}).get("grade_axes"))
+    def create(cls, in_features, num_grades, architecture="auto", class_weights=None, settings=None, state=None):
+        table = (state or {}).get("grade_axes")
+        return cls(in_features, num_grades, architecture, class_weights, GradeAxes.from_dict(table) if table else None)
+
+    @classmethod
+    def initial_state(cls, settings, data_path, grade_names):
+        """The grade table (``--axes``, else grade_axes.csv beside the data, else the built-in one),
+        and the file it came from to record as ``model.axes``."""
+        table, where = find_grade_axes(settings.axes if settings is not None else None, data_path, grade_names)
+        axes = "; ".join(f"{name} {','.join(levels)}" for name, levels in zip(table.axes, table.levels))
+        logger.info(f"grade table ({where}): {axes}")
+        found = {"axes": str(Path(where).resolve())} if Path(where).is_file() else {}
+        return {"grade_axes": table.to_dict()}, found
+
+    def state(self) -> dict:
+        """The grade table: the run is rebuilt from it, never from the CSV it was read from."""
+        return {"grade_axes": self.grade_axes.to_dict()}
 
     def __init__(
         self,

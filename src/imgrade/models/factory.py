@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import importlib
 from typing import Any
@@ -11,12 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from imgrade.config.sections import HEADS
 from imgrade.core.errors import ConfigError
-from imgrade.core.registry import head_entry
+from imgrade.core.registry import head_entry, head_settings
 from imgrade.models.backbones import build_backbone
-from imgrade.models.heads import ARCHITECTURES, Head
-
-HEADS = ("auto", *ARCHITECTURES)
+from imgrade.models.heads import Head
 
 
 def head_class(task: str) -> type[Head]:
@@ -99,32 +97,17 @@ def _unknown(kind: str, value: str, choices: tuple[str, ...], flag: str) -> Conf
     return ConfigError(f"unknown {kind} {value!r}: {hint}set {flag} to one of {', '.join(choices)}")
 
 
-def head_settings(model_config: Any) -> dict[str, Any]:
-    """The model config's fields that ``build_model`` passes on to the head (all but its own).
-
-    Takes a ``ModelConfig`` or the dict a checkpoint stores.
-
-    >>> head_settings({"depth": 11, "task": "sord", "head": "auto", "loss": "mse", "sord_beta": 2.0})
-    {'sord_beta': 2.0}
-    """
-    if dataclasses.is_dataclass(model_config):
-        model_config = dataclasses.asdict(model_config)
-    return {
-        k: v for k, v in model_config.items() if k not in ("depth", "task", "head", "loss", "backbone", "pretrained")
-    }
-
-
 def build_model(
     depth: int = 29,
     task: str = "regression",
     head: str = "auto",
-    loss: str = "mse",
     num_grades: int | None = None,
     class_weights: torch.Tensor | np.ndarray | None = None,
     *,
     backbone: str = "reference",
     pretrained: str | None = None,
     image_size: int | None = None,
+    state: dict[str, Any] | None = None,
     **settings: Any,
 ) -> GradingModel:
     """Build the backbone (the reference ResNetV2, a timm model, or another registered one) with the head for ``task``.
@@ -134,7 +117,6 @@ def build_model(
         task: how the grade is learned; one of ``imgrade.core.registry.task_names()``.
         head: the layers before the output: "reference" (Dense(8, relu), as the reference),
             "linear" (none), or "auto" (reference for regression, linear for the others).
-        loss: regression loss, "mse" or "huber"; the other tasks have their own loss.
         num_grades: number of grades K; None for a continuous target (regression only).
         class_weights: per-grade loss weights (K,), e.g. from ``balanced_class_weights``; None
             for none.
@@ -143,12 +125,14 @@ def build_model(
         pretrained: timm backbones: a weights file or "hub"; None for random weights (and when
             rebuilding a trained model, whose checkpoint holds all the weights).
         image_size: timm backbones: the input size they are built for and checked with.
-        **settings: other model config fields a head reads (e.g. ``sord_beta``); others ignore them.
+        state: the head's state (``Head.state`` of the trained head, or ``Head.initial_state``).
+        **settings: the task's own settings by name (e.g. ``loss="huber"``, ``sord_beta=2.0``);
+            the rest keep their defaults.
 
     Raises:
-        ConfigError: an unknown task or head, a bad depth or loss, a grade task on a continuous
-            target, a regression loss for another task, class weights that do not fit the grades,
-            or a backbone that cannot be built (see ``backbones.build_backbone``).
+        ConfigError: an unknown task or head, a bad depth, a setting the task does not have or a
+            bad value of one, a grade task on a continuous target, class weights that do not fit
+            the grades, or a backbone that cannot be built (see ``backbones.build_backbone``).
 
     >>> model = build_model(depth=11, task="coral", num_grades=5)
     >>> model(torch.zeros(2, 3, 32, 32)).shape
@@ -157,8 +141,14 @@ def build_model(
     make_head = head_class(task)
     if head not in HEADS:
         raise _unknown("head", head, HEADS, "--head")
-    if task != "regression" and loss != "mse":
-        raise ConfigError(f"loss {loss!r} is for --task regression; task {task} has its own loss: drop --loss")
+    entry = head_entry(task)
+    for name in settings:
+        if name not in entry.setting_names():
+            owner = head_settings().get(name)
+            whose = f"a setting of --task {owner.name}" if owner else "no head's setting"
+            raise ConfigError(f"{name} is {whose}; task {task} does not take it: drop --{name.replace('_', '-')}")
     features = build_backbone(backbone, depth, pretrained, image_size=image_size)
-    head_module = make_head.create(features.num_features, num_grades, head, class_weights, {"loss": loss, **settings})
+    head_module = make_head.create(
+        features.num_features, num_grades, head, class_weights, entry.make_settings(settings), state or {}
+    )
     return GradingModel(features, head_module)

@@ -26,18 +26,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imgrade.config.sections import HEADS
 from imgrade.core.errors import ConfigError, DataError
 from imgrade.models.resnet_v2 import init_keras_
+from imgrade.models.settings import REGRESSION_LOSSES, RegressionSettings
 
-REGRESSION_LOSSES = ("mse", "huber")
-ARCHITECTURES = ("reference", "linear")  # plus "auto": reference for regression, linear otherwise
+ARCHITECTURES = tuple(h for h in HEADS if h != "auto")  # "auto": reference for regression, linear otherwise
 REFERENCE_HIDDEN = 8  # the reference's Dense(8, relu)
 
 
@@ -153,6 +154,10 @@ class Head(nn.Module):
             raise ConfigError(f"class weights {weights.tolist()} must be finite and positive: fix --class-weight")
         return weights
 
+    Settings: ClassVar[type | None] = None
+    """The head's settings dataclass (``register_head`` reads it where no ``settings=`` is given);
+    None for a head without settings. Its values reach :meth:`create` as ``settings``."""
+
     @classmethod
     def create(
         cls,
@@ -160,11 +165,34 @@ class Head(nn.Module):
         num_grades: int | None,
         architecture: str = "auto",
         class_weights: torch.Tensor | np.ndarray | None = None,
-        settings: Mapping[str, Any] | None = None,
+        settings: Any = None,
+        state: Mapping[str, Any] | None = None,
     ) -> Head:
-        """Build the head the way ``build_model`` does; ``settings`` holds the model config's other
-        fields (``loss``, ``sord_beta``, ...), from which each head reads its own."""
+        """Build the head the way ``build_model`` does.
+
+        Args:
+            settings: an instance of the head's settings dataclass (None for a head without).
+            state: what :meth:`state` returned for the trained head (rebuilding a run), or what
+                :meth:`initial_state` made (training); empty for a head without state.
+        """
         raise NotImplementedError
+
+    @classmethod
+    def initial_state(
+        cls, settings: Any, data_path: str | None, grade_names: list[str] | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The head's state for a new run on the data at ``data_path`` with ``grade_names``, and
+        the settings to record in the run's config (a file it found, say); both empty by default.
+
+        Called once when a run starts (a resumed run reads its state back from last.pt); the state
+        is plain values (lists, dicts, numbers, strings) that travel in every checkpoint.
+        """
+        return {}, {}
+
+    def state(self) -> dict[str, Any]:
+        """The head's own plain values beyond its weights, saved in the checkpoint and handed back
+        to :meth:`create` when the run is loaded; empty by default."""
+        return {}
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.layers(features)  # (B, out_features)
@@ -260,9 +288,12 @@ class RegressionHead(Head):
         self.loss_name = loss
         init_keras_(self)  # he_normal kernels, zero biases, as the reference's Dense layers
 
+    Settings = RegressionSettings
+
     @classmethod
-    def create(cls, in_features, num_grades, architecture="auto", class_weights=None, settings=None) -> RegressionHead:
-        return cls(in_features, architecture, (settings or {}).get("loss", "mse"), num_grades, class_weights)
+    def create(cls, in_features, num_grades, architecture="auto", class_weights=None, settings=None, state=None):
+        loss = settings.loss if settings is not None else "mse"
+        return cls(in_features, architecture, loss, num_grades, class_weights)
 
     def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean squared (or Huber) error between the output and the target score.
@@ -344,7 +375,7 @@ class GradedHead(Head):
         init_keras_(self)  # a CoralLayer's own biases are not touched: init_from_targets sets them
 
     @classmethod
-    def create(cls, in_features, num_grades, architecture="auto", class_weights=None, settings=None) -> GradedHead:
+    def create(cls, in_features, num_grades, architecture="auto", class_weights=None, settings=None, state=None):
         return cls(in_features, num_grades, architecture, class_weights)
 
     def output_width(self, num_grades: int) -> int:

@@ -19,6 +19,7 @@ from coral_pytorch.losses import coral_loss, corn_loss
 
 from imgrade.core.errors import ConfigError
 from imgrade.models.heads import ClassificationHead, GradedHead, _prior_logits, log_mean_exp
+from imgrade.models.settings import SordSettings
 
 
 def grade_probabilities(exceed: torch.Tensor) -> torch.Tensor:
@@ -210,7 +211,7 @@ class CornHead(_OrdinalHead):
         return (self.exceed_probabilities(outputs) > 0.5).sum(dim=1)  # (B,)
 
 
-SORD_BETA = 1.0
+SORD_BETA = SordSettings.sord_beta
 """Default sharpness of SORD's soft labels (see ``ModelConfig.sord_beta``)."""
 
 
@@ -264,9 +265,12 @@ class SordHead(ClassificationHead):
         super().__init__(in_features, num_grades, architecture, class_weights)
         self.beta = float(beta)
 
+    Settings = SordSettings
+
     @classmethod
-    def create(cls, in_features, num_grades, architecture="auto", class_weights=None, settings=None) -> SordHead:
-        return cls(in_features, num_grades, architecture, class_weights, (settings or {}).get("sord_beta", SORD_BETA))
+    def create(cls, in_features, num_grades, architecture="auto", class_weights=None, settings=None, state=None):
+        beta = settings.sord_beta if settings is not None else SORD_BETA
+        return cls(in_features, num_grades, architecture, class_weights, beta)
 
     def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Cross-entropy between the soft labels of ``target`` (grade indices) and the softmax."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from imgrade.config import RunConfig
-from imgrade.models.axes import CUCUMBER9_GRADES, CUCUMBER9_TABLE, parse_grade_axes
-from imgrade.models.factory import build_model
+from imgrade.core.errors import ImgradeError
+from imgrade.core.registry import head_entry
+from imgrade.models.axes import CUCUMBER9_GRADES
+from imgrade.models.factory import build_model, head_class
 from imgrade.models.summary import summarize
 
 
@@ -21,15 +23,18 @@ def model_summary(
     RunConfig.from_dict(
         {"model": {"depth": depth, "task": task, "head": head, "backbone": backbone}}
     )  # validates with the flag names
-    grade_axes = None
-    if task == "axes" and num_grades == len(CUCUMBER9_GRADES):  # the built-in table: size and shape
-        grade_axes = parse_grade_axes(CUCUMBER9_TABLE, list(CUCUMBER9_GRADES))
+    # the head's state as a run on CUCUMBER-9's nine grades (or K unnamed ones) would start with it
+    names = list(CUCUMBER9_GRADES) if num_grades == len(CUCUMBER9_GRADES) else [f"grade {k}" for k in range(num_grades)]
+    try:
+        state, _ = head_class(task).initial_state(head_entry(task).make_settings({}), None, names)
+    except ImgradeError:
+        state = {}  # e.g. no grade table fits unnamed grades: the head's own default
     model = build_model(
         depth=depth,
         task=task,
         head=head,
         num_grades=num_grades,
-        grade_axes=grade_axes,
+        state=state,
         backbone=backbone,
         image_size=image_size,
     )

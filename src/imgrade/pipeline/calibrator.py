@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from imgrade.calibration import choose_thresholds, fit_conformal, min_calibration_size, prediction_sets, set_summary
-from imgrade.config import RunConfig, dump_config
-from imgrade.core.checkpoint import find_run_checkpoint, load_checkpoint, save_checkpoint
+from imgrade.calibration.decision import Calibration
+from imgrade.config import dump_config
 from imgrade.core.errors import ConfigError, DataError, ImgradeError
 from imgrade.core.io import write_text
+from imgrade.core.registry import head_entry
 from imgrade.data.imageset import ImageSet
 from imgrade.pipeline.evaluator import refresh_model_card
-from imgrade.pipeline.runs import run_data
-from imgrade.runtime.torch_engine import CALIBRATION_TTA, Outputs, TorchEngine
+from imgrade.runtime.run import RunFolder
+from imgrade.runtime.torch_engine import Outputs, TorchEngine
 
 logger = logging.getLogger(__name__)
 
@@ -32,15 +32,17 @@ def calibrate(
     alpha: float | None = None,
     folds: int | None = None,
     device: str = "auto",
-) -> dict[str, Any]:
+) -> Calibration:
     """Fit cut points and conformal grade sets on the run's validation split; store them in best.pt."""
-    run = Path(run)
-    predictor = TorchEngine.from_run(run, device=device, tta=False)
-    cfg = RunConfig.from_dict(predictor.checkpoint["config"], source=f"{run} checkpoint")
-    cfg = cfg.with_overrides({"calibrate.objective": objective, "calibrate.alpha": alpha, "calibrate.folds": folds})
-    if predictor.grade_names is None:
+    folder = RunFolder.open(run)
+    run = folder.path
+    cfg = folder.config.with_overrides(
+        {"calibrate.objective": objective, "calibrate.alpha": alpha, "calibrate.folds": folds}
+    )
+    if folder.checkpoint.grade_names is None:
         raise ConfigError(f"{run} predicts a continuous target: thresholds and grade sets need graded data")
-    imageset, split = run_data(run, cfg)
+    predictor = folder.grader(device=device, tta=False)
+    imageset, split = folder.data(cfg)
     val_set = imageset.subset(split["val"])
     cal_set = imageset.subset(split["cal"]) if "cal" in split else None
     needed = min_calibration_size(cfg.calibrate.alpha)
@@ -50,14 +52,14 @@ def calibrate(
             f"alpha {cfg.calibrate.alpha} needs at least {needed} validation images for grade sets with a coverage "
             f"guarantee, but {run} has {available}: raise --alpha or retrain with a larger validation split"
         )
-    calibration = calibrate_run(run, predictor, imageset, split, cfg.calibrate, strict=True)
+    calibration = calibrate_run(folder, predictor, imageset, split, cfg.calibrate, strict=True)
     write_text(run / "config.yaml", dump_config(cfg))
     refresh_model_card(run, predictor.with_tta() if cfg.calibrate.tta else predictor, cfg, imageset, split)
     return calibration
 
 
 def calibrate_run(
-    run: Path,
+    run: RunFolder,
     predictor: TorchEngine,
     imageset: ImageSet,
     split: dict[str, np.ndarray],
@@ -65,21 +67,21 @@ def calibrate_run(
     *,
     strict: bool,
     val_outputs: Outputs | None = None,
-) -> dict:
+) -> Calibration:
     """Calibrate ``run`` twice, on plain outputs and on test-time augmented ones (``--tta``), so
-    either way of grading has cut points and grade sets fitted to its own scores. Returns the plain one."""
+    either way of grading has cut points and grade sets fitted to its own scores; both are kept in
+    best.pt with one rewrite, and ``predictor`` grades with them from then on. Returns the plain one."""
     val_set = imageset.subset(split["val"])
     cal_set = imageset.subset(split["cal"]) if "cal" in split else None
     outputs = val_outputs if val_outputs is not None else predictor.outputs(val_set.images)
-    calibration = _calibrate_and_save(run, predictor, val_set, outputs, cfg, strict=strict, cal_set=cal_set)
+    plain = _fit_calibration(predictor, val_set, outputs, cfg, strict=strict, cal_set=cal_set)
     augmented = predictor.with_tta()
-    _calibrate_and_save(run, augmented, val_set, augmented.outputs(val_set.images), cfg, strict=strict, cal_set=cal_set)
-    predictor.checkpoint[CALIBRATION_TTA] = augmented.checkpoint[CALIBRATION_TTA]
-    return calibration
+    tta = _fit_calibration(augmented, val_set, augmented.outputs(val_set.images), cfg, strict=strict, cal_set=cal_set)
+    predictor.checkpoint = run.save_calibrations(plain, tta)
+    return plain
 
 
-def _calibrate_and_save(
-    run: Path,
+def _fit_calibration(
     predictor: TorchEngine,
     val_set: ImageSet,
     outputs: Outputs,
@@ -94,7 +96,8 @@ def _calibrate_and_save(
     """
     num_grades = len(predictor.grade_names)
     y = val_set.targets.astype(np.int64)
-    rule = "rounding" if predictor.model.task == "regression" else f"the {predictor.model.task} rule"
+    entry = head_entry(predictor.task)
+    rule = entry.own_decision if entry.cut_points is not None else f"the {entry.own_decision}"
     choice = choose_thresholds(
         y,
         outputs.scores,
@@ -107,7 +110,7 @@ def _calibrate_and_save(
     )
     mode = "with test-time augmentation, " if predictor.tta else ""
     logger.info(f"{mode}thresholds: {choice.reason}")
-    calibration: dict[str, Any] = {"thresholds": choice.to_dict(), "conformal": None}
+    conformal = None
     if cal_set is not None:
         y, outputs = cal_set.targets.astype(np.int64), predictor.outputs(cal_set.images)
     where = "held-out calibration" if cal_set is not None else "validation"
@@ -118,7 +121,6 @@ def _calibrate_and_save(
             raise
         logger.warning(f"warning: no grade sets: {e}")
     else:
-        calibration["conformal"] = conformal.to_dict()
         sets = prediction_sets(
             conformal, scores=outputs.scores, probabilities=outputs.probabilities, num_grades=num_grades
         )
@@ -127,10 +129,4 @@ def _calibrate_and_save(
             f"{mode}grade sets: {conformal.kind}, alpha {cfg.alpha}: {where} coverage {summary['coverage']:.3f}, "
             f"mean size {summary['mean_size']:.2f} grades ({conformal.n} calibration images)"
         )
-    key = CALIBRATION_TTA if predictor.tta else "calibration"
-    best = find_run_checkpoint(run)
-    payload = load_checkpoint(best)
-    payload[key] = calibration
-    save_checkpoint(best, payload)
-    predictor.checkpoint[key] = calibration
-    return calibration
+    return Calibration(choice.to_dict(), conformal)

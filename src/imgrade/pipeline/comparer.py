@@ -25,7 +25,7 @@ import yaml
 from imgrade.calibration import set_summary
 from imgrade.config import RunConfig, parse_split
 from imgrade.core.errors import CheckpointError, ConfigError, DataError
-from imgrade.core.registry import task_names
+from imgrade.core.registry import head_entry, task_names
 from imgrade.core.rundir import ensemble_members
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
@@ -188,7 +188,7 @@ def _score_run(
     if sets is not None:
         summary = set_summary(sets, y, predictor.grade_names)
         coverage, set_size = summary["coverage"], summary["mean_size"]
-    rule = "rounding" if task == "regression" else "own rule"
+    rule = "rounding" if head_entry(task).cut_points is not None else "own rule"
     rows = []
     for decision, predicted in ((rule, outputs.native), ("calibrated", predictor.grades(outputs))):
         m = ordinal_metrics(y, outputs.scores, predictor.grade_names, y_pred=predicted)

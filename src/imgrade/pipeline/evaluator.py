@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from imgrade.calibration import apply_thresholds, set_summary
+from imgrade.calibration import set_summary
 from imgrade.config import DataConfig, RunConfig
 from imgrade.core.checkpoint import save_json
 from imgrade.core.errors import DataError, ImgradeError
+from imgrade.core.registry import head_entry
 from imgrade.core.rundir import member_dir, read_history
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
@@ -23,7 +24,7 @@ from imgrade.evaluation.metrics import continuous_metrics, ordinal_metrics
 from imgrade.evaluation.outputs import evaluation_plots, run_label, write_predictions
 from imgrade.evaluation.report import format_members_table, format_metrics_table, write_run_report
 from imgrade.pipeline.model_card import write_model_card
-from imgrade.pipeline.runs import run_data
+from imgrade.runtime.run import RunFolder
 from imgrade.runtime.torch_engine import Outputs, TorchEngine
 
 logger = logging.getLogger(__name__)
@@ -45,13 +46,12 @@ def evaluate(
     With ``tta`` every image is graded as the average of a few views of it. An ensemble's members
     are scored on the same images too, so the table shows what the ensemble adds.
     """
-    run = Path(run)
-    run_dir = run if run.is_dir() else run.parent
-    predictor = TorchEngine.from_run(run, device=device, tta=tta)
-    cfg = RunConfig.from_dict(predictor.checkpoint["config"], source=f"{run} checkpoint")
+    folder = RunFolder.open(run)
+    run, run_dir, cfg = Path(run), folder.path, folder.config
+    predictor = folder.grader(device=device, tta=tta)
     own = None  # the run's whole image set and split, when grading its own test split
     if data is None:
-        own = run_data(run, cfg)
+        own = folder.data()
         imageset = own[0].subset(own[1]["test"])
         name = "test"
     else:
@@ -138,7 +138,7 @@ def _domain_gap(
     if cfg.data.path is None or Path(cfg.data.path).resolve() == data.resolve():
         return None
     try:
-        own, split = run_data(run, cfg)
+        own, split = RunFolder.open(run).data(cfg)
     except ImgradeError as e:
         logger.info(f"no domain gap: the run's own data cannot be read ({e})")
         return None
@@ -169,7 +169,7 @@ def _member_metrics(
             continue
         outputs = member.outputs(imageset.images)
         m = ordinal_metrics(y, outputs.scores, member.grade_names, y_pred=member.grades(outputs))
-        seed = member.checkpoint["config"]["train"]["seed"]
+        seed = member.checkpoint.config.train.seed
         rows.append({"member": f"m{i}", "seed": seed, **{k: m[k] for k in HEADLINE}})
     return rows
 
@@ -177,11 +177,10 @@ def _member_metrics(
 def _decision_metrics(predictor: TorchEngine, outputs: Outputs, y: np.ndarray) -> dict[str, Any]:
     """Headline metrics for each way of turning scores into grades, so the gain of tuning shows."""
     names = predictor.grade_names
-    rule = "rounding" if predictor.model.task == "regression" else f"{predictor.model.task} rule"
+    rule = head_entry(predictor.task).own_decision
     decisions = {rule: outputs.native}
-    choice = predictor.thresholds
-    if choice and choice.get("kind") == "tuned":
-        decisions["tuned thresholds"] = apply_thresholds(outputs.scores, np.asarray(choice["thresholds"]))
+    if predictor.calibration is not None and predictor.calibration.tuned:
+        decisions["tuned thresholds"] = predictor.calibration.grades(outputs.scores, outputs.native)
     result = {}
     for label, pred in decisions.items():
         m = ordinal_metrics(y, outputs.scores, names, y_pred=pred)

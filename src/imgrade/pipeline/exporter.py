@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from imgrade.core.errors import ConfigError
-from imgrade.runtime.onnx_export import export_onnx
+from imgrade.runtime.onnx_export import write_onnx
+from imgrade.runtime.run import RunFolder
 
 
 def export(run: str | Path, *, out: str | Path, fmt: str = "onnx", tta: bool | None = None) -> dict[str, Any]:
@@ -16,7 +17,12 @@ def export(run: str | Path, *, out: str | Path, fmt: str = "onnx", tta: bool | N
     """
     if fmt != "onnx":
         raise ConfigError(f"--format {fmt!r} is not supported: use onnx")
-    return export_onnx(run, out, tta=tta)
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise ConfigError(f"--out {out} must end in .onnx")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder: give a file name ending in .onnx")
+    return write_onnx(RunFolder.open(run).grader(device="cpu", tta=tta), out, name=str(run))
 
 
 def format_export(summary: dict[str, Any]) -> str:

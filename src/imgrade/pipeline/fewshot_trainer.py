@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 
 from imgrade.config import FINETUNE_DEFAULTS, RunConfig, load_config, parse_split
-from imgrade.core.checkpoint import LAST, load_checkpoint, save_json
+from imgrade.core.checkpoint import LAST, save_json
 from imgrade.core.errors import CheckpointError, ConfigError, DataError, ImgradeError
 from imgrade.core.io import write_text
 from imgrade.data.cucumber9_writer import write_cucumber9
@@ -34,8 +34,10 @@ from imgrade.data.splits import make_split
 from imgrade.data.synthetic import GRADE_NAMES, generate_cucumbers
 from imgrade.evaluation.report import format_number
 from imgrade.pipeline.evaluator import HEADLINE, evaluate, score
-from imgrade.pipeline.runs import run_data
+from imgrade.pipeline.runs import finished_training
 from imgrade.pipeline.trainer import speed_settings, train
+from imgrade.runtime.run import RunFolder
+from imgrade.runtime.run_checkpoint import Checkpoint
 from imgrade.runtime.torch_engine import TorchEngine
 
 logger = logging.getLogger(__name__)
@@ -214,10 +216,10 @@ def _train_or_reuse(cfg: RunConfig, run: Path, **kwargs) -> None:
     state = None
     if (run / LAST).exists():
         try:
-            state = load_checkpoint(run / LAST)
+            state = Checkpoint.load(run / LAST)
         except CheckpointError:
             state = None
-    if state is not None and state.get("finished"):
+    if state is not None and finished_training(state):
         logger.info(f"{run} already finished: reusing it")
         return
     train(None if state is not None else cfg, run, resume=state is not None, **kwargs)
@@ -226,7 +228,7 @@ def _train_or_reuse(cfg: RunConfig, run: Path, **kwargs) -> None:
 def _own_test_metrics(predictor, run: Path) -> dict[str, Any] | None:
     """The metrics of ``run`` (loaded as ``predictor``) on its own test split; None (with a log line) when its data is gone."""
     try:
-        imageset, split = run_data(run, RunConfig.from_dict(predictor.checkpoint["config"]))
+        imageset, split = RunFolder.open(run).data()
     except ImgradeError as e:
         logger.info(f"no synthetic test row: the pretrained run's own data cannot be read ({e})")
         return None

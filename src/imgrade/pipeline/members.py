@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from imgrade.config import RunConfig
-from imgrade.core.checkpoint import LAST, load_checkpoint, save_checkpoint
+from imgrade.core.checkpoint import LAST
 from imgrade.core.errors import CheckpointError
 from imgrade.core.rundir import member_dir
-from imgrade.pipeline.runs import calibration_missing
-from imgrade.runtime.torch_engine import CALIBRATION_TTA
+from imgrade.pipeline.runs import calibration_missing, finished_training
+from imgrade.runtime.run_checkpoint import Checkpoint
 
 
 def member_seed(seed: int, members: int, index: int) -> int:
@@ -34,10 +34,10 @@ def member_state(member: Path) -> str:
     if not (member / "config.yaml").is_file():
         return "fresh"
     try:
-        last = load_checkpoint(member / LAST) if (member / LAST).is_file() else {}
+        last = Checkpoint.load(member / LAST) if (member / LAST).is_file() else None
     except CheckpointError:
         return "resume"
-    if last.get("finished") and not (last.get("grade_names") and calibration_missing(member)):
+    if last is not None and finished_training(last) and not (last.grade_names and calibration_missing(member)):
         return "done"
     return "resume"
 
@@ -55,30 +55,23 @@ def mean_history(histories: list[list[dict]]) -> list[dict]:
 
 def assemble_ensemble(cfg: RunConfig, out: Path, k: int) -> None:
     """One checkpoint with every member's best weights (``members.I.*``), graded as one network."""
-    states = [load_checkpoint(member_dir(out, i) / "best.pt") for i in range(k)]
+    states = [Checkpoint.load(member_dir(out, i) / "best.pt") for i in range(k)]
     first = states[0]
     for i, state in enumerate(states[1:], start=1):
-        if not torch.equal(state["mean_image"], first["mean_image"]):
+        if not torch.equal(state.mean_image, first.mean_image):
             raise CheckpointError(
                 f"{member_dir(out, i)} was trained on another split than member 0: train the ensemble again with --overwrite"
             )
-    payload = {
-        key: value
-        for key, value in first.items()
-        if key not in ("model_state", "epoch", "val_loss", "calibration", CALIBRATION_TTA)
-    }
-    payload.update(
-        {
-            "config": cfg.to_dict(),
-            "ensemble": k,
-            "member_epochs": [int(state["epoch"]) for state in states],
-            "val_loss": float(np.mean([float(state["val_loss"]) for state in states])),
-            "model_state": {
-                f"members.{i}.{key}": value
-                for i, state in enumerate(states)
-                for key, value in state["model_state"].items()
-            },
-            "calibration": None,
-        }
+    ensemble = first.replace(
+        config=cfg,
+        members=k,
+        member_epochs=[int(state.epoch) for state in states],
+        epoch=None,
+        val_loss=float(np.mean([float(state.val_loss) for state in states])),
+        model_state={
+            f"members.{i}.{key}": value for i, state in enumerate(states) for key, value in state.model_state.items()
+        },
+        calibrations={},
+        training=None,
     )
-    save_checkpoint(out / "best.pt", payload)
+    ensemble.save(out / "best.pt")

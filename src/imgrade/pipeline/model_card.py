@@ -94,7 +94,7 @@ def _recipe(cfg: RunConfig, grader: Engine) -> dict[str, Any]:
         "task": model.task,
         "network": describe(model.backbone, model.depth),
         "head": _head(model.task, model.head),
-        "loss": model.loss if model.task == "regression" else f"the {model.task} head's own",
+        "loss": model.head_settings().get("loss", f"the {model.task} head's own"),
         "epochs": train.epochs,
         "batch_size": train.batch_size,
         "lr": train.lr,

@@ -14,22 +14,22 @@ from typing import Any
 
 import numpy as np
 
-from imgrade.config import RunConfig, load_config, parse_split
-from imgrade.core.checkpoint import LAST, find_run_checkpoint, load_checkpoint
+from imgrade.config import RunConfig, load_config, parse_split, path_keys
+from imgrade.core.checkpoint import LAST, find_run_checkpoint
 from imgrade.core.errors import CheckpointError, ConfigError
 from imgrade.core.io import remove_stale_temporaries
 from imgrade.core.names import MODEL_CARD
 from imgrade.core.rundir import MEMBERS, load_split
 from imgrade.data.imageset import ImageSet
-from imgrade.data.loader import load_dataset
 from imgrade.data.splits import hold_out_calibration, make_split
 from imgrade.models.backbones import check_backbone
 from imgrade.models.timm_backbone import HUB
+from imgrade.runtime.run_checkpoint import Checkpoint
 
 logger = logging.getLogger(__name__)
 
 
-def prepare_out(cfg: RunConfig, out: Path, resume: bool, overwrite: bool) -> tuple[RunConfig, dict | None]:
+def prepare_out(cfg: RunConfig, out: Path, resume: bool, overwrite: bool) -> tuple[RunConfig, Checkpoint | None]:
     """Check ``out`` for a fresh run, or read the run to resume; returns the config and last.pt's state.
 
     Runs under the run folder's lock, so the temporary files of a writer that was killed are stale
@@ -48,10 +48,8 @@ def prepare_out(cfg: RunConfig, out: Path, resume: bool, overwrite: bool) -> tup
     if resume_state is None and Path(cfg.data.path).exists():
         # evaluate reads the data again later, perhaps from another working directory
         cfg = cfg.with_overrides({"data.path": str(Path(cfg.data.path).resolve())})
-    if resume_state is None and cfg.model.task == "axes" and cfg.model.axes:
-        if not Path(cfg.model.axes).is_file():  # fails now, before the data is read
-            raise ConfigError(f"grade table {cfg.model.axes} does not exist: check the --axes path")
-        cfg = cfg.with_overrides({"model.axes": str(Path(cfg.model.axes).resolve())})
+    if resume_state is None:
+        cfg = _resolve_setting_paths(cfg)
     if resume_state is None:
         check_backbone(
             cfg.model.backbone, cfg.model.pretrained
@@ -98,7 +96,7 @@ def _check_out_is_free(out: Path, overwrite: bool) -> None:
     finished = False
     if (out / LAST).exists():
         try:
-            finished = bool(load_checkpoint(out / LAST).get("finished"))
+            finished = finished_training(Checkpoint.load(out / LAST))
         except CheckpointError:
             pass
     elif (out / MEMBERS).is_dir() and (out / "best.pt").exists():
@@ -112,15 +110,29 @@ def _check_out_is_free(out: Path, overwrite: bool) -> None:
     raise ConfigError(f"{out} already holds {what}: {fix}")
 
 
+def _resolve_setting_paths(cfg: RunConfig) -> RunConfig:
+    """The task's settings that name a file (``--axes``) checked and resolved: a wrong path fails
+    now, before the data is read, and the run records where the file is."""
+    files = {
+        name: value
+        for name, value in cfg.model.head_settings().items()
+        if value is not None and f"model.{name}" in path_keys()
+    }
+    for name, value in files.items():
+        if not Path(value).is_file():
+            raise ConfigError(f"{value} does not exist: check the --{name.replace('_', '-')} path")
+    return cfg.with_overrides({f"model.{name}": str(Path(v).resolve()) for name, v in files.items()}) if files else cfg
+
+
 def ensemble_finished(out: Path) -> bool:
     try:
-        best = load_checkpoint(out / "best.pt")
+        best = Checkpoint.load(out / "best.pt")
     except CheckpointError:
         return False
-    return bool(best.get("ensemble")) and (best.get("calibration") is not None or not best.get("grade_names"))
+    return best.members > 1 and (best.calibration() is not None or not best.grade_names)
 
 
-def _resume_state(out: Path) -> tuple[RunConfig, dict | None]:
+def _resume_state(out: Path) -> tuple[RunConfig, Checkpoint | None]:
     if not (out / "config.yaml").is_file():
         raise CheckpointError(
             f"cannot resume: {out} holds no run (no config.yaml): start it with `imgrade train --out {out}`"
@@ -136,21 +148,27 @@ def _resume_state(out: Path) -> tuple[RunConfig, dict | None]:
     if not (out / LAST).is_file():
         logger.info(f"{out} has no finished epoch yet: starting it from the beginning")
         return cfg, None
-    state = load_checkpoint(out / LAST)
-    if state.get("finished") and state.get("grade_names") and calibration_missing(out):
+    state = Checkpoint.load(out / LAST)
+    finished = finished_training(state)
+    if finished and state.grade_names and calibration_missing(out):
         logger.info(f"{out} finished training but was stopped before calibration: calibrating it now")
         return cfg, state
-    if state.get("finished"):
+    if finished:
         raise ConfigError(
-            f"{out} is already finished ({state['epoch']} epochs): nothing to resume; evaluate it, or train into another --out"
+            f"{out} is already finished ({state.epoch} epochs): nothing to resume; evaluate it, or train into another --out"
         )
-    logger.info(f"resuming {out} after epoch {state['epoch']}/{cfg.train.epochs}")
+    logger.info(f"resuming {out} after epoch {state.epoch}/{cfg.train.epochs}")
     return cfg, state
+
+
+def finished_training(last: Checkpoint) -> bool:
+    """Whether ``last`` (a last.pt) was written after the final epoch."""
+    return bool((last.training or {}).get("finished"))
 
 
 def calibration_missing(out: Path) -> bool:
     try:
-        return load_checkpoint(out / "best.pt").get("calibration") is None
+        return Checkpoint.load(out / "best.pt").calibration() is None
     except CheckpointError:
         return True
 
@@ -169,8 +187,3 @@ def data_summary(imageset: ImageSet) -> dict[str, Any]:
         t = imageset.targets
         summary["target"] = {"min": float(t.min()), "max": float(t.max()), "mean": float(t.mean())}
     return summary
-
-
-def run_data(run: Path, cfg: RunConfig) -> tuple[ImageSet, dict[str, np.ndarray]]:
-    imageset = load_dataset(cfg.data)
-    return imageset, load_split(run if run.is_dir() else run.parent, imageset)

@@ -24,7 +24,7 @@ from imgrade.core.errors import ConfigError
 from imgrade.core.io import write_text
 from imgrade.core.perf import precision_name, resolve_amp
 from imgrade.core.preprocess import mean_image, nhwc_to_tensor, to_input
-from imgrade.core.registry import head_entry
+from imgrade.core.registry import head_entry, head_settings
 from imgrade.core.rundir import member_dir, read_history, run_lock, save_split, write_history
 from imgrade.core.threads import auto_threads
 from imgrade.core.version import __version__
@@ -32,14 +32,15 @@ from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
 from imgrade.evaluation import plots
 from imgrade.evaluation.outputs import run_label
-from imgrade.models.axes import GradeAxes, find_grade_axes
 from imgrade.models.backbones import describe
-from imgrade.models.factory import build_model, head_settings
+from imgrade.models.factory import build_model, head_class
 from imgrade.models.heads import balanced_class_weights
 from imgrade.pipeline.calibrator import calibrate_run
 from imgrade.pipeline.evaluator import refresh_model_card
 from imgrade.pipeline.members import assemble_ensemble, mean_history, member_seed, member_state
 from imgrade.pipeline.runs import choose_split, data_summary, prepare_out
+from imgrade.runtime.run import RunFolder
+from imgrade.runtime.run_checkpoint import Checkpoint
 from imgrade.runtime.torch_engine import Outputs, TorchEngine
 from imgrade.training import distributed, tracking
 from imgrade.training.loop import FitData, data_device, fit
@@ -108,18 +109,18 @@ def _train_network(
     """One network: the steps in the order they run (the order matters for a seeded run's weights)."""
     device = _set_up_torch(cfg)
     imageset = _read_data(cfg, imageset)
-    grade_axes, cfg = _grade_axes(cfg, imageset, resume_state)
+    head_state, cfg = _head_state(cfg, imageset, resume_state)
     split = distributed.on_main(choose_split, cfg, out, imageset, resume_state is not None, split)
     _log_split(split)
     data = _fit_data(imageset, split, device)
-    model = _build_model(cfg, imageset, split, grade_axes, resume_state)
+    model = _build_model(cfg, imageset, split, head_state, resume_state)
     if distributed.is_main() and resume_state is None:
         # written only now, so a refused --init (other grades, another depth) leaves nothing in --out
         _write_run_start(out, cfg, imageset, split)
     model = model.to(device)
     if cfg.train.compile:
         model.compile()  # in place, so parameter names and checkpoints stay as they are
-    meta = _checkpoint_meta(cfg, imageset, data.mean.cpu(), grade_axes)
+    meta = _checkpoint_meta(cfg, imageset, data.mean.cpu(), head_state)
 
     t0 = time.perf_counter()
     world = distributed.world_size()
@@ -130,7 +131,7 @@ def _train_network(
     logger.info(
         f"training {cfg.model.task} {describe(cfg.model.backbone, cfg.model.depth)} on {where} for {cfg.train.epochs} epochs -> {out}"
     )
-    done = list(resume_state["history"]) if resume_state is not None else []
+    done = list(resume_state.training["history"]) if resume_state is not None else []
     main = distributed.is_main()  # rank 0 alone logs to TensorBoard and MLflow
     with tracking.open_trackers(cfg, out, done) if main else tracking.Trackers([]) as trackers:
         on_epoch_end = _epoch_writer(cfg, out, trackers)
@@ -196,25 +197,24 @@ def _read_data(cfg: RunConfig, imageset: ImageSet | None) -> ImageSet:
     return imageset
 
 
-def _grade_axes(cfg: RunConfig, imageset: ImageSet, resume_state: dict | None) -> tuple[GradeAxes | None, RunConfig]:
-    """Task axes: the run's grade table, and the config naming the file it came from; other tasks: None.
+def _head_state(cfg: RunConfig, imageset: ImageSet, resume_state: Checkpoint | None) -> tuple[dict, RunConfig]:
+    """The head's own state (``Head.initial_state``: the axes head's grade table), and the config
+    with the settings the head found (the table's file) recorded.
 
-    On --resume the table comes from last.pt: the CSV may have changed or moved since.
+    On --resume the state comes from last.pt: a file it was read from may have changed or moved since.
     """
-    if cfg.model.task != "axes":
-        if cfg.model.axes:
-            logger.info(
-                f"note: --axes {cfg.model.axes} is read only with --task axes; task {cfg.model.task} ignores it"
-            )
-        return None, cfg
-    if resume_state is not None and resume_state.get("grade_axes") is not None:
-        return GradeAxes.from_dict(resume_state["grade_axes"]), cfg
-    table, where = find_grade_axes(cfg.model.axes, cfg.data.path, imageset.grade_names)
-    axes = "; ".join(f"{name} {','.join(levels)}" for name, levels in zip(table.axes, table.levels))
-    logger.info(f"grade table ({where}): {axes}")
-    if Path(where).is_file():  # config.yaml then says which file (also one found beside the data)
-        cfg = cfg.with_overrides({"model.axes": str(Path(where).resolve())})
-    return table, cfg
+    for name, value in cfg.model.settings.items():
+        owner = head_settings()[name]
+        if owner.name != cfg.model.task and value != getattr(owner.make_settings({}), name):
+            flag = "--" + name.replace("_", "-")
+            logger.info(f"note: {flag} {value} is read only with --task {owner.name}; task {cfg.model.task} ignores it")
+    if resume_state is not None:
+        return resume_state.head_state, cfg
+    settings = head_entry(cfg.model.task).make_settings(cfg.model.head_settings())
+    state, found = head_class(cfg.model.task).initial_state(settings, cfg.data.path, imageset.grade_names)
+    if found:  # config.yaml then says which file (also one found beside the data)
+        cfg = cfg.with_overrides({f"model.{name}": value for name, value in found.items()})
+    return state, cfg
 
 
 def _log_split(split: Split) -> None:
@@ -235,7 +235,7 @@ def _fit_data(imageset: ImageSet, split: Split, device: torch.device) -> FitData
 
 
 def _build_model(
-    cfg: RunConfig, imageset: ImageSet, split: Split, grade_axes: GradeAxes | None, resume_state: dict | None
+    cfg: RunConfig, imageset: ImageSet, split: Split, head_state: dict, resume_state: Checkpoint | None
 ) -> torch.nn.Module:
     """The network for ``cfg``: class weights, the head's starting bias from the training grades, and
     the weights of ``--pretrained`` or ``--init`` (on --resume, last.pt holds all the weights instead)."""
@@ -252,11 +252,10 @@ def _build_model(
         cfg.model.depth,
         cfg.model.task,
         cfg.model.head,
-        cfg.model.loss,
         num_grades,
         class_weights,
-        **head_settings(cfg.model),
-        grade_axes=grade_axes,
+        **cfg.model.head_settings(),
+        state=head_state,
         backbone=cfg.model.backbone,
         image_size=cfg.data.image_size,
         pretrained=cfg.model.pretrained if fresh else None,
@@ -269,8 +268,7 @@ def _build_model(
         model.head.init_from_targets(imageset.targets[split["train"]])
     if cfg.train.init and fresh:
         # after init_from_targets, so a loaded head's weights win; every rank reads the same file
-        axes = grade_axes.to_dict() if grade_axes is not None else None
-        logger.info(load_init(model, plan_init(cfg.train.init, cfg.model, imageset.grade_names, grade_axes=axes)))
+        logger.info(load_init(model, plan_init(cfg.train.init, cfg.model, imageset.grade_names, head_state)))
     return model
 
 
@@ -282,21 +280,19 @@ def _write_run_start(out: Path, cfg: RunConfig, imageset: ImageSet, split: Split
     save_json(out / "data.json", data_summary(imageset))
 
 
-def _checkpoint_meta(cfg: RunConfig, imageset: ImageSet, mean: torch.Tensor, grade_axes: GradeAxes | None) -> dict:
-    """What every checkpoint carries beside the weights, so a run is graded from best.pt alone."""
-    meta = {
-        "imgrade_version": __version__,
-        "config": cfg.to_dict(),
-        "grade_names": imageset.grade_names,
-        "image_size": cfg.data.image_size,
-        "mean_image": mean,
-        "task": cfg.model.task,
-        "calibration": None,
-        "data_source": imageset.source,
-    }
-    if grade_axes is not None:
-        meta["grade_axes"] = grade_axes.to_dict()  # the runtime rebuilds the head from this, not from the CSV
-    return meta
+def _checkpoint_meta(cfg: RunConfig, imageset: ImageSet, mean: torch.Tensor, head_state: dict) -> Checkpoint:
+    """What every checkpoint carries beside the weights, so a run is graded from best.pt alone
+    (the head is rebuilt from its state, never from a file it was read from)."""
+    return Checkpoint(
+        config=cfg,
+        grade_names=imageset.grade_names,
+        image_size=cfg.data.image_size,
+        mean_image=mean,
+        model_state={},
+        head_state=head_state,
+        version=__version__,
+        data_source=imageset.source,
+    )
 
 
 def _epoch_writer(cfg: RunConfig, out: Path, trackers: tracking.Trackers):
@@ -339,13 +335,14 @@ def _member_tracking(cfg: RunConfig, out: Path) -> dict:
 def _check_and_calibrate(cfg: RunConfig, out: Path, imageset: ImageSet, split: Split, card: bool) -> None:
     """Warn about a network that trained badly, fit cut points and grade sets on validation, then
     (``card``: not for an ensemble's member) grade the test split once for the model card."""
-    predictor = TorchEngine.from_run(out, device=cfg.train.device, tta=False)
+    folder = RunFolder.open(out)
+    predictor = folder.grader(device=cfg.train.device, tta=False)
     val_set = imageset.subset(split["val"])
     val_outputs = predictor.outputs(val_set.images)
     for warning in health_warnings(predictor, val_set, val_outputs):
         logger.warning(f"warning: {warning}")
     if imageset.is_ordinal:
-        calibrate_run(out, predictor, imageset, split, cfg.calibrate, strict=False, val_outputs=val_outputs)
+        calibrate_run(folder, predictor, imageset, split, cfg.calibrate, strict=False, val_outputs=val_outputs)
     if card:
         refresh_model_card(out, predictor.with_tta() if cfg.calibrate.tta else predictor, cfg, imageset, split)
 
@@ -411,9 +408,10 @@ def _train_ensemble(
         title=f"loss: {run_label(out)} (mean of {k} members)",
         frozen_epochs=cfg.train.freeze_backbone_epochs,
     )
-    predictor = TorchEngine.from_run(out, device=cfg.train.device, tta=False)
+    folder = RunFolder.open(out)
+    predictor = folder.grader(device=cfg.train.device, tta=False)
     if imageset.is_ordinal:
-        calibrate_run(out, predictor, imageset, split, cfg.calibrate, strict=False)
+        calibrate_run(folder, predictor, imageset, split, cfg.calibrate, strict=False)
     refresh_model_card(out, predictor.with_tta() if cfg.calibrate.tta else predictor, cfg, imageset, split)
     logger.info(f"ensemble of {k} members -> {out / 'best.pt'}")
     return history

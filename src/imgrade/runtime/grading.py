@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from imgrade.calibration import Conformal, apply_thresholds, prediction_sets
+from imgrade.calibration import Conformal
+from imgrade.calibration.decision import Calibration
 from imgrade.core.registry import head_entry, task_names
 
 CPU_BATCH = 32
@@ -81,8 +82,8 @@ class Engine:
     task: str
     grade_names: list[str] | None
     image_size: int
-    calibration: dict | None
-    """``{"thresholds": ThresholdChoice.to_dict(), "conformal": Conformal.to_dict()}`` or None."""
+    calibration: Calibration | None
+    """The cut points and grade sets of this way of grading, or None when not calibrated."""
     version: str
     """The imgrade version that trained (or exported) the model."""
     model_card: str | None = None
@@ -113,33 +114,30 @@ class Engine:
     @property
     def thresholds(self) -> dict | None:
         """The calibration's cut-point choice (``ThresholdChoice.to_dict()``), if calibrated."""
-        return (self.calibration or {}).get("thresholds")
+        return self.calibration.thresholds if self.calibration is not None else None
 
     @property
     def conformal(self) -> Conformal | None:
-        found = (self.calibration or {}).get("conformal")
-        return Conformal.from_dict(found) if found else None
+        return self.calibration.conformal if self.calibration is not None else None
 
     @property
     def cut_points(self) -> list[float] | None:
-        """The cut points on the score axis that decide the grade, or None when the head decides
-        another way (argmax, or the ordinal heads' own count of passed thresholds)."""
+        """The cut points on the score axis that decide the grade: the tuned ones, else those the
+        head's own rule amounts to (regression: rounding's); None when the head decides another
+        way (argmax, or the ordinal heads' count of passed thresholds)."""
         if self.grade_names is None:
             return None
-        choice = self.thresholds
-        if choice and choice.get("kind") == "tuned":
-            return [float(t) for t in choice["thresholds"]]
-        if self.task == "regression":
-            return [k + 0.5 for k in range(len(self.grade_names) - 1)]
-        return None
+        if self.calibration is not None and self.calibration.tuned:
+            return self.calibration.cut_points
+        own = head_entry(self.task).cut_points if self.task in task_names() else None
+        return own(len(self.grade_names)) if own is not None else None
 
     @property
     def rule(self) -> str | None:
         """How a score becomes a grade, in words."""
         if self.grade_names is None:
             return None
-        choice = self.thresholds
-        if choice and choice.get("kind") == "tuned":
+        if self.calibration is not None and self.calibration.tuned:
             return "tuned cut points"
         return head_entry(self.task).rule if self.task in task_names() else "the head's own rule"
 
@@ -148,19 +146,15 @@ class Engine:
     def grades(self, outputs: Outputs) -> np.ndarray:
         """Grade indexes: the tuned cut points when calibration kept them, else the head's own rule."""
         assert self.grade_names is not None and outputs.native is not None
-        choice = self.thresholds
-        if choice and choice.get("kind") == "tuned":
-            return apply_thresholds(outputs.scores, np.asarray(choice["thresholds"]))
-        return outputs.native
+        if self.calibration is None:
+            return outputs.native
+        return self.calibration.grades(outputs.scores, outputs.native)
 
     def sets(self, outputs: Outputs) -> np.ndarray | None:
         """Grade sets (N, K) bool with the calibrated coverage, or None when not calibrated."""
-        conformal = self.conformal
-        if conformal is None or self.grade_names is None:
+        if self.calibration is None or self.grade_names is None:
             return None
-        return prediction_sets(
-            conformal, scores=outputs.scores, probabilities=outputs.probabilities, num_grades=len(self.grade_names)
-        )
+        return self.calibration.sets(outputs.scores, outputs.probabilities, len(self.grade_names))
 
     def results(self, sources: list[str], outputs: Outputs) -> list[Grade]:
         """One :class:`Grade` per image, named by ``sources``."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgrade.calibration import Conformal
+from imgrade.calibration.decision import Calibration
 from imgrade.core.errors import CheckpointError, DataError
 from imgrade.core.registry import task_names
 from imgrade.core.threads import auto_threads
@@ -36,7 +36,7 @@ class OnnxEngine(Engine):
         self.task = meta["task"]
         self.grade_names = list(meta["grade_names"]) if meta["grade_names"] is not None else None
         self.image_size = int(meta["image_size"])
-        self.calibration = meta.get("calibration")
+        self.calibration = Calibration.from_dict(meta.get("calibration"))
         self.version = str(meta.get("trained_with") or meta.get("imgrade_version") or "unknown")
         self.tta = bool(meta.get("tta"))
         """Whether the graph grades each image as the average of its test-time views (``export --tta``)."""
@@ -176,14 +176,10 @@ def _read_metadata(session, name: str) -> dict:
         )
     if meta.get("model_card") is not None and not isinstance(meta["model_card"], str):
         problems.append("model_card")
-    calibration = meta.get("calibration")
-    if calibration is not None and not isinstance(calibration, dict):
+    try:
+        Calibration.from_dict(meta.get("calibration"))
+    except (TypeError, ValueError):  # CheckpointError is a ValueError
         problems.append("calibration")
-    elif calibration and calibration.get("conformal"):
-        try:
-            Conformal.from_dict(calibration["conformal"])
-        except (TypeError, ValueError):  # CheckpointError is a ValueError
-            problems.append("conformal calibration")
     if problems:
         raise CheckpointError(f"{name} is not a grader this imgrade can run: bad {'; '.join(problems)}: {fix}")
     return meta

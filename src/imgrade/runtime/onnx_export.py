@@ -20,18 +20,21 @@ import json
 import logging
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from imgrade.core.errors import ConfigError, ImgradeError
+from imgrade.core.errors import ImgradeError
 from imgrade.core.io import atomic_write
 from imgrade.core.names import without_paths
 from imgrade.core.registry import head_entry
 from imgrade.core.version import __version__
 from imgrade.runtime.grading import Engine
 from imgrade.runtime.onnx_engine import METADATA_FORMAT, METADATA_KEY, OnnxEngine
-from imgrade.runtime.torch_engine import TorchEngine
+
+if TYPE_CHECKING:  # the engine imports this module when it serves (for_serving)
+    from imgrade.runtime.torch_engine import TorchEngine
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ def metadata(predictor: TorchEngine, source: str, model_card: str | None = None)
     """The JSON stored in the ONNX file: what ``predict`` needs besides the network, and the run's
     model card. It names the run and its data, never a path of the machine that exported it."""
     ckpt = predictor.checkpoint
-    data_path = ((ckpt.get("config") or {}).get("data") or {}).get("path")
+    data_path = ckpt.config.data.path
     info = {
         "format": METADATA_FORMAT,
         "imgrade_version": __version__,
@@ -87,18 +90,18 @@ def metadata(predictor: TorchEngine, source: str, model_card: str | None = None)
             "resize": "whole image to a square, no crop (BOX when shrinking, BILINEAR when enlarging), EXIF-upright",
         },
         "outputs": _output_names(predictor),
-        "calibration": predictor.calibration,
+        "calibration": predictor.calibration.to_dict() if predictor.calibration is not None else None,
         "ensemble": predictor.members,
         "tta": predictor.tta,
         "source": source,
-        "data_source": without_paths(ckpt["data_source"], [data_path]) if ckpt.get("data_source") else None,
+        "data_source": without_paths(ckpt.data_source, [data_path]) if ckpt.data_source else None,
         "model_card": model_card,
         "exported": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    if ckpt.get("grade_axes") is not None:
-        # task axes: each grade's level per axis, for people and tools reading the file; grading
-        # needs only the graph, whose probabilities already combine the axes
-        info["grade_axes"] = ckpt["grade_axes"]
+    if ckpt.head_state:
+        # the head's own state (the axes head: each grade's level per axis), for people and tools
+        # reading the file; grading needs only the graph, whose outputs already use it
+        info["head_state"] = ckpt.head_state
     return info
 
 
@@ -111,32 +114,24 @@ def _output_names(predictor: TorchEngine) -> list[str]:
     return names
 
 
-def export_onnx(run: str | Path, out: str | Path, tta: bool | None = None) -> dict:
-    """Write ``run``'s best model to ``out`` as an ONNX grader; return a summary of the check.
+def write_onnx(predictor: TorchEngine, out: Path, name: str | None = None) -> dict:
+    """Write ``predictor`` (on the CPU) to ``out`` as an ONNX grader; return a summary of the check.
 
-    An ensemble's members all go into the one graph; with ``tta`` the graph grades each image as
-    the average of its test-time views and the metadata carries the calibration fitted that way.
+    An ensemble's members all go into the one graph; under TTA the graph grades each image as the
+    average of its test-time views and the metadata carries the calibration fitted that way.
 
     The export is verified before the file is written: ONNX Runtime must reproduce PyTorch's
     scores within ``PARITY_ATOL`` and its native grades exactly on 64 random images.
     The file is written atomically: a failed export leaves nothing, an old file stays intact.
 
     Raises:
-        ConfigError: ``out`` does not end in .onnx.
-        CheckpointError: ``run`` holds no loadable model.
         ImgradeError: the exporter failed or the exported graph disagrees with PyTorch.
     """
-    out = Path(out)
-    if out.suffix.lower() != ".onnx":
-        raise ConfigError(f"--out {out} must end in .onnx")
-    if out.is_dir():
-        raise ConfigError(f"--out {out} is a folder: give a file name ending in .onnx")
-    predictor = TorchEngine.from_run(run, device="cpu", tta=tta)
     try:
         payload = onnx_bytes(predictor)
     except Exception as e:  # the exporter raises many kinds; the user needs one line and the cause
         raise ImgradeError(
-            f"exporting {run} to ONNX failed ({_first_line(e, 200)}); rerun with --debug for the trace"
+            f"exporting {name or predictor.source or 'the run'} to ONNX failed ({_first_line(e, 200)}); rerun with --debug for the trace"
         ) from e
     check = _check_parity(predictor, OnnxEngine.from_bytes(payload))
     with atomic_write(out, "wb") as f:
@@ -178,7 +173,7 @@ def onnx_bytes(predictor: TorchEngine) -> bytes:
 
 def serving_grader(predictor: TorchEngine, threads: int | None = None, spinning: bool | None = None) -> Engine:
     """``predictor`` exported to ONNX in memory and run by ONNX Runtime, checked against it as
-    ``export_onnx`` checks a file; ``predictor`` itself should anything fail.
+    ``write_onnx`` checks a file; ``predictor`` itself should anything fail.
 
     What ``imgrade serve`` grades a run with on a CPU (``TorchEngine.for_serving``). Nothing is
     written. A failure (no onnx, onnxscript or onnxruntime, a backbone the exporter cannot follow,

@@ -9,23 +9,42 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgrade.core.checkpoint import find_run_checkpoint, load_checkpoint
+from imgrade.calibration.decision import Calibration
+from imgrade.core.checkpoint import find_run_checkpoint
 from imgrade.core.device import resolve_device
 from imgrade.core.errors import CheckpointError
-from imgrade.core.names import MODEL_CARD
 from imgrade.core.preprocess import nhwc_to_tensor, to_input
 from imgrade.core.registry import backbone_names
-from imgrade.models.axes import GradeAxes
 from imgrade.models.backbones import check_backbone, describe
 from imgrade.models.ensemble import EnsembleModel, TTAModel
-from imgrade.models.factory import build_model, head_settings
+from imgrade.models.factory import build_model
 from imgrade.runtime.grading import CPU_BATCH, GPU_BATCH, Engine, Outputs
+from imgrade.runtime.run_checkpoint import Checkpoint, read_model_card, run_name
 
-__all__ = ["CALIBRATION_TTA", "Outputs", "TorchEngine"]
+__all__ = ["Outputs", "TorchEngine", "build_network"]
 
-CALIBRATION_TTA = "calibration_tta"
-"""The checkpoint entry with the cut points and grade sets fitted on test-time augmented outputs
-(beside ``calibration``, fitted on plain ones): averaging views moves the scores a little."""
+
+def build_network(ckpt: Checkpoint) -> torch.nn.Module:
+    """The network ``ckpt`` describes, with fresh weights: one, or its ensemble's members as one.
+
+    Raises:
+        ConfigError: the checkpoint's model cannot be built here.
+    """
+    model_cfg = ckpt.config.model
+
+    def network() -> torch.nn.Module:
+        return build_model(
+            depth=model_cfg.depth,
+            task=model_cfg.task,
+            head=model_cfg.head,
+            num_grades=len(ckpt.grade_names) if ckpt.grade_names else None,
+            backbone=model_cfg.backbone,  # no pretrained weights: the checkpoint holds them all
+            image_size=ckpt.image_size,
+            state=ckpt.head_state,  # e.g. the axes head's grade table: no CSV needed here
+            **model_cfg.head_settings(),
+        )
+
+    return network() if ckpt.members == 1 else EnsembleModel([network() for _ in range(ckpt.members)])
 
 
 @dataclass
@@ -39,7 +58,7 @@ class TorchEngine(Engine):
     grade_names: list[str] | None
     image_size: int
     device: torch.device
-    checkpoint: dict
+    checkpoint: Checkpoint
 
     tta: bool = False
     """Grade each image as the average over flipped and shifted views (``TTAModel``), with the
@@ -54,85 +73,63 @@ class TorchEngine(Engine):
 
     @classmethod
     def from_run(cls, run: str | Path, device: str = "auto", tta: bool | None = None) -> TorchEngine:
-        """Load ``run``'s best checkpoint (a run folder or a .pt file).
+        """Load ``run``'s best checkpoint (a run folder or a .pt file); see :meth:`from_checkpoint`."""
+        path = find_run_checkpoint(run)
+        return cls.from_checkpoint(Checkpoint.load(path), path, device=device, tta=tta)
+
+    @classmethod
+    def from_checkpoint(
+        cls, ckpt: Checkpoint, path: Path, device: str = "auto", tta: bool | None = None
+    ) -> TorchEngine:
+        """The network of ``ckpt`` (read from ``path``), rebuilt and on ``device``.
 
         An ensemble's checkpoint holds every member; they are graded as one network. With ``tta``
         each image is graded as the average of a few views of it (see ``models.ensemble.TTAModel``);
-        None: as the run's ``calibrate.tta`` says (off for runs that predate it).
+        None: as the run's ``calibrate.tta`` says.
 
         Raises:
             CheckpointError: the checkpoint cannot be rebuilt, or ``tta`` is asked of a run whose
                 calibration was fitted without it (calibrate it again).
         """
-        path = find_run_checkpoint(run)
-        ckpt = load_checkpoint(path)
         if tta is None:
-            tta = bool(((ckpt.get("config") or {}).get("calibrate") or {}).get("tta", False))
-        backbone = ((ckpt.get("config") or {}).get("model") or {}).get(
-            "backbone", "reference"
-        )  # older runs: none saved
-        if isinstance(backbone, str) and backbone.partition(":")[0] not in backbone_names():
+            tta = ckpt.config.calibrate.tta
+        model_cfg = ckpt.config.model
+        backbone = model_cfg.backbone
+        if backbone.partition(":")[0] not in backbone_names():
             raise CheckpointError(
                 f"{path} was trained with --backbone {backbone}, which is not registered here: "
                 "register it (imgrade.core.registry.register_backbone) before loading the run"
             )
-        if isinstance(backbone, str):
-            check_backbone(backbone)  # e.g. a missing timm says how to install it, not that the checkpoint is bad
+        check_backbone(backbone)  # e.g. a missing timm says how to install it, not that the checkpoint is bad
         try:
-            model_cfg = ckpt["config"]["model"]
-            grade_names = ckpt["grade_names"]
-            members = int(ckpt.get("ensemble") or 1)
-
-            def network():
-                return build_model(
-                    depth=model_cfg["depth"],
-                    task=model_cfg["task"],
-                    head=model_cfg["head"],
-                    loss=model_cfg["loss"],
-                    num_grades=len(grade_names) if grade_names else None,
-                    backbone=backbone,  # no pretrained weights: the checkpoint holds them all
-                    image_size=int(ckpt["image_size"]),
-                    **head_settings(model_cfg),
-                    # the axes head's grade table travels in the checkpoint: no CSV needed here
-                    grade_axes=GradeAxes.from_dict(ckpt["grade_axes"]) if model_cfg["task"] == "axes" else None,
-                )
-
-            model = network() if members == 1 else EnsembleModel([network() for _ in range(members)])
-            image_size = int(ckpt["image_size"])
-            mean = ckpt["mean_image"].float()  # (3, H, W)
-            if tuple(mean.shape) != (3, image_size, image_size):
-                raise ValueError(f"a mean_image of shape {tuple(mean.shape)} for image_size {image_size}")
+            model = build_network(ckpt)
+            mean = ckpt.mean_image.float()  # (3, H, W)
+            if tuple(mean.shape) != (3, ckpt.image_size, ckpt.image_size):
+                raise ValueError(f"a mean_image of shape {tuple(mean.shape)} for image_size {ckpt.image_size}")
         except (KeyError, TypeError, AttributeError, ValueError) as e:  # ValueError includes build_model's ConfigError
             reason = f"no {e.args[0]!r} entry" if isinstance(e, KeyError) and e.args else " ".join(str(e).split())[:120]
             raise CheckpointError(
                 f"{path} does not hold a model this imgrade can rebuild ({reason or type(e).__name__}): retrain"
             ) from None
         try:
-            model.load_state_dict(ckpt["model_state"])
+            model.load_state_dict(ckpt.model_state)
         except (KeyError, RuntimeError, TypeError, AttributeError) as e:
-            network = describe(backbone, model_cfg["depth"])
+            network = describe(backbone, model_cfg.depth)
             raise CheckpointError(
-                f"{path} holds weights that do not fit the {network} {model_cfg['task']} network its "
-                f"config describes ({_mismatch(model, ckpt.get('model_state'), e)}): retrain, or pass the checkpoint "
+                f"{path} holds weights that do not fit the {network} {model_cfg.task} network its "
+                f"config describes ({_mismatch(model, ckpt.model_state, e)}): retrain, or pass the checkpoint "
                 "that config was saved with"
             ) from None
-        if (
-            tta
-            and grade_names is not None
-            and ckpt.get("calibration") is not None
-            and ckpt.get(CALIBRATION_TTA) is None
-        ):
+        if tta and ckpt.grade_names is not None and ckpt.calibration() is not None and ckpt.calibration(True) is None:
             raise CheckpointError(
-                f"{path} was calibrated without test-time augmentation: run `imgrade calibrate {run}` "
+                f"{path} was calibrated without test-time augmentation: run `imgrade calibrate {path.parent}` "
                 "(it fits both), or grade without --tta"
             )
         target = resolve_device(device)
         model.to(target).eval()
-        card = path.parent / MODEL_CARD
-        card_text = card.read_text(encoding="utf-8", errors="replace") if card.is_file() else None
-        source = path.parent.name if Path(run).is_dir() else f"{path.parent.name}/{path.name}"
-        predictor = cls(model, mean, grade_names, image_size, target, ckpt, model_card=card_text, source=source)
-        return predictor.with_tta() if tta else predictor
+        card, source = read_model_card(path.parent), run_name(path)
+        engine = cls(model, mean, ckpt.grade_names, ckpt.image_size, target, ckpt, model_card=card, source=source)
+        return engine.with_tta() if tta else engine
 
     def with_tta(self) -> TorchEngine:
         """This grader under test-time augmentation (the same network, ``TTAModel`` around it),
@@ -145,7 +142,7 @@ class TorchEngine(Engine):
     @property
     def members(self) -> int:
         """How many networks grade together (1 unless the run is an ensemble)."""
-        return int(self.checkpoint.get("ensemble") or 1)
+        return self.checkpoint.members
 
     def for_serving(self, threads: int | None = None, spinning: bool | None = None) -> Engine:
         """On a CPU, this network exported to ONNX in memory and graded by ONNX Runtime, which
@@ -169,16 +166,16 @@ class TorchEngine(Engine):
         return serving_grader(self, threads=threads, spinning=spinning)
 
     @property
-    def calibration(self) -> dict | None:
-        return self.checkpoint.get(CALIBRATION_TTA if self.tta else "calibration")
+    def calibration(self) -> Calibration | None:
+        return self.checkpoint.calibration(self.tta)
 
     @property
     def task(self) -> str:
-        return self.checkpoint["config"]["model"]["task"]
+        return self.checkpoint.task
 
     @property
     def version(self) -> str:
-        return str(self.checkpoint.get("imgrade_version", "unknown"))
+        return self.checkpoint.version
 
     @torch.no_grad()
     def outputs(self, images: np.ndarray | torch.Tensor, batch_size: int | None = None) -> Outputs:

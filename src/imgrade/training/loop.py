@@ -20,11 +20,12 @@ import torch
 from tqdm import tqdm
 
 from imgrade.config import TrainConfig
-from imgrade.core.checkpoint import BEST, LAST, save_checkpoint
+from imgrade.core.checkpoint import BEST, LAST
 from imgrade.core.errors import CheckpointError
 from imgrade.core.perf import autocast, autocast_dtype, to_device_async
 from imgrade.core.preprocess import to_input
 from imgrade.data.augment import photometric, random_shift_flip
+from imgrade.runtime.run_checkpoint import Checkpoint
 from imgrade.training import distributed
 from imgrade.training.distributed import sum_over_ranks
 from imgrade.training.ema import ModelEma
@@ -250,8 +251,8 @@ def fit(
     cfg: TrainConfig,
     device: torch.device,
     run_dir,
-    meta: dict,
-    resume: dict | None = None,
+    meta: Checkpoint | None,
+    resume: Checkpoint | None = None,
     on_epoch_end: Callable[[list[dict]], None] | None = None,
 ) -> list[dict]:
     """Train for ``cfg.epochs`` epochs, keeping the best checkpoint by validation loss.
@@ -261,8 +262,9 @@ def fit(
         data: the training and validation tensors and the mean image.
         cfg: the training settings.
         run_dir: where best.pt and last.pt are written (atomically) after every epoch.
-        meta: plain values stored in every checkpoint (config, grade names, mean image, ...).
-        resume: the payload of a last.pt to continue from, or None for a fresh start.
+        meta: what every checkpoint holds beside the weights (config, grade names, mean image,
+            the head's state, ...); None writes no checkpoint (a caller that wants the history).
+        resume: the last.pt to continue from, or None for a fresh start.
         on_epoch_end: called with the history after each epoch (writes history.csv and plots).
 
     Under torchrun every rank calls this and trains its share of each batch (see distributed.py);
@@ -282,18 +284,19 @@ def fit(
     # every rank keeps its own average: DDP keeps the weights identical on all of them
     ema = ModelEma(model, cfg.ema) if cfg.ema else None
     if resume is not None:
-        model.load_state_dict(resume["model_state"])
+        state = resume.training or {}
+        model.load_state_dict(resume.model_state)
         if ema is not None:
-            if "ema_state" not in resume:
+            if "ema_state" not in state:
                 raise CheckpointError(
                     f"{run_dir / LAST} holds no weight average for train.ema {cfg.ema}: train again with --overwrite"
                 )
-            ema.load_checkpoint(resume)
-        optimizer.load_state_dict(resume["optimizer_state"])
-        generator.set_state(resume["generator_state"])
-        history = list(resume["history"])
-        best_val = float(resume["best_val_loss"])
-        start_epoch = int(resume["epoch"])
+            ema.load_checkpoint(state)
+        optimizer.load_state_dict(state["optimizer_state"])
+        generator.set_state(state["generator_state"])
+        history = list(state["history"])
+        best_val = float(state["best_val_loss"])
+        start_epoch = int(resume.epoch)
     shard = (distributed.rank(), distributed.world_size())
     main = distributed.is_main()
     trained, frozen = None, False
@@ -351,26 +354,21 @@ def fit(
             best_val = val_loss
         if not main:
             continue  # rank 0 alone writes and prints
-        if improved:
+        if improved and meta is not None:
             best_state = ema.state_dict() if ema is not None else model.state_dict()
-            save_checkpoint(
-                run_dir / BEST, {**meta, "model_state": best_state, "epoch": epoch + 1, "val_loss": val_loss}
-            )
+            meta.replace(model_state=best_state, epoch=epoch + 1, val_loss=val_loss).save(run_dir / BEST)
         # last.pt is written after best.pt: a crash between the two replays this epoch on resume
-        save_checkpoint(
-            run_dir / LAST,
-            {
-                **meta,
-                "model_state": model.state_dict(),
+        if meta is not None:
+            training = {
                 "optimizer_state": optimizer.state_dict(),
                 "generator_state": generator.get_state(),
                 "history": history,
                 "best_val_loss": best_val,
-                "epoch": epoch + 1,
                 "finished": epoch + 1 == cfg.epochs,
                 **(ema.checkpoint() if ema is not None else {}),
-            },
-        )
+            }
+            last = meta.replace(model_state=model.state_dict(), epoch=epoch + 1, val_loss=val_loss, training=training)
+            last.save(run_dir / LAST)
         mark = " *" if improved else ""
         logger.info(
             f"epoch {epoch + 1}/{cfg.epochs} loss {train_loss:.4f} val_loss {val_loss:.4f} "

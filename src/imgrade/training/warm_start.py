@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from imgrade.config import ModelConfig
-from imgrade.core.checkpoint import find_run_checkpoint, load_checkpoint
+from imgrade.core.checkpoint import find_run_checkpoint
 from imgrade.core.errors import ConfigError
 from imgrade.core.registry import backbone_entry
 from imgrade.models.factory import head_class
+from imgrade.runtime.run_checkpoint import Checkpoint
 
 
 @dataclass
@@ -40,7 +40,7 @@ def _architecture(task: str, head: str) -> str:
 
 
 def plan_init(
-    init: str | Path, model: ModelConfig, grade_names: list[str] | None, grade_axes: dict | None = None
+    init: str | Path, model: ModelConfig, grade_names: list[str] | None, head_state: dict | None = None
 ) -> InitSource:
     """Read the run or checkpoint ``init`` and check that it can start a run of ``model`` on this data.
 
@@ -48,8 +48,8 @@ def plan_init(
         init: a run folder (its best.pt is used) or a .pt checkpoint.
         model: this run's model settings.
         grade_names: this data's grades in rank order; None for a continuous target.
-        grade_axes: task axes: this run's grade table (``GradeAxes.to_dict()``); the head is loaded
-            only from a run with the same table.
+        head_state: this run's head state (``Head.initial_state``, e.g. the axes head's grade
+            table); the head is loaded only from a run whose head has the same state.
 
     Raises:
         CheckpointError: no such run or file, or not a readable checkpoint.
@@ -57,25 +57,25 @@ def plan_init(
             refused rather than silently learning a head for grades that do not line up).
     """
     path = find_run_checkpoint(init)
-    payload = load_checkpoint(path)
-    source: dict[str, Any] = (payload.get("config") or {}).get("model") or {}
-    backbone = source.get("backbone", "reference")  # runs from before timm backbones have none
+    ckpt = Checkpoint.load(path)
+    source = ckpt.config.model
+    backbone = source.backbone
     if backbone != model.backbone:
         raise ConfigError(
             f"--init {path} has backbone {backbone} but this run has {model.backbone}: set --backbone {backbone}"
         )
-    depth = source.get("depth")
+    depth = source.depth
     if backbone_entry(backbone).uses_depth and depth != model.depth:
         raise ConfigError(f"--init {path} has depth {depth} but this run has depth {model.depth}: set --depth {depth}")
-    source_grades = payload.get("grade_names")
+    source_grades = ckpt.grade_names
     if source_grades is not None and grade_names is not None and set(source_grades) != set(grade_names):
         raise ConfigError(
             f"--init {path} was trained on grades {','.join(source_grades)} but this data has grades "
             f"{','.join(grade_names)}: name this data's grades as the source does (grade folders or grades.txt), "
             "or --init a run trained on these grades"
         )
-    source_task = payload.get("task") or source.get("task")
-    source_head = _architecture(str(source_task), source.get("head", "auto"))
+    source_task = source.task
+    source_head = _architecture(source_task, source.head)
     if source_task != model.task:
         fresh = f"the task differs ({source_task} there, {model.task} here)"
     elif source_head != _architecture(model.task, model.head):
@@ -85,11 +85,11 @@ def plan_init(
         fresh = f"the target is continuous {where}, so the head's scale need not carry over"
     elif list(source_grades) != list(grade_names):
         fresh = f"the grades are in another order ({','.join(source_grades)} there, {','.join(grade_names)} here)"
-    elif model.task == "axes" and payload.get("grade_axes") != grade_axes:
-        fresh = "the grade tables differ (other axes or levels)"
+    elif ckpt.head_state != (head_state or {}):
+        fresh = "the head's state differs (e.g. another grade table)"
     else:
         fresh = None
-    return InitSource(path, payload["model_state"], fresh)
+    return InitSource(path, ckpt.model_state, fresh)
 
 
 def load_init(model: torch.nn.Module, source: InitSource) -> str:
