@@ -50,7 +50,7 @@ def summarise(
             entry[name] = float(np.mean(values)) if values else None
             entry[name + "_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
         if reference is not None and f != REFERENCE:
-            for name in ("qwk", "accuracy", "grade_mae"):
+            for name in dict.fromkeys(key for key, _ in _RANKED_BY.values()):  # what a recommendation ranks by
                 gain = paired_test(by[f], reference, name, folds=folds)
                 if gain is not None:
                     entry.update({f"{name}_{key}": value for key, value in gain.items()})
@@ -135,7 +135,10 @@ def _per_resample(rows: list[dict[str, Any]], metric: str) -> dict[tuple[int, in
     return {key: float(np.mean(values)) for key, values in groups.items()}
 
 
-RECOMMEND_METRICS = ("qwk", "accuracy", "mae", "both")
+_RANKED_BY = {"qwk": ("qwk", "accuracy"), "accuracy": ("accuracy", "qwk"), "mae": ("grade_mae", "qwk")}
+"""Each ``--metric``'s metric and the one that breaks its ties; ``both`` ranks by QWK and accuracy."""
+
+RECOMMEND_METRICS = (*_RANKED_BY, "both")
 """What ``compare --metric`` optimises: QWK, accuracy, the grade MAE (mean |predicted - true grade|),
 or both QWK and accuracy at once."""
 
@@ -161,7 +164,7 @@ def recommend(summary: list[dict[str, Any]], metric: str = "qwk") -> str:
         raise ConfigError(f"--metric {metric!r} is not one of {', '.join(RECOMMEND_METRICS)}")
     if metric == "both":
         return _recommend_both(summary)
-    key, other = {"qwk": ("qwk", "accuracy"), "accuracy": ("accuracy", "qwk"), "mae": ("grade_mae", "qwk")}[metric]
+    key, other = _RANKED_BY[metric]
     sign = 1 if METRICS[key].higher_is_better else -1
     candidates = [s for s in summary if s.get(key) is not None and s.get(other) is not None and not s.get("member")]
     if not candidates:
