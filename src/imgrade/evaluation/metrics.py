@@ -286,15 +286,15 @@ METRICS: dict[str, Metric] = {
 
 
 def register_metric(metric: Metric) -> Metric:
-    """Add ``metric`` to ``METRICS``: evaluate computes, saves and shows it, and compare too where it says.
+    """Add ``metric`` to ``METRICS``: evaluate computes, saves and shows it, and compare as its row says.
 
-    >>> median = register_metric(Metric("median_error", "median error", needs="scores",
-    ...     compute=lambda p: float(np.median(np.abs(p.errors))), higher_is_better=False,
-    ...     description="the median distance of the score from the true grade", compare="table"))
-    >>> m = ordinal_metrics([0, 1, 2, 2], [0.2, 1.6, 2.4, 0.9], ["L", "M", "S"])
-    >>> m["median_error"], headline(graded=True)[-1], compared()[-1]
-    (0.5, 'median_error', 'median_error')
-    >>> _ = METRICS.pop("median_error")  # leave the table as it was
+    >>> within2 = register_metric(Metric("within2", "within-2", needs="grades", higher_is_better=True,
+    ...     compute=lambda p: float(np.mean(np.abs(p.grades - p.y_true) <= 2)),
+    ...     description="the share at most two grades off", compare="table", plotted=True))
+    >>> m = ordinal_metrics([0, 1, 3, 3], [0.2, 1.6, 1.4, 0.4], ["L", "M", "S", "2S"])
+    >>> m["within1"], m["within2"], compared()[:5]
+    (0.5, 0.75, ('qwk', 'accuracy', 'within1', 'grade_mae', 'within2'))
+    >>> unregister_metric("within2")
 
     Raises:
         ImgradeError: a metric of that name is in the table already.
@@ -303,6 +303,13 @@ def register_metric(metric: Metric) -> Metric:
         raise ImgradeError(f"a metric named {metric.name!r} is registered already: choose another name")
     METRICS[metric.name] = metric
     return metric
+
+
+def unregister_metric(name: str) -> None:
+    """Remove a metric added by :func:`register_metric` (in a notebook, a test)."""
+    if name not in METRICS:
+        raise ImgradeError(f"no metric named {name!r}: the metrics are {', '.join(METRICS)}")
+    del METRICS[name]
 
 
 def headline(graded: bool) -> tuple[str, ...]:
