@@ -10,10 +10,10 @@ import yaml
 from PIL import Image
 
 from imgrade.cli import main
-from imgrade.core.checkpoint import load_checkpoint
 from imgrade.data.synthetic import generate_cucumbers
 from imgrade.runtime import load_grader
 from imgrade.runtime.onnx_engine import METADATA_KEY
+from imgrade.runtime.run_checkpoint import Checkpoint
 
 # CUCUMBER-9's grades with shape as the first axis and the rows in another order than the grades
 TABLE = "grade,shape,size\nC,C,\nBL,bent,L\nBM,bent,M\nBS,bent,S\n2L,straight,2L\nL,straight,L\nM,straight,M\nS,straight,S\n2S,straight,2S\n"
@@ -52,13 +52,14 @@ def axes_run(tmp_path_factory, synth_dir):
 
 def test_the_run_keeps_its_grade_table(axes_run):
     run, table = axes_run
-    ckpt = load_checkpoint(run / "best.pt")
-    assert ckpt["task"] == "axes"
-    assert ckpt["grade_axes"]["axes"] == {"shape": ["C", "bent", "straight"], "size": ["L", "M", "S", "2L", "2S"]}
-    assert ckpt["grade_axes"]["grades"]["C"] == ["C", None] and ckpt["grade_axes"]["grades"]["BS"] == ["bent", "S"]
-    assert list(ckpt["grade_axes"]["grades"]) == ckpt["grade_names"]  # the data's order, not the file's
+    ckpt = Checkpoint.load(run / "best.pt")
+    assert ckpt.task == "axes"
+    grade_axes = ckpt.head_state["grade_axes"]
+    assert grade_axes["axes"] == {"shape": ["C", "bent", "straight"], "size": ["L", "M", "S", "2L", "2S"]}
+    assert grade_axes["grades"]["C"] == ["C", None] and grade_axes["grades"]["BS"] == ["bent", "S"]
+    assert list(grade_axes["grades"]) == ckpt.grade_names  # the data's order, not the file's
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["axes"] == str(table.resolve())
-    assert ckpt["model_state"]["head.layers.0.weight"].shape[0] == 3 + 5
+    assert ckpt.model_state["head.layers.0.weight"].shape[0] == 3 + 5
 
 
 def test_evaluate_export_and_grade_with_the_onnx_file(axes_run, tmp_path, capsys):
@@ -68,13 +69,13 @@ def test_evaluate_export_and_grade_with_the_onnx_file(axes_run, tmp_path, capsys
     assert metrics["task"] == "axes" and "axes rule" in metrics["decisions"]
     predicted = list(csv.DictReader((tmp_path / "eval" / "predictions.csv").open()))
     assert len(predicted) == metrics["n"] > 0
-    assert {r["predicted_grade"] for r in predicted} <= set(load_checkpoint(run / "best.pt")["grade_names"])
+    assert {r["predicted_grade"] for r in predicted} <= set(Checkpoint.load(run / "best.pt").grade_names)
 
     out = tmp_path / "axes.onnx"
     assert main(["export", str(run), "--out", str(out)]) == 0
     meta = json.loads({p.key: p.value for p in onnx.load(out).metadata_props}[METADATA_KEY])
     assert meta["task"] == "axes" and meta["outputs"] == ["score", "probabilities", "native"]
-    assert meta["grade_axes"] == load_checkpoint(run / "best.pt")["grade_axes"]
+    assert meta["head_state"] == {"grade_axes": Checkpoint.load(run / "best.pt").head_state["grade_axes"]}
 
     images = generate_cucumbers(120, seed=5).imageset.images
     torch_grader, onnx_grader = load_grader(run), load_grader(out)

@@ -19,8 +19,8 @@ from imgrade.data.synthetic import generate_cucumbers
 from imgrade.models.backbones import build_backbone
 from imgrade.models.factory import build_model
 from imgrade.models.resnet_v2 import ResNetV2
-from imgrade.runtime import load_grader
 from imgrade.pipeline import export
+from imgrade.runtime import load_grader
 
 
 class TinyConv(nn.Module):

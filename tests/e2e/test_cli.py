@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from imgrade.cli import main
-from imgrade.core.checkpoint import load_checkpoint, save_checkpoint
+from imgrade.runtime.run_checkpoint import Checkpoint
 
 TRAINING = importlib.import_module("imgrade.pipeline.trainer")  # the module; `pipeline.train` is the function
 
@@ -59,8 +59,8 @@ def test_train_writes_a_complete_run(trained_run):
     split = json.loads((trained_run / "split.json").read_text())
     assert (len(split["train"]), len(split["val"]), len(split["test"])) == (54, 18, 18)
     assert not set(split["train"]) & set(split["test"])
-    ckpt = load_checkpoint(trained_run / "best.pt")
-    assert ckpt["grade_names"] == GRADES and ckpt["mean_image"].shape == (3, 32, 32)
+    ckpt = Checkpoint.load(trained_run / "best.pt")
+    assert ckpt.grade_names == GRADES and ckpt.mean_image.shape == (3, 32, 32)
     assert _is_png(trained_run / "loss_curve.png")
 
 
@@ -125,10 +125,10 @@ def test_same_seed_gives_identical_runs(synth_dir, tmp_path):
             main(["train", "--data", str(synth_dir), "--epochs", "1", "--depth", "11", "--out", str(tmp_path / name)])
             == 0
         )
-        runs.append(load_checkpoint(tmp_path / name / "last.pt"))
-    assert runs[0]["history"][0]["val_loss"] == runs[1]["history"][0]["val_loss"]
-    for key, value in runs[0]["model_state"].items():
-        assert torch.equal(value, runs[1]["model_state"][key]), key
+        runs.append(Checkpoint.load(tmp_path / name / "last.pt"))
+    assert runs[0].training["history"][0]["val_loss"] == runs[1].training["history"][0]["val_loss"]
+    for key, value in runs[0].model_state.items():
+        assert torch.equal(value, runs[1].model_state[key]), key
 
 
 def test_resume_continues_to_the_same_weights(synth_dir, tmp_path, monkeypatch):
@@ -145,14 +145,14 @@ def test_resume_continues_to_the_same_weights(synth_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(TRAINING, "write_history", interrupt_after_two_epochs)
     assert main(["train", *args, "--out", str(tmp_path / "cut")]) == 130
     monkeypatch.setattr(TRAINING, "write_history", real_write)
-    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 2
+    assert Checkpoint.load(tmp_path / "cut" / "last.pt").epoch == 2
     # a plain train into the unfinished run is refused; --resume (with the same flags, or none) finishes it
     assert main(["train", *args, "--out", str(tmp_path / "cut")]) == 2
     assert main(["train", *args, "--resume", "--out", str(tmp_path / "cut")]) == 0
-    full, cut = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "cut" / "last.pt")
-    assert [r["val_loss"] for r in full["history"]] == [r["val_loss"] for r in cut["history"]]
-    for key, value in full["model_state"].items():
-        assert torch.equal(value, cut["model_state"][key]), key
+    full, cut = Checkpoint.load(tmp_path / "full" / "last.pt"), Checkpoint.load(tmp_path / "cut" / "last.pt")
+    assert [r["val_loss"] for r in full.training["history"]] == [r["val_loss"] for r in cut.training["history"]]
+    for key, value in full.model_state.items():
+        assert torch.equal(value, cut.model_state[key]), key
 
 
 def test_finished_run_is_not_overwritten_without_flag(trained_run, synth_dir, capsys):
@@ -255,11 +255,9 @@ def test_run_without_checkpoint_and_foreign_checkpoint_version(trained_run, tmp_
     empty_run.mkdir()
     assert main(["evaluate", str(empty_run)]) == 2
     assert "has no checkpoint best.pt" in capsys.readouterr().err
-    old = load_checkpoint(trained_run / "best.pt")
-    old.pop("format_version")
-    payload = {**old}
-    save_checkpoint(empty_run / "best.pt", payload)
-    torch.save({**payload, "format_version": 99}, empty_run / "best.pt")
+    old = Checkpoint.load(trained_run / "best.pt")
+    old.save(empty_run / "best.pt")
+    torch.save({**old.to_payload(), "format_version": 99}, empty_run / "best.pt")
     assert main(["evaluate", str(empty_run)]) == 2
     err = capsys.readouterr().err
     assert "checkpoint format 99" in err and "retrain" in err
@@ -338,11 +336,10 @@ def test_published_split_keeps_the_test_batch(synth_dir, tmp_path):
 
 
 def test_training_calibrates_thresholds_and_grade_sets(coral_run, capsys):
-    ckpt = load_checkpoint(coral_run / "best.pt")
-    calibration = ckpt["calibration"]
-    assert calibration["thresholds"]["kind"] in ("tuned", "rounding") and calibration["thresholds"]["reason"]
-    assert len(calibration["thresholds"]["thresholds"]) == 8
-    assert calibration["conformal"]["kind"] == "aps" and calibration["conformal"]["alpha"] == 0.1
+    calibration = Checkpoint.load(coral_run / "best.pt").calibration()
+    assert calibration.thresholds["kind"] in ("tuned", "rounding") and calibration.thresholds["reason"]
+    assert len(calibration.thresholds["thresholds"]) == 8
+    assert calibration.conformal.kind == "aps" and calibration.conformal.alpha == 0.1
 
 
 def test_evaluate_reports_decisions_sets_and_html(coral_run, capsys):
@@ -376,10 +373,10 @@ def test_predict_prints_the_grade_set_and_probabilities(coral_run, tmp_path, cap
 
 def test_calibrate_verb_changes_alpha_and_sets_get_wider(coral_run, capsys):
     assert main(["calibrate", str(coral_run), "--alpha", "0.5"]) == 0
-    loose = load_checkpoint(coral_run / "best.pt")["calibration"]["conformal"]
+    loose = Checkpoint.load(coral_run / "best.pt").calibration().conformal
     assert main(["calibrate", str(coral_run), "--alpha", "0.1"]) == 0
-    strict = load_checkpoint(coral_run / "best.pt")["calibration"]["conformal"]
-    assert loose["alpha"] == 0.5 and strict["alpha"] == 0.1 and strict["qhat"] >= loose["qhat"]
+    strict = Checkpoint.load(coral_run / "best.pt").calibration().conformal
+    assert loose.alpha == 0.5 and strict.alpha == 0.1 and strict.qhat >= loose.qhat
     assert "alpha: 0.1" in (coral_run / "config.yaml").read_text()
 
 
@@ -517,7 +514,7 @@ def test_calibration_holdout_keeps_grade_set_images_out_of_selection(synth_dir, 
     parts = [set(split[name]) for name in ("train", "val", "test", "cal")]
     assert sum(len(p) for p in parts) == 90 and len(set().union(*parts)) == 90  # disjoint, complete
     assert len(split["cal"]) == 9 and len(split["val"]) == 9
-    conformal = load_checkpoint(run / "best.pt")["calibration"]["conformal"]
-    assert conformal["n"] == len(split["cal"])
+    conformal = Checkpoint.load(run / "best.pt").calibration().conformal
+    assert conformal.n == len(split["cal"])
     assert main(["calibrate", str(run), "--alpha", "0.2"]) == 0  # the verb uses the held-out images too
-    assert load_checkpoint(run / "best.pt")["calibration"]["conformal"]["n"] == 9
+    assert Checkpoint.load(run / "best.pt").calibration().conformal.n == 9

@@ -11,7 +11,8 @@ import yaml
 from imgrade.cli import main
 from imgrade.config import DataConfig, RunConfig
 from imgrade.data.loader import load_dataset
-from imgrade.evaluation.comparison import METRICS, summarise
+from imgrade.evaluation.comparison import summarise
+from imgrade.evaluation.metrics import compared
 from imgrade.pipeline.comparer import score_recipe_run
 from imgrade.pipeline.recipe import parse_recipe
 
@@ -181,7 +182,7 @@ def test_a_comparison_without_regression_still_writes_its_tables_plot_and_report
             "run_seed": seed,
             "tta": False,
             "thresholds": "own",
-            **{m: 0.5 + 0.1 * seed + (0.05 if recipe == "corn+amp=bf16" else 0.0) for m in METRICS},
+            **{m: 0.5 + 0.1 * seed + (0.05 if recipe == "corn+amp=bf16" else 0.0) for m in compared()},
             "train_seconds": 1.0,
             "n_train": 60,
             "n_test": 20,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from imgrade.core.checkpoint import load_checkpoint
+from imgrade.runtime.run_checkpoint import Checkpoint
 
 EPOCHS = 6
 KILLS = 6  # at least 5 random moments, one of them while a checkpoint is being written
@@ -93,11 +93,11 @@ def kill_and_resume(data: Path, folder: Path, kills: int = KILLS, seed: int = 7)
     identical = (
         not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
         and all(
-            _same_weights(load_checkpoint(run / n)["model_state"], load_checkpoint(reference / n)["model_state"])
+            _same_weights(Checkpoint.load(run / n).model_state, Checkpoint.load(reference / n).model_state)
             for n in ("best.pt", "last.pt")
         )
         and _history(run) == _history(reference)
-        and load_checkpoint(run / "best.pt")["calibration"] == load_checkpoint(reference / "best.pt")["calibration"]
+        and Checkpoint.load(run / "best.pt").calibration() == Checkpoint.load(reference / "best.pt").calibration()
     )
     return {"kills": made, "during_write": during_write, "identical": int(identical)}
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from imgrade.cli import main
-from imgrade.core.checkpoint import load_checkpoint
 from imgrade.core.rundir import read_history
+from imgrade.runtime.run_checkpoint import Checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -113,9 +113,9 @@ def test_torchrun_matches_one_process_and_writes_one_run(ddp_run, data, tmp_path
     assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in single.iterdir())
     assert "2 processes (cpu, DDP)" in result.stderr
     assert result.stderr.count("epoch 3/3 ") == 1 and result.stderr.count("next: imgrade evaluate") == 1
-    best, last = load_checkpoint(run / "best.pt"), load_checkpoint(run / "last.pt")
-    assert last["finished"] and not any(key.startswith("module.") for key in best["model_state"])
-    assert best["calibration"] is not None
+    best, last = Checkpoint.load(run / "best.pt"), Checkpoint.load(run / "last.pt")
+    assert last.training["finished"] and not any(key.startswith("module.") for key in best.model_state)
+    assert best.calibration() is not None
     evaluated = imgrade("evaluate", str(run), "--out", str(tmp_path / "eval"))
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert (tmp_path / "eval" / "metrics.json").is_file()
@@ -144,14 +144,14 @@ def test_resume_under_torchrun_continues_to_the_same_weights(ddp_run, data, tmp_
     script.write_text(STOP_AFTER_TWO_EPOCHS)
     cut = tmp_path / "cut"
     stopped = torchrun(str(script), "train", "--data", str(data), "--out", str(cut), *TRAIN)
-    assert stopped.returncode != 0 and load_checkpoint(cut / "last.pt")["epoch"] == 2
+    assert stopped.returncode != 0 and Checkpoint.load(cut / "last.pt").epoch == 2
     resumed = torchrun("-m", "imgrade", "train", "--resume", "--out", str(cut))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in resumed.stderr
-    full, cut_last = load_checkpoint(ddp_run[0] / "last.pt"), load_checkpoint(cut / "last.pt")
-    assert [r["val_loss"] for r in full["history"]] == [r["val_loss"] for r in cut_last["history"]]
-    for key, value in full["model_state"].items():
-        assert torch.equal(value, cut_last["model_state"][key]), key
+    full, cut_last = Checkpoint.load(ddp_run[0] / "last.pt"), Checkpoint.load(cut / "last.pt")
+    assert [r["val_loss"] for r in full.training["history"]] == [r["val_loss"] for r in cut_last.training["history"]]
+    for key, value in full.model_state.items():
+        assert torch.equal(value, cut_last.model_state[key]), key
 
 
 def test_a_bad_data_path_stops_every_rank_with_one_line(tmp_path):

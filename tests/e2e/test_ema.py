@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from imgrade.cli import main
-from imgrade.core.checkpoint import load_checkpoint
+from imgrade.runtime.run_checkpoint import Checkpoint
 
 TRAINING = importlib.import_module("imgrade.pipeline.trainer")  # the module; `pipeline.train` is the function
 
@@ -15,6 +15,10 @@ EPOCHS = ["--epochs", "3", "--depth", "11"]
 
 def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _history(path) -> list[dict]:
+    return Checkpoint.load(path).training["history"]
 
 
 @pytest.fixture(scope="module")
@@ -28,28 +32,29 @@ def runs(tmp_path_factory, synth_dir):
 
 def test_ema_off_gives_the_same_run(runs):
     for name in ("best.pt", "last.pt"):
-        plain, zero = load_checkpoint(runs / "plain" / name), load_checkpoint(runs / "zero" / name)
-        assert _same(plain["model_state"], zero["model_state"]), name
-        assert "ema_state" not in zero
+        plain, zero = Checkpoint.load(runs / "plain" / name), Checkpoint.load(runs / "zero" / name)
+        assert _same(plain.model_state, zero.model_state), name
+        assert "ema_state" not in (zero.training or {})
     timeless = [
-        [{k: v for k, v in row.items() if k != "seconds"} for row in load_checkpoint(runs / n / "last.pt")["history"]]
+        [{k: v for k, v in row.items() if k != "seconds"} for row in _history(runs / n / "last.pt")]
         for n in ("plain", "zero")
     ]
     assert timeless[0] == timeless[1]
 
 
 def test_best_pt_holds_the_average_and_training_itself_is_untouched(runs):
-    plain, last, best = (load_checkpoint(runs / n) for n in ("plain/last.pt", "ema/last.pt", "ema/best.pt"))
+    plain, last, best = (Checkpoint.load(runs / n) for n in ("plain/last.pt", "ema/last.pt", "ema/best.pt"))
     # the average rides along: the live weights and training losses are those of the plain run
-    assert _same(last["model_state"], plain["model_state"])
-    assert [r["train_loss"] for r in last["history"]] == [r["train_loss"] for r in plain["history"]]
+    assert _same(last.model_state, plain.model_state)
+    history, plain_history = last.training["history"], plain.training["history"]
+    assert [r["train_loss"] for r in history] == [r["train_loss"] for r in plain_history]
     # ... while what is validated is the average
-    assert all(a["val_loss"] != b["val_loss"] for a, b in zip(last["history"], plain["history"]))
-    assert last["ema_steps"] == 3 * 2  # 54 training images in batches of 32: 2 steps per epoch
-    assert best["epoch"] == 3, "the comparison below needs the last epoch to be the best one"
-    assert _same(best["model_state"], last["ema_state"])
-    assert not _same(best["model_state"], last["model_state"])
-    assert best["val_loss"] == last["history"][-1]["val_loss"]
+    assert all(a["val_loss"] != b["val_loss"] for a, b in zip(history, plain_history))
+    assert last.training["ema_steps"] == 3 * 2  # 54 training images in batches of 32: 2 steps per epoch
+    assert best.epoch == 3, "the comparison below needs the last epoch to be the best one"
+    assert _same(best.model_state, last.training["ema_state"])
+    assert not _same(best.model_state, last.model_state)
+    assert best.val_loss == history[-1]["val_loss"]
 
 
 def test_resume_with_ema_continues_to_the_same_weights(runs, synth_dir, tmp_path, monkeypatch):
@@ -64,15 +69,14 @@ def test_resume_with_ema_continues_to_the_same_weights(runs, synth_dir, tmp_path
     monkeypatch.setattr(TRAINING, "write_history", interrupt_after_two_epochs)
     assert main(["train", "--data", str(synth_dir), *EPOCHS, "--ema", "0.9", "--out", str(cut)]) == 130
     monkeypatch.setattr(TRAINING, "write_history", real_write)
-    assert load_checkpoint(cut / "last.pt")["ema_steps"] == 2 * 2
+    assert Checkpoint.load(cut / "last.pt").training["ema_steps"] == 2 * 2
     assert main(["train", "--resume", "--out", str(cut)]) == 0
-    full, resumed = load_checkpoint(runs / "ema" / "last.pt"), load_checkpoint(cut / "last.pt")
-    assert [r["val_loss"] for r in full["history"]] == [r["val_loss"] for r in resumed["history"]]
-    assert _same(full["model_state"], resumed["model_state"])
-    assert _same(full["ema_state"], resumed["ema_state"]) and full["ema_steps"] == resumed["ema_steps"]
-    assert _same(
-        load_checkpoint(runs / "ema" / "best.pt")["model_state"], load_checkpoint(cut / "best.pt")["model_state"]
-    )
+    full, resumed = Checkpoint.load(runs / "ema" / "last.pt"), Checkpoint.load(cut / "last.pt")
+    assert [r["val_loss"] for r in full.training["history"]] == [r["val_loss"] for r in resumed.training["history"]]
+    assert _same(full.model_state, resumed.model_state)
+    assert _same(full.training["ema_state"], resumed.training["ema_state"])
+    assert full.training["ema_steps"] == resumed.training["ema_steps"]
+    assert _same(Checkpoint.load(runs / "ema" / "best.pt").model_state, Checkpoint.load(cut / "best.pt").model_state)
 
 
 def test_ema_out_of_range_is_one_line_and_writes_nothing(synth_dir, tmp_path, capsys):

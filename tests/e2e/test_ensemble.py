@@ -10,12 +10,12 @@ import torch
 from imgrade import pipeline
 from imgrade.cli import main
 from imgrade.config import load_config
-from imgrade.core.checkpoint import load_checkpoint
 from imgrade.data.cucumber9 import read_cucumber9
 from imgrade.models.ensemble import TTAModel, tta_offsets
 from imgrade.models.factory import build_model
 from imgrade.runtime.onnx_engine import OnnxEngine
-from imgrade.runtime.torch_engine import CALIBRATION_TTA, TorchEngine
+from imgrade.runtime.run_checkpoint import Checkpoint
+from imgrade.runtime.torch_engine import TorchEngine
 
 TRAINING = importlib.import_module("imgrade.pipeline.trainer")  # the module; `pipeline.train` is the function
 
@@ -39,10 +39,10 @@ def images(synth_dir):
 
 def test_ensemble_holds_its_members_and_averages_them(ensemble_run, images):
     for i, seed in enumerate((2, 3)):  # seed 1 of an ensemble of 2: members 2 and 3
-        member = load_checkpoint(ensemble_run / "members" / f"m{i}" / "best.pt")
-        assert member["config"]["train"]["seed"] == seed
-    best = load_checkpoint(ensemble_run / "best.pt")
-    assert best["ensemble"] == 2 and best["calibration"] is not None and best[CALIBRATION_TTA] is not None
+        member = Checkpoint.load(ensemble_run / "members" / f"m{i}" / "best.pt")
+        assert member.config.train.seed == seed
+    best = Checkpoint.load(ensemble_run / "best.pt")
+    assert best.members == 2 and best.calibration() is not None and best.calibration(tta=True) is not None
     ensemble = TorchEngine.from_run(ensemble_run, device="cpu")
     members = [TorchEngine.from_run(ensemble_run / "members" / f"m{i}", device="cpu") for i in range(2)]
     got = ensemble.outputs(images)
@@ -75,7 +75,8 @@ def test_ensemble_exports_to_one_onnx_file_with_and_without_tta(ensemble_run, im
         np.testing.assert_allclose(got.scores, expected.scores, atol=1e-4)
         assert np.array_equal(got.native, expected.native)
         assert onnx_grader.calibration == torch_grader.calibration
-    plain, augmented = (load_checkpoint(ensemble_run / "best.pt")[k] for k in ("calibration", CALIBRATION_TTA))
+    best = Checkpoint.load(ensemble_run / "best.pt")
+    plain, augmented = best.calibration(), best.calibration(tta=True)
     assert OnnxEngine.from_file(tmp_path / "model-tta.onnx").calibration == augmented
     assert OnnxEngine.from_file(tmp_path / "model.onnx").calibration == plain
 
@@ -133,11 +134,11 @@ def test_an_interrupted_ensemble_resumes_member_by_member(synth_dir, tmp_path, m
     assert not (tmp_path / "cut" / "best.pt").exists()
     assert main(["train", *args, "--out", str(tmp_path / "cut")]) == 2  # unfinished: resume, or overwrite
     assert main(["train", "--resume", "--out", str(tmp_path / "cut")]) == 0
-    full, cut = (load_checkpoint(tmp_path / run / "best.pt") for run in ("full", "cut"))
-    assert full["model_state"].keys() == cut["model_state"].keys()
-    for key, value in full["model_state"].items():
-        assert torch.equal(value, cut["model_state"][key]), key
-    assert full["calibration"] == cut["calibration"]
+    full, cut = (Checkpoint.load(tmp_path / run / "best.pt") for run in ("full", "cut"))
+    assert full.model_state.keys() == cut.model_state.keys()
+    for key, value in full.model_state.items():
+        assert torch.equal(value, cut.model_state[key]), key
+    assert full.calibration() == cut.calibration()
     assert main(["train", "--resume", "--out", str(tmp_path / "cut")]) == 2  # finished: nothing to resume
 
 
@@ -168,8 +169,8 @@ def test_preset_accurate_trains_a_sord_ensemble(synth_dir, tmp_path):
         )
         == 0
     )
-    cfg = load_checkpoint(run / "best.pt")["config"]
-    assert (cfg["model"]["task"], cfg["train"]["ensemble"], cfg["calibrate"]["tta"]) == ("sord", 3, False)
+    cfg = Checkpoint.load(run / "best.pt").config
+    assert (cfg.model.task, cfg.train.ensemble, cfg.calibrate.tta) == ("sord", 3, False)
     assert sorted(p.name for p in (run / "members").iterdir()) == ["m0", "m1", "m2"]
     assert not TorchEngine.from_run(run, device="cpu").tta  # the run's default
     assert main(["evaluate", str(run)]) == 0
@@ -216,7 +217,9 @@ def test_the_service_grades_with_an_ensemble_under_tta_unchanged(ensemble_run, i
     expected = grader.outputs(images[:2])
     served = grader.for_serving()  # every member and its six views in one graph, for ONNX Runtime
     assert isinstance(served, OnnxEngine) and served.tta and served.members == grader.members == 2
-    assert served.calibration == json.loads(json.dumps(grader.checkpoint[CALIBRATION_TTA]))
+    augmented = grader.checkpoint.calibration(tta=True)
+    assert served.calibration.to_dict() == json.loads(json.dumps(augmented.to_dict()))
+    assert served.calibration == augmented
     np.testing.assert_allclose(served.outputs(images[:2]).scores, expected.scores, atol=1e-4)
     files = []
     for i in range(2):

@@ -1,6 +1,7 @@
 """`imgrade export` and the ONNX runtime: parity with PyTorch, a complete file, no torch needed."""
 
 import csv
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -16,11 +17,11 @@ from PIL import Image
 import imgrade
 from imgrade.calibration.conformal import _aps_mass
 from imgrade.cli import main
-from imgrade.core.checkpoint import load_checkpoint, save_checkpoint
 from imgrade.data.cucumber9 import read_cucumber9
 from imgrade.data.synthetic import generate_cucumbers
 from imgrade.runtime import load_grader
 from imgrade.runtime.onnx_engine import METADATA_KEY, OnnxEngine
+from imgrade.runtime.run_checkpoint import Checkpoint
 
 
 @pytest.fixture(scope="module", params=["regression", "classification", "coral", "corn"])
@@ -55,12 +56,12 @@ def _with_tuned_cut_points(run: Path, folder: Path) -> Path:
     """A copy of ``run`` whose calibration kept tuned (deliberately uneven) cut points."""
     copy = folder / f"{run.name}-tuned"
     shutil.copytree(run, copy)
-    ckpt = load_checkpoint(copy / "best.pt")
-    k = len(ckpt["grade_names"])
+    ckpt = Checkpoint.load(copy / "best.pt")
+    k = len(ckpt.grade_names)
     cuts = [float(i + 0.5 + 0.3 * np.sin(i)) for i in range(k - 1)]
-    ckpt["calibration"]["thresholds"].update(kind="tuned", thresholds=cuts)
-    ckpt.pop("format_version")
-    save_checkpoint(copy / "best.pt", ckpt)
+    calibration = ckpt.calibration()
+    tuned = dataclasses.replace(calibration, thresholds={**calibration.thresholds, "kind": "tuned", "thresholds": cuts})
+    ckpt.with_calibration(tuned).save(copy / "best.pt")
     return copy
 
 
@@ -124,15 +125,15 @@ def test_the_file_alone_is_a_complete_grader(coral_run, tmp_path):
     out = tmp_path / "coral.onnx"
     assert main(["export", str(coral_run), "--out", str(out)]) == 0
     meta = json.loads({p.key: p.value for p in onnx.load(out).metadata_props}[METADATA_KEY])
-    ckpt = load_checkpoint(coral_run / "best.pt")
-    assert meta["grade_names"] == ckpt["grade_names"] and meta["task"] == "coral"
+    ckpt = Checkpoint.load(coral_run / "best.pt")
+    assert meta["grade_names"] == ckpt.grade_names and meta["task"] == "coral"
     assert meta["image_size"] == 32 and meta["input"]["dtype"] == "uint8" and meta["input"]["layout"] == "NHWC"
-    assert meta["calibration"]["conformal"] == ckpt["calibration"]["conformal"]
-    assert meta["calibration"]["thresholds"]["thresholds"] == ckpt["calibration"]["thresholds"]["thresholds"]
+    assert meta["calibration"]["conformal"] == ckpt.calibration().conformal.to_dict()
+    assert meta["calibration"]["thresholds"]["thresholds"] == ckpt.calibration().thresholds["thresholds"]
     assert meta["imgrade_version"] and meta["outputs"] == ["score", "probabilities", "native"]
     grader = OnnxEngine.from_file(out)
     card = grader.describe()
-    assert card["grades"] == ckpt["grade_names"] and card["grade_sets"]["method"] == "aps" and card["runtime"] == "onnx"
+    assert card["grades"] == ckpt.grade_names and card["grade_sets"]["method"] == "aps" and card["runtime"] == "onnx"
 
 
 def test_the_file_carries_the_model_card_and_no_path_of_this_machine(trained_run, trained_onnx, tmp_path_factory):
@@ -176,7 +177,7 @@ def test_onnx_predict_runs_where_torch_cannot_be_imported(trained_run, trained_o
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     (row,) = json.loads(done.stdout)
-    assert row["grade"] in load_checkpoint(trained_run / "best.pt")["grade_names"]
+    assert row["grade"] in Checkpoint.load(trained_run / "best.pt").grade_names
     # a run folder there gives one clear line, not a traceback
     code = code.replace(repr(str(out)), repr(str(trained_run)))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

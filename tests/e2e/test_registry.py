@@ -18,9 +18,9 @@ from imgrade.core.registry import head_entry, register_head, task_names, unregis
 from imgrade.data.synthetic import generate_cucumbers
 from imgrade.models.factory import build_model
 from imgrade.models.heads import ClassificationHead
+from imgrade.pipeline import export
 from imgrade.runtime import load_grader
 from imgrade.runtime.onnx_engine import OnnxEngine
-from imgrade.pipeline import export
 
 
 class TemperedHead(ClassificationHead):

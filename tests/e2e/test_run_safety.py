@@ -7,8 +7,8 @@ import pytest
 
 from imgrade.cli import main
 from imgrade.core import io as core_io
-from imgrade.core.checkpoint import load_checkpoint, save_checkpoint
 from imgrade.core.rundir import run_lock
+from imgrade.runtime.run_checkpoint import Checkpoint
 
 TRAIN = ["--epochs", "3", "--depth", "11", "--seed", "1"]
 
@@ -44,23 +44,23 @@ def test_a_full_or_read_only_disk_is_one_line_and_keeps_the_last_good_checkpoint
     assert main(["train", "--data", str(synth_dir), *TRAIN, "--out", str(out)]) == 2
     (err,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("imgrade: error:")]
     assert f"cannot write {out / 'last.pt'}" in err and expected in err
-    assert load_checkpoint(out / "last.pt")["epoch"] == 1, "the previous last.pt is intact"
+    assert Checkpoint.load(out / "last.pt").epoch == 1, "the previous last.pt is intact"
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     monkeypatch.setattr(core_io.os, "fsync", real_fsync)  # space freed: the run goes on
     assert main(["train", "--resume", "--out", str(out)]) == 0
-    assert load_checkpoint(out / "last.pt")["epoch"] == 3
+    assert Checkpoint.load(out / "last.pt").epoch == 3
 
 
 def test_a_run_stopped_between_training_and_calibration_is_calibrated_on_resume(synth_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--data", str(synth_dir), *TRAIN, "--out", str(out)]) == 0
-    best = load_checkpoint(out / "best.pt")
-    calibration = best.pop("calibration")
-    best.pop("format_version")
-    save_checkpoint(out / "best.pt", {**best, "calibration": None})  # as if killed before calibrating
+    best = Checkpoint.load(out / "best.pt")
+    calibration = best.calibration()
+    assert calibration is not None
+    best.with_calibration(None).save(out / "best.pt")  # as if killed before calibrating
     capsys.readouterr()
     assert main(["train", "--resume", "--out", str(out)]) == 0
     assert "calibrating it now" in capsys.readouterr().err
-    assert load_checkpoint(out / "best.pt")["calibration"] == calibration
+    assert Checkpoint.load(out / "best.pt").calibration() == calibration
     assert main(["train", "--resume", "--out", str(out)]) == 2
     assert "already finished" in capsys.readouterr().err

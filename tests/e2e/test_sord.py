@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from imgrade.cli import main
-from imgrade.core.checkpoint import load_checkpoint
 from imgrade.data.synthetic import generate_cucumbers
 from imgrade.runtime import load_grader
+from imgrade.runtime.run_checkpoint import Checkpoint
 
 
 def test_sord_trains_evaluates_and_exports(synth_dir, tmp_path, capsys):
@@ -31,9 +31,10 @@ def test_sord_trains_evaluates_and_exports(synth_dir, tmp_path, capsys):
         str(run),
     ]
     assert main(argv) == 0
-    ckpt = load_checkpoint(run / "best.pt")
-    assert ckpt["config"]["model"]["task"] == "sord" and ckpt["config"]["model"]["sord_beta"] == 2.0
-    assert ckpt["calibration"]["conformal"]["kind"] == "aps"  # softmax probabilities give grade sets
+    ckpt = Checkpoint.load(run / "best.pt")
+    assert ckpt.config.model.task == "sord" and ckpt.config.model.setting("sord_beta") == 2.0
+    assert ckpt.to_payload()["config"]["model"]["sord_beta"] == 2.0  # still a flat key in the file
+    assert ckpt.calibration().conformal.kind == "aps"  # softmax probabilities give grade sets
 
     grader = load_grader(run)
     assert grader.model.head.beta == 2.0 and grader.rule in ("most probable grade", "tuned cut points")

@@ -9,7 +9,7 @@ import yaml
 
 from imgrade.cli import main
 from imgrade.core import perf, threads
-from imgrade.core.checkpoint import load_checkpoint
+from imgrade.runtime.run_checkpoint import Checkpoint
 
 TRAINING = importlib.import_module("imgrade.pipeline.trainer")
 
@@ -62,7 +62,7 @@ def test_a_run_records_its_choices_logs_them_and_resume_reuses_them(machine, syn
     with caplog.at_level(logging.INFO, logger="imgrade"):
         assert main(["train", "--resume", "--out", str(tmp_path / "run")]) == 0
     assert torch.get_num_threads() == 3 and "on cpu, 3 threads, bf16 autocast" in caplog.text
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 2
+    assert Checkpoint.load(tmp_path / "run" / "last.pt").epoch == 2
 
 
 def test_threads_and_amp_off_override_the_choices(machine, synth_dir, tmp_path, caplog):

@@ -9,9 +9,9 @@ import torch
 import yaml
 
 from imgrade.cli import main
-from imgrade.core.checkpoint import load_checkpoint
 from imgrade.core.errors import ConfigError
 from imgrade.models.timm_backbone import import_timm
+from imgrade.runtime.run_checkpoint import Checkpoint
 
 TINY = "test_resnet"
 """timm's smallest ResNet (about 0.4 M parameters), registered for timm's own tests."""
@@ -51,7 +51,7 @@ def test_a_timm_backbone_trains_evaluates_exports_and_grades(timm, synth_dir, tm
     assert f"training coral timm {TINY} on cpu, " in err and " for 2 epochs" in err
     model = yaml.safe_load((run / "config.yaml").read_text())["model"]
     assert model["backbone"] == f"timm:{TINY}" and model["pretrained"] is None
-    assert load_checkpoint(run / "best.pt")["calibration"] is not None
+    assert Checkpoint.load(run / "best.pt").calibration() is not None
 
     assert main(["evaluate", str(run)]) == 0
     assert (run / "eval-test" / "metrics.json").is_file()
@@ -63,7 +63,7 @@ def test_a_timm_backbone_trains_evaluates_exports_and_grades(timm, synth_dir, tm
     assert main(["predict", str(onnx_file), *map(str, photos)]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert len(rows) == 3
-    assert all(row["grade"] in load_checkpoint(run / "best.pt")["grade_names"] for row in rows)
+    assert all(row["grade"] in Checkpoint.load(run / "best.pt").grade_names for row in rows)
     capsys.readouterr()
     assert main(["predict", str(run), *map(str, photos)]) == 0  # the torch runtime rebuilds the timm model too
     torch_rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
@@ -108,6 +108,6 @@ def test_training_starts_from_the_pretrained_file(timm, synth_dir, tmp_path, cap
     assert main(argv) == 0
     assert f"backbone: timm {TINY} with the weights of {weights}" in capsys.readouterr().err
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["pretrained"] == str(weights)
-    trained = load_checkpoint(run / "best.pt")["model_state"]
+    trained = Checkpoint.load(run / "best.pt").model_state
     kernels = [k for k, v in state.items() if v.ndim == 4]
     assert kernels and all(torch.allclose(trained[f"backbone.model.{k}"], state[k], atol=1e-6) for k in kernels)

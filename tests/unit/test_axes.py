@@ -162,7 +162,9 @@ def test_the_loss_skips_an_axis_the_grade_leaves_open():
 
 def test_probabilities_sum_to_one_and_agree_with_the_decisions():
     torch.manual_seed(0)
-    model = build_model(depth=11, task="axes", num_grades=9, grade_axes=find_grade_axes(None, None, C9)[0])
+    model = build_model(
+        depth=11, task="axes", num_grades=9, state={"grade_axes": find_grade_axes(None, None, C9)[0].to_dict()}
+    )
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 8)  # 5 sizes + 3 shapes
     outputs = 10 * torch.randn(64, 8)  # confident and extreme logits too
     probabilities = model.probabilities(outputs)
@@ -197,12 +199,12 @@ def test_init_loads_the_head_only_from_a_run_with_the_same_table(tmp_path):
     source = tmp_path / "source.pt"
     config = {"model": {"depth": 11, "task": "axes", "head": "auto"}}
     save_checkpoint(
-        source, {"config": config, "task": "axes", "grade_names": C9, "grade_axes": table, "model_state": {}}
+        source, {"config": config, "grade_names": C9, "head_state": {"grade_axes": table}, "model_state": {}}
     )
     model = ModelConfig(depth=11, task="axes")
-    assert plan_init(source, model, C9, grade_axes=table).fresh_head is None
+    assert plan_init(source, model, C9, {"grade_axes": table}).fresh_head is None
     other = {
         "axes": {"shape": ["straight", "bent", "C"], "size": table["axes"]["size"]},
         "grades": {g: cells[::-1] for g, cells in table["grades"].items()},
     }
-    assert "grade tables differ" in plan_init(source, model, C9, grade_axes=other).fresh_head
+    assert "the head's state differs" in plan_init(source, model, C9, {"grade_axes": other}).fresh_head

@@ -195,7 +195,7 @@ def _source_checkpoint(tmp_path: Path, model: dict) -> Path:
     from imgrade.core.checkpoint import save_checkpoint
 
     path = tmp_path / "source.pt"
-    save_checkpoint(path, {"config": {"model": model}, "model_state": {}, "grade_names": None, "task": "regression"})
+    save_checkpoint(path, {"config": {"model": model}, "model_state": {}, "grade_names": None})
     return path
 
 

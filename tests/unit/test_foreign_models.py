@@ -48,8 +48,6 @@ def depth29() -> dict:
         "grade_names": GRADES,
         "image_size": 32,
         "mean_image": torch.zeros(3, 32, 32),
-        "task": "regression",
-        "calibration": None,
         "data_source": "test",
         "model_state": build_model(29, "regression", num_grades=len(GRADES)).state_dict(),
     }
@@ -74,7 +72,7 @@ def write_pt(path, depth29, kind: str) -> None:
             torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8, 2)).state_dict(), path
         )
     elif kind == "newer-format":
-        torch.save({**depth29, "format_version": 2}, path)
+        torch.save({**depth29, "format_version": 3}, path)
     elif kind == "tensor-format":
         torch.save({**depth29, "format_version": torch.ones(3)}, path)
     elif kind == "no-mean-image":
@@ -92,7 +90,7 @@ PT_FILES = {
     "code-legacy": "holds Python objects that could run code when loaded",
     "depth-20-weights": "holds weights that do not fit the ResNet v2 depth 29 regression network",
     "other-state-dict": "is not an imgrade checkpoint (no format_version)",
-    "newer-format": "has checkpoint format 2 but this imgrade reads format 1",
+    "newer-format": "has checkpoint format 3 but this imgrade reads formats 1, 2",
     "tensor-format": "has checkpoint format of type Tensor",
     "no-mean-image": "no 'mean_image' entry",
     "wrong-mean-image": "a mean_image of shape (3, 64, 64) for image_size 32",

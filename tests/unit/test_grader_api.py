@@ -7,10 +7,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
-import pkgutil
 import io
 import json
 import os
+import pkgutil
 import re
 import shutil
 import subprocess

@@ -125,8 +125,8 @@ class _Config:
 def test_run_report_names_metrics_as_the_console_does_and_shows_the_split(tmp_path):
     import json
 
-    from imgrade.evaluation.metrics import METRIC_NAMES, ordinal_metrics
-    from imgrade.evaluation.report import ORDINAL_HEADLINE, format_metrics_table, write_run_report
+    from imgrade.evaluation.metrics import METRICS, headline, ordinal_metrics
+    from imgrade.evaluation.report import format_metrics_table, write_run_report
 
     names = ["S", "M", "L"]
     metrics = {
@@ -144,8 +144,8 @@ def test_run_report_names_metrics_as_the_console_does_and_shows_the_split(tmp_pa
     ).read_text()
     console = format_metrics_table(metrics, names)
 
-    for key in ORDINAL_HEADLINE:
-        label = METRIC_NAMES[key]
+    for key in headline(graded=True):
+        label = METRICS[key].label
         assert f'<th scope="row">{label}</th>' in page and any(
             line.split()[: len(label.split())] == label.split() for line in console.splitlines()
         )

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from imgrade.config import ModelConfig, TrainConfig
+from imgrade.config import ModelConfig, RunConfig, TrainConfig
 from imgrade.core.checkpoint import load_checkpoint, save_checkpoint
 from imgrade.core.errors import CheckpointError, ConfigError
 from imgrade.models.factory import build_model
+from imgrade.runtime.run_checkpoint import Checkpoint
 from imgrade.training.loop import FitData, fit
 from imgrade.training.optim import build_optimizer, set_lr
 from imgrade.training.warm_start import load_init, plan_init
@@ -20,7 +21,7 @@ def _source(tmp_path, depth=11, task="regression", head="auto", grades=GRADES, n
     model = build_model(depth, task, head, num_grades=len(grades) if grades else None)
     path = tmp_path / name
     config = {"model": {"depth": depth, "task": task, "head": head, "loss": "mse"}}
-    save_checkpoint(path, {"config": config, "grade_names": grades, "task": task, "model_state": model.state_dict()})
+    save_checkpoint(path, {"config": config, "grade_names": grades, "model_state": model.state_dict()})
     return path, model
 
 
@@ -138,6 +139,11 @@ def _data(n=24):
     return FitData(x[:16], y[:16], x[16:], y[16:], torch.full((3, 32, 32), 0.5))
 
 
+def _meta() -> Checkpoint:
+    """What a training's checkpoints hold beside the weights, for ``fit`` to write last.pt with."""
+    return Checkpoint(RunConfig(), GRADES, 32, torch.full((3, 32, 32), 0.5), model_state={})
+
+
 def _snapshots():
     """on_epoch_end that keeps a copy of the model's weights and buffers after each epoch."""
     states = []
@@ -162,7 +168,7 @@ def test_frozen_epochs_keep_the_backbone_weights_but_train_the_head_and_batchnor
     start = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = TrainConfig(epochs=2, batch_size=8, init="pretrained", freeze_backbone_epochs=1, device="cpu")
     states, keep = _snapshots()
-    fit(model, _data(), cfg, torch.device("cpu"), tmp_path, {}, on_epoch_end=keep(model))
+    fit(model, _data(), cfg, torch.device("cpu"), tmp_path, _meta(), on_epoch_end=keep(model))
     frozen, unfrozen = states
     assert _same(_part(frozen, "backbone."), _part(start, "backbone."))  # bit for bit
     assert not _same(_part(frozen, "head."), _part(start, "head."))
@@ -179,10 +185,10 @@ def test_a_resumed_run_freezes_by_epoch_number(tmp_path):
 
     model, _ = _fresh()
     with pytest.raises(KeyboardInterrupt):
-        fit(model, _data(), cfg, torch.device("cpu"), tmp_path, {}, on_epoch_end=stop)  # after epoch 1
-    last = load_checkpoint(tmp_path / "last.pt")
+        fit(model, _data(), cfg, torch.device("cpu"), tmp_path, _meta(), on_epoch_end=stop)  # after epoch 1
+    last = Checkpoint.load(tmp_path / "last.pt")
     model, _ = _fresh()
     states, keep = _snapshots()
-    fit(model, _data(), cfg, torch.device("cpu"), tmp_path, {}, resume=last, on_epoch_end=keep(model))
-    assert _same(_part(states[0], "backbone."), _part(last["model_state"], "backbone."))  # epoch 2: still frozen
+    fit(model, _data(), cfg, torch.device("cpu"), tmp_path, _meta(), resume=last, on_epoch_end=keep(model))
+    assert _same(_part(states[0], "backbone."), _part(last.model_state, "backbone."))  # epoch 2: still frozen
     assert not _same(_part(states[1], "backbone."), _part(states[0], "backbone."))  # epoch 3: trained

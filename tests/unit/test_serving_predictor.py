@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import logging
 import sys
 import warnings
@@ -20,14 +19,14 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", getattr(starlette_exceptions, "StarletteDeprecationWarning", DeprecationWarning))
     from fastapi.testclient import TestClient
 
-from imgrade.core.checkpoint import load_checkpoint
 from imgrade import pipeline
 from imgrade.data.synthetic import generate_cucumbers
 from imgrade.runtime import load_grader
 from imgrade.runtime import onnx_export as export
 from imgrade.runtime.onnx_engine import OnnxEngine
 from imgrade.runtime.onnx_export import PARITY_ATOL
-from imgrade.runtime.torch_engine import CALIBRATION_TTA, TorchEngine
+from imgrade.runtime.run_checkpoint import Checkpoint
+from imgrade.runtime.torch_engine import TorchEngine
 from imgrade.serve import create_app
 
 pytest.importorskip("onnxruntime")
@@ -80,9 +79,9 @@ def test_one_photo_and_odd_batch_sizes_when_served(served_coral, photos):
 
 def test_the_served_grader_carries_the_runs_grades_calibration_card_and_version(served_coral, coral_run):
     predictor, served = served_coral
-    ckpt = load_checkpoint(coral_run / "best.pt")
-    assert served.grade_names == predictor.grade_names == ckpt["grade_names"]
-    assert served.calibration == json.loads(json.dumps(ckpt["calibration"])) and served.conformal is not None
+    ckpt = Checkpoint.load(coral_run / "best.pt")
+    assert served.grade_names == predictor.grade_names == ckpt.grade_names
+    assert served.calibration == ckpt.calibration() and served.conformal is not None
     assert (served.task, served.image_size, served.version) == ("coral", 32, predictor.version)
     assert (served.tta, served.members) == (False, 1)
     assert served.model_card == predictor.model_card and "coral" in served.model_card.lower()
@@ -97,8 +96,8 @@ def test_under_tta_the_served_grader_grades_the_views_with_their_own_calibration
     predictor = TorchEngine.from_run(coral_run, device="cpu", tta=True)
     served = predictor.for_serving(threads=1, spinning=False)
     assert isinstance(served, OnnxEngine) and served.tta
-    calibration = load_checkpoint(coral_run / "best.pt")[CALIBRATION_TTA]
-    assert served.calibration == json.loads(json.dumps(calibration)) == json.loads(json.dumps(predictor.calibration))
+    calibration = Checkpoint.load(coral_run / "best.pt").calibration(True)
+    assert served.calibration == calibration == predictor.calibration
     np.testing.assert_allclose(
         served.outputs(photos).scores, predictor.outputs(photos).scores, rtol=0, atol=PARITY_ATOL
     )

@@ -165,7 +165,8 @@ def field_default(key: str) -> Any:
 
 def _field_type(key: str) -> str:
     declared, _ = _declaring_class(key)
-    return next(f.type for f in fields(declared) if f.name == key.split(".")[1])
+    found = next(f.type for f in fields(declared) if f.name == key.split(".")[1])
+    return found if isinstance(found, str) else getattr(found, "__name__", str(found))  # annotations may be types
 
 
 def format_value(value: Any) -> str:

@@ -159,6 +159,7 @@ def _build(section_cls, values: dict, where: str):
 
 def _coerce(expected: str, value: Any, where: str) -> Any:
     """``value`` as the annotated type ``expected`` asks ("int", "float", "bool"), or a ConfigError naming ``where``."""
+    expected = expected if isinstance(expected, str) else getattr(expected, "__name__", str(expected))
     if value is not None and expected in ("int", "float") and isinstance(value, bool):
         raise ConfigError(f"{where} must be a number, got {value!r}")
     if expected == "int" and value is not None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from imgrade.config import DataConfig
 from imgrade.core.errors import DataError
@@ -11,20 +13,76 @@ from imgrade.data.cache import DecodeOptions
 from imgrade.data.images import resize_square
 from imgrade.data.imageset import ImageSet
 
-FORMATS = "a CUCUMBER-9 folder or .tar.gz, a folder of class folders, or a CSV manifest (path,target[,split])"
+
+class Reader(NamedTuple):
+    """How one data format is recognised at a path and read into an ImageSet."""
+
+    detect: Callable[[Path], bool]
+    read: Callable[[DataConfig, list[str] | None], ImageSet]
+    """Reads ``cfg.path`` with the grade order given (None: the set's own)."""
+    description: str
+    """The format as the error messages name it."""
+
+
+def _read_cucumber9(cfg: DataConfig, grades: list[str] | None) -> ImageSet:
+    order = grades if grades is not None else cucumber9.DEFAULT_GRADE_ORDER
+    imageset = cucumber9.read_cucumber9(cfg.path, grade_order=tuple(order), view=cfg.view)
+    if imageset.image_size != (cfg.image_size, cfg.image_size):
+        imageset = _resize(imageset, cfg.image_size)
+    return imageset
+
+
+def _read_folders(cfg: DataConfig, grades: list[str] | None) -> ImageSet:
+    decode = DecodeOptions.from_config(cfg.workers, cfg.cache)
+    return folders.read_class_folders(cfg.path, cfg.image_size, grade_order=grades, decode=decode)
+
+
+def _is_csv(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() == ".csv"
+
+
+def _read_csv(cfg: DataConfig, grades: list[str] | None) -> ImageSet:
+    decode = DecodeOptions.from_config(cfg.workers, cfg.cache)
+    continuous = {"auto": None, "ordinal": False, "continuous": True}[cfg.target]
+    return csv_manifest.read_csv_manifest(
+        cfg.path,
+        cfg.image_size,
+        grade_order=grades,
+        target_column=cfg.target_column,
+        continuous=continuous,
+        decode=decode,
+    )
+
+
+READERS = {
+    "cucumber9": Reader(cucumber9.is_cucumber9, _read_cucumber9, "a CUCUMBER-9 folder or .tar.gz"),
+    "folders": Reader(folders.is_class_folders, _read_folders, "a folder of class folders"),
+    "csv": Reader(_is_csv, _read_csv, "a CSV manifest (path,target[,split])"),
+}
+"""Every data format by name, in the order they are tried on a path."""
+
+
+def _or_list(items: list[str]) -> str:
+    """Items as a sentence lists them.
+
+    >>> _or_list(["a folder", "a file", "a manifest"])
+    'a folder, a file, or a manifest'
+    """
+    return ", ".join(items[:-1]) + f", or {items[-1]}"
+
+
+FORMATS = _or_list([reader.description for reader in READERS.values()])
+"""The formats, as an error message lists them."""
 
 
 def detect_format(path: str | Path) -> str:
-    """'cucumber9', 'folders' or 'csv' for ``path``; DataError naming the path otherwise."""
+    """The name of ``path``'s format in ``READERS``; DataError naming the path otherwise."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"data path {path} does not exist: pass {FORMATS} with --data")
-    if path.is_file() and path.suffix.lower() == ".csv":
-        return "csv"
-    if cucumber9.is_cucumber9(path):
-        return "cucumber9"
-    if path.is_dir() and folders.is_class_folders(path):
-        return "folders"
+    for name, reader in READERS.items():
+        if reader.detect(path):
+            return name
     if path.is_dir():
         raise DataError(f"{path} holds no batches.meta and no class folders with images: pass {FORMATS}")
     raise DataError(f"{path} is not a supported data file: pass {FORMATS}")
@@ -41,26 +99,7 @@ def load_dataset(cfg: DataConfig, grades: list[str] | None = None) -> ImageSet:
     if cfg.path is None:
         raise DataError("no data given: pass --data with " + FORMATS)
     grades = grades if grades is not None else cfg.grades
-    kind = detect_format(cfg.path)
-    if kind == "cucumber9":
-        order = grades if grades is not None else cucumber9.DEFAULT_GRADE_ORDER
-        imageset = cucumber9.read_cucumber9(cfg.path, grade_order=tuple(order), view=cfg.view)
-        if imageset.image_size != (cfg.image_size, cfg.image_size):
-            imageset = _resize(imageset, cfg.image_size)
-    elif kind == "folders":
-        decode = DecodeOptions.from_config(cfg.workers, cfg.cache)
-        imageset = folders.read_class_folders(cfg.path, cfg.image_size, grade_order=grades, decode=decode)
-    else:
-        decode = DecodeOptions.from_config(cfg.workers, cfg.cache)
-        continuous = {"auto": None, "ordinal": False, "continuous": True}[cfg.target]
-        imageset = csv_manifest.read_csv_manifest(
-            cfg.path,
-            cfg.image_size,
-            grade_order=grades,
-            target_column=cfg.target_column,
-            continuous=continuous,
-            decode=decode,
-        )
+    imageset = READERS[detect_format(cfg.path)].read(cfg, grades)
     if len(imageset) == 0:
         raise DataError(f"{cfg.path} holds no usable images: check the path and the grade names")
     return imageset

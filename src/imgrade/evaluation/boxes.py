@@ -8,11 +8,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from imgrade.evaluation.metrics import METRIC_NAMES
+from imgrade.evaluation.metrics import METRICS
 from imgrade.evaluation.plots import DPI, POINT_COLOUR, grade_ticks, save_figure
 
-LOWER_IS_BETTER = frozenset({"mae", "grade_mae", "rmse", "set_size", "train_seconds"})
-HIGHER_IS_BETTER = frozenset({"qwk", "accuracy", "within1", "r2", "pearson"})
 _REFERENCE_COLOUR = "tab:orange"
 
 
@@ -35,8 +33,8 @@ def plot_metric_boxes(
             subplot, so the others read as better or worse than it.
         seed: seeds the horizontal jitter of the points.
 
-    Subplot titles name the metric as the tables do (``METRIC_NAMES``) and say which way is better
-    ("MAE (lower is better)") for the metrics in ``LOWER_IS_BETTER`` and ``HIGHER_IS_BETTER``.
+    Subplot titles name the metric as the tables do and say which way is better ("MAE (lower is
+    better)") where its row in ``METRICS`` says.
     """
     names = list(results)
     if not names:
@@ -98,12 +96,12 @@ def plot_metric_boxes(
 
 
 def _metric_title(metric: str) -> str:
-    name = METRIC_NAMES.get(metric, metric)
-    if metric in LOWER_IS_BETTER:
-        return f"{name} (lower is better)"
-    if metric in HIGHER_IS_BETTER:
-        return f"{name} (higher is better)"
-    return name
+    row = METRICS.get(metric)
+    if row is None:
+        return metric
+    if row.higher_is_better is None:
+        return row.label
+    return f"{row.label} ({'higher' if row.higher_is_better else 'lower'} is better)"
 
 
 def _finite(values) -> np.ndarray:

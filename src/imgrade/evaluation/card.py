@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from imgrade.evaluation.metrics import METRICS, grade_decision_metrics, headline
+
 FEW_TEST_IMAGES = 10
 """A grade with fewer test images than this gets its figures called rough in the card."""
 
@@ -115,15 +117,17 @@ def _test(card: dict[str, Any]) -> str:
     if not test:
         return "Not measured: the test split is empty. Grade a labelled set with `imgrade evaluate RUN --data DATA`."
     if card["data"].get("grades") is None:
+        keys = [k for k in headline(graded=False) if k != "n"]
         return f"On {test['n']} test images:\n\n" + _table(
-            ["MAE", "RMSE", "R2", "Pearson"], [[_num(test[k], 3) for k in ("mae", "rmse", "r2", "pearson")]]
+            [METRICS[k].label for k in keys], [[_num(test[k], METRICS[k].digits) for k in keys]]
         )
     used = (test.get("decisions") or {}).get("used") or (card.get("calibration") or {}).get("rule") or "the head's rule"
     text = f"On {test['n']} test images, graded as the model grades them (decision: {used}):\n\n"
-    keys = ("accuracy", "within1", "grade_mae", "qwk", "mae", "rmse")
+    # the grades first: a card's reader asks how often the grade is right before how far the score is off
+    decision = grade_decision_metrics()
+    keys = [*decision, *(k for k in headline(graded=True) if k != "n" and k not in decision)]
     text += _table(
-        ["accuracy", "within one grade", "grade MAE", "QWK", "score MAE", "score RMSE"],
-        [[_num(test.get(k), 3) for k in keys]],
+        [_CARD_LABELS.get(k, METRICS[k].label) for k in keys], [[_num(test.get(k), METRICS[k].digits) for k in keys]]
     )
     sets = (test.get("grade_sets") or {}).get("per_grade") or {}
     header = ["grade", "test images", "accuracy", "score MAE", "mean error"]
@@ -140,6 +144,10 @@ def _test(card: dict[str, Any]) -> str:
         + "\n\nPer grade (mean error: score minus true grade; below zero, graded too low):\n\n"
         + _table(header, rows)
     )
+
+
+_CARD_LABELS = {"within1": "within one grade", "mae": "score MAE", "rmse": "score RMSE"}
+"""The card's words where the tables' short labels would leave a reader guessing."""
 
 
 def _calibration(calibration: dict[str, Any] | None, test: dict[str, Any] | None) -> str:

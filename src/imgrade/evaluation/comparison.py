@@ -17,19 +17,11 @@ from imgrade.config import RunConfig
 from imgrade.core.errors import ConfigError
 from imgrade.core.io import write_csv, write_text
 from imgrade.evaluation.boxes import plot_metric_boxes
+from imgrade.evaluation.metrics import METRICS, compared, plotted
 from imgrade.evaluation.report import mean_std, paired_gain, write_compare_report
 from imgrade.evaluation.stats import corrected_ttest
 
 REFERENCE = "regression, rounding"
-
-
-METRICS = ("qwk", "accuracy", "within1", "grade_mae", "mae", "rmse", "coverage", "set_size", "train_seconds")
-
-
-HIGHER_IS_BETTER = {"qwk": True, "accuracy": True, "within1": True, "coverage": True}
-
-
-PLOTTED = ("qwk", "accuracy", "within1", "grade_mae", "coverage", "set_size")
 
 
 def summarise(
@@ -53,12 +45,12 @@ def summarise(
         entry: dict[str, Any] = {"formulation": f, "runs": len(by[f])}
         if by[f][0].get("recipe", "").endswith(" member"):
             entry["member"] = True  # one network of an ensemble: shown, never recommended
-        for name in METRICS:
+        for name in compared():
             values = [r[name] for r in by[f] if r[name] is not None]
             entry[name] = float(np.mean(values)) if values else None
             entry[name + "_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
         if reference is not None and f != REFERENCE:
-            for name in ("qwk", "accuracy", "grade_mae"):
+            for name in dict.fromkeys(key for key, _ in _RANKED_BY.values()):  # what a recommendation ranks by
                 gain = paired_test(by[f], reference, name, folds=folds)
                 if gain is not None:
                     entry.update({f"{name}_{key}": value for key, value in gain.items()})
@@ -67,10 +59,10 @@ def summarise(
     recommendation = recommend(summary, metric)
     markdown = summary_markdown(summary, recommendation, seeds=seeds, folds=folds)
     write_text(out / "summary.md", markdown)
-    results = {f: {m: [r[m] for r in by[f] if r[m] is not None] for m in PLOTTED} for f in formulations}
+    results = {f: {m: [r[m] for r in by[f] if r[m] is not None] for m in plotted()} for f in formulations}
     plot_metric_boxes(
         results,
-        list(PLOTTED),
+        list(plotted()),
         out / "boxes.png",
         title="test metrics per formulation",
         reference=REFERENCE if REFERENCE in results else None,  # a comparison need not train regression
@@ -143,7 +135,10 @@ def _per_resample(rows: list[dict[str, Any]], metric: str) -> dict[tuple[int, in
     return {key: float(np.mean(values)) for key, values in groups.items()}
 
 
-RECOMMEND_METRICS = ("qwk", "accuracy", "mae", "both")
+_RANKED_BY = {"qwk": ("qwk", "accuracy"), "accuracy": ("accuracy", "qwk"), "mae": ("grade_mae", "qwk")}
+"""Each ``--metric``'s metric and the one that breaks its ties; ``both`` ranks by QWK and accuracy."""
+
+RECOMMEND_METRICS = (*_RANKED_BY, "both")
 """What ``compare --metric`` optimises: QWK, accuracy, the grade MAE (mean |predicted - true grade|),
 or both QWK and accuracy at once."""
 
@@ -169,8 +164,8 @@ def recommend(summary: list[dict[str, Any]], metric: str = "qwk") -> str:
         raise ConfigError(f"--metric {metric!r} is not one of {', '.join(RECOMMEND_METRICS)}")
     if metric == "both":
         return _recommend_both(summary)
-    key, other = {"qwk": ("qwk", "accuracy"), "accuracy": ("accuracy", "qwk"), "mae": ("grade_mae", "qwk")}[metric]
-    sign = -1 if key == "grade_mae" else 1  # lower is better
+    key, other = _RANKED_BY[metric]
+    sign = 1 if METRICS[key].higher_is_better else -1
     candidates = [s for s in summary if s.get(key) is not None and s.get(other) is not None and not s.get("member")]
     if not candidates:
         return f"no formulation produced a defined {_LABEL[key]}: the test sets hold a single grade"
@@ -232,7 +227,7 @@ def gain_test(folds: int) -> str:
 
 
 def summary_markdown(summary: list[dict[str, Any]], recommendation: str, *, seeds: int, folds: int) -> str:
-    shown = ("qwk", "accuracy", "within1", "grade_mae", "mae", "coverage", "set_size", "train_seconds")
+    shown = compared(table_only=True)
     header = ["formulation", "runs", *shown, "qwk gain", "accuracy gain"]
     over = f"{folds} cross-validation folds" if folds else f"{seeds} seeds on one split"
     if folds and seeds > 1:

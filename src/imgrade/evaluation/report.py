@@ -6,15 +6,8 @@ import json
 from pathlib import Path
 
 from imgrade.evaluation import html
-from imgrade.evaluation.metrics import METRIC_NAMES
+from imgrade.evaluation.metrics import METRICS, compared, describe, grade_decision_metrics, headline, per_grade_metrics
 
-ORDINAL_HEADLINE = ("n", "mae", "rmse", "accuracy", "within1", "grade_mae", "qwk")
-"""The headline metrics of a graded target, in the order the console and report.html show them."""
-CONTINUOUS_HEADLINE = ("n", "mae", "rmse", "r2", "pearson")
-"""The headline metrics of a continuous target."""
-GRADE_METRICS = ("accuracy", "within1", "grade_mae", "qwk")
-"""The columns of the tables that set graders side by side (decisions, members, domain gap)."""
-_PER_GRADE = ("n", "mae", "accuracy", "mean_error")
 _SPLITS = {
     "train": ("train", "learn the weights"),
     "val": ("validation", "choose the best epoch and the cut points"),
@@ -36,8 +29,9 @@ def format_members_table(metrics: dict) -> str:
     decisions = metrics.get("decisions")
     used = decisions[decisions["used"]] if decisions else metrics
     rows = [("ensemble", used)] + [(f"{m['member']} (seed {m['seed']})", m) for m in metrics["members"]]
-    lines = [f"{'grader':<22}  {_header(GRADE_METRICS)}"]
-    lines += [f"{label:<22}  {_cells(m, GRADE_METRICS)}" for label, m in rows]
+    columns = grade_decision_metrics()
+    lines = [f"{'grader':<22}  {_header(columns)}"]
+    lines += [f"{label:<22}  {_cells(m, columns)}" for label, m in rows]
     return "\n".join(lines)
 
 
@@ -53,22 +47,26 @@ def format_metrics_table(metrics: dict, grade_names: list[str] | None) -> str:
     samples shows "-" in its metric columns. Mean error is signed (predicted - true).
     """
     per_grade = metrics.get("per_grade")
-    headline = ORDINAL_HEADLINE if per_grade is not None else CONTINUOUS_HEADLINE
-    rows = [(METRIC_NAMES[key], format_number(metrics.get(key), "n/a")) for key in headline if key in metrics]
+    rows = [
+        (METRICS[key].label, format_number(metrics.get(key), "n/a", digits=METRICS[key].digits))
+        for key in headline(graded=per_grade is not None)
+        if key in metrics
+    ]
     label_width = max(len(label) for label, _ in rows)
     value_width = max(len(value) for _, value in rows)
     lines = [f"{label:<{label_width}}  {value:>{value_width}}" for label, value in rows]
+    columns = grade_decision_metrics()
     decisions = metrics.get("decisions")
     if decisions:
-        lines += ["", f"{'grades from':<18}  {_header(GRADE_METRICS)}"]
+        lines += ["", f"{'grades from':<18}  {_header(columns)}"]
         for label, m in decisions.items():
             if label == "used":
                 continue
             mark = "  <- used" if label == decisions.get("used") else ""
-            lines.append(f"{label:<18}  {_cells(m, GRADE_METRICS)}{mark}")
+            lines.append(f"{label:<18}  {_cells(m, columns)}{mark}")
     gap = metrics.get("domain_gap")
     if gap:
-        keys = ("n", *GRADE_METRICS)
+        keys = ("n", *columns)
         lines += ["", f"{'domain gap':<22}  {_header(keys, signed=True)}"]
         for label, m in (
             ("run's own test split", gap["own"]),
@@ -86,16 +84,14 @@ def format_metrics_table(metrics: dict, grade_names: list[str] | None) -> str:
         return "\n".join(lines)
 
     names = list(grade_names) if grade_names is not None else list(per_grade)
-    table = [("grade", *(METRIC_NAMES[key] for key in _PER_GRADE), *((METRIC_NAMES["coverage"],) if sets else ()))]
+    keys = per_grade_metrics()
+    table = [("grade", *(METRICS[key].label for key in keys), *((METRICS["coverage"].label,) if sets else ()))]
     for name in names:
         entry = per_grade.get(name) or {"n": 0}
         table.append(
             (
                 str(name),
-                str(entry.get("n", 0)),
-                format_number(entry.get("mae"), "-"),
-                format_number(entry.get("accuracy"), "-"),
-                format_number(entry.get("mean_error"), "-", signed=True),
+                *(format_number(entry.get(key), "-", METRICS[key].signed, METRICS[key].digits) for key in keys),
                 *([format_number((sets["per_grade"].get(name) or {}).get("coverage"), "-")] if sets else []),
             )
         )
@@ -109,11 +105,11 @@ def format_metrics_table(metrics: dict, grade_names: list[str] | None) -> str:
 
 def _width(key: str, signed: bool) -> int:
     """A column as wide as its name, and at least as a value (``0.812``; ``+0.041`` when signed)."""
-    return max(len(METRIC_NAMES[key]), 6 if signed else 5)
+    return max(len(METRICS[key].label), 6 if signed else 5)
 
 
 def _header(keys, signed: bool = False) -> str:
-    return "  ".join(f"{METRIC_NAMES[key]:>{_width(key, signed)}}" for key in keys)
+    return "  ".join(f"{METRICS[key].label:>{_width(key, signed)}}" for key in keys)
 
 
 def _cells(m: dict, keys, signed: bool = False) -> str:
@@ -122,8 +118,8 @@ def _cells(m: dict, keys, signed: bool = False) -> str:
     )
 
 
-def format_number(value, missing: str = "n/a", signed: bool = False) -> str:
-    """A metric as the tables show it: 3 decimals (``+`` signed for differences), ints as they are.
+def format_number(value, missing: str = "n/a", signed: bool = False, digits: int = 3) -> str:
+    """A metric as the tables show it: ``digits`` decimals (``+`` signed for differences), ints as they are.
 
     >>> format_number(0.12345), format_number(-0.5, signed=True), format_number(None, "-"), format_number(7)
     ('0.123', '-0.500', '-', '7')
@@ -132,7 +128,7 @@ def format_number(value, missing: str = "n/a", signed: bool = False) -> str:
         return missing
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    return f"{value:+.3f}" if signed else f"{value:.3f}"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
 def write_run_report(
@@ -143,28 +139,23 @@ def write_run_report(
     The run's split sizes come from ``run_dir/split.json`` and the data summary from
     ``run_dir/data.json``, as training wrote them; a run without them shows no such table.
     """
-    names = METRIC_NAMES
+    names = {key: metric.label for key, metric in METRICS.items()}
+    columns = grade_decision_metrics()
     blocks = [html.heading("Metrics")]
-    headline = ORDINAL_HEADLINE if metrics.get("per_grade") is not None else CONTINUOUS_HEADLINE
+    graded = metrics.get("per_grade") is not None
     if metrics.get("data"):
         blocks.append(
             html.text(
                 f"The {metrics.get('task', '')} model on {metrics.get('n')} images ({metrics.get('split', '')}) of {metrics['data']}."
             )
         )
-    blocks.append(html.kv({names[k]: metrics[k] for k in headline if k in metrics}))
-    if metrics.get("per_grade") is not None:
-        blocks.append(
-            html.text(
-                "MAE and RMSE: of the score against the true grade; accuracy: the share graded exactly right; "
-                "within-1: the share at most one grade off; grade MAE: the mean number of grades off; "
-                "QWK: quadratic weighted kappa, 1 for perfect agreement and 0 for chance."
-            )
-        )
-    grade_header = [names[k] for k in GRADE_METRICS]
+    blocks.append(html.kv({names[k]: metrics[k] for k in headline(graded) if k in metrics}))
+    if graded:
+        blocks.append(html.text(describe(headline(graded))))
+    grade_header = [names[k] for k in columns]
     decisions = metrics.get("decisions")
     if decisions:
-        rows = [[label, *(m[k] for k in GRADE_METRICS)] for label, m in decisions.items() if label != "used"]
+        rows = [[label, *(m[k] for k in columns)] for label, m in decisions.items() if label != "used"]
         used = [r[0] for r in rows].index(decisions["used"]) if decisions["used"] in [r[0] for r in rows] else None
         blocks.append(
             html.table(
@@ -176,8 +167,8 @@ def write_run_report(
         )
     if metrics.get("members"):
         used_metrics = decisions[decisions["used"]] if decisions else metrics
-        rows = [["ensemble", *(used_metrics[k] for k in GRADE_METRICS)]]
-        rows += [[f"{m['member']} (seed {m['seed']})", *(m[k] for k in GRADE_METRICS)] for m in metrics["members"]]
+        rows = [["ensemble", *(used_metrics[k] for k in columns)]]
+        rows += [[f"{m['member']} (seed {m['seed']})", *(m[k] for k in columns)] for m in metrics["members"]]
         blocks.append(
             html.table(
                 ["grader", *grade_header],
@@ -188,7 +179,7 @@ def write_run_report(
         )
     gap = metrics.get("domain_gap")
     if gap:
-        keys = ("n", *GRADE_METRICS)
+        keys = ("n", *columns)
         rows = [
             [label, *[m.get(k) for k in keys]]
             for label, m in (
@@ -222,11 +213,12 @@ def write_run_report(
             )
         )
     if metrics.get("per_grade"):
-        header = ["grade", *(names[k] for k in _PER_GRADE)] + ([names["coverage"], names["set_size"]] if sets else [])
+        keys = per_grade_metrics()
+        header = ["grade", *(names[k] for k in keys)] + ([names["coverage"], names["set_size"]] if sets else [])
         rows = []
         for name in grade_names:
             g = metrics["per_grade"][name]
-            row = [name, *(g[k] for k in _PER_GRADE)]
+            row = [name, *(g[k] for k in keys)]
             if sets:
                 gs = sets["per_grade"].get(name) or {}
                 row += [gs.get("coverage"), gs.get("mean_size")]
@@ -308,7 +300,7 @@ def write_compare_report(
             "points chosen on the validation split (tuned when they helped out of fold, else the plain decision)."
         ),
     ]
-    metrics = ("qwk", "accuracy", "within1", "grade_mae", "mae", "coverage", "set_size", "train_seconds")
+    metrics = compared(table_only=True)
     rows = [
         [
             s["formulation"],
@@ -322,9 +314,9 @@ def write_compare_report(
     header = [
         "formulation",
         "runs",
-        *(METRIC_NAMES[m] for m in metrics),
-        f"{METRIC_NAMES['qwk']} gain",
-        f"{METRIC_NAMES['accuracy']} gain",
+        *(METRICS[m].label for m in metrics),
+        f"{METRICS['qwk'].label} gain",
+        f"{METRICS['accuracy'].label} gain",
     ]
     blocks.append(
         html.table(
@@ -346,7 +338,7 @@ def mean_std(entry: dict, metric: str) -> str:
     value, std = entry.get(metric), entry.get(metric + "_std")
     if value is None:
         return "-"
-    digits = 1 if metric == "train_seconds" else 3
+    digits = METRICS[metric].digits
     return f"{value:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 

@@ -31,7 +31,7 @@ from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
 from imgrade.data.splits import make_split, stratified_split, stratify_labels
 from imgrade.evaluation.comparison import RECOMMEND_METRICS, summarise
-from imgrade.evaluation.metrics import ordinal_metrics
+from imgrade.evaluation.metrics import compared, ordinal_metrics
 from imgrade.pipeline.recipe import Recipe, parse_recipe, parse_recipes
 from imgrade.pipeline.trainer import speed_settings, train
 from imgrade.runtime.torch_engine import TorchEngine
@@ -203,7 +203,7 @@ def _score_run(
                 "run_seed": seed,
                 "tta": tta,
                 "thresholds": (predictor.thresholds or {}).get("kind", "rounding"),
-                **{k: m[k] for k in ("qwk", "accuracy", "within1", "grade_mae", "mae", "rmse")},
+                **{k: m[k] for k in compared() if k in m},  # those computed from the grades; the rest below
                 "coverage": coverage,
                 "set_size": set_size,
                 "train_seconds": None if seconds is None else round(seconds, 1),

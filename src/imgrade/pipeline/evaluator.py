@@ -20,7 +20,7 @@ from imgrade.core.registry import head_entry
 from imgrade.core.rundir import member_dir, read_history
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
-from imgrade.evaluation.metrics import continuous_metrics, ordinal_metrics
+from imgrade.evaluation.metrics import continuous_metrics, grade_decision_metrics, ordinal_metrics
 from imgrade.evaluation.outputs import evaluation_plots, run_label, write_predictions
 from imgrade.evaluation.report import format_members_table, format_metrics_table, write_run_report
 from imgrade.pipeline.model_card import write_model_card
@@ -28,9 +28,6 @@ from imgrade.runtime.run import RunFolder
 from imgrade.runtime.torch_engine import Outputs, TorchEngine
 
 logger = logging.getLogger(__name__)
-
-HEADLINE = ("accuracy", "within1", "grade_mae", "qwk")
-"""The metrics of a grade decision shown side by side (decisions, ensemble members, fewshot stages)."""
 
 
 def evaluate(
@@ -147,11 +144,14 @@ def _domain_gap(
         return None
     own_metrics = score(predictor, test)[0]
     used = metrics["decisions"][metrics["decisions"]["used"]] if metrics.get("decisions") else metrics
-    this = {"n": metrics["n"], **{k: used[k] for k in HEADLINE}}
+    this = {"n": metrics["n"], **{k: used[k] for k in grade_decision_metrics()}}
     return {
         "own": {"data": own.source, **own_metrics},
         "this": {"data": metrics["data"], **this},
-        "gap": {k: None if own_metrics[k] is None or this[k] is None else this[k] - own_metrics[k] for k in HEADLINE},
+        "gap": {
+            k: None if own_metrics[k] is None or this[k] is None else this[k] - own_metrics[k]
+            for k in grade_decision_metrics()
+        },
     }
 
 
@@ -170,7 +170,7 @@ def _member_metrics(
         outputs = member.outputs(imageset.images)
         m = ordinal_metrics(y, outputs.scores, member.grade_names, y_pred=member.grades(outputs))
         seed = member.checkpoint.config.train.seed
-        rows.append({"member": f"m{i}", "seed": seed, **{k: m[k] for k in HEADLINE}})
+        rows.append({"member": f"m{i}", "seed": seed, **{k: m[k] for k in grade_decision_metrics()}})
     return rows
 
 
@@ -184,7 +184,7 @@ def _decision_metrics(predictor: TorchEngine, outputs: Outputs, y: np.ndarray) -
     result = {}
     for label, pred in decisions.items():
         m = ordinal_metrics(y, outputs.scores, names, y_pred=pred)
-        result[label] = {k: m[k] for k in HEADLINE}
+        result[label] = {k: m[k] for k in grade_decision_metrics()}
     result["used"] = "tuned thresholds" if len(decisions) > 1 else rule
     return result
 
@@ -222,7 +222,7 @@ def refresh_model_card(
 
 
 def score(predictor: TorchEngine, test: ImageSet) -> tuple[dict[str, Any], np.ndarray]:
-    """``predictor``'s calibrated grades of ``test`` and their headline metrics (``HEADLINE``)."""
+    """``predictor``'s calibrated grades of ``test`` and their headline metrics (``grade_decision_metrics()``)."""
     if predictor.grade_names != test.grade_names:
         raise DataError(
             f"the model grades {', '.join(predictor.grade_names or [])} but the photos are graded "
@@ -231,4 +231,4 @@ def score(predictor: TorchEngine, test: ImageSet) -> tuple[dict[str, Any], np.nd
     outputs = predictor.outputs(test.images)
     predicted = predictor.grades(outputs)
     m = ordinal_metrics(test.targets.astype(np.int64), outputs.scores, test.grade_names, y_pred=predicted)
-    return {"n": len(test), **{k: m[k] for k in HEADLINE}}, predicted
+    return {"n": len(test), **{k: m[k] for k in grade_decision_metrics()}}, predicted

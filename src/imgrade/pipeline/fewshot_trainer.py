@@ -32,8 +32,9 @@ from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
 from imgrade.data.splits import make_split
 from imgrade.data.synthetic import GRADE_NAMES, generate_cucumbers
+from imgrade.evaluation.metrics import METRICS, grade_decision_metrics
 from imgrade.evaluation.report import format_number
-from imgrade.pipeline.evaluator import HEADLINE, evaluate, score
+from imgrade.pipeline.evaluator import evaluate, score
 from imgrade.pipeline.runs import finished_training
 from imgrade.pipeline.trainer import speed_settings, train
 from imgrade.runtime.run import RunFolder
@@ -243,12 +244,16 @@ def format_stages(stages: dict[str, dict[str, Any]]) -> str:
     |---|---|---|---|---|---|
     | a | 2 | 1.000 | 1.000 | 0.000 | 1.000 |
     """
-    lines = ["| stage | n | accuracy | within-1 | grade MAE | QWK |", "|---|---|---|---|---|---|"]
+    keys = grade_decision_metrics()
+    lines = [
+        "| " + " | ".join(["stage", "n", *(METRICS[k].label for k in keys)]) + " |",
+        "|---" * (len(keys) + 2) + "|",
+    ]
     for name, m in stages.items():
-        lines.append(f"| {name} | {m['n']} | " + " | ".join(format_number(m[k]) for k in HEADLINE) + " |")
+        lines.append(f"| {name} | {m['n']} | " + " | ".join(format_number(m[k]) for k in keys) + " |")
     sim, zero = stages.get("synthetic (pretrain test split)"), stages.get("zero-shot on real")
     if sim and zero:
-        gap = [None if sim[k] is None or zero[k] is None else zero[k] - sim[k] for k in HEADLINE]
+        gap = [None if sim[k] is None or zero[k] is None else zero[k] - sim[k] for k in keys]
         lines.append(
             "| sim-to-real gap (zero-shot - synthetic) | | "
             + " | ".join(format_number(g, signed=True) for g in gap)
@@ -258,6 +263,4 @@ def format_stages(stages: dict[str, dict[str, Any]]) -> str:
 
 
 def _brief(m: dict[str, Any]) -> str:
-    return ", ".join(
-        f"{label} {format_number(m[k])}" for k, label in zip(HEADLINE, ("accuracy", "within-1", "grade MAE", "QWK"))
-    )
+    return ", ".join(f"{METRICS[k].label} {format_number(m[k])}" for k in grade_decision_metrics())

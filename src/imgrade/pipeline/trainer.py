@@ -120,7 +120,7 @@ def _train_network(
     model = model.to(device)
     if cfg.train.compile:
         model.compile()  # in place, so parameter names and checkpoints stay as they are
-    meta = _checkpoint_meta(cfg, imageset, data.mean.cpu(), head_state)
+    meta = _checkpoint_meta(cfg, imageset, data.mean.cpu(), model.head.state())
 
     t0 = time.perf_counter()
     world = distributed.world_size()

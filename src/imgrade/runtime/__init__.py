@@ -68,8 +68,4 @@ def load_grader(
             f"grading the run {source} needs PyTorch ({e}): pip install 'imgrade[train]', or export the run on a machine "
             f"that has it (`imgrade export {source} --out model.onnx`) and grade the .onnx file"
         ) from None
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
-    return TorchEngine.from_run(source, device=device, tta=tta)
+    return TorchEngine.from_run(source, device=device, tta=tta, threads=threads)

@@ -49,9 +49,10 @@ class Checkpoint:
     config: RunConfig
     grade_names: list[str] | None
     """The grades in order; None for a continuous target."""
-    image_size: int
+    image_size: int | None
+    """The side every photo is resized to; None only in a checkpoint that holds weights alone (--init)."""
     mean_image: Any
-    """(3, S, S) float tensor: the training set's per-pixel mean, subtracted from every input."""
+    """(3, S, S) float tensor: the training set's per-pixel mean, subtracted from every input (None as above)."""
     model_state: dict[str, Any]
     head_state: dict[str, Any] = field(default_factory=dict)
     """The head's own plain values beyond its weights (``Head.state``), e.g. the axes head's grade table."""
@@ -118,8 +119,8 @@ class Checkpoint:
             return cls(
                 config=RunConfig.from_dict(payload["config"], source=f"{source} config"),
                 grade_names=list(payload["grade_names"]) if payload["grade_names"] is not None else None,
-                image_size=int(payload["image_size"]),
-                mean_image=payload["mean_image"],
+                image_size=int(payload["image_size"]) if payload.get("image_size") is not None else None,
+                mean_image=payload.get("mean_image"),
                 model_state=payload["model_state"],
                 head_state=dict(payload.get("head_state") or {}),
                 members=int(payload.get("members") or 1),

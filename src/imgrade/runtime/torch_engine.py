@@ -72,8 +72,13 @@ class TorchEngine(Engine):
     export names it by, never a path of this machine; None when not loaded from a run."""
 
     @classmethod
-    def from_run(cls, run: str | Path, device: str = "auto", tta: bool | None = None) -> TorchEngine:
-        """Load ``run``'s best checkpoint (a run folder or a .pt file); see :meth:`from_checkpoint`."""
+    def from_run(
+        cls, run: str | Path, device: str = "auto", tta: bool | None = None, threads: int | None = None
+    ) -> TorchEngine:
+        """Load ``run``'s best checkpoint (a run folder or a .pt file); see :meth:`from_checkpoint`.
+        ``threads``: torch's CPU threads for this process (None: as they are)."""
+        if threads:
+            torch.set_num_threads(int(threads))
         path = find_run_checkpoint(run)
         return cls.from_checkpoint(Checkpoint.load(path), path, device=device, tta=tta)
 
@@ -102,6 +107,9 @@ class TorchEngine(Engine):
             )
         check_backbone(backbone)  # e.g. a missing timm says how to install it, not that the checkpoint is bad
         try:
+            for entry in ("image_size", "mean_image"):
+                if getattr(ckpt, entry) is None:
+                    raise KeyError(entry)
             model = build_network(ckpt)
             mean = ckpt.mean_image.float()  # (3, H, W)
             if tuple(mean.shape) != (3, ckpt.image_size, ckpt.image_size):
