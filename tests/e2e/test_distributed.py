@@ -81,7 +81,7 @@ y = x[:, 0].float().mean(dim=(1, 2)) / 64
 data = FitData(x[:100], y[:100], x[100:], y[100:], torch.full((3, 8, 8), 0.5))
 with distributed.process_group():
     torch.manual_seed(0)
-    history = fit(NoBatchNorm(), data, TrainConfig(epochs=3, batch_size=13, lr=1e-2, amp="off"), torch.device("cpu"), Path(sys.argv[1]), {})
+    history = fit(NoBatchNorm(), data, TrainConfig(epochs=3, batch_size=13, lr=1e-2, amp="off"), torch.device("cpu"), Path(sys.argv[1]), None)
     if distributed.is_main():
         Path(sys.argv[1], "history.json").write_text(json.dumps(history))
 """

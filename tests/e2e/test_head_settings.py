@@ -128,8 +128,8 @@ def test_it_serves(offset_run):
     buffer = io.BytesIO()
     Image.new("RGB", (32, 32), (30, 140, 50)).save(buffer, format="PNG")
     with TestClient(create_app(grader, source_name="offset")) as client:
-        answer = client.post("/v1/grade", files={"file": ("a.png", buffer.getvalue(), "image/png")})
+        answer = client.post("/v1/grade", files=[("files", ("a.png", buffer.getvalue()))])
         assert answer.status_code == 200, answer.text
-        record = answer.json()
+        (record,) = answer.json()["results"]
     expected = Grader.load(offset_run, device="cpu").grade(buffer.getvalue())
     assert record["grade"] == expected.name and record["score"] == pytest.approx(expected.score, abs=1e-4)
