@@ -417,7 +417,9 @@ def _write_docs(docs: Path, out: Path, result: dict, goal: str, curve: list[dict
     if "--docs" in argv:  # the folder the tables are written to is no part of the measurement
         i = argv.index("--docs")
         argv = argv[:i] + argv[i + 2 :]
-    command = "python benchmarks/accuracy.py " + " ".join(a for a in argv if not a.startswith("--docs="))
+    # folders as their names: a page of results names no path of the machine that measured it
+    shown = [Path(a).name if Path(a).is_absolute() else a for a in argv if not a.startswith("--docs=")]
+    command = "python benchmarks/accuracy.py " + " ".join(shown)
     text = [
         "<!-- written by benchmarks/accuracy.py; do not edit by hand -->",
         f"`{command.strip()}`: {args.folds} folds x {args.seeds} seeds, {args.epochs} epochs per network, "

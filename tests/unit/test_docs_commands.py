@@ -337,3 +337,11 @@ def test_links_are_found():
 def test_readme_is_a_short_guide():
     lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines: move details into docs/"
+
+
+def test_result_pages_name_no_path_of_the_machine_that_measured():
+    pages = sorted((Path(__file__).parents[2] / "docs" / "results").glob("*.md"))
+    assert pages
+    for page in pages:
+        text = page.read_text()
+        assert not re.search(r"(?<![\w.])/(work|tmp|root|home|Users)/", text), page.name
