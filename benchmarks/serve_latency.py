@@ -42,9 +42,9 @@ import torch
 
 import imgrade
 from imgrade.data.synthetic import generate_cucumbers
+from imgrade.pipeline import export
 from imgrade.runtime.grading import Engine
 from imgrade.runtime.onnx_engine import OnnxEngine
-from imgrade.pipeline import export
 from imgrade.runtime.torch_engine import TorchEngine
 
 BUSY_LOOP = "while True: pass"

@@ -137,8 +137,8 @@ def inference_rates(
         # what `imgrade serve` grades with: the run exported to ONNX in memory (eager torch should that fail)
         graders["served"] = TorchEngine.from_run(run, device="cpu").for_serving(threads=torch.get_num_threads())
         try:
-            from imgrade.runtime.onnx_engine import OnnxEngine
             from imgrade.pipeline import export
+            from imgrade.runtime.onnx_engine import OnnxEngine
 
             export(run, out=Path(tmp) / "model.onnx")
             graders["onnx"] = OnnxEngine.from_file(Path(tmp) / "model.onnx", threads=torch.get_num_threads())

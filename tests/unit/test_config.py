@@ -6,7 +6,12 @@ from imgrade.core.errors import ConfigError
 
 def test_defaults_are_the_reference():
     cfg = RunConfig()
-    assert (cfg.model.depth, cfg.model.task, cfg.model.head, cfg.model.setting("loss")) == (29, "regression", "auto", "mse")
+    assert (cfg.model.depth, cfg.model.task, cfg.model.head, cfg.model.setting("loss")) == (
+        29,
+        "regression",
+        "auto",
+        "mse",
+    )
     assert (cfg.calibrate.objective, cfg.calibrate.alpha) == ("qwk", 0.1)
     assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.l2) == (200, 32, 1e-3, 1e-4)
     assert cfg.data.image_size == 32 and cfg.data.split == "auto"
