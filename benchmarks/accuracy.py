@@ -38,7 +38,6 @@ import numpy as np
 
 from imgrade import pipeline
 from imgrade.config import RunConfig
-from imgrade.core.checkpoint import load_checkpoint
 from imgrade.core.errors import CheckpointError
 from imgrade.core.io import write_csv, write_text
 from imgrade.core.rundir import ensemble_members
@@ -47,7 +46,7 @@ from imgrade.data.splits import stratified_split, stratify_labels
 from imgrade.evaluation.comparison import paired_test, summarise
 from imgrade.pipeline.comparer import fold_splits, score_recipe_run
 from imgrade.pipeline.recipe import parse_recipes
-from imgrade.runtime.torch_engine import CALIBRATION_TTA
+from imgrade.runtime.run_checkpoint import Checkpoint
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/cucumber9-p1-sample/cucumber-9-python"
 DEFAULT_RECIPES = "regression,classification,corn,sord+ensemble=3,sord+ensemble=3+tta,sord+ema=0.99,axes"
@@ -220,7 +219,7 @@ def rescore(cfg: RunConfig, parts: list[Path], recipes: str, *, seeds: int, fold
                 if run not in calibrated:  # both plain and test-time augmented, with this code's cut points
                     for folder in [run, *ensemble_members(run)]:
                         if (
-                            load_checkpoint(folder / "best.pt").get(CALIBRATION_TTA) is None
+                            Checkpoint.load(folder / "best.pt").calibration(True) is None
                         ):  # calibrated before --tta existed
                             with contextlib.redirect_stderr(io.StringIO()):
                                 pipeline.calibrate(folder, device="cpu")
@@ -371,12 +370,10 @@ def photos_curve(cfg: RunConfig, out: Path, goal: str, sizes: list[int], rows: l
 def _finished(run: Path) -> bool:
     """Trained and calibrated: a run's last.pt says finished, an ensemble's best.pt holds its calibration."""
     try:
+        calibrated = Checkpoint.load(run / "best.pt").calibration() is not None
         if ensemble_members(run):
-            return load_checkpoint(run / "best.pt").get("calibration") is not None
-        return (
-            bool(load_checkpoint(run / "last.pt").get("finished"))
-            and load_checkpoint(run / "best.pt").get("calibration") is not None
-        )
+            return calibrated
+        return bool((Checkpoint.load(run / "last.pt").training or {}).get("finished")) and calibrated
     except (CheckpointError, OSError):
         return False
 

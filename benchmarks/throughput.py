@@ -112,7 +112,6 @@ def _fake_run(folder: Path, model: torch.nn.Module, mean: torch.Tensor) -> Path:
             "image_size": 32,
             "mean_image": mean,
             "model_state": model.state_dict(),
-            "calibration": None,
             "data_source": "benchmark",
         },
     )

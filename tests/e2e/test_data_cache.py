@@ -124,5 +124,5 @@ def test_training_reads_a_memory_mapped_set_in_place_and_learns_what_a_copy_in_m
         assert data.train_x is data.val_x and data.train_x.data_ptr() == imageset.images.ctypes.data
     a, b = (torch.load(tmp_path / run / "best.pt", weights_only=True) for run in ("mapped", "in-memory"))
     assert torch.equal(a["mean_image"], b["mean_image"])
-    assert a["val_loss"] == b["val_loss"] and a["calibration"] == b["calibration"]
+    assert a["val_loss"] == b["val_loss"] and a["calibrations"] == b["calibrations"] and a["calibrations"]
     assert all(torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"])
