@@ -2,7 +2,8 @@
 
 A head's settings are its own: registered with the head (``register_head(settings=...)``), shown
 by ``--help`` as flags made from these fields (the help is the first paragraph of the docstring
-under a field, the default the field's, ``metadata`` gives the flag's choices or metavar), and
+under a field, the default the field's; ``metadata`` gives the flag's ``choices`` or ``metavar``,
+and ``path`` names the kind of file a setting holds, which a run checks and stores resolved), and
 kept in config.yaml's ``model`` section beside the shared fields. Each dataclass checks its own
 values. They live apart from the heads so that the command line, which lists them, runs without
 torch; a head defined elsewhere may nest its ``Settings`` in its class instead.
@@ -46,7 +47,7 @@ class SordSettings:
 
 @dataclass
 class AxesSettings:
-    axes: str | None = field(default=None, metadata={"metavar": "CSV", "path": True})
+    axes: str | None = field(default=None, metadata={"metavar": "CSV", "path": "grade table"})
     """A CSV grade table with the header grade,AXIS1,AXIS2,...; by default grade_axes.csv beside
     the data when present, else the built-in size x shape table of CUCUMBER-9's grades.
 

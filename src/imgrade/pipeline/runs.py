@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from imgrade.config import RunConfig, load_config, parse_split, path_keys
+from imgrade.config import RunConfig, load_config, parse_split
 from imgrade.core.checkpoint import LAST, find_run_checkpoint
 from imgrade.core.errors import CheckpointError, ConfigError
 from imgrade.core.io import remove_stale_temporaries
 from imgrade.core.names import MODEL_CARD
+from imgrade.core.registry import head_entry
 from imgrade.core.rundir import MEMBERS, load_split
 from imgrade.data.imageset import ImageSet
 from imgrade.data.splits import hold_out_calibration, make_split
@@ -113,14 +115,17 @@ def _check_out_is_free(out: Path, overwrite: bool) -> None:
 def _resolve_setting_paths(cfg: RunConfig) -> RunConfig:
     """The task's settings that name a file (``--axes``) checked and resolved: a wrong path fails
     now, before the data is read, and the run records where the file is."""
+    settings = head_entry(cfg.model.task).settings_class()
+    declared = {f.name: f for f in fields(settings)} if settings is not None else {}
     files = {
         name: value
         for name, value in cfg.model.head_settings().items()
-        if value is not None and f"model.{name}" in path_keys()
+        if value and declared[name].metadata.get("path")
     }
     for name, value in files.items():
         if not Path(value).is_file():
-            raise ConfigError(f"{value} does not exist: check the --{name.replace('_', '-')} path")
+            what = declared[name].metadata["path"]
+            raise ConfigError(f"{what} {value} does not exist: check the --{name.replace('_', '-')} path")
     return cfg.with_overrides({f"model.{name}": str(Path(v).resolve()) for name, v in files.items()}) if files else cfg
 
 
