@@ -46,6 +46,7 @@ from imgrade.data.splits import stratified_split, stratify_labels
 from imgrade.evaluation.comparison import paired_test, summarise
 from imgrade.pipeline.comparer import fold_splits, score_recipe_run
 from imgrade.pipeline.recipe import parse_recipes
+from imgrade.pipeline.runs import finished_training
 from imgrade.runtime.run_checkpoint import Checkpoint
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/cucumber9-p1-sample/cucumber-9-python"
@@ -373,7 +374,7 @@ def _finished(run: Path) -> bool:
         calibrated = Checkpoint.load(run / "best.pt").calibration() is not None
         if ensemble_members(run):
             return calibrated
-        return bool((Checkpoint.load(run / "last.pt").training or {}).get("finished")) and calibrated
+        return finished_training(Checkpoint.load(run / "last.pt")) and calibrated
     except (CheckpointError, OSError):
         return False
 

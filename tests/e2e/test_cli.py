@@ -126,7 +126,7 @@ def test_same_seed_gives_identical_runs(synth_dir, tmp_path):
             == 0
         )
         runs.append(Checkpoint.load(tmp_path / name / "last.pt"))
-    assert runs[0].training["history"][0]["val_loss"] == runs[1].training["history"][0]["val_loss"]
+    assert runs[0].training.history[0]["val_loss"] == runs[1].training.history[0]["val_loss"]
     for key, value in runs[0].model_state.items():
         assert torch.equal(value, runs[1].model_state[key]), key
 
@@ -150,7 +150,7 @@ def test_resume_continues_to_the_same_weights(synth_dir, tmp_path, monkeypatch):
     assert main(["train", *args, "--out", str(tmp_path / "cut")]) == 2
     assert main(["train", *args, "--resume", "--out", str(tmp_path / "cut")]) == 0
     full, cut = Checkpoint.load(tmp_path / "full" / "last.pt"), Checkpoint.load(tmp_path / "cut" / "last.pt")
-    assert [r["val_loss"] for r in full.training["history"]] == [r["val_loss"] for r in cut.training["history"]]
+    assert [r["val_loss"] for r in full.training.history] == [r["val_loss"] for r in cut.training.history]
     for key, value in full.model_state.items():
         assert torch.equal(value, cut.model_state[key]), key
 

@@ -114,7 +114,7 @@ def test_torchrun_matches_one_process_and_writes_one_run(ddp_run, data, tmp_path
     assert "2 processes (cpu, DDP)" in result.stderr
     assert result.stderr.count("epoch 3/3 ") == 1 and result.stderr.count("next: imgrade evaluate") == 1
     best, last = Checkpoint.load(run / "best.pt"), Checkpoint.load(run / "last.pt")
-    assert last.training["finished"] and not any(key.startswith("module.") for key in best.model_state)
+    assert last.training.finished and not any(key.startswith("module.") for key in best.model_state)
     assert best.calibration() is not None
     evaluated = imgrade("evaluate", str(run), "--out", str(tmp_path / "eval"))
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
@@ -149,7 +149,7 @@ def test_resume_under_torchrun_continues_to_the_same_weights(ddp_run, data, tmp_
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in resumed.stderr
     full, cut_last = Checkpoint.load(ddp_run[0] / "last.pt"), Checkpoint.load(cut / "last.pt")
-    assert [r["val_loss"] for r in full.training["history"]] == [r["val_loss"] for r in cut_last.training["history"]]
+    assert [r["val_loss"] for r in full.training.history] == [r["val_loss"] for r in cut_last.training.history]
     for key, value in full.model_state.items():
         assert torch.equal(value, cut_last.model_state[key]), key
 

@@ -86,7 +86,8 @@ def test_resumed_average_continues_exactly():
     first = ModelEma(model, decay=0.7)
     run(first, steps[:2])
     second = ModelEma(model, decay=0.7)
-    second.load_checkpoint(first.checkpoint())
+    saved = first.checkpoint()
+    second.load_checkpoint(saved["ema_state"], saved["ema_steps"])
     run(second, steps[2:])
     assert second.steps == 4
     assert all(torch.equal(second.state_dict()[k], v) for k, v in whole.state_dict().items())

@@ -168,7 +168,7 @@ def _resume_state(out: Path) -> tuple[RunConfig, Checkpoint | None]:
 
 def finished_training(last: Checkpoint) -> bool:
     """Whether ``last`` (a last.pt) was written after the final epoch."""
-    return bool((last.training or {}).get("finished"))
+    return last.training is not None and bool(last.training.finished)
 
 
 def calibration_missing(out: Path) -> bool:

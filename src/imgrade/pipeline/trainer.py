@@ -131,7 +131,7 @@ def _train_network(
     logger.info(
         f"training {cfg.model.task} {describe(cfg.model.backbone, cfg.model.depth)} on {where} for {cfg.train.epochs} epochs -> {out}"
     )
-    done = list(resume_state.training["history"]) if resume_state is not None else []
+    done = list(resume_state.training.history) if resume_state is not None else []
     main = distributed.is_main()  # rank 0 alone logs to TensorBoard and MLflow
     with tracking.open_trackers(cfg, out, done) if main else tracking.Trackers([]) as trackers:
         on_epoch_end = _epoch_writer(cfg, out, trackers)

@@ -7,7 +7,7 @@ the file boundary (``imgrade.core.checkpoint``). ``imgrade.runtime.run.RunFolder
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,32 @@ def read_model_card(folder: Path) -> str | None:
 
 
 @dataclass
+class TrainingState:
+    """What last.pt keeps beyond the model to continue training exactly where it stopped."""
+
+    optimizer_state: dict[str, Any]
+    generator_state: Any
+    """The shuffling and augmentation generator's state (a uint8 tensor)."""
+    history: list[dict[str, Any]]
+    """One row per epoch so far: epoch, train_loss, val_loss, val_mae, lr, seconds."""
+    best_val_loss: float
+    finished: bool
+    """Whether the last epoch has been trained."""
+    ema_state: dict[str, Any] | None = None
+    """``--ema``: the moving average of the weights."""
+    ema_steps: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain dict a checkpoint holds (the EMA entries only where there is an average)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainingState:
+        """Raises KeyError naming a missing entry."""
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d or f.default is MISSING})
+
+
+@dataclass
 class Checkpoint:
     """What a checkpoint holds: the model and everything needed to grade with it.
 
@@ -66,7 +92,7 @@ class Checkpoint:
     epoch: int | None = None
     val_loss: float | None = None
     member_epochs: list[int] | None = None
-    training: dict[str, Any] | None = None
+    training: TrainingState | None = None
 
     @property
     def task(self) -> str:
@@ -102,7 +128,7 @@ class Checkpoint:
             "model_state": self.model_state,
             "epoch": self.epoch,
             "val_loss": self.val_loss,
-            "training": self.training,
+            "training": self.training.to_dict() if self.training is not None else None,
         }
 
     @classmethod
@@ -130,7 +156,7 @@ class Checkpoint:
                 epoch=payload.get("epoch"),
                 val_loss=payload.get("val_loss"),
                 member_epochs=payload.get("member_epochs"),
-                training=payload.get("training"),
+                training=TrainingState.from_dict(payload["training"]) if payload.get("training") else None,
             )
         except KeyError as e:
             raise CheckpointError(f"{source} has no {e.args[0]!r} entry: retrain with this imgrade") from None

@@ -108,12 +108,11 @@ class ModelEma:
         """What last.pt keeps to continue the average exactly: its tensors and its step count."""
         return {"ema_state": {name: a for name, a in zip(self.names, self.average)}, "ema_steps": self.steps}
 
-    def load_checkpoint(self, payload: dict) -> None:
-        """Continue the average stored by ``checkpoint`` in a last.pt."""
-        state = payload["ema_state"]
+    def load_checkpoint(self, state: dict, steps: int) -> None:
+        """Continue the average stored by ``checkpoint`` in a last.pt: its tensors and step count."""
         for name, average in zip(self.names, self.average):
             average.copy_(state[name])
-        self.steps = int(payload["ema_steps"])
+        self.steps = int(steps)
 
     @contextlib.contextmanager
     def applied(self) -> Iterator[None]:

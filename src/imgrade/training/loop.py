@@ -25,7 +25,7 @@ from imgrade.core.errors import CheckpointError
 from imgrade.core.perf import autocast, autocast_dtype, to_device_async
 from imgrade.core.preprocess import to_input
 from imgrade.data.augment import photometric, random_shift_flip
-from imgrade.runtime.run_checkpoint import Checkpoint
+from imgrade.runtime.run_checkpoint import Checkpoint, TrainingState
 from imgrade.training import distributed
 from imgrade.training.distributed import sum_over_ranks
 from imgrade.training.ema import ModelEma
@@ -284,18 +284,20 @@ def fit(
     # every rank keeps its own average: DDP keeps the weights identical on all of them
     ema = ModelEma(model, cfg.ema) if cfg.ema else None
     if resume is not None:
-        state = resume.training or {}
+        state = resume.training
+        if state is None:
+            raise CheckpointError(f"{run_dir / LAST} holds no training state to resume: train again with --overwrite")
         model.load_state_dict(resume.model_state)
         if ema is not None:
-            if "ema_state" not in state:
+            if state.ema_state is None:
                 raise CheckpointError(
                     f"{run_dir / LAST} holds no weight average for train.ema {cfg.ema}: train again with --overwrite"
                 )
-            ema.load_checkpoint(state)
-        optimizer.load_state_dict(state["optimizer_state"])
-        generator.set_state(state["generator_state"])
-        history = list(state["history"])
-        best_val = float(state["best_val_loss"])
+            ema.load_checkpoint(state.ema_state, state.ema_steps)
+        optimizer.load_state_dict(state.optimizer_state)
+        generator.set_state(state.generator_state)
+        history = list(state.history)
+        best_val = float(state.best_val_loss)
         start_epoch = int(resume.epoch)
     shard = (distributed.rank(), distributed.world_size())
     main = distributed.is_main()
@@ -359,14 +361,14 @@ def fit(
             meta.replace(model_state=best_state, epoch=epoch + 1, val_loss=val_loss).save(run_dir / BEST)
         # last.pt is written after best.pt: a crash between the two replays this epoch on resume
         if meta is not None:
-            training = {
-                "optimizer_state": optimizer.state_dict(),
-                "generator_state": generator.get_state(),
-                "history": history,
-                "best_val_loss": best_val,
-                "finished": epoch + 1 == cfg.epochs,
+            training = TrainingState(
+                optimizer_state=optimizer.state_dict(),
+                generator_state=generator.get_state(),
+                history=history,
+                best_val_loss=best_val,
+                finished=epoch + 1 == cfg.epochs,
                 **(ema.checkpoint() if ema is not None else {}),
-            }
+            )
             last = meta.replace(model_state=model.state_dict(), epoch=epoch + 1, val_loss=val_loss, training=training)
             last.save(run_dir / LAST)
         mark = " *" if improved else ""
