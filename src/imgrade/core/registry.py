@@ -67,8 +67,7 @@ class HeadEntry:
         found = self.settings
         if found is None and isinstance(self.target, type):
             found = getattr(self.target, "Settings", None)
-        if isinstance(found, str):
-            found = _import(found, f"the settings of task {self.name!r}")
+        found = import_target(found, f"the settings of task {self.name!r} are registered as", "register_head line")
         if found is not None and not dataclasses.is_dataclass(found):
             raise ConfigError(f"the settings of task {self.name!r}, {found!r}, are not a dataclass: fix register_head")
         return found
@@ -88,19 +87,20 @@ class HeadEntry:
         return found(**{k: v for k, v in values.items() if k in names})
 
 
-def _import(path: str, what: str) -> Any:
-    """The object at "package.module:name".
+def import_target(target: Any, registered: str, line: str) -> Any:
+    """``target`` itself, or the object its import path "package.module:name" names.
 
     Raises:
-        ConfigError: it cannot be imported, naming ``what``.
+        ConfigError: it cannot be imported: "``registered`` TARGET, which cannot be imported (why):
+            fix its ``line``".
     """
-    module, _, name = path.partition(":")
+    if not isinstance(target, str):
+        return target
+    module, _, name = target.partition(":")
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as e:
-        raise ConfigError(
-            f"{what} are registered as {path!r}, which cannot be imported ({e}): fix register_head"
-        ) from None
+        raise ConfigError(f"{registered} {target!r}, which cannot be imported ({e}): fix its {line}") from None
 
 
 _HEADS: dict[str, HeadEntry] = {}

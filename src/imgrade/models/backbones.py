@@ -10,14 +10,13 @@ loop, calibration, export and serving only ever call ``forward_features`` and re
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
 from imgrade.core.errors import ConfigError
-from imgrade.core.registry import BackboneEntry, describe_backbone, resolve_backbone
+from imgrade.core.registry import BackboneEntry, describe_backbone, import_target, resolve_backbone
 from imgrade.models.resnet_v2 import ResNetV2
 
 
@@ -37,15 +36,7 @@ def describe(backbone: str, depth: int) -> str:
 
 def _load(entry: BackboneEntry, target: str | Callable) -> Callable:
     """``target`` itself, or the function its import path "module:function" names."""
-    if not isinstance(target, str):
-        return target
-    module, _, name = target.partition(":")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(
-            f"backbone {entry.name!r} is registered with {target!r}, which cannot be imported ({e}): fix its register_backbone line"
-        ) from None
+    return import_target(target, f"backbone {entry.name!r} is registered with", "register_backbone line")
 
 
 def check_backbone(backbone: str, pretrained: str | None = None) -> None:

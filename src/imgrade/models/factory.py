@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import importlib
 from typing import Any
 
 import numpy as np
@@ -12,7 +11,7 @@ from torch import nn
 
 from imgrade.config.sections import HEADS
 from imgrade.core.errors import ConfigError
-from imgrade.core.registry import head_entry, head_settings
+from imgrade.core.registry import head_entry, head_settings, import_target
 from imgrade.models.backbones import build_backbone
 from imgrade.models.heads import Head
 
@@ -28,15 +27,7 @@ def head_class(task: str) -> type[Head]:
     'CornHead'
     """
     entry = head_entry(task)
-    target = entry.target
-    if isinstance(target, str):
-        module, _, name = target.partition(":")
-        try:
-            target = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as e:
-            raise ConfigError(
-                f"task {task!r} is registered as {entry.target!r}, which cannot be imported ({e}): fix its register_head line"
-            ) from None
+    target = import_target(entry.target, f"task {task!r} is registered as", "register_head line")
     if not (isinstance(target, type) and issubclass(target, Head)):
         raise ConfigError(
             f"task {task!r} is registered with {target!r}, which is not a Head subclass: fix its register_head line"
