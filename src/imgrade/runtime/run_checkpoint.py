@@ -16,6 +16,7 @@ from imgrade.config import RunConfig
 from imgrade.core.checkpoint import BEST, load_checkpoint, save_checkpoint
 from imgrade.core.errors import CheckpointError, ConfigError
 from imgrade.core.names import MODEL_CARD
+from imgrade.core.registry import backbone_names, task_names
 
 WAYS = {False: "plain", True: "tta"}
 """A checkpoint's calibrations by way of grading: on plain outputs, or test-time augmented ones."""
@@ -138,6 +139,7 @@ class Checkpoint:
         Raises:
             CheckpointError: an entry is missing or not what imgrade writes, naming ``source``.
         """
+        _check_registered(payload, source)
         try:
             calibrations = {
                 way: Calibration.from_dict(found) for way, found in (payload.get("calibrations") or {}).items()
@@ -177,3 +179,26 @@ class Checkpoint:
     def save(self, path: str | Path) -> None:
         """Write this checkpoint to ``path`` atomically."""
         save_checkpoint(path, self.to_payload())
+
+
+def _check_registered(payload: dict[str, Any], source: str | Path) -> None:
+    """A run whose task or backbone is not registered in this process says so, and how to fix it,
+    rather than that its config is bad.
+
+    Raises:
+        CheckpointError: naming the unregistered task or backbone.
+    """
+    model = (payload.get("config") or {}).get("model") if isinstance(payload.get("config"), dict) else None
+    if not isinstance(model, dict):
+        return
+    task, backbone = model.get("task"), model.get("backbone", "reference")
+    if isinstance(task, str) and task not in task_names():
+        raise CheckpointError(
+            f"{source} was trained with --task {task}, which is not registered here: register it "
+            "(imgrade.core.registry.register_head) before loading the run"
+        )
+    if isinstance(backbone, str) and backbone.partition(":")[0] not in backbone_names():
+        raise CheckpointError(
+            f"{source} was trained with --backbone {backbone}, which is not registered here: "
+            "register it (imgrade.core.registry.register_backbone) before loading the run"
+        )

@@ -14,7 +14,6 @@ from imgrade.core.checkpoint import find_run_checkpoint
 from imgrade.core.device import resolve_device
 from imgrade.core.errors import CheckpointError
 from imgrade.core.preprocess import nhwc_to_tensor, to_input
-from imgrade.core.registry import backbone_names
 from imgrade.models.backbones import check_backbone, describe
 from imgrade.models.ensemble import EnsembleModel, TTAModel
 from imgrade.models.factory import build_model
@@ -99,12 +98,7 @@ class TorchEngine(Engine):
         if tta is None:
             tta = ckpt.config.calibrate.tta
         model_cfg = ckpt.config.model
-        backbone = model_cfg.backbone
-        if backbone.partition(":")[0] not in backbone_names():
-            raise CheckpointError(
-                f"{path} was trained with --backbone {backbone}, which is not registered here: "
-                "register it (imgrade.core.registry.register_backbone) before loading the run"
-            )
+        backbone = model_cfg.backbone  # a registered one: Checkpoint.load says so otherwise
         check_backbone(backbone)  # e.g. a missing timm says how to install it, not that the checkpoint is bad
         try:
             for entry in ("image_size", "mean_image"):
