@@ -193,7 +193,7 @@ def pretrain(cfg: RunConfig, real: ImageSet, out: Path, *, synthetic_n: int, epo
                 "depth": cfg.model.depth,
                 "task": cfg.model.task,
                 "head": cfg.model.head,
-                "loss": cfg.model.loss,
+                **cfg.model.head_settings(),  # the head learns the same way on both stages
                 "backbone": cfg.model.backbone,
                 "pretrained": cfg.model.pretrained,
             },
