@@ -79,18 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         reexec_with_tcmalloc()  # comes back only where tcmalloc is not wanted, not installed or already in
     if key in COMPUTING:
         settle_wait_policy()  # before torch loads OpenMP, which reads it once
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return _exit_now(_run(command, args, key))  # under torchrun: see _exit_now
     return _run(command, args, key)
-
-
-def _exit_now(code: int) -> int:
-    """Leave at once, skipping the interpreter's teardown: under torchrun, gloo's threads are torn
-    down by C++ static destructors at exit, which now and then abort a process whose work is done
-    ("terminate called without an active exception") and make torchrun report a failure."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 def _run(command: Callable, args, key: tuple[str, ...]) -> int:

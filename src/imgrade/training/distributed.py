@@ -61,15 +61,28 @@ def process_group() -> Iterator[None]:
         return
     if not dist.is_available():
         raise ConfigError("this torch build has no torch.distributed: run `imgrade train` without torchrun")
+    _import_before_the_group()
     # gloo carries CPU tensors (and the pickled objects of `on_main`), NCCL the CUDA gradients
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend, timeout=TIMEOUT)
     try:
         yield
-        # leave together: a rank tearing gloo down while another still works aborted now and then
-        dist.barrier()
+        dist.barrier()  # leave together: no rank closes its connections while another still waits on them
     finally:
-        dist.destroy_process_group()
+        dist.destroy_process_group()  # frees the group, whose destructor joins gloo's threads
+
+
+def _import_before_the_group() -> None:
+    """Import ``torch.distributed.nn`` before the group exists, so that ``destroy_process_group`` ends gloo.
+
+    Why: its functions take ``group=group.WORLD`` as a default, evaluated on import, and DDP imports
+    it (through torch._dynamo). Imported after ``init_process_group``, it kept the group alive, and
+    with it gloo's worker threads, into the interpreter's shutdown; a worker freeing the last
+    collective's tensor there needs the GIL, Python ends the thread with pthread_exit, and unwinding
+    through a noexcept destructor aborts the rank ("terminate called without an active exception").
+    Imported first, the defaults are None, and the group dies, threads joined, while Python runs.
+    """
+    import torch.distributed.nn  # noqa: F401
 
 
 def process_device(device: torch.device) -> torch.device:
