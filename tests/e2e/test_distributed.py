@@ -163,3 +163,33 @@ def test_a_bad_data_path_stops_every_rank_with_one_line(tmp_path):
     # every rank that gets to print says the same line; torchrun may stop the other one first
     assert errors and "does not exist" in errors[0] and all(line == errors[0] for line in errors)
     assert not (tmp_path / "run").exists()
+
+
+# After process_group() the group is gone and gloo's threads with it: a group kept alive (say by a
+# module imported after init_process_group holding it as a default argument) runs its threads into
+# the interpreter's shutdown, where a rank now and then aborts ("terminate called without an active
+# exception"). Threads joined here cannot do that.
+TEARDOWN = """
+import os, sys
+import torch
+from imgrade.training import distributed
+
+torch.set_num_threads(1)
+with distributed.process_group():
+    model = distributed.wrap(torch.nn.Linear(3, 1), torch.device("cpu"))
+    model(torch.randn(4, 3)).sum().backward()
+    distributed.sum_over_ranks(1.0)
+    del model
+names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+gloo = sorted(n for n in names if "gloo" in n)
+with open(os.path.join(sys.argv[1], "rank" + os.environ["RANK"]), "w") as f:  # the ranks share one stdout
+    f.write(",".join(gloo) or "none")
+"""
+
+
+def test_process_group_ends_gloo_before_the_interpreter_does(tmp_path):
+    script = tmp_path / "teardown.py"
+    script.write_text(TEARDOWN)
+    result = torchrun(str(script), str(tmp_path), timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["none", "none"]
