@@ -70,14 +70,16 @@ class RunFolder:
     def save_calibration(self, calibration: Calibration | None, tta: bool = False) -> Checkpoint:
         """Keep ``calibration`` as the plain (or test-time augmented) one: best.pt is read again and
         rewritten with it alone changed. Returns the checkpoint now on disk."""
-        current = Checkpoint.load(self.checkpoint_path).with_calibration(calibration, tta)
-        current.save(self.checkpoint_path)
-        self.checkpoint = self.checkpoint.with_calibration(calibration, tta)
-        return current
+        return self._save({tta: calibration})
 
     def save_calibrations(self, plain: Calibration | None, tta: Calibration | None) -> Checkpoint:
         """Keep both calibrations with one rewrite of best.pt."""
-        current = Checkpoint.load(self.checkpoint_path).with_calibration(plain).with_calibration(tta, True)
+        return self._save({False: plain, True: tta})
+
+    def _save(self, calibrations: dict[bool, Calibration | None]) -> Checkpoint:
+        current = Checkpoint.load(self.checkpoint_path)
+        for tta, calibration in calibrations.items():
+            current = current.with_calibration(calibration, tta)
+            self.checkpoint = self.checkpoint.with_calibration(calibration, tta)
         current.save(self.checkpoint_path)
-        self.checkpoint = self.checkpoint.with_calibration(plain).with_calibration(tta, True)
         return current
