@@ -53,8 +53,8 @@ test: $(STAMP) browser tcmalloc lint
 # the layers (import-linter contracts in pyproject.toml) and ruff's lint and format checks
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/ruff check src tests benchmarks scripts
-	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+	$(VENV)/bin/ruff check src tests benchmarks scripts examples
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts examples
 
 # packaging checks for CI (a few minutes; fresh venvs in a temporary folder, the pip cache reused):
 # scripts/lowest_deps.sh installs the lowest versions pyproject.toml allows and runs a smoke subset;

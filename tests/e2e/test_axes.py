@@ -74,7 +74,13 @@ def test_evaluate_export_and_grade_with_the_onnx_file(axes_run, tmp_path, capsys
     out = tmp_path / "axes.onnx"
     assert main(["export", str(run), "--out", str(out)]) == 0
     meta = json.loads({p.key: p.value for p in onnx.load(out).metadata_props}[METADATA_KEY])
-    assert meta["task"] == "axes" and meta["outputs"] == ["score", "probabilities", "native"]
+    assert meta["task"] == "axes" and list(meta["outputs"]) == [
+        "score",
+        "probabilities",
+        "native",
+        "grade",
+        "grade_set",
+    ]
     assert meta["head_state"] == {"grade_axes": Checkpoint.load(run / "best.pt").head_state["grade_axes"]}
 
     images = generate_cucumbers(120, seed=5).imageset.images

@@ -75,7 +75,7 @@ def trained_onnx(trained_run, tmp_path_factory) -> Path:
 
 def _a_rounding_tie(grader, outputs, i: int, a: list[str], b: list[str], tol: float = 1e-5) -> bool:
     """Whether sets ``a`` and ``b`` of image ``i`` differ only where a 1e-5 change could flip them."""
-    names, qhat = grader.grade_names, grader.conformal.qhat
+    names, qhat = grader.grade_names, grader.conformal.threshold
     diff = sorted(names.index(g) for g in set(a) ^ set(b))
     if grader.conformal.kind == "interval":
         return len(diff) == 1 and abs(abs(outputs.scores[i] - diff[0]) - qhat) <= tol
@@ -130,7 +130,13 @@ def test_the_file_alone_is_a_complete_grader(coral_run, tmp_path):
     assert meta["image_size"] == 32 and meta["input"]["dtype"] == "uint8" and meta["input"]["layout"] == "NHWC"
     assert meta["calibration"]["conformal"] == ckpt.calibration().conformal.to_dict()
     assert meta["calibration"]["thresholds"]["thresholds"] == ckpt.calibration().thresholds["thresholds"]
-    assert meta["imgrade_version"] and meta["outputs"] == ["score", "probabilities", "native"]
+    assert meta["imgrade_version"] and list(meta["outputs"]) == [
+        "score",
+        "probabilities",
+        "native",
+        "grade",
+        "grade_set",
+    ]
     grader = OnnxEngine.from_file(out)
     card = grader.describe()
     assert card["grades"] == ckpt.grade_names and card["grade_sets"]["method"] == "aps" and card["runtime"] == "onnx"
@@ -252,3 +258,52 @@ def test_batching_does_not_change_onnx_results(trained_onnx):
     np.testing.assert_array_equal(whole.native, chunked.native)
     single = np.concatenate([grader.outputs(images[i : i + 1]).scores for i in range(len(images))])
     np.testing.assert_allclose(single, whole.scores, atol=1e-5)
+
+
+CONSUMER = Path(__file__).resolve().parents[2] / "examples" / "grade_with_onnxruntime.py"
+
+
+def _plain_consumer(model: Path, photos: list[Path]) -> list[dict]:
+    """examples/grade_with_onnxruntime.py on ``photos`` in a fresh interpreter, which must not import imgrade."""
+    script = (
+        "import runpy, sys\n"
+        f"sys.argv = ['consumer', {str(model)!r}] + sys.argv[1:]\n"
+        f"runpy.run_path({str(CONSUMER)!r}, run_name='__main__')\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('imgrade', 'torch')], 'the consumer imported imgrade'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, *map(str, photos)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return list(csv.DictReader(done.stdout.splitlines()))
+
+
+def test_plain_onnxruntime_reads_imgrades_grade_and_set_from_the_file(graded_run, tmp_path):
+    run = _with_tuned_cut_points(graded_run, tmp_path) if graded_run.name == "regression" else graded_run
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    images, _ = _real_or_synthetic_images()
+    photos = []
+    for i, pixels in enumerate(images):
+        photos.append(tmp_path / f"photo{i:03d}.png")
+        Image.fromarray(pixels).save(photos[-1])
+    rows = _plain_consumer(out, photos)
+    assert [row["image"] for row in rows] == [str(p) for p in photos]
+
+    # the same runtime through imgrade: exactly the same grades and sets
+    from_file = imgrade.Grader.load(out).grade(photos)
+    assert [row["grade"] for row in rows] == [g.name for g in from_file]
+    assert [row["grade_set"].split("|") for row in rows] == [g.grade_set for g in from_file]
+    # the run itself (PyTorch): the same grades; a set differs only where float rounding decides it
+    from_run = imgrade.Grader.load(run).grade(photos)
+    assert [row["grade"] for row in rows] == [g.name for g in from_run]
+    torch_grader = load_grader(run)
+    outputs = torch_grader.outputs(images)
+    for i, (row, expected) in enumerate(zip(rows, from_run)):
+        got = row["grade_set"].split("|")
+        assert got == expected.grade_set or _a_rounding_tie(torch_grader, outputs, i, expected.grade_set, got)
+    if run.name.endswith("-tuned"):
+        assert OnnxEngine.from_file(out).rule == "tuned cut points"
+        # the tuned cut points decide: reading the head's own grade would give other grades
+        native = OnnxEngine.from_file(out).outputs(images).native
+        assert any(torch_grader.grade_names[n] != row["grade"] for n, row in zip(native, rows))

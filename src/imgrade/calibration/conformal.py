@@ -17,6 +17,11 @@ from imgrade.core.errors import CheckpointError, DataError, ImgradeError
 from imgrade.core.grades import grade_indices, round_to_grades
 
 CONFORMAL_KINDS = ("interval", "aps")
+SET_SLACK = 1e-4
+"""How far past ``qhat`` a grade still joins a set. The validation image that fixed ``qhat`` lies
+exactly on it, and PyTorch and ONNX Runtime compute the same score a few ulps apart: without the
+slack that image's set could differ between a run and its exported file. Sets only grow, so the
+coverage guarantee holds."""
 
 
 @dataclass
@@ -30,6 +35,11 @@ class Conformal:
     """The calibrated threshold on the nonconformity score: |score - grade|, or APS probability mass."""
     n: int
     """Calibration (validation) images it was fitted on."""
+
+    @property
+    def threshold(self) -> float:
+        """The largest nonconformity a grade in a set may have: ``qhat`` plus :data:`SET_SLACK`."""
+        return self.qhat + SET_SLACK
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "alpha": float(self.alpha), "qhat": float(self.qhat), "n": int(self.n)}
@@ -103,7 +113,7 @@ def fit_conformal(y_true, *, scores=None, probabilities=None, alpha: float = 0.1
 def prediction_sets(conformal: Conformal, *, scores=None, probabilities=None, num_grades: int) -> np.ndarray:
     """Grade sets (N, K) bool, never empty; which input is used follows ``conformal.kind``.
 
-    interval: the grades k with ``|score - k| <= qhat``, or the nearest grade when none is that close.
+    interval: the grades k with ``|score - k| <= qhat`` (plus :data:`SET_SLACK`), or the nearest grade when none is that close.
     aps: the grades whose APS mass (see :func:`fit_conformal`) is <= qhat, i.e. the top-probability
     grades while their cumulative mass stays within qhat, or the top grade alone when even it is
     above. This is the Gentle Introduction's set; also adding the grade that crosses qhat would pair
@@ -123,7 +133,7 @@ def prediction_sets(conformal: Conformal, *, scores=None, probabilities=None, nu
                 "these grade sets were calibrated on grade probabilities (aps) but none were given: pass probabilities"
             )
         probabilities = _check_probabilities(probabilities, num_grades)
-        sets = _aps_mass(probabilities) <= conformal.qhat  # (N, K)
+        sets = _aps_mass(probabilities) <= conformal.threshold  # (N, K)
         sets[np.arange(len(sets)), np.argmax(probabilities, axis=1)] = True
         return sets
     if conformal.kind != "interval":
@@ -131,7 +141,7 @@ def prediction_sets(conformal: Conformal, *, scores=None, probabilities=None, nu
     if scores is None:
         raise ImgradeError("interval grade sets need scores, got none: pass the model's scores")
     scores = _finite_scores(scores)
-    sets = np.abs(scores[:, None] - np.arange(num_grades)[None, :]) <= conformal.qhat  # (N, K)
+    sets = np.abs(scores[:, None] - np.arange(num_grades)[None, :]) <= conformal.threshold  # (N, K)
     empty = ~sets.any(axis=1)
     sets[np.flatnonzero(empty), round_to_grades(scores[empty], num_grades)] = True
     return sets

@@ -2,12 +2,14 @@
 
 This module never imports torch: the ONNX runtime, ``predict --runtime onnx`` and the HTTP
 service grade photos with NumPy, Pillow and ONNX Runtime alone. The two back ends (PyTorch in
-``predictor.py``, ONNX Runtime in ``onnx.py``) only differ in :meth:`Engine.outputs`.
+``torch_engine.py``, ONNX Runtime in ``onnx_engine.py``) only differ in :meth:`Engine.outputs`; an
+exported file also decides grades and sets in its graph, the same way as :meth:`Engine.grades` and
+:meth:`Engine.sets`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -68,6 +70,32 @@ class Outputs:
     scores: np.ndarray  # (N,) on the grade axis (or the continuous target)
     probabilities: np.ndarray | None  # (N, K) for heads with grade probabilities; None for regression
     native: np.ndarray | None  # (N,) the head's own grade decision; None for a continuous target
+    grades: np.ndarray | None = None
+    """(N,) the calibrated grade where the graph decided it (an exported file); else the engine decides."""
+    sets: np.ndarray | None = None
+    """(N, K) bool, the grade sets where the graph decided them (an exported, calibrated file)."""
+
+    def __getitem__(self, rows: slice) -> Outputs:
+        """These outputs for a slice of the images."""
+        return Outputs(**{f.name: _rows(getattr(self, f.name), rows) for f in fields(self)})
+
+    @classmethod
+    def concatenate(cls, parts: list[Outputs]) -> Outputs:
+        """The outputs of consecutive batches as one."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            **{
+                f.name: None
+                if getattr(parts[0], f.name) is None
+                else np.concatenate([getattr(p, f.name) for p in parts])
+                for f in fields(cls)
+            }
+        )
+
+
+def _rows(array: np.ndarray | None, rows: slice) -> np.ndarray | None:
+    return None if array is None else array[rows]
 
 
 class Engine:
@@ -146,6 +174,8 @@ class Engine:
     def grades(self, outputs: Outputs) -> np.ndarray:
         """Grade indexes: the tuned cut points when calibration kept them, else the head's own rule."""
         assert self.grade_names is not None and outputs.native is not None
+        if outputs.grades is not None:
+            return outputs.grades
         if self.calibration is None:
             return outputs.native
         return self.calibration.grades(outputs.scores, outputs.native)
@@ -154,6 +184,8 @@ class Engine:
         """Grade sets (N, K) bool with the calibrated coverage, or None when not calibrated."""
         if self.calibration is None or self.grade_names is None:
             return None
+        if outputs.sets is not None:
+            return outputs.sets
         return self.calibration.sets(outputs.scores, outputs.probabilities, len(self.grade_names))
 
     def results(self, sources: list[str], outputs: Outputs) -> list[Grade]:

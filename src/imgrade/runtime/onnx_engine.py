@@ -1,7 +1,7 @@
 """Grade with an exported ``.onnx`` file and ONNX Runtime alone: no PyTorch is imported.
 
 The file carries the grade names, the input size and the calibration in its ``imgrade``
-metadata (see ``export.py``); this module reads them back and runs the graph in batches.
+metadata (see ``onnx_export.py``); this module reads them back and runs the graph in batches.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from imgrade.core.threads import auto_threads
 from imgrade.runtime.grading import CPU_BATCH, Engine, Outputs
 
 METADATA_KEY = "imgrade"
-"""The ONNX metadata entry holding imgrade's JSON (written by ``export.py``)."""
+"""The ONNX metadata entry holding imgrade's JSON (written by ``onnx_export.py``)."""
 METADATA_FORMAT = 1
 """Version of that JSON's layout; other versions are refused."""
 
@@ -126,6 +126,9 @@ class OnnxEngine(Engine):
             joined["score"].astype(np.float32),
             joined["probabilities"].astype(np.float32) if "probabilities" in joined else None,
             joined["native"].astype(np.int64) if "native" in joined else None,
+            # files exported since the graph decides: its grades and sets (else the engine decides)
+            joined["grade"].astype(np.int64) if "grade" in joined else None,
+            joined["grade_set"].astype(bool) if "grade_set" in joined else None,
         )
 
 
@@ -163,7 +166,13 @@ def _read_metadata(session, name: str) -> dict:
         seen = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
         problems.append(f"input {seen} (imgrade feeds one tensor(uint8) [batch, {size}, {size}, 3])")
     outputs = {o.name: o for o in session.get_outputs()}
-    kinds = {"score": ("tensor(float)", 1), "probabilities": ("tensor(float)", 2), "native": ("tensor(int64)", 1)}
+    kinds = {
+        "score": ("tensor(float)", 1),
+        "probabilities": ("tensor(float)", 2),
+        "native": ("tensor(int64)", 1),
+        "grade": ("tensor(int64)", 1),
+        "grade_set": ("tensor(bool)", 2),
+    }
     needed = ["score"] if names is None else ["score", "native"]
     if any(n not in outputs for n in needed) or any(
         (o.type, len(o.shape or ())) != kinds[n] for n, o in outputs.items() if n in kinds

@@ -1,12 +1,14 @@
 """Export a trained run as one self-contained ONNX grader.
 
 The graph takes what a decoder gives, uint8 RGB images (N, S, S, 3), and does the rest itself:
-scaling to [0, 1], subtracting the training set's per-pixel mean, the network and the head's
-decoding. Its outputs are ``score`` (N,), ``probabilities`` (N, K) for heads that have them and
-``native`` (N,) int64, the head's own grade. Everything after the network that needs the
-calibration (tuned cut points, the conformal quantile) and the grade names travel as JSON in the
-model's metadata under the key ``imgrade``, so the file alone is a complete grader; the run's model
-card travels there too (``model_card``).
+scaling to [0, 1], subtracting the training set's per-pixel mean, the network, the head's decoding
+and the run's decision (``graph_decision.py``). Its outputs are ``score`` (N,), ``probabilities``
+(N, K) for heads that have them, and for a graded model ``grade`` (N,) int64, decided with the
+tuned cut points or the head's own rule as imgrade decides it, ``grade_set`` (N, K) bool when the
+run is calibrated, and ``native`` (N,) int64, the head's own grade before calibration. The grade
+names, the input the graph expects, the calibration and the run's model card travel as JSON in the
+model's metadata under the key ``imgrade``, so the file alone is a complete grader, for imgrade
+and for any ONNX Runtime consumer.
 
 ``imgrade serve`` grades a run on a CPU with the same graph, made in memory (``serving_grader``).
 """
@@ -14,6 +16,7 @@ card travels there too (``model_card``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import io
 import json
@@ -31,6 +34,7 @@ from imgrade.core.names import without_paths
 from imgrade.core.registry import head_entry
 from imgrade.core.version import __version__
 from imgrade.runtime.grading import Engine
+from imgrade.runtime.graph_decision import Decision
 from imgrade.runtime.onnx_engine import METADATA_FORMAT, METADATA_KEY, OnnxEngine
 
 if TYPE_CHECKING:  # the engine imports this module when it serves (for_serving)
@@ -48,24 +52,40 @@ STACK_TRACE = "pkg.torch.onnx.stack_trace"
 
 
 class _GraderGraph(torch.nn.Module):
-    """uint8 NHWC images -> (score, [probabilities], [native]) with the preprocessing inside."""
+    """uint8 NHWC images -> (score, [probabilities], [native, grade, [grade_set]]) with the
+    preprocessing and the run's decision inside."""
 
     def __init__(self, predictor: TorchEngine):
         super().__init__()
         self.model = predictor.model
         self.register_buffer("mean", predictor.mean.clone())
-        self.graded = predictor.grade_names is not None
+        graded = predictor.grade_names is not None
+        self.decision = Decision(len(predictor.grade_names), predictor.calibration) if graded else None
 
     def forward(self, images: torch.Tensor):
         x = images.permute(0, 3, 1, 2).float() / 255.0 - self.mean
         out = self.model(x)
-        results = [self.model.decode(out).float()]
+        score = self.model.decode(out).float()
+        results = [score]
         probabilities = self.model.probabilities(out)
         if probabilities is not None:
-            results.append(probabilities.float())
-        if self.graded:
-            results.append(self.model.predict_grade(out).long())
+            probabilities = probabilities.float()
+            results.append(probabilities)
+        if self.decision is not None:
+            native = self.model.predict_grade(out).long()
+            grade, grade_set = self.decision(score, probabilities, native)
+            results += [native, grade] + ([grade_set] if grade_set is not None else [])
         return tuple(results)
+
+
+OUTPUTS = {
+    "score": "float32 (N,): where the photo lies on the grade axis (0 is the first grade), or the continuous target",
+    "probabilities": "float32 (N, K): each grade's probability, in grade order",
+    "native": "int64 (N,): the head's own grade before calibration (for diagnosis; read `grade`)",
+    "grade": "int64 (N,): the grade index, decided as imgrade decides it (tuned cut points or the head's rule)",
+    "grade_set": "bool (N, K): the grades that hold the true one with the calibrated coverage",
+}
+"""Each output the graph may have, described for the metadata and docs/deploy.md."""
 
 
 def metadata(predictor: TorchEngine, source: str, model_card: str | None = None) -> dict:
@@ -86,10 +106,11 @@ def metadata(predictor: TorchEngine, source: str, model_card: str | None = None)
             "layout": "NHWC",
             "channels": "RGB",
             "size": predictor.image_size,
-            "preprocessing": "in the graph: x / 255 minus the training set's per-pixel mean image",
+            "preprocessing": "in the graph: x / 255 minus the training set's per-pixel mean image; feed decoded RGB pixels as they are",
             "resize": "whole image to a square, no crop (BOX when shrinking, BILINEAR when enlarging), EXIF-upright",
         },
-        "outputs": _output_names(predictor),
+        "outputs": {name: OUTPUTS[name] for name in _output_names(predictor)},
+        "decision": _decision(predictor),
         "calibration": predictor.calibration.to_dict() if predictor.calibration is not None else None,
         "ensemble": predictor.members,
         "tta": predictor.tta,
@@ -110,8 +131,24 @@ def _output_names(predictor: TorchEngine) -> list[str]:
     if head_entry(predictor.task).probabilities:
         names.append("probabilities")
     if predictor.grade_names is not None:
-        names.append("native")
+        names += ["native", "grade"]
+        if predictor.conformal is not None:
+            names.append("grade_set")
     return names
+
+
+def _decision(predictor: TorchEngine) -> dict | None:
+    """How the graph's ``grade`` and ``grade_set`` are decided, for people reading the metadata."""
+    if predictor.grade_names is None:
+        return None
+    conformal = predictor.conformal
+    return {
+        "rule": predictor.rule,
+        "cut_points": predictor.cut_points,
+        "grade_set": {"method": conformal.kind, "coverage": 1 - conformal.alpha, "threshold": conformal.threshold}
+        if conformal is not None
+        else None,
+    }
 
 
 def write_onnx(predictor: TorchEngine, out: Path, name: str | None = None) -> dict:
@@ -121,7 +158,8 @@ def write_onnx(predictor: TorchEngine, out: Path, name: str | None = None) -> di
     average of its test-time views and the metadata carries the calibration fitted that way.
 
     The export is verified before the file is written: ONNX Runtime must reproduce PyTorch's
-    scores within ``PARITY_ATOL`` and its native grades exactly on 64 random images.
+    scores within ``PARITY_ATOL``, its native grades exactly, and its grades and sets must be those
+    the engine decides from its scores, on 64 random images.
     The file is written atomically: a failed export leaves nothing, an old file stays intact.
 
     Raises:
@@ -237,7 +275,8 @@ def _quiet_loggers(*names: str):
 
 
 def _check_parity(predictor: TorchEngine, grader: OnnxEngine) -> dict:
-    """Run both back ends on the same random images; raise when they disagree."""
+    """Run both back ends on the same random images; raise when they disagree, or when the graph's
+    grades and sets are not those the engine decides from the graph's own scores."""
     rng = np.random.default_rng(0)
     size = predictor.image_size
     images = rng.integers(0, 256, size=(64, size, size, 3), dtype=np.uint8)
@@ -245,9 +284,16 @@ def _check_parity(predictor: TorchEngine, grader: OnnxEngine) -> dict:
     got = grader.outputs(images)
     score_diff = float(np.abs(expected.scores - got.scores).max())
     same_native = expected.native is None or bool(np.array_equal(expected.native, got.native))
-    if not score_diff <= PARITY_ATOL or not same_native:
+    same_decision = True
+    if got.grades is not None:
+        undecided = dataclasses.replace(got, grades=None, sets=None)
+        same_decision = bool(np.array_equal(got.grades, grader.grades(undecided)))
+        sets = grader.sets(undecided)
+        same_decision &= (sets is None) == (got.sets is None) and (sets is None or bool(np.array_equal(sets, got.sets)))
+    if not score_diff <= PARITY_ATOL or not same_native or not same_decision:
         raise ImgradeError(
             f"the exported graph disagrees with PyTorch (largest score difference {score_diff:.2e}, "
-            f"native grades {'equal' if same_native else 'differ'}): nothing written; please report it"
+            f"native grades {'equal' if same_native else 'differ'}, "
+            f"decisions {'equal' if same_decision else 'differ'}): nothing written; please report it"
         )
     return {"max_score_diff": score_diff}

@@ -108,7 +108,7 @@ class Batcher:
             job = _Job(images[start : start + self._max_batch], loop.create_future())
             self._queue.put_nowait(job)
             futures.append(job.future)
-        return _concatenate(await asyncio.gather(*futures))
+        return Outputs.concatenate(await asyncio.gather(*futures))
 
     async def _run(self) -> None:
         """Collect a batch, run it, repeat; on cancellation fail every job not yet answered."""
@@ -170,7 +170,7 @@ class Batcher:
         for job in jobs:
             stop = start + len(job.images)
             if not job.future.done():  # done: the request was cancelled (client gone)
-                job.future.set_result(_slice(outputs, start, stop))
+                job.future.set_result(outputs[start:stop])
             start = stop
 
 
@@ -178,22 +178,3 @@ def _fail(jobs: list[_Job], error: BaseException) -> None:
     for job in jobs:
         if not job.future.done():
             job.future.set_exception(error)
-
-
-def _slice(outputs: Outputs, start: int, stop: int) -> Outputs:
-    return Outputs(
-        outputs.scores[start:stop],
-        outputs.probabilities[start:stop] if outputs.probabilities is not None else None,
-        outputs.native[start:stop] if outputs.native is not None else None,
-    )
-
-
-def _concatenate(parts: list[Outputs]) -> Outputs:
-    if len(parts) == 1:
-        return parts[0]
-    first = parts[0]
-    return Outputs(
-        np.concatenate([part.scores for part in parts]),
-        np.concatenate([part.probabilities for part in parts]) if first.probabilities is not None else None,
-        np.concatenate([part.native for part in parts]) if first.native is not None else None,
-    )
