@@ -54,6 +54,14 @@ def trained_run(tmp_path_factory, synth_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def trained_onnx(trained_run, tmp_path_factory) -> Path:
+    """``trained_run`` exported once for the tests that only read the file."""
+    out = tmp_path_factory.mktemp("onnx") / "m.onnx"
+    assert main(["export", str(trained_run), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def coral_run(tmp_path_factory, synth_dir) -> Path:
     """A 2-epoch CORAL run (depth 11) on the synthetic set: probabilities and APS grade sets."""
     run = tmp_path_factory.mktemp("runs") / "coral"

@@ -65,14 +65,6 @@ def _with_tuned_cut_points(run: Path, folder: Path) -> Path:
     return copy
 
 
-@pytest.fixture(scope="module")
-def trained_onnx(trained_run, tmp_path_factory) -> Path:
-    """``trained_run`` exported once for the tests that only read the file."""
-    out = tmp_path_factory.mktemp("onnx") / "m.onnx"
-    assert main(["export", str(trained_run), "--out", str(out)]) == 0
-    return out
-
-
 def _a_rounding_tie(grader, outputs, i: int, a: list[str], b: list[str], tol: float = 1e-5) -> bool:
     """Whether sets ``a`` and ``b`` of image ``i`` differ only where a 1e-5 change could flip them."""
     names, qhat = grader.grade_names, grader.conformal.threshold

@@ -44,19 +44,26 @@ imgrade calibrate runs/p1 --objective accuracy""",
     p = add_verb(
         sub,
         "evaluate",
-        "metrics and pictures for a trained run",
+        "metrics and pictures for a trained run or an exported file",
         "Grade the run's test split (or every image of another set) and write predictions, metrics, plots and an "
-        "HTML report; prints the metrics.",
+        "HTML report; prints the metrics. Given an exported .onnx file (fp32 or int8), grade it with ONNX Runtime on "
+        "--data: the acceptance test of the file that goes to the line, with its SHA-256 in the model card written.",
         """
 imgrade evaluate runs/p1                        # writes runs/p1/eval-test/
-imgrade evaluate runs/p1 --data new-photos/ --out runs/p1/eval-new""",
+imgrade evaluate runs/p1 --data new-photos/ --out runs/p1/eval-new
+imgrade evaluate p1.onnx --data held-back/      # writes p1-eval-held-back/ beside the file""",
     )
-    p.add_argument("run", metavar="RUN", help=RUN)
-    p.add_argument("--data", metavar="PATH", help="evaluate every image of this set instead of the run's test split")
+    p.add_argument("run", metavar="RUN", help=RUN + ", or a .onnx file from export")
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        help="evaluate every image of this set instead of the run's test split (needed for a .onnx file)",
+    )
     p.add_argument(
         "--out",
         metavar="DIR",
-        help="output folder (default RUN/eval-test or RUN/eval-DATANAME, with -tta added under --tta)",
+        help="output folder (default RUN/eval-test or RUN/eval-DATANAME, with -tta added under --tta; "
+        "MODEL-eval-DATANAME beside a .onnx file)",
     )
     p.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE)
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help=TTA_HELP)

@@ -136,6 +136,8 @@ def write_run_report(
 ) -> Path:
     """One self-contained report.html for an evaluation: metrics, tables, plots, calibration, data, config.
 
+    ``run_dir`` is the run folder, or the exported file graded (then ``cfg`` is None: no config).
+
     The run's split sizes come from ``run_dir/split.json`` and the data summary from
     ``run_dir/data.json``, as training wrote them; a run without them shows no such table.
     """
@@ -149,6 +151,8 @@ def write_run_report(
                 f"The {metrics.get('task', '')} model on {metrics.get('n')} images ({metrics.get('split', '')}) of {metrics['data']}."
             )
         )
+    if metrics.get("model"):  # an exported file: which one, exactly
+        blocks.append(html.kv(metrics["model"], caption="the graded file"))
     blocks.append(html.kv({names[k]: metrics[k] for k in headline(graded) if k in metrics}))
     if graded:
         blocks.append(html.text(describe(headline(graded))))
@@ -256,7 +260,8 @@ def write_run_report(
         blocks.append(
             html.table(["split", "images", "used to"], rows, caption=f"the run's split ({sum(sizes.values())} images)")
         )
-    blocks += [html.heading("Configuration"), html.pre(_yaml(cfg.to_dict()), caption="config.yaml")]
+    if cfg is not None:
+        blocks += [html.heading("Configuration"), html.pre(_yaml(cfg.to_dict()), caption="config.yaml")]
     return html.write_report(path, f"imgrade report: {title}", blocks, subtitle=str(run_dir))
 
 

@@ -15,7 +15,9 @@ import numpy as np
 from imgrade.calibration import set_summary
 from imgrade.config import DataConfig, RunConfig
 from imgrade.core.checkpoint import save_json
-from imgrade.core.errors import DataError, ImgradeError
+from imgrade.core.errors import ConfigError, DataError, ImgradeError
+from imgrade.core.io import write_text
+from imgrade.core.names import MODEL_CARD
 from imgrade.core.registry import head_entry
 from imgrade.core.rundir import member_dir, read_history
 from imgrade.data.imageset import ImageSet
@@ -23,9 +25,11 @@ from imgrade.data.loader import load_dataset
 from imgrade.evaluation.metrics import continuous_metrics, grade_decision_metrics, ordinal_metrics
 from imgrade.evaluation.outputs import evaluation_plots, run_label, write_predictions
 from imgrade.evaluation.report import format_members_table, format_metrics_table, write_run_report
+from imgrade.pipeline.acceptance import acceptance_card, file_facts
 from imgrade.pipeline.model_card import write_model_card
+from imgrade.runtime.grading import Engine, Outputs
 from imgrade.runtime.run import RunFolder
-from imgrade.runtime.torch_engine import Outputs, TorchEngine
+from imgrade.runtime.torch_engine import TorchEngine
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +44,13 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score the run's test split (or every image of ``data``); write predictions, metrics, plots, report.
 
-    With ``tta`` every image is graded as the average of a few views of it. An ensemble's members
-    are scored on the same images too, so the table shows what the ensemble adds.
+    ``run`` is a run folder or checkpoint, or an exported ``.onnx`` file (the artifact a line runs:
+    then ``data`` is needed, and :func:`evaluate_file` grades with ONNX Runtime). With ``tta``
+    every image is graded as the average of a few views of it. An ensemble's members are scored on
+    the same images too, so the table shows what the ensemble adds.
     """
+    if Path(run).suffix.lower() == ".onnx":
+        return evaluate_file(run, data=data, out=out, tta=tta)
     folder = RunFolder.open(run)
     run, run_dir, cfg = Path(run), folder.path, folder.config
     predictor = folder.grader(device=device, tta=tta)
@@ -52,47 +60,116 @@ def evaluate(
         imageset = own[0].subset(own[1]["test"])
         name = "test"
     else:
-        data_cfg = DataConfig(
-            path=str(data),
-            view=cfg.data.view,
-            image_size=predictor.image_size,
-            target_column=cfg.data.target_column,
-            target=cfg.data.target,
-        )
-        imageset = load_dataset(data_cfg, grades=predictor.grade_names)
-        name = Path(data).name.removesuffix(".tar.gz").removesuffix(".csv") or "data"
+        imageset = _load_data(data, predictor, cfg.data)
+        name = _data_name(data)
     if len(imageset) == 0:
         raise DataError(f"no images to evaluate in {data or cfg.data.path}: the test split is empty; pass --data")
     out_dir = Path(out) if out is not None else run_dir / f"eval-{name}{'-tta' if predictor.tta else ''}"
     logger.info(f"evaluating {len(imageset)} images from {imageset.source} -> {out_dir}")
 
     metrics, outputs, predicted, sets = grade_metrics(predictor, imageset)
-    y = imageset.targets
     grade_names = predictor.grade_names
     if own is not None and predictor.tta == bool(cfg.calibrate.tta):  # graded as the run grades by default
         write_model_card(run_dir, predictor, cfg, *own, metrics)
-    metrics = {"data": imageset.source, "split": name, "task": predictor.model.task, **metrics}
+    metrics = {"data": imageset.source, "split": name, "task": predictor.task, **metrics}
     if predictor.members > 1 and grade_names is not None:
         metrics["members"] = _member_metrics(run_dir, predictor, imageset, device, predictor.tta)
     if data is not None and grade_names is not None:
         gap = _domain_gap(run, predictor, cfg, Path(data), metrics)
         if gap is not None:
             metrics["domain_gap"] = gap
+    title = f"{run_label(run_dir)}: {name} ({len(imageset)} images)"
+    history = read_history(run_dir / "history.csv")
+    return _write_evaluation(
+        out_dir, predictor, imageset, metrics, outputs, predicted, sets, title, run_dir, cfg, history=history
+    )
 
+
+def evaluate_file(
+    model: str | Path, *, data: str | None, out: str | Path | None = None, tta: bool | None = None
+) -> dict[str, Any]:
+    """Accept an exported ``.onnx`` file on photos: what ``evaluate`` writes for a run, from the file
+    that goes to the line (ONNX Runtime, its own decision and calibration, int8 or fp32).
+
+    Writes into ``out`` (default: ``MODEL-eval-DATA/`` beside the file) predictions.csv,
+    metrics.json, the pictures, report.html, and model_card.md: the file's model card followed by
+    this acceptance test, which names the file by its SHA-256.
+
+    Raises:
+        ConfigError: ``data`` is missing (the file holds no photos).
+        CheckpointError: the file is not an imgrade grader.
+    """
+    from imgrade.runtime import load_grader
+
+    model = Path(model)
+    if data is None:
+        raise ConfigError(
+            f"{model.name} is an exported grader and holds no photos: pass the photos to grade with --data"
+        )
+    grader = load_grader(model, runtime="onnx", tta=tta)
+    imageset = _load_data(data, grader, DataConfig())
+    name = _data_name(data)
+    if len(imageset) == 0:
+        raise DataError(f"no images to evaluate in {data}: pass a folder, CSV or CUCUMBER-9 set with photos")
+    out_dir = Path(out) if out is not None else model.parent / f"{model.stem}-eval-{name}"
+    logger.info(f"evaluating {model.name} on {len(imageset)} images from {imageset.source} -> {out_dir}")
+    metrics, outputs, predicted, sets = grade_metrics(grader, imageset)
+    facts = file_facts(model, grader)
+    metrics = {"data": imageset.source, "split": name, "task": grader.task, "model": facts, **metrics}
+    title = f"{model.name}: {name} ({len(imageset)} images)"
+    result = _write_evaluation(out_dir, grader, imageset, metrics, outputs, predicted, sets, title, model, None)
+    card = out_dir / MODEL_CARD
+    write_text(card, acceptance_card(grader.model_card, facts, metrics))
+    result["files"]["model_card"] = str(card)
+    save_json(out_dir / "metrics.json", result)
+    return result
+
+
+def _load_data(data: str | Path, grader: Engine, cfg: DataConfig) -> ImageSet:
+    """The photos of ``data`` prepared as ``grader`` takes them, labelled with its grades."""
+    data_cfg = DataConfig(
+        path=str(data),
+        view=cfg.view,
+        image_size=grader.image_size,
+        target_column=cfg.target_column,
+        target=cfg.target,
+    )
+    return load_dataset(data_cfg, grades=grader.grade_names)
+
+
+def _data_name(data: str | Path) -> str:
+    return Path(data).name.removesuffix(".tar.gz").removesuffix(".csv") or "data"
+
+
+def _write_evaluation(
+    out_dir: Path,
+    grader: Engine,
+    imageset: ImageSet,
+    metrics: dict[str, Any],
+    outputs: Outputs,
+    predicted: np.ndarray | None,
+    sets: np.ndarray | None,
+    title: str,
+    source: Path,
+    cfg: RunConfig | None,
+    history: list | None = None,
+) -> dict[str, Any]:
+    """predictions.csv, the pictures, metrics.json and report.html of one evaluation in ``out_dir``."""
+    grade_names = grader.grade_names
     out_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(out_dir / "predictions.csv", imageset, outputs.scores, predicted, sets, grade_names)
-    title = f"{run_label(run_dir)}: {name} ({len(imageset)} images)"
+    label = run_label(source)
     pictures = evaluation_plots(
         out_dir,
-        read_history(run_dir / "history.csv"),
-        y,
+        history,
+        imageset.targets,
         outputs.scores,
         grade_names,
         metrics,
-        predictor.thresholds,
+        grader.thresholds,
         title,
-        run_label(run_dir),
-        frozen_epochs=cfg.train.freeze_backbone_epochs,
+        label,
+        frozen_epochs=cfg.train.freeze_backbone_epochs if cfg is not None else 0,
     )
     metrics["files"] = {
         "predictions": str(out_dir / "predictions.csv"),
@@ -101,19 +178,8 @@ def evaluate(
         **{k: str(v) for k, v in pictures.items()},
     }
     save_json(out_dir / "metrics.json", metrics)
-    write_run_report(out_dir / "report.html", title, metrics, grade_names, pictures, cfg, run_dir, predictor.thresholds)
-    logger.info(
-        "wrote "
-        + ", ".join(
-            str(p)
-            for p in [
-                out_dir / "predictions.csv",
-                out_dir / "metrics.json",
-                out_dir / "report.html",
-                *pictures.values(),
-            ]
-        )
-    )
+    write_run_report(out_dir / "report.html", title, metrics, grade_names, pictures, cfg, source, grader.thresholds)
+    logger.info("wrote " + ", ".join(str(p) for p in [out_dir / "metrics.json", out_dir / "report.html"]))
     return metrics
 
 
@@ -174,7 +240,7 @@ def _member_metrics(
     return rows
 
 
-def _decision_metrics(predictor: TorchEngine, outputs: Outputs, y: np.ndarray) -> dict[str, Any]:
+def _decision_metrics(predictor: Engine, outputs: Outputs, y: np.ndarray) -> dict[str, Any]:
     """Headline metrics for each way of turning scores into grades, so the gain of tuning shows."""
     names = predictor.grade_names
     rule = head_entry(predictor.task).own_decision
@@ -190,7 +256,7 @@ def _decision_metrics(predictor: TorchEngine, outputs: Outputs, y: np.ndarray) -
 
 
 def grade_metrics(
-    grader: TorchEngine, imageset: ImageSet
+    grader: Engine, imageset: ImageSet
 ) -> tuple[dict[str, Any], Outputs, np.ndarray | None, np.ndarray | None]:
     """One pass of ``grader`` over ``imageset``: its metrics (the calibrated decision, each decision's
     headline, grade-set coverage; a continuous target's MAE, RMSE...), outputs, grades and grade sets."""
