@@ -111,7 +111,9 @@ def test_ordinal_metrics_hand_computed():
     assert m["confusion"] == [[1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
     assert list(m["per_grade"]) == NAMES
     # rounded [0, 2, 2, 1]: L graded once (right); M graded once (wrongly, a true S); S graded twice, once right
-    L, M, S = ({"precision": p, "recall": r, "f1": f} for p, r, f in ((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (0.5, 0.5, 0.5)))
+    L, M, S = (
+        {"precision": p, "recall": r, "f1": f} for p, r, f in ((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (0.5, 0.5, 0.5))
+    )
     assert m["per_grade"]["L"] == pytest.approx({"n": 1, "mae": 0.2, "mean_error": 0.2, **L})
     assert m["per_grade"]["M"] == pytest.approx({"n": 1, "mae": 0.6, "mean_error": 0.6, **M})
     assert m["per_grade"]["S"] == pytest.approx({"n": 2, "mae": 0.75, "mean_error": -0.35, **S})

@@ -7,6 +7,7 @@ import argparse
 from imgrade.cli.argparser import add_verb
 from imgrade.cli.run_flags import field_help
 from imgrade.config import OBJECTIVES
+from imgrade.evaluation.gallery import DEFAULT_PER_GRADE
 from imgrade.serve.limits import Limits
 
 TTA_HELP = (
@@ -60,6 +61,14 @@ imgrade evaluate runs/p1 --data new-photos/ --out runs/p1/eval-new""",
     )
     p.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE)
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help=TTA_HELP)
+    p.add_argument(
+        "--gallery",
+        type=int,
+        default=DEFAULT_PER_GRADE,
+        metavar="N",
+        help="report.html shows the N worst-graded photos of each grade and of each confusion cell; 0 for none "
+        "(default %(default)s)",
+    )
 
     p = add_verb(
         sub,

@@ -15,11 +15,12 @@ import numpy as np
 from imgrade.calibration import set_summary
 from imgrade.config import DataConfig, RunConfig
 from imgrade.core.checkpoint import save_json
-from imgrade.core.errors import DataError, ImgradeError
+from imgrade.core.errors import ConfigError, DataError, ImgradeError
 from imgrade.core.registry import head_entry
 from imgrade.core.rundir import member_dir, read_history
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
+from imgrade.evaluation.gallery import DEFAULT_PER_GRADE, GalleryPhotos
 from imgrade.evaluation.metrics import continuous_metrics, grade_decision_metrics, ordinal_metrics
 from imgrade.evaluation.outputs import evaluation_plots, run_label, write_predictions
 from imgrade.evaluation.report import format_members_table, format_metrics_table, write_run_report
@@ -37,12 +38,16 @@ def evaluate(
     out: str | Path | None = None,
     device: str = "auto",
     tta: bool | None = None,
+    gallery: int = DEFAULT_PER_GRADE,
 ) -> dict[str, Any]:
     """Score the run's test split (or every image of ``data``); write predictions, metrics, plots, report.
 
     With ``tta`` every image is graded as the average of a few views of it. An ensemble's members
-    are scored on the same images too, so the table shows what the ensemble adds.
+    are scored on the same images too, so the table shows what the ensemble adds. report.html
+    shows the ``gallery`` worst-graded photos of each grade and of each confusion cell (0: none).
     """
+    if gallery < 0:
+        raise ConfigError(f"--gallery {gallery} is negative: give the photos to show per grade, or 0 for none")
     folder = RunFolder.open(run)
     run, run_dir, cfg = Path(run), folder.path, folder.config
     predictor = folder.grader(device=device, tta=tta)
@@ -101,7 +106,12 @@ def evaluate(
         **{k: str(v) for k, v in pictures.items()},
     }
     save_json(out_dir / "metrics.json", metrics)
-    write_run_report(out_dir / "report.html", title, metrics, grade_names, pictures, cfg, run_dir, predictor.thresholds)
+    photos = None
+    if grade_names is not None:  # the photos the report's gallery draws from
+        photos = GalleryPhotos(imageset.images, imageset.ids, y.astype(np.int64), outputs.scores, predicted, gallery)
+    write_run_report(
+        out_dir / "report.html", title, metrics, grade_names, pictures, cfg, run_dir, predictor.thresholds, photos
+    )
     logger.info(
         "wrote "
         + ", ".join(
