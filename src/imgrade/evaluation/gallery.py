@@ -118,9 +118,7 @@ def gallery_blocks(photos: GalleryPhotos, grade_names: list[str]) -> list[report
         )
     return [
         report.heading("Which grades it confuses"),
-        report.text(
-            "Click a count to see the photos of that cell, and judge whether the model or the label is wrong."
-        ),
+        report.text("Click a count to see the photos of that cell, and judge whether the model or the label is wrong."),
         report.markup(_linked_matrix(confusion, grade_names)),
         report.heading("Photos it gets wrong"),
         report.text(
