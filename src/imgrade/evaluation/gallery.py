@@ -88,7 +88,7 @@ def shown_size(height: int, width: int, max_px: int = SHOWN_PX) -> tuple[int, in
 
 
 def gallery_blocks(photos: GalleryPhotos, grade_names: list[str]) -> list[report.Block]:
-    """The report's photo sections: each true grade's worst photos, the linked confusion matrix, each cell's photos."""
+    """The report's photo sections: the linked confusion matrix, each true grade's worst photos, each cell's photos."""
     y_true = np.asarray(photos.y_true, dtype=np.int64)
     predicted = np.asarray(photos.predicted, dtype=np.int64)
     order = worst_first(y_true, photos.scores, predicted)
@@ -98,7 +98,7 @@ def gallery_blocks(photos: GalleryPhotos, grade_names: list[str]) -> list[report
 
     grade_sections = []
     for k, name in enumerate(grade_names):
-        rows = [int(i) for i in order if y_true[i] == k][:limit]
+        rows = order[y_true[order] == k][:limit].tolist()
         total = int(confusion[k].sum())
         title = f"{name}: {_shown(len(rows), total)}" if total else f"{name}: no photos"
         grade_sections.append(
@@ -107,7 +107,7 @@ def gallery_blocks(photos: GalleryPhotos, grade_names: list[str]) -> list[report
         )
     cell_sections = []
     for t, p in zip(*np.nonzero(confusion)):
-        rows = [int(i) for i in order if y_true[i] == t and predicted[i] == p][:limit]
+        rows = order[(y_true[order] == t) & (predicted[order] == p)][:limit].tolist()
         count = int(confusion[t, p])
         title = f"true {grade_names[t]}, graded {grade_names[p]}: {_shown(len(rows), count)}"
         cell_sections.append(
@@ -122,7 +122,7 @@ def gallery_blocks(photos: GalleryPhotos, grade_names: list[str]) -> list[report
         report.markup(_linked_matrix(confusion, grade_names)),
         report.heading("Photos it gets wrong"),
         report.text(
-            f"For each true grade, the {limit} test photos graded worst ({LOSS}); a red frame marks a wrong grade. "
+            f"For each true grade, the {limit} photos graded worst ({LOSS}); a red frame marks a wrong grade. "
             "Each card shows the true grade, the grade given, the score and where the photo came from."
         ),
         report.markup("\n".join(grade_sections)),
