@@ -181,6 +181,5 @@ def test_gallery_photos_load_and_a_confusion_cell_leads_to_its_photos(browser, t
     section, top, height, cards = target
     assert section == "cell-0-2" and 0 <= top < height / 4, target  # scrolled to the top of the window
     assert cards == [["2L", "M"]] * 4
-    assert browser.find_element(By.ID, "cell-0-2").find_element(By.TAG_NAME, "h3").text.startswith(
-        "true 2L, graded M: all 4 photos"
-    )
+    heading = browser.find_element(By.CSS_SELECTOR, "#cell-0-2 h3").text
+    assert heading.startswith("true 2L, graded M: all 4 photos"), heading
