@@ -144,7 +144,7 @@ def test_the_report_of_a_real_run_and_comparison_render(browser, tmp_path):
 
 
 def test_gallery_photos_load_and_a_confusion_cell_leads_to_its_photos(browser, tmp_path):
-    """Each grade's worst photos decode at their size and show 4x larger; clicking a count scrolls to its photos."""
+    """Each grade's worst photos decode at their size and show 3x larger; clicking a count scrolls to its photos."""
     from selenium.webdriver.common.by import By
 
     rng = np.random.default_rng(3)
@@ -162,7 +162,7 @@ def test_gallery_photos_load_and_a_confusion_cell_leads_to_its_photos(browser, t
         "return Array.from(document.querySelectorAll('figure.photo img'),"
         " i => [i.complete, i.naturalWidth, Math.round(i.getBoundingClientRect().width)]);"
     )
-    assert loaded and all(item == [True, 32, 128] for item in loaded), loaded
+    assert loaded and all(item == [True, 32, 96] for item in loaded), loaded
     per_grade = browser.execute_script(
         "return Array.from(document.querySelectorAll('section.grade'),"
         " s => [s.dataset.grade, s.querySelectorAll('figure.photo img').length]);"

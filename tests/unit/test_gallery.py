@@ -87,13 +87,13 @@ def test_each_grade_shows_its_worst_photos_up_to_the_cap():
     assert [c["alt"].split(":")[0] for c in grades["S"]["cards"]] == ["photos/S/p6.png", "photos/S/p5.png"]
 
 
-def test_photos_are_embedded_pixel_for_pixel_and_drawn_four_times_larger():
+def test_photos_are_embedded_pixel_for_pixel_and_drawn_three_times_larger():
     page = _render(_photos(per_grade=3))
     cards = [card for s in page.sections.values() for card in s["cards"]]
     for card in cards:
         index = int(card["alt"].split(":")[0].removesuffix(".png").rsplit("/p", 1)[1])
         assert np.array_equal(_pixels(card["src"]), np.full((32, 32, 3), 10 * index, np.uint8))
-        assert card["width"] == "128"
+        assert card["width"] == "96"
 
 
 def test_matrix_links_every_non_zero_cell_to_a_section_of_its_photos():
@@ -127,11 +127,11 @@ def test_names_and_sources_are_escaped():
 
 def test_large_photos_are_shrunk_and_memory_mapped_rows_are_read():
     big = np.random.default_rng(0).integers(0, 255, (7, 300, 300, 3), dtype=np.uint8)
-    assert _pixels(png_data_uri(big[0])).shape == (128, 128, 3)
+    assert _pixels(png_data_uri(big[0])).shape == (112, 112, 3)
     rows = ImageRows(np.concatenate([big, big]), np.arange(7, 14))
     page = _render(_photos(per_grade=1, images=rows))
     card = page.sections["grade-0"]["cards"][0]  # photo 2, the worst L
-    assert card["width"] == "128" and _pixels(card["src"]).shape == (128, 128, 3)
+    assert card["width"] == "112" and _pixels(card["src"]).shape == (112, 112, 3)
 
 
 @pytest.mark.parametrize("per_grade", [1, 8])

@@ -21,8 +21,9 @@ from imgrade.evaluation.metrics import confusion_matrix
 
 DEFAULT_PER_GRADE = 8
 """Photos shown per true grade and per confusion cell unless told otherwise (``evaluate --gallery``)."""
-SHOWN_PX = 128
-"""Photos are drawn at most this many pixels wide; larger ones are shrunk to it before embedding."""
+SHOWN_PX = 112
+"""Photos are drawn at most this many pixels wide (eight cards to a row of the page); larger ones are
+shrunk to it before embedding, smaller ones drawn a whole number of times larger (32 px at 96 px)."""
 LOSS = "the most grades off first, then the score farthest from the true grade"
 """How the gallery ranks photos, as the report says it."""
 
@@ -78,7 +79,7 @@ def shown_size(height: int, width: int, max_px: int = SHOWN_PX) -> tuple[int, in
     """How large a photo is drawn: the largest whole multiple of its size within ``max_px`` (or ``max_px`` itself).
 
     >>> shown_size(32, 32), shown_size(40, 30), shown_size(300, 150)
-    ((128, 128), (120, 90), (128, 64))
+    ((96, 96), (80, 60), (112, 56))
     """
     scale = max(height, width)
     if scale > max_px:
@@ -159,9 +160,10 @@ class _Cards:
             f'<figure class="photo {state}" data-true="{_escape(true)}" data-predicted="{_escape(given)}" '
             f'style="width: {width + 12}px"><img src="{self.uris[i]}" width="{width}" height="{height}" '
             f'alt="{_escape(f"{source}: true {true}, graded {given}")}">'
-            f'<figcaption><span class="grades">{_escape(true)} &rarr; {_escape(given)}</span> '
-            f"score {float(self.photos.scores[i]):.2f}"
-            f'<span class="source" title="{_escape(source)}">{_escape(short)}</span></figcaption></figure>'
+            f'<figcaption><span class="grades">{_escape(true)} &rarr; {_escape(given)}</span>'
+            f'<span class="score">score {float(self.photos.scores[i]):.2f}</span>'
+            f'<span class="source" title="{_escape(source)}">{_escape(short).replace(":", ":<wbr>")}</span>'
+            "</figcaption></figure>"
         )
 
 

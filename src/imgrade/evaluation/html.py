@@ -286,9 +286,9 @@ figure.photo { margin: 0; padding: 4px; border: 2px solid var(--line); border-ra
 figure.photo.wrong { border-color: #c0392b; }
 figure.photo img { image-rendering: pixelated; border: 0; max-width: none; }
 figure.photo figcaption { text-align: left; color: var(--ink); font-size: 1em; padding-top: 3px; }
-figure.photo .grades { font-weight: 600; }
-figure.photo .source { display: block; color: var(--muted); overflow: hidden; text-overflow: ellipsis;
-                       white-space: nowrap; }
+figure.photo .grades { display: block; font-weight: 600; }
+figure.photo .score { display: block; }
+figure.photo .source { display: block; color: var(--muted); font-size: 0.92em; overflow-wrap: anywhere; }
 table.confusion td { text-align: center; min-width: 3.2em; color: #9aa3ae; }
 table.confusion td.filled { background: rgb(31 95 168 / calc(0.08 + 0.5 * var(--share))); }
 table.confusion td.diagonal { box-shadow: inset 0 0 0 2px #9fb6d3; }
