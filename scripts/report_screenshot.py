@@ -16,7 +16,6 @@ import io
 from pathlib import Path
 
 from PIL import Image
-
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
