@@ -8,6 +8,7 @@ import pytest
 
 from imgrade.core.errors import ImgradeError
 from imgrade.evaluation.metrics import (
+    Metric,
     confusion_matrix,
     continuous_metrics,
     ordinal_metrics,
@@ -137,6 +138,15 @@ def test_precision_of_a_grade_without_true_images_counts_its_wrong_predictions()
     assert m["f1"] == pytest.approx([2 / 3, None, None])
     per_grade = ordinal_metrics([0, 0], [0.0, 2.0], ["a", "b", "c"])["per_grade"]
     assert per_grade["c"]["precision"] == 0.0 and per_grade["c"]["recall"] is None and per_grade["c"]["n"] == 0
+
+
+def test_a_metric_over_all_the_images_per_grade_is_per_grade_only():
+    def by_grade(p):
+        return [0.0] * p.num_grades
+
+    with pytest.raises(ImgradeError, match="'bad' has by_grade: set compute=None, headline=False and per_grade=True"):
+        Metric("bad", "bad", needs="grades", by_grade=by_grade, per_grade=True)  # headline by default
+    assert Metric("ok", "ok", needs="grades", by_grade=by_grade, headline=False, per_grade=True).compute is None
 
 
 def test_precision_and_recall_of_a_wholly_missed_grade_give_f1_zero():
