@@ -1,11 +1,13 @@
 """The HTML report opened in a real headless Chromium: text, tables and every embedded picture render."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from imgrade.evaluation import html as report
 from imgrade.evaluation.boxes import plot_metric_boxes
+from imgrade.evaluation.gallery import GalleryPhotos, gallery_blocks
 from imgrade.evaluation.plots import plot_error_violin, plot_scatter
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -124,9 +126,60 @@ def test_the_report_of_a_real_run_and_comparison_render(browser, tmp_path):
     for page, expected_images in ((run / "eval-test" / "report.html", 4), (tmp_path / "cmp" / "report.html", 1)):
         browser.get(page.as_uri())
         assert browser.title.startswith("imgrade")
-        widths = browser.execute_script("return Array.from(document.images, i => i.complete ? i.naturalWidth : 0)")
+        widths = browser.execute_script(
+            "return Array.from(document.querySelectorAll('.figures img'), i => i.complete ? i.naturalWidth : 0)"
+        )
         assert len(widths) == expected_images and all(w > 100 for w in widths), (page, widths)
         assert browser.find_elements(By.CSS_SELECTOR, "table tbody tr")
+    # the evaluation's gallery: every test photo of this small run, each loaded at its 32 px
+    browser.get((run / "eval-test" / "report.html").as_uri())
+    split = json.loads((run / "split.json").read_text())
+    widths = browser.execute_script(
+        "return Array.from(document.querySelectorAll('section.grade img'), i => i.complete ? i.naturalWidth : 0)"
+    )
+    assert widths == [32] * len(split["test"])  # 12 test photos, fewer than 8 in any grade
     browser.get((run / "eval-test" / "report.html").as_uri())
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "run_report.png"))
+
+
+def test_gallery_photos_load_and_a_confusion_cell_leads_to_its_photos(browser, tmp_path):
+    """Each grade's worst photos decode at their size and show 3x larger; clicking a count scrolls to its photos."""
+    from selenium.webdriver.common.by import By
+
+    rng = np.random.default_rng(3)
+    y_true = np.repeat(np.arange(len(NAMES)), [12, 3, 7, 0, 9])  # 2L has more photos than the cap, S none
+    predicted = np.clip(y_true + rng.integers(-1, 2, len(y_true)), 0, len(NAMES) - 1)
+    predicted[:4] = 2  # four 2L photos graded M: two grades off
+    images = rng.integers(0, 255, (len(y_true), 32, 32, 3), dtype=np.uint8)
+    photos = GalleryPhotos(images, [f"p{i}.png" for i in range(len(y_true))], y_true, predicted + 0.3, predicted, 5)
+    blocks = [report.heading("Metrics"), report.text("before the gallery"), *gallery_blocks(photos, NAMES)]
+    blocks += [report.heading("Configuration"), report.pre("model: {}\n" * 80, caption="config.yaml")]
+    page = report.write_report(tmp_path / "report.html", "gallery", blocks)
+
+    browser.get(page.as_uri())
+    loaded = browser.execute_script(
+        "return Array.from(document.querySelectorAll('figure.photo img'),"
+        " i => [i.complete, i.naturalWidth, Math.round(i.getBoundingClientRect().width)]);"
+    )
+    assert loaded and all(item == [True, 32, 96] for item in loaded), loaded
+    per_grade = browser.execute_script(
+        "return Array.from(document.querySelectorAll('section.grade'),"
+        " s => [s.dataset.grade, s.querySelectorAll('figure.photo img').length]);"
+    )
+    assert per_grade == [["2L", 5], ["L", 3], ["M", 5], ["S", 0], ["2S", 5]]
+
+    link = browser.find_element(By.CSS_SELECTOR, 'table.confusion a[href="#cell-0-2"]')
+    assert link.text == "4"
+    assert browser.execute_script("return window.scrollY") == 0
+    link.click()
+    target = browser.execute_script(
+        "const s = document.querySelector('section.cell:target'); const r = s.getBoundingClientRect();"
+        " return [s.id, Math.round(r.top), window.innerHeight,"
+        " Array.from(s.querySelectorAll('figure.photo'), f => [f.dataset.true, f.dataset.predicted])];"
+    )
+    section, top, height, cards = target
+    assert section == "cell-0-2" and 0 <= top < height / 4, target  # scrolled to the top of the window
+    assert cards == [["2L", "M"]] * 4
+    heading = browser.find_element(By.CSS_SELECTOR, "#cell-0-2 h3").text
+    assert heading.startswith("true 2L, graded M: all 4 photos"), heading

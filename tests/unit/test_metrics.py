@@ -8,9 +8,11 @@ import pytest
 
 from imgrade.core.errors import ImgradeError
 from imgrade.evaluation.metrics import (
+    Metric,
     confusion_matrix,
     continuous_metrics,
     ordinal_metrics,
+    precision_recall_f1,
     quadratic_weighted_kappa,
     round_to_grades,
 )
@@ -109,10 +111,55 @@ def test_ordinal_metrics_hand_computed():
     assert m["qwk"] == pytest.approx(7 / 11)
     assert m["confusion"] == [[1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
     assert list(m["per_grade"]) == NAMES
-    assert m["per_grade"]["L"] == pytest.approx({"n": 1, "mae": 0.2, "accuracy": 1.0, "mean_error": 0.2})
-    assert m["per_grade"]["M"] == pytest.approx({"n": 1, "mae": 0.6, "accuracy": 0.0, "mean_error": 0.6})
-    assert m["per_grade"]["S"] == pytest.approx({"n": 2, "mae": 0.75, "accuracy": 0.5, "mean_error": -0.35})
-    assert m["per_grade"]["2S"] == {"n": 0, "mae": None, "accuracy": None, "mean_error": None}
+    # rounded [0, 2, 2, 1]: L graded once (right); M graded once (wrongly, a true S); S graded twice, once right
+    L, M, S = (
+        {"precision": p, "recall": r, "f1": f} for p, r, f in ((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (0.5, 0.5, 0.5))
+    )
+    assert m["per_grade"]["L"] == pytest.approx({"n": 1, "mae": 0.2, "mean_error": 0.2, **L})
+    assert m["per_grade"]["M"] == pytest.approx({"n": 1, "mae": 0.6, "mean_error": 0.6, **M})
+    assert m["per_grade"]["S"] == pytest.approx({"n": 2, "mae": 0.75, "mean_error": -0.35, **S})
+    assert m["per_grade"]["2S"] == dict.fromkeys(("mae", "mean_error", "precision", "recall", "f1")) | {"n": 0}
+
+
+def test_precision_recall_f1_hand_computed():
+    # confusion (rows true, columns graded): [[2, 1, 0], [1, 1, 0], [0, 2, 0]]
+    m = precision_recall_f1([0, 0, 0, 1, 1, 2, 2], [0, 0, 1, 0, 1, 1, 1], num_grades=3)
+    assert m["precision"] == pytest.approx([2 / 3, 1 / 4, None])  # grade 2 is never predicted: undefined, not 0
+    assert m["recall"] == pytest.approx([2 / 3, 1 / 2, 0.0])
+    assert m["f1"][0] == pytest.approx(2 / 3)
+    assert m["f1"][1] == pytest.approx(2 * (1 / 4) * (1 / 2) / (1 / 4 + 1 / 2))  # 1/3
+    assert m["f1"][2] is None
+
+
+def test_precision_of_a_grade_without_true_images_counts_its_wrong_predictions():
+    m = precision_recall_f1([0, 0], [0, 2], num_grades=3)
+    assert m["precision"] == [1.0, None, 0.0]  # graded 2 once, never truly 2
+    assert m["recall"] == [0.5, None, None]
+    assert m["f1"] == pytest.approx([2 / 3, None, None])
+    per_grade = ordinal_metrics([0, 0], [0.0, 2.0], ["a", "b", "c"])["per_grade"]
+    assert per_grade["c"]["precision"] == 0.0 and per_grade["c"]["recall"] is None and per_grade["c"]["n"] == 0
+
+
+def test_a_metric_over_all_the_images_per_grade_is_per_grade_only():
+    def by_grade(p):
+        return [0.0] * p.num_grades
+
+    with pytest.raises(ImgradeError, match="'bad' has by_grade: set compute=None, headline=False and per_grade=True"):
+        Metric("bad", "bad", needs="grades", by_grade=by_grade, per_grade=True)  # headline by default
+    assert Metric("ok", "ok", needs="grades", by_grade=by_grade, headline=False, per_grade=True).compute is None
+
+
+def test_precision_and_recall_of_a_wholly_missed_grade_give_f1_zero():
+    m = precision_recall_f1([0, 1], [1, 0], num_grades=2)
+    assert m == {"precision": [0.0, 0.0], "recall": [0.0, 0.0], "f1": [0.0, 0.0]}
+
+
+def test_per_grade_table_prints_precision_recall_f1_and_a_dash_when_undefined():
+    text = format_metrics_table(ordinal_metrics([0, 0, 1], [0.0, 0.0, 0.0], ["a", "b"]), ["a", "b"])
+    header, row_a, row_b = text.split("per grade:\n")[1].splitlines()
+    assert header.split() == ["grade", "n", "MAE", "mean", "error", "precision", "recall", "F1"]
+    assert row_a.split()[-3:] == ["0.667", "1.000", "0.800"]
+    assert row_b.split()[-3:] == ["-", "0.000", "-"]  # nothing graded b: precision undefined, so is F1
 
 
 def test_ordinal_metrics_within1_and_clipping():
@@ -190,12 +237,12 @@ def test_format_metrics_table_ordinal():
     for label, value in [("MAE", "0.575"), ("accuracy", "0.500"), ("within-1", "1.000"), ("QWK", "0.636")]:
         assert any(line.split() == [label, value] for line in lines), (label, text)
     header = lines[lines.index("per grade:") + 1]
-    assert header.split() == ["grade", "n", "MAE", "accuracy", "mean", "error"]
+    assert header.split() == ["grade", "n", "MAE", "mean", "error", "precision", "recall", "F1"]
     rows = {line.split()[0]: line.split() for line in lines[lines.index(header) + 1 :]}
     assert list(rows) == NAMES
-    assert rows["S"] == ["S", "2", "0.750", "0.500", "-0.350"]
-    assert rows["L"] == ["L", "1", "0.200", "1.000", "+0.200"]
-    assert rows["2S"] == ["2S", "0", "-", "-", "-"]
+    assert rows["S"] == ["S", "2", "0.750", "-0.350", "0.500", "0.500", "0.500"]
+    assert rows["L"] == ["L", "1", "0.200", "+0.200", "1.000", "1.000", "1.000"]
+    assert rows["2S"] == ["2S", "0", "-", "-", "-", "-", "-"]
     # Aligned columns: every table row ends at the same width (numbers right-aligned).
     table = lines[lines.index(header) :]
     assert len({len(line) for line in table}) == 1

@@ -12,9 +12,9 @@ GRADES = ["L", "M", "S"]
 
 def _ordinal_card() -> dict:
     per_grade = {
-        "L": {"n": 12, "mae": 0.25, "accuracy": 0.75, "mean_error": -0.125},
-        "M": {"n": 4, "mae": 0.5, "accuracy": 0.5, "mean_error": 0.5},
-        "S": {"n": 0, "mae": None, "accuracy": None, "mean_error": None},
+        "L": {"n": 12, "mae": 0.25, "mean_error": -0.125, "precision": 0.9, "recall": 0.75, "f1": 0.818},
+        "M": {"n": 4, "mae": 0.5, "mean_error": 0.5, "precision": 0.4, "recall": 0.5, "f1": 0.444},
+        "S": {"n": 0, "mae": None, "mean_error": None, "precision": 0.0, "recall": None, "f1": None},
     }
     return {
         "name": "p1",
@@ -97,8 +97,8 @@ def test_an_ordinal_card_has_every_section_and_the_figures_it_was_given():
     # the calibrated decision's metrics, then per grade with the grade sets' coverage
     assert "decision: tuned thresholds" in text
     assert "| 0.688 | 1.000 | 0.312 | 0.500 | 0.312 | 0.400 |" in text
-    assert "| L | 12 | 0.750 | 0.250 | -0.125 | 1.000 | 1.25 |" in text
-    assert "| S | 0 | - | - | - | - | - |" in text
+    assert "| L | 12 | 0.750 | 0.900 | 0.250 | -0.125 | 1.000 | 1.25 |" in text
+    assert "| S | 0 | - | 0.000 | - | - | - | - |" in text
     assert "- Decision: tuned cut points at 0.400, 1.600" in text
     assert "alpha 0.1 (each set should hold the true grade 90% of the time), fitted on 8 images" in text
     assert "coverage 0.938, mean size 1.50 grades" in text

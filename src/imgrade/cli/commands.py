@@ -105,7 +105,11 @@ def cmd_evaluate(args) -> int:
     from imgrade.pipeline.evaluator import format_evaluation
 
     print(
-        format_evaluation(pipeline.evaluate(args.run, data=args.data, out=args.out, device=args.device, tta=args.tta))
+        format_evaluation(
+            pipeline.evaluate(
+                args.run, data=args.data, out=args.out, device=args.device, tta=args.tta, gallery=args.gallery
+            )
+        )
     )
     return 0
 

@@ -7,6 +7,7 @@ import argparse
 from imgrade.cli.argparser import add_verb
 from imgrade.cli.run_flags import field_help
 from imgrade.config import OBJECTIVES
+from imgrade.evaluation.gallery import DEFAULT_PER_GRADE
 from imgrade.serve.limits import Limits
 
 TTA_HELP = (
@@ -67,6 +68,14 @@ imgrade evaluate p1.onnx --data held-back/      # writes p1-eval-held-back/ besi
     )
     p.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE)
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help=TTA_HELP)
+    p.add_argument(
+        "--gallery",
+        type=int,
+        default=DEFAULT_PER_GRADE,
+        metavar="N",
+        help="report.html shows the N worst-graded photos of each grade and of each confusion cell; 0 for none "
+        "(default %(default)s)",
+    )
 
     p = add_verb(
         sub,

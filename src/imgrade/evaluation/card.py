@@ -130,12 +130,13 @@ def _test(card: dict[str, Any]) -> str:
         [_CARD_LABELS.get(k, METRICS[k].label) for k in keys], [[_num(test.get(k), METRICS[k].digits) for k in keys]]
     )
     sets = (test.get("grade_sets") or {}).get("per_grade") or {}
-    header = ["grade", "test images", "accuracy", "score MAE", "mean error"]
+    header = ["grade", "test images", "accuracy (recall)", "precision", "score MAE", "mean error"]
     if sets:
         header += ["set coverage", "mean set size"]
     rows = []
     for grade, m in test["per_grade"].items():
-        row = [grade, m["n"], _num(m["accuracy"], 3), _num(m["mae"], 3), _num(m["mean_error"], 3, sign=True)]
+        row = [grade, m["n"], _num(m["recall"], 3), _num(m["precision"], 3), _num(m["mae"], 3)]
+        row.append(_num(m["mean_error"], 3, sign=True))
         if sets:
             row += [_num(sets[grade]["coverage"], 3), _num(sets[grade]["mean_size"], 2)]
         rows.append(row)

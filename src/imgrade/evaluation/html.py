@@ -1,7 +1,7 @@
 """A self-contained HTML report: one file with inline CSS and embedded pictures, readable offline.
 
 A report is a list of blocks (heading, text, table, key/value table, image, preformatted
-text) built by the functions below and turned into a page by ``render_report``. The page
+text, and markup that another module of this package built and escaped) made by the functions below and turned into a page by ``render_report``. The page
 needs no network and no JavaScript: pictures are base64 data URIs, and a Content-Security-Policy
 forbids the browser from fetching anything else. All text is escaped, so a grade name or a
 caption can hold ``<`` or ``&`` safely.
@@ -22,7 +22,7 @@ from pathlib import Path
 from imgrade.core.io import atomic_write
 from imgrade.core.version import __version__
 
-KINDS = ("heading", "text", "table", "image", "pre", "kv")
+KINDS = ("heading", "text", "table", "image", "pre", "kv", "markup")
 _IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
 
 
@@ -33,7 +33,7 @@ class Block:
     kind: str
     """One of KINDS."""
     text: str = ""
-    """heading/text/pre: the text itself; image: the data URI, or "" when the file was missing."""
+    """heading/text/pre: the text itself; image: the data URI, or "" when the file was missing; markup: HTML."""
     caption: str | None = None
     """Shown above a table or preformatted text, below an image; an image's alt text and id."""
     header: tuple[str, ...] = ()
@@ -102,6 +102,11 @@ def pre(text: str, caption: str | None = None) -> Block:
     return Block("pre", text=str(text), caption=caption)
 
 
+def markup(fragment: str) -> Block:
+    """HTML put into the page as it is: only for markup built (and escaped) in this package, such as the gallery."""
+    return Block("markup", text=str(fragment))
+
+
 def format_cell(value) -> str:
     """How a table shows a value: ints as is, other numbers with 3 decimals, None and NaN as "-".
 
@@ -159,6 +164,8 @@ def render_report(title: str, blocks: list[Block], subtitle: str | None = None) 
             body.append(f"<p>{_escape(block.text)}</p>")
         elif block.kind in ("table", "kv"):
             body.append(_render_table(block))
+        elif block.kind == "markup":
+            body.append(block.text)
         else:
             caption = f"<figcaption>{_escape(block.caption)}</figcaption>" if block.caption else ""
             body.append(f'<figure class="pre">{caption}<pre>{_escape(block.text)}</pre></figure>')
@@ -272,6 +279,24 @@ pre { margin: 0; padding: 10px 12px; background: var(--zebra); border: 1px solid
       overflow-x: auto; font: 13px/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 figure.missing .note { padding: 28px 12px; text-align: center; color: #8a1c1c; background: #fdecec;
                        border: 1px dashed #d08a8a; border-radius: 4px; }
+h3 { font-size: 1.05em; margin: 18px 0 6px; }
+.photos { display: flex; flex-wrap: wrap; gap: 10px; margin: 6px 0 14px; }
+figure.photo { margin: 0; padding: 4px; border: 2px solid var(--line); border-radius: 4px; font-size: 0.8em;
+               line-height: 1.35; }
+figure.photo.wrong { border-color: #c0392b; }
+figure.photo img { image-rendering: pixelated; border: 0; max-width: none; }
+figure.photo figcaption { text-align: left; color: var(--ink); font-size: 1em; padding-top: 3px; }
+figure.photo .grades { display: block; font-weight: 600; }
+figure.photo .score { display: block; }
+figure.photo .source { display: block; color: var(--muted); font-size: 0.92em; overflow-wrap: anywhere; }
+table.confusion td { text-align: center; min-width: 3.2em; color: #9aa3ae; }
+table.confusion td.filled { background: rgb(31 95 168 / calc(0.08 + 0.5 * var(--share))); }
+table.confusion td.diagonal { box-shadow: inset 0 0 0 2px #9fb6d3; }
+table.confusion a { display: block; color: var(--ink); font-weight: 600; text-decoration: none; }
+table.confusion a:hover { text-decoration: underline; }
+section.cell { scroll-margin-top: 8px; }
+section.cell:target { outline: 3px solid var(--accent); outline-offset: 4px; border-radius: 2px; }
+h3 a.back { font-size: 0.85em; font-weight: normal; margin-left: 10px; color: var(--accent); }
 footer { margin-top: 40px; padding-top: 8px; border-top: 1px solid var(--line); color: var(--muted);
          font-size: 0.85em; }
 @media (max-width: 760px) {

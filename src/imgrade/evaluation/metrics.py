@@ -80,6 +80,10 @@ class Metric:
     """Computed over all the images: in metrics.json and the headline of the console and report.html."""
     per_grade: bool = False
     """Also computed over each true grade's images: the per-grade tables."""
+    by_grade: Callable[[Predictions], list[float | None]] | None = None
+    """A per-grade metric that needs all the images, not only one true grade's (precision: of the
+    images graded k, the share truly k): its value for each grade, in grade order. Such a metric
+    has no ``compute`` and is per grade only."""
     compare: str = ""
     """In ``imgrade compare``: "table" (its CSVs, summary.md and report.html), "csv" (the CSVs only) or ""."""
     plotted: bool = False
@@ -88,8 +92,12 @@ class Metric:
     def __post_init__(self):
         if self.needs not in NEEDS:
             raise ImgradeError(f"metric {self.name!r} needs {self.needs!r}: use one of {', '.join(NEEDS)}")
-        if self.compute is None and self.needs in ("scores", "grades", "continuous"):
+        if self.compute is None and self.by_grade is None and self.needs in ("scores", "grades", "continuous"):
             raise ImgradeError(f"metric {self.name!r} needs {self.needs} but has no compute function")
+        if self.by_grade is not None and (self.compute is not None or self.headline or not self.per_grade):
+            raise ImgradeError(
+                f"metric {self.name!r} has by_grade: set compute=None, headline=False and per_grade=True"
+            )
         if self.compare not in ("table", "csv", ""):
             raise ImgradeError(f"metric {self.name!r}: compare={self.compare!r} is not 'table', 'csv' or ''")
 
@@ -161,6 +169,37 @@ def quadratic_weighted_kappa(y_true, y_pred, num_grades: int) -> float:
     return float(1.0 - np.sum(weights * observed) / expected_disagreement)
 
 
+def precision_recall_f1(y_true, y_pred, num_grades: int) -> dict[str, list[float | None]]:
+    """Each grade's precision, recall and F1, that grade against all the others.
+
+    Precision: of the images graded k, the share truly k (None when no image is graded k).
+    Recall: of the images truly k, the share graded k, the grade's accuracy (None without any).
+    F1: their harmonic mean (None where either is None; 0 when both are 0).
+
+    >>> m = precision_recall_f1([0, 0, 1, 2, 2], [0, 1, 1, 1, 2], num_grades=4)
+    >>> [None if v is None else round(v, 4) for v in m["precision"]]  # grade 1: graded 3 times, once right
+    [1.0, 0.3333, 1.0, None]
+    >>> m["recall"]
+    [0.5, 1.0, 0.5, None]
+    >>> [None if v is None else round(v, 4) for v in m["f1"]]  # 2 * 1/3 * 1 / (1/3 + 1) = 0.5
+    [0.6667, 0.5, 0.6667, None]
+    """
+    confusion = confusion_matrix(y_true, y_pred, num_grades)
+    right = np.diag(confusion)
+    graded, truly = confusion.sum(axis=0), confusion.sum(axis=1)
+    precision = [float(r / g) if g else None for r, g in zip(right, graded)]
+    recall = [float(r / t) if t else None for r, t in zip(right, truly)]
+    f1 = [
+        None if p is None or r is None else (0.0 if p + r == 0 else 2 * p * r / (p + r))
+        for p, r in zip(precision, recall)
+    ]
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def _one_vs_rest(name: str) -> Callable[[Predictions], list[float | None]]:
+    return lambda p: precision_recall_f1(p.y_true, p.grades, p.num_grades)[name]
+
+
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
@@ -191,7 +230,6 @@ METRICS: dict[str, Metric] = {
             compute=lambda p: float(np.mean(p.grades == p.y_true)),
             higher_is_better=True,
             description="the share graded exactly right",
-            per_grade=True,
             compare="table",
             plotted=True,
         ),
@@ -248,6 +286,36 @@ METRICS: dict[str, Metric] = {
             compute=lambda p: float(np.mean(p.errors)),
             description="signed, predicted - true",
             signed=True,
+            headline=False,
+            per_grade=True,
+        ),
+        Metric(
+            "precision",
+            "precision",
+            needs="grades",
+            by_grade=_one_vs_rest("precision"),
+            higher_is_better=True,
+            description="of the images graded this grade, the share truly of it",
+            headline=False,
+            per_grade=True,
+        ),
+        Metric(
+            "recall",
+            "recall",
+            needs="grades",
+            by_grade=_one_vs_rest("recall"),
+            higher_is_better=True,
+            description="of the images truly of this grade, the share graded so (its accuracy)",
+            headline=False,
+            per_grade=True,
+        ),
+        Metric(
+            "f1",
+            "F1",
+            needs="grades",
+            by_grade=_one_vs_rest("f1"),
+            higher_is_better=True,
+            description="the harmonic mean of precision and recall",
             headline=False,
             per_grade=True,
         ),
@@ -338,7 +406,7 @@ def per_grade_metrics() -> tuple[str, ...]:
     """The columns of the per-grade tables.
 
     >>> per_grade_metrics()
-    ('n', 'mae', 'accuracy', 'mean_error')
+    ('n', 'mae', 'mean_error', 'precision', 'recall', 'f1')
     """
     return tuple(name for name, m in METRICS.items() if m.per_grade)
 
@@ -394,8 +462,9 @@ def ordinal_metrics(y_true, scores, grade_names: list[str], y_pred=None) -> dict
         ``|rounded - true| <= 1``) of the rounded grades (or ``y_pred``); ``grade_mae``, the mean
         of ``|predicted grade - true|``; ``qwk`` (None where undefined, see
         :func:`quadratic_weighted_kappa`); ``confusion`` (list of lists, rows true); and
-        ``per_grade``: ``{name: {"n", "mae", "accuracy", "mean_error"}}`` in grade order, with
-        None values for a grade without samples. Only plain ints, floats, None, lists and dicts.
+        ``per_grade``: ``{name: {"n", "mae", "mean_error", "precision", "recall", "f1"}}`` in
+        grade order, None where undefined (a grade without samples; precision of a grade never
+        predicted). Only plain ints, floats, None, lists and dicts.
 
     Raises:
         ImgradeError: no samples, lengths differ, a true grade is outside the grade names,
@@ -418,15 +487,22 @@ def ordinal_metrics(y_true, scores, grade_names: list[str], y_pred=None) -> dict
     predictions = Predictions(y_true, scores, rounded, num_grades)
     metrics = {name: METRICS[name].compute(predictions) for name in headline(graded=True)}
     metrics["confusion"] = confusion_matrix(y_true, rounded, num_grades).tolist()
-    metrics["per_grade"] = {name: _per_grade(predictions.subset(y_true == k)) for k, name in enumerate(grade_names)}
+    by_grade = {name: METRICS[name].by_grade(predictions) for name in per_grade_metrics() if METRICS[name].by_grade}
+    metrics["per_grade"] = {
+        name: _per_grade(predictions.subset(y_true == k), {metric: values[k] for metric, values in by_grade.items()})
+        for k, name in enumerate(grade_names)
+    }
     return metrics
 
 
-def _per_grade(predictions: Predictions) -> dict:
-    """The per-grade metrics of one grade's images; all None but ``n`` for a grade without any."""
+def _per_grade(predictions: Predictions, by_grade: dict) -> dict:
+    """The per-grade metrics of one grade's images, with ``by_grade``'s values (computed over all the
+    images) in their places; None where undefined (all but ``n`` and precision for a grade without images)."""
     if len(predictions) == 0:
-        return dict.fromkeys(per_grade_metrics()) | {"n": 0}
-    return {name: METRICS[name].compute(predictions) for name in per_grade_metrics()}
+        return {name: by_grade.get(name) for name in per_grade_metrics()} | {"n": 0}
+    return {
+        name: by_grade[name] if name in by_grade else METRICS[name].compute(predictions) for name in per_grade_metrics()
+    }
 
 
 def continuous_metrics(y_true, y_pred) -> dict:

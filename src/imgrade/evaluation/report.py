@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from imgrade.evaluation import html
+from imgrade.evaluation.gallery import GalleryPhotos, gallery_blocks
 from imgrade.evaluation.metrics import METRICS, compared, describe, grade_decision_metrics, headline, per_grade_metrics
 
 _SPLITS = {
@@ -132,14 +133,23 @@ def format_number(value, missing: str = "n/a", signed: bool = False, digits: int
 
 
 def write_run_report(
-    path, title: str, metrics: dict, grade_names, pictures: dict, cfg, run_dir: Path, thresholds: dict | None
+    path,
+    title: str,
+    metrics: dict,
+    grade_names,
+    pictures: dict,
+    cfg,
+    run_dir: Path,
+    thresholds: dict | None,
+    photos: GalleryPhotos | None = None,
 ) -> Path:
-    """One self-contained report.html for an evaluation: metrics, tables, plots, calibration, data, config.
+    """One self-contained report.html for an evaluation: metrics, tables, photos, plots, calibration, data, config.
 
     ``run_dir`` is the run folder, or the exported file graded (then ``cfg`` is None: no config).
-
-    The run's split sizes come from ``run_dir/split.json`` and the data summary from
-    ``run_dir/data.json``, as training wrote them; a run without them shows no such table.
+    With ``photos`` (a graded target) the page shows each grade's worst-graded photos and a
+    confusion matrix whose cells link to theirs. The run's split sizes come from
+    ``run_dir/split.json`` and the data summary from ``run_dir/data.json``, as training wrote them;
+    a run without them shows no such table.
     """
     names = {key: metric.label for key, metric in METRICS.items()}
     columns = grade_decision_metrics()
@@ -227,7 +237,9 @@ def write_run_report(
                 gs = sets["per_grade"].get(name) or {}
                 row += [gs.get("coverage"), gs.get("mean_size")]
             rows.append(row)
-        blocks += [html.heading("Per grade"), html.table(header, rows)]
+        blocks += [html.heading("Per grade"), html.text(describe(keys)), html.table(header, rows)]
+    if photos is not None and photos.per_grade > 0 and grade_names is not None:
+        blocks += gallery_blocks(photos, grade_names)
     blocks.append(html.heading("Pictures"))
     captions = {
         "scatter": "predicted score vs true grade",

@@ -22,6 +22,7 @@ from imgrade.core.registry import head_entry
 from imgrade.core.rundir import member_dir, read_history
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
+from imgrade.evaluation.gallery import DEFAULT_PER_GRADE, GalleryPhotos
 from imgrade.evaluation.metrics import continuous_metrics, grade_decision_metrics, ordinal_metrics
 from imgrade.evaluation.outputs import evaluation_plots, run_label, write_predictions
 from imgrade.evaluation.report import format_members_table, format_metrics_table, write_run_report
@@ -41,16 +42,20 @@ def evaluate(
     out: str | Path | None = None,
     device: str = "auto",
     tta: bool | None = None,
+    gallery: int = DEFAULT_PER_GRADE,
 ) -> dict[str, Any]:
     """Score the run's test split (or every image of ``data``); write predictions, metrics, plots, report.
 
     ``run`` is a run folder or checkpoint, or an exported ``.onnx`` file (the artifact a line runs:
     then ``data`` is needed, and :func:`evaluate_file` grades with ONNX Runtime). With ``tta``
     every image is graded as the average of a few views of it. An ensemble's members are scored on
-    the same images too, so the table shows what the ensemble adds.
+    the same images too, so the table shows what the ensemble adds. report.html shows the
+    ``gallery`` worst-graded photos of each grade and of each confusion cell (0: none).
     """
+    if gallery < 0:
+        raise ConfigError(f"--gallery {gallery} is negative: give the photos to show per grade, or 0 for none")
     if Path(run).suffix.lower() == ".onnx":
-        return evaluate_file(run, data=data, out=out, tta=tta)
+        return evaluate_file(run, data=data, out=out, tta=tta, gallery=gallery)
     folder = RunFolder.open(run)
     run, run_dir, cfg = Path(run), folder.path, folder.config
     predictor = folder.grader(device=device, tta=tta)
@@ -81,12 +86,17 @@ def evaluate(
     title = f"{run_label(run_dir)}: {name} ({len(imageset)} images)"
     history = read_history(run_dir / "history.csv")
     return _write_evaluation(
-        out_dir, predictor, imageset, metrics, outputs, predicted, sets, title, run_dir, cfg, history=history
+        out_dir, predictor, imageset, metrics, outputs, predicted, sets, title, run_dir, cfg, history, gallery
     )
 
 
 def evaluate_file(
-    model: str | Path, *, data: str | None, out: str | Path | None = None, tta: bool | None = None
+    model: str | Path,
+    *,
+    data: str | None,
+    out: str | Path | None = None,
+    tta: bool | None = None,
+    gallery: int = DEFAULT_PER_GRADE,
 ) -> dict[str, Any]:
     """Accept an exported ``.onnx`` file on photos: what ``evaluate`` writes for a run, from the file
     that goes to the line (ONNX Runtime, its own decision and calibration, int8 or fp32).
@@ -117,7 +127,9 @@ def evaluate_file(
     facts = file_facts(model, grader)
     metrics = {"data": imageset.source, "split": name, "task": grader.task, "model": facts, **metrics}
     title = f"{model.name}: {name} ({len(imageset)} images)"
-    result = _write_evaluation(out_dir, grader, imageset, metrics, outputs, predicted, sets, title, model, None)
+    result = _write_evaluation(
+        out_dir, grader, imageset, metrics, outputs, predicted, sets, title, model, None, gallery=gallery
+    )
     card = out_dir / MODEL_CARD
     write_text(card, acceptance_card(grader.model_card, facts, metrics))
     result["files"]["model_card"] = str(card)
@@ -153,6 +165,7 @@ def _write_evaluation(
     source: Path,
     cfg: RunConfig | None,
     history: list | None = None,
+    gallery: int = DEFAULT_PER_GRADE,
 ) -> dict[str, Any]:
     """predictions.csv, the pictures, metrics.json and report.html of one evaluation in ``out_dir``."""
     grade_names = grader.grade_names
@@ -178,7 +191,14 @@ def _write_evaluation(
         **{k: str(v) for k, v in pictures.items()},
     }
     save_json(out_dir / "metrics.json", metrics)
-    write_run_report(out_dir / "report.html", title, metrics, grade_names, pictures, cfg, source, grader.thresholds)
+    photos = None
+    if grade_names is not None:  # the photos the report's gallery draws from
+        photos = GalleryPhotos(
+            imageset.images, imageset.ids, imageset.targets.astype(np.int64), outputs.scores, predicted, gallery
+        )
+    write_run_report(
+        out_dir / "report.html", title, metrics, grade_names, pictures, cfg, source, grader.thresholds, photos
+    )
     logger.info("wrote " + ", ".join(str(p) for p in [out_dir / "metrics.json", out_dir / "report.html"]))
     return metrics
 

@@ -36,7 +36,7 @@ def demo(
     files = metrics["files"]
     logger.info(
         f"\ndemo finished in {time.perf_counter() - t0:.0f}s. Look at:\n"
-        f"  {files['report']}\n      everything below in one page: open it in a browser\n"
+        f"  {files['report']}\n      everything below in one page, with the photos it grades worst: open it in a browser\n"
         f"  {files['scatter']}\n      predicted score vs true grade: points should hug the diagonal\n"
         f"  {files['violin']}\n      error per grade: violins centred on 0 and inside the dashed +-0.5 band are graded right\n"
         f"  {files['confusion']}\n      which grades are mistaken for which (rows: true grade)\n"
