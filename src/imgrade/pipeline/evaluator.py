@@ -56,6 +56,7 @@ def evaluate(
             path=str(data),
             view=cfg.data.view,
             image_size=predictor.image_size,
+            resize=predictor.resize_mode,
             target_column=cfg.data.target_column,
             target=cfg.data.target,
         )
