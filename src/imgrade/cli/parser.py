@@ -7,7 +7,7 @@ import argparse
 from imgrade.cli.argparser import Parser, add_output_flags, add_verb
 from imgrade.cli.run_flags import add_run_flags, field_help, flag_of
 from imgrade.cli.run_verbs import add_run_verbs
-from imgrade.config import FINETUNE_DEFAULTS, HEADS, PRESETS, VIEWS
+from imgrade.config import FINETUNE_DEFAULTS, HEADS, PRESETS, RESIZE_MODES, VIEWS
 from imgrade.core.registry import describe_backbones, task_names
 
 EXAMPLES = """\
@@ -173,6 +173,7 @@ imgrade data info photos/ --grades 2L,L,M,S""",
         metavar="PIXELS",
         help="folder and CSV sets: resize to this (default 32)",
     )
+    p.add_argument("--resize", default="squash", choices=RESIZE_MODES, help=field_help("data.resize"))
 
     p = add_verb(
         actions,
