@@ -157,11 +157,13 @@ def _add_data(sub) -> None:
     p = add_verb(
         actions,
         "info",
-        "format, images per grade, image size, what is dropped",
-        "Describe an image set as train would read it: format, images per grade, image size, its own split, what is dropped.",
+        "format, images per grade, photo sizes, image size, what is dropped",
+        "Describe an image set as train would read it: format, images per grade, the photos' sizes and how they are "
+        "resized (a warning when they shrink more than 4x), its own split, what is dropped.",
         """
 imgrade data info path/to/cucumber-9-python
-imgrade data info photos/ --grades 2L,L,M,S""",
+imgrade data info photos/ --grades 2L,L,M,S
+imgrade data info photos/ --image-size 64 --resize pad""",
     )
     p.add_argument("path", metavar="PATH", help=field_help("data.path"))
     p.add_argument("--grades", metavar="NAMES", help=field_help("data.grades"))
