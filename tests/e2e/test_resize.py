@@ -91,7 +91,7 @@ def test_the_run_stores_crop_and_predict_grades_as_the_grader(runs, new_photos, 
     assert Checkpoint.load(run / "best.pt").config.data.resize == "crop"
     assert "resize: crop" in (run / "config.yaml").read_text()
     grader = imgrade.Grader.load(run, device="cpu")
-    assert grader.resize_mode == "crop" and grader.describe()["input"]["resize"] == "crop"
+    assert grader.resize_mode == "crop" and grader.describe()["input"]["resize_mode"] == "crop"
 
     capsys.readouterr()
     assert main(["predict", str(run), str(new_photos[0]), "--format", "json"]) == 0

@@ -220,7 +220,7 @@ class Engine:
             else None,
             "input": {
                 "size": self.image_size,
-                "resize": self.resize_mode,
+                "resize_mode": self.resize_mode,
                 "channels": "RGB",
                 "dtype": "uint8",
                 "layout": "NHWC",
