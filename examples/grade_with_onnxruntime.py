@@ -28,16 +28,21 @@ def load_pixels(path: str, size: int, resize: str) -> np.ndarray:
             image = Image.new("RGBA", rgba.size, (255, 255, 255, 255))  # transparent pixels on white
             image.alpha_composite(rgba)
         image = image.convert("RGB")
-    width, height = image.size
-    if resize == "crop":  # the centred square of the shorter side
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
-        image = image.crop((left, top, left + side, top + side))
-    elif resize == "pad":  # the photo centred on a square of the longer side
-        side = max(width, height)
-        square = Image.new("RGB", (side, side), (0, 0, 0))
-        square.paste(image, ((side - width) // 2, (side - height) // 2))
-        image = square
+    pixels = np.asarray(image, dtype=np.uint8)  # (H, W, 3)
+    height, width = pixels.shape[:2]
+    if height != width and resize == "crop":  # the centred square of the shorter side
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        pixels = pixels[top : top + side, left : left + side]
+    elif height != width and resize == "pad":  # centred on a square of the longer side
+        side = max(height, width)
+        edges = np.concatenate([pixels[0], pixels[-1]] if width > height else [pixels[:, 0], pixels[:, -1]])
+        square = np.empty((side, side, 3), np.uint8)
+        square[...] = np.rint(edges.astype(np.float64).mean(axis=0))  # the mean colour of the edges it extends
+        top, left = (side - height) // 2, (side - width) // 2
+        square[top : top + height, left : left + width] = pixels
+        pixels = square
+    image = Image.fromarray(pixels)
     if image.size != (size, size):
         shrinking = min(image.size) >= size
         image = image.resize((size, size), Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR)

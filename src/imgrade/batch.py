@@ -198,7 +198,7 @@ class _GradeBatch:
             try:
                 if not path:
                     raise DataError("an empty path: give each photo's path")
-                images[len(good)] = load_image(self.base / path, size)  # an absolute path stays as it is
+                images[len(good)] = load_image(self.base / path, self.grader.resize)  # an absolute path stays as it is
                 good.append(i)
             except ImgradeError as error:
                 rows[i]["error"] = str(error)

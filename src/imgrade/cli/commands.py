@@ -186,7 +186,8 @@ def cmd_data_info(args) -> int:
     from imgrade.pipeline.datasets import format_data_info
 
     grades = DataConfig(grades=args.grades).grades
-    print(format_data_info(pipeline.data_info(args.path, grades=grades, view=args.view, image_size=args.image_size)))
+    info = pipeline.data_info(args.path, grades=grades, view=args.view, image_size=args.image_size, resize=args.resize)
+    print(format_data_info(info))
     return 0
 
 

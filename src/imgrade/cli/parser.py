@@ -7,7 +7,7 @@ import argparse
 from imgrade.cli.argparser import Parser, add_output_flags, add_verb
 from imgrade.cli.run_flags import add_run_flags, field_help, flag_of
 from imgrade.cli.run_verbs import add_run_verbs
-from imgrade.config import FINETUNE_DEFAULTS, HEADS, PRESETS, VIEWS
+from imgrade.config import FINETUNE_DEFAULTS, HEADS, PRESETS, RESIZE_MODES, VIEWS
 from imgrade.core.registry import describe_backbones, task_names
 
 EXAMPLES = """\
@@ -157,11 +157,13 @@ def _add_data(sub) -> None:
     p = add_verb(
         actions,
         "info",
-        "format, images per grade, image size, what is dropped",
-        "Describe an image set as train would read it: format, images per grade, image size, its own split, what is dropped.",
+        "format, images per grade, photo sizes, image size, what is dropped",
+        "Describe an image set as train would read it: format, images per grade, the photos' sizes and how they are "
+        "resized (a warning when they shrink more than 4x), its own split, what is dropped.",
         """
 imgrade data info path/to/cucumber-9-python
-imgrade data info photos/ --grades 2L,L,M,S""",
+imgrade data info photos/ --grades 2L,L,M,S
+imgrade data info photos/ --image-size 64 --resize pad""",
     )
     p.add_argument("path", metavar="PATH", help=field_help("data.path"))
     p.add_argument("--grades", metavar="NAMES", help=field_help("data.grades"))
@@ -173,6 +175,7 @@ imgrade data info photos/ --grades 2L,L,M,S""",
         metavar="PIXELS",
         help="folder and CSV sets: resize to this (default 32)",
     )
+    p.add_argument("--resize", default="squash", choices=RESIZE_MODES, help=field_help("data.resize"))
 
     p = add_verb(
         actions,

@@ -16,7 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from imgrade.config import AMP_CHOICES, BN_STATS, CLASS_WEIGHTS, HEADS, OBJECTIVES, SECTIONS, TARGETS, VIEWS
+from imgrade.config import (
+    AMP_CHOICES,
+    BN_STATS,
+    CLASS_WEIGHTS,
+    HEADS,
+    OBJECTIVES,
+    RESIZE_MODES,
+    SECTIONS,
+    TARGETS,
+    VIEWS,
+)
 from imgrade.core.registry import describe_backbones, describe_tasks, head_settings, task_names
 
 
@@ -42,6 +52,7 @@ RUN_FLAGS = (
     RunFlag("--grades", "data.grades", "NAMES"),
     RunFlag("--view", "data.view", choices=VIEWS),
     RunFlag("--image-size", "data.image_size", "PIXELS"),
+    RunFlag("--resize", "data.resize", choices=RESIZE_MODES),
     RunFlag("--split", "data.split", "FRACTIONS"),
     RunFlag("--target-column", "data.target_column", "COLUMN"),
     RunFlag("--target", "data.target", choices=TARGETS),

@@ -37,6 +37,7 @@ def parse_split(spec: str) -> tuple[float, float, float] | str:
 
 
 VIEWS = ("above", "below", "side", "all")
+RESIZE_MODES = ("squash", "crop", "pad")
 TARGETS = ("auto", "ordinal", "continuous")
 HEADS = ("auto", "reference", "linear")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -58,6 +59,16 @@ class DataConfig:
     """CUCUMBER-9 prototype 2 view: above (as the reference), below, side, or all."""
     image_size: int = 32
     """Input size in pixels: images are converted to RGB and resized to image_size x image_size."""
+    resize: str = "squash"
+    """How a photo that is not square becomes one: squash (the reference: the whole photo,
+    stretched), crop (the centred square; the ends of the long side are lost) or pad (bands in the
+    mean colour of the photo's edges; nothing lost, aspect ratio kept).
+
+    Stored in the run, so evaluate, calibrate, predict, serve, the Python API and an exported .onnx
+    file resize every photo the same way. For long items such as cucumbers, squash keeps the
+    whole item but makes long ones look thicker; crop cuts the ends off (the length, often what
+    the grade depends on, is lost); pad keeps both the whole item and its proportions, at the cost
+    of fewer pixels across it. A square photo comes out the same in every mode."""
     split: str = "auto"
     """train,val,test fractions (stratified, seeded), e.g. 0.6,0.2,0.2; 'published' keeps the
     set's own test images; 'auto' uses a set's own train/val/test folders or CSV column when it
@@ -77,6 +88,8 @@ class DataConfig:
             raise ConfigError(f"data.view {self.view!r} is not one of above, below, side, all: set --view")
         if not 8 <= int(self.image_size) <= 1024:
             raise ConfigError(f"data.image_size {self.image_size} is outside 8..1024: set --image-size")
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError(f"data.resize {self.resize!r} is not one of squash, crop, pad: set --resize")
         if self.target not in TARGETS:
             raise ConfigError(f"data.target {self.target!r} is not auto, ordinal or continuous: set --target")
         parse_split(self.split)

@@ -5,8 +5,8 @@ at 32x32. ``decode_images`` decodes each file once, in ``workers`` processes, st
 NumPy ``.npy`` file under the cache folder, and returns it memory-mapped: later epochs, later
 runs and sets larger than memory read pixels from the page cache instead of decoding again.
 
-The cache key is the image size, the decoder's version and every file's path, size and
-modification time, so an edited, added or removed photo gives a new entry. The file is written
+The cache key is the image size and resize mode, the decoder's version and every file's path,
+size and modification time, so an edited, added or removed photo gives a new entry. The file is written
 under a temporary name and renamed when complete: a crash leaves no half-written entry.
 """
 
@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from imgrade.core.errors import ConfigError, DataError
 from imgrade.data.images import PROGRESS_MIN_IMAGES, load_image
+from imgrade.data.resize import DEFAULT_MODE, Resize
 
 logger = logging.getLogger(__name__)
 
@@ -68,13 +69,16 @@ def default_cache_dir() -> Path:
     return Path(base) / "imgrade"
 
 
-def cache_key(paths: list[Path], image_size: int) -> str:
-    """A hex digest of what the decoded pixels depend on: size, decoder, every file's identity.
+def cache_key(paths: list[Path], resize: Resize | int) -> str:
+    """A hex digest of what the decoded pixels depend on: size and resize mode, decoder, every file's identity.
 
     Raises:
         DataError: a file is missing (naming it).
     """
-    digest = hashlib.sha256(f"imgrade-decoded v{DECODER_VERSION} size {image_size}\n".encode())
+    resize = Resize.of(resize)
+    # squash keeps the key it had before there were modes: the caches already written stay valid
+    mode = "" if resize.mode == DEFAULT_MODE else f" resize {resize.mode}"
+    digest = hashlib.sha256(f"imgrade-decoded v{DECODER_VERSION} size {resize.size}{mode}\n".encode())
     for path in paths:
         try:
             stat = path.stat()
@@ -84,8 +88,8 @@ def cache_key(paths: list[Path], image_size: int) -> str:
     return digest.hexdigest()[:32]
 
 
-def decode_images(paths: list[Path], image_size: int, options: DecodeOptions | None = None) -> np.ndarray:
-    """(N, image_size, image_size, 3) uint8 for ``paths``, from the cache when it holds them.
+def decode_images(paths: list[Path], resize: Resize | int, options: DecodeOptions | None = None) -> np.ndarray:
+    """(N, S, S, 3) uint8 for ``paths`` (S = ``resize.size``), from the cache when it holds them.
 
     Without a cache folder the pixels are decoded into memory. With one, a hit is returned
     memory-mapped (read-only) and a miss is decoded into a new cache file first.
@@ -95,29 +99,30 @@ def decode_images(paths: list[Path], image_size: int, options: DecodeOptions | N
         ConfigError: the cache folder cannot be written.
     """
     options = options or DecodeOptions()
+    resize = Resize.of(resize)
+    shape = (len(paths), resize.size, resize.size, 3)
     if options.cache_dir is None:
-        images = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
-        _decode_into(images, paths, image_size, options.workers)
+        images = np.empty(shape, dtype=np.uint8)
+        _decode_into(images, paths, resize, options.workers)
         return images
     folder = options.cache_dir / "decoded"
-    entry = folder / f"{cache_key(paths, image_size)}-{len(paths)}x{image_size}.npy"
-    cached = _open_entry(entry, (len(paths), image_size, image_size, 3))
+    mode = "" if resize.mode == DEFAULT_MODE else f"-{resize.mode}"
+    entry = folder / f"{cache_key(paths, resize)}-{len(paths)}x{resize.size}{mode}.npy"
+    cached = _open_entry(entry, shape)
     if cached is not None:
         logger.info(f"data: {len(paths):,} decoded images from the cache {entry}")
         return cached
     try:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{entry.name}.{os.getpid()}.tmp"
-        images = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=np.uint8, shape=(len(paths), image_size, image_size, 3)
-        )
+        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
     except OSError as e:
         raise ConfigError(
             f"cannot write the decoded-image cache in {folder} ({e.strerror}): pass --cache DIR elsewhere, or --cache off"
         ) from None
     try:
         t0 = time.perf_counter()
-        _decode_into(images, paths, image_size, options.workers)
+        _decode_into(images, paths, resize, options.workers)
         images.flush()
         del images
         os.replace(tmp, entry)
@@ -143,28 +148,28 @@ def _open_entry(entry: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     return images if images.shape == shape and images.dtype == np.uint8 else None
 
 
-def _decode_into(out: np.ndarray, paths: list[Path], image_size: int, workers: int) -> None:
+def _decode_into(out: np.ndarray, paths: list[Path], resize: Resize, workers: int) -> None:
     quiet = len(paths) <= PROGRESS_MIN_IMAGES or not sys.stderr.isatty()
     bar = tqdm(total=len(paths), desc="decoding images", unit="img", disable=quiet, file=sys.stderr)
     with bar:
         if workers == 0 or len(paths) <= CHUNK:
             for i, path in enumerate(paths):
-                out[i] = load_image(path, image_size)
+                out[i] = load_image(path, resize)
                 bar.update(1)
             return
-        for start, pixels, error in _worker_chunks(paths, image_size, workers):
+        for start, pixels, error in _worker_chunks(paths, resize, workers):
             if error is not None:
                 raise DataError(error)
             out[start : start + len(pixels)] = pixels
             bar.update(len(pixels))
 
 
-def _worker_chunks(paths: list[Path], image_size: int, workers: int):
+def _worker_chunks(paths: list[Path], resize: Resize, workers: int):
     """(start, pixels, error message or None) per chunk of CHUNK files, decoded by a DataLoader."""
     import torch
     from torch.utils.data import DataLoader
 
-    chunks = _Chunks([str(p) for p in paths], image_size)
+    chunks = _Chunks([str(p) for p in paths], resize)
     # A generator of its own: the DataLoader draws its workers' seed from it, and drawing from the
     # global one would make a run that decodes initialise its model differently from one that hits the cache.
     loader = DataLoader(
@@ -185,9 +190,9 @@ class _Chunks:
     main process wrapped in a multi-line traceback, and the user gets one line.
     """
 
-    def __init__(self, paths: list[str], image_size: int):
+    def __init__(self, paths: list[str], resize: Resize):
         self.paths = paths
-        self.image_size = image_size
+        self.resize = resize
 
     def __len__(self) -> int:
         return (len(self.paths) + CHUNK - 1) // CHUNK
@@ -195,10 +200,11 @@ class _Chunks:
     def __getitem__(self, k: int):
         start = k * CHUNK
         files = self.paths[start : start + CHUNK]
-        pixels = np.empty((len(files), self.image_size, self.image_size, 3), dtype=np.uint8)
+        side = self.resize.size
+        pixels = np.empty((len(files), side, side, 3), dtype=np.uint8)
         try:
             for i, path in enumerate(files):
-                pixels[i] = load_image(path, self.image_size)
+                pixels[i] = load_image(path, self.resize)
         except DataError as e:
             return start, pixels[:0], str(e)
         return start, pixels, None

@@ -18,13 +18,14 @@ from imgrade.core.errors import ConfigError, DataError
 from imgrade.data.cache import DecodeOptions, decode_images
 from imgrade.data.images import one_line
 from imgrade.data.imageset import SPLIT_NAMES, ImageSet
+from imgrade.data.resize import Resize
 
 MAX_INTEGER_GRADES = 1000
 
 
 def read_csv_manifest(
     csv_path: str | os.PathLike,
-    image_size: int,
+    resize: Resize | int,
     grade_order: list[str] | None = None,
     target_column: str = "target",
     continuous: bool | None = None,
@@ -85,7 +86,7 @@ def read_csv_manifest(
     else:
         grade_names, targets = _numeric_targets(values, csv_path, target_column, continuous)
     return ImageSet(
-        images=decode_images(paths, image_size, decode),
+        images=decode_images(paths, resize, decode),
         targets=targets,
         grade_names=grade_names,
         ids=ids,

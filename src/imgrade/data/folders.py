@@ -19,6 +19,7 @@ from imgrade.data.cache import DecodeOptions, decode_images
 from imgrade.data.cucumber9 import DEFAULT_GRADE_ORDER as CUCUMBER9_GRADES
 from imgrade.data.images import IMAGE_EXTENSIONS, list_images, natural_sort_key
 from imgrade.data.imageset import SPLIT_NAMES, ImageSet
+from imgrade.data.resize import Resize
 
 GRADES_FILE = "grades.txt"
 """Integer targets spanning more grades than this are refused as ordinal (one name per grade)."""
@@ -100,7 +101,10 @@ def resolve_grade_order(root: str | os.PathLike, grade_order: list[str] | None =
 
 
 def read_class_folders(
-    root: str | os.PathLike, image_size: int, grade_order: list[str] | None = None, decode: DecodeOptions | None = None
+    root: str | os.PathLike,
+    resize: Resize | int,
+    grade_order: list[str] | None = None,
+    decode: DecodeOptions | None = None,
 ) -> ImageSet:
     """Read a folder with one subfolder of images per grade (optionally under train/val/test).
 
@@ -138,7 +142,7 @@ def read_class_folders(
     order_of = sorted(range(len(paths)), key=lambda i: (split_rank[splits[i]], targets[i]))
     paths = [paths[i] for i in order_of]
     return ImageSet(
-        images=decode_images(paths, image_size, decode),
+        images=decode_images(paths, resize, decode),
         targets=np.asarray([targets[i] for i in order_of], dtype=np.float32),
         grade_names=order,
         ids=[path.relative_to(root).as_posix() for path in paths],

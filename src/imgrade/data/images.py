@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from imgrade.core.errors import ConfigError, DataError
+from imgrade.core.errors import DataError
+from imgrade.data.resize import Resize
 
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 """ITU-R 601 luminance weights of R, G, B, as JPEG, PIL's ``convert("L")`` and torchvision use them."""
@@ -43,6 +44,7 @@ PROGRESS_MIN_IMAGES = 500
 # Integer modes and the bit depth their values span when the file does not say otherwise.
 _INTEGER_MODE_BITS = {"I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 32}
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_EXIF_ORIENTATION = 0x0112
 _LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
@@ -68,23 +70,24 @@ def natural_sort_key(text: str) -> list:
     return [int(part) if i % 2 else part.casefold() for i, part in enumerate(parts)]
 
 
-def decode_image(data: bytes, name: str, image_size: int) -> np.ndarray:
-    """Decode the bytes of one image file into a (image_size, image_size, 3) uint8 RGB array.
+def decode_image(data: bytes, name: str, resize: Resize | int) -> np.ndarray:
+    """Decode the bytes of one image file into a (S, S, 3) uint8 RGB array, S = ``resize.size``.
 
     The EXIF orientation is applied, so a phone photo comes out upright. Every mode becomes RGB:
     greyscale is repeated into R=G=B; 16- and 32-bit greyscale is scaled by its bit depth
     (65535 -> 255), never clipped; float greyscale is read as 0..1 when no value exceeds 1, else
     as 0..255. Transparent pixels are composited on WHITE: cut-out product photos are shown on
     white, and the colour stored under a fully transparent pixel is arbitrary (often black), so
-    white keeps the item's outline as the photographer saw it. The whole image is then resized
-    to a square (no crop: a grade can depend on the item's full length), averaging pixels (BOX)
-    when shrinking and interpolating (BILINEAR) when enlarging; an image already of that size is
+    white keeps the item's outline as the photographer saw it. The image is then made square as
+    ``resize.mode`` says (by default squash: the whole image, no crop, as a grade can depend on
+    the item's full length; see :class:`Resize`) and resized, averaging pixels (BOX) when
+    shrinking and interpolating (BILINEAR) when enlarging; an image already of that size is
     returned unchanged, byte for byte.
 
     Args:
         data: the file's bytes.
         name: the file name, used in error messages.
-        image_size: side of the square output in pixels.
+        resize: the side and mode of the square output; a number is a side, squashed.
 
     Raises:
         DataError: the bytes are empty, not an image, truncated or corrupt, over ``MAX_PIXELS``,
@@ -96,8 +99,7 @@ def decode_image(data: bytes, name: str, image_size: int) -> np.ndarray:
     >>> pixels.shape, pixels.dtype, pixels[0, 0].tolist()
     ((32, 32, 3), dtype('uint8'), [200, 200, 200])
     """
-    if image_size < 1:
-        raise ConfigError(f"image_size must be a positive number of pixels, got {image_size}")
+    resize = Resize.of(resize)
     name = one_line(name)
     if len(data) == 0:
         raise DataError(f"{name} is empty (0 bytes): replace it with a valid image file or delete it")
@@ -131,11 +133,11 @@ def decode_image(data: bytes, name: str, image_size: int) -> np.ndarray:
             f"{name} is truncated or corrupt ({type(error).__name__}: {one_line(str(error))}): "
             "re-export or re-download the file, or delete it"
         ) from error
-    return resize_square(pixels, image_size)
+    return resize(pixels)
 
 
-def image_pixels(image: Image.Image, name: str, image_size: int) -> np.ndarray:
-    """A Pillow image as (image_size, image_size, 3) uint8 RGB, exactly as ``decode_image`` turns its
+def image_pixels(image: Image.Image, name: str, resize: Resize | int) -> np.ndarray:
+    """A Pillow image as (S, S, 3) uint8 RGB (S = ``resize.size``), exactly as ``decode_image`` turns its
     file into pixels (EXIF orientation, any mode to RGB, transparency on white, the same resize).
 
     Raises:
@@ -144,6 +146,7 @@ def image_pixels(image: Image.Image, name: str, image_size: int) -> np.ndarray:
     >>> image_pixels(Image.new("LA", (40, 20), color=(0, 0)), "cut-out", 8)[0, 0].tolist()
     [255, 255, 255]
     """
+    resize = Resize.of(resize)
     name = one_line(name)
     try:
         image.load()
@@ -152,11 +155,11 @@ def image_pixels(image: Image.Image, name: str, image_size: int) -> np.ndarray:
             f"{name} is a Pillow image that cannot be read ({type(error).__name__}: {one_line(str(error))}): "
             "pass it while its file is open, or pass the file's path"
         ) from error
-    return resize_square(_upright_rgb(image, name), image_size)
+    return resize(_upright_rgb(image, name))
 
 
-def array_pixels(array: np.ndarray, name: str, image_size: int) -> np.ndarray:
-    """An array of pixels as (image_size, image_size, 3) uint8 RGB, as if it were a PNG file's.
+def array_pixels(array: np.ndarray, name: str, resize: Resize | int) -> np.ndarray:
+    """An array of pixels as (S, S, 3) uint8 RGB (S = ``resize.size``), as if it were a PNG file's.
 
     Takes (H, W) grey, (H, W, 1) grey, (H, W, 3) RGB or (H, W, 4) RGBA, as uint8 0..255 or as
     floats in [0, 1] (rounded to the nearest of 0..255); RGBA is composited on white and the
@@ -168,6 +171,7 @@ def array_pixels(array: np.ndarray, name: str, image_size: int) -> np.ndarray:
     >>> array_pixels(np.full((10, 20), 0.5), "grey", 4)[0, 0].tolist()
     [128, 128, 128]
     """
+    resize = Resize.of(resize)
     name = one_line(name)
     array = np.asarray(array)
     if array.ndim == 3 and array.shape[2] == 1:
@@ -188,11 +192,11 @@ def array_pixels(array: np.ndarray, name: str, image_size: int) -> np.ndarray:
             "e.g. array.astype(np.uint8)"
         )
     # Pillow reads (H, W) uint8 as L, (H, W, 3) as RGB and (H, W, 4) as RGBA
-    return resize_square(_to_rgb(Image.fromarray(np.ascontiguousarray(array)), None, name), image_size)
+    return resize(_to_rgb(Image.fromarray(np.ascontiguousarray(array)), None, name))
 
 
-def load_image(path: str | os.PathLike, image_size: int) -> np.ndarray:
-    """Read one image file into a (image_size, image_size, 3) uint8 RGB array (see decode_image)."""
+def load_image(path: str | os.PathLike, resize: Resize | int) -> np.ndarray:
+    """Read one image file into a (S, S, 3) uint8 RGB array, S = ``resize.size`` (see decode_image)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -202,7 +206,30 @@ def load_image(path: str | os.PathLike, image_size: int) -> np.ndarray:
         raise DataError(f"{one_line(str(path))} is a folder, not an image file: pass an image file") from error
     except OSError as error:
         raise DataError(f"{one_line(str(path))} cannot be read ({error.strerror}): check its permissions") from error
-    return decode_image(data, str(path), image_size)
+    return decode_image(data, str(path), resize)
+
+
+def stored_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of an image file as ``decode_image`` sees it, upright by its EXIF orientation,
+    read from the file's header: nothing is decoded.
+
+    Raises:
+        DataError: the file is missing or not an image Pillow can read.
+    """
+    try:
+        with Image.open(path, formats=PILLOW_FORMATS) as image:
+            width, height = image.size
+            try:
+                turned = image.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8)  # a quarter turn
+            except Exception:  # a malformed EXIF block: decode_image keeps the image as stored
+                turned = False
+    except FileNotFoundError as error:
+        raise DataError(_missing(Path(path))) from error
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise DataError(
+            f"{one_line(str(path))} is not an image Pillow can read ({one_line(str(error))}): re-export it or delete it"
+        ) from error
+    return (height, width) if turned else (width, height)
 
 
 def list_images(path: str | os.PathLike) -> list[Path]:
@@ -242,18 +269,19 @@ def list_images(path: str | os.PathLike) -> list[Path]:
     return sorted(images, key=lambda file: natural_sort_key(file.relative_to(path).as_posix()))
 
 
-def load_images(paths: list[Path], image_size: int) -> np.ndarray:
-    """Decode ``paths`` into one preallocated (N, image_size, image_size, 3) uint8 array.
+def load_images(paths: list[Path], resize: Resize | int) -> np.ndarray:
+    """Decode ``paths`` into one preallocated (N, S, S, 3) uint8 array, S = ``resize.size``.
 
     A progress bar goes to stderr for more than ``PROGRESS_MIN_IMAGES`` images.
 
     Raises:
         DataError: naming the first file that is missing, not an image or corrupt.
     """
-    images = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
+    resize = Resize.of(resize)
+    images = np.empty((len(paths), resize.size, resize.size, 3), dtype=np.uint8)
     quiet = len(paths) <= PROGRESS_MIN_IMAGES or not sys.stderr.isatty()
     for i, path in enumerate(tqdm(paths, desc="decoding images", unit="img", disable=quiet)):
-        images[i] = load_image(path, image_size)
+        images[i] = load_image(path, resize)
     return images
 
 
@@ -319,13 +347,3 @@ def _to_rgb(image: Image.Image, bits: int | None, name: str) -> np.ndarray:
 def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
     grey = np.rint(np.clip(grey, 0.0, 255.0)).astype(np.uint8)
     return np.repeat(grey[..., None], 3, axis=2)
-
-
-def resize_square(pixels: np.ndarray, image_size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (image_size, image_size, 3): BOX when shrinking, BILINEAR otherwise."""
-    height, width = pixels.shape[:2]
-    if height == width == image_size:
-        return pixels
-    shrinking = height >= image_size and width >= image_size
-    resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
-    return np.asarray(Image.fromarray(pixels).resize((image_size, image_size), resample)).copy()

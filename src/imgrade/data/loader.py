@@ -6,12 +6,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
 from imgrade.config import DataConfig
 from imgrade.core.errors import DataError
 from imgrade.data import csv_manifest, cucumber9, folders
 from imgrade.data.cache import DecodeOptions
-from imgrade.data.images import resize_square
+from imgrade.data.images import stored_size
 from imgrade.data.imageset import ImageSet
+from imgrade.data.resize import Resize
 
 
 class Reader(NamedTuple):
@@ -28,13 +31,13 @@ def _read_cucumber9(cfg: DataConfig, grades: list[str] | None) -> ImageSet:
     order = grades if grades is not None else cucumber9.DEFAULT_GRADE_ORDER
     imageset = cucumber9.read_cucumber9(cfg.path, grade_order=tuple(order), view=cfg.view)
     if imageset.image_size != (cfg.image_size, cfg.image_size):
-        imageset = _resize(imageset, cfg.image_size)
+        imageset = _resize(imageset, resize_of(cfg))
     return imageset
 
 
 def _read_folders(cfg: DataConfig, grades: list[str] | None) -> ImageSet:
     decode = DecodeOptions.from_config(cfg.workers, cfg.cache)
-    return folders.read_class_folders(cfg.path, cfg.image_size, grade_order=grades, decode=decode)
+    return folders.read_class_folders(cfg.path, resize_of(cfg), grade_order=grades, decode=decode)
 
 
 def _is_csv(path: Path) -> bool:
@@ -46,7 +49,7 @@ def _read_csv(cfg: DataConfig, grades: list[str] | None) -> ImageSet:
     continuous = {"auto": None, "ordinal": False, "continuous": True}[cfg.target]
     return csv_manifest.read_csv_manifest(
         cfg.path,
-        cfg.image_size,
+        resize_of(cfg),
         grade_order=grades,
         target_column=cfg.target_column,
         continuous=continuous,
@@ -89,7 +92,7 @@ def detect_format(path: str | Path) -> str:
 
 
 def load_dataset(cfg: DataConfig, grades: list[str] | None = None) -> ImageSet:
-    """Read the set named by ``cfg.path`` at ``cfg.image_size``.
+    """Read the set named by ``cfg.path`` at ``cfg.image_size``, resized as ``cfg.resize`` says.
 
     Args:
         cfg: the data settings.
@@ -105,8 +108,28 @@ def load_dataset(cfg: DataConfig, grades: list[str] | None = None) -> ImageSet:
     return imageset
 
 
-def _resize(imageset: ImageSet, size: int) -> ImageSet:
-    import numpy as np
+def source_sizes(cfg: DataConfig, imageset: ImageSet) -> np.ndarray:
+    """(N, 2) int: the width and height of each of ``imageset``'s images as stored (upright), before
+    ``load_dataset`` resized it.
 
-    imageset.images = np.stack([resize_square(im, size) for im in imageset.images])
+    Folder and CSV images are measured from their files' headers (nothing is decoded).
+    CUCUMBER-9 stores square images of one size, read again here to learn it.
+    """
+    kind = detect_format(cfg.path)
+    if kind == "cucumber9":
+        order = imageset.grade_names or cucumber9.DEFAULT_GRADE_ORDER
+        side = cucumber9.read_cucumber9(cfg.path, grade_order=tuple(order), view=cfg.view).image_size[0]
+        return np.full((len(imageset), 2), side, dtype=np.int64)
+    # ids are paths relative to the class folders' root, or as the CSV gives them (relative to its folder)
+    root = Path(cfg.path) if kind == "folders" else Path(cfg.path).parent
+    return np.asarray([stored_size(root / name) for name in imageset.ids], dtype=np.int64).reshape(-1, 2)
+
+
+def resize_of(cfg: DataConfig) -> Resize:
+    """How ``cfg`` turns a photo into the network's square input (``--image-size``, ``--resize``)."""
+    return Resize(cfg.image_size, cfg.resize)
+
+
+def _resize(imageset: ImageSet, resize: Resize) -> ImageSet:
+    imageset.images = np.stack([resize(im) for im in imageset.images])
     return imageset

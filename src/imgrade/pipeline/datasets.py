@@ -15,7 +15,8 @@ from imgrade.core.errors import ConfigError
 from imgrade.core.io import write_text
 from imgrade.data.cucumber9_writer import write_cucumber9
 from imgrade.data.download import download_cucumber9
-from imgrade.data.loader import detect_format, load_dataset
+from imgrade.data.loader import detect_format, load_dataset, resize_of, source_sizes
+from imgrade.data.resize import DONE, MAX_SHRINK
 from imgrade.data.synthetic import generate_cucumbers, write_folders
 from imgrade.pipeline.runs import data_summary
 
@@ -23,30 +24,67 @@ logger = logging.getLogger(__name__)
 
 
 def data_info(
-    path: str, *, grades: list[str] | None = None, view: str = "above", image_size: int | None = None
+    path: str,
+    *,
+    grades: list[str] | None = None,
+    view: str = "above",
+    image_size: int | None = None,
+    resize: str = "squash",
 ) -> dict[str, Any]:
-    """Describe a data set: format detected, images per grade, image size, its own split, what was dropped.
+    """Describe a data set: format detected, images per grade, photo sizes and how they are
+    resized, its own split, what was dropped.
 
-    Returns data.json's summary plus ``format`` and ``own_split``; :func:`format_data_info` shows it.
+    Logs a WARNING when the typical (median) photo is shrunk more than ``MAX_SHRINK`` times to
+    ``image_size``: fine detail is lost, and a larger ``--image-size`` keeps it.
+
+    Returns data.json's summary plus ``format``, ``resize``, ``photo_sizes`` and ``own_split``;
+    :func:`format_data_info` shows it.
     """
     kind = detect_format(path)
-    imageset = load_dataset(DataConfig(path=path, grades=grades, view=view, image_size=image_size or 32))
+    cfg = DataConfig(path=path, grades=grades, view=view, image_size=image_size or 32, resize=resize)
+    imageset = load_dataset(cfg)
     info = data_summary(imageset)
     info["format"] = kind
+    info["resize"] = resize
+    sizes = source_sizes(cfg, imageset)  # (N, 2) width, height
+    width, height = sizes[:, 0], sizes[:, 1]
+    info["photo_sizes"] = {
+        "width": [int(width.min()), int(np.median(width)), int(width.max())],
+        "height": [int(height.min()), int(np.median(height)), int(height.max())],
+        "not_square": int((width != height).sum()),
+    }
+    _warn_if_shrunk(resize_of(cfg).shrink(width, height), cfg)
     if imageset.split is not None:
         own = {name: int((imageset.split == name).sum()) for name in ("train", "val", "test")}
         info["own_split"] = {name: n for name, n in own.items() if n}
     return info
 
 
+def _warn_if_shrunk(shrink: np.ndarray, cfg: DataConfig) -> None:
+    """One WARNING line when the median photo is shrunk more than ``MAX_SHRINK`` times."""
+    typical = float(np.median(shrink))
+    if typical <= MAX_SHRINK:
+        return
+    size = cfg.image_size
+    # the smallest multiple of 32 that shrinks the median photo at most MAX_SHRINK times
+    suggested = min(1024, 32 * int(np.ceil(typical * size / MAX_SHRINK / 32)))
+    logger.warning(
+        f"warning: {int((shrink > MAX_SHRINK).sum())} of {len(shrink)} photos are shrunk more than {MAX_SHRINK:g}x to "
+        f"{size}x{size} (median {typical:.1f}x), losing fine detail: try --image-size {suggested} "
+        f"(slower to train); photos that are not square are {DONE[cfg.resize]} (--resize {cfg.resize})"
+    )
+
+
 def format_data_info(info: dict[str, Any]) -> str:
     """:func:`data_info`'s answer as the aligned lines ``imgrade data info`` prints.
 
     >>> print(format_data_info({"format": "folders", "source": "class folders x", "n": 3, "image_size": [32, 32],
-    ...                         "dropped": {}, "grades": ["A", "B"], "counts": {"A": 2, "B": 1}}))
+    ...     "resize": "crop", "photo_sizes": {"width": [64, 160, 160], "height": [64, 80, 80], "not_square": 2},
+    ...     "dropped": {}, "grades": ["A", "B"], "counts": {"A": 2, "B": 1}}))
     format:     folders (class folders x)
     images:     3
-    image size: read and resized to 32x32 RGB (--image-size)
+    photos:     width 64..160 (median 160), height 64..80 (median 80); 2 of 3 not square
+    image size: read and resized to 32x32 RGB (--image-size); photos not square are cropped (--resize crop)
     per grade:
       A       2
       B       1
@@ -54,10 +92,20 @@ def format_data_info(info: dict[str, Any]) -> str:
     """
     height, width = info["image_size"]
     lines = [f"format:     {info['format']} ({info['source']})", f"images:     {info['n']}"]
-    if info["format"] == "cucumber9":
+    sizes = info.get("photo_sizes")
+    if sizes is not None:
+        (w_min, w_median, w_max), (h_min, h_median, h_max) = sizes["width"], sizes["height"]
+        if w_min == w_max and h_min == h_max:
+            shape = f"all {w_min}x{h_min}"
+        else:
+            shape = f"width {w_min}..{w_max} (median {w_median}), height {h_min}..{h_max} (median {h_median})"
+        lines.append(f"photos:     {shape}; {sizes['not_square']} of {info['n']} not square")
+    resize = info.get("resize", "squash")
+    how = f"; photos not square are {DONE[resize]} (--resize {resize})"
+    if info["format"] == "cucumber9" and (sizes is None or sizes["width"][0] == width):
         lines.append(f"image size: {height}x{width} RGB")
     else:
-        lines.append(f"image size: read and resized to {height}x{width} RGB (--image-size)")
+        lines.append(f"image size: read and resized to {height}x{width} RGB (--image-size){how}")
     if info.get("own_split"):
         lines.append("own split:  " + ", ".join(f"{k} {v}" for k, v in info["own_split"].items()))
     if "counts" in info:

@@ -143,6 +143,7 @@ def _load_data(data: str | Path, grader: Engine, cfg: DataConfig) -> ImageSet:
         path=str(data),
         view=cfg.view,
         image_size=grader.image_size,
+        resize=grader.resize_mode,
         target_column=cfg.target_column,
         target=cfg.target,
     )

@@ -35,7 +35,7 @@ def predict(
         raise ConfigError(f"--format {fmt!r} is not csv or json")
     grader = load_grader(run, runtime=runtime, device=device, tta=tta)
     paths = [p for item in inputs for p in list_images(item)]
-    results = grader.results([str(p) for p in paths], grader.outputs(load_images(paths, grader.image_size)))
+    results = grader.results([str(p) for p in paths], grader.outputs(load_images(paths, grader.resize)))
     stream = stream or sys.stdout
     if fmt == "json":
         json.dump([result.to_dict() for result in results], stream, indent=1)

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from imgrade.core.errors import CheckpointError, DataError
-from imgrade.data.images import array_pixels, decode_image, image_pixels, load_image
+from imgrade.data.images import Resize, array_pixels, decode_image, image_pixels, load_image
 from imgrade.runtime import load_grader
 from imgrade.runtime.grading import Engine, Grade
 
@@ -41,7 +41,7 @@ class Grader:
     def __init__(self, backend: Engine, model: str):
         self.backend = backend
         """The runtime that runs the network (``imgrade.runtime.load_grader``): uint8 arrays of
-        ``image_size`` in, records out."""
+        ``image_size`` in, records out; its ``resize`` says how a photo becomes such an array."""
         self.model = model
         """The model file or run folder it was loaded from."""
 
@@ -79,6 +79,11 @@ class Grader:
         """The side in pixels every photo is resized to before the network sees it."""
         return self.backend.image_size
 
+    @property
+    def resize_mode(self) -> str:
+        """How a photo that is not square is made square, as the model was trained: squash, crop or pad."""
+        return self.backend.resize_mode
+
     def describe(self) -> dict[str, Any]:
         """The model card ``GET /v1/model`` serves: grades, decision rule, calibration, input."""
         return self.backend.describe()
@@ -106,7 +111,8 @@ class Grader:
         if not batch:
             return []
         sources = [_source(item, i) for i, item in enumerate(batch)]
-        images = np.stack([_pixels(item, source, self.image_size) for item, source in zip(batch, sources)])
+        resize = self.backend.resize
+        images = np.stack([_pixels(item, source, resize) for item, source in zip(batch, sources)])
         results = self.backend.results(sources, self.backend.outputs(images, batch_size=batch_size))
         return results if many else results[0]
 
@@ -122,20 +128,20 @@ def _source(item: Any, index: int) -> str:
     return str(filename) if filename else f"item {index}"
 
 
-def _pixels(item: Any, source: str, image_size: int) -> np.ndarray:
-    """(image_size, image_size, 3) uint8 for one item, decoded as ``imgrade predict`` decodes a file."""
+def _pixels(item: Any, source: str, resize: Resize) -> np.ndarray:
+    """(S, S, 3) uint8 for one item (S = ``resize.size``), decoded as ``imgrade predict`` decodes a file."""
     if isinstance(item, str | os.PathLike):
-        return load_image(item, image_size)
+        return load_image(item, resize)
     if isinstance(item, bytes | bytearray | memoryview):
-        return decode_image(bytes(item), f"{source} (bytes)", image_size)
+        return decode_image(bytes(item), f"{source} (bytes)", resize)
     if isinstance(item, Image.Image):
-        return image_pixels(item, source, image_size)
+        return image_pixels(item, source, resize)
     if isinstance(item, np.ndarray):
         if item.ndim == 4:
             raise DataError(
                 f"{source} is an array of shape {item.shape}, a batch: pass list(array) to grade each image"
             )
-        return array_pixels(item, source, image_size)
+        return array_pixels(item, source, resize)
     raise DataError(
         f"{source} has the type {type(item).__name__}: pass an image file's path, a Pillow image, "
         "an image file's bytes or a numpy array of pixels"

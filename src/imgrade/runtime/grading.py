@@ -17,6 +17,7 @@ import numpy as np
 from imgrade.calibration import Conformal
 from imgrade.calibration.decision import Calibration
 from imgrade.core.registry import head_entry, task_names
+from imgrade.data.resize import DEFAULT_MODE, Resize
 
 CPU_BATCH = 32
 """Images per forward pass on a CPU. Passes of 32 keep each layer's activations in the cache:
@@ -110,12 +111,21 @@ class Engine:
     task: str
     grade_names: list[str] | None
     image_size: int
+    resize_mode: str = DEFAULT_MODE
+    """How a photo that is not square was made square in training (squash, crop or pad): every
+    photo this grader grades must be resized the same way, so callers decode with :attr:`resize`."""
     calibration: Calibration | None
     """The cut points and grade sets of this way of grading, or None when not calibrated."""
     version: str
     """The imgrade version that trained (or exported) the model."""
     model_card: str | None = None
     """The model card (Markdown: data, recipe, test metrics, limits); None for a model without one."""
+
+    @property
+    def resize(self) -> Resize:
+        """How a photo becomes this grader's input: ``image_size`` and ``resize_mode``, for
+        ``imgrade.data.images.load_image`` and its siblings."""
+        return Resize(self.image_size, self.resize_mode)
 
     def outputs(self, images: np.ndarray, batch_size: int | None = None) -> Outputs:
         """The network's outputs for uint8 images (N, S, S, 3), ``batch_size`` per forward pass
@@ -240,6 +250,12 @@ class Engine:
             "grade_sets": {"method": conformal.kind, "alpha": conformal.alpha, "coverage": 1 - conformal.alpha}
             if conformal
             else None,
-            "input": {"size": self.image_size, "channels": "RGB", "dtype": "uint8", "layout": "NHWC"},
+            "input": {
+                "size": self.image_size,
+                "resize_mode": self.resize_mode,
+                "channels": "RGB",
+                "dtype": "uint8",
+                "layout": "NHWC",
+            },
             "version": self.version,
         }

@@ -1,7 +1,7 @@
 """Grade with an exported ``.onnx`` file and ONNX Runtime alone: no PyTorch is imported.
 
-The file carries the grade names, the input size and the calibration in its ``imgrade``
-metadata (see ``onnx_export.py``); this module reads them back and runs the graph in batches.
+The file carries the grade names, the input size and resize mode and the calibration in its
+``imgrade`` metadata (see ``onnx_export.py``); this module reads them back and runs the graph in batches.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from imgrade.calibration.decision import Calibration
+from imgrade.config import RESIZE_MODES
 from imgrade.core.errors import CheckpointError, DataError
 from imgrade.core.registry import task_names
 from imgrade.core.threads import auto_threads
+from imgrade.data.resize import DEFAULT_MODE
 from imgrade.runtime.grading import CPU_BATCH, Engine, Outputs
 
 METADATA_KEY = "imgrade"
@@ -36,6 +38,7 @@ class OnnxEngine(Engine):
         self.task = meta["task"]
         self.grade_names = list(meta["grade_names"]) if meta["grade_names"] is not None else None
         self.image_size = int(meta["image_size"])
+        self.resize_mode = resize_mode(meta)
         self.calibration = Calibration.from_dict(meta.get("calibration"))
         self.version = str(meta.get("trained_with") or meta.get("imgrade_version") or "unknown")
         self.tta = bool(meta.get("tta"))
@@ -132,6 +135,16 @@ class OnnxEngine(Engine):
         )
 
 
+def resize_mode(meta: dict) -> str:
+    """The resize mode the metadata's input states; squash for files written before there were modes.
+
+    >>> resize_mode({"input": {"resize_mode": "pad"}}), resize_mode({"input": {}})
+    ('pad', 'squash')
+    """
+    found = meta.get("input")
+    return found.get("resize_mode", DEFAULT_MODE) if isinstance(found, dict) else DEFAULT_MODE
+
+
 def _read_metadata(session, name: str) -> dict:
     """The ``imgrade`` metadata, checked: a clear error for any ONNX file imgrade did not write."""
     raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
@@ -160,6 +173,8 @@ def _read_metadata(session, name: str) -> dict:
     size = meta.get("image_size")
     if not isinstance(size, int) or size < 1:
         problems.append("image_size")
+    if resize_mode(meta) not in RESIZE_MODES:
+        problems.append(f"input resize_mode {resize_mode(meta)!r} (imgrade reads {', '.join(RESIZE_MODES)})")
     # A graph of another architecture can carry copied metadata: its inputs and outputs must be imgrade's.
     inputs = session.get_inputs()
     if len(inputs) != 1 or inputs[0].type != "tensor(uint8)" or list(inputs[0].shape)[1:] != [size, size, 3]:

@@ -176,6 +176,11 @@ class TorchEngine(Engine):
         return self.checkpoint.task
 
     @property
+    def resize_mode(self) -> str:
+        """How the run made photos square (its ``data.resize``): every photo graded is made square so."""
+        return self.checkpoint.config.data.resize
+
+    @property
     def version(self) -> str:
         return self.checkpoint.version
 

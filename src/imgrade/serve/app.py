@@ -41,7 +41,7 @@ from starlette.requests import ClientDisconnect
 
 from imgrade.core.errors import ConfigError, DataError
 from imgrade.core.version import __version__
-from imgrade.data.images import decode_image
+from imgrade.data.images import Resize, decode_image
 from imgrade.runtime.grading import Engine
 from imgrade.serve.access_log import PHOTOS_GRADED, AccessLog
 from imgrade.serve.batcher import Batcher
@@ -188,7 +188,7 @@ async def grade(request: Request) -> dict[str, list[dict[str, Any]]]:
     uploads = await _read_uploads(request, state.limits.max_files)
     grader: Engine = state.grader
     try:
-        images = await run_in_threadpool(_decode_all, uploads, grader.image_size)
+        images = await run_in_threadpool(_decode_all, uploads, grader.resize)
     except DataError as error:
         raise HTTPException(400, _one_line(error)) from None
     try:
@@ -252,9 +252,9 @@ async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, byt
         await form.close()
 
 
-def _decode_all(uploads: list[tuple[str, bytes]], image_size: int) -> np.ndarray:
-    """(N, image_size, image_size, 3) uint8; DataError naming the first file that is not an image."""
-    return np.stack([decode_image(data, name, image_size) for name, data in uploads])
+def _decode_all(uploads: list[tuple[str, bytes]], resize: Resize) -> np.ndarray:
+    """(N, S, S, 3) uint8 (S = ``resize.size``); DataError naming the first file that is not an image."""
+    return np.stack([decode_image(data, name, resize) for name, data in uploads])
 
 
 def _one_line(error: BaseException) -> str:

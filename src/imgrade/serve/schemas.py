@@ -41,6 +41,10 @@ class GradeSets(BaseModel):
 
 class InputSpec(BaseModel):
     size: int = Field(description="Each photo is resized to size x size pixels.")
+    resize_mode: Literal["squash", "crop", "pad"] = Field(
+        description="How a photo that is not square is made square before that: squash (stretched whole), "
+        "crop (the centred square) or pad (centred on bands of its edges' mean colour)."
+    )
     channels: Literal["RGB"]
     dtype: Literal["uint8"]
     layout: Literal["NHWC"]
