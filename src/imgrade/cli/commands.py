@@ -159,7 +159,7 @@ def cmd_export(args) -> int:
     from imgrade import pipeline
     from imgrade.pipeline.exporter import format_export
 
-    print(format_export(pipeline.export(args.run, out=args.out, fmt=args.format, tta=args.tta)))
+    print(format_export(pipeline.export(args.run, out=args.out, fmt=args.format, tta=args.tta, any_size=args.any_size)))
     return 0
 
 

@@ -152,6 +152,12 @@ imgrade predict model.onnx photos/""",
         default=None,
         help="put test-time augmentation in the graph: " + TTA_HELP,
     )
+    p.add_argument(
+        "--any-size",
+        action="store_true",
+        help="the graph takes decoded RGB photos of any size (one size per call) and crops or pads and resizes them "
+        "itself, pixel for pixel as imgrade does (default: photos already resized to the run's square)",
+    )
 
     p = add_verb(
         sub,

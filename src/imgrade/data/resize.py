@@ -138,4 +138,13 @@ def resize_square(pixels: np.ndarray, image_size: int) -> np.ndarray:
         return pixels
     shrinking = height >= image_size and width >= image_size
     resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
-    return np.asarray(Image.fromarray(pixels).resize((image_size, image_size), resample)).copy()
+    image = Image.fromarray(pixels)
+    # The horizontal pass, then the vertical one, each its own call: Pillow 13 runs the vertical
+    # pass first for some tall photos, and the rounding between passes then differs by a level.
+    # Fixing the order keeps decoded pixels the same under every Pillow and equal to the
+    # exported graph's own resize (runtime/graph_resize.py).
+    if width != image_size:
+        image = image.resize((image_size, height), resample)
+    if height != image_size:
+        image = image.resize((image_size, image_size), resample)
+    return np.asarray(image).copy()

@@ -177,7 +177,11 @@ def _read_metadata(session, name: str) -> dict:
         problems.append(f"input resize_mode {resize_mode(meta)!r} (imgrade reads {', '.join(RESIZE_MODES)})")
     # A graph of another architecture can carry copied metadata: its inputs and outputs must be imgrade's.
     inputs = session.get_inputs()
-    if len(inputs) != 1 or inputs[0].type != "tensor(uint8)" or list(inputs[0].shape)[1:] != [size, size, 3]:
+    shape = list(inputs[0].shape)[1:] if inputs else None
+    any_size = isinstance(meta.get("input"), dict) and meta["input"].get("any_size") is True
+    if any_size and shape is not None and len(shape) == 3 and all(isinstance(d, str) for d in shape[:2]):
+        shape = [size, size, shape[2]]  # (export --any-size) it resizes photos of any size itself
+    if len(inputs) != 1 or inputs[0].type != "tensor(uint8)" or shape != [size, size, 3]:
         seen = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
         problems.append(f"input {seen} (imgrade feeds one tensor(uint8) [batch, {size}, {size}, 3])")
     outputs = {o.name: o for o in session.get_outputs()}

@@ -35,6 +35,7 @@ from imgrade.core.registry import head_entry
 from imgrade.core.version import __version__
 from imgrade.runtime.grading import Engine
 from imgrade.runtime.graph_decision import Decision
+from imgrade.runtime.graph_resize import GraphResize
 from imgrade.runtime.onnx_engine import METADATA_FORMAT, METADATA_KEY, OnnxEngine
 
 if TYPE_CHECKING:  # the engine imports this module when it serves (for_serving)
@@ -78,6 +79,19 @@ class _GraderGraph(torch.nn.Module):
         return tuple(results)
 
 
+class _AnySizeGraph(torch.nn.Module):
+    """uint8 NHWC photos of any size -> the grader graph's outputs: the run's crop or pad and
+    resize first, pixel for pixel as imgrade's decoder does (``graph_resize.py``)."""
+
+    def __init__(self, grader: _GraderGraph, predictor: TorchEngine):
+        super().__init__()
+        self.resize = GraphResize(predictor.image_size, predictor.resize_mode)
+        self.grader = grader
+
+    def forward(self, images: torch.Tensor):
+        return self.grader(self.resize(images))
+
+
 OUTPUTS = {
     "score": "float32 (N,): where the photo lies on the grade axis (0 is the first grade), or the continuous target",
     "probabilities": "float32 (N, K): each grade's probability, in grade order",
@@ -88,7 +102,7 @@ OUTPUTS = {
 """Each output the graph may have, described for the metadata and docs/deploy.md."""
 
 
-def metadata(predictor: TorchEngine, source: str, model_card: str | None = None) -> dict:
+def metadata(predictor: TorchEngine, source: str, model_card: str | None = None, any_size: bool = False) -> dict:
     """The JSON stored in the ONNX file: what ``predict`` needs besides the network, and the run's
     model card. It names the run and its data, never a path of the machine that exported it."""
     ckpt = predictor.checkpoint
@@ -106,9 +120,11 @@ def metadata(predictor: TorchEngine, source: str, model_card: str | None = None)
             "layout": "NHWC",
             "channels": "RGB",
             "size": predictor.image_size,
+            "shape": ["batch", "height", "width", 3] if any_size else ["batch", predictor.image_size, predictor.image_size, 3],
             "preprocessing": "in the graph: x / 255 minus the training set's per-pixel mean image; feed decoded RGB pixels as they are",
             "resize": predictor.resize.describe(),
             "resize_mode": predictor.resize_mode,
+            "any_size": any_size,
         },
         "outputs": {name: OUTPUTS[name] for name in _output_names(predictor)},
         "decision": _decision(predictor),
@@ -152,7 +168,7 @@ def _decision(predictor: TorchEngine) -> dict | None:
     }
 
 
-def write_onnx(predictor: TorchEngine, out: Path, name: str | None = None) -> dict:
+def write_onnx(predictor: TorchEngine, out: Path, name: str | None = None, any_size: bool = False) -> dict:
     """Write ``predictor`` (on the CPU) to ``out`` as an ONNX grader; return a summary of the check.
 
     An ensemble's members all go into the one graph; under TTA the graph grades each image as the
@@ -160,26 +176,32 @@ def write_onnx(predictor: TorchEngine, out: Path, name: str | None = None) -> di
 
     The export is verified before the file is written: ONNX Runtime must reproduce PyTorch's
     scores within ``PARITY_ATOL``, its native grades exactly, and its grades and sets must be those
-    the engine decides from its scores, on 64 random images.
+    the engine decides from its scores, on 64 random images. With ``any_size`` the graph takes
+    photos of any size and resizes them in the graph (``graph_resize.py``); it must then also give
+    the scores PyTorch gives the same photos resized by imgrade's decoder.
     The file is written atomically: a failed export leaves nothing, an old file stays intact.
 
     Raises:
         ImgradeError: the exporter failed or the exported graph disagrees with PyTorch.
     """
     try:
-        payload = onnx_bytes(predictor)
+        payload = onnx_bytes(predictor, any_size=any_size)
     except Exception as e:  # the exporter raises many kinds; the user needs one line and the cause
         raise ImgradeError(
             f"exporting {name or predictor.source or 'the run'} to ONNX failed ({_first_line(e, 200)}); rerun with --debug for the trace"
         ) from e
-    check = _check_parity(predictor, OnnxEngine.from_bytes(payload))
+    grader = OnnxEngine.from_bytes(payload)
+    check = _check_parity(predictor, grader)
+    if any_size:
+        check["max_resize_score_diff"] = _check_resize_parity(predictor, grader)
     with atomic_write(out, "wb") as f:
         f.write(payload)
     return {"path": str(out), "bytes": len(payload), "outputs": _output_names(predictor), **check}
 
 
-def onnx_bytes(predictor: TorchEngine) -> bytes:
-    """``predictor`` (on the CPU) as a serialized ONNX grader: the graph and imgrade's metadata.
+def onnx_bytes(predictor: TorchEngine, any_size: bool = False) -> bytes:
+    """``predictor`` (on the CPU) as a serialized ONNX grader: the graph and imgrade's metadata;
+    with ``any_size``, a graph that takes photos of any size and resizes them itself.
 
     Raises:
         Exception: whatever the exporter raises (many kinds; ImportError without onnx or onnxscript).
@@ -187,6 +209,11 @@ def onnx_bytes(predictor: TorchEngine) -> bytes:
     graph = _GraderGraph(predictor).eval()
     size = predictor.image_size
     example = torch.zeros((2, size, size, 3), dtype=torch.uint8)
+    dimensions = {0: torch.export.Dim("batch", min=1, max=1 << 20)}
+    if any_size:
+        graph = _AnySizeGraph(graph, predictor).eval()
+        example = torch.zeros((2, size + 7, size + 3, 3), dtype=torch.uint8)
+        dimensions |= {1: torch.export.Dim("height", min=1, max=1 << 15), 2: torch.export.Dim("width", min=1, max=1 << 15)}
     # torch.onnx reports progress on stdout and warns about optional packages: keep them quiet
     quiet = _quiet_loggers("torch.onnx", "onnxscript", "onnx_ir")
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), quiet:
@@ -198,12 +225,12 @@ def onnx_bytes(predictor: TorchEngine) -> bytes:
             opset_version=OPSET,
             input_names=["images"],
             output_names=_output_names(predictor),
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 20)},),
+            dynamic_shapes=(dimensions,),
             verbose=False,
         )
     proto = program.model_proto
     _drop_stack_traces(proto)
-    info = metadata(predictor, source=predictor.source, model_card=predictor.model_card)
+    info = metadata(predictor, source=predictor.source, model_card=predictor.model_card, any_size=any_size)
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(info)
     proto.producer_name, proto.producer_version = "imgrade", __version__
@@ -298,3 +325,26 @@ def _check_parity(predictor: TorchEngine, grader: OnnxEngine) -> dict:
             f"decisions {'equal' if same_decision else 'differ'}): nothing written; please report it"
         )
     return {"max_score_diff": score_diff}
+
+
+def _check_resize_parity(predictor: TorchEngine, grader: OnnxEngine) -> float:
+    """An any-size graph on random photos of a few shapes (shrunk, enlarged, wide, tall) against
+    PyTorch on the same photos resized by imgrade's decoder; raise when a score or grade differs."""
+    from imgrade.data.resize import Resize
+
+    rng = np.random.default_rng(1)
+    size = predictor.image_size
+    resize = Resize(size, predictor.resize_mode)
+    worst = 0.0
+    for height, width in ((3 * size + 5, 2 * size + 1), (size // 2 + 1, size + 9), (size + 1, 4 * size)):
+        photos = rng.integers(0, 256, size=(4, height, width, 3), dtype=np.uint8)
+        expected = predictor.outputs(np.stack([resize(photo) for photo in photos]))
+        got = dict(zip(grader._outputs, grader.session.run(None, {grader._input: photos})))
+        worst = max(worst, float(np.abs(expected.scores - got["score"]).max()))
+        same = expected.native is None or bool(np.array_equal(expected.native, got["native"]))
+        if not worst <= PARITY_ATOL or not same:
+            raise ImgradeError(
+                f"the exported graph's own resize disagrees with imgrade's on {height}x{width} photos "
+                f"(largest score difference {worst:.2e}): nothing written; please report it, or export without --any-size"
+            )
+    return worst
