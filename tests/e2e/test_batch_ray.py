@@ -161,6 +161,8 @@ def test_refusals_are_one_line(model, photos, tmp_path, capsys, monkeypatch):
     assert "does not exist" in capsys.readouterr().err
     assert main(["predict", str(model), str(photos), "--workers", "2"]) == 2
     assert "--engine ray" in capsys.readouterr().err
+    assert main(["predict", str(model), str(photos), "--engine", "ray", "--format", "csv", "--out", "g.csv"]) == 2
+    assert "give one of them" in capsys.readouterr().err
     table = tmp_path / "t.parquet"
     import pyarrow as pa
     import pyarrow.parquet as pq

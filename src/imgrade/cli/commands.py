@@ -135,7 +135,10 @@ def cmd_predict(args) -> int:
 def predict_on_ray(args) -> int:
     """``predict --engine ray``: exit status as for ``predict``."""
     from imgrade.batch import grade_batch, import_ray
+    from imgrade.pipeline.rows import FORMAT_OR_OUT
 
+    if args.out is not None and args.format is not None:
+        raise ConfigError(FORMAT_OR_OUT)
     if args.format not in (None, "csv") or args.runtime == "torch" or args.device != "auto":
         raise ConfigError(
             "--engine ray grades an .onnx file into CSV, JSON lines or Parquet: drop --format json, --runtime, --device"

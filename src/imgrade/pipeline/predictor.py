@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from imgrade.core.errors import ConfigError, DataError
 from imgrade.data.images import PROGRESS_MIN_IMAGES, list_images, load_image
-from imgrade.pipeline.rows import RowLayout, RowWrite, json_record, output_format, row_writer
+from imgrade.pipeline.rows import FORMAT_OR_OUT, RowLayout, RowWrite, json_record, output_format, row_writer
 from imgrade.runtime import load_grader
 from imgrade.runtime.grading import Engine, Grade
 
@@ -102,10 +102,7 @@ def predict(
         OutputError: the folder of ``out`` does not exist, or ``out`` cannot be written.
     """
     if out is not None and fmt is not None:
-        raise ConfigError(
-            "--format picks what goes to stdout, --out FILE's suffix (.csv, .jsonl, .parquet) the file's format: "
-            "give one of them"
-        )
+        raise ConfigError(FORMAT_OR_OUT)
     if fmt is not None and fmt not in STDOUT_FORMATS:
         raise ConfigError(f"--format {fmt!r} is not csv or json")
     if out is not None:

@@ -36,6 +36,10 @@ DECIMALS = 4
 """Score and probabilities are rounded to this many decimals in every format, so that a CSV, a
 JSON lines and a Parquet file of the same photos hold the same numbers."""
 PARQUET_HINT = "pip install pyarrow"
+FORMAT_OR_OUT = (
+    "--format picks what goes to stdout, --out FILE's suffix (.csv, .jsonl, .parquet) the file's format: "
+    "give one of them"
+)
 
 RowWrite = Callable[[list[dict[str, Any]]], None]
 
