@@ -3,8 +3,8 @@
 The photo paths become a Ray Data dataset; ``map_batches`` sends them to a pool of actors, each
 holding the ONNX grader (ONNX Runtime, no torch) and decoding each photo as ``imgrade predict``
 does (``imgrade.data.images.load_image``). The rows stream back to this process, which writes them
-to one Parquet or CSV file with ``predict``'s columns and an ``error`` column: a photo that cannot be
-read gets its message there and no grade, and the job goes on.
+to one CSV, JSON lines or Parquet file with ``predict``'s columns (``imgrade.pipeline.rows``): a photo
+that cannot be read gets its message in the ``error`` column and no grade, and the job goes on.
 
 Ray starts in this process (one actor per CPU) unless ``address`` or ``$RAY_ADDRESS`` names a
 cluster, or the program has already called ``ray.init``. On a cluster every node needs imgrade
@@ -20,23 +20,20 @@ with the job: it is read here and handed to the actors, so the nodes need no cop
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 
 from imgrade.core.errors import ConfigError, DataError, ImgradeError
-from imgrade.core.io import atomic_write
 from imgrade.data.images import IMAGE_EXTENSIONS, list_images, load_image, one_line
-from imgrade.pipeline.predictor import csv_columns, csv_row
+from imgrade.pipeline.rows import RowLayout, output_format, row_writer
 from imgrade.runtime import load_grader
 from imgrade.runtime.grading import Engine
 from imgrade.runtime.onnx_engine import OnnxEngine
@@ -49,7 +46,6 @@ BATCH_SIZE = 256
 """Photos per call of an actor (and per block of the dataset): large enough that Ray's cost per
 call (a few milliseconds) is small beside decoding and grading 256 photos, small enough that a
 pool of actors shares out a few thousand photos evenly."""
-OUTPUT_FORMATS = (".parquet", ".csv")
 LIST_SUFFIX = ".txt"
 TABLE_SUFFIX = ".parquet"
 INSTALL_HINT = "pip install 'imgrade[ray]'"
@@ -93,8 +89,8 @@ def grade_batch(
         model: an ``.onnx`` file written by ``imgrade export`` (a run folder is refused: export it).
         inputs: photos, folders of photos (read recursively), ``.txt`` lists of paths (one a line)
             or ``.parquet`` tables with a ``path`` column; relative paths start from the current folder.
-        out: a ``.parquet`` or ``.csv`` file, written to a temporary name and renamed into place;
-            None writes CSV to ``stream`` (stdout).
+        out: a ``.csv``, ``.jsonl`` or ``.parquet`` file, written to a temporary name and renamed
+            into place; None writes CSV to ``stream`` (stdout).
         address: the Ray cluster to join (``ray://HEAD:10001`` or ``HEAD:6379``); None: ``$RAY_ADDRESS``,
             else a Ray started in this process (unless ``ray.init`` was called already).
         num_cpus: CPUs of a Ray started in this process (default: all of them).
@@ -108,18 +104,20 @@ def grade_batch(
     Raises:
         ConfigError: Ray is not installed, the model is not an .onnx file, an unknown output format,
             or the cluster cannot be reached.
+        OutputError: the folder of ``out`` does not exist, or ``out`` cannot be written.
         CheckpointError: ``model`` is not an imgrade ONNX grader.
         DataError: an input does not exist, a list or table cannot be read, or no photo is given.
     """
     ray = import_ray()
+    if out is not None:
+        output_format(out)  # a wrong suffix or a missing folder fails before Ray starts
     grader = _check_model(model, tta)
-    kind = _output_kind(out)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     paths = [path for item in inputs for path in read_paths(item)]
     if not paths:
         raise DataError(f"no photo paths in {', '.join(map(str, inputs))}: give photos, folders, lists or tables")
-    columns = output_columns(grader)
+    layout = RowLayout.of(grader)
     if num_actors is not None and num_actors < 1:
         raise ConfigError(f"num_actors must be at least 1, got {num_actors}")
     with _ray_session(ray, address, num_cpus):
@@ -133,7 +131,7 @@ def grade_batch(
                 "model": Path(model).read_bytes(),
                 "name": Path(model).name,
                 "base": os.getcwd(),
-                "columns": columns,
+                "layout": layout,
             },
             batch_size=batch_size,
             batch_format="numpy",
@@ -144,8 +142,12 @@ def grade_batch(
         log.info(f"grading {len(paths)} photos on Ray with {actors} actors, {batch_size} photos per call")
         start = time.perf_counter()
         batches = graded.iter_batches(batch_format="pyarrow", batch_size=None)
-        with _writer(kind, out, stream, columns) as write:
-            failed = sum(write(batch) for batch in batches)
+        failed = 0
+        with row_writer(layout, out, stream) as write:
+            for batch in batches:
+                rows = batch.to_pylist()
+                write(rows)
+                failed += sum(row["error"] is not None for row in rows)
         seconds = time.perf_counter() - start
     return BatchResult(None if out is None else str(out), len(paths), failed, actors, seconds)
 
@@ -174,25 +176,20 @@ def read_paths(item: str | os.PathLike) -> list[str]:
     return [str(p) for p in list_images(path)]  # a photo or a folder; says what is wrong otherwise
 
 
-def output_columns(grader: Engine) -> list[str]:
-    """The columns of ``predict``'s CSV for this grader, and ``error``."""
-    return [*csv_columns(grader), "error"]
-
-
 class _GradeBatch:
     """A Ray actor: one ONNX grader, called with a batch of paths, returning a table of rows."""
 
-    def __init__(self, model: bytes, name: str, base: str, columns: list[str]):
+    def __init__(self, model: bytes, name: str, base: str, layout: RowLayout):
         # One inference thread: Ray gives each actor one CPU, and the pool has one actor per CPU.
         self.grader = OnnxEngine.from_bytes(model, threads=1, name=name)
         self.base = Path(base)
-        self.columns = columns
+        self.layout = layout
 
     def __call__(self, batch: dict[str, np.ndarray]):
         paths = [str(p) if p is not None else "" for p in batch["path"]]
         size = self.grader.image_size
         images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-        rows: list[dict[str, Any]] = [{"image": path} for path in paths]
+        rows = [{} for _ in paths]
         good: list[int] = []
         for i, path in enumerate(paths):
             try:
@@ -201,71 +198,12 @@ class _GradeBatch:
                 images[len(good)] = load_image(self.base / path, self.grader.resize)  # an absolute path stays as it is
                 good.append(i)
             except ImgradeError as error:
-                rows[i]["error"] = str(error)
+                rows[i] = self.layout.row(path, error=str(error))
         if good:
             records = self.grader.grade(images[: len(good)], [paths[i] for i in good])
             for i, record in zip(good, records):
-                rows[i].update(csv_row(record))
-        return _table(rows, self.columns)
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]):
-    import pyarrow as pa
-
-    return pa.table({name: [row.get(name) for row in rows] for name in columns}, schema=_schema(columns))
-
-
-def _schema(columns: list[str]):
-    import pyarrow as pa
-
-    return pa.schema([(name, pa.float64() if name == "score" else pa.string()) for name in columns])
-
-
-@contextlib.contextmanager
-def _writer(kind: str, out: str | os.PathLike | None, stream: IO[str] | None, columns: list[str]) -> Iterator:
-    """A function that writes one Arrow batch of rows and returns how many of them failed."""
-
-    def failures(batch) -> int:
-        return len(batch) - batch.column("error").null_count
-
-    if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        with atomic_write(out, "wb") as file, pq.ParquetWriter(file, _schema(columns)) as parquet:
-
-            def write(batch) -> int:
-                parquet.write_table(batch)
-                return failures(batch)
-
-            yield write
-        return
-
-    def write_rows(file: IO[str]):
-        writer = csv.DictWriter(file, fieldnames=columns)  # the csv module's dialect, as predict writes
-        writer.writeheader()
-
-        def write(batch) -> int:
-            writer.writerows(batch.to_pylist())
-            return failures(batch)
-
-        return write
-
-    if out is None:
-        yield write_rows(stream or sys.stdout)
-        return
-    with atomic_write(out, "w") as file:
-        yield write_rows(file)
-
-
-def _output_kind(out: str | os.PathLike | None) -> str:
-    if out is None:
-        return "csv"
-    suffix = Path(out).suffix.lower()
-    if suffix not in OUTPUT_FORMATS:
-        raise ConfigError(
-            f"--out {out} is not a {' or '.join(OUTPUT_FORMATS)} file: name the output grades.parquet or grades.csv"
-        )
-    return suffix[1:]
+                rows[i] = self.layout.row(paths[i], record)
+        return self.layout.table(rows)
 
 
 def _check_model(model: str | os.PathLike, tta: bool | None) -> Engine:

@@ -72,16 +72,17 @@ def predicted(model, photos) -> dict[str, dict]:
 
 def test_a_folder_with_bad_photos_to_csv(ray_cluster, model, photos, predicted, tmp_path, capsys):
     out = tmp_path / "grades.csv"
-    assert main(["predict", str(model), str(photos), "--engine", "ray", "--out", str(out)]) == 0
+    assert main(["predict", str(model), str(photos), "--engine", "ray", "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert "3 of 30 photos could not be graded" in err and "graded 27 of 30 photos" in err
+    assert f"imgrade: 3 of 30 photos could not be graded: see the error column of {out}\n" in err
+    assert "graded 27 of 30 photos" in err
     with out.open(newline="") as file:
         rows = list(csv.DictReader(file))
     assert list(rows[0]) == ["image", "score", "grade", "grade_set", "error"]
     assert len(rows) == 30
     good = [row for row in rows if not row["error"]]
     # every good photo graded exactly as `imgrade predict` grades it, same columns, same text
-    assert {row["image"]: {k: v for k, v in row.items() if k != "error"} for row in good} == predicted
+    assert {row["image"]: row for row in good} == predicted
     bad = {Path(row["image"]).name: row for row in rows if row["error"]}
     assert set(bad) == set(BAD)
     for name, row in bad.items():
@@ -122,6 +123,21 @@ def test_a_parquet_table_and_a_list_to_parquet(ray_cluster, model, photos, predi
         assert row["error"] is None and f"{row['score']}" == predicted[full]["score"]
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_both_engines_write_the_same_file(ray_cluster, model, photos, tmp_path, suffix, capsys):
+    """Error rows included: the same columns, rows and messages whichever engine graded the photos."""
+    local, on_ray = tmp_path / f"local{suffix}", tmp_path / f"ray{suffix}"
+    assert main(["predict", str(model), str(photos), "--out", str(local)]) == 1
+    assert main(["predict", str(model), str(photos), "--engine", "ray", "--out", str(on_ray)]) == 1
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        assert pq.read_table(on_ray).equals(pq.read_table(local), check_metadata=True)
+    else:
+        assert on_ray.read_text() == local.read_text()
+    assert "could not be graded: see the error column of" in capsys.readouterr().err
+
+
 def test_every_photo_failing_exits_1_with_csv_on_stdout(ray_cluster, model, tmp_path, capsys):
     (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     (tmp_path / "b.jpg").write_bytes(b"")
@@ -140,9 +156,13 @@ def test_refusals_are_one_line(model, photos, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"imgrade export {run} --out model.onnx" in err
     assert main(["predict", str(model), str(photos), "--engine", "ray", "--out", "grades.json"]) == 2
-    assert "grades.parquet or grades.csv" in capsys.readouterr().err
-    assert main(["predict", str(model), str(photos), "--out", "grades.csv"]) == 2
+    assert "name it grades.csv, grades.jsonl (one JSON record a line) or grades.parquet" in capsys.readouterr().err
+    assert main(["predict", str(model), str(photos), "--engine", "ray", "--out", str(tmp_path / "no" / "g.csv")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["predict", str(model), str(photos), "--workers", "2"]) == 2
     assert "--engine ray" in capsys.readouterr().err
+    assert main(["predict", str(model), str(photos), "--engine", "ray", "--format", "csv", "--out", "g.csv"]) == 2
+    assert "give one of them" in capsys.readouterr().err
     table = tmp_path / "t.parquet"
     import pyarrow as pa
     import pyarrow.parquet as pq

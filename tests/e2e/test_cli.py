@@ -292,9 +292,12 @@ def test_train_and_evaluate_on_the_real_sample(shared_dir, tmp_path, capsys):
 def test_predict_names_a_corrupt_photo(trained_run, tmp_path, capsys):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    assert main(["predict", str(trained_run), str(bad)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "broken.jpg" in err
+    assert main(["predict", str(trained_run), str(bad)]) == 1
+    captured = capsys.readouterr()
+    (row,) = csv.DictReader(captured.out.splitlines())
+    assert row["image"] == str(bad) and "broken.jpg" in row["error"] and row["score"] == ""
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and "1 of 1 photos could not be graded" in err
 
 
 def test_csv_manifest_errors_name_file_and_row(tmp_path, capsys):
@@ -369,6 +372,8 @@ def test_predict_prints_the_grade_set_and_probabilities(coral_run, tmp_path, cap
     assert main(["predict", str(coral_run), str(photo)]) == 0
     (row,) = csv.DictReader(capsys.readouterr().out.splitlines())
     assert row["grade_set"] == "|".join(item["grade_set"]) and row["grade"] == item["grade"]
+    assert list(row) == ["image", "score", "grade", "grade_set", *(f"p_{g}" for g in GRADES), "error"]
+    assert [float(row[f"p_{g}"]) for g in GRADES] == [round(p, 4) for p in item["probabilities"].values()]
 
 
 def test_calibrate_verb_changes_alpha_and_sets_get_wider(coral_run, capsys):

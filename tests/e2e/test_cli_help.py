@@ -5,11 +5,16 @@ import re
 from dataclasses import fields
 
 import pytest
+from PIL import Image
 
 from imgrade.cli import build_parser, main
+from imgrade.cli.argparser import EXIT_STATUS
 from imgrade.cli.run_flags import field_help, run_flags
 from imgrade.config import SECTIONS, TrainConfig
 from imgrade.core.registry import register_head, unregister_head
+from imgrade.core.version import __version__
+from imgrade.runtime.grading import Engine
+from imgrade.runtime.torch_engine import TorchEngine
 
 
 def _verbs(parser, path=()):
@@ -146,3 +151,61 @@ def test_debug_and_quiet_also_follow_the_verb(capsys):
 def test_a_group_without_its_action_prints_its_help(capsys):
     assert main(["data"]) == 0
     assert "info" in capsys.readouterr().out
+
+
+def test_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out == f"imgrade {__version__}\n"
+
+
+def test_the_exit_status_is_stated_at_the_top_and_for_predict(capsys, monkeypatch):
+    top = _help([], capsys, monkeypatch)
+    predict = _help(["predict"], capsys, monkeypatch)
+    for text in (top, predict):
+        assert EXIT_STATUS in text
+        codes = re.findall(r"^  (\d+) ", text[text.index("exit status") :], flags=re.M)
+        assert codes == ["0", "1", "2", "130", "141"]
+
+
+class _Stub(Engine):
+    """Enough of a grader for the service to be built; it never grades."""
+
+    runtime = "onnx"
+    task = "regression"
+    grade_names = ["L", "M"]
+    image_size = 32
+    calibration = None
+    version = "test"
+
+
+def test_every_route_serve_help_names_exists(capsys, monkeypatch):
+    pytest.importorskip("fastapi", reason="the service is the optional extra imgrade[serve]")
+    from fastapi.testclient import TestClient
+
+    from imgrade.serve.app import create_app
+
+    text = _help(["serve"], capsys, monkeypatch)
+    # paths on their own (not inside a URL such as http://127.0.0.1:8000/ or a file such as docs/deploy.md)
+    named = set(re.findall(r"(?<![\w:/.])(/[\w/]*)", text))
+    assert {"/v1/grade", "/v1/model", "/v1/stats", "/healthz", "/"} <= named
+    with TestClient(create_app(_Stub())) as client:
+        # the real app answers each: a GET of POST /v1/grade is 405, a route that is not there 404
+        missing = sorted(path for path in named if client.get(path).status_code == 404)
+        assert client.get("/grade").status_code == 404  # so the check can fail
+    assert missing == [], f"serve --help names routes the service lacks: {missing}"
+
+
+def test_predict_help_names_exactly_the_columns_predict_writes(coral_run, tmp_path, capsys, monkeypatch):
+    text = " ".join(_help(["predict"], capsys, monkeypatch).split())
+    named = re.search(r"Columns: (.*?)\. ", text).group(1).split(", ")
+    grades = TorchEngine.from_run(coral_run, device="cpu").grade_names
+    expanded = [
+        column for name in named for column in ([f"p_{g}" for g in grades] if name.startswith("p_<grade>") else [name])
+    ]
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (32, 32), (90, 140, 60)).save(photo)
+    assert main(["predict", str(coral_run), str(photo)]) == 0  # a CORAL run: every column there is
+    header = capsys.readouterr().out.splitlines()[0].split(",")
+    assert expanded == header

@@ -155,7 +155,7 @@ def test_predict_with_onnx_prints_what_pytorch_prints(trained_run, trained_onnx,
     with_torch = list(csv.DictReader(capsys.readouterr().out.splitlines()))
     assert main(["predict", str(out), str(photos), "--runtime", "onnx"]) == 0
     with_onnx = list(csv.DictReader(capsys.readouterr().out.splitlines()))
-    assert len(with_onnx) == 6 and list(with_onnx[0]) == ["image", "score", "grade", "grade_set"]
+    assert len(with_onnx) == 6 and list(with_onnx[0]) == ["image", "score", "grade", "grade_set", "error"]
     for a, b in zip(with_torch, with_onnx):
         assert (a["image"], a["grade"], a["grade_set"]) == (b["image"], b["grade"], b["grade_set"])
         assert float(a["score"]) == pytest.approx(float(b["score"]), abs=2e-4)

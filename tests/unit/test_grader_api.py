@@ -236,4 +236,6 @@ def test_the_documented_examples_run(onnx_file, coral_run, synth_dir, photos, tm
     assert "photo.jpg item 0" in lines and "True" in lines
     assert sum(line.startswith("photos/c") for line in lines) == 3
     assert "missing.jpg does not exist" in printed["docs/python-api.md"]
+    assert "3 3 0" in lines  # pipeline.predict: 3 photos, all graded, into grades.csv
+    assert (tmp_path / "grades.csv").read_text().startswith("image,score,grade,grade_set,p_")
     assert (tmp_path / "runs" / "mine" / "eval-test" / "report.html").is_file()

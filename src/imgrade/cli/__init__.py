@@ -2,7 +2,9 @@
 
 ``parser.py`` holds the grammar (run flags in ``run_flags.py``, their help read from config/sections.py),
 ``commands.py`` one function per verb; this module sets up logging, runs the verb and turns
-user errors into one line on stderr and exit status 2.
+user errors into one line on stderr and exit status 2. The exit statuses (``argparser.EXIT_STATUS``,
+shown by ``imgrade --help``): 0 done, 1 done but some photos could not be graded (a verb's own
+return value), 2 a usage, input, model or config error, 130 Ctrl-C, 141 a closed stdout.
 """
 
 from __future__ import annotations

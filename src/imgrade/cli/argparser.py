@@ -5,6 +5,15 @@ from __future__ import annotations
 import argparse
 import difflib
 
+EXIT_STATUS = """\
+exit status (every verb):
+  0    done (predict: every photo graded)
+  1    done, but some photos could not be graded: their rows say why in the error column (predict)
+  2    stopped: a bad flag, or an input, model or config it cannot use (one line on stderr says which)
+  130  interrupted (Ctrl-C)
+  141  stdout closed by its reader (imgrade predict ... | head)"""
+"""Stated in ``imgrade --help`` and in the help of the verbs whose status can be 1."""
+
 
 class UsageError(Exception):
     """A command line that does not parse; ``imgrade.cli.main`` prints it as one line, exit 2."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -115,23 +116,36 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    """0 when every photo was graded, 1 when some could not be (their rows say why)."""
     from imgrade.pipeline.predictor import predict
 
     if args.engine == "ray":
         return predict_on_ray(args)
-    if args.out or args.address or args.workers:
-        raise ConfigError("--out, --address and --workers are for --engine ray: redirect stdout (> grades.csv)")
-    predict(args.run, args.inputs, fmt=args.format, device=args.device, runtime=args.runtime, tta=args.tta)
-    return 0
+    if args.address or args.workers:
+        raise ConfigError("--address and --workers are for --engine ray: add --engine ray, or drop them")
+    result = predict(
+        args.run,
+        args.inputs,
+        out=args.out,
+        fmt=args.format,
+        device=args.device,
+        runtime=args.runtime,
+        tta=args.tta,
+        keep_grades=False,  # the rows are written as they come: memory stays flat for any folder
+    )
+    return photos_status(result.failed, result.photos, result.out, field="error" if args.format == "json" else None)
 
 
 def predict_on_ray(args) -> int:
-    """``predict --engine ray``: 0 when a photo was graded, 1 when every photo failed."""
+    """``predict --engine ray``: exit status as for ``predict``."""
     from imgrade.batch import grade_batch, import_ray
+    from imgrade.pipeline.rows import FORMAT_OR_OUT
 
-    if args.format != "csv" or args.runtime == "torch" or args.device != "auto":
+    if args.out is not None and args.format is not None:
+        raise ConfigError(FORMAT_OR_OUT)
+    if args.format not in (None, "csv") or args.runtime == "torch" or args.device != "auto":
         raise ConfigError(
-            "--engine ray grades an .onnx file into CSV or Parquet: drop --format json, --runtime, --device"
+            "--engine ray grades an .onnx file into CSV, JSON lines or Parquet: drop --format json, --runtime, --device"
         )
     import_ray()  # Ray Data sets up its loggers when imported: quiet its progress lines after that, unless -v
     if not args.verbosity or args.verbosity < 1:
@@ -150,9 +164,18 @@ def predict_on_ray(args) -> int:
     log.info(
         f"graded {result.graded} of {result.photos} photos{where} with {result.actors} Ray actors in {result.seconds:.1f} s"
     )
-    if result.failed:
-        log.warning(f"{result.failed} of {result.photos} photos could not be graded: see the error column")
-    return 1 if result.failed == result.photos else 0
+    return photos_status(result.failed, result.photos, result.out)
+
+
+def photos_status(failed: int, photos: int, out: str | None, field: str | None = None) -> int:
+    """The exit status of a job that grades photos: 0 when every one was graded; else 1, and one
+    line on stderr that says how many failed and where to read why (``field``: a JSON field, not a column)."""
+    if not failed:
+        return 0
+    column = f"the {field} field of their records" if field else "the error column"
+    where = f"{column} of {out}" if out else f"{column} on stdout"
+    print(f"imgrade: {failed} of {photos} photos could not be graded: see {where}", file=sys.stderr)
+    return 1
 
 
 def cmd_export(args) -> int:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from imgrade.cli.argparser import Parser, add_output_flags, add_verb
+from imgrade.cli.argparser import EXIT_STATUS, Parser, add_output_flags, add_verb
 from imgrade.cli.run_flags import add_run_flags, field_help, flag_of
 from imgrade.cli.run_verbs import add_run_verbs
 from imgrade.config import FINETUNE_DEFAULTS, HEADS, PRESETS, RESIZE_MODES, VIEWS
 from imgrade.core.registry import describe_backbones, task_names
+from imgrade.core.version import __version__
 
-EXAMPLES = """\
+EXAMPLES = f"""\
 examples:
   imgrade demo                                             # the whole pipeline on synthetic cucumbers (~5 min on 2 cores)
   imgrade data info path/to/cucumber-9-python              # format, images per grade, image size
@@ -23,6 +24,8 @@ examples:
   imgrade serve p1.onnx                                    # HTTP API and web page on http://127.0.0.1:8000/
 
 `imgrade VERB --help` shows a verb's options; -q shows warnings and errors only, -v more detail.
+
+{EXIT_STATUS}
 """
 
 
@@ -288,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="imgrade", description="Grade items from photos: train, evaluate and use image graders.", epilog=EXAMPLES
     )
+    parser.add_argument("--version", action="version", version=f"imgrade {__version__}", help="print the version")
     add_output_flags(parser, top=True)
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     _add_train(sub)

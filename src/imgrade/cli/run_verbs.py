@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from imgrade.cli.argparser import add_verb
+from imgrade.cli.argparser import EXIT_STATUS, add_verb
 from imgrade.cli.run_flags import field_help
 from imgrade.config import OBJECTIVES
 from imgrade.evaluation.gallery import DEFAULT_PER_GRADE
@@ -80,14 +80,20 @@ imgrade evaluate p1.onnx --data held-back/      # writes p1-eval-held-back/ besi
     p = add_verb(
         sub,
         "predict",
-        "score and grade images; CSV or JSON on stdout",
-        "Grade photos with a trained run or an exported .onnx file: one row per image with its score, grade, grade set "
-        "and probabilities, as CSV or JSON on stdout (messages go to stderr).",
+        "grade photos; rows as CSV or JSON on stdout, or CSV, JSON lines or Parquet in a file",
+        "Grade photos with a trained run or an exported .onnx file: one row per photo, written as each batch of "
+        "photos is graded, to stdout (messages go to stderr) or to --out FILE.\n\n"
+        "Columns: image, score, grade, grade_set, p_<grade> (one per grade), error. grade is there for a model with "
+        "grades, grade_set (its grades joined by |) for a calibrated one, p_<grade> (each grade's probability, e.g. "
+        "p_2L) for a head with probabilities. A photo that cannot be read or decoded gets the reason in error and "
+        "no score, and the job goes on.",
         """
 imgrade predict runs/p1 photos/ > grades.csv
+imgrade predict model.onnx photos/ --out grades.parquet
 imgrade predict model.onnx a.jpg b.jpg --format json
 imgrade predict model.onnx archive/ paths.parquet --engine ray --out grades.parquet""",
     )
+    p.epilog += "\n\n" + EXIT_STATUS
     p.add_argument(
         "run", metavar="RUN", help="run folder written by train (or its best.pt), or a .onnx file from export"
     )
@@ -98,7 +104,22 @@ imgrade predict model.onnx archive/ paths.parquet --engine ray --out grades.parq
         help="photos, or folders of photos (read recursively); --engine ray also reads .txt lists of paths and "
         ".parquet tables with a path column",
     )
-    p.add_argument("--format", default="csv", choices=["csv", "json"], help="output format")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="write the rows to FILE instead of stdout, in the format its suffix names: .csv, .jsonl (one JSON "
+        "object a line, the same columns) or .parquet (needs pyarrow); written to a temporary name and renamed "
+        "into place at the end, so a failed job leaves no half file",
+    )
+    p.add_argument(
+        "--format",
+        default=None,
+        choices=["csv", "json"],
+        help="what goes to stdout without --out: csv, the rows (the default), or json, one JSON list of records: "
+        "for a graded photo what POST /v1/grade answers (probabilities as one object), for one that could not be "
+        "graded its image and error",
+    )
     _add_runtime_flags(p)
     p.add_argument(
         "--tta",
@@ -125,12 +146,6 @@ imgrade predict model.onnx archive/ paths.parquet --engine ray --out grades.parq
         default=None,
         metavar="N",
         help="--engine ray: graders in the pool, and the CPUs of a Ray started here (default: every CPU)",
-    )
-    ray.add_argument(
-        "--out",
-        default=None,
-        metavar="FILE",
-        help="--engine ray: write the rows to FILE.parquet or FILE.csv, with an error column (default: CSV on stdout)",
     )
 
     p = add_verb(
@@ -163,7 +178,8 @@ imgrade predict model.onnx photos/""",
         sub,
         "serve",
         "an HTTP grading service with a web page",
-        "Serve a grader over HTTP: POST photos to /grade, or open the web page; GET /model and /stats describe it.",
+        "Serve a grader over HTTP: POST photos to /v1/grade, or open the web page at /; GET /v1/model and /v1/stats "
+        "describe it, and GET /healthz answers while it is up.",
         """
 imgrade serve runs/p1                 # http://127.0.0.1:8000/
 imgrade serve model.onnx --port 9000 --token SECRET""",

@@ -12,7 +12,7 @@
 Recipes call the verbs and are never called by them: ``compare`` (pipeline/comparer.py, every
 formulation side by side, with recipe strings parsed in recipe.py) and ``fewshot``
 (pipeline/fewshot_trainer.py, pretrain on synthetic photos, fine-tune on real ones). The run
-folder's checks live in runs.py.
+folder's checks live in runs.py; the rows predict writes (both engines), and their files, in rows.py.
 
 No module is named as a verb, so ``pipeline.train`` is always the function. Nothing is imported
 until a verb is first used: ``predict`` with an .onnx file then runs without torch.

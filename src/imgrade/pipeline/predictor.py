@@ -1,72 +1,167 @@
-"""``imgrade predict``: grade image files and print CSV or JSON. No torch import for .onnx graders."""
+"""``imgrade predict``: grade image files, batch by batch, into CSV, JSON lines, Parquet or JSON.
+No torch import for .onnx graders.
+
+The photos are listed first, then decoded one file at a time and graded ``CHUNK`` at a time; each
+batch's rows are written before the next is read, so memory stays flat however many photos there
+are. A photo that cannot be read gets an error row (``imgrade.pipeline.rows``) and the job goes on.
+"""
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from imgrade.core.errors import ConfigError
-from imgrade.data.images import list_images, load_images
+import numpy as np
+from tqdm import tqdm
+
+from imgrade.core.errors import ConfigError, DataError
+from imgrade.data.images import PROGRESS_MIN_IMAGES, list_images, load_image
+from imgrade.pipeline.rows import FORMAT_OR_OUT, RowLayout, RowWrite, json_record, output_format, row_writer
 from imgrade.runtime import load_grader
 from imgrade.runtime.grading import Engine, Grade
+
+CHUNK = 256
+"""Photos decoded and graded per batch: enough to keep the network's passes full (32 a pass on a
+CPU, 256 on a GPU), few enough that the decoded pixels stay small (768 kB at 32x32)."""
+STDOUT_FORMATS = ("csv", "json")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A photo that could not be graded."""
+
+    image: str
+    """Its path, as listed."""
+    error: str
+    """Why: one line naming the file and the fix (the ``error`` column of its row)."""
+
+
+@dataclass
+class Prediction:
+    """What :func:`predict` did: the grades (unless ``keep_grades=False``) and the failures."""
+
+    photos: int
+    """Photos listed: one row each."""
+    grades: list[Grade] = field(default_factory=list)
+    """The graded photos' grades, in input order (empty with ``keep_grades=False``)."""
+    failures: list[Failure] = field(default_factory=list)
+    """The photos that could not be graded, in input order."""
+    out: str | None = None
+    """The file written, or None when the rows went to the stream."""
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def graded(self) -> int:
+        return self.photos - self.failed
 
 
 def predict(
     run: str | Path,
     inputs: list[str],
     *,
-    fmt: str = "csv",
+    out: str | os.PathLike | None = None,
+    fmt: str | None = None,
     device: str = "auto",
     runtime: str = "auto",
-    stream=None,
+    stream: IO[str] | None = None,
     tta: bool | None = None,
-) -> list[Grade]:
-    """Score and grade each image under ``inputs``; writes CSV or JSON to ``stream`` (stdout).
+    keep_grades: bool = True,
+) -> Prediction:
+    """Grade each photo under ``inputs``, writing one row per photo as each batch is graded.
 
-    ``run`` is a run folder or checkpoint (PyTorch) or an exported ``.onnx`` file (ONNX Runtime).
-    JSON holds one :meth:`Grade.to_dict` per image, the record ``POST /v1/grade`` answers; CSV has
-    the columns image, score (4 decimals), grade and grade_set (its grades joined by ``|``), the
-    last two only for a model that has them.
+    Args:
+        run: a run folder or checkpoint (PyTorch) or an exported ``.onnx`` file (ONNX Runtime).
+        inputs: photos, or folders of photos (read recursively).
+        out: a ``.csv``, ``.jsonl`` (one JSON record a line) or ``.parquet`` file for the rows
+            (``imgrade.pipeline.rows``), written to a temporary name and renamed into place at the
+            end; None: the rows go to ``stream`` (stdout) in ``fmt``.
+        fmt: for ``stream`` only: ``"csv"`` (the default: the rows) or ``"json"`` (one JSON list of
+            records: :meth:`Grade.to_dict` for a graded photo, the same fields as None but ``image``
+            and an ``error`` for one that could not be graded; ``imgrade.pipeline.rows.json_record``).
+        device, runtime, tta: as for :func:`imgrade.runtime.load_grader`.
+        stream: where rows go without ``out`` (default: stdout).
+        keep_grades: keep every grade in the result; False keeps memory flat for any number of
+            photos (the rows are only written).
+
+    Returns:
+        The grades of the graded photos and the photos that could not be graded, each with its reason.
+
+    Raises:
+        ConfigError: a bad ``fmt`` or ``out`` (or both given), or a runtime that cannot read ``run``.
+        CheckpointError: ``run`` is not a model imgrade can load.
+        DataError: an input does not exist or is a folder without photos.
+        OutputError: the folder of ``out`` does not exist, or ``out`` cannot be written.
     """
-    if fmt not in ("csv", "json"):
+    if out is not None and fmt is not None:
+        raise ConfigError(FORMAT_OR_OUT)
+    if fmt is not None and fmt not in STDOUT_FORMATS:
         raise ConfigError(f"--format {fmt!r} is not csv or json")
+    if out is not None:
+        output_format(out)  # a wrong suffix or a missing folder fails before the model loads
     grader = load_grader(run, runtime=runtime, device=device, tta=tta)
-    paths = [p for item in inputs for p in list_images(item)]
-    results = grader.results([str(p) for p in paths], grader.outputs(load_images(paths, grader.resize)))
+    paths = [str(p) for item in inputs for p in list_images(item)]
+    layout = RowLayout.of(grader)
+    result = Prediction(len(paths), out=None if out is None else str(out))
+    quiet = len(paths) <= PROGRESS_MIN_IMAGES or not sys.stderr.isatty()
+    with (
+        _json_list(stream) if fmt == "json" else row_writer(layout, out, stream) as write,
+        tqdm(total=len(paths), desc="grading", unit="photo", disable=quiet) as progress,
+    ):
+        for start in range(0, len(paths), CHUNK):
+            chunk = paths[start : start + CHUNK]
+            photos = list(_grade_chunk(grader, chunk))
+            for image, grade, error in photos:
+                if grade is None:
+                    result.failures.append(Failure(image, error))
+                elif keep_grades:
+                    result.grades.append(grade)
+            if fmt == "json":
+                write([json_record(image, grade and grade.to_dict(), error) for image, grade, error in photos])
+            else:
+                write([layout.row(image, grade and grade.to_dict(), error) for image, grade, error in photos])
+            progress.update(len(chunk))
+    return result
+
+
+def _grade_chunk(grader: Engine, paths: list[str]) -> Iterator[tuple[str, Grade | None, str | None]]:
+    """(path, grade, None) for each photo that decodes, (path, None, reason) for each that does not."""
+    size = grader.image_size
+    images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    good: list[int] = []
+    errors: dict[int, str] = {}
+    for i, path in enumerate(paths):
+        try:
+            images[len(good)] = load_image(path, grader.resize)
+            good.append(i)
+        except DataError as error:
+            errors[i] = str(error)
+    grades = grader.results([paths[i] for i in good], grader.outputs(images[: len(good)])) if good else []
+    by_index = dict(zip(good, grades))
+    for i, path in enumerate(paths):
+        yield path, by_index.get(i), errors.get(i)
+
+
+@contextlib.contextmanager
+def _json_list(stream: IO[str] | None) -> Iterator[RowWrite]:
+    """``--format json`` on a stream: one JSON list, written a batch of records at a time."""
     stream = stream or sys.stdout
-    if fmt == "json":
-        json.dump([result.to_dict() for result in results], stream, indent=1)
-        stream.write("\n")
-    else:
-        writer = csv.DictWriter(stream, fieldnames=csv_columns(grader), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(csv_row(result.to_dict()) for result in results)
-    return results
+    separator = "["
 
+    def write(records: list[dict[str, Any]]) -> None:
+        nonlocal separator
+        for record in records:
+            stream.write(f"{separator}\n{json.dumps(record)}")
+            separator = ","
+        stream.flush()
 
-def csv_columns(grader: Engine) -> list[str]:
-    """The columns of ``predict``'s CSV for this grader: image, score, and grade and grade_set where it has them."""
-    columns = ["image", "score"]
-    if grader.grade_names is not None:
-        columns.append("grade")
-        if grader.conformal is not None:
-            columns.append("grade_set")
-    return columns
-
-
-def csv_row(record: dict[str, Any]) -> dict[str, Any]:
-    """One CSV row of ``predict``'s output for a grade in its JSON form (:meth:`Grade.to_dict`);
-    ``--engine ray`` writes the same rows. The grade set is its names joined by ``|``.
-
-    >>> csv_row({"image": "a.png", "score": 1.23456, "grade": "L", "grade_index": 1, "grade_set": ["2L", "L"], "probabilities": None})
-    {'image': 'a.png', 'score': 1.2346, 'grade': 'L', 'grade_set': '2L|L'}
-    """
-    row: dict[str, Any] = {"image": record["image"], "score": round(record["score"], 4)}
-    if record["grade"] is not None:
-        row["grade"] = record["grade"]
-    if record["grade_set"] is not None:
-        row["grade_set"] = "|".join(record["grade_set"])
-    return row
+    yield write
+    stream.write("[]\n" if separator == "[" else "\n]\n")

@@ -120,7 +120,9 @@ def metadata(predictor: TorchEngine, source: str, model_card: str | None = None,
             "layout": "NHWC",
             "channels": "RGB",
             "size": predictor.image_size,
-            "shape": ["batch", "height", "width", 3] if any_size else ["batch", predictor.image_size, predictor.image_size, 3],
+            "shape": ["batch", "height", "width", 3]
+            if any_size
+            else ["batch", predictor.image_size, predictor.image_size, 3],
             "preprocessing": "in the graph: x / 255 minus the training set's per-pixel mean image; feed decoded RGB pixels as they are",
             "resize": predictor.resize.describe(),
             "resize_mode": predictor.resize_mode,
@@ -213,7 +215,10 @@ def onnx_bytes(predictor: TorchEngine, any_size: bool = False) -> bytes:
     if any_size:
         graph = _AnySizeGraph(graph, predictor).eval()
         example = torch.zeros((2, size + 7, size + 3, 3), dtype=torch.uint8)
-        dimensions |= {1: torch.export.Dim("height", min=1, max=1 << 15), 2: torch.export.Dim("width", min=1, max=1 << 15)}
+        dimensions |= {
+            1: torch.export.Dim("height", min=1, max=1 << 15),
+            2: torch.export.Dim("width", min=1, max=1 << 15),
+        }
     # torch.onnx reports progress on stdout and warns about optional packages: keep them quiet
     quiet = _quiet_loggers("torch.onnx", "onnxscript", "onnx_ir")
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), quiet:
