@@ -299,3 +299,26 @@ def test_plain_onnxruntime_reads_imgrades_grade_and_set_from_the_file(graded_run
         # the tuned cut points decide: reading the head's own grade would give other grades
         native = OnnxEngine.from_file(out).outputs(images).native
         assert any(torch_grader.grade_names[n] != row["grade"] for n, row in zip(native, rows))
+
+
+def test_an_any_size_file_resizes_photos_itself_as_imgrade_does(trained_run, tmp_path):
+    import onnxruntime as ort
+
+    out = tmp_path / "any.onnx"
+    assert main(["export", str(trained_run), "--out", str(out), "--any-size"]) == 0
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[1:] == ["height", "width", 3]
+    meta = json.loads(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
+    assert meta["input"]["any_size"] is True and meta["input"]["shape"] == ["batch", "height", "width", 3]
+    names = [o.name for o in session.get_outputs()]
+    grader = imgrade.Grader.load(trained_run)
+    rng = np.random.default_rng(3)
+    for height, width in ((120, 50), (20, 70), (32, 32), (301, 300)):
+        photos = rng.integers(0, 256, (3, height, width, 3), dtype=np.uint8)
+        got = dict(zip(names, session.run(None, {"images": photos})))
+        expected = grader.grade(list(photos))
+        assert [meta["grade_names"][i] for i in got["grade"]] == [g.name for g in expected]
+        assert np.abs(got["score"] - [g.score for g in expected]).max() <= 1e-4
+    # imgrade reads it as any other file: it feeds photos it resized itself, which the graph leaves as they are
+    photos = list(rng.integers(0, 256, (4, 90, 40, 3), dtype=np.uint8))
+    assert [g.name for g in imgrade.Grader.load(out).grade(photos)] == [g.name for g in grader.grade(photos)]

@@ -135,7 +135,8 @@ def test_evaluate_on_other_photos_resizes_as_the_run(runs, new_photos, wide_phot
 
 
 def test_serve_and_the_ray_actor_resize_as_the_run(runs, exported, new_photos):
-    from imgrade.batch import _GradeBatch, output_columns
+    from imgrade.batch import _GradeBatch
+    from imgrade.pipeline.rows import RowLayout
     from imgrade.runtime import load_grader
     from imgrade.serve import create_app
 
@@ -150,7 +151,7 @@ def test_serve_and_the_ray_actor_resize_as_the_run(runs, exported, new_photos):
 
     pytest.importorskip("pyarrow", reason="the Ray job's tables are pyarrow's (imgrade[ray])")
     onnx = load_grader(exported["pad"])
-    actor = _GradeBatch(exported["pad"].read_bytes(), "pad.onnx", "/", output_columns(onnx))
+    actor = _GradeBatch(exported["pad"].read_bytes(), "pad.onnx", "/", RowLayout.of(onnx))
     table = actor({"path": np.asarray([str(p) for p in new_photos], dtype=object)})
     np.testing.assert_allclose(table.column("score").to_pylist(), [g.score for g in expected], atol=1e-4)
 
