@@ -166,16 +166,22 @@ def write_onnx(predictor: TorchEngine, out: Path, name: str | None = None) -> di
     Raises:
         ImgradeError: the exporter failed or the exported graph disagrees with PyTorch.
     """
+    payload, check = checked_onnx_bytes(predictor, name)
+    with atomic_write(out, "wb") as f:
+        f.write(payload)
+    return {"path": str(out), "bytes": len(payload), "outputs": _output_names(predictor), **check}
+
+
+def checked_onnx_bytes(predictor: TorchEngine, name: str | None = None) -> tuple[bytes, dict]:
+    """:func:`onnx_bytes`, checked as :func:`write_onnx` checks a file: the bytes and the check's
+    summary (``max_score_diff``). What ``export --int8`` quantizes."""
     try:
         payload = onnx_bytes(predictor)
     except Exception as e:  # the exporter raises many kinds; the user needs one line and the cause
         raise ImgradeError(
             f"exporting {name or predictor.source or 'the run'} to ONNX failed ({_first_line(e, 200)}); rerun with --debug for the trace"
         ) from e
-    check = _check_parity(predictor, OnnxEngine.from_bytes(payload))
-    with atomic_write(out, "wb") as f:
-        f.write(payload)
-    return {"path": str(out), "bytes": len(payload), "outputs": _output_names(predictor), **check}
+    return payload, _check_parity(predictor, OnnxEngine.from_bytes(payload))
 
 
 def onnx_bytes(predictor: TorchEngine) -> bytes:
