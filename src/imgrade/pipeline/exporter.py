@@ -69,7 +69,9 @@ def format_export(summary: dict[str, Any]) -> str:
         size = f"{summary['bytes'] / 1e6:.1f} MB"
         parity = f"ONNX Runtime matches PyTorch within {summary['max_score_diff']:.1e}"
     else:
-        size = f"{summary['bytes'] / 1e6:.2f} MB int8, {summary['fp32_bytes'] / summary['bytes']:.1f}x smaller than fp32"
+        size = (
+            f"{summary['bytes'] / 1e6:.2f} MB int8, {summary['fp32_bytes'] / summary['bytes']:.1f}x smaller than fp32"
+        )
         parity = f"{check.summary()} (tolerance {check.tolerance:g})"
     return (
         f"wrote {summary['path']} ({size}; outputs {', '.join(summary['outputs'])}); {parity}\n"

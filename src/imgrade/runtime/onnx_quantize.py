@@ -163,8 +163,7 @@ class _Photos:
     def __init__(self, input_name: str, images: np.ndarray):
         self.batch = batch = min(CALIBRATION_BATCH, len(images))
         self._passes = iter(
-            {input_name: np.ascontiguousarray(images[i : i + batch])}
-            for i in range(0, len(images) - batch + 1, batch)
+            {input_name: np.ascontiguousarray(images[i : i + batch])} for i in range(0, len(images) - batch + 1, batch)
         )
 
     def get_next(self) -> dict | None:
