@@ -43,23 +43,32 @@ def export(
         return write_onnx(grader, out, name=str(run))
     if grader.grade_names is None:
         raise ConfigError(f"--int8 checks grades, and {run} predicts a continuous target: export it without --int8")
+    calibration, validation = int8_photos(folder)
     fp32, parity = checked_onnx_bytes(grader, name=str(run))
-    imageset, split = folder.data()
-    train, val = split["train"], split["val"]
-    if len(val) == 0:
-        raise DataError(f"{run} has no validation split to check the int8 copy on: export it without --int8")
-    rng = np.random.default_rng(0)
-    calibration = imageset.subset(np.sort(rng.permutation(train)[:CALIBRATION_IMAGES]))
-    validation = imageset.subset(val)
     summary = write_int8(
         fp32,
         out,
-        calibration=np.asarray(calibration.images),
-        validation=(np.asarray(validation.images), validation.targets),
+        calibration=calibration,
+        validation=validation,
         tolerance=int8_tolerance,
         name=str(run),
     )
     return {**summary, **parity}
+
+
+def int8_photos(folder: RunFolder) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """What ``export --int8`` calibrates on (up to ``CALIBRATION_IMAGES`` of the run's training photos,
+    drawn with a fixed seed) and checks on (the validation photos and their grades).
+
+    Raises:
+        DataError: the run has no validation split.
+    """
+    imageset, split = folder.data()
+    if len(split["val"]) == 0:
+        raise DataError(f"{folder.path} has no validation split to check the int8 copy on: export it without --int8")
+    drawn = np.sort(np.random.default_rng(0).permutation(split["train"])[:CALIBRATION_IMAGES])
+    validation = imageset.subset(split["val"])
+    return np.asarray(imageset.subset(drawn).images), (np.asarray(validation.images), validation.targets)
 
 
 def format_export(summary: dict[str, Any]) -> str:
