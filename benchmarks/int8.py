@@ -1,19 +1,20 @@
 """int8 against fp32 on real photos: file size, exact accuracy, QWK and the same grade, over seeds.
 
 Usage:
-    python benchmarks/int8.py [--data ../shared/data/cucumber9-p1-sample] [--epochs 40] [--seeds 3]
+    python benchmarks/int8.py [--data DATA] [--epochs 40] [--seeds 3]
         [--preset reference] [--keep first,head --keep none ...] [--out bench-int8] [--docs docs]
 
 For each seed it trains a run on ``--data`` (``imgrade train``, its default split), exports it in
 fp32 (``imgrade export``) and quantizes that file as ``export --int8`` does (the same training
 photos calibrate it), once for each ``--keep`` choice of the layers left in fp32 (``first``: the
-first convolution, ``head``: the head's dense layers, ``none``: quantize every layer; default the
-export's own choice). Each int8 graph is then graded beside fp32 on the run's validation split
-(the guard's photos: would ``export --int8`` with the default tolerance write it?) and on its
-test split (held out from training, calibration and the guard): exact accuracy, QWK, and the share
-of photos both give the same grade. The summary gives, per choice, the mean of each number over
-the seeds and its spread (lowest-highest). ``--docs`` writes DOCS/results/int8.md, which
-docs/deploy.md quotes. Speed is benchmarks/throughput.py's.
+first convolution, ``head``: the head's dense layers, ``none``: quantize every layer; by default
+the export's own choice, first,head, then first, head and none). Each int8 graph is then graded
+beside fp32 on the run's validation split (the guard's photos: would ``export --int8`` with the
+default tolerance write it?) and on its test split (held out from training, calibration and the
+guard): exact accuracy, QWK, and the share of photos both give the same grade. The summary gives,
+per choice, the mean of each number over the seeds and its spread (lowest-highest). ``--docs``
+writes DOCS/results/int8.md, which docs/deploy.md quotes. Speed is benchmarks/throughput.py's.
+The data path defaults to the real sample beside the repository (../shared/data/...).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from imgrade.runtime.run import RunFolder
 SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/cucumber9-p1-sample/cucumber-9-python"
 COLUMNS = ("ratio", "guard", "fp32_accuracy", "int8_accuracy", "fp32_qwk", "int8_qwk", "agreement")
 """What each row shows beside its seed and choice: the test split's numbers, and the guard's verdict."""
+CHOICES = (",".join(KEEP_FP32), "first", "head", "none")
+"""The layer choices compared by default: the export's own, each half of it, and none."""
 
 
 def measure(run: Path, fp32_file: Path, keep: tuple[str, ...]) -> dict:
@@ -106,13 +109,13 @@ def main() -> None:
         default=None,
         metavar="LAYERS",
         help="layers left in fp32, comma-separated first,head or none; repeat to compare (default: "
-        + ",".join(KEEP_FP32)
-        + ")",
+        + ", ".join(CHOICES)
+        + "; the first is what export does)",
     )
     parser.add_argument("--out", default="bench-int8", help="folder for the runs and files (default bench-int8)")
     parser.add_argument("--docs", default=None, help="write DOCS/results/int8.md")
     args = parser.parse_args()
-    choices = [() if k == "none" else tuple(k.split(",")) for k in args.keep or [",".join(KEEP_FP32)]]
+    choices = [() if k == "none" else tuple(k.split(",")) for k in args.keep or CHOICES]
 
     rows = []
     for seed in range(args.seeds):
