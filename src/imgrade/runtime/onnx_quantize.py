@@ -8,7 +8,8 @@ was, so the file keeps its uint8 NHWC input, its float outputs and imgrade's met
 ``"precision": "int8"`` and what was quantized.
 
 Two parts stay in fp32 (``KEEP_FP32``): the first convolution, which sees the raw pixels, and the
-head's dense layers, which make the score; quantizing either moved grades most (docs/deploy.md).
+head's dense layers, which make the score. On real photos, quantizing the first convolution changed
+the most grades, the head a few more (benchmarks/int8.py, docs/results/int8.md).
 
 :func:`compare` grades labelled photos with both graphs; :func:`write_int8` writes the int8 file
 only when it lost no more than a tolerance of exact accuracy and QWK, and records both in its
@@ -149,6 +150,7 @@ def fp32_layers(model, keep: tuple[str, ...] = KEEP_FP32) -> list[str]:
 
 
 def _in_head(node) -> bool:
+    """Whether the PyTorch exporter says ``node`` comes from a module named ``head``."""
     scopes = next((p.value for p in node.metadata_props if p.key == _SCOPES), "[]")
     try:
         paths = ast.literal_eval(scopes)  # a Python list's repr: "['', 'model', 'model.head', ...]"
