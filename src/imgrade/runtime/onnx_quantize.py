@@ -198,9 +198,10 @@ def quantize(fp32: bytes, images: np.ndarray, keep_fp32: tuple[str, ...] = KEEP_
     # ONNX Runtime's quantizer logs advice through the root logger and prints its calibration's progress
     with tempfile.TemporaryDirectory() as folder, _quiet(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = Path(folder) / "int8.onnx"
+        source, out = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
+        source.write_bytes(fp32)  # a path, which every onnxruntime this package allows takes
         quantize_static(
-            model,
+            source,
             out,
             photos,
             quant_format=QuantFormat.QDQ,
