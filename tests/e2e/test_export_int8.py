@@ -68,6 +68,27 @@ def test_int8_is_smaller_says_so_and_carries_its_validation_numbers(trained_run,
     assert np.abs(scores[0] - scores[1]).max() < 1.0
 
 
+def test_the_first_convolution_and_the_head_stay_fp32(exported):
+    fp32, int8 = exported
+    model = onnx.load(fp32)
+    kept = onnx_quantize.fp32_layers(model)
+    op = {node.name: node.op_type for node in model.graph.node}
+    assert [op[name] for name in kept] == ["Conv", "Gemm", "Gemm"]  # the reference head: hidden and output layer
+    assert kept[0] == next(node.name for node in model.graph.node if node.op_type == "Conv")
+    assert _metadata(int8)["quantization"]["fp32_layers"] == kept
+    # in the int8 graph only the other layers read dequantized (int8) inputs
+    graph = onnx.load(int8).graph
+    made_by = {output: node.op_type for node in graph.node for output in node.output}
+    for node in graph.node:
+        if node.op_type in onnx_quantize.QUANTIZED_OPS:
+            dequantized = [made_by.get(name) == "DequantizeLinear" for name in node.input[:2]]
+            assert dequantized == ([False, False] if node.name in kept else [True, True]), node.name
+    # without the exporter's module paths: the dense layers after the last convolution
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    assert onnx_quantize.fp32_layers(model) == kept
+
+
 def test_predict_and_the_python_api_grade_with_the_int8_file(exported, tmp_path, capsys):
     _, int8 = exported
     photos = tmp_path / "photos"
