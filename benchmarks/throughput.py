@@ -12,7 +12,8 @@ batch size changes; one more line with the precision ``--amp auto`` did not choo
 cucumbers, and the header says which precision auto chose on this CPU; inference goes
 through ``Grader.outputs`` (what ``predict`` and ``serve`` call) for PyTorch, eager (``predict``) and
 served (``serve``, ``Grader.for_serving``: on a CPU the run exported to ONNX in memory and run by ONNX Runtime), and, when onnxruntime is installed, for an ONNX
-export of the same network. Like the ``imgrade`` command,
+export of the same network and its int8 copy (quantized as ``export --int8`` does; the limit stays
+the fp32 one, so its share says what int8 adds on this CPU). Like the ``imgrade`` command,
 the benchmark first re-runs itself under tcmalloc when it is installed. Each number is the
 median of ``--repeats`` measurements, the spread (lowest-highest) in brackets: a wide one means
 something else was using the cores. Nothing is written.
@@ -138,9 +139,13 @@ def inference_rates(
         try:
             from imgrade.pipeline import export
             from imgrade.runtime.onnx_engine import OnnxEngine
+            from imgrade.runtime.onnx_quantize import CALIBRATION_IMAGES, quantize
 
             export(run, out=Path(tmp) / "model.onnx")
             graders["onnx"] = OnnxEngine.from_file(Path(tmp) / "model.onnx", threads=torch.get_num_threads())
+            # the same file quantized as `export --int8` does, calibrated on these images
+            int8 = quantize((Path(tmp) / "model.onnx").read_bytes(), images[:CALIBRATION_IMAGES])
+            graders["onnx int8"] = OnnxEngine.from_bytes(int8, threads=torch.get_num_threads())
         except ImportError as e:
             print(f"onnx: skipped ({e})")
         for batch, forward in [(1, 1), (256, None), (256, 256)]:

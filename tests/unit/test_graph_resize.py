@@ -7,7 +7,19 @@ import torch
 from imgrade.data.resize import Resize
 from imgrade.runtime.graph_resize import GraphResize
 
-SHAPES = [(45, 70), (70, 45), (100, 40), (31, 64), (64, 31), (20, 30), (33, 33), (32, 32), (17, 17), (7, 200), (250, 123)]
+SHAPES = [
+    (45, 70),
+    (70, 45),
+    (100, 40),
+    (31, 64),
+    (64, 31),
+    (20, 30),
+    (33, 33),
+    (32, 32),
+    (17, 17),
+    (7, 200),
+    (250, 123),
+]
 
 
 @pytest.mark.parametrize("mode", ["squash", "crop", "pad"])

@@ -182,7 +182,16 @@ def cmd_export(args) -> int:
     from imgrade import pipeline
     from imgrade.pipeline.exporter import format_export
 
-    print(format_export(pipeline.export(args.run, out=args.out, fmt=args.format, tta=args.tta, any_size=args.any_size)))
+    summary = pipeline.export(
+        args.run,
+        out=args.out,
+        fmt=args.format,
+        tta=args.tta,
+        any_size=args.any_size,
+        int8=args.int8,
+        int8_tolerance=args.int8_tolerance,
+    )
+    print(format_export(summary))
     return 0
 
 

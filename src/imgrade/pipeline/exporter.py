@@ -1,22 +1,34 @@
-"""``imgrade export``: a trained run as one self-contained ONNX grader file."""
+"""``imgrade export``: a trained run as one self-contained ONNX grader file (fp32, or int8 with ``--int8``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from imgrade.core.errors import ConfigError
-from imgrade.runtime.onnx_export import write_onnx
+import numpy as np
+
+from imgrade.core.errors import ConfigError, DataError
+from imgrade.runtime.onnx_export import checked_onnx_bytes, write_onnx
+from imgrade.runtime.onnx_quantize import CALIBRATION_IMAGES, DEFAULT_TOLERANCE, check_tolerance, write_int8
 from imgrade.runtime.run import RunFolder
 
 
 def export(
-    run: str | Path, *, out: str | Path, fmt: str = "onnx", tta: bool | None = None, any_size: bool = False
+    run: str | Path,
+    *,
+    out: str | Path,
+    fmt: str = "onnx",
+    tta: bool | None = None,
+    any_size: bool = False,
+    int8: bool = False,
+    int8_tolerance: float = DEFAULT_TOLERANCE,
 ) -> dict[str, Any]:
     """Write ``run`` as one self-contained grader file (ONNX); returns what was written (:func:`format_export`)
 
     An ensemble becomes one graph holding every member; ``tta`` puts the test-time views in the graph.
     With ``any_size`` the graph takes decoded photos of any size and resizes them itself.
+    ``int8`` writes an int8 copy (calibrated on the run's training photos), and only when on the
+    validation split it loses no more than ``int8_tolerance`` of exact accuracy or QWK against fp32.
     """
     if fmt != "onnx":
         raise ConfigError(f"--format {fmt!r} is not supported: use onnx")
@@ -25,13 +37,54 @@ def export(
         raise ConfigError(f"--out {out} must end in .onnx")
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder: give a file name ending in .onnx")
-    return write_onnx(RunFolder.open(run).grader(device="cpu", tta=tta), out, name=str(run), any_size=any_size)
+    if int8:
+        check_tolerance(int8_tolerance)
+    folder = RunFolder.open(run)
+    grader = folder.grader(device="cpu", tta=tta)
+    if not int8:
+        return write_onnx(grader, out, name=str(run), any_size=any_size)
+    if grader.grade_names is None:
+        raise ConfigError(f"--int8 checks grades, and {run} predicts a continuous target: export it without --int8")
+    calibration, validation = int8_photos(folder)
+    fp32, parity = checked_onnx_bytes(grader, name=str(run), any_size=any_size)
+    summary = write_int8(
+        fp32,
+        out,
+        calibration=calibration,
+        validation=validation,
+        tolerance=int8_tolerance,
+        name=str(run),
+    )
+    return {**summary, **parity}
+
+
+def int8_photos(folder: RunFolder) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """What ``export --int8`` calibrates on (up to ``CALIBRATION_IMAGES`` of the run's training photos,
+    drawn with a fixed seed) and checks on (the validation photos and their grades).
+
+    Raises:
+        DataError: the run has no validation split.
+    """
+    imageset, split = folder.data()
+    if len(split["val"]) == 0:
+        raise DataError(f"{folder.path} has no validation split to check the int8 copy on: export it without --int8")
+    drawn = np.sort(np.random.default_rng(0).permutation(split["train"])[:CALIBRATION_IMAGES])
+    validation = imageset.subset(split["val"])
+    return np.asarray(imageset.subset(drawn).images), (np.asarray(validation.images), validation.targets)
 
 
 def format_export(summary: dict[str, Any]) -> str:
     """What ``imgrade export`` prints: the file, its size and outputs, the parity check, what next."""
+    check = summary.get("int8_check")
+    if check is None:
+        size = f"{summary['bytes'] / 1e6:.1f} MB"
+        parity = f"ONNX Runtime matches PyTorch within {summary['max_score_diff']:.1e}"
+    else:
+        size = (
+            f"{summary['bytes'] / 1e6:.2f} MB int8, {summary['fp32_bytes'] / summary['bytes']:.1f}x smaller than fp32"
+        )
+        parity = f"{check.summary()} (tolerance {check.tolerance:g})"
     return (
-        f"wrote {summary['path']} ({summary['bytes'] / 1e6:.1f} MB; outputs {', '.join(summary['outputs'])}); "
-        f"ONNX Runtime matches PyTorch within {summary['max_score_diff']:.1e}\n"
+        f"wrote {summary['path']} ({size}; outputs {', '.join(summary['outputs'])}); {parity}\n"
         f"grade with it: imgrade predict {summary['path']} IMAGES  |  imgrade serve {summary['path']}"
     )

@@ -186,6 +186,15 @@ def write_onnx(predictor: TorchEngine, out: Path, name: str | None = None, any_s
     Raises:
         ImgradeError: the exporter failed or the exported graph disagrees with PyTorch.
     """
+    payload, check = checked_onnx_bytes(predictor, name, any_size=any_size)
+    with atomic_write(out, "wb") as f:
+        f.write(payload)
+    return {"path": str(out), "bytes": len(payload), "outputs": _output_names(predictor), **check}
+
+
+def checked_onnx_bytes(predictor: TorchEngine, name: str | None = None, any_size: bool = False) -> tuple[bytes, dict]:
+    """:func:`onnx_bytes`, checked as :func:`write_onnx` checks a file: the bytes and the check's
+    summary (``max_score_diff``). What ``export --int8`` quantizes."""
     try:
         payload = onnx_bytes(predictor, any_size=any_size)
     except Exception as e:  # the exporter raises many kinds; the user needs one line and the cause
@@ -196,9 +205,7 @@ def write_onnx(predictor: TorchEngine, out: Path, name: str | None = None, any_s
     check = _check_parity(predictor, grader)
     if any_size:
         check["max_resize_score_diff"] = _check_resize_parity(predictor, grader)
-    with atomic_write(out, "wb") as f:
-        f.write(payload)
-    return {"path": str(out), "bytes": len(payload), "outputs": _output_names(predictor), **check}
+    return payload, check
 
 
 def onnx_bytes(predictor: TorchEngine, any_size: bool = False) -> bytes:
