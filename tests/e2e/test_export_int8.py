@@ -107,6 +107,7 @@ def test_predict_and_the_python_api_grade_with_the_int8_file(exported, tmp_path,
         card = client.get("/v1/model").json()
     assert answer.status_code == 200, answer.text
     assert answer.json()["results"][0]["grade"] == rows[0]["grade"] and card["runtime"] == "onnx"
+    assert card["precision"] == "int8" and grader.backend.precision == "int8"
 
 
 @pytest.mark.parametrize("tolerance", ["-0.01", "1.5", "nan"])

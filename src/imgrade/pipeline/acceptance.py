@@ -28,7 +28,7 @@ def file_facts(model: Path, grader: Engine) -> dict[str, Any]:
         "file": model.name,
         "sha256": digest.hexdigest(),
         "bytes": model.stat().st_size,
-        "precision": meta.get("precision", "fp32"),
+        "precision": grader.precision,
         "exported": meta.get("exported"),
         "trained_with": grader.version,
         "runtime": grader.runtime,

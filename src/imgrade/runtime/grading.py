@@ -120,6 +120,8 @@ class Engine:
     """The imgrade version that trained (or exported) the model."""
     model_card: str | None = None
     """The model card (Markdown: data, recipe, test metrics, limits); None for a model without one."""
+    precision: str = "fp32"
+    """The network's weights: ``"fp32"``, or ``"int8"`` for a file written by ``export --int8``."""
 
     @property
     def resize(self) -> Resize:
@@ -240,6 +242,7 @@ class Engine:
         k = len(self.grade_names) if self.grade_names else None
         return {
             "runtime": self.runtime,
+            "precision": self.precision,
             "task": self.task,
             "target": "grade" if self.grade_names is not None else "continuous",
             "grades": list(self.grade_names) if self.grade_names is not None else None,

@@ -45,6 +45,7 @@ class OnnxEngine(Engine):
         """Whether the graph grades each image as the average of its test-time views (``export --tta``)."""
         self.members = int(meta.get("ensemble") or 1)
         self.model_card = meta.get("model_card")
+        self.precision = "int8" if meta.get("precision") == "int8" else "fp32"
         self._outputs = [o.name for o in session.get_outputs()]
         self._input = session.get_inputs()[0].name
 

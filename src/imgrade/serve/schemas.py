@@ -59,6 +59,7 @@ class ModelInfo(BaseModel):
     """The answer of ``GET /v1/model``: the grader's description and this server's limits."""
 
     runtime: Literal["torch", "onnx"]
+    precision: Literal["fp32", "int8"] = Field(description="The network's weights: int8 for a file from export --int8.")
     task: str = Field(description="The head, e.g. regression, coral, corn, sord.")
     target: Literal["grade", "continuous"]
     grades: list[str] | None = Field(description="The grade names in order; null for a continuous target.")
