@@ -4,8 +4,8 @@ Usage:
     python benchmarks/onnx_parity.py [--epochs 30] [--out bench-parity]
 
 For three recipes trained on the real CUCUMBER-9 sample (../shared/data/cucumber9-p1-sample): the
-reference regression (tuned cut points where calibration keeps them), CORN, and the accurate
-preset (SORD, an ensemble of 3). Each run is exported; examples/grade_with_onnxruntime.py, a
+reference regression as calibration leaves it, the same run with its fitted cut points kept
+(tuned cut points decide its grades), CORN, and the accurate preset (SORD, an ensemble of 3). Each run is exported; examples/grade_with_onnxruntime.py, a
 consumer that imports only ONNX Runtime, NumPy and Pillow, grades the 248 photos (written as
 PNGs) in a fresh interpreter, and its grades and sets are compared with ``imgrade.Grader`` on the
 run (PyTorch). Then ``imgrade evaluate`` grades the same photos from the run and from the file,
@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -26,15 +28,19 @@ from pathlib import Path
 from PIL import Image
 
 import imgrade
+from imgrade.calibration.thresholds import fit_thresholds
 from imgrade.cli import main as imgrade_main
 from imgrade.data.cucumber9 import read_cucumber9
 from imgrade.runtime.onnx_engine import OnnxEngine
+from imgrade.runtime.run import RunFolder
+from imgrade.runtime.torch_engine import TorchEngine
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "cucumber9-p1-sample" / "cucumber-9-python"
 CONSUMER = ROOT / "examples" / "grade_with_onnxruntime.py"
 RECIPES = {
     "reference regression": [],
+    "reference regression, tuned cut points": None,  # the run above, its cut points fitted and kept
     "CORN": ["--task", "corn"],
     "accurate preset (SORD x3)": ["--preset", "accurate"],
 }
@@ -46,6 +52,24 @@ def consumer_rows(model: Path, photos: list[Path]) -> list[dict]:
         [sys.executable, str(CONSUMER), str(model), *map(str, photos)], capture_output=True, text=True, check=True
     )
     return list(csv.DictReader(done.stdout.splitlines()))
+
+
+def with_tuned_cut_points(run: Path, copy: Path) -> Path:
+    """A copy of ``run`` whose calibration keeps the cut points fitted on its validation split,
+    whether or not cross-validation found them better than rounding (calibrate's own test)."""
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(run, copy)
+    folder = RunFolder.open(copy)
+    imageset, split = folder.data()
+    validation = imageset.subset(split["val"])
+    scores = TorchEngine.from_run(copy, device="cpu").outputs(validation.images).scores
+    cuts = fit_thresholds(validation.targets, scores, len(folder.checkpoint.grade_names), "qwk")
+    calibration = folder.checkpoint.calibration()
+    thresholds = {**(calibration.thresholds or {}), "kind": "tuned", "thresholds": [float(c) for c in cuts]}
+    folder.checkpoint.with_calibration(dataclasses.replace(calibration, thresholds=thresholds)).save(
+        folder.checkpoint_path
+    )
+    return copy
 
 
 def main() -> None:
@@ -71,7 +95,9 @@ def main() -> None:
         run = out / name.split(" ")[0].lower()
         started = time.perf_counter()
         train = ["train", "--data", str(SAMPLE), "--epochs", str(args.epochs), "--seed", str(args.seed)]
-        if args.retrain or not (run / "best.pt").is_file():
+        if flags is None:
+            run = with_tuned_cut_points(run, out / "reference-tuned")
+        elif args.retrain or not (run / "best.pt").is_file():
             assert imgrade_main([*train, *flags, "--out", str(run), "--overwrite"]) == 0
         model = run.with_suffix(".onnx")
         assert imgrade_main(["export", str(run), "--out", str(model)]) == 0
