@@ -152,8 +152,9 @@ imgrade predict model.onnx archive/ paths.parquet --engine ray --out grades.parq
         sub,
         "export",
         "write a trained run as one self-contained ONNX grader",
-        "Write a trained run as one ONNX file holding the network, the grade names, the cut points and the grade sets, "
-        "and check that ONNX Runtime grades as PyTorch does.",
+        "Write a trained run as one ONNX file that decides the grade itself: its outputs grade and grade_set come from "
+        "the network, the run's cut points and grade sets in the graph, the grade names travel in its metadata; "
+        "checked against PyTorch before it is written.",
         """
 imgrade export runs/p1 --out model.onnx
 imgrade export runs/p1 --out model.int8.onnx --int8
