@@ -122,10 +122,11 @@ def main() -> None:
                 "evaluate RUN vs FILE": "same" if not differ else "differ: " + ", ".join(differ),
                 "exact": f"{from_file['accuracy']:.3f}",
                 "QWK": f"{from_file['qwk']:.3f}",
-                "seconds": f"{time.perf_counter() - started:.0f}",
             }
         )
-        print(" | ".join(f"{k}: {v}" for k, v in rows[-1].items()), flush=True)
+        print(
+            " | ".join(f"{k}: {v}" for k, v in rows[-1].items()), f"({time.perf_counter() - started:.0f} s)", flush=True
+        )
 
     header = list(rows[0])
     table = [
