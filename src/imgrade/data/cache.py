@@ -30,7 +30,7 @@ from imgrade.data.resize import DEFAULT_MODE, Resize
 
 logger = logging.getLogger(__name__)
 
-DECODER_VERSION = 1
+DECODER_VERSION = 2
 """Bump when decode_image's output changes for the same file: old cache entries stop matching."""
 
 CACHE_ENV = "IMGRADE_CACHE_DIR"
