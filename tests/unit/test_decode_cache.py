@@ -1,5 +1,6 @@
 """Decoding folder/CSV photos once: parallel workers and the on-disk cache of decoded pixels."""
 
+import logging
 import os
 from pathlib import Path
 
@@ -24,11 +25,13 @@ def _photos(folder: Path, n: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def test_a_second_decode_reads_the_cache_and_decodes_nothing(tmp_path, monkeypatch, capsys):
+def test_a_second_decode_reads_the_cache_and_decodes_nothing(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="imgrade")  # the records, whether or not a handler prints them
     paths = _photos(tmp_path / "photos", 12)
     options = DecodeOptions(cache_dir=tmp_path / "cache")
     first = decode_images(paths, 32, options)
-    assert "decoded 12 images" in capsys.readouterr().err
+    assert "decoded 12 images" in caplog.text
+    caplog.clear()
     assert [p.suffix for p in (tmp_path / "cache" / "decoded").iterdir()] == [".npy"]
 
     def no_decoding(*args):
@@ -36,7 +39,7 @@ def test_a_second_decode_reads_the_cache_and_decodes_nothing(tmp_path, monkeypat
 
     monkeypatch.setattr(cache, "load_image", no_decoding)
     second = decode_images(paths, 32, options)
-    assert isinstance(second, np.memmap) and "from the cache" in capsys.readouterr().err
+    assert isinstance(second, np.memmap) and "from the cache" in caplog.text
     np.testing.assert_array_equal(second, first)
     np.testing.assert_array_equal(second, np.stack([load_image(p, 32) for p in paths]))
 
