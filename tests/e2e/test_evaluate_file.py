@@ -32,6 +32,7 @@ def test_the_exported_file_scores_what_the_run_scores_on_the_same_photos(trained
     card = (out / "model_card.md").read_text()
     assert (trained_run / "model_card.md").read_text().strip().splitlines()[0] in card  # the file's own card first
     assert f"SHA-256 `{sha}`" in card and "## Acceptance: grader.onnx" in card
+    assert str(synth_dir) not in card and "(folder synth)" in card  # the photos' folder by name only
     assert sha in (out / "report.html").read_text()
     assert (out / "predictions.csv").read_text().count("\n") == 91
 

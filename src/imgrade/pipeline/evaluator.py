@@ -17,7 +17,7 @@ from imgrade.config import DataConfig, RunConfig
 from imgrade.core.checkpoint import save_json
 from imgrade.core.errors import ConfigError, DataError, ImgradeError
 from imgrade.core.io import write_text
-from imgrade.core.names import MODEL_CARD
+from imgrade.core.names import MODEL_CARD, without_paths
 from imgrade.core.registry import head_entry
 from imgrade.core.rundir import member_dir, read_history
 from imgrade.data.imageset import ImageSet
@@ -131,7 +131,9 @@ def evaluate_file(
         out_dir, grader, imageset, metrics, outputs, predicted, sets, title, model, None, gallery=gallery
     )
     card = out_dir / MODEL_CARD
-    write_text(card, acceptance_card(grader.model_card, facts, metrics))
+    # like the run's card, it names the photos by their folder, never by a path of this machine
+    named = {**metrics, "data": without_paths(metrics["data"], [data])}
+    write_text(card, acceptance_card(grader.model_card, facts, named))
     result["files"]["model_card"] = str(card)
     save_json(out_dir / "metrics.json", result)
     return result
