@@ -31,8 +31,9 @@ from typing import IO
 
 import numpy as np
 
-from imgrade.core.errors import ConfigError, DataError, ImgradeError
-from imgrade.data.images import IMAGE_EXTENSIONS, list_images, load_image, one_line
+from imgrade.core.errors import ConfigError, DataError
+from imgrade.data.images import IMAGE_EXTENSIONS, list_images, one_line
+from imgrade.pipeline.predictor import grade_photos
 from imgrade.pipeline.rows import RowLayout, output_format, row_writer
 from imgrade.runtime import load_grader
 from imgrade.runtime.grading import Engine
@@ -187,23 +188,10 @@ class _GradeBatch:
 
     def __call__(self, batch: dict[str, np.ndarray]):
         paths = [str(p) if p is not None else "" for p in batch["path"]]
-        size = self.grader.image_size
-        images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-        rows = [{} for _ in paths]
-        good: list[int] = []
-        for i, path in enumerate(paths):
-            try:
-                if not path:
-                    raise DataError("an empty path: give each photo's path")
-                images[len(good)] = load_image(self.base / path, self.grader.resize)  # an absolute path stays as it is
-                good.append(i)
-            except ImgradeError as error:
-                rows[i] = self.layout.row(path, error=str(error))
-        if good:
-            records = self.grader.grade(images[: len(good)], [paths[i] for i in good])
-            for i, record in zip(good, records):
-                rows[i] = self.layout.row(paths[i], record)
-        return self.layout.table(rows)
+        photos = grade_photos(self.grader, paths, self.base)
+        return self.layout.table(
+            [self.layout.row(path, grade and grade.to_dict(), error) for path, grade, error in photos]
+        )
 
 
 def _check_model(model: str | os.PathLike, tta: bool | None) -> Engine:

@@ -20,7 +20,7 @@ from typing import IO, Any
 import numpy as np
 from tqdm import tqdm
 
-from imgrade.core.errors import ConfigError, DataError
+from imgrade.core.errors import ConfigError, DataError, ImgradeError
 from imgrade.data.images import PROGRESS_MIN_IMAGES, list_images, load_image
 from imgrade.pipeline.rows import FORMAT_OR_OUT, RowLayout, RowWrite, json_record, output_format, row_writer
 from imgrade.runtime import load_grader
@@ -118,7 +118,7 @@ def predict(
     ):
         for start in range(0, len(paths), CHUNK):
             chunk = paths[start : start + CHUNK]
-            photos = list(_grade_chunk(grader, chunk))
+            photos = list(grade_photos(grader, chunk))
             for image, grade, error in photos:
                 if grade is None:
                     result.failures.append(Failure(image, error))
@@ -132,17 +132,25 @@ def predict(
     return result
 
 
-def _grade_chunk(grader: Engine, paths: list[str]) -> Iterator[tuple[str, Grade | None, str | None]]:
-    """(path, grade, None) for each photo that decodes, (path, None, reason) for each that does not."""
+def grade_photos(
+    grader: Engine, paths: list[str], base: Path | None = None
+) -> Iterator[tuple[str, Grade | None, str | None]]:
+    """(path, grade, None) for each photo that decodes, (path, None, reason) for each that does not,
+    in order: one batch of ``predict``'s, and of the Ray job's actors (``imgrade.batch``).
+
+    A relative path is read below ``base`` where given (an absolute one stays as it is).
+    """
     size = grader.image_size
     images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     good: list[int] = []
     errors: dict[int, str] = {}
     for i, path in enumerate(paths):
         try:
-            images[len(good)] = load_image(path, grader.resize)
+            if not path:
+                raise DataError("an empty path: give each photo's path")
+            images[len(good)] = load_image(base / path if base is not None else path, grader.resize)
             good.append(i)
-        except DataError as error:
+        except ImgradeError as error:
             errors[i] = str(error)
     grades = grader.results([paths[i] for i in good], grader.outputs(images[: len(good)])) if good else []
     by_index = dict(zip(good, grades))
