@@ -127,16 +127,14 @@ def evaluate_file(
     facts = file_facts(model, grader)
     metrics = {"data": imageset.source, "split": name, "task": grader.task, "model": facts, **metrics}
     title = f"{model.name}: {name} ({len(imageset)} images)"
-    result = _write_evaluation(
-        out_dir, grader, imageset, metrics, outputs, predicted, sets, title, model, None, gallery=gallery
-    )
     card = out_dir / MODEL_CARD
+    out_dir.mkdir(parents=True, exist_ok=True)
     # like the run's card, it names the photos by their folder, never by a path of this machine
     named = {**metrics, "data": without_paths(metrics["data"], [data])}
     write_text(card, acceptance_card(grader.model_card, facts, named))
-    result["files"]["model_card"] = str(card)
-    save_json(out_dir / "metrics.json", result)
-    return result
+    return _write_evaluation(
+        out_dir, grader, imageset, metrics, outputs, predicted, sets, title, model, None, gallery=gallery, card=card
+    )
 
 
 def _load_data(data: str | Path, grader: Engine, cfg: DataConfig) -> ImageSet:
@@ -169,8 +167,10 @@ def _write_evaluation(
     cfg: RunConfig | None,
     history: list | None = None,
     gallery: int = DEFAULT_PER_GRADE,
+    card: Path | None = None,
 ) -> dict[str, Any]:
-    """predictions.csv, the pictures, metrics.json and report.html of one evaluation in ``out_dir``."""
+    """predictions.csv, the pictures, metrics.json and report.html of one evaluation in ``out_dir``
+    (``card``: a model card already written there, listed with the files)."""
     grade_names = grader.grade_names
     out_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(out_dir / "predictions.csv", imageset, outputs.scores, predicted, sets, grade_names)
@@ -192,6 +192,7 @@ def _write_evaluation(
         "metrics": str(out_dir / "metrics.json"),
         "report": str(out_dir / "report.html"),
         **{k: str(v) for k, v in pictures.items()},
+        **({"model_card": str(card)} if card is not None else {}),
     }
     save_json(out_dir / "metrics.json", metrics)
     photos = None
