@@ -25,6 +25,16 @@ from selenium.webdriver.support.ui import WebDriverWait
 REPO = Path(__file__).resolve().parents[1]
 
 
+def headless_chrome(width: int, height: int, *flags: str) -> webdriver.Chrome:
+    """Debian's chromium, headless, in a window of ``width`` x ``height`` pixels (``flags`` added)."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", *flags):
+        options.add_argument(flag)
+    options.add_argument(f"--window-size={width},{height}")
+    return webdriver.Chrome(options=options, service=Service(executable_path="/usr/bin/chromedriver"))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -55,21 +65,10 @@ def main() -> None:
     port = _free_port()
     url = f"http://127.0.0.1:{port}/"
     server = subprocess.Popen([sys.executable, "-m", "imgrade", "serve", args.model, "--port", str(port)])
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        f"--window-size={args.width},1000",
-    ):
-        options.add_argument(flag)
     driver = None
     try:
         _wait_healthy(url, server)
-        driver = webdriver.Chrome(options=options, service=Service(executable_path="/usr/bin/chromedriver"))
+        driver = headless_chrome(args.width, 1000, "--disable-background-networking")
         driver.get(url)
         WebDriverWait(driver, 30).until(
             lambda d: d.find_elements(By.CSS_SELECTOR, "[data-testid=model-info] .chip, [data-testid=model-info] li")

@@ -15,9 +15,8 @@ import argparse
 import io
 from pathlib import Path
 
+from page_screenshot import headless_chrome  # this folder is on the path of a script run from it
 from PIL import Image
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,18 +30,7 @@ def main() -> None:
     parser.add_argument("--until", default="grade-0", help="the id of the element to end with")
     args = parser.parse_args()
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--hide-scrollbars",
-        f"--window-size={args.width},1600",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path="/usr/bin/chromedriver"))
+    driver = headless_chrome(args.width, 1600, "--hide-scrollbars")
     try:
         driver.get(Path(args.report).resolve().as_uri())
         loaded = driver.execute_script("return Array.from(document.images).every(i => i.complete && i.naturalWidth)")
