@@ -11,13 +11,15 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from imgrade.core.errors import DataError
+from imgrade.data.pixels import DECODE_BUDGET_MB, EXIF_ORIENTATION, INTEGER_MODE_BITS, MB, square_pixels, working_bytes
 from imgrade.data.resize import Resize
 
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -41,10 +43,6 @@ above any phone or DSLR photo, while a malicious 50 kB PNG can claim billions of
 PROGRESS_MIN_IMAGES = 500
 """Loading more images than this shows a progress bar (on stderr, when it is a terminal)."""
 
-# Integer modes and the bit depth their values span when the file does not say otherwise.
-_INTEGER_MODE_BITS = {"I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 32}
-_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
-_EXIF_ORIENTATION = 0x0112
 _LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
@@ -70,7 +68,14 @@ def natural_sort_key(text: str) -> list:
     return [int(part) if i % 2 else part.casefold() for i, part in enumerate(parts)]
 
 
-def decode_image(data: bytes, name: str, resize: Resize | int) -> np.ndarray:
+def decode_image(
+    data: bytes,
+    name: str,
+    resize: Resize | int,
+    *,
+    max_decode_mb: float = DECODE_BUDGET_MB,
+    check: Callable[[], None] | None = None,
+) -> np.ndarray:
     """Decode the bytes of one image file into a (S, S, 3) uint8 RGB array, S = ``resize.size``.
 
     The EXIF orientation is applied, so a phone photo comes out upright. Every mode becomes RGB:
@@ -84,14 +89,24 @@ def decode_image(data: bytes, name: str, resize: Resize | int) -> np.ndarray:
     shrinking and interpolating (BILINEAR) when enlarging; an image already of that size is
     returned unchanged, byte for byte.
 
+    Memory is bounded by ``max_decode_mb``, counted from the file's header before anything is
+    decoded (:func:`imgrade.data.pixels.working_bytes`): the decoded image is the only
+    full-resolution copy, the rest works in bands (:mod:`imgrade.data.pixels`). A JPEG over the
+    budget is decoded at 1/2, 1/4 or 1/8 scale where that fits (the format can shrink while
+    decoding); any other image over it is refused.
+
     Args:
         data: the file's bytes.
         name: the file name, used in error messages.
         resize: the side and mode of the square output; a number is a side, squashed.
+        max_decode_mb: the most memory decoding may take, in MB.
+        check: called between decoding steps; to stop the work (a request past its deadline) it
+            raises a BaseException that is not an Exception, such as ``asyncio.CancelledError``,
+            which passes through here and through Pillow.
 
     Raises:
-        DataError: the bytes are empty, not an image, truncated or corrupt, over ``MAX_PIXELS``,
-            or in a mode that has no RGB meaning.
+        DataError: the bytes are empty, not an image, truncated or corrupt, over ``MAX_PIXELS``
+            or the decode budget, or in a mode that has no RGB meaning.
 
     >>> buffer = io.BytesIO()
     >>> Image.new("L", (64, 48), color=200).save(buffer, format="PNG")
@@ -108,7 +123,7 @@ def decode_image(data: bytes, name: str, resize: Resize | int) -> np.ndarray:
         # into an error so that no huge image is ever decoded.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=PILLOW_FORMATS) as image:
+            with Image.open(_CheckedReader(data, check), formats=PILLOW_FORMATS) as image:
                 width, height = image.size  # from the header: nothing is decoded yet
                 if width * height > MAX_PIXELS:
                     raise DataError(
@@ -116,8 +131,9 @@ def decode_image(data: bytes, name: str, resize: Resize | int) -> np.ndarray:
                         f"{MAX_PIXELS:,} limit (a guard against decompression bombs): "
                         "downscale the image before grading it"
                     )
+                _fit_budget(image, name, resize.size, max_decode_mb)
                 image.load()  # decode every byte now, so truncated files fail here
-                pixels = _upright_rgb(image, name)
+                pixels = square_pixels(image, resize, name, _stored_bit_depth(image), check)
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -133,7 +149,7 @@ def decode_image(data: bytes, name: str, resize: Resize | int) -> np.ndarray:
             f"{name} is truncated or corrupt ({type(error).__name__}: {one_line(str(error))}): "
             "re-export or re-download the file, or delete it"
         ) from error
-    return resize(pixels)
+    return pixels
 
 
 def image_pixels(image: Image.Image, name: str, resize: Resize | int) -> np.ndarray:
@@ -155,7 +171,7 @@ def image_pixels(image: Image.Image, name: str, resize: Resize | int) -> np.ndar
             f"{name} is a Pillow image that cannot be read ({type(error).__name__}: {one_line(str(error))}): "
             "pass it while its file is open, or pass the file's path"
         ) from error
-    return resize(_upright_rgb(image, name))
+    return square_pixels(image, resize, name, _stored_bit_depth(image))
 
 
 def array_pixels(array: np.ndarray, name: str, resize: Resize | int) -> np.ndarray:
@@ -192,7 +208,7 @@ def array_pixels(array: np.ndarray, name: str, resize: Resize | int) -> np.ndarr
             "e.g. array.astype(np.uint8)"
         )
     # Pillow reads (H, W) uint8 as L, (H, W, 3) as RGB and (H, W, 4) as RGBA
-    return resize(_to_rgb(Image.fromarray(np.ascontiguousarray(array)), None, name))
+    return square_pixels(Image.fromarray(np.ascontiguousarray(array)), resize, name)
 
 
 def load_image(path: str | os.PathLike, resize: Resize | int) -> np.ndarray:
@@ -220,7 +236,7 @@ def stored_size(path: str | os.PathLike) -> tuple[int, int]:
         with Image.open(path, formats=PILLOW_FORMATS) as image:
             width, height = image.size
             try:
-                turned = image.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8)  # a quarter turn
+                turned = image.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8)  # a quarter turn
             except Exception:  # a malformed EXIF block: decode_image keeps the image as stored
                 turned = False
     except FileNotFoundError as error:
@@ -290,15 +306,9 @@ def _missing(path: Path) -> str:
     return f"{one_line(str(path))} does not exist: check the path{where}"
 
 
-def _upright_rgb(image: Image.Image, name: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of a loaded image, turned upright by its EXIF orientation."""
-    bits = _stored_bit_depth(image)
-    return _to_rgb(_exif_upright(image), bits, name)
-
-
 def _stored_bit_depth(image: Image.Image) -> int | None:
     """Bits per sample the file declares for integer greyscale (TIFF), else None."""
-    if image.mode not in _INTEGER_MODE_BITS:
+    if image.mode not in INTEGER_MODE_BITS:
         return None
     tags = getattr(image, "tag_v2", None)  # TIFF only
     bits = tags.get(258) if tags is not None else None  # 258 = BitsPerSample
@@ -307,43 +317,34 @@ def _stored_bit_depth(image: Image.Image) -> int | None:
     return int(bits) if bits else None
 
 
-def _exif_upright(image: Image.Image) -> Image.Image:
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception:
-        # A malformed EXIF block does not spoil the pixels, which already decoded: keep the image
-        # as stored rather than refuse a readable photo.
-        return image
-
-
-def _to_rgb(image: Image.Image, bits: int | None, name: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB for any Pillow mode; see decode_image for the conventions."""
-    mode = image.mode
-    if mode in _INTEGER_MODE_BITS:
-        # Pillow's I is signed 32-bit, so its largest value is 2**31 - 1; negatives become black.
-        bits = min(bits or _INTEGER_MODE_BITS[mode], 31)
-        grey = np.asarray(image).astype(np.float64) * (255.0 / (2**bits - 1))
-        return _grey_to_rgb(grey)
-    if mode == "F":
-        grey = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        scale = 255.0 if grey.size and grey.max() <= 1.0 else 1.0
-        return _grey_to_rgb(grey * scale)
-    if mode in _ALPHA_MODES or "transparency" in image.info:
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float64)
-        alpha = rgba[..., 3:] / 255.0
-        white = 255.0
-        composited = rgba[..., :3] * alpha + white * (1.0 - alpha)
-        return np.rint(composited).astype(np.uint8)
-    if mode == "RGB":
-        return np.array(image)
-    try:
-        return np.array(image.convert("RGB"))
-    except ValueError as error:
+def _fit_budget(image: Image.Image, name: str, side: int, max_decode_mb: float) -> None:
+    """Make an opened image decode within ``max_decode_mb`` (a JPEG decodes at a smaller scale), or refuse it."""
+    budget = max_decode_mb * MB
+    width, height = image.size
+    need = working_bytes(width, height, image.mode, side, image.format)
+    if need > budget and image.format in ("JPEG", "MPO"):
+        for scale in (2, 4, 8):  # the scales a JPEG decoder can shrink by while decoding
+            if working_bytes(-(-width // scale), -(-height // scale), image.mode, side) <= budget:
+                image.draft(image.mode, (width // scale, height // scale))
+                need = working_bytes(*image.size, image.mode, side)
+                break
+    if need > budget:
         raise DataError(
-            f"{name} uses the image mode {mode}, which has no RGB conversion: save it as an RGB or greyscale PNG/JPEG"
-        ) from error
+            f"{name} would take {need / MB:,.0f} MB of memory to decode ({width}x{height} {image.mode}), "
+            f"over the {max_decode_mb:g} MB budget (a guard against decompression bombs): "
+            "downscale the image before grading it"
+        )
 
 
-def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
-    grey = np.rint(np.clip(grey, 0.0, 255.0)).astype(np.uint8)
-    return np.repeat(grey[..., None], 3, axis=2)
+class _CheckedReader(io.BytesIO):
+    """The file's bytes, read by Pillow a block at a time; ``check`` runs before each block, so a
+    decode can be stopped part way (Pillow's PNG and JPEG decoders read 64 KB at a time)."""
+
+    def __init__(self, data: bytes, check: Callable[[], None] | None) -> None:
+        super().__init__(data)
+        self._check = check
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if self._check is not None:
+            self._check()
+        return super().read(size)
