@@ -117,7 +117,7 @@ def test_health_and_model_card(client, grader):
     assert card == {
         **grader.describe(),
         "model": "coral",
-        "limits": {"max_files": 64, "max_upload_mb": 10.0},
+        "limits": {"max_files": 64, "max_upload_mb": 10.0, "max_decode_mb": 300.0},
         "auth": False,
         "model_card": grader.model_card,
     }
@@ -523,6 +523,7 @@ def test_a_request_answered_by_a_guard_is_logged_once_with_the_guards_status(cap
         ({"max_batch": 0}, "--max-batch"),
         ({"max_upload_mb": 0.0}, "--max-upload-mb"),
         ({"max_upload_mb": float("nan")}, "--max-upload-mb"),
+        ({"max_decode_mb": 0.0}, "--max-decode-mb"),
         ({"batch_window_ms": -1.0}, "--batch-window-ms"),
         ({"request_timeout_s": 0.0}, "--request-timeout-s"),
         ({"headers_timeout_s": -1.0}, "--headers-timeout-s"),

@@ -11,7 +11,8 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from imgrade.core.errors import DataError
-from imgrade.data.pixels import DECODE_BUDGET_MB, EXIF_ORIENTATION, INTEGER_MODE_BITS, MB, square_pixels, working_bytes
+from imgrade.data.budget import DECODE_BUDGET_MB, MB
+from imgrade.data.pixels import EXIF_ORIENTATION, INTEGER_MODE_BITS, square_pixels, working_bytes
 from imgrade.data.resize import Resize
 
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -116,6 +118,33 @@ def decode_image(
     """
     resize = Resize.of(resize)
     name = one_line(name)
+    with _opened(data, name, check) as image:
+        _fit_budget(image, name, resize.size, max_decode_mb)
+        image.load()  # decode every byte now, so truncated files fail here
+        return square_pixels(image, resize, name, _stored_bit_depth(image), check)
+
+
+def decode_cost(data: bytes, name: str, resize: Resize | int, *, max_decode_mb: float = DECODE_BUDGET_MB) -> int:
+    """The bytes of memory ``decode_image`` will take on ``data``, read from its header alone (a
+    server reserves them before it decodes).
+
+    Raises:
+        DataError: as ``decode_image`` would before decoding (not an image, over a limit).
+
+    >>> buffer = io.BytesIO()
+    >>> Image.new("RGBA", (4000, 3000)).save(buffer, format="PNG")
+    >>> round(decode_cost(buffer.getvalue(), "big.png", 32) / 1e6)
+    50
+    """
+    name = one_line(name)
+    with _opened(data, name, None) as image:
+        return _fit_budget(image, name, Resize.of(resize).size, max_decode_mb)
+
+
+@contextmanager
+def _opened(data: bytes, name: str, check: Callable[[], None] | None) -> Iterator[Image.Image]:
+    """The image in ``data``, opened (its header read, nothing decoded) and checked against
+    ``MAX_PIXELS``; any error of Pillow's, here or in the ``with`` body, becomes a one-line DataError."""
     if len(data) == 0:
         raise DataError(f"{name} is empty (0 bytes): replace it with a valid image file or delete it")
     try:
@@ -131,9 +160,7 @@ def decode_image(
                         f"{MAX_PIXELS:,} limit (a guard against decompression bombs): "
                         "downscale the image before grading it"
                     )
-                _fit_budget(image, name, resize.size, max_decode_mb)
-                image.load()  # decode every byte now, so truncated files fail here
-                pixels = square_pixels(image, resize, name, _stored_bit_depth(image), check)
+                yield image
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -149,7 +176,6 @@ def decode_image(
             f"{name} is truncated or corrupt ({type(error).__name__}: {one_line(str(error))}): "
             "re-export or re-download the file, or delete it"
         ) from error
-    return pixels
 
 
 def image_pixels(image: Image.Image, name: str, resize: Resize | int) -> np.ndarray:
@@ -317,8 +343,9 @@ def _stored_bit_depth(image: Image.Image) -> int | None:
     return int(bits) if bits else None
 
 
-def _fit_budget(image: Image.Image, name: str, side: int, max_decode_mb: float) -> None:
-    """Make an opened image decode within ``max_decode_mb`` (a JPEG decodes at a smaller scale), or refuse it."""
+def _fit_budget(image: Image.Image, name: str, side: int, max_decode_mb: float) -> int:
+    """Make an opened image decode within ``max_decode_mb`` (a JPEG decodes at a smaller scale), or
+    refuse it; the bytes its decoding will take."""
     budget = max_decode_mb * MB
     width, height = image.size
     need = working_bytes(width, height, image.mode, side, image.format)
@@ -334,6 +361,7 @@ def _fit_budget(image: Image.Image, name: str, side: int, max_decode_mb: float) 
             f"over the {max_decode_mb:g} MB budget (a guard against decompression bombs): "
             "downscale the image before grading it"
         )
+    return need
 
 
 class _CheckedReader(io.BytesIO):

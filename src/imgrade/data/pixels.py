@@ -24,14 +24,6 @@ from PIL import Image
 from imgrade.core.errors import DataError
 from imgrade.data.resize import Resize
 
-MB = 1_000_000
-"""Bytes in the megabyte of the decode budget (decimal, as ``--max-upload-mb``)."""
-
-DECODE_BUDGET_MB = 300.0
-"""The most memory one photo may take to decode, by default: every photo under the 64 MP pixel
-limit fits (64 MP at Pillow's 4 bytes a pixel is 256 MB, plus the resize's intermediate), while a
-small file that decodes to gigabytes does not. ``imgrade serve --max-decode-mb`` sets it there."""
-
 BAND_PIXELS = 1 << 16
 """Pixels of the stored image converted at once (a band of about 1.5 MB of working arrays)."""
 

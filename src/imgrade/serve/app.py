@@ -6,7 +6,7 @@ pydantic models, which ``/openapi.json`` describes, are in :mod:`imgrade.serve.s
 - ``GET /`` the web page, ``GET /static/...`` its scripts and styles: local files, no CDN.
 - ``GET /healthz`` -> ``{"status": "ok"}``; never needs the token.
 - ``GET /v1/model`` -> the grader's model card, ``model`` (its file or folder name), ``limits``
-  (``max_files``, ``max_upload_mb``), ``auth`` (whether a token is needed) and ``model_card`` (the
+  (``max_files``, ``max_upload_mb``, ``max_decode_mb``), ``auth`` (whether a token is needed) and ``model_card`` (the
   run's model_card.md as Markdown; None for a model without one).
 - ``POST /v1/grade`` multipart/form-data, one part named ``files`` per image ->
   ``{"results": [record, ...]}`` in upload order (``Grade.to_dict``). 400: no ``files`` part,
@@ -14,7 +14,9 @@ pydantic models, which ``/openapi.json`` describes, are in :mod:`imgrade.serve.s
   malformed body; 408: the body did not arrive within ``request_timeout_s``; 413: a body over
   ``max_upload_mb``; 415: a body that is not multipart/form-data; 431: headers over ``max_header_kb``;
   500: the model failed on these images (other requests are unaffected); 503: no answer
-  within ``request_timeout_s``.
+  within ``request_timeout_s`` (its decoding stops too), or the decode pool cannot take a photo
+  now (at once, with ``Retry-After``; :mod:`imgrade.serve.decode_pool`). A photo that would take
+  more than ``max_decode_mb`` to decode is a 400 naming it.
 - ``GET /v1/stats`` -> forward passes, images graded, largest and mean batch size.
 - With a token, every ``/v1/`` route needs ``Authorization: Bearer <token>`` (else 401).
 
@@ -31,20 +33,18 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from imgrade.core.errors import ConfigError, DataError
 from imgrade.core.version import __version__
-from imgrade.data.images import Resize, decode_image
 from imgrade.runtime.grading import Engine
 from imgrade.serve.access_log import PHOTOS_GRADED, AccessLog
 from imgrade.serve.batcher import Batcher
+from imgrade.serve.decode_pool import DecodePool, PoolFull
 from imgrade.serve.guards import BodyLimit, HeaderLimit, RequestTimeout, require_token
 from imgrade.serve.limits import Limits
 from imgrade.serve.schemas import GradeAnswer, Health, ModelInfo, Stats, error_responses
@@ -86,6 +86,7 @@ def create_app(
         raise ConfigError("--token is empty: pass a non-empty token, or leave --token out to serve without one")
     # the grader runs what the batcher gathers in its own passes (32 images on a CPU, where they stay in the caches)
     batcher = Batcher(grader.outputs, limits.max_batch, limits.batch_window_ms / 1000)
+    decode_pool = DecodePool(limits.max_decode_mb)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,6 +94,7 @@ def create_app(
         try:
             yield
         finally:
+            decode_pool.close()
             await batcher.stop()
 
     app = FastAPI(
@@ -104,6 +106,7 @@ def create_app(
     )
     app.state.grader = grader
     app.state.batcher = batcher
+    app.state.decode_pool = decode_pool
     app.state.limits = limits
     app.state.token = token
     app.state.index_html = static_dir / "index.html"
@@ -112,7 +115,11 @@ def create_app(
         {
             **grader.describe(),
             "model": source_name,
-            "limits": {"max_files": limits.max_files, "max_upload_mb": limits.max_upload_mb},
+            "limits": {
+                "max_files": limits.max_files,
+                "max_upload_mb": limits.max_upload_mb,
+                "max_decode_mb": limits.max_decode_mb,
+            },
             "auth": token is not None,
             "model_card": grader.model_card,
         }
@@ -188,9 +195,11 @@ async def grade(request: Request) -> dict[str, list[dict[str, Any]]]:
     uploads = await _read_uploads(request, state.limits.max_files)
     grader: Engine = state.grader
     try:
-        images = await run_in_threadpool(_decode_all, uploads, grader.resize)
+        images = await state.decode_pool.decode(uploads, grader.resize)
     except DataError as error:
         raise HTTPException(400, _one_line(error)) from None
+    except PoolFull as error:
+        raise HTTPException(503, _one_line(error), headers={"Retry-After": "1"}) from None
     try:
         outputs = await state.batcher.submit(images)
     except Exception as error:
@@ -250,11 +259,6 @@ async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, byt
         return uploads
     finally:
         await form.close()
-
-
-def _decode_all(uploads: list[tuple[str, bytes]], resize: Resize) -> np.ndarray:
-    """(N, S, S, 3) uint8 (S = ``resize.size``); DataError naming the first file that is not an image."""
-    return np.stack([decode_image(data, name, resize) for name, data in uploads])
 
 
 def _one_line(error: BaseException) -> str:

@@ -14,6 +14,7 @@ from numbers import Integral, Real
 from typing import Any
 
 from imgrade.core.errors import ConfigError
+from imgrade.data.budget import DECODE_BUDGET_MB
 
 MB = 1_000_000
 """Bytes in the megabyte of ``--max-upload-mb`` (decimal, as browsers and curl count)."""
@@ -40,6 +41,11 @@ class Limits:
 
     max_upload_mb: float = _flag(10.0, "largest request body in MB (default {default}): larger ones get 413")
     max_files: int = _flag(64, "most images in one request (default {default}): more get 400")
+    max_decode_mb: float = _flag(
+        DECODE_BUDGET_MB,
+        "most memory one photo may take to decode, in MB, counted from its header (default {default}): "
+        "more get 400; large photos decode at most one fewer than the cores at once, more get 503",
+    )
     max_batch: int = _flag(
         64,
         "most images graded together across concurrent requests (default {default}; "
@@ -72,7 +78,7 @@ class Limits:
     )
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_mb", "request_timeout_s", "headers_timeout_s", "keep_alive_s"):
+        for name in ("max_upload_mb", "max_decode_mb", "request_timeout_s", "headers_timeout_s", "keep_alive_s"):
             if not (_is_number(getattr(self, name), Real) and getattr(self, name) > 0):
                 _refuse(self, name, "a positive number")
         if not (_is_number(self.batch_window_ms, Real) and self.batch_window_ms >= 0):

@@ -53,6 +53,7 @@ class InputSpec(BaseModel):
 class ServerLimits(BaseModel):
     max_files: int = Field(description="Most photos in one request.")
     max_upload_mb: float = Field(description="Largest request body in MB.")
+    max_decode_mb: float = Field(description="Most memory one photo may take to decode, in MB.")
 
 
 class ModelInfo(BaseModel):
