@@ -56,16 +56,18 @@ Box = tuple[int, int, int, int]
 
 
 def bytes_per_pixel(mode: str, image_format: str | None = None) -> int:
-    """Bytes a pixel takes in memory once decoded: Pillow keeps 8-bit images of 2 to 4 bands in
-    4 bytes a pixel (RGB too); libwebp decodes into a buffer of its own beside Pillow's.
+    """Bytes a pixel takes in memory while it decodes: Pillow keeps 8-bit images of 2 to 4 bands
+    in 4 bytes a pixel (RGB too); a GIF may load as RGBA; a WebP is held four times over (libwebp's
+    frame, the bytes Pillow copies it to, its raw decoder's input and the image).
 
     >>> bytes_per_pixel("L"), bytes_per_pixel("I;16"), bytes_per_pixel("RGB"), bytes_per_pixel("RGB", "WEBP")
-    (1, 2, 4, 8)
+    (1, 2, 4, 16)
     """
-    size = 1 if mode in _ONE_BYTE_MODES else 2 if mode.startswith("I;16") else 4
+    if image_format == "WEBP":
+        return 16
     if image_format == "GIF":
-        size = 4  # a GIF's later frames, and some first ones, load as RGB(A)
-    return size * 2 if image_format == "WEBP" else size
+        return 4
+    return 1 if mode in _ONE_BYTE_MODES else 2 if mode.startswith("I;16") else 4
 
 
 def working_bytes(width: int, height: int, mode: str, side: int, image_format: str | None = None) -> int:
@@ -73,7 +75,7 @@ def working_bytes(width: int, height: int, mode: str, side: int, image_format: s
     ``side``: the decoded image, plus the resize's intermediate of up to max(width, height) rows of
     ``side`` pixels (uint8 RGB, and Pillow's 4-byte copy of it), plus one band's working arrays.
 
-    >>> round(working_bytes(7999, 7999, "RGBA", 32) / MB, 1)
+    >>> round(working_bytes(7999, 7999, "RGBA", 32) / 1e6, 1)
     259.3
     """
     intermediate = max(width, height) * side * (3 + 4)
