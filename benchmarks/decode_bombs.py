@@ -360,11 +360,12 @@ def main() -> int:
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        if args.model is None:
+        model = args.model
+        if model is None:
             import serve_abuse  # its 1-epoch reference run
 
             print("training the reference network for 1 epoch on 60 synthetic cucumbers", flush=True)
-        model = args.model or serve_abuse.train_small_model(Path(scratch))
+            model = serve_abuse.train_small_model(Path(scratch))
         baseline, bomb_results, entry_results = measure(args, model)
     text, met = report(args, baseline, bomb_results, entry_results)
     print(text)

@@ -148,20 +148,12 @@ def abuse(
         threading.Thread(target=kit._good_client, args=(target, reference, done, tally)) for _ in range(good_clients)
     ]
     names = list(uploads)
+    orders = [
+        names[i % len(names) :] + names[: i % len(names)] for i in range(attackers)
+    ]  # attacker i starts at bomb i
     bad = [
-        threading.Thread(
-            target=_attacker,
-            args=(
-                target,
-                uploads,
-                names[i % len(names) :] + names[: i % len(names)],
-                deadline,
-                answers,
-                slowest,
-                tally.lock,
-            ),
-        )
-        for i in range(attackers)
+        threading.Thread(target=_attacker, args=(target, uploads, order, deadline, answers, slowest, tally.lock))
+        for order in orders
     ]
     start = time.perf_counter()
     for thread in [sampler, *good, *bad]:
@@ -172,6 +164,7 @@ def abuse(
     for thread in good:
         thread.join()
     abuse_s = time.perf_counter() - start
+    healthy = rss["killed"] is None and kit.healthy(target, reference)
     busy_s = _seconds_until_idle(pid, wait_s)
     hwm_mb = _status_kb(pid, "VmHWM") / 1024
     sampled.set()
@@ -193,7 +186,7 @@ def abuse(
         ),
         "server_peak_rss_mb": round(max(rss["peak_mb"], hwm_mb)),
         "server_killed": rss["killed"],
-        "healthy_after": int(rss["killed"] is None and kit.healthy(target, reference)),
+        "healthy_after": int(healthy),
         "busy_after_abuse_s": busy_s,
     }
 
