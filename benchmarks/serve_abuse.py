@@ -2,6 +2,7 @@
 
 Usage:
     python benchmarks/serve_abuse.py [MODEL] [--seconds 60] [--good-clients 4] [--bad-clients 8] [--flood 200]
+    python benchmarks/serve_abuse.py [MODEL] --bombs [--seconds 60] [--attackers 4] [--good-clients 4]
 
 MODEL is a run folder, .pt or .onnx file; without one, the reference network is trained for
 1 epoch on 60 synthetic cucumbers in a temporary folder. The server runs as a real subprocess
@@ -14,6 +15,10 @@ the good requests sent, failed and their p50/p99 latency during the abuse.
 
 Exits 1 if a good request failed, a bad one got an answer it should not (a 5xx, say) or none in
 time, an idle connection stayed open, or the server's log holds a traceback or the token.
+
+With ``--bombs``, attackers upload decoding bombs instead (a server with the default limits),
+then one request that cannot finish in time checks that its 503 stops the work: see
+serve_bombs.py, which runs it; exits 1 if a goal of its report FAILs.
 
 From Python (tests/e2e/test_serve_hardening.py, benchmarks/reliability.py): ``run(model)``
 starts the server, abuses it and returns the figures as a dict; ``abuse(target, reference)``
@@ -474,25 +479,8 @@ def run(
         token = secrets.token_urlsafe(24)
         target = Target("127.0.0.1", free_port(), token, request_timeout_s, max_upload_bytes=1_000_000, png=good_png())
         log_path = Path(scratch) / "server.log"
-        with log_path.open("wb") as log:  # a file, not a pipe: a full pipe would block the server
-            server = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "imgrade",
-                    "serve",
-                    str(model),
-                    "--port",
-                    str(target.port),
-                    "--request-timeout-s",
-                    str(request_timeout_s),
-                    "--max-upload-mb",
-                    "1",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "IMGRADE_TOKEN": token},
-            )
+        flags = ("--request-timeout-s", str(request_timeout_s), "--max-upload-mb", "1")
+        server = start_server(model, target, log_path, *flags)
         try:
             wait_until_healthy(target.base_url, server)
             reference = grade_once(target)
@@ -506,6 +494,18 @@ def run(
     figures["server_tracebacks"] = server_log.count("Traceback")
     figures["token_in_server_log"] = int(token in server_log)
     return figures
+
+
+def start_server(model: str | Path, target: Target, log_path: Path, *flags: str) -> subprocess.Popen:
+    """``python -m imgrade serve MODEL --port PORT FLAGS`` with ``target.token`` in $IMGRADE_TOKEN,
+    its stdout and stderr to ``log_path``; not yet healthy."""
+    with log_path.open("wb") as log:  # a file, not a pipe: a full pipe would block the server
+        return subprocess.Popen(
+            [sys.executable, "-m", "imgrade", "serve", str(model), "--port", str(target.port), *flags],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "IMGRADE_TOKEN": target.token},
+        )
 
 
 def failed(figures: dict[str, Any]) -> list[str]:
@@ -621,11 +621,37 @@ def main() -> int:
     parser.add_argument("--good-clients", type=int, default=4)
     parser.add_argument("--bad-clients", type=int, default=8)
     parser.add_argument("--flood", type=int, default=200, help="idle connections per flood")
-    parser.add_argument("--request-timeout-s", type=float, default=3.0, help="the server's --request-timeout-s")
+    parser.add_argument(
+        "--request-timeout-s",
+        type=float,
+        help="the server's --request-timeout-s (default 3; with --bombs, its default)",
+    )
+    bombs = parser.add_argument_group("decoding bombs (serve_bombs.py)")
+    bombs.add_argument("--bombs", action="store_true", help="attack with decoding bombs instead, then the 503 check")
+    bombs.add_argument("--attackers", type=int, default=4, help="clients uploading bombs (default 4)")
+    bombs.add_argument("--side", type=int, default=7999, help="the bombs' side in pixels (default 7999: 64 MP)")
+    bombs.add_argument(
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "imgrade-bench-bombs",
+        help="folder for the bombs, kept for the next run (default: the one decode_bombs.py uses)",
+    )
+    bombs.add_argument(
+        "--rss-guard-mb", type=float, default=8000.0, help="kill the server above this RSS (default 8000)"
+    )
+    bombs.add_argument(
+        "--cancel-timeout-s", type=float, default=2.0, help="the 503 check's --request-timeout-s (default 2)"
+    )
+    bombs.add_argument(
+        "--wait-s", type=float, default=120.0, help="longest wait for the server's CPU to stop (default 120)"
+    )
     args = parser.parse_args()
+    if args.bombs:
+        return _bombs(args)
+    request_timeout_s = args.request_timeout_s or 3.0
     print(
         f"serve abuse: {args.seconds:g} s, {args.good_clients} good clients, {args.bad_clients} bad clients, "
-        f"floods of {args.flood} idle connections, server --request-timeout-s {args.request_timeout_s:g}",
+        f"floods of {args.flood} idle connections, server --request-timeout-s {request_timeout_s:g}",
         flush=True,
     )
     figures = run(
@@ -634,13 +660,39 @@ def main() -> int:
         good_clients=args.good_clients,
         bad_clients=args.bad_clients,
         flood=args.flood,
-        request_timeout_s=args.request_timeout_s,
+        request_timeout_s=request_timeout_s,
     )
     print(report(figures))
     problems = failed(figures)
     for problem in problems:
         print(f"FAILED: {problem}")
     return 1 if problems else 0
+
+
+def _bombs(args: argparse.Namespace) -> int:
+    """``--bombs``: serve_bombs.run, its report, exit 1 on a FAIL."""
+    import serve_bombs  # it imports this module: import it only when asked
+
+    options = {"request_timeout_s": args.request_timeout_s} if args.request_timeout_s else {}
+    print(
+        f"serve bombs: {args.seconds:g} s, {args.attackers} attackers, {args.good_clients} good clients",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        figures = serve_bombs.run(
+            args.model or train_small_model(Path(scratch)),
+            args.work,
+            seconds=args.seconds,
+            attackers=args.attackers,
+            good_clients=args.good_clients,
+            cancel_timeout_s=args.cancel_timeout_s,
+            side=args.side,
+            rss_guard_mb=args.rss_guard_mb,
+            wait_s=args.wait_s,
+            **options,
+        )
+    print(serve_bombs.report(figures))
+    return 0 if all(met for _, _, met in serve_bombs.goals(figures)) else 1
 
 
 if __name__ == "__main__":
