@@ -173,6 +173,10 @@ BOMBS: dict[str, Bomb] = {
         ),
         Bomb("rgb_jpeg", "jpg", "RGB", "RGB JPEG", _pillow_writer("RGB", (235, 235, 230), (70, 140, 60), **_JPEG)),
         Bomb(
+            "webp", "webp", "RGB", "lossless WebP (libwebp's decoding holds it four times over)",
+            _pillow_writer("RGB", (235, 235, 230), (70, 140, 60), format="WEBP", lossless=True),
+        ),
+        Bomb(
             "over_limit", "png", "L", f"8-bit greyscale PNG, {OVER_SIDE}x{OVER_SIDE}: over the pixel limit",
             _png_writer(0, 8, bytes([230]), bytes([90])), over_limit=True,
         ),
