@@ -192,3 +192,22 @@ def test_opaque_bands_and_see_through_bands_of_one_photo_composite_alike(monkeyp
     image = Image.fromarray(rgba, "RGBA")
     for resize in (Resize(8), Resize(32), Resize(50)):
         assert np.array_equal(pixels.square_pixels(image, resize, "x.png"), whole_image_pixels(image, resize))
+
+
+@pytest.mark.parametrize("options", [{"lossless": True}, {"quality": 80}])
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_a_webp_header_gives_its_size_in_each_of_its_three_formats(options, mode):
+    buffer = io.BytesIO()
+    Image.new(mode, (301, 17), (1, 2, 3)).save(buffer, format="WEBP", **options)
+    assert pixels._webp_size(buffer.getvalue()) == (301, 17)
+    assert pixels._webp_size(png(Image.new(mode, (301, 17)))) is None
+
+
+def test_a_webp_over_the_budget_is_refused_from_its_header_before_libwebp_opens_it():
+    buffer = io.BytesIO()
+    Image.new("RGB", (5000, 5000), (10, 200, 30)).save(buffer, format="WEBP", lossless=True)  # a few KB
+    with pytest.raises(DataError, match=r"^huge.webp would take 403 MB of memory to decode \(5000x5000 WebP\)"):
+        decode_image(buffer.getvalue(), "huge.webp", 32)
+    small = io.BytesIO()
+    Image.new("RGB", (500, 500), (10, 200, 30)).save(small, format="WEBP", lossless=True)
+    assert decode_image(small.getvalue(), "ok.webp", 32)[0, 0].tolist() == [10, 200, 30]

@@ -20,8 +20,8 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from imgrade.core.errors import DataError
-from imgrade.data.budget import DECODE_BUDGET_MB, MB
-from imgrade.data.pixels import EXIF_ORIENTATION, INTEGER_MODE_BITS, square_pixels, working_bytes
+from imgrade.data.budget import DECODE_BUDGET_MB
+from imgrade.data.pixels import EXIF_ORIENTATION, INTEGER_MODE_BITS, fit_budget, refuse_webp_over_budget, square_pixels
 from imgrade.data.resize import Resize
 
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -118,8 +118,9 @@ def decode_image(
     """
     resize = Resize.of(resize)
     name = one_line(name)
+    refuse_webp_over_budget(data, name, resize.size, max_decode_mb)
     with _opened(data, name, check) as image:
-        _fit_budget(image, name, resize.size, max_decode_mb)
+        fit_budget(image, name, resize.size, max_decode_mb)
         image.load()  # decode every byte now, so truncated files fail here
         return square_pixels(image, resize, name, _stored_bit_depth(image), check)
 
@@ -137,8 +138,10 @@ def decode_cost(data: bytes, name: str, resize: Resize | int, *, max_decode_mb: 
     50
     """
     name = one_line(name)
+    side = Resize.of(resize).size
+    refuse_webp_over_budget(data, name, side, max_decode_mb)
     with _opened(data, name, None) as image:
-        return _fit_budget(image, name, Resize.of(resize).size, max_decode_mb)
+        return fit_budget(image, name, side, max_decode_mb)
 
 
 @contextmanager
@@ -341,27 +344,6 @@ def _stored_bit_depth(image: Image.Image) -> int | None:
     if isinstance(bits, tuple):
         bits = bits[0] if bits else None
     return int(bits) if bits else None
-
-
-def _fit_budget(image: Image.Image, name: str, side: int, max_decode_mb: float) -> int:
-    """Make an opened image decode within ``max_decode_mb`` (a JPEG decodes at a smaller scale), or
-    refuse it; the bytes its decoding will take."""
-    budget = max_decode_mb * MB
-    width, height = image.size
-    need = working_bytes(width, height, image.mode, side, image.format)
-    if need > budget and image.format in ("JPEG", "MPO"):
-        for scale in (2, 4, 8):  # the scales a JPEG decoder can shrink by while decoding
-            if working_bytes(-(-width // scale), -(-height // scale), image.mode, side) <= budget:
-                image.draft(image.mode, (width // scale, height // scale))
-                need = working_bytes(*image.size, image.mode, side)
-                break
-    if need > budget:
-        raise DataError(
-            f"{name} would take {need / MB:,.0f} MB of memory to decode ({width}x{height} {image.mode}), "
-            f"over the {max_decode_mb:g} MB budget (a guard against decompression bombs): "
-            "downscale the image before grading it"
-        )
-    return need
 
 
 class _CheckedReader(io.BytesIO):

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from imgrade.core.errors import DataError
+from imgrade.data.budget import MB
 from imgrade.data.resize import Resize
 
 BAND_PIXELS = 1 << 16
@@ -80,6 +81,65 @@ def working_bytes(width: int, height: int, mode: str, side: int, image_format: s
     """
     intermediate = max(width, height) * side * (3 + 4)
     return width * height * bytes_per_pixel(mode, image_format) + intermediate + BAND_PIXELS * 24
+
+
+def fit_budget(image: Image.Image, name: str, side: int, max_decode_mb: float) -> int:
+    """Make an opened image decode within ``max_decode_mb`` (a JPEG decodes at a smaller scale), or
+    refuse it; the bytes its decoding will take.
+
+    Raises:
+        DataError: the image would take more, naming it, the MB and the budget.
+    """
+    budget = max_decode_mb * MB
+    width, height = image.size
+    need = working_bytes(width, height, image.mode, side, image.format)
+    if need > budget and image.format in ("JPEG", "MPO"):
+        for scale in (2, 4, 8):  # the scales a JPEG decoder can shrink by while decoding
+            if working_bytes(-(-width // scale), -(-height // scale), image.mode, side) <= budget:
+                image.draft(image.mode, (width // scale, height // scale))
+                need = working_bytes(*image.size, image.mode, side)
+                break
+    if need > budget:
+        raise DataError(_over_budget(name, need, f"{width}x{height} {image.mode}", max_decode_mb))
+    return need
+
+
+def refuse_webp_over_budget(data: bytes, name: str, side: int, max_decode_mb: float) -> None:
+    """Refuse a WebP file whose header claims more than ``max_decode_mb`` would hold, before Pillow
+    opens it: opening one makes libwebp allocate (and zero) its whole canvas.
+
+    >>> header = b"RIFF" + bytes(4) + b"WEBPVP8X" + bytes(8) + (7999 - 1).to_bytes(3, "little") * 2
+    >>> refuse_webp_over_budget(header, "huge.webp", 32, 300)
+    Traceback (most recent call last):
+    imgrade.core.errors.DataError: huge.webp would take 1,027 MB of memory to decode (7999x7999 WebP), over the 300 MB budget (a guard against decompression bombs): downscale the image before grading it
+    """
+    size = _webp_size(data)
+    if size is not None:
+        need = working_bytes(*size, "RGBA", side, "WEBP")
+        if need > max_decode_mb * MB:
+            raise DataError(_over_budget(name, need, f"{size[0]}x{size[1]} WebP", max_decode_mb))
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a WebP file's first chunk; None for another format or a short header."""
+    if len(data) < 30 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    kind = data[12:16]
+    if kind == b"VP8X":  # the extended format: the canvas, 24 bits each, minus one
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    if kind == b"VP8L" and data[20] == 0x2F:  # lossless: 14 bits each, minus one
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if kind == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":  # lossy: 14 bits each
+        return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
+    return None
+
+
+def _over_budget(name: str, need: int, what: str, max_decode_mb: float) -> str:
+    return (
+        f"{name} would take {need / MB:,.0f} MB of memory to decode ({what}), over the {max_decode_mb:g} MB "
+        "budget (a guard against decompression bombs): downscale the image before grading it"
+    )
 
 
 def orientation(image: Image.Image) -> int | None:
