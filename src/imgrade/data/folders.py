@@ -117,7 +117,8 @@ def read_class_folders(
 
     Raises:
         DataError: a grade folder not in the order, a folder with no images, an image outside a
-            grade folder, a corrupt image (naming the file), a bad grades.txt.
+            grade folder, an image name that is not a regular file (a FIFO, a device, a socket), a
+            corrupt image (naming the file), a bad grades.txt.
     """
     root = Path(root)
     if not root.is_dir():
@@ -133,7 +134,7 @@ def read_class_folders(
             raise DataError(
                 f"grade folder {folder} is not in the grade order {order} (from {origin}): {fix}, or remove the folder"
             )
-        files = list_images(folder)
+        files = list_images(folder, regular_only=True)  # a FIFO or device link fails here, before decoding
         paths += files
         targets += [index[folder.name]] * len(files)
         splits += [split or ""] * len(files)
