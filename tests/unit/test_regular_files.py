@@ -124,6 +124,16 @@ def test_class_folders_with_a_special_entry_fail_before_decoding(tmp_path, speci
     refusal(excinfo, f"{path} is {called}")
 
 
+def test_a_grades_file_that_is_special_is_refused_not_ignored(tmp_path, special_kind, special_file, within):
+    kind, called = special_kind
+    for grade in ("good", "bad"):
+        write_image(tmp_path / "set" / grade / "a.png")
+    path = special_file(tmp_path / "set" / "grades.txt", kind)
+    with within(LIMIT_S), pytest.raises(DataError) as excinfo:
+        read_class_folders(tmp_path / "set", 8)
+    refusal(excinfo, f"{path} is {called}")
+
+
 def test_a_csv_row_naming_a_special_file_names_the_row(tmp_path, special_kind, special_file, within):
     kind, called = special_kind
     write_image(tmp_path / "images" / "a.png")
