@@ -183,3 +183,9 @@ def test_a_ray_list_or_table_that_is_special_is_refused(tmp_path, suffix, specia
     with within(LIMIT_S), pytest.raises(DataError) as excinfo:
         read_paths(path)
     refusal(excinfo, f"{path} is {called}")
+
+
+def test_a_folder_named_like_a_photo_is_refused_as_a_folder(tmp_path):
+    (tmp_path / "x.png").mkdir()
+    with pytest.raises(DataError, match=r"x.png is a folder, not a regular file: pass a file$"):
+        load_image(tmp_path / "x.png", 8)

@@ -52,6 +52,8 @@ def not_regular_file(name: str, mode: int, path: str | os.PathLike | None = None
     """The error for an input ``name`` (on one line) whose ``st_mode``, links followed, is ``mode``:
     not a regular file. Given the ``path``, a link is named as one."""
     link = "a link to " if path is not None and os.path.islink(path) else ""
+    if stat.S_ISDIR(mode):
+        return DataError(f"{name} is {link}a folder, not a regular file: pass a file")
     return DataError(
         f"{name} is {link}{file_kind(mode)}, not a regular file: imgrade reads only regular files "
         "(a pipe, device or socket can block or never end); put the file itself there, or remove it"

@@ -240,7 +240,7 @@ def stored_size(path: str | os.PathLike) -> tuple[int, int]:
     return (height, width) if turned else (width, height)
 
 
-def list_images(path: str | os.PathLike, regular_only: bool = False) -> list[Path]:
+def list_images(path: str | os.PathLike, *, regular_only: bool = False) -> list[Path]:
     """The image files at ``path``: the file itself, or a folder's image files, recursively.
 
     Files are matched by extension (any case: .JPG counts). Names starting with "." are skipped,
