@@ -5,8 +5,9 @@ Usage:
                                      [--abuse-seconds 60] [--only NAME]
 
 Sections ``kills`` (SIGKILLs of `imgrade train`, resumed; results identical to an uninterrupted
-run?) and ``http`` (bad requests against a real server while good clients grade: any good one
-failed?) follow the fuzzing.
+run?), ``http`` (bad requests against a real server while good clients grade: any good one
+failed?) and ``special`` (FIFOs, device links and sockets named like photos in every reader: one
+line each within a second?) follow the fuzzing.
 
 One section per reader (cucumber9, unpickler, images, csv) runs the property tests of
 tests/fuzz/test_readers_fuzz.py with about ``--examples`` inputs in all: truncated, bit-flipped
@@ -131,6 +132,13 @@ def bad_requests(args: argparse.Namespace) -> dict[str, float]:
     }
 
 
+def special_files(args: argparse.Namespace) -> dict[str, float]:
+    """A FIFO, links to /dev/zero and /dev/null and a socket named like photos, in every reader: the
+    milliseconds to each one-line error (benchmarks/special_files.py)."""
+    special = _load_by_path(Path(__file__).with_name("special_files.py"), "special_files")
+    return special.run(repeats=20)
+
+
 SECTIONS: list[tuple[str, Callable[[argparse.Namespace], dict[str, float]]]] = [
     ("cucumber9", fuzz_reader("cucumber9")),
     ("unpickler", fuzz_reader("unpickler")),
@@ -138,6 +146,7 @@ SECTIONS: list[tuple[str, Callable[[argparse.Namespace], dict[str, float]]]] = [
     ("csv", fuzz_reader("csv")),
     ("kills", kills),
     ("http", bad_requests),
+    ("special", special_files),
 ]
 FUZZ_SECTIONS = ("cucumber9", "unpickler", "images", "csv")
 

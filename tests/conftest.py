@@ -1,6 +1,10 @@
 """Fixtures shared by the whole suite."""
 
 import contextlib
+import os
+import resource
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +114,80 @@ def imgrade_serve():
             serve_load.stop(process)
 
     return start
+
+
+SPECIAL_FILES = {
+    "fifo": "a FIFO (named pipe)",
+    "zero": "a link to a character device",
+    "null": "a link to a character device",
+    "socket": "a socket",
+}
+"""Entries that are not regular files, by kind -> what the one-line error calls them: a FIFO (opening it
+waits for a writer), links to /dev/zero (endless) and /dev/null (empty), a Unix socket (cannot be opened)."""
+
+
+@pytest.fixture(params=list(SPECIAL_FILES))
+def special_kind(request) -> tuple[str, str]:
+    """Each kind of SPECIAL_FILES in turn: (kind for ``special_file``, what the error calls it)."""
+    return request.param, SPECIAL_FILES[request.param]
+
+
+@pytest.fixture
+def special_file():
+    """``special_file(path, kind)`` creates ``path`` as a SPECIAL_FILES kind ("fifo", "zero", "null",
+    "socket") and returns it."""
+
+    def make(path: Path, kind: str) -> Path:
+        if kind == "fifo":
+            os.mkfifo(path)
+        elif kind in ("zero", "null"):
+            path.symlink_to(f"/dev/{kind}")
+        else:  # bound from its folder: a socket's path may hold only ~100 bytes
+            with contextlib.chdir(path.parent), socket.socket(socket.AF_UNIX) as unix:
+                unix.bind(path.name)
+        return path
+
+    return make
+
+
+@pytest.fixture
+def within():
+    """``with within(seconds):`` fails the test if the block is still running after ``seconds``, or
+    if it maps more than ``memory`` bytes (default 2 GiB) beyond what the process has mapped.
+
+    SIGALRM interrupts the main thread even in a blocking system call (an ``open`` of a FIFO that
+    waits for a writer), so a reader that hangs fails its test instead of hanging the suite. A read
+    of /dev/zero never blocks and fills the memory instead: the address-space limit (Linux) turns
+    that into a MemoryError at once, not an OOM kill of the machine's biggest process.
+    """
+
+    @contextlib.contextmanager
+    def limit(seconds: float, memory: int = 2 << 30):
+        def stop(signum, frame):
+            pytest.fail(f"still running after {seconds:g} s: a reader blocked or read without end")
+
+        previous = signal.signal(signal.SIGALRM, stop)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        address_space = _cap_address_space(memory)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            if address_space is not None:
+                resource.setrlimit(resource.RLIMIT_AS, address_space)
+
+    return limit
+
+
+def _cap_address_space(extra: int) -> tuple[int, int] | None:
+    """Limit this process's address space to what it maps now plus ``extra`` bytes; returns the
+    previous limits, or None where /proc is absent (not Linux) and nothing was changed."""
+    try:
+        mapped = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
+    except OSError:
+        return None
+    previous = resource.getrlimit(resource.RLIMIT_AS)
+    cap = mapped + extra if previous[0] == resource.RLIM_INFINITY else min(previous[0], mapped + extra)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, previous[1]))
+    return previous

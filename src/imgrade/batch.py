@@ -32,6 +32,7 @@ from typing import IO
 import numpy as np
 
 from imgrade.core.errors import ConfigError, DataError
+from imgrade.core.io import open_regular_file, read_regular_file
 from imgrade.data.images import IMAGE_EXTENSIONS, list_images, one_line
 from imgrade.pipeline.predictor import grade_photos
 from imgrade.pipeline.rows import RowLayout, output_format, row_writer
@@ -160,15 +161,23 @@ def read_paths(item: str | os.PathLike) -> list[str]:
     ``path`` column is read. Paths are kept as written: they are read where the actors run.
 
     Raises:
-        DataError: ``item`` does not exist, is none of these, or a table has no ``path`` column.
+        DataError: ``item`` does not exist, is none of these, a list or table is not a regular file
+            (a FIFO, a device), or a table has no ``path`` column.
     """
     path = Path(item)
     suffix = path.suffix.lower()
-    if path.is_file() and suffix == LIST_SUFFIX:
-        lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    name = one_line(str(path))
+    if suffix in (LIST_SUFFIX, TABLE_SUFFIX) and path.exists() and not path.is_dir():  # a FIFO too: refused as read
+        try:
+            if suffix == TABLE_SUFFIX:
+                return _table_paths(path)
+            text = read_regular_file(path, name, max_bytes=None).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DataError(f"{name} is not UTF-8 text ({error}): save the list as UTF-8") from None
+        except OSError as error:
+            raise DataError(f"{name} cannot be read ({error.strerror or error}): check its permissions") from None
+        lines = (line.strip() for line in text.splitlines())
         return [line for line in lines if line and not line.startswith("#")]
-    if path.is_file() and suffix == TABLE_SUFFIX:
-        return _table_paths(path)
     if path.is_file() and suffix not in IMAGE_EXTENSIONS:
         raise DataError(
             f"{one_line(str(path))} is not a photo, a folder, a {LIST_SUFFIX} list of paths or a "
@@ -207,15 +216,17 @@ def _check_model(model: str | os.PathLike, tta: bool | None) -> Engine:
 def _table_paths(path: Path) -> list[str]:
     import pyarrow.parquet as pq
 
-    try:
-        schema = pq.read_schema(path)
-    except Exception as error:  # pyarrow's ArrowInvalid and OSError
-        raise DataError(
-            f"{path} is not a readable Parquet table ({one_line(str(error))[:160]}): write it again"
-        ) from None
-    if "path" not in schema.names:
-        raise DataError(f"{path} has no path column (columns: {', '.join(schema.names)}): name the photos' column path")
-    column = pq.read_table(path, columns=["path"]).column("path")
+    with open_regular_file(path, one_line(str(path)), max_bytes=None) as file:  # never a FIFO or a device
+        try:
+            table = pq.ParquetFile(file)
+            names = table.schema_arrow.names
+        except Exception as error:  # pyarrow's ArrowInvalid and OSError
+            raise DataError(
+                f"{path} is not a readable Parquet table ({one_line(str(error))[:160]}): write it again"
+            ) from None
+        if "path" not in names:
+            raise DataError(f"{path} has no path column (columns: {', '.join(names)}): name the photos' column path")
+        column = table.read(columns=["path"]).column("path")
     return ["" if value is None else str(value) for value in column.to_pylist()]
 
 

@@ -149,6 +149,27 @@ def test_every_photo_failing_exits_1_with_csv_on_stdout(ray_cluster, model, tmp_
     assert "2 of 2 photos could not be graded" in captured.err
 
 
+def test_special_files_in_a_list_get_error_rows(ray_cluster, model, photos, predicted, tmp_path, special_file, within):
+    """A FIFO, a link to /dev/zero and a socket named in a list: an error row each, no hang, no actor killed."""
+    special = {
+        special_file(tmp_path / "fifo.png", "fifo"): "a FIFO (named pipe)",
+        special_file(tmp_path / "zero.png", "zero"): "a link to a character device",
+        special_file(tmp_path / "socket.png", "socket"): "a socket",
+    }
+    good = _good(photos)[0]
+    (tmp_path / "list.txt").write_text("\n".join([str(p) for p in special] + [good]) + "\n")
+    out = tmp_path / "grades.csv"
+    with within(300, 4 << 30):  # a guard against a hang; Ray's start and one actor's set-up take seconds
+        result = grade_batch(model, [tmp_path / "list.txt"], out=out, batch_size=2)
+    assert (result.photos, result.failed) == (4, 3)
+    with out.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    for row, (path, called) in zip(rows, special.items()):
+        assert row["image"] == str(path) and row["error"].startswith(f"{path} is {called}, not a regular file")
+        assert row["score"] == ""
+    assert rows[3]["image"] == good and not rows[3]["error"] and rows[3]["score"] == predicted[good]["score"]
+
+
 def test_refusals_are_one_line(model, photos, tmp_path, capsys, monkeypatch):
     pytest.importorskip("ray.data", reason="Ray Data is the optional extra imgrade[ray]")
     run = model.parent / "run"

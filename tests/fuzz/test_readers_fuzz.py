@@ -24,6 +24,7 @@ import io
 import os
 import pickle
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -281,6 +282,20 @@ def test_an_archive_member_too_big_to_be_a_batch_is_refused_unread(tmp_path, mon
     path.write_bytes(archive_seeds()["tar.gz"])
     error = attempt("cucumber9", lambda: read_set(path, "above"), str(path))
     assert isinstance(error, DataError) and "over the 50 limit" in str(error)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "null", "socket"])
+@pytest.mark.parametrize("name", sorted(cucumber9_seeds()["p1"]))
+def test_cucumber9_folder_with_a_special_file(tmp_path, name, kind):
+    """batches.meta or a batch that is a FIFO, a link to a device or a socket: refused in one line, not skipped."""
+    folder = tmp_path / "cucumber-9-python"
+    folder.mkdir()
+    for file, content in cucumber9_seeds()["p1"].items():
+        if file != name:
+            (folder / file).write_bytes(content)
+    make_special(folder / name, kind)
+    error = attempt("cucumber9", lambda: read_set(folder, "above"), str(folder))
+    assert isinstance(error, DataError) and "not a regular file" in str(error)
 
 
 # Member names a crafted archive may hold: line breaks, traversal, absolute, duplicate, very long.
@@ -702,13 +717,32 @@ CSV_SEEDS = {
 
 
 def write_image_folder(folder: Path, damaged: tuple[str, bytes] | None = None) -> None:
-    """The images the CSV seeds name, one of them replaced by ``damaged`` (file name, bytes)."""
+    """The images the CSV seeds name, one of them replaced by ``damaged`` (file name, bytes), and
+    SPECIAL_FILES, which a row may name."""
     for file, seed in IMAGE_FILES.items():
         path = folder / file
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(image_seeds()[seed])
     if damaged is not None:
         (folder / damaged[0]).write_bytes(damaged[1])
+    for name, kind in SPECIAL_FILES.items():
+        make_special(folder / name, kind)
+
+
+# Entries named like photos that are not regular files: reading must refuse them, not block on the
+# FIFO. (A link to /dev/zero is left to tests/unit/test_regular_files.py, which also caps the
+# memory a reader that read it without end would take.)
+SPECIAL_FILES = {"fifo.png": "fifo", "null.png": "null", "socket.png": "socket"}
+
+
+def make_special(path: Path, kind: str) -> None:
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "null":
+        path.symlink_to(os.devnull)
+    else:
+        with contextlib.chdir(path.parent), socket.socket(socket.AF_UNIX) as unix:  # sun_path holds ~100 bytes
+            unix.bind(path.name)
 
 
 def read_manifest(path: Path, grade_order, continuous):
@@ -738,6 +772,7 @@ def test_csv_manifest_damaged_text(manifest, grade_order, continuous):
 PATH_CELLS = st.sampled_from(
     [
         *IMAGE_FILES,
+        *SPECIAL_FILES,
         "",
         "missing.png",
         "sub",
@@ -799,6 +834,9 @@ SPLIT_CELLS = st.sampled_from(["", "train", "val", "test", "TEST", "valid"])
 )  # a billion grade names
 @example(rows=[("a.png", "1e300", "")], damaged=None, grade_order=None, continuous=False)  # OverflowError
 @example(rows=[("a.png", "1e39", "")], damaged=None, grade_order=None, continuous=True)  # became inf in float32
+@example(rows=[("a.png", "0", ""), ("fifo.png", "1", "")], damaged=None, grade_order=None, continuous=None)
+@example(rows=[("null.png", "0", "")], damaged=None, grade_order=None, continuous=None)
+@example(rows=[("socket.png", "0", "")], damaged=None, grade_order=None, continuous=None)
 def test_csv_manifest_rows(rows, damaged, grade_order, continuous):
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

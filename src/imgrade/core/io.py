@@ -1,4 +1,5 @@
-"""Atomic file writes: outputs go to a temporary name in the same folder, then are renamed."""
+"""File IO: inputs are read only from regular files; outputs go to a temporary name in the same
+folder, then are renamed (atomic writes)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,129 @@ import errno
 import io
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
-from imgrade.core.errors import OutputError
+from imgrade.core.errors import DataError, OutputError
+
+MAX_FILE_BYTES = 256 << 20
+"""Input files larger than this (256 MiB) are refused unread: no photo comes near it, while a
+huge file would fill the memory it is read into."""
+
+# A FIFO opens at once instead of waiting for a writer; no device becomes our controlling terminal.
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+_KINDS = (
+    (stat.S_ISREG, "a regular file"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def file_kind(mode: int) -> str:
+    """What a file whose ``st_mode`` is ``mode`` is, in words.
+
+    >>> file_kind(os.stat("/dev/null").st_mode)
+    'a character device'
+    """
+    return next((kind for is_kind, kind in _KINDS if is_kind(mode)), "a special file")
+
+
+def not_regular_file(name: str, mode: int, path: str | os.PathLike | None = None) -> DataError:
+    """The error for an input ``name`` (on one line) whose ``st_mode``, links followed, is ``mode``:
+    not a regular file. Given the ``path``, a link is named as one."""
+    link = "a link to " if path is not None and os.path.islink(path) else ""
+    if stat.S_ISDIR(mode):
+        return DataError(f"{name} is {link}a folder, not a regular file: pass a file")
+    return DataError(
+        f"{name} is {link}{file_kind(mode)}, not a regular file: imgrade reads only regular files "
+        "(a pipe, device or socket can block or never end); put the file itself there, or remove it"
+    )
+
+
+@contextlib.contextmanager
+def open_regular_file(path: str | os.PathLike, name: str, max_bytes: int | None = MAX_FILE_BYTES) -> Iterator[BinaryIO]:
+    """Open ``path`` for reading if, links followed, it is a regular file of at most ``max_bytes``.
+
+    Nothing else is opened: a FIFO blocks ``open`` until a writer comes, a device such as
+    /dev/zero never ends, a socket cannot be opened. The type is checked before opening (so no
+    device is opened: opening some has side effects), then again on the open file, which is what
+    will be read (the path may have been replaced in between); the open does not block, so a
+    FIFO swapped in meanwhile is refused too.
+
+    Args:
+        path: the file; a link is followed.
+        name: the file as messages name it, on one line.
+        max_bytes: the largest size accepted; None for any.
+
+    Raises:
+        DataError: ``path`` is not a regular file (a folder, FIFO, device, socket), or is larger
+            than ``max_bytes``.
+        OSError: ``path`` does not exist or cannot be opened; callers word these.
+    """
+    _check_regular(os.stat(path), name, max_bytes, path)
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as error:
+        if error.errno == errno.ENXIO:  # a socket (or a device without its hardware) put there since the stat
+            raise not_regular_file(name, os.stat(path).st_mode, path) from None
+        raise
+    try:
+        _check_regular(os.fstat(fd), name, max_bytes, path)
+        file = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with file:
+        yield file
+
+
+def read_regular_file(path: str | os.PathLike, name: str, max_bytes: int | None = MAX_FILE_BYTES) -> bytes:
+    """The bytes of ``path``, if it is a regular file of at most ``max_bytes`` (see ``open_regular_file``).
+
+    At most one byte more than the size found when opening is read: a file still growing (being
+    written) is refused rather than read on without end.
+
+    Raises:
+        DataError: not a regular file, larger than ``max_bytes``, or grew while being read.
+        OSError: ``path`` does not exist or cannot be read; callers word these.
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile() as f:
+    ...     _ = f.write(b"abc"); f.flush()
+    ...     read_regular_file(f.name, "f")
+    b'abc'
+    """
+    with open_regular_file(path, name, max_bytes) as file:
+        size = os.fstat(file.fileno()).st_size
+        data = file.read(size + 1)
+    if len(data) > size:
+        raise DataError(
+            f"{name} grew while it was read (more than the {size:,} bytes it had when opened): "
+            "wait until whatever writes it has finished, then try again"
+        )
+    return data
+
+
+def _check_regular(found: os.stat_result, name: str, max_bytes: int | None, path: str | os.PathLike) -> None:
+    if not stat.S_ISREG(found.st_mode):
+        raise not_regular_file(name, found.st_mode, path)
+    if max_bytes is not None and found.st_size > max_bytes:
+        raise DataError(
+            f"{name} is {found.st_size:,} bytes, over the {max_bytes:,}-byte limit for one input file "
+            f"({max_bytes >> 20} MiB): check that it is the right file, or make it smaller"
+        )
 
 
 @contextlib.contextmanager

@@ -8,13 +8,16 @@ images/b.jpg,2,test
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
 
 from imgrade.core.errors import ConfigError, DataError
+from imgrade.core.io import not_regular_file, open_regular_file
 from imgrade.data.cache import DecodeOptions, decode_images
 from imgrade.data.images import one_line
 from imgrade.data.imageset import SPLIT_NAMES, ImageSet
@@ -48,8 +51,9 @@ def read_csv_manifest(
 
     Raises:
         DataError: a missing file, header or column; a missing, non-numeric or unknown target;
-            integer grades spanning over ``MAX_INTEGER_GRADES``; a path that does not exist; a bad
-            split; no rows; a corrupt image (naming the file).
+            integer grades spanning over ``MAX_INTEGER_GRADES``; a path that does not exist or is
+            not a regular file (a FIFO, a device, a socket); a bad split; no rows; a corrupt image
+            (naming the file).
         ConfigError: ``grade_order`` together with ``continuous=True``.
     """
     csv_path = Path(csv_path)
@@ -67,6 +71,9 @@ def read_csv_manifest(
             raise DataError(f"{where}: the path is empty: give the image file, relative to {csv_path.parent}")
         path = Path(path_text) if Path(path_text).is_absolute() else csv_path.parent / path_text
         if not os.path.isfile(path):  # unlike Path.is_file, False for a name too long for the system
+            mode = _mode(path)
+            if mode is not None and not stat.S_ISDIR(mode):  # a FIFO, a device, a socket (links followed)
+                raise DataError(f"{where}: {not_regular_file(f'image {one_line(path_text)}', mode, path)}")
             raise DataError(
                 f"{where}: image {one_line(path_text)} does not exist (looked for {one_line(str(path))}): "
                 "paths are relative to the CSV's folder"
@@ -98,7 +105,10 @@ def read_csv_manifest(
 def _read_csv_rows(csv_path: Path, target_column: str) -> list[tuple[int, str, str, str]]:
     """(row number, path, target, split) for each non-blank row, all stripped."""
     try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        with (
+            open_regular_file(csv_path, one_line(str(csv_path)), max_bytes=None) as raw,
+            io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as f,
+        ):
             reader = csv.reader(f)
             header = next(reader, None)
             if header is None:
@@ -128,6 +138,14 @@ def _read_csv_rows(csv_path: Path, target_column: str) -> list[tuple[int, str, s
         raise DataError(f"{csv_path} is not UTF-8 text ({error}): save the CSV as UTF-8") from error
     except csv.Error as error:
         raise DataError(f"{csv_path} is not a valid CSV ({error}): save it as comma-separated text") from error
+
+
+def _mode(path: Path) -> int | None:
+    """``path``'s st_mode, links followed; None where it does not exist or its name is impossible."""
+    try:
+        return os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
 
 
 def _cell(cells: list[str], at: int | None) -> str:

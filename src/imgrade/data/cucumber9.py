@@ -20,11 +20,13 @@ import re
 import tarfile
 import zlib
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from imgrade.core.errors import ConfigError, DataError
+from imgrade.core.io import open_regular_file, read_regular_file
 from imgrade.data.imageset import ImageSet
 from imgrade.data.safe_pickle import as_text, error_line, key_names, safe_load_pickle
 
@@ -35,7 +37,7 @@ OTHER = "OTHER"
 FOLDER_NAMES = ("cucumber-9-python", "cucumber-9-p2-python")
 META_NAME = "batches.meta"
 MAX_MEMBER_BYTES = 256 << 20
-"""Archive members bigger than this are refused unread; the largest published batch is 13 MB."""
+"""Batch files and archive members bigger than this are refused unread; the largest published batch is 13 MB."""
 
 
 _BATCH_NAME = re.compile(r"(?:data_batch_(\d+)|test_batch)")
@@ -52,9 +54,14 @@ def _member_name(member: PurePosixPath) -> str:
 
 
 def _meta_folders(folder: Path) -> list[Path]:
-    if (folder / META_NAME).is_file():
+    if _is_entry(folder / META_NAME):
         return [folder]
-    return [folder / name for name in FOLDER_NAMES if (folder / name / META_NAME).is_file()]
+    return [folder / name for name in FOLDER_NAMES if _is_entry(folder / name / META_NAME)]
+
+
+def _is_entry(path: Path) -> bool:
+    """Whether ``path`` is there and is not a folder: a FIFO or a device counts, for the reader to refuse in one line."""
+    return path.exists() and not path.is_dir()
 
 
 def _batch_order(name: str) -> tuple[int, int]:
@@ -93,18 +100,30 @@ def _folder_files(folder: Path) -> tuple[str, bytes, list[_BatchFile]]:
         raise DataError(f"{folder} holds both {' and '.join(FOLDER_NAMES)}: pass one of them")
     (folder,) = folders
     batches = sorted(
-        (p for p in folder.iterdir() if p.is_file() and _BATCH_NAME.fullmatch(p.name)),
+        (p for p in folder.iterdir() if _BATCH_NAME.fullmatch(p.name) and _is_entry(p)),
         key=lambda p: _batch_order(p.name),
     )
     meta_path = folder / META_NAME
-    return str(meta_path), meta_path.read_bytes(), [(p.name, str(p), p.read_bytes) for p in batches]
+    return str(meta_path), _read_file(meta_path), [(p.name, str(p), partial(_read_file, p)) for p in batches]
+
+
+def _read_file(path: Path) -> bytes:
+    """A batch file's bytes: a regular file of at most MAX_MEMBER_BYTES, never a FIFO or a device."""
+    name = " ".join(str(path).split())
+    try:
+        return read_regular_file(path, name, max_bytes=MAX_MEMBER_BYTES)
+    except OSError as e:
+        raise DataError(f"{name} cannot be read ({error_line(e)}): check the file and its permissions") from None
 
 
 def _archive_files(archive: Path) -> tuple[str, bytes, list[_BatchFile]]:
     # one pass over the compressed stream, in memory: never extract anything to disk
     contents: dict[str, bytes] = {}
     try:
-        with tarfile.open(archive, "r:*") as tar:
+        with (
+            open_regular_file(archive, " ".join(str(archive).split()), max_bytes=None) as file,
+            tarfile.open(fileobj=file, mode="r:*") as tar,
+        ):
             for member in tar:
                 name = PurePosixPath(member.name)
                 if member.isfile() and (name.name == META_NAME or _BATCH_NAME.fullmatch(name.name)):

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from imgrade.core.errors import DataError
+from imgrade.core.io import read_regular_file
 from imgrade.data.cache import DecodeOptions, decode_images
 from imgrade.data.cucumber9 import DEFAULT_GRADE_ORDER as CUCUMBER9_GRADES
-from imgrade.data.images import IMAGE_EXTENSIONS, list_images, natural_sort_key
+from imgrade.data.images import IMAGE_EXTENSIONS, list_images, natural_sort_key, one_line
 from imgrade.data.imageset import SPLIT_NAMES, ImageSet
 from imgrade.data.resize import Resize
 
@@ -39,11 +40,12 @@ def read_grades_file(path: str | os.PathLike) -> list[str]:
     Blank lines and lines starting with ``#`` are ignored; names are stripped of spaces.
 
     Raises:
-        DataError: the file is missing, unreadable, names no grade, or names one twice.
+        DataError: the file is missing, unreadable, not a regular file, names no grade, or names one twice.
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: Windows editors start with a BOM
+        # never a FIFO or a device; -sig: Windows editors start with a BOM
+        text = read_regular_file(path, one_line(str(path))).decode("utf-8-sig")
     except FileNotFoundError as error:
         raise DataError(f"{path} does not exist: write one grade name per line, best grade first") from error
     except (OSError, UnicodeDecodeError) as error:
@@ -93,7 +95,7 @@ def resolve_grade_order(root: str | os.PathLike, grade_order: list[str] | None =
     root = Path(root)
     if grade_order is not None:
         return list(grade_order), "given"
-    if (root / GRADES_FILE).is_file():
+    if (root / GRADES_FILE).exists() and not (root / GRADES_FILE).is_dir():  # a FIFO too: refused as it is read
         return read_grades_file(root / GRADES_FILE), GRADES_FILE
     names = sorted({folder.name for _, folder in _grade_folders(root)})
     order = infer_grade_order(names)
@@ -117,7 +119,8 @@ def read_class_folders(
 
     Raises:
         DataError: a grade folder not in the order, a folder with no images, an image outside a
-            grade folder, a corrupt image (naming the file), a bad grades.txt.
+            grade folder, an image name that is not a regular file (a FIFO, a device, a socket), a
+            corrupt image (naming the file), a bad grades.txt.
     """
     root = Path(root)
     if not root.is_dir():
@@ -133,7 +136,7 @@ def read_class_folders(
             raise DataError(
                 f"grade folder {folder} is not in the grade order {order} (from {origin}): {fix}, or remove the folder"
             )
-        files = list_images(folder)
+        files = list_images(folder, regular_only=True)  # a FIFO or device link fails here, before decoding
         paths += files
         targets += [index[folder.name]] * len(files)
         splits += [split or ""] * len(files)

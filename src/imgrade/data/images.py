@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from imgrade.core.errors import DataError
+from imgrade.core.io import not_regular_file, open_regular_file, read_regular_file
 from imgrade.data.budget import DECODE_BUDGET_MB
 from imgrade.data.pixels import EXIF_ORIENTATION, INTEGER_MODE_BITS, fit_budget, refuse_webp_over_budget, square_pixels
 from imgrade.data.resize import Resize
@@ -241,16 +243,19 @@ def array_pixels(array: np.ndarray, name: str, resize: Resize | int) -> np.ndarr
 
 
 def load_image(path: str | os.PathLike, resize: Resize | int) -> np.ndarray:
-    """Read one image file into a (S, S, 3) uint8 RGB array, S = ``resize.size`` (see decode_image)."""
+    """Read one image file into a (S, S, 3) uint8 RGB array, S = ``resize.size`` (see decode_image).
+
+    Only a regular file (a link to one too) of at most ``MAX_FILE_BYTES`` is read: a FIFO, a
+    device or a socket is refused at once (``imgrade.core.io.read_regular_file``).
+    """
     path = Path(path)
+    name = one_line(str(path))
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, name)
     except FileNotFoundError as error:
         raise DataError(_missing(path)) from error
-    except IsADirectoryError as error:
-        raise DataError(f"{one_line(str(path))} is a folder, not an image file: pass an image file") from error
     except OSError as error:
-        raise DataError(f"{one_line(str(path))} cannot be read ({error.strerror}): check its permissions") from error
+        raise DataError(f"{name} cannot be read ({error.strerror or error}): check its permissions") from error
     return decode_image(data, str(path), resize)
 
 
@@ -259,44 +264,52 @@ def stored_size(path: str | os.PathLike) -> tuple[int, int]:
     read from the file's header: nothing is decoded.
 
     Raises:
-        DataError: the file is missing or not an image Pillow can read.
+        DataError: the file is missing, not a regular file, or not an image Pillow can read.
     """
+    name = one_line(str(path))
     try:
-        with Image.open(path, formats=PILLOW_FORMATS) as image:
+        with open_regular_file(path, name) as file, Image.open(file, formats=PILLOW_FORMATS) as image:
             width, height = image.size
             try:
                 turned = image.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8)  # a quarter turn
             except Exception:  # a malformed EXIF block: decode_image keeps the image as stored
                 turned = False
+    except DataError:
+        raise
     except FileNotFoundError as error:
         raise DataError(_missing(Path(path))) from error
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise DataError(
-            f"{one_line(str(path))} is not an image Pillow can read ({one_line(str(error))}): re-export it or delete it"
+            f"{name} is not an image Pillow can read ({one_line(str(error))}): re-export it or delete it"
         ) from error
     return (height, width) if turned else (width, height)
 
 
-def list_images(path: str | os.PathLike) -> list[Path]:
+def list_images(path: str | os.PathLike, *, regular_only: bool = False) -> list[Path]:
     """The image files at ``path``: the file itself, or a folder's image files, recursively.
 
     Files are matched by extension (any case: .JPG counts). Names starting with "." are skipped,
     files and folders alike: they are hidden system files such as macOS's ``._photo.jpg``.
     Files come in natural order of their path below ``path`` (img2 before img10).
 
+    An entry with an image name that is not a regular file (a FIFO, a device, a socket, or a link
+    to one) is listed, and ``load_image`` refuses it when it comes to read it (``predict`` gives it
+    an error row); with ``regular_only`` listing refuses it, so that training fails before decoding.
+
     Raises:
         DataError: ``path`` does not exist, is a file without an image extension, or is a folder
-            with no image files.
+            with no image files; with ``regular_only``, an image entry that is not a regular file.
     """
     path = Path(path)
-    if path.is_file():
+    if not path.is_dir():
+        if not path.exists():  # links followed: a dangling link does not exist
+            raise DataError(_missing(path))
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             raise DataError(
-                f"{path} is not an image file: expected a file ending in {_EXTENSIONS_TEXT}, or a folder of images"
+                f"{one_line(str(path))} is not an image file: expected a file ending in {_EXTENSIONS_TEXT}, "
+                "or a folder of images"
             )
         return [path]
-    if not path.is_dir():
-        raise DataError(_missing(path))
     images: list[Path] = []
     others: list[str] = []
     for folder, subfolders, files in os.walk(path):
@@ -306,12 +319,24 @@ def list_images(path: str | os.PathLike) -> list[Path]:
                 continue
             if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
                 images.append(Path(folder, name))
+                if regular_only:
+                    _refuse_special(images[-1])
             else:
                 others.append(name)
     if not images:
         seen = f" (found {len(others)} other files, e.g. {sorted(others)[0]})" if others else ""
         raise DataError(f"no images in {path}{seen}: expected files ending in {_EXTENSIONS_TEXT}")
     return sorted(images, key=lambda file: natural_sort_key(file.relative_to(path).as_posix()))
+
+
+def _refuse_special(path: Path) -> None:
+    """DataError if ``path`` (links followed) exists but is not a regular file; a stat never blocks."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # missing (a dangling link) or unreadable: load_image says which
+        return
+    if not stat.S_ISREG(mode):
+        raise not_regular_file(one_line(str(path)), mode, path)
 
 
 def load_images(paths: list[Path], resize: Resize | int) -> np.ndarray:

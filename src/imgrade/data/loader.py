@@ -10,9 +10,10 @@ import numpy as np
 
 from imgrade.config import DataConfig
 from imgrade.core.errors import DataError
+from imgrade.core.io import not_regular_file
 from imgrade.data import csv_manifest, cucumber9, folders
 from imgrade.data.cache import DecodeOptions
-from imgrade.data.images import stored_size
+from imgrade.data.images import one_line, stored_size
 from imgrade.data.imageset import ImageSet
 from imgrade.data.resize import Resize
 
@@ -88,6 +89,8 @@ def detect_format(path: str | Path) -> str:
             return name
     if path.is_dir():
         raise DataError(f"{path} holds no batches.meta and no class folders with images: pass {FORMATS}")
+    if not path.is_file():  # a FIFO, a device, a socket (links followed)
+        raise not_regular_file(one_line(str(path)), path.stat().st_mode, path)
     raise DataError(f"{path} is not a supported data file: pass {FORMATS}")
 
 
