@@ -245,7 +245,7 @@ class TrainConfig:
     The average (of the weights and the BatchNorm statistics) is updated after every step; about
     1 / (1 - decay) steps are averaged. Not ``bn_stats: ema``, which is the reference's moving
     average of BatchNorm statistics alone."""
-    log_to: str | None = None
+    log_to: str | list[str] | None = None
     """Also log each epoch's losses, metrics, learning rate and plots to tensorboard, mlflow, or
     both (tensorboard,mlflow); history.csv is written either way.
 
@@ -278,7 +278,7 @@ class TrainConfig:
             raise ConfigError(f"train.batch_size {self.batch_size} must be at least 1: set --batch-size")
         if not self.lr > 0:
             raise ConfigError(f"train.lr {self.lr} must be positive: set --lr")
-        if self.l2 < 0:
+        if not self.l2 >= 0:
             raise ConfigError(f"train.l2 {self.l2} must be >= 0: set --l2")
         if not 0 <= self.shift < 0.5:
             raise ConfigError(f"train.shift {self.shift} must be in [0, 0.5): set --shift")
