@@ -231,7 +231,12 @@ def load_config(path: str | Path | None, preset: str | None = None) -> RunConfig
     raw = read_config_file(path)
     if preset and isinstance(raw, dict):
         raw = {section: {**base.get(section, {}), **(raw.get(section) or {})} for section in {*base, *raw}}
-    return RunConfig.from_dict(raw, source=str(path))
+    try:
+        return RunConfig.from_dict(raw, source=str(path))
+    except ConfigError as e:  # a section's own check names the flag: say which file set it
+        if str(path) in str(e):
+            raise
+        raise ConfigError(f"config file {path}: {e}") from None
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -113,7 +113,7 @@ class BoundedLoader(yaml.SafeLoader):
             return super().construct_object(node, deep)
         except yaml.YAMLError:
             raise
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+        except (ValueError, TypeError, LookupError, AttributeError, OverflowError):
             # an explicit tag that does not fit its value (!!int abc, !!bool maybe, !!timestamp x)
             value = node.value if isinstance(node, ScalarNode) else node.id
             raise _Refused(

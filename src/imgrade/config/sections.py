@@ -98,7 +98,8 @@ class DataConfig:
         if isinstance(self.grades, str):
             self.grades = [g.strip() for g in self.grades.split(",") if g.strip()]
         if self.grades is not None and len(set(self.grades)) != len(self.grades):
-            raise ConfigError(f"--grades {','.join(self.grades)} names a grade twice: list each grade once")
+            twice = next(g for i, g in enumerate(self.grades) if g in self.grades[:i])
+            raise ConfigError(f"--grades names {twice!r} twice: list each grade once")
 
 
 @dataclass
