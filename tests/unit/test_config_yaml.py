@@ -202,6 +202,10 @@ def test_values_of_the_wrong_kind_are_one_line(tmp_path, text, match):
     refused(tmp_path, text, match)
 
 
+def test_a_path_from_python_is_text(tmp_path):
+    assert RunConfig.from_dict({"data": {"path": tmp_path}}).data.path == str(tmp_path)
+
+
 def test_grades_may_be_numbers():
     assert RunConfig.from_dict({"data": {"grades": [0, 1, 2]}}).data.grades == ["0", "1", "2"]
     assert RunConfig.from_dict({"train": {"log_to": ["mlflow", "tensorboard"]}}).train.log_to == "tensorboard,mlflow"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,8 @@ def _coerce(expected: str, value: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a finite number, got {_shown(value)}")
     if expected == "bool" and not isinstance(value, bool):
         raise ConfigError(f"{where} must be true or false, got {_shown(value)}")
+    if expected in ("str", "str | None") and isinstance(value, os.PathLike):  # a Path from Python code
+        value = os.fspath(value)
     if expected in ("str", "str | None") and not isinstance(value, str):
         raise ConfigError(f"{where} must be text, got {_shown(value)}{_quote_hint(value)}")
     if "list[str]" in expected:  # a comma-separated string or a list of names
