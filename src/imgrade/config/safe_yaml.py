@@ -125,10 +125,12 @@ class BoundedLoader(yaml.SafeLoader):
     def construct_yaml_int(self, node):
         digits = self.construct_scalar(node).replace("_", "").lstrip("+-")
         # 0b and 64 binary digits is the longest 64-bit integer: longer is refused before int() sees it
-        if len(digits) > MAX_INT_BITS + 2 or super().construct_yaml_int(node).bit_length() > MAX_INT_BITS:
-            shown = digits if len(digits) <= 24 else f"{digits[:24]}... ({len(digits)} digits)"
-            raise _Refused(f"has the integer {shown}, over 64 bits", node.start_mark, "use a smaller number")
-        return super().construct_yaml_int(node)
+        if len(digits) <= MAX_INT_BITS + 2:
+            value = super().construct_yaml_int(node)
+            if value.bit_length() <= MAX_INT_BITS:
+                return value
+        shown = digits if len(digits) <= 24 else f"{digits[:24]}... ({len(digits)} digits)"
+        raise _Refused(f"has the integer {shown}, over 64 bits", node.start_mark, "use a smaller number")
 
     def construct_yaml_float(self, node):
         value = super().construct_yaml_float(node)
