@@ -11,7 +11,8 @@ line each within a second?) follow the fuzzing.
 
 One section per reader (cucumber9, unpickler, images, csv) runs the property tests of
 tests/fuzz/test_readers_fuzz.py with about ``--examples`` inputs in all: truncated, bit-flipped
-and random files made from valid seeds, and pickles that call arbitrary globals. It reports the
+and random files made from valid seeds, and pickles that call arbitrary globals. Section
+``config`` runs tests/fuzz/test_config_fuzz.py: random, damaged, deep and aliased YAML configs. It reports the
 inputs tried, the imgrade errors (clean refusals: one line, naming the file), the accepted
 inputs, the unexpected outcomes (another exception, a hang past ``--seconds-per-input``, code
 that ran, a message on several lines) and the slowest input. Exits 1 if anything was unexpected.
@@ -38,13 +39,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 FUZZ_TESTS = Path(__file__).resolve().parents[1] / "tests" / "fuzz" / "test_readers_fuzz.py"
+CONFIG_FUZZ_TESTS = FUZZ_TESTS.with_name("test_config_fuzz.py")
 
 
-def _fuzz_module(examples_per_test: int, seconds_per_input: float):
+def _fuzz_module(examples_per_test: int, seconds_per_input: float, path: Path = FUZZ_TESTS):
     """A fresh import of the fuzz tests, their settings read from the environment at import."""
     os.environ["IMGRADE_FUZZ_EXAMPLES"] = str(examples_per_test)
     os.environ["IMGRADE_FUZZ_SECONDS"] = str(seconds_per_input)
-    return _load_by_path(FUZZ_TESTS, "imgrade_fuzz_readers")
+    return _load_by_path(path, f"imgrade_fuzz_{path.stem}")
 
 
 @contextlib.contextmanager
@@ -61,13 +63,13 @@ def _quiet_stderr():
         os.close(saved)
 
 
-def fuzz_reader(reader: str) -> Callable[[argparse.Namespace], dict[str, float]]:
-    """A section that runs ``reader``'s fuzz tests, ``args.examples`` inputs shared between them."""
+def fuzz_reader(reader: str, path: Path = FUZZ_TESTS) -> Callable[[argparse.Namespace], dict[str, float]]:
+    """A section that runs ``reader``'s fuzz tests in ``path``, ``args.examples`` inputs shared between them."""
 
     def section(args: argparse.Namespace) -> dict[str, float]:
         # imported twice: the examples per test are read at import, and they depend on how many tests there are
-        num_tests = len(_fuzz_module(1, args.seconds_per_input).FUZZ_TESTS[reader])
-        module = _fuzz_module(max(1, args.examples // num_tests), args.seconds_per_input)
+        num_tests = len(_fuzz_module(1, args.seconds_per_input, path).FUZZ_TESTS[reader])
+        module = _fuzz_module(max(1, args.examples // num_tests), args.seconds_per_input, path)
         tally = module.TALLY[reader]
         unraisable = []  # errors raised while freeing an object (numpy's, say): pytest fails on them too
         previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
@@ -144,11 +146,12 @@ SECTIONS: list[tuple[str, Callable[[argparse.Namespace], dict[str, float]]]] = [
     ("unpickler", fuzz_reader("unpickler")),
     ("images", fuzz_reader("images")),
     ("csv", fuzz_reader("csv")),
+    ("config", fuzz_reader("config", CONFIG_FUZZ_TESTS)),
     ("kills", kills),
     ("http", bad_requests),
     ("special", special_files),
 ]
-FUZZ_SECTIONS = ("cucumber9", "unpickler", "images", "csv")
+FUZZ_SECTIONS = ("cucumber9", "unpickler", "images", "csv", "config")
 
 
 def _format(result: dict[str, float]) -> str:

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from imgrade.config.safe_yaml import read_yaml
 from imgrade.config.sections import (
     AMP_CHOICES,
     BN_STATS,
@@ -58,6 +61,7 @@ __all__ = [
     "dump_config",
     "load_config",
     "parse_split",
+    "read_config_file",
 ]
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "calibrate": CalibrateConfig}
@@ -110,9 +114,10 @@ class RunConfig:
         built = {}
         for f in fields(cls):
             section_cls = SECTIONS[f.name]
-            values = raw.get(f.name) or {}
+            values = raw.get(f.name)
+            values = {} if values is None else values
             if not isinstance(values, dict):
-                raise ConfigError(f"{source}: section {f.name!r} must be a mapping, got {values!r}")
+                raise ConfigError(f"{source}: section {f.name!r} must be a mapping of keys, got {_shown(values)}")
             known = [sf.name for sf in fields(section_cls)]
             if section_cls is ModelConfig:
                 values = _with_head_settings(values, known, f"{source} model")
@@ -136,6 +141,8 @@ def _with_head_settings(values: dict, fields_: list[str], where: str) -> dict:
     """The model section with the heads' settings (flat in YAML) gathered under ``settings``,
     each checked against the type of the field that declares it."""
     owners = head_settings()
+    if not isinstance(values.get("settings") or {}, dict):
+        raise ConfigError(f"{where}.settings must be a mapping of names to values, got {_shown(values['settings'])}")
     settings = {key: value for key, value in values.items() if key in owners and key not in fields_}
     if not settings:
         return values
@@ -151,7 +158,7 @@ def _check_keys(values: dict, known: list[str], where: str) -> None:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
-            raise ConfigError(f"unknown key {key!r} in {where}: {hint}")
+            raise ConfigError(f"unknown key {_shown(key)} in {where}: {hint}")
 
 
 def _build(section_cls, values: dict, where: str):
@@ -160,22 +167,61 @@ def _build(section_cls, values: dict, where: str):
 
 
 def _coerce(expected: str, value: Any, where: str) -> Any:
-    """``value`` as the annotated type ``expected`` asks ("int", "float", "bool"), or a ConfigError naming ``where``."""
+    """``value`` as the annotated type ``expected`` asks ("int", "float", "bool", "str", "str | None",
+    "list[str] | None", ...), or a ConfigError naming ``where``."""
     expected = expected if isinstance(expected, str) else getattr(expected, "__name__", str(expected))
-    if value is not None and expected in ("int", "float") and isinstance(value, bool):
+    if value is None:
+        if expected in ("int", "float", "bool", "str"):
+            raise ConfigError(f"{where} has no value (null): give one, or drop the key for the default")
+        return value
+    if expected in ("int", "float") and isinstance(value, bool):
         raise ConfigError(f"{where} must be a number, got {value!r}")
-    if expected == "int" and value is not None:
+    if expected == "int":
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
-    if expected == "float" and value is not None:
+            raise ConfigError(f"{where} must be an integer, got {_shown(value)}")
+    if expected == "float":
         if not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        value = float(value)
+            raise ConfigError(f"{where} must be a number, got {_shown(value)}")
+        try:
+            value = float(value)
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {_shown(value)}")
     if expected == "bool" and not isinstance(value, bool):
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
+        raise ConfigError(f"{where} must be true or false, got {_shown(value)}")
+    if expected in ("str", "str | None") and isinstance(value, os.PathLike):  # a Path from Python code
+        value = os.fspath(value)
+    if expected in ("str", "str | None") and not isinstance(value, str):
+        raise ConfigError(f"{where} must be text, got {_shown(value)}{_quote_hint(value)}")
+    if "list[str]" in expected:  # a comma-separated string or a list of names
+        if not isinstance(value, (str, list)):
+            raise ConfigError(f"{where} must be a list of names or a comma-separated string, got {_shown(value)}")
+        if isinstance(value, list):
+            for item in value:
+                if isinstance(item, bool) or not isinstance(item, (str, int)):
+                    raise ConfigError(f"{where} must be a list of names, but holds {_shown(item)}{_quote_hint(item)}")
+            value = [str(item) for item in value]
+    if expected.startswith("dict") and not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping of names to values, got {_shown(value)}")
     return value
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` on one line, shortened past 60 characters."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else f"{text[:60]}... ({len(text)} characters)"
+
+
+def _quote_hint(value: Any) -> str:
+    """What to write instead of ``value`` where a name is expected, after the value shown."""
+    if isinstance(value, bool):
+        return " (YAML reads yes, no, on, off, true and false unquoted as true or false): quote the word"
+    if isinstance(value, (list, dict)):
+        return ": write one name"
+    return ": quote it"
 
 
 def load_config(path: str | Path | None, preset: str | None = None) -> RunConfig:
@@ -185,17 +231,41 @@ def load_config(path: str | Path | None, preset: str | None = None) -> RunConfig
     if path is None:
         return RunConfig.from_dict(base, source=f"preset {preset}")
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist: check the --config path")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        line = getattr(getattr(e, "problem_mark", None), "line", None)
-        where = f" at line {line + 1}" if line is not None else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}: fix the syntax") from None
+    raw = read_config_file(path)
     if preset and isinstance(raw, dict):
         raw = {section: {**base.get(section, {}), **(raw.get(section) or {})} for section in {*base, *raw}}
-    return RunConfig.from_dict(raw, source=str(path))
+    try:
+        return RunConfig.from_dict(raw, source=str(path))
+    except ConfigError as e:  # a section's own check names the flag: say which file set it
+        if str(path) in str(e):
+            raise
+        raise ConfigError(f"config file {path}: {e}") from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The sections in the YAML file ``path``, as plain dicts, read within ``safe_yaml``'s bounds
+    (not yet checked against the dataclasses: :func:`load_config` does that).
+
+    Raises:
+        ConfigError: the file is missing, not a regular file, not YAML, over the bounds, empty, or
+            not a mapping of sections.
+    """
+    raw = read_yaml(path, missing_fix="check the --config path")
+    if raw is None:
+        raise ConfigError(
+            f"config file {path} is empty: write the sections to set ({', '.join(SECTIONS)}), or drop --config"
+        )
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"config file {path} must be a mapping of sections ({', '.join(SECTIONS)}), got {_kind(raw)}: "
+            "start each section with a line such as `train:`"
+        )
+    return raw
+
+
+def _kind(value: Any) -> str:
+    kinds = {list: "a list", str: "text", bool: "true or false", int: "a number", float: "a number"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def _preset(name: str | None) -> dict[str, dict[str, Any]]:

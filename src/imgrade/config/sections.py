@@ -98,7 +98,8 @@ class DataConfig:
         if isinstance(self.grades, str):
             self.grades = [g.strip() for g in self.grades.split(",") if g.strip()]
         if self.grades is not None and len(set(self.grades)) != len(self.grades):
-            raise ConfigError(f"--grades {','.join(self.grades)} names a grade twice: list each grade once")
+            twice = next(g for i, g in enumerate(self.grades) if g in self.grades[:i])
+            raise ConfigError(f"--grades names {twice!r} twice: list each grade once")
 
 
 @dataclass
@@ -245,7 +246,7 @@ class TrainConfig:
     The average (of the weights and the BatchNorm statistics) is updated after every step; about
     1 / (1 - decay) steps are averaged. Not ``bn_stats: ema``, which is the reference's moving
     average of BatchNorm statistics alone."""
-    log_to: str | None = None
+    log_to: str | list[str] | None = None
     """Also log each epoch's losses, metrics, learning rate and plots to tensorboard, mlflow, or
     both (tensorboard,mlflow); history.csv is written either way.
 
@@ -278,7 +279,7 @@ class TrainConfig:
             raise ConfigError(f"train.batch_size {self.batch_size} must be at least 1: set --batch-size")
         if not self.lr > 0:
             raise ConfigError(f"train.lr {self.lr} must be positive: set --lr")
-        if self.l2 < 0:
+        if not self.l2 >= 0:
             raise ConfigError(f"train.l2 {self.l2} must be >= 0: set --l2")
         if not 0 <= self.shift < 0.5:
             raise ConfigError(f"train.shift {self.shift} must be in [0, 0.5): set --shift")

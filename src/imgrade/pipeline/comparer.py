@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from imgrade.calibration import set_summary
-from imgrade.config import RunConfig, parse_split
+from imgrade.config import RunConfig, parse_split, read_config_file
 from imgrade.core.errors import CheckpointError, ConfigError, DataError
 from imgrade.core.registry import head_entry, task_names
 from imgrade.core.rundir import ensemble_members
@@ -155,8 +154,8 @@ def score_recipe_run(
     for member in ensemble_members(run):
         config = member / "config.yaml"
         try:
-            member_seed = int(yaml.safe_load(config.read_text())["train"]["seed"])
-        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+            member_seed = int(read_config_file(config)["train"]["seed"])
+        except (KeyError, TypeError, ValueError):  # ValueError: a ConfigError too
             raise CheckpointError(
                 f"{config} names no train.seed: the ensemble member {member} is incomplete, retrain {run}"
             ) from None

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from imgrade.config import FINETUNE_DEFAULTS, RunConfig, load_config, parse_split
+from imgrade.config import FINETUNE_DEFAULTS, RunConfig, load_config, parse_split, read_config_file
 from imgrade.core.checkpoint import LAST, save_json
 from imgrade.core.errors import CheckpointError, ConfigError, DataError, ImgradeError
 from imgrade.core.io import write_text
@@ -50,9 +49,8 @@ def recipe_config(config_path: str | None, overrides: dict[str, Any]) -> RunConf
     """The fine-tuning config: code defaults < ``FINETUNE_DEFAULTS`` < ``--config`` file < flags."""
     raw = RunConfig().with_overrides(FINETUNE_DEFAULTS).to_dict()
     if config_path is not None:
-        given = yaml.safe_load(Path(config_path).read_text()) if Path(config_path).is_file() else None
         load_config(config_path)  # validates the file (and names it) before it is merged
-        for section, values in (given or {}).items():
+        for section, values in read_config_file(config_path).items():
             raw[section].update(values or {})
     return RunConfig.from_dict(raw, source=str(config_path or "fewshot defaults")).with_overrides(overrides)
 
