@@ -5,7 +5,7 @@
 Every requirement of the base install and of the extras named must have a ``>=`` minimum; each
 becomes ``name==minimum``. Left out are what constraints.txt pins: torch, whose CPU build CI keeps
 (an older torch from the index is a multi-GB CUDA build; pyproject.toml says how its minimum was
-derived), and the linters. ``scripts/lowest_deps.sh`` installs these pins and runs a smoke subset of the tests.
+derived, and imgrade refuses an older torch when it loads a checkpoint), and the linters. ``scripts/lowest_deps.sh`` installs these pins and runs a smoke subset of the tests.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(.
 def lowest_pins(requirements: list[str]) -> list[str]:
     """``name==minimum`` for each requirement (self-references and UNPINNED names skipped).
 
-    >>> lowest_pins(["numpy>=1.24", "pyyaml >= 6.0.1, <7", "imgrade[train]", "torch>=2.5"])
+    >>> lowest_pins(["numpy>=1.24", "pyyaml >= 6.0.1, <7", "imgrade[train]", "torch>=2.10"])
     ['numpy==1.24', 'pyyaml==6.0.1']
     """
     pins = []

@@ -2,7 +2,8 @@
 # CI: install the lowest versions pyproject.toml allows (scripts/lowest_constraints.py: base, serve,
 # train and the test tools, each ==minimum) into a fresh venv and run a smoke subset of the tests against them.
 # torch stays the CPU build pinned in constraints.txt: an older torch from the index is a multi-GB
-# CUDA build, so torch's minimum (2.5) is derived from the APIs used, not installed here.
+# CUDA build, so torch's minimum (2.10: the APIs used and torch.load's CVEs, see pyproject.toml) is
+# not installed here; tests/unit/test_torch_floor.py checks that imgrade refuses an older one at run time.
 #   scripts/lowest_deps.sh            (PYTHON=python3.11 to choose the interpreter)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,4 +41,5 @@ echo "lowest versions: $(tr '\n' ' ' <"$work/lowest.txt")"
   "tests/unit/test_serve_api.py::test_a_malformed_request_is_a_4xx_saying_how_to_send" \
   "tests/unit/test_serve_api.py::test_a_request_past_its_timeout_is_a_408_while_its_body_is_late_and_a_503_after" \
   "tests/unit/test_serve_api.py::test_headers_over_the_limit_are_a_431" \
-  "tests/unit/test_serve_api.py::test_a_token_guards_every_api_route_and_nothing_else"
+  "tests/unit/test_serve_api.py::test_a_token_guards_every_api_route_and_nothing_else" \
+  tests/unit/test_torch_floor.py

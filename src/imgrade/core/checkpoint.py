@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,10 @@ TRAINING_KEYS = (
 """Format 1's top-level entries that format 2 keeps under ``training`` (last.pt's state to resume)."""
 BEST = "best.pt"
 LAST = "last.pt"
+SAFE_TORCH = (2, 10)
+"""The oldest torch (major, minor) whose ``torch.load(weights_only=True)`` has no known way to run code:
+2.6 fixed CVE-2025-32434 and 2.10 CVE-2026-24747. pip leaves an older torch in place in an existing
+environment, so :func:`require_safe_torch` checks again before every load."""
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -53,11 +58,29 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         f.write(buffer.getbuffer())
 
 
+def require_safe_torch(path: str | Path) -> None:
+    """Refuse to unpickle ``path`` with a torch older than ``SAFE_TORCH``.
+
+    Raises:
+        CheckpointError: the installed torch is older than ``SAFE_TORCH``.
+    """
+    version = str(torch.__version__)
+    found = re.match(r"(\d+)\.(\d+)", version)
+    if found is None or (int(found[1]), int(found[2])) < SAFE_TORCH:
+        floor = ".".join(map(str, SAFE_TORCH))
+        raise CheckpointError(
+            f"refusing to load {path} with torch {version}, whose torch.load(weights_only=True) a crafted file "
+            f"can make run code (CVE-2025-32434, CVE-2026-24747): upgrade torch to {floor} or later "
+            f"(pip install 'torch>={floor}')"
+        )
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint on the CPU with ``weights_only=True`` (nothing in it can run code)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: train a model first with `imgrade train --out {path.parent}`")
+    require_safe_torch(path)
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says what matters
             warnings.simplefilter("ignore")

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from imgrade.core.checkpoint import require_safe_torch
 from imgrade.core.errors import ConfigError
 
 INSTALL_TIMM = "pip install 'imgrade[timm]'"
@@ -160,7 +161,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
     Raises:
         ConfigError: not readable as either, or an imgrade checkpoint (those go to --init).
+        CheckpointError: a torch file, and the installed torch is too old to read it safely.
     """
+    if path.suffix != ".safetensors":
+        require_safe_torch(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file  # installed with timm
