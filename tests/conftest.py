@@ -91,10 +91,11 @@ def imgrade_serve():
     starts once /healthz answers; the test fails with the log if the server exits or stays silent
     for ``serve_load.HEALTH_TIMEOUT_S`` (120 s: it imports torch and loads the run, and 2 busy
     cores can be slow). Afterwards the server gets Ctrl+C, as a user would, then a kill.
+    ``with_process=True`` yields (url, the server's Popen) instead.
     """
 
     @contextlib.contextmanager
-    def start(run: Path, log: Path, *flags: str, env: dict | None = None):
+    def start(run: Path, log: Path, *flags: str, env: dict | None = None, with_process: bool = False):
         port = serve_load.free_port()
         with log.open("wb") as out:
             process = subprocess.Popen(
@@ -109,7 +110,7 @@ def imgrade_serve():
                 serve_load.wait_until_healthy(url, process)
             except SystemExit as failure:
                 pytest.fail(f"imgrade serve: {failure}:\n{log.read_text()}")
-            yield url
+            yield (url, process) if with_process else url
         finally:
             serve_load.stop(process)
 
