@@ -1,5 +1,6 @@
-"""``imgrade export`` stopped while it writes its file: SIGTERM or Ctrl-C leave no temporary file
-and the old file intact; SIGKILL leaves one, which the next export removes.
+"""``imgrade export`` stopped by SIGTERM while it writes its file leaves no temporary file and the
+old file intact; the temporary file an export killed outright left is removed by the next export.
+(Ctrl-C unwinds as SIGTERM now does: tests/unit/test_atomic_write.py.)
 
 The export runs in a real process that is stopped by a real signal. To stop it at the one moment
 that matters, half-way through writing the file, the child process (not imgrade) wraps os.fsync:
@@ -64,44 +65,37 @@ def _temporaries(folder: Path) -> list[str]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="the child finds its file through /proc")
-@pytest.mark.parametrize("stop, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_an_export_stopped_while_writing_leaves_no_temporary_file(stop, status, trained_run, tmp_path):
+def test_sigterm_mid_export_leaves_nothing_and_the_next_export_removes_a_killed_ones_file(
+    trained_run, tmp_path, caplog
+):
+    import fcntl
+
     out = tmp_path / "m.onnx"
     out.write_bytes(b"the previous export")
     process = _export_until_writing(trained_run, out)
     assert len(_temporaries(tmp_path)) == 1, "the signal comes while the file is half-written"
-    process.send_signal(stop)
+    process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
-    assert process.returncode == status, err
-    assert err.strip().splitlines()[-1] == (
-        "imgrade: terminated (SIGTERM)" if stop == signal.SIGTERM else "imgrade: interrupted"
-    )
+    assert process.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "imgrade: terminated (SIGTERM)"
     assert _temporaries(tmp_path) == [] and out.read_bytes() == b"the previous export"
 
-
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="the child finds its file through /proc")
-def test_the_next_export_removes_what_a_killed_one_left(trained_run, tmp_path, caplog):
-    import fcntl
-
-    out = tmp_path / "m.onnx"
-    process = _export_until_writing(trained_run, out)
-    process.send_signal(signal.SIGKILL)  # no chance to clean up
-    process.communicate(timeout=60)
-    (left,) = _temporaries(tmp_path)
+    # What an export killed outright (SIGKILL, a power cut) leaves, beside files it must not touch
     planted = {
+        "killed": tmp_path / ".m.onnx.dead1234.tmp",  # no process holds it: removed
         "young": tmp_path / ".m.onnx.young123.tmp",  # may be a live writer's, between create and lock
         "held": tmp_path / ".m.onnx.held1234.tmp",  # a live writer's: it holds the lock
         "other target": tmp_path / ".m.onnx.bak.abcd1234.tmp",  # m.onnx.bak's, not m.onnx's
     }
-    for path in planted.values():
-        path.write_bytes(b"partial")
     past = time.time() - 10 * ABANDONED_AGE_S
-    for path in [tmp_path / left, planted["held"], planted["other target"]]:
-        os.utime(path, (past, past))  # as if the export had been killed a while ago
+    for kind, path in planted.items():
+        path.write_bytes(b"partial")
+        if kind != "young":
+            os.utime(path, (past, past))  # as if the export had been killed a while ago
     with open(planted["held"], "rb") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         caplog.set_level("INFO", logger="imgrade")
         assert main(["export", str(trained_run), "--out", str(out)]) == 0
     assert "removed 1 temporary file(s) of" in caplog.text
-    assert _temporaries(tmp_path) == sorted(p.name for p in planted.values()), f"{left} removed, the rest kept"
+    assert _temporaries(tmp_path) == sorted(p.name for k, p in planted.items() if k != "killed")
     assert out.stat().st_size > 10_000
