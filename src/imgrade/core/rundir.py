@@ -151,7 +151,7 @@ def run_folder(run: str | Path) -> Path:
     ('runs/p1', 'runs/p1')
     """
     run = Path(run)
-    return run.parent if run.suffix == ".pt" else run
+    return run.parent if run.suffix == ".pt" and not run.is_dir() else run
 
 
 @contextlib.contextmanager
