@@ -52,6 +52,7 @@ def browser(tmp_path_factory):
         "--window-size=1280,1600",
     ):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for driver.get_log("browser")
     # Naming the driver keeps Selenium Manager from looking for (or downloading) one.
     driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
     try:

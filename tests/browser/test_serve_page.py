@@ -124,6 +124,11 @@ def _save_full_page(browser, path: Path) -> None:
     path.write_bytes(base64.b64decode(shot["data"]))
 
 
+def _policy_violations(browser) -> list[str]:
+    """The console messages since the last call that report a Content-Security-Policy violation."""
+    return [e["message"] for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]
+
+
 def test_the_page_grades_uploads_like_predict(browser, server, trained_run, tmp_path, capsys):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -139,6 +144,7 @@ def test_the_page_grades_uploads_like_predict(browser, server, trained_run, tmp_
 
     browser.set_window_size(1280, 1600)
     try:
+        _policy_violations(browser)  # what earlier tests left in the console
         browser.get(f"{server}/")
         info = browser.find_element(By.CSS_SELECTOR, '[data-testid="model-info"]')
         WebDriverWait(browser, 10).until(
@@ -167,6 +173,8 @@ def test_the_page_grades_uploads_like_predict(browser, server, trained_run, tmp_
         # Offline: everything the page loads comes from the service itself (no CDN, no web fonts).
         loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name);")
         assert loaded and all(name.startswith(server) or name.startswith("blob:") for name in loaded), loaded
+        # the page, its thumbnails and its calls all fit the service's Content-Security-Policy
+        assert _policy_violations(browser) == []
 
         ARTIFACTS.mkdir(exist_ok=True)
         assert browser.save_screenshot(str(ARTIFACTS / "serve_page.png"))
@@ -210,3 +218,17 @@ def test_the_page_shows_the_model_card(browser, server, trained_run):
         "return [box.querySelectorAll('b, i, img').length, box.textContent];"
     )
     assert tags[0] == 0 and "<b>bold</b>" in tags[1] and "<img src=x>" in tags[1]
+
+
+def test_the_page_is_served_with_a_policy_the_browser_enforces(browser, server):
+    """Script that is not one of the page's files is refused and reported (so the check above can fail)."""
+    browser.get(f"{server}/")
+    _policy_violations(browser)
+    ran = browser.execute_script(
+        "window.inlineRan = false;"
+        "const script = document.createElement('script'); script.textContent = 'window.inlineRan = true';"
+        "document.head.append(script); return window.inlineRan;"
+    )
+    assert ran is False, "an inline script ran on the page"
+    violations = _policy_violations(browser)
+    assert len(violations) == 1 and "script-src 'self'" in violations[0], violations

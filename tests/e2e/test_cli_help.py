@@ -166,7 +166,7 @@ def test_the_exit_status_is_stated_at_the_top_and_for_predict(capsys, monkeypatc
     for text in (top, predict):
         assert EXIT_STATUS in text
         codes = re.findall(r"^  (\d+) ", text[text.index("exit status") :], flags=re.M)
-        assert codes == ["0", "1", "2", "130", "141"]
+        assert codes == ["0", "1", "2", "130", "141", "143"]
 
 
 class _Stub(Engine):

@@ -1,7 +1,9 @@
-"""Run folders under stress: a second trainer, a full or read-only disk, a stop before calibration."""
+"""Run folders under stress: a second trainer, a full or read-only disk, a stop before calibration, a
+calibration, evaluation or export into a run that is still training."""
 
 import errno
 import os
+import shutil
 
 import pytest
 
@@ -64,3 +66,60 @@ def test_a_run_stopped_between_training_and_calibration_is_calibrated_on_resume(
     assert Checkpoint.load(out / "best.pt").calibration() == calibration
     assert main(["train", "--resume", "--out", str(out)]) == 2
     assert "already finished" in capsys.readouterr().err
+
+
+def _files(folder):
+    """Every file under ``folder`` with its bytes and modification time: what a rewrite would change."""
+    return {
+        p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".imgrade.lock"
+    }
+
+
+@pytest.mark.parametrize(
+    "verb, argv",
+    [
+        ("calibrate", ["calibrate", "{run}"]),
+        ("evaluate", ["evaluate", "{run}"]),  # writes eval-test/ and the model card into the run
+        ("export", ["export", "{run}", "--out", "{run}/model.onnx"]),
+    ],
+)
+def test_a_verb_that_writes_into_a_run_waits_for_its_training(verb, argv, trained_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = _files(run)
+    with run_lock(run):  # as `imgrade train` holds it until its run is finished
+        assert main([a.format(run=run) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"imgrade: error: {run} is in use by imgrade train (pid {os.getpid()}): "
+        f"wait for it to finish, then run imgrade {verb} again"
+    )
+    assert _files(run) == before, "nothing in the run was rewritten"
+    if verb == "calibrate":  # once the training is done, the same command runs
+        assert main([a.format(run=run) for a in argv]) == 0
+        assert _files(run)["best.pt"] != before["best.pt"]
+
+
+def test_reading_a_run_while_it_trains_is_not_refused(trained_run, synth_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    with run_lock(run):
+        assert (
+            main(["evaluate", str(run), "--data", str(synth_dir), "--out", str(tmp_path / "eval"), "--gallery", "0"])
+            == 0
+        )
+    assert (tmp_path / "eval" / "metrics.json").is_file()
+
+
+def test_a_training_waits_for_a_calibration_of_its_run(trained_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    with run_lock(run, "calibrate"):
+        assert main(["train", "--resume", "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        f"{run} is in use by imgrade calibrate (pid {os.getpid()}): wait for it to finish, or choose another --out"
+        in err
+    )

@@ -152,7 +152,12 @@ METADATA = {"format": 1, "task": "regression", "grade_names": GRADES, "image_siz
 
 
 def other_graph(
-    path, input_type=TensorProto.UINT8, input_shape=("batch", 32, 32, 3), outputs=("score", "native"), fixed_batch=False
+    path,
+    input_type=TensorProto.UINT8,
+    input_shape=("batch", 32, 32, 3),
+    outputs=("score", "native"),
+    fixed_batch=False,
+    meta=METADATA,
 ):
     """A mean-brightness "grader": not imgrade's network, but with imgrade's metadata."""
     score = "mean" if fixed_batch else "score"
@@ -175,7 +180,7 @@ def other_graph(
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     entry = model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(METADATA)
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
     onnx.save(model, path)
 
 
@@ -187,6 +192,19 @@ ONNX_FILES = {
     ),
     "no-native-output": (lambda p: other_graph(p, outputs=("score",)), "bad outputs score tensor(float)"),
     "pickle": (lambda p: p.write_bytes(pickle.dumps(RunsCode(p.parent / "MARKER"))), "is not a readable ONNX model"),
+    # grade names that could not be told apart on a result row
+    "grade-named-twice": (
+        lambda p: other_graph(p, meta={**METADATA, "grade_names": [*GRADES[:-1], "L"]}),
+        "bad grade_names ('L' is named twice): export the run with `imgrade export",
+    ),
+    "empty-grade-name": (
+        lambda p: other_graph(p, meta={**METADATA, "grade_names": ["2L", "", *GRADES[2:]]}),
+        "bad grade_names (grade 2 has an empty name): export the run",
+    ),
+    "blank-grade-name": (
+        lambda p: other_graph(p, meta={**METADATA, "grade_names": [*GRADES[:-1], " \t"]}),
+        "bad grade_names (grade 9 has an empty name): export the run",
+    ),
 }
 
 

@@ -4,13 +4,17 @@
 ``commands.py`` one function per verb; this module sets up logging, runs the verb and turns
 user errors into one line on stderr and exit status 2. The exit statuses (``argparser.EXIT_STATUS``,
 shown by ``imgrade --help``): 0 done, 1 done but some photos could not be graded (a verb's own
-return value), 2 a usage, input, model or config error, 130 Ctrl-C, 141 a closed stdout.
+return value), 2 a usage, input, model or config error, 130 Ctrl-C, 141 a closed stdout, 143
+SIGTERM (``export``, ``calibrate`` and ``evaluate`` only; other verbs keep the default, an instant stop).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from imgrade.cli.argparser import UsageError, leaf_parser
@@ -57,6 +61,16 @@ COMMANDS: dict[tuple[str, ...], Callable] = {
 COMPUTING = {("train",), ("calibrate",), ("compare",), ("fewshot",), ("evaluate",), ("predict",), ("demo",)}
 """Verbs that compute hard with torch: they announce themselves to other imgrade commands, and their
 OpenMP wait policy is chosen from the load (``imgrade.core.threads.settle_wait_policy``)."""
+UNWIND_ON_SIGTERM = {("export",), ("calibrate",), ("evaluate",)}
+"""Verbs that stop on SIGTERM as on Ctrl-C, unwinding, so the file they were writing is removed
+(``imgrade.core.io.atomic_write``) rather than left as a temporary file. Training keeps the
+default: under torchrun an unwinding worker could wait for ever on peers that are gone, and a
+killed run is resumed (its temporary files go when it resumes)."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived during a verb of ``UNWIND_ON_SIGTERM``; like KeyboardInterrupt, no ``except
+    Exception`` stops it on its way out."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(command: Callable, args, key: tuple[str, ...]) -> int:
     """Run the verb; user errors, and a missing optional extra, become one line and exit status 2."""
     try:
-        return command(args)
+        with _sigterm_unwinds(key in UNWIND_ON_SIGTERM):
+            return command(args)
     except ImgradeError as e:
         if args.debug:
             raise
@@ -111,3 +126,23 @@ def _run(command: Callable, args, key: tuple[str, ...]) -> int:
             file=sys.stderr,
         )
         return 130
+    except Terminated:
+        print("imgrade: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds(wanted: bool):
+    """For the block, SIGTERM raises :class:`Terminated` in the main thread (only it receives signals)."""
+    if not wanted or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -11,7 +11,8 @@ exit status (every verb):
   1    done, but some photos could not be graded: their rows say why in the error column (predict)
   2    stopped: a bad flag, or an input, model or config it cannot use (one line on stderr says which)
   130  interrupted (Ctrl-C)
-  141  stdout closed by its reader (imgrade predict ... | head)"""
+  141  stdout closed by its reader (imgrade predict ... | head)
+  143  terminated (SIGTERM; export, calibrate and evaluate remove what they were writing)"""
 """Stated in ``imgrade --help`` and in the help of the verbs whose status can be 1."""
 
 

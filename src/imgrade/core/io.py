@@ -9,8 +9,10 @@ import errno
 import io
 import json
 import os
+import re
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -138,7 +140,8 @@ def _check_regular(found: os.stat_result, name: str, max_bytes: int | None, path
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success fsync and rename it over ``path``.
 
-    On any exception the temporary file is removed and ``path`` is left as it was. An OSError
+    The temporary file is ``.<name>.<random>.tmp``, locked (``flock``) while it is written. On any
+    exception (KeyboardInterrupt, and the CLI's SIGTERM, included) it is removed and ``path`` is left as it was. An OSError
     from the file system (disk full, read-only folder, no permission) becomes an ``OutputError``
     naming ``path``.
 
@@ -155,6 +158,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
     except OSError as error:
         raise _output_error(path, error) from None
+    _hold(fd)  # until the file is closed: tells remove_abandoned_temporaries that its writer lives
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -190,6 +194,72 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
                 entry.unlink()
                 removed.append(entry.name)
     return removed
+
+
+ABANDONED_AGE_S = 10.0
+"""How old (since last written) an unlocked temporary file must be for remove_abandoned_temporaries."""
+
+
+def remove_abandoned_temporaries(path: str | os.PathLike) -> list[str]:
+    """Delete the temporary files of ``path`` (``.<name>.*.tmp`` beside it, as atomic_write names
+    them) that a killed writer left; returns their names. Safe while other processes write ``path``.
+
+    A temporary file is abandoned when no process holds its ``flock`` (atomic_write holds it from
+    creating the file to closing it, and the kernel drops it when the writer dies, even by SIGKILL)
+    and it was last written ``ABANDONED_AGE_S`` or more ago. The age covers the instants between
+    creating the file and locking it and between closing and renaming it, network file systems
+    whose clocks differ by a few seconds, and file systems without ``flock``, where a writer's file
+    stays fresh while it is written. Only regular files are touched, and never followed links.
+    """
+    path = Path(path)
+    # mkstemp's random part has no dot, so .x.onnx.bak's temporaries are not x.onnx's
+    own = re.compile(re.escape(f".{path.name}.") + r"[^.]+" + re.escape(TEMPORARY_SUFFIX))
+    removed = []
+    try:
+        with os.scandir(path.parent) as found:
+            entries = [entry for entry in found if own.fullmatch(entry.name)]
+    except OSError:
+        return removed
+    for entry in entries:
+        if _abandoned(entry.path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(entry.name)
+    return removed
+
+
+def _abandoned(file: str) -> bool:
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO would block a plain open
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or time.time() - info.st_mtime < ABANDONED_AGE_S:
+            return False
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: the age alone
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its writer is alive
+        except OSError:
+            pass  # no flock on this file system: the age alone
+        return True
+    finally:
+        os.close(fd)  # drops the lock taken here
+
+
+def _hold(fd: int) -> None:
+    """Lock the temporary file ``fd`` for its writer's lifetime; nothing where flock is missing."""
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (ImportError, OSError):  # Windows, or a file system without flock: the age protects it
+        pass
 
 
 def _output_error(path: Path, error: OSError) -> OutputError:

@@ -85,14 +85,16 @@ LOCK_FILE = ".imgrade.lock"
 
 
 @contextlib.contextmanager
-def run_lock(out: Path):
+def run_lock(out: Path, verb: str = "train"):
     """Hold an exclusive lock on the run folder ``out`` (created if missing) for the block.
 
-    A second ``imgrade train`` into the same folder fails at once with a clear message instead
-    of interleaving its checkpoints with the first one's. The lock is an ``flock`` on
-    ``out/.imgrade.lock``: the kernel releases it when the process ends, even by SIGKILL, so a
-    crash never leaves a stale lock. Where ``fcntl`` does not exist (Windows) there is no lock.
-    On the way out, a folder the block created and left empty is removed again.
+    ``imgrade train`` holds it while it writes the run; ``calibrate``, ``evaluate`` and ``export``
+    hold it while they rewrite a run or write into it (``verb`` names the holder). A second
+    command into a held folder fails at once with a clear message instead of interleaving its
+    files with the first one's. The lock is an ``flock`` on ``out/.imgrade.lock``: the kernel
+    releases it when the process ends, even by SIGKILL, so a crash never leaves a stale lock.
+    Where ``fcntl`` does not exist (Windows) there is no lock. On the way out, a folder the block
+    created and left empty is removed again.
     """
     try:
         import fcntl
@@ -100,25 +102,26 @@ def run_lock(out: Path):
         yield
         return
     created = not out.exists()
+    fix = "or choose another --out" if verb == "train" else f"then run imgrade {verb} again"
     try:
         out.mkdir(parents=True, exist_ok=True)
         handle = open(out / LOCK_FILE, "a+")
     except OSError as error:
         raise OutputError(
-            f"cannot create the run folder {out} ({error.strerror}): check the path and its permissions, or choose another --out"
+            f"cannot write in the run folder {out} ({error.strerror}): check the path and its permissions, "
+            + ("or choose another --out" if verb == "train" else "or copy the run somewhere writable")
         ) from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise ConfigError(
-                f"{out} is in use by another imgrade train ({holder}): wait for it to finish, or choose another --out"
-            ) from None
+            holder = _holder(handle.read().strip())
+            other = "another " if holder.startswith(f"imgrade {verb} ") else ""
+            raise ConfigError(f"{out} is in use by {other}{holder}: wait for it to finish, {fix}") from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()}")
+        handle.write(f"imgrade {verb} (pid {os.getpid()})")
         handle.flush()
         yield
     finally:
@@ -127,3 +130,51 @@ def run_lock(out: Path):
             (out / LOCK_FILE).unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 out.rmdir()
+
+
+def _holder(text: str) -> str:
+    """Who holds a run's lock, from its lock file: ``imgrade train (pid 12)``; files written before
+    the verb was named there say ``pid 12``.
+
+    >>> _holder("imgrade calibrate (pid 12)"), _holder("pid 12"), _holder("")
+    ('imgrade calibrate (pid 12)', 'imgrade train (pid 12)', 'another imgrade command')
+    """
+    if text.startswith("imgrade "):
+        return text
+    return f"imgrade train ({text})" if text.startswith("pid ") else "another imgrade command"
+
+
+def run_folder(run: str | Path) -> Path:
+    """The folder of a run given as its folder or as a .pt checkpoint in it.
+
+    >>> run_folder("runs/p1").as_posix(), run_folder("runs/p1/best.pt").as_posix()
+    ('runs/p1', 'runs/p1')
+    """
+    run = Path(run)
+    return run.parent if run.suffix == ".pt" and not run.is_dir() else run
+
+
+@contextlib.contextmanager
+def rewriting_run(run: str | Path, verb: str, writes: bool = True):
+    """Hold ``run``'s lock (:func:`run_lock`) while ``imgrade verb`` rewrites it or writes into it, so
+    it never does while a training writes the run; ``writes`` False: nothing to hold. A run that
+    does not exist is not locked (nor created): opening it says so.
+
+    Raises:
+        ConfigError: another command (a training) holds the run: wait for it to finish.
+    """
+    folder = run_folder(run)
+    if not writes or not folder.is_dir():
+        yield
+        return
+    with run_lock(folder, verb):
+        yield
+
+
+def inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies in it, links resolved.
+
+    >>> inside("runs/p1/m.onnx", "runs/p1"), inside("exports/m.onnx", "runs/p1")
+    (True, False)
+    """
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())

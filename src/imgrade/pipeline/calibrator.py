@@ -17,6 +17,7 @@ from imgrade.config import dump_config
 from imgrade.core.errors import ConfigError, DataError, ImgradeError
 from imgrade.core.io import write_text
 from imgrade.core.registry import head_entry
+from imgrade.core.rundir import rewriting_run
 from imgrade.data.imageset import ImageSet
 from imgrade.pipeline.evaluator import refresh_model_card
 from imgrade.runtime.run import RunFolder
@@ -33,7 +34,21 @@ def calibrate(
     folds: int | None = None,
     device: str = "auto",
 ) -> Calibration:
-    """Fit cut points and conformal grade sets on the run's validation split; store them in best.pt."""
+    """Fit cut points and conformal grade sets on the run's validation split; store them in best.pt.
+
+    Holds the run's lock (``imgrade.core.rundir.run_lock``) throughout, so it never rewrites a run
+    that a training is still writing.
+
+    Raises:
+        ConfigError: a training (or another command) holds the run: wait for it to finish.
+    """
+    with rewriting_run(run, "calibrate"):
+        return _calibrate(run, objective=objective, alpha=alpha, folds=folds, device=device)
+
+
+def _calibrate(
+    run: str | Path, *, objective: str | None, alpha: float | None, folds: int | None, device: str
+) -> Calibration:
     folder = RunFolder.open(run)
     run = folder.path
     cfg = folder.config.with_overrides(

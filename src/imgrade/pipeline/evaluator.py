@@ -19,7 +19,7 @@ from imgrade.core.errors import ConfigError, DataError, ImgradeError
 from imgrade.core.io import write_text
 from imgrade.core.names import MODEL_CARD, without_paths
 from imgrade.core.registry import head_entry
-from imgrade.core.rundir import member_dir, read_history
+from imgrade.core.rundir import inside, member_dir, read_history, rewriting_run, run_folder
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
 from imgrade.evaluation.gallery import DEFAULT_PER_GRADE, GalleryPhotos
@@ -51,11 +51,25 @@ def evaluate(
     every image is graded as the average of a few views of it. An ensemble's members are scored on
     the same images too, so the table shows what the ensemble adds. report.html shows the
     ``gallery`` worst-graded photos of each grade and of each confusion cell (0: none).
+
+    While it writes into the run folder (its test split's model card, the default ``out``, or an
+    ``out`` inside the run) it holds the run's lock, as ``imgrade train`` does.
+
+    Raises:
+        ConfigError: a training holds the run this evaluation would write into: wait for it to finish.
     """
     if gallery < 0:
         raise ConfigError(f"--gallery {gallery} is negative: give the photos to show per grade, or 0 for none")
     if Path(run).suffix.lower() == ".onnx":
         return evaluate_file(run, data=data, out=out, tta=tta, gallery=gallery)
+    writes = data is None or out is None or inside(out, run_folder(run))
+    with rewriting_run(run, "evaluate", writes=writes):
+        return _evaluate_run(run, data=data, out=out, device=device, tta=tta, gallery=gallery)
+
+
+def _evaluate_run(
+    run: str | Path, *, data: str | None, out: str | Path | None, device: str, tta: bool | None, gallery: int
+) -> dict[str, Any]:
     folder = RunFolder.open(run)
     run, run_dir, cfg = Path(run), folder.path, folder.config
     predictor = folder.grader(device=device, tta=tta)

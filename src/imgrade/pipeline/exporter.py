@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from imgrade.core.errors import ConfigError, DataError
+from imgrade.core.io import remove_abandoned_temporaries
+from imgrade.core.rundir import inside, rewriting_run, run_folder
 from imgrade.runtime.onnx_export import checked_onnx_bytes, write_onnx
 from imgrade.runtime.onnx_quantize import CALIBRATION_IMAGES, DEFAULT_TOLERANCE, check_tolerance, write_int8
 from imgrade.runtime.run import RunFolder
+
+logger = logging.getLogger(__name__)
 
 
 def export(
@@ -29,6 +34,13 @@ def export(
     With ``any_size`` the graph takes decoded photos of any size and resizes them itself.
     ``int8`` writes an int8 copy (calibrated on the run's training photos), and only when on the
     validation split it loses no more than ``int8_tolerance`` of exact accuracy or QWK against fp32.
+
+    The file is written atomically. Temporary files of ``out`` that an export killed earlier left
+    behind go first (``remove_abandoned_temporaries``); an ``out`` inside the run folder is written
+    under the run's lock, as ``imgrade train`` writes the run.
+
+    Raises:
+        ConfigError: a bad flag, or a training holds the run ``out`` lies in: wait for it to finish.
     """
     if fmt != "onnx":
         raise ConfigError(f"--format {fmt!r} is not supported: use onnx")
@@ -39,6 +51,16 @@ def export(
         raise ConfigError(f"--out {out} is a folder: give a file name ending in .onnx")
     if int8:
         check_tolerance(int8_tolerance)
+    with rewriting_run(run, "export", writes=inside(out, run_folder(run))):
+        stale = remove_abandoned_temporaries(out)
+        if stale:
+            logger.info(f"removed {len(stale)} temporary file(s) of {out} left by an export that was killed")
+        return _export(run, out, tta=tta, any_size=any_size, int8=int8, int8_tolerance=int8_tolerance)
+
+
+def _export(
+    run: str | Path, out: Path, *, tta: bool | None, any_size: bool, int8: bool, int8_tolerance: float
+) -> dict[str, Any]:
     folder = RunFolder.open(run)
     grader = folder.grader(device="cpu", tta=tta)
     if not int8:

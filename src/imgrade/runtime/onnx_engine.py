@@ -146,6 +146,28 @@ def resize_mode(meta: dict) -> str:
     return found.get("resize_mode", DEFAULT_MODE) if isinstance(found, dict) else DEFAULT_MODE
 
 
+def grade_names_problem(names) -> str | None:
+    """What is wrong with the grade names of a file's metadata, or None: a list of at least two
+    distinct names, none empty or only spaces (a grade named twice could never be told apart).
+
+    >>> grade_names_problem(["A", "B"]) is None
+    True
+    >>> grade_names_problem(["A", "B", "A"]), grade_names_problem(["A", " "]), grade_names_problem(["A"])
+    ("'A' is named twice", 'grade 2 has an empty name', 'fewer than 2 grades')
+    """
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return "not a list of names"
+    if len(names) < 2:
+        return "fewer than 2 grades"
+    empty = [i for i, n in enumerate(names, start=1) if not n.strip()]
+    if empty:
+        return f"grade {empty[0]} has an empty name"
+    twice = [n for i, n in enumerate(names) if n in names[:i]]
+    if twice:
+        return f"{twice[0]!r} is named twice"
+    return None
+
+
 def _read_metadata(session, name: str) -> dict:
     """The ``imgrade`` metadata, checked: a clear error for any ONNX file imgrade did not write."""
     raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
@@ -167,10 +189,10 @@ def _read_metadata(session, name: str) -> dict:
     if meta.get("task") not in task_names():
         problems.append(f"task {meta.get('task')!r}")
     names = meta.get("grade_names")
-    if names is not None and (
-        not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names)
-    ):
-        problems.append("grade_names")
+    if names is not None:
+        problem = grade_names_problem(names)
+        if problem is not None:
+            problems.append(f"grade_names ({problem})")
     size = meta.get("image_size")
     if not isinstance(size, int) or size < 1:
         problems.append("image_size")

@@ -45,7 +45,7 @@ from imgrade.runtime.grading import Engine
 from imgrade.serve.access_log import PHOTOS_GRADED, AccessLog
 from imgrade.serve.batcher import Batcher
 from imgrade.serve.decode_pool import DecodePool, PoolFull
-from imgrade.serve.guards import BodyLimit, HeaderLimit, RequestTimeout, require_token
+from imgrade.serve.guards import BodyLimit, HeaderLimit, RequestTimeout, SecurityHeaders, require_token
 from imgrade.serve.limits import Limits
 from imgrade.serve.schemas import GradeAnswer, Health, ModelInfo, Stats, error_responses
 
@@ -130,6 +130,7 @@ def create_app(
     app.add_middleware(HeaderLimit, max_bytes=limits.max_header_bytes)
     app.add_middleware(RequestTimeout, timeout_s=limits.request_timeout_s)
     app.add_middleware(AccessLog)
+    app.add_middleware(SecurityHeaders, docs_paths=(app.docs_url, app.swagger_ui_oauth2_redirect_url))  # outermost
     app.add_exception_handler(StarletteHTTPException, _error_answer)
     app.include_router(open_routes)
     app.include_router(api_routes)

@@ -8,6 +8,8 @@ hold the server's time or memory for longer than a limit the operator set:
   (reading the body included).
 - :class:`HeaderLimit`, :class:`BodyLimit`: how many bytes a request's headers and body may have.
 - :func:`require_token`: who may use the API.
+- :class:`SecurityHeaders`: what a browser may do with the answers (sniff types, frame the page,
+  run scripts from elsewhere).
 """
 
 from __future__ import annotations
@@ -238,6 +240,64 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None  # the HTTP server refuses malformed lengths before we see them
     return None
+
+
+PAGE_POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",  # static/app.js and card.js; the page has no inline script or style
+        "style-src 'self'",
+        "img-src 'self' blob: data:",  # blob: the uploaded photos' thumbnails; data: the empty favicon
+        "connect-src 'self'",  # fetch() of /v1/ only
+        "base-uri 'none'",
+        "form-action 'none'",  # the token form is handled by app.js, never submitted
+        "frame-ancestors 'none'",
+    ]
+)
+"""The Content-Security-Policy of every answer: the page runs its own files and nothing else."""
+
+EVERY_ANSWER = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware: every answer tells the browser not to guess content types (``nosniff``),
+    never to show it in a frame (``frame-ancestors 'none'``, and ``X-Frame-Options: DENY`` for old
+    browsers), to send no Referer, and (:data:`PAGE_POLICY`) to run only the page's own scripts,
+    styles and images and talk only to this service. So an uploaded file name or a model card can
+    never run as script, and another site cannot frame the page to trick a click.
+
+    ``docs_paths`` (FastAPI's Swagger UI, which loads its script from a CDN and starts it inline)
+    get ``frame-ancestors 'none'`` as their whole policy. A header the route set itself is kept.
+    Added last in ``create_app``, so the guards' own answers (408, 413, 431, 503) get the headers too;
+    what the HTTP server answers without the app (a malformed request's 400, the connection limit's
+    503) and Starlette's 500 for an exception no route caught do not.
+    """
+
+    def __init__(self, app: ASGIApp, docs_paths: tuple[str | None, ...] = ("/docs", "/docs/oauth2-redirect")) -> None:
+        self.app = app
+        self.docs_paths = {path for path in docs_paths if path}
+        self.page_headers = [*EVERY_ANSWER, (b"content-security-policy", PAGE_POLICY.encode())]
+        self.docs_headers = [*EVERY_ANSWER, (b"content-security-policy", b"frame-ancestors 'none'")]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = self.docs_headers if scope["path"] in self.docs_paths else self.page_headers
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(name, value) for name, value in extra if name not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 _bearer = HTTPBearer(auto_error=False, description="The token the server was started with (--token or $IMGRADE_TOKEN).")

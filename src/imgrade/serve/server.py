@@ -22,6 +22,7 @@ The banner, "stopped" and uvicorn's own warnings are log records (``imgrade.serv
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import os
 import socket
@@ -78,6 +79,8 @@ def serve(
         CheckpointError: ``model`` is not a model imgrade can load.
     """
     with _bind(host, port) as listener:
+        if token is None and not loopback(listener.getsockname()[0]):
+            logger.warning(OPEN_TO_THE_NETWORK.format(host=host))
         loaded = load_grader(model, runtime=runtime, device=device, threads=threads, tta=tta)
         grader = loaded if runtime == "torch" else loaded.for_serving(threads=threads)
         app = create_app(grader, source_name=Path(model).name or str(model), token=token, limits=limits)
@@ -89,6 +92,33 @@ def serve(
         except KeyboardInterrupt:  # uvicorn raises Ctrl+C again once it has shut down gracefully
             pass
     logger.info("stopped")
+
+
+OPEN_TO_THE_NETWORK = (
+    "warning: serving on {host} without a token: anyone on the network who can reach this machine can "
+    "use the service; require one with IMGRADE_TOKEN=SECRET imgrade serve ... (or --token SECRET), "
+    "or serve on --host 127.0.0.1"
+)
+"""The warning ``serve`` logs when it listens beyond this machine and needs no token."""
+
+
+def loopback(address: str) -> bool:
+    """Whether a listening socket's address (``socket.getsockname()[0]``) only takes connections
+    from this machine: 127.0.0.0/8 and ::1 (also as ::ffff:127.x.x.x); 0.0.0.0, :: and a LAN
+    address take them from the network.
+
+    >>> [loopback(a) for a in ("127.0.0.1", "127.4.5.6", "::1", "::ffff:127.0.0.1")]
+    [True, True, True, True]
+    >>> [loopback(a) for a in ("0.0.0.0", "::", "192.168.1.20", "fe80::1%eth0")]
+    [False, False, False, False]
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False  # not an address: assume the network can reach it
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
 
 
 def uvicorn_config(app: Any, limits: Limits, **options: Any) -> uvicorn.Config:
