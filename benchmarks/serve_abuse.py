@@ -645,6 +645,9 @@ def main() -> int:
     bombs.add_argument(
         "--wait-s", type=float, default=120.0, help="longest wait for the server's CPU to stop (default 120)"
     )
+    bombs.add_argument(
+        "--out", type=Path, help="also write the report to this Markdown file (docs/results/serve_bombs.md)"
+    )
     args = parser.parse_args()
     if args.bombs:
         return _bombs(args)
@@ -691,7 +694,19 @@ def _bombs(args: argparse.Namespace) -> int:
             wait_s=args.wait_s,
             **options,
         )
-    print(serve_bombs.report(figures))
+    text = serve_bombs.report(figures)
+    print(text)
+    if args.out:
+        cpu = next(
+            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?"
+        )
+        args.out.write_text(
+            "# imgrade serve against decoding bombs\n\n"
+            f"`python benchmarks/serve_abuse.py --bombs --attackers {args.attackers} --seconds {args.seconds:g}` "
+            f"on {os.cpu_count()} cores ({cpu}), Python {sys.version.split()[0]}; load average "
+            f"{os.getloadavg()[0]:.1f} at the end. Clients and server share the cores.\n\n```\n{text}\n```\n"
+        )
+        print(f"wrote {args.out}")
     return 0 if all(met for _, _, met in serve_bombs.goals(figures)) else 1
 
 
