@@ -233,3 +233,15 @@ def _bind_socket(path: Path) -> None:
         with tempfile.TemporaryDirectory() as short:
             sock.bind(os.path.join(short, "s"))
             os.rename(os.path.join(short, "s"), path)
+
+
+def status_kb(pid: int, field: str) -> int:
+    """A ``Vm...`` line of /proc/PID/status (VmRSS, VmHWM) in kB; 0 once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0

@@ -148,7 +148,7 @@ def _watch(pid: int, start: float, timeout_s: float, guard_mb: float, done: thre
     pidfd = os.pidfd_open(pid)
     try:
         while not done.wait(POLL_S):
-            rss_mb = _vm_kb(pid, "VmRSS") / 1024
+            rss_mb = bombs.status_kb(pid, "VmRSS") / 1024
             if rss_mb > guard_mb:
                 killed.append(f"killed by the guard at {rss_mb:,.0f} MB resident (--rss-guard-mb {guard_mb:g})")
             elif time.perf_counter() - start > timeout_s:
@@ -159,18 +159,6 @@ def _watch(pid: int, start: float, timeout_s: float, guard_mb: float, done: thre
             return
     finally:
         os.close(pidfd)
-
-
-def _vm_kb(pid: int, field: str) -> int:
-    """A ``Vm...`` line of /proc/PID/status in kB; 0 once the process is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0
 
 
 def _outcome(child: Child, target: Path) -> str:

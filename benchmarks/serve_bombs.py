@@ -166,7 +166,7 @@ def abuse(
     abuse_s = time.perf_counter() - start
     healthy = rss["killed"] is None and kit.healthy(target, reference)
     busy_s = _seconds_until_idle(pid, wait_s)
-    hwm_mb = _status_kb(pid, "VmHWM") / 1024
+    hwm_mb = bombs.status_kb(pid, "VmHWM") / 1024
     sampled.set()
     sampler.join()
     latencies = np.array(tally.good_latencies_ms)
@@ -213,25 +213,13 @@ def _sample_rss(pid: int, guard_mb: float, stop_event: threading.Event, rss: dic
     pidfd = os.pidfd_open(pid)
     try:
         while not stop_event.wait(RSS_POLL_S):
-            rss_mb = _status_kb(pid, "VmRSS") / 1024
+            rss_mb = bombs.status_kb(pid, "VmRSS") / 1024
             rss["peak_mb"] = max(rss["peak_mb"], rss_mb)
             if rss_mb > guard_mb and rss["killed"] is None:
                 rss["killed"] = f"killed by the guard at {rss_mb:,.0f} MB resident (--rss-guard-mb {guard_mb:g})"
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
     finally:
         os.close(pidfd)
-
-
-def _status_kb(pid: int, field: str) -> int:
-    """A ``Vm...`` line of /proc/PID/status in kB; 0 once the process is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0
 
 
 # ----------------------------------------------------------------------------- CPU after the answer

@@ -1,13 +1,16 @@
 """Fuzz tests: hypothesis's caches in a temporary folder, and after the run one line per reader:
 how many inputs it was fed and what came out."""
 
+import sys
 import tempfile
+from pathlib import Path
 
 from hypothesis.configuration import set_hypothesis_home_dir
 
 _hypothesis_home = tempfile.TemporaryDirectory(prefix="imgrade-hypothesis-")  # not .hypothesis/ in the repository
 set_hypothesis_home_dir(_hypothesis_home.name)
 _modules: list = []
+sys.path.append(str(Path(__file__).parent))  # fuzzing.py, which the fuzz tests share
 
 
 def pytest_collection_modifyitems(items):

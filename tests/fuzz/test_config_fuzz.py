@@ -15,19 +15,15 @@ that many inputs; ``TALLY`` holds the outcome counts, which tests/fuzz/conftest.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import string
 import tempfile
-import threading
 import time
 from dataclasses import fields
-from datetime import timedelta
 from pathlib import Path
 
 import yaml
-from hypothesis import HealthCheck, example, given, settings
+from fuzzing import SECONDS_PER_INPUT, fuzz, time_limit
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from imgrade.config import (
@@ -48,44 +44,7 @@ from imgrade.config import (
 from imgrade.core.errors import ConfigError
 from imgrade.core.registry import head_settings, task_names
 
-EXAMPLES = int(os.environ.get("IMGRADE_FUZZ_EXAMPLES", "0"))
-"""Inputs per test when set (a volume run); else each test's own default."""
-SECONDS_PER_INPUT = float(os.environ.get("IMGRADE_FUZZ_SECONDS", "10"))
-
 TALLY = {"config": {"inputs": 0, "imgrade_errors": 0, "accepted": 0, "unexpected": 0, "slowest_s": 0.0}}
-
-
-def fuzz(examples: int):
-    """Hypothesis settings for a fuzz test: ``examples`` inputs (IMGRADE_FUZZ_EXAMPLES overrides)."""
-    return settings(
-        max_examples=EXAMPLES or examples,
-        deadline=timedelta(seconds=SECONDS_PER_INPUT),
-        database=None,  # nothing written into the repository; a failure prints its input
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
-    )
-
-
-class Hang(BaseException):
-    """Reading ran past SECONDS_PER_INPUT (BaseException: an ``except Exception`` must not swallow it)."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    """Raise Hang in the block after ``seconds`` (where SIGALRM exists, in the main thread)."""
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame):
-        raise Hang(f"no result after {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, stop)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def read_config(data: bytes) -> RunConfig | ConfigError:

@@ -23,23 +23,21 @@ import csv
 import io
 import os
 import pickle
-import signal
 import socket
 import struct
 import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from fuzzing import SECONDS_PER_INPUT, fuzz, time_limit
+from hypothesis import example, given
 from hypothesis import strategies as st
 from PIL import Image, features
 
@@ -50,10 +48,6 @@ from imgrade.data.cucumber9 import read_cucumber9
 from imgrade.data.cucumber9_writer import write_cucumber9, write_tar_gz
 from imgrade.data.images import decode_image
 from imgrade.data.safe_pickle import safe_load_pickle
-
-EXAMPLES = int(os.environ.get("IMGRADE_FUZZ_EXAMPLES", "0"))
-"""Inputs per test when set (the benchmark's volume mode); else each test's own default."""
-SECONDS_PER_INPUT = float(os.environ.get("IMGRADE_FUZZ_SECONDS", "10"))
 
 READERS = ("cucumber9", "unpickler", "images", "csv")
 TALLY = {
@@ -68,41 +62,8 @@ P1_NAMES = ["2L", "BM", "BL", "M", "S", "L", "2S", "BS", "C"]  # batches.meta of
 P2_NAMES = ["OTHER", "2L", "L", "M", "S", "2S", "BD", "BC", "BS", "C"]
 
 
-def fuzz(examples: int):
-    """Hypothesis settings for a fuzz test: ``examples`` inputs (IMGRADE_FUZZ_EXAMPLES overrides)."""
-    return settings(
-        max_examples=EXAMPLES or examples,
-        deadline=timedelta(seconds=SECONDS_PER_INPUT),
-        database=None,  # nothing written into the repository; a failure prints its input
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # One input: run the reader, check the property, count the outcome
-
-
-class Hang(BaseException):
-    """A reader ran past SECONDS_PER_INPUT (BaseException: a reader's ``except Exception`` must not swallow it)."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    """Raise Hang in the block after ``seconds`` (where SIGALRM exists, in the main thread)."""
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame):
-        raise Hang(f"no result after {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, stop)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def attempt(reader: str, read: Callable[[], object], where: str, check: Callable[[object], None] = lambda result: None):
