@@ -1,6 +1,7 @@
 """Reading YAML a user wrote, within bounds: plain data, never executed, never exploding.
 
-``read_yaml`` opens only a regular file (a FIFO or a device would block or never end), at most
+``read_yaml`` opens only a regular file (``imgrade.core.io.open_regular_file``: a FIFO or a device
+would block or never end), at most
 ``MAX_BYTES`` of UTF-8 text. Its loader is PyYAML's safe one with limits checked while the
 document is composed, before any Python object is built: nesting at most ``MAX_DEPTH`` levels
 (deeper would recurse past Python's stack), at most ``MAX_NODES`` values with every alias
@@ -15,16 +16,15 @@ ConfigError naming the file, the line, and the fix.
 from __future__ import annotations
 
 import math
-import os
 import re
-import stat
 from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
-from imgrade.core.errors import ConfigError
+from imgrade.core.errors import ConfigError, DataError
+from imgrade.core.io import open_regular_file
 
 MAX_BYTES = 256 * 1024
 """Largest file read: a run's config is about 2 KB."""
@@ -212,24 +212,16 @@ def read_yaml(path: str | Path, missing_fix: str = "check the path") -> Any:
             too large, unreadable, or refused by :func:`parse_yaml`.
     """
     path = Path(path)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)  # a FIFO opens at once
     try:
-        fd = os.open(path, flags)
+        with open_regular_file(path, f"config file {path}", max_bytes=None) as file:  # never a FIFO or a device
+            data = file.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist: {missing_fix}") from None
+    except DataError:
+        kind = "a folder" if path.is_dir() else "a FIFO, device or socket"
+        raise ConfigError(f"config file {path} is {kind}, not a regular file: pass a YAML file") from None
     except OSError as e:
         raise ConfigError(f"config file {path} cannot be read ({e.strerror}): check it and its permissions") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO, device or socket"
-            raise ConfigError(f"config file {path} is {kind}, not a regular file: pass a YAML file")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(MAX_BYTES + 1)
-    except OSError as e:
-        raise ConfigError(f"config file {path} cannot be read ({e.strerror}): check the file") from None
-    finally:
-        os.close(fd)
     if len(data) > MAX_BYTES:
         raise ConfigError(
             f"config file {path} is over {MAX_BYTES // 1024} KB, too large for a config: check it is the right file"
