@@ -120,9 +120,7 @@ def decode_image(
     """
     resize = Resize.of(resize)
     name = one_line(name)
-    refuse_webp_over_budget(data, name, resize.size, max_decode_mb)
-    with _opened(data, name, check) as image:
-        fit_budget(image, name, resize.size, max_decode_mb)
+    with _opened(data, name, resize.size, max_decode_mb, check) as (image, _):
         image.load()  # decode every byte now, so truncated files fail here
         return square_pixels(image, resize, name, _stored_bit_depth(image), check)
 
@@ -139,19 +137,20 @@ def decode_cost(data: bytes, name: str, resize: Resize | int, *, max_decode_mb: 
     >>> round(decode_cost(buffer.getvalue(), "big.png", 32) / 1e6)
     50
     """
-    name = one_line(name)
-    side = Resize.of(resize).size
-    refuse_webp_over_budget(data, name, side, max_decode_mb)
-    with _opened(data, name, None) as image:
-        return fit_budget(image, name, side, max_decode_mb)
+    with _opened(data, one_line(name), Resize.of(resize).size, max_decode_mb, None) as (_, need):
+        return need
 
 
 @contextmanager
-def _opened(data: bytes, name: str, check: Callable[[], None] | None) -> Iterator[Image.Image]:
-    """The image in ``data``, opened (its header read, nothing decoded) and checked against
-    ``MAX_PIXELS``; any error of Pillow's, here or in the ``with`` body, becomes a one-line DataError."""
+def _opened(
+    data: bytes, name: str, side: int, max_decode_mb: float, check: Callable[[], None] | None
+) -> Iterator[tuple[Image.Image, int]]:
+    """The image in ``data``, opened (its header read, nothing decoded), checked against
+    ``MAX_PIXELS`` and made to fit ``max_decode_mb`` (``fit_budget``), with the bytes its decoding
+    will take; any error of Pillow's, here or in the ``with`` body, becomes a one-line DataError."""
     if len(data) == 0:
         raise DataError(f"{name} is empty (0 bytes): replace it with a valid image file or delete it")
+    refuse_webp_over_budget(data, name, side, max_decode_mb)  # before Pillow opens it and allocates
     try:
         # Pillow's own bomb check warns (then errors) at ~89 MP, inside Image.open; turn the warning
         # into an error so that no huge image is ever decoded.
@@ -165,7 +164,7 @@ def _opened(data: bytes, name: str, check: Callable[[], None] | None) -> Iterato
                         f"{MAX_PIXELS:,} limit (a guard against decompression bombs): "
                         "downscale the image before grading it"
                     )
-                yield image
+                yield image, fit_budget(image, name, side, max_decode_mb)
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
