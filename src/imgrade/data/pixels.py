@@ -23,7 +23,7 @@ from PIL import Image
 
 from imgrade.core.errors import DataError
 from imgrade.data.budget import MB
-from imgrade.data.resize import Resize
+from imgrade.data.resize import Resize, edge_colour
 
 BAND_PIXELS = 1 << 16
 """Pixels of the stored image converted at once (a band of about 1.5 MB of working arrays)."""
@@ -260,7 +260,7 @@ def _bands(box: Box) -> Iterator[Box]:
 
 
 def _pad_colour(upright: _Upright, convert: Callable[[Image.Image], np.ndarray], wide: bool) -> np.ndarray:
-    """The mean colour of the two edges the pad extends, as ``resize.pad_square`` takes it."""
+    """The colour of the pad: the two edges it extends, as ``resize.pad_square`` takes them."""
     width, height = upright.size
     if wide:  # the top and bottom rows
         edges = np.concatenate(
@@ -273,7 +273,7 @@ def _pad_colour(upright: _Upright, convert: Callable[[Image.Image], np.ndarray],
                 convert(upright.region((width - 1, 0, width, height)))[:, 0],
             ]
         )
-    return np.rint(edges.astype(np.float64).mean(axis=0)).astype(np.uint8)  # (3,)
+    return edge_colour(edges)
 
 
 def _no_check() -> None:

@@ -120,12 +120,21 @@ def pad_square(pixels: np.ndarray) -> np.ndarray:
     height, width = pixels.shape[:2]
     side = max(height, width)
     edges = np.concatenate([pixels[0], pixels[-1]]) if width > height else np.concatenate([pixels[:, 0], pixels[:, -1]])
-    fill = np.rint(edges.astype(np.float64).mean(axis=0)).astype(np.uint8)  # (3,)
+    fill = edge_colour(edges)
     square = np.empty((side, side, 3), dtype=np.uint8)
     square[...] = fill
     top, left = (side - height) // 2, (side - width) // 2
     square[top : top + height, left : left + width] = pixels
     return square
+
+
+def edge_colour(edges: np.ndarray) -> np.ndarray:
+    """The pad's colour: the mean, rounded, of the (N, 3) uint8 edge pixels it extends, as (3,) uint8.
+
+    >>> edge_colour(np.array([[10, 0, 0], [20, 0, 1]], np.uint8)).tolist()
+    [15, 0, 0]
+    """
+    return np.rint(edges.astype(np.float64).mean(axis=0)).astype(np.uint8)
 
 
 def resize_square(pixels: np.ndarray, image_size: int) -> np.ndarray:
