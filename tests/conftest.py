@@ -192,3 +192,19 @@ def _cap_address_space(extra: int) -> tuple[int, int] | None:
     cap = mapped + extra if previous[0] == resource.RLIM_INFINITY else min(previous[0], mapped + extra)
     resource.setrlimit(resource.RLIMIT_AS, (cap, previous[1]))
     return previous
+
+
+@pytest.fixture
+def idle_grader():
+    """A grader with two grades that never grades: enough to build the service around it."""
+    from imgrade.runtime.grading import Engine
+
+    class Idle(Engine):
+        runtime = "onnx"
+        task = "regression"
+        grade_names = ["L", "M"]
+        image_size = 32
+        calibration = None
+        version = "test"
+
+    return Idle()

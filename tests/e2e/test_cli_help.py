@@ -13,7 +13,6 @@ from imgrade.cli.run_flags import field_help, run_flags
 from imgrade.config import SECTIONS, TrainConfig
 from imgrade.core.registry import register_head, unregister_head
 from imgrade.core.version import __version__
-from imgrade.runtime.grading import Engine
 from imgrade.runtime.torch_engine import TorchEngine
 
 
@@ -169,18 +168,7 @@ def test_the_exit_status_is_stated_at_the_top_and_for_predict(capsys, monkeypatc
         assert codes == ["0", "1", "2", "130", "141", "143"]
 
 
-class _Stub(Engine):
-    """Enough of a grader for the service to be built; it never grades."""
-
-    runtime = "onnx"
-    task = "regression"
-    grade_names = ["L", "M"]
-    image_size = 32
-    calibration = None
-    version = "test"
-
-
-def test_every_route_serve_help_names_exists(capsys, monkeypatch):
+def test_every_route_serve_help_names_exists(capsys, monkeypatch, idle_grader):
     pytest.importorskip("fastapi", reason="the service is the optional extra imgrade[serve]")
     from fastapi.testclient import TestClient
 
@@ -190,7 +178,7 @@ def test_every_route_serve_help_names_exists(capsys, monkeypatch):
     # paths on their own (not inside a URL such as http://127.0.0.1:8000/ or a file such as docs/deploy.md)
     named = set(re.findall(r"(?<![\w:/.])(/[\w/]*)", text))
     assert {"/v1/grade", "/v1/model", "/v1/stats", "/healthz", "/"} <= named
-    with TestClient(create_app(_Stub())) as client:
+    with TestClient(create_app(idle_grader)) as client:
         # the real app answers each: a GET of POST /v1/grade is 405, a route that is not there 404
         missing = sorted(path for path in named if client.get(path).status_code == 404)
         assert client.get("/grade").status_code == 404  # so the check can fail

@@ -17,24 +17,11 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", getattr(starlette_exceptions, "StarletteDeprecationWarning", DeprecationWarning))
     from fastapi.testclient import TestClient
 
-from imgrade.runtime.grading import Engine
 from imgrade.serve import Limits, create_app, serve
 from imgrade.serve import server as server_module
 from imgrade.serve.app import STATIC_DIR
 from imgrade.serve.guards import PAGE_POLICY
 from imgrade.serve.server import loopback
-
-
-class _Stub(Engine):
-    """Enough of a grader for the service to be built; it never grades."""
-
-    runtime = "torch"
-    task = "regression"
-    grade_names = ["L", "M"]
-    image_size = 32
-    calibration = None
-    version = "test"
-
 
 # ----------------------------------------------------------------------------- security headers
 
@@ -47,8 +34,8 @@ def _assert_headers(response, policy: str = PAGE_POLICY) -> None:
     assert response.headers.get("content-security-policy") == policy, where
 
 
-def test_every_answer_carries_the_security_headers():
-    app = create_app(_Stub(), token="s3cret", limits=Limits(max_upload_mb=1))
+def test_every_answer_carries_the_security_headers(idle_grader):
+    app = create_app(idle_grader, token="s3cret", limits=Limits(max_upload_mb=1))
     with TestClient(app) as client:
         answers = [
             client.get("/"),
@@ -146,10 +133,10 @@ def _ipv6() -> bool:
         ("::1", None, False),
     ],
 )
-def test_serve_warns_when_anyone_on_the_network_can_use_it(host, token, warned, caplog, monkeypatch):
+def test_serve_warns_when_anyone_on_the_network_can_use_it(host, token, warned, caplog, monkeypatch, idle_grader):
     if ":" in host and not _ipv6():
         pytest.skip("this machine has no IPv6")
-    monkeypatch.setattr(server_module, "load_grader", lambda *args, **kwargs: _Stub())
+    monkeypatch.setattr(server_module, "load_grader", lambda *args, **kwargs: idle_grader)
     monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets: None)
     monkeypatch.setattr(logging.getLogger("imgrade"), "handlers", [])  # a CLI test may have installed its own
     caplog.set_level(logging.INFO, logger="imgrade.serve")
