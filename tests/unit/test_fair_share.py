@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from imgrade.config import RunConfig
+from imgrade.core import cpu as cpu_info
 from imgrade.core import perf, threads
 from imgrade.core.siblings import FOLDER, announce
 from imgrade.core.siblings import others as count_others  # the real one: conftest patches it for the suite
@@ -156,7 +157,7 @@ def test_native_bf16_is_read_from_the_cpu_flags(cpuinfo, native):
 @pytest.mark.parametrize(("cpuinfo", "auto"), [(CPUINFO_BF16, "bf16"), (CPUINFO_PLAIN, "off")])
 def test_amp_auto_follows_the_cpu_and_off_or_bf16_are_kept(monkeypatch, tmp_path, cpuinfo, auto):
     (tmp_path / "cpuinfo").write_text(cpuinfo)
-    monkeypatch.setattr(perf, "CPUINFO", tmp_path / "cpuinfo")
+    monkeypatch.setattr(cpu_info, "CPUINFO", tmp_path / "cpuinfo")
     cpu = torch.device("cpu")
     assert perf.resolve_amp("auto", cpu) == auto
     assert perf.autocast_dtype("auto", cpu) is (torch.bfloat16 if auto == "bf16" else None)

@@ -6,34 +6,10 @@ The allocator, the other big CPU lever, is set before the process starts (``allo
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 import torch
 
-CPUINFO = Path("/proc/cpuinfo")
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-"""/proc/cpuinfo flags of x86 CPUs that compute in bf16 natively (AVX512-BF16, AMX)."""
-
-
-def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU computes bf16 natively (``cpuinfo``: the text of /proc/cpuinfo, read if None).
-
-    Elsewhere torch emulates bf16, more slowly than fp32; without /proc/cpuinfo (macOS, Windows)
-    the answer is no.
-
-    >>> cpu_has_bf16("flags\t: fpu avx2 avx512f avx512_bf16"), cpu_has_bf16("flags\t: fpu avx2 avx512f")
-    (True, False)
-    """
-    if cpuinfo is None:
-        try:
-            cpuinfo = CPUINFO.read_text(errors="replace")
-        except OSError:
-            return False
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return any(flag in value.split() for flag in BF16_CPU_FLAGS)
-    return False
+from imgrade.core.cpu import cpu_has_bf16
 
 
 def resolve_amp(amp: str, device: torch.device, resuming: bool = False) -> str:
