@@ -94,15 +94,15 @@ class Bf16Check:
     def speedup(self) -> float:
         return self.bf16_rate / self.fp32_rate if self.fp32_rate > 0 else math.nan
 
-    def summary(self) -> str:
-        """Both ways' numbers in one line.
+    def summary(self, photos: str = "validation photos") -> str:
+        """Both ways' numbers in one line (``photos``: what the photos were).
 
         >>> Bf16Check(247, "bf16", 0.632, 0.820, 0.623, 0.819, 0.992, 0.01, 0.012, 1976.0, 7133.0).summary()
         'bf16 check on 247 validation photos, fp32 (ONNX Runtime) -> bf16 (OpenVINO): same grade 99.2%, exact accuracy 0.632 -> 0.623, QWK 0.820 -> 0.819, 1976 -> 7133 images/s (3.61x): passed'
         """
         verdict = "passed" if self.passed else "refused: " + "; ".join(self.problems)
         return (
-            f"bf16 check on {self.n} validation photos, fp32 (ONNX Runtime) -> {self.precision} (OpenVINO): "
+            f"bf16 check on {self.n} {photos}, fp32 (ONNX Runtime) -> {self.precision} (OpenVINO): "
             f"same grade {self.agreement:.1%}, exact accuracy {self.fp32_accuracy:.3f} -> {self.bf16_accuracy:.3f}, "
             f"QWK {self.fp32_qwk:.3f} -> {self.bf16_qwk:.3f}, {self.fp32_rate:.0f} -> {self.bf16_rate:.0f} images/s "
             f"({self.speedup:.2f}x): {verdict}"
