@@ -21,12 +21,12 @@ PyTorch, eager (``predict``) and served (``serve``, ``Grader.for_serving``: on a
 exported to ONNX in memory and run by ONNX Runtime), and, when onnxruntime is installed, for an
 ONNX export of the same network and its int8 copy (quantized as ``export --int8`` does; no int8
 peak is measured, so its share is of the fp32 limit and says what int8 adds on this CPU). When
-openvino is installed, the same .onnx file also runs in OpenVINO (``load_grader(...,
-runtime="openvino")``), in the precision it chose (bf16 on a CPU with native bf16, else fp32),
-as a share of that precision's limit; a line says why where it is skipped. Like the ``imgrade``
-command, the benchmark first re-runs itself under tcmalloc when it is installed. Each number is
-the median of ``--repeats`` measurements, the spread (lowest-highest) in brackets: a wide one
-means something else was using the cores. Nothing is written.
+openvino is installed, the same two files also run in OpenVINO (``load_grader(...,
+runtime="openvino")``) in the precision it reports (the fp32 file in bf16 on a CPU with native
+bf16, else in fp32), as a share of that precision's limit; a line says why where it is skipped.
+Like the ``imgrade`` command, the benchmark first re-runs itself under tcmalloc when it is
+installed. Each number is the median of ``--repeats`` measurements, the spread (lowest-highest)
+in brackets: a wide one means something else was using the cores. Nothing is written.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def inference_rates(
 
     Calls of 256 images run as the runtime's own forward passes (None: ``CPU_BATCH`` here, what
     ``predict`` and ``serve`` do) and, for comparison, as one pass of 256. The precision is what
-    the runtime computes in: "fp32", "int8", or OpenVINO's own ``precision`` ("bf16" or "fp32").
+    the runtime computes in: "fp32", "int8", or OpenVINO's own ``precision`` ("bf16", "fp32" or "int8").
     """
     torch.manual_seed(0)
     model = build_model()
@@ -132,7 +132,8 @@ def inference_rates(
     threads = torch.get_num_threads()
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
-        run, onnx_path = _fake_run(Path(tmp), model, mean), Path(tmp) / "model.onnx"
+        run = _fake_run(Path(tmp), model, mean)
+        onnx_path, int8_path = Path(tmp) / "model.onnx", Path(tmp) / "model_int8.onnx"
         graders = {"torch": (TorchEngine.from_run(run, device="cpu"), "fp32")}
         # what `imgrade serve` grades with: the run exported to ONNX in memory (eager torch should that fail)
         graders["served"] = (TorchEngine.from_run(run, device="cpu").for_serving(threads=threads), "fp32")
@@ -146,12 +147,14 @@ def inference_rates(
             # the same file quantized as `export --int8` does, calibrated on these images
             int8 = quantize(onnx_path.read_bytes(), images[:CALIBRATION_IMAGES])
             graders["onnx int8"] = (OnnxEngine.from_bytes(int8, threads=threads), "int8")
+            int8_path.write_bytes(int8)  # for OpenVINO, which reads files
         except ImportError as e:
             print(f"onnx: skipped ({e})")
-        if onnx_path.exists():
-            openvino = _openvino_grader(onnx_path, threads)
-            if openvino is not None:
-                graders["openvino"] = (openvino, openvino.precision)
+        for name, path in [("openvino", onnx_path), ("openvino int8", int8_path)]:
+            openvino = _openvino_grader(path, threads) if path.exists() else None
+            if openvino is None:
+                break
+            graders[name] = (openvino, openvino.precision)
         for batch, forward in [(1, 1), (256, None), (256, 256)]:
             for name, (grader, precision) in graders.items():
                 chunk = images[:batch]
@@ -211,7 +214,7 @@ def main() -> None:
         limit = limits[of] / (3 if training else 1)
         extra = f", {1000 / median:.2f} ms per image" if what.endswith(" batch 1") else ""
         print(
-            f"{what:<34} {precision:<13} {median:7.1f} images/s ({low:.0f}-{high:.0f})  "
+            f"{what:<40} {precision:<13} {median:7.1f} images/s ({low:.0f}-{high:.0f})  "
             f"{median / limit:6.1%} of the {of} limit{extra}",
             flush=True,
         )
