@@ -36,7 +36,7 @@ from imgrade.core.io import open_regular_file, read_regular_file
 from imgrade.data.images import IMAGE_EXTENSIONS, list_images, one_line
 from imgrade.pipeline.predictor import grade_photos
 from imgrade.pipeline.rows import RowLayout, output_format, row_writer
-from imgrade.runtime import load_grader
+from imgrade.runtime import load_grader, onnx_grader
 from imgrade.runtime.grading import Engine
 from imgrade.runtime.onnx_engine import OnnxEngine
 
@@ -84,6 +84,7 @@ def grade_batch(
     num_actors: int | None = None,
     batch_size: int = BATCH_SIZE,
     tta: bool | None = None,
+    runtime: str = "auto",
 ) -> BatchResult:
     """Grade every photo under ``inputs`` with the ``.onnx`` file ``model`` on Ray Data.
 
@@ -99,6 +100,8 @@ def grade_batch(
         num_actors: graders in the pool (default: one per CPU of the cluster).
         batch_size: photos per call of an actor.
         tta: as ``predict --tta``: the .onnx file must agree (exported with or without ``--tta``).
+        runtime: "auto", "onnx" or "openvino", as for ``predict``; each actor chooses for the node
+            it runs on (``imgrade.runtime.onnx_grader``).
 
     Returns:
         How many photos were graded and how many failed; the rows are in ``out`` in input order.
@@ -113,7 +116,7 @@ def grade_batch(
     ray = import_ray()
     if out is not None:
         output_format(out)  # a wrong suffix or a missing folder fails before Ray starts
-    grader = _check_model(model, tta)
+    grader = _check_model(model, tta, runtime)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     paths = [path for item in inputs for path in read_paths(item)]
@@ -134,6 +137,7 @@ def grade_batch(
                 "name": Path(model).name,
                 "base": os.getcwd(),
                 "layout": layout,
+                "runtime": runtime,
             },
             batch_size=batch_size,
             batch_format="numpy",
@@ -187,11 +191,11 @@ def read_paths(item: str | os.PathLike) -> list[str]:
 
 
 class _GradeBatch:
-    """A Ray actor: one ONNX grader, called with a batch of paths, returning a table of rows."""
+    """A Ray actor: one grader of the .onnx file, called with a batch of paths, returning a table of rows."""
 
-    def __init__(self, model: bytes, name: str, base: str, layout: RowLayout):
+    def __init__(self, model: bytes, name: str, base: str, layout: RowLayout, runtime: str = "auto"):
         # One inference thread: Ray gives each actor one CPU, and the pool has one actor per CPU.
-        self.grader = OnnxEngine.from_bytes(model, threads=1, name=name)
+        self.grader = onnx_grader(OnnxEngine.from_bytes(model, threads=1, name=name), model, runtime, threads=1)
         self.base = Path(base)
         self.layout = layout
 
@@ -203,14 +207,16 @@ class _GradeBatch:
         )
 
 
-def _check_model(model: str | os.PathLike, tta: bool | None) -> Engine:
-    """Load the grader here once, so a wrong file fails in one line before Ray starts."""
+def _check_model(model: str | os.PathLike, tta: bool | None, runtime: str = "auto") -> Engine:
+    """Load the grader here once, so a wrong file (or a runtime not installed) fails in one line before Ray starts."""
     if Path(model).suffix.lower() != ".onnx":
         raise ConfigError(
             f"--engine ray grades an .onnx file, got {model}: export it first with "
             f"`imgrade export {model} --out model.onnx` and grade model.onnx"
         )
-    return load_grader(model, runtime="onnx", threads=1, tta=tta)
+    if runtime not in ("auto", "onnx", "openvino"):
+        raise ConfigError(f"--engine ray grades an .onnx file with --runtime auto, onnx or openvino, not {runtime}")
+    return load_grader(model, runtime=runtime, threads=1, tta=tta)
 
 
 def _table_paths(path: Path) -> list[str]:

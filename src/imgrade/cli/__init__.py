@@ -11,6 +11,7 @@ SIGTERM (``export``, ``calibrate`` and ``evaluate`` only; other verbs keep the d
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import sys
@@ -36,6 +37,7 @@ from imgrade.cli.commands import (
 from imgrade.cli.extras import missing_extra
 from imgrade.cli.parser import EXAMPLES, build_parser
 from imgrade.core.allocator import reexec_with_tcmalloc, started_as_imgrade
+from imgrade.core.cpu import cpu_has_bf16
 from imgrade.core.errors import ImgradeError
 from imgrade.core.logs import setup_logging
 from imgrade.core.threads import settle_wait_policy
@@ -91,11 +93,26 @@ def main(argv: list[str] | None = None) -> int:
         leaf_parser(parser, args).print_help()
         return 0
     setup_logging(args.verbosity or 0)  # None: neither -q nor -v
-    if from_command_line and started_as_imgrade():
+    if from_command_line and started_as_imgrade() and not may_run_openvino(args, key):
         reexec_with_tcmalloc()  # comes back only where tcmalloc is not wanted, not installed or already in
     if key in COMPUTING:
         settle_wait_policy()  # before torch loads OpenMP, which reads it once
     return _run(command, args, key)
+
+
+def may_run_openvino(args, key: tuple[str, ...]) -> bool:
+    """Whether this command may grade with OpenVINO, which aborts beside tcmalloc: ``--runtime
+    openvino``; or, on a CPU with bf16 units and OpenVINO installed, ``--runtime auto`` with an .onnx
+    file, and ``export`` (its bf16 check). Nothing is imported to tell."""
+    runtime = getattr(args, "runtime", None)
+    if runtime == "openvino":
+        return True
+    if not cpu_has_bf16() or importlib.util.find_spec("openvino") is None:
+        return False
+    if key == ("export",):
+        return not args.int8
+    model = getattr(args, "model", None) or getattr(args, "run", None)
+    return runtime == "auto" and str(model).lower().endswith(".onnx")
 
 
 def _run(command: Callable, args, key: tuple[str, ...]) -> int:

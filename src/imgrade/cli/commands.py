@@ -145,7 +145,7 @@ def predict_on_ray(args) -> int:
         raise ConfigError(FORMAT_OR_OUT)
     if args.format not in (None, "csv") or args.runtime == "torch" or args.device != "auto":
         raise ConfigError(
-            "--engine ray grades an .onnx file into CSV, JSON lines or Parquet: drop --format json, --runtime, --device"
+            "--engine ray grades an .onnx file into CSV, JSON lines or Parquet: drop --format json, --runtime torch, --device"
         )
     import_ray()  # Ray Data sets up its loggers when imported: quiet its progress lines after that, unless -v
     if not args.verbosity or args.verbosity < 1:
@@ -159,6 +159,7 @@ def predict_on_ray(args) -> int:
         num_cpus=args.workers,
         num_actors=args.workers,
         tta=args.tta,
+        runtime=args.runtime,
     )
     where = f" into {result.out}" if result.out else ""
     log.info(

@@ -22,6 +22,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "multipart": ("python-multipart", "serve"),
     "python_multipart": ("python-multipart", "serve"),
     "timm": ("timm", "timm"),
+    "openvino": ("OpenVINO", "openvino"),
 }
 
 

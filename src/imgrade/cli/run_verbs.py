@@ -234,7 +234,8 @@ def _add_runtime_flags(p: argparse.ArgumentParser, auto: str = "onnx for a .onnx
     p.add_argument(
         "--runtime",
         default="auto",
-        choices=["auto", "torch", "onnx"],
-        help=f"what runs the network; auto: {auto}",
+        choices=["auto", "torch", "onnx", "openvino"],
+        help=f"what runs the network; auto: {auto}. openvino: an .onnx file in OpenVINO, in bf16 on a CPU with "
+        "bf16 units (auto picks it there when the file's bf16 check passed; docs/deploy.md)",
     )
     p.add_argument("--device", default="auto", metavar="DEVICE", help="torch runtime: " + DEVICE)

@@ -90,3 +90,21 @@ def reexec_with_tcmalloc() -> None:
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], tcmalloc_env(dict(os.environ), library))
     except OSError:
         return  # could not exec (odd interpreter setup): carry on with glibc malloc
+
+
+def tcmalloc_loaded(maps: str | None = None) -> bool:
+    """Whether tcmalloc is loaded in this process (``maps``: the text of /proc/self/maps, read if None).
+
+    OpenVINO's CPU plugin aborts with ``free(): invalid pointer`` when it compiles a model in a process
+    with tcmalloc preloaded (gperftools 4.5, OpenVINO 2026.4), so its runtime asks here first.
+
+    >>> tcmalloc_loaded("7f00-7f01 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4.5.10")
+    True
+    """
+    if maps is None:
+        try:
+            with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+                maps = f.read()
+        except OSError:
+            return "tcmalloc" in os.environ.get("LD_PRELOAD", "")
+    return "libtcmalloc" in maps

@@ -8,11 +8,22 @@ from typing import Any
 
 import numpy as np
 
-from imgrade.core.errors import ConfigError, DataError
+from imgrade.core.allocator import tcmalloc_loaded
+from imgrade.core.cpu import cpu_has_bf16
+from imgrade.core.errors import ConfigError, DataError, ImgradeError
 from imgrade.core.io import remove_abandoned_temporaries
 from imgrade.core.rundir import inside, rewriting_run, run_folder
+from imgrade.runtime.bf16_check import Bf16Check, check_bf16
+from imgrade.runtime.onnx_engine import OnnxEngine
 from imgrade.runtime.onnx_export import checked_onnx_bytes, write_onnx
-from imgrade.runtime.onnx_quantize import CALIBRATION_IMAGES, DEFAULT_TOLERANCE, check_tolerance, write_int8
+from imgrade.runtime.onnx_quantize import (
+    CALIBRATION_IMAGES,
+    DEFAULT_TOLERANCE,
+    check_tolerance,
+    with_metadata,
+    write_int8,
+)
+from imgrade.runtime.openvino_engine import BESIDE_TCMALLOC, INSTALL, OpenVinoEngine, openvino_available
 from imgrade.runtime.run import RunFolder
 
 logger = logging.getLogger(__name__)
@@ -32,6 +43,8 @@ def export(
 
     An ensemble becomes one graph holding every member; ``tta`` puts the test-time views in the graph.
     With ``any_size`` the graph takes decoded photos of any size and resizes them itself.
+    On a CPU with bf16 units and OpenVINO installed, an fp32 file also gets a bf16 check
+    (:func:`bf16_checked`), which decides whether ``--runtime auto`` grades it in bf16.
     ``int8`` writes an int8 copy (calibrated on the run's training photos), and only when on the
     validation split it loses no more than ``int8_tolerance`` of exact accuracy or QWK against fp32.
 
@@ -64,7 +77,13 @@ def _export(
     folder = RunFolder.open(run)
     grader = folder.grader(device="cpu", tta=tta)
     if not int8:
-        return write_onnx(grader, out, name=str(run), any_size=any_size)
+        summary = {}
+
+        def amend(payload: bytes) -> bytes:
+            payload, summary["bf16_check"] = bf16_checked(folder, payload, str(run))
+            return payload
+
+        return {**write_onnx(grader, out, name=str(run), any_size=any_size, amend=amend), **summary}
     if grader.grade_names is None:
         raise ConfigError(f"--int8 checks grades, and {run} predicts a continuous target: export it without --int8")
     calibration, validation = int8_photos(folder)
@@ -78,6 +97,61 @@ def _export(
         name=str(run),
     )
     return {**summary, **parity}
+
+
+def bf16_checked(folder: RunFolder, payload: bytes, name: str) -> tuple[bytes, Bf16Check | None]:
+    """``payload`` (an fp32 grader) with a bf16 check of it on the run's validation photos in its
+    metadata (``bf16_check``) and a paragraph on it in its model card, and the check; ``payload``
+    and None where no check can be made here, with one line saying why.
+
+    bf16 can only be checked where it runs: on a CPU with bf16 units (AMX, AVX512-BF16), in OpenVINO.
+    A file exported elsewhere holds no check, and ``--runtime auto`` grades it in fp32.
+    """
+    if not cpu_has_bf16():
+        logger.debug("no bf16 check: this CPU has no bf16 units")
+        return payload, None
+    reason = None
+    if tcmalloc_loaded():
+        reason = BESIDE_TCMALLOC
+    elif not openvino_available():
+        reason = f"OpenVINO is not installed ({INSTALL})"
+    grader = OnnxEngine.from_bytes(payload, name=name)
+    if reason is None and grader.grade_names is None:
+        reason = "bf16 is checked on grades, and this model predicts a continuous target"
+    if reason is None:
+        try:
+            imageset, split = folder.data()
+        except ImgradeError as e:
+            reason = f"the run's data cannot be read ({e})"
+        else:
+            if len(split["val"]) == 0:
+                reason = "the run has no validation split"
+    if reason is not None:
+        logger.info(f"no bf16 check, so `--runtime auto` will grade this file in fp32: {reason}")
+        return payload, None
+    validation = imageset.subset(split["val"])
+    bf16 = OpenVinoEngine.from_onnx(grader, payload)
+    check = check_bf16(grader, bf16, np.asarray(validation.images), validation.targets)
+    logger.info(check.summary())
+    card = grader.model_card
+    extra = {"bf16_check": check.to_dict()}
+    if card is not None:
+        extra["model_card"] = card.rstrip("\n") + "\n\n" + bf16_card(check)
+    return with_metadata(payload, extra), check
+
+
+def bf16_card(check: Bf16Check) -> str:
+    """The model card's paragraph on the bf16 check.
+
+    >>> print(bf16_card(Bf16Check(50, "bf16", 0.6, 0.8, 0.6, 0.8, 1.0, 0.02, 0.01, 1000.0, 3000.0)).splitlines()[0])
+    ## Grading in bf16
+    """
+    verdict = (
+        "`--runtime auto` grades this file in bf16 (OpenVINO) on CPUs with bf16 units."
+        if check.passed
+        else "`--runtime auto` grades this file in fp32 (ONNX Runtime)."
+    )
+    return f"## Grading in bf16\n\n{check.summary()}; on {check.cpu}. {verdict}\n"
 
 
 def int8_photos(folder: RunFolder) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
@@ -101,6 +175,8 @@ def format_export(summary: dict[str, Any]) -> str:
     if check is None:
         size = f"{summary['bytes'] / 1e6:.1f} MB"
         parity = f"ONNX Runtime matches PyTorch within {summary['max_score_diff']:.1e}"
+        if summary.get("bf16_check") is not None:
+            parity += f"; {summary['bf16_check'].summary()}"
     else:
         size = (
             f"{summary['bytes'] / 1e6:.2f} MB int8, {summary['fp32_bytes'] / summary['bytes']:.1f}x smaller than fp32"

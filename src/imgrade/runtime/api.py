@@ -46,7 +46,9 @@ class Grader:
         """The model file or run folder it was loaded from."""
 
     @classmethod
-    def load(cls, model: str | os.PathLike, *, device: str = "auto", tta: bool | None = None) -> Grader:
+    def load(
+        cls, model: str | os.PathLike, *, device: str = "auto", tta: bool | None = None, runtime: str = "auto"
+    ) -> Grader:
         """Load an ``.onnx`` file written by ``imgrade export`` (ONNX Runtime, no torch), or a run
         folder or ``.pt`` checkpoint written by ``imgrade train`` (needs PyTorch).
 
@@ -56,10 +58,13 @@ class Grader:
                 An .onnx file runs on the CPU.
             tta: grade each photo as the average of a few views of it; None: as the model was
                 calibrated (an .onnx file does so when it was exported with ``--tta``).
+            runtime: "auto", "torch", "onnx" or "openvino" (an .onnx file in OpenVINO: bf16 on a CPU
+                with bf16 units); auto picks as ``imgrade.runtime.load_grader`` says.
 
         Raises:
             CheckpointError: ``model`` is missing or not a model imgrade wrote.
-            ConfigError: a run without PyTorch installed, or a ``tta`` the model cannot do.
+            ConfigError: a run without PyTorch installed, a ``tta`` the model cannot do, or a
+                runtime that cannot read ``model`` or is not installed.
         """
         path = Path(model)
         if path.is_file() and path.suffix.lower() not in MODEL_SUFFIXES:
@@ -67,7 +72,7 @@ class Grader:
                 f"{path} is not a model file: pass an .onnx file written by `imgrade export`, "
                 "or a run folder (or its .pt checkpoint) written by `imgrade train`"
             )
-        return cls(load_grader(path, device=device, tta=tta), str(model))
+        return cls(load_grader(path, runtime=runtime, device=device, tta=tta), str(model))
 
     @property
     def grades(self) -> list[str] | None:

@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -170,7 +171,13 @@ def _decision(predictor: TorchEngine) -> dict | None:
     }
 
 
-def write_onnx(predictor: TorchEngine, out: Path, name: str | None = None, any_size: bool = False) -> dict:
+def write_onnx(
+    predictor: TorchEngine,
+    out: Path,
+    name: str | None = None,
+    any_size: bool = False,
+    amend: Callable[[bytes], bytes] | None = None,
+) -> dict:
     """Write ``predictor`` (on the CPU) to ``out`` as an ONNX grader; return a summary of the check.
 
     An ensemble's members all go into the one graph; under TTA the graph grades each image as the
@@ -182,11 +189,14 @@ def write_onnx(predictor: TorchEngine, out: Path, name: str | None = None, any_s
     photos of any size and resizes them in the graph (``graph_resize.py``); it must then also give
     the scores PyTorch gives the same photos resized by imgrade's decoder.
     The file is written atomically: a failed export leaves nothing, an old file stays intact.
+    ``amend`` may add to the checked bytes before they are written (``export``'s bf16 check).
 
     Raises:
         ImgradeError: the exporter failed or the exported graph disagrees with PyTorch.
     """
     payload, check = checked_onnx_bytes(predictor, name, any_size=any_size)
+    if amend is not None:
+        payload = amend(payload)
     with atomic_write(out, "wb") as f:
         f.write(payload)
     return {"path": str(out), "bytes": len(payload), "outputs": _output_names(predictor), **check}
