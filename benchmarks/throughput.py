@@ -25,15 +25,20 @@ openvino is installed, the same two files also run in OpenVINO (``load_grader(..
 runtime="openvino")``) in the precision it reports (the fp32 file in bf16 on a CPU with native
 bf16, else in fp32), as a share of that precision's limit; a line says why where it is skipped.
 Like the ``imgrade`` command, the benchmark first re-runs itself under tcmalloc when it is
-installed. Each number is the median of ``--repeats`` measurements, the spread (lowest-highest)
+installed; OpenVINO, which aborts beside tcmalloc, runs in a child process with glibc malloc, as
+the command runs it. Each number is the median of ``--repeats`` measurements, the spread (lowest-highest)
 in brackets: a wide one means something else was using the cores. Nothing is written.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,15 +49,15 @@ from peaks import header_lines, measure_peaks  # benchmarks/peaks.py, beside thi
 from torch.utils.flop_counter import FlopCounterMode
 
 from imgrade.config import TrainConfig
-from imgrade.core.allocator import reexec_with_tcmalloc
+from imgrade.core.allocator import DISABLE, reexec_with_tcmalloc
 from imgrade.core.checkpoint import save_checkpoint
 from imgrade.core.cpu import cpu_has_bf16
-from imgrade.core.errors import ConfigError
+from imgrade.core.errors import ImgradeError
 from imgrade.core.perf import precision_name, resolve_amp
 from imgrade.core.preprocess import nhwc_to_tensor
 from imgrade.data.synthetic import generate_cucumbers
 from imgrade.models.factory import build_model
-from imgrade.runtime import load_grader
+from imgrade.runtime import Engine, load_grader
 from imgrade.runtime.torch_engine import TorchEngine
 from imgrade.training.loop import FitData, train_one_epoch
 from imgrade.training.optim import build_optimizer
@@ -117,23 +122,27 @@ def _fake_run(folder: Path, model: torch.nn.Module, mean: torch.Tensor) -> Path:
     return folder
 
 
-def inference_rates(
-    images: np.ndarray, seconds: float, repeats: int
-) -> dict[tuple[str, str, int, int | None], tuple[float, float, float]]:
-    """{(runtime, precision, images per call, images per forward pass): (median, lowest, highest) images/s}.
+BATCHES = [(1, 1), (256, None), (256, 256)]
+"""Each inference row's images per call and per forward pass (None: the runtime's own, ``CPU_BATCH``)."""
 
-    Calls of 256 images run as the runtime's own forward passes (None: ``CPU_BATCH`` here, what
-    ``predict`` and ``serve`` do) and, for comparison, as one pass of 256. The precision is what
-    the runtime computes in: "fp32", "int8", or OpenVINO's own ``precision`` ("bf16", "fp32" or "int8").
+Rates = dict[tuple[str, str, int, int | None], tuple[float, float, float]]
+"""{(runtime, precision, images per call, images per forward pass): (median, lowest, highest) images/s}"""
+
+
+def inference_rates(images: np.ndarray, seconds: float, repeats: int) -> Rates:
+    """Images/s of each runtime at each of ``BATCHES``, in that order.
+
+    Calls of 256 images run as the runtime's own forward passes (what ``predict`` and ``serve``
+    do) and, for comparison, as one pass of 256. The precision is what the runtime computes in:
+    "fp32", "int8", or OpenVINO's own ``precision`` ("bf16", "fp32" or "int8").
     """
     torch.manual_seed(0)
     model = build_model()
     mean = nhwc_to_tensor(images).float().mean(0).div_(255.0)
     threads = torch.get_num_threads()
-    rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         run = _fake_run(Path(tmp), model, mean)
-        onnx_path, int8_path = Path(tmp) / "model.onnx", Path(tmp) / "model_int8.onnx"
+        onnx_path = Path(tmp) / "model.onnx"
         graders = {"torch": (TorchEngine.from_run(run, device="cpu"), "fp32")}
         # what `imgrade serve` grades with: the run exported to ONNX in memory (eager torch should that fail)
         graders["served"] = (TorchEngine.from_run(run, device="cpu").for_serving(threads=threads), "fp32")
@@ -147,35 +156,70 @@ def inference_rates(
             # the same file quantized as `export --int8` does, calibrated on these images
             int8 = quantize(onnx_path.read_bytes(), images[:CALIBRATION_IMAGES])
             graders["onnx int8"] = (OnnxEngine.from_bytes(int8, threads=threads), "int8")
-            int8_path.write_bytes(int8)  # for OpenVINO, which reads files
+            (Path(tmp) / "model_int8.onnx").write_bytes(int8)  # for OpenVINO, which reads files
         except ImportError as e:
             print(f"onnx: skipped ({e})")
-        for name, path in [("openvino", onnx_path), ("openvino int8", int8_path)]:
-            openvino = _openvino_grader(path, threads) if path.exists() else None
-            if openvino is None:
-                break
-            graders[name] = (openvino, openvino.precision)
-        for batch, forward in [(1, 1), (256, None), (256, 256)]:
-            for name, (grader, precision) in graders.items():
-                chunk = images[:batch]
-                rates[name, precision, batch, forward] = _rate(
-                    batch, _seconds(lambda g=grader, c=chunk, f=forward: g.outputs(c, batch_size=f), repeats, seconds)
-                )
+        rates = grading_rates(graders, images, seconds, repeats)
+        if onnx_path.exists():
+            rates |= openvino_rates(Path(tmp), images, seconds, repeats, threads)
+    return dict(sorted(rates.items(), key=lambda row: BATCHES.index(row[0][2:])))  # stable: runtimes in order
+
+
+def grading_rates(graders: dict[str, tuple[Engine, str]], images: np.ndarray, seconds: float, repeats: int) -> Rates:
+    """Images/s of each {name: (grader, precision)} at each of ``BATCHES``."""
+    rates = {}
+    for batch, forward in BATCHES:
+        for name, (grader, precision) in graders.items():
+            chunk = images[:batch]
+            rates[name, precision, batch, forward] = _rate(
+                batch, _seconds(lambda g=grader, c=chunk, f=forward: g.outputs(c, batch_size=f), repeats, seconds)
+            )
     return rates
 
 
-def _openvino_grader(onnx_path: Path, threads: int):
-    """The .onnx file in OpenVINO (``load_grader(..., runtime="openvino")``), or None with a line saying why not."""
-    try:
-        import openvino  # noqa: F401  (the optional extra)
-    except ImportError as e:
-        print(f"openvino: skipped ({e}; pip install openvino)")
-        return None
-    try:
-        return load_grader(onnx_path, runtime="openvino", threads=threads)
-    except ConfigError as e:  # an imgrade without the OpenVINO runtime
-        print(f"openvino: skipped ({e})")
-        return None
+def openvino_rates(folder: Path, images: np.ndarray, seconds: float, repeats: int, threads: int) -> Rates:
+    """The .onnx files in ``folder`` graded by OpenVINO; {} and a line saying why where it cannot.
+
+    OpenVINO aborts in a process with tcmalloc preloaded, so the ``imgrade`` command runs it with
+    glibc malloc: these rows are measured the same way, in a child process without tcmalloc.
+    """
+    if importlib.util.find_spec("openvino") is None:
+        print("openvino: skipped (not installed: pip install openvino)")
+        return {}
+    np.save(folder / "images.npy", images[: max(batch for batch, _ in BATCHES)])
+    env = {**os.environ, DISABLE: "1"}
+    preload = ":".join(p for p in env.pop("LD_PRELOAD", "").split(":") if p and "tcmalloc" not in p)
+    env |= {"LD_PRELOAD": preload} if preload else {}
+    child = [sys.executable, __file__, "--openvino-child", str(folder), f"--repeats={repeats}", f"--seconds={seconds}"]
+    done = subprocess.run([*child, f"--threads={threads}"], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"openvino: skipped (its process failed: {(done.stderr.strip().splitlines() or ['?'])[-1]})")
+        return {}
+    rates = {}
+    for line in done.stdout.splitlines():
+        row = json.loads(line) if line.startswith("{") else {}
+        if "skipped" in row:
+            print(f"openvino: skipped ({row['skipped']})")
+        elif row:
+            rates[row["name"], row["precision"], row["batch"], row["forward"]] = tuple(row["rate"])
+    return rates
+
+
+def _openvino_child(folder: Path, seconds: float, repeats: int) -> None:
+    """In the child process of :func:`openvino_rates`: one JSON line per row, or per file skipped."""
+    images = np.load(folder / "images.npy")
+    graders = {}
+    for name, file in [("openvino", "model.onnx"), ("openvino int8", "model_int8.onnx")]:
+        if not (folder / file).exists():
+            continue
+        try:
+            grader = load_grader(folder / file, runtime="openvino", threads=torch.get_num_threads())
+        except ImgradeError as e:  # OpenVINO missing or unable to compile the file
+            print(json.dumps({"skipped": f"{name}: {e}"}))
+            continue
+        graders[name] = (grader, grader.precision)
+    for (name, precision, batch, forward), rate in grading_rates(graders, images, seconds, repeats).items():
+        print(json.dumps({"name": name, "precision": precision, "batch": batch, "forward": forward, "rate": rate}))
 
 
 def main() -> None:
@@ -186,10 +230,14 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=2.0, help="least time per inference measurement (default 2)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice, one per core)")
+    parser.add_argument("--openvino-child", type=Path, help=argparse.SUPPRESS)  # see openvino_rates
     args = parser.parse_args()
-    reexec_with_tcmalloc()  # as the imgrade command does; IMGRADE_NO_TCMALLOC=1 keeps glibc malloc
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.openvino_child:
+        _openvino_child(args.openvino_child, args.seconds, args.repeats)
+        return
+    reexec_with_tcmalloc()  # as the imgrade command does; IMGRADE_NO_TCMALLOC=1 keeps glibc malloc
 
     synthetic = generate_cucumbers(args.images, seed=0).imageset
     images, targets = synthetic.images, synthetic.targets
