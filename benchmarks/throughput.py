@@ -26,8 +26,9 @@ runtime="openvino")``) in the precision it reports (the fp32 file in bf16 on a C
 bf16, else in fp32), as a share of that precision's limit; a line says why where it is skipped.
 Like the ``imgrade`` command, the benchmark first re-runs itself under tcmalloc when it is
 installed; OpenVINO, which aborts beside tcmalloc, runs in a child process with glibc malloc, as
-the command runs it. Each number is the median of ``--repeats`` measurements, the spread (lowest-highest)
-in brackets: a wide one means something else was using the cores. Nothing is written.
+the command runs it. Each number is the median of ``--repeats`` measurements, the spread
+(lowest-highest) in brackets: a wide one means something else was using the cores. Nothing is
+written.
 """
 
 from __future__ import annotations
