@@ -12,6 +12,7 @@ import pytest
 
 from imgrade.batch import grade_batch
 from imgrade.cli import main
+from imgrade.core.cpu import cpu_has_bf16
 from imgrade.core.errors import ConfigError, DataError
 from imgrade.data.synthetic import generate_cucumbers, write_folders
 
@@ -170,6 +171,17 @@ def test_special_files_in_a_list_get_error_rows(ray_cluster, model, photos, pred
     assert rows[3]["image"] == good and not rows[3]["error"] and rows[3]["score"] == predicted[good]["score"]
 
 
+def test_openvino_on_every_actor_grades_as_plain_predict(ray_cluster, model, photos, predicted, tmp_path):
+    pytest.importorskip("openvino", reason="OpenVINO is the optional extra imgrade[openvino]")
+    out = tmp_path / "g.csv"
+    result = grade_batch(model, _good(photos), out=out, runtime="openvino")
+    assert (result.photos, result.failed) == (27, 0)
+    rows = list(csv.DictReader(out.open()))
+    assert [r["image"] for r in rows] == _good(photos)
+    same = [r["grade"] == predicted[r["image"]]["grade"] for r in rows]
+    assert all(same) if not cpu_has_bf16() else sum(same) >= 0.8 * len(same)  # bf16 there: the check's rule
+
+
 def test_refusals_are_one_line(model, photos, tmp_path, capsys, monkeypatch):
     pytest.importorskip("ray.data", reason="Ray Data is the optional extra imgrade[ray]")
     run = model.parent / "run"
@@ -191,6 +203,8 @@ def test_refusals_are_one_line(model, photos, tmp_path, capsys, monkeypatch):
     pq.write_table(pa.table({"file": ["a.png"]}), table)
     with pytest.raises(DataError, match="t.parquet has no path column"):
         grade_batch(model, [table])
+    assert main(["predict", str(model), str(photos), "--engine", "ray", "--runtime", "torch"]) == 2
+    assert "drop --format json, --runtime torch, --device" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "ray", None)  # as where Ray is not installed
     with pytest.raises(ConfigError, match=r"pip install 'imgrade\[ray\]'"):
         grade_batch(model, [photos])

@@ -107,7 +107,7 @@ class Engine:
     """
 
     runtime: str = "?"
-    """``"torch"`` or ``"onnx"``."""
+    """``"torch"``, ``"onnx"`` or ``"openvino"``."""
     task: str
     grade_names: list[str] | None
     image_size: int
@@ -121,7 +121,8 @@ class Engine:
     model_card: str | None = None
     """The model card (Markdown: data, recipe, test metrics, limits); None for a model without one."""
     precision: str = "fp32"
-    """The network's weights: ``"fp32"``, or ``"int8"`` for a file written by ``export --int8``."""
+    """What the network computes in: ``"fp32"``; ``"int8"`` weights for a file written by ``export --int8``;
+    ``"bf16"`` where OpenVINO grades on a CPU with bf16 units."""
 
     @property
     def resize(self) -> Resize:

@@ -59,8 +59,11 @@ class ServerLimits(BaseModel):
 class ModelInfo(BaseModel):
     """The answer of ``GET /v1/model``: the grader's description and this server's limits."""
 
-    runtime: Literal["torch", "onnx"]
-    precision: Literal["fp32", "int8"] = Field(description="The network's weights: int8 for a file from export --int8.")
+    runtime: Literal["torch", "onnx", "openvino"]
+    precision: Literal["fp32", "bf16", "int8"] = Field(
+        description="What the network computes in: int8 weights for a file from export --int8, "
+        "bf16 where OpenVINO grades on a CPU with bf16 units, else fp32."
+    )
     task: str = Field(description="The head, e.g. regression, coral, corn, sord.")
     target: Literal["grade", "continuous"]
     grades: list[str] | None = Field(description="The grade names in order; null for a continuous target.")

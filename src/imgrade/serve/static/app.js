@@ -177,7 +177,7 @@
     page.modelTitle.textContent = card.model || "imgrade model";
     document.title = `${card.model || "model"} · imgrade`;
 
-    const runtime = { torch: "PyTorch", onnx: "ONNX Runtime" }[card.runtime] || card.runtime;
+    const runtime = { torch: "PyTorch", onnx: "ONNX Runtime", openvino: "OpenVINO" }[card.runtime] || card.runtime;
     const badges = [
       runtime ? el("span", { className: "badge", text: runtime, attrs: { title: `runtime: ${card.runtime}` } }) : null,
       card.version ? el("span", { className: "badge badge-quiet", text: `v${card.version}`, attrs: { title: "imgrade version" } }) : null,
