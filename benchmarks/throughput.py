@@ -134,8 +134,8 @@ def inference_rates(images: np.ndarray, seconds: float, repeats: int) -> Rates:
     """Images/s of each runtime at each of ``BATCHES``, in that order.
 
     Calls of 256 images run as the runtime's own forward passes (what ``predict`` and ``serve``
-    do) and, for comparison, as one pass of 256. The precision is what the runtime computes in:
-    "fp32", "int8", or OpenVINO's own ``precision`` ("bf16", "fp32" or "int8").
+    do) and, for comparison, as one pass of 256, each in the precision the grader reports
+    (``Engine.precision``: "fp32", "int8", or "bf16" where OpenVINO computes in bf16).
     """
     torch.manual_seed(0)
     model = build_model()
@@ -144,19 +144,19 @@ def inference_rates(images: np.ndarray, seconds: float, repeats: int) -> Rates:
     with tempfile.TemporaryDirectory() as tmp:
         run = _fake_run(Path(tmp), model, mean)
         onnx_path = Path(tmp) / "model.onnx"
-        graders = {"torch": (TorchEngine.from_run(run, device="cpu"), "fp32")}
+        graders = {"torch": TorchEngine.from_run(run, device="cpu")}
         # what `imgrade serve` grades with: the run exported to ONNX in memory (eager torch should that fail)
-        graders["served"] = (TorchEngine.from_run(run, device="cpu").for_serving(threads=threads), "fp32")
+        graders["served"] = TorchEngine.from_run(run, device="cpu").for_serving(threads=threads)
         try:
             from imgrade.pipeline import export
             from imgrade.runtime.onnx_engine import OnnxEngine
             from imgrade.runtime.onnx_quantize import CALIBRATION_IMAGES, quantize
 
             export(run, out=onnx_path)
-            graders["onnx"] = (OnnxEngine.from_file(onnx_path, threads=threads), "fp32")
+            graders["onnx"] = OnnxEngine.from_file(onnx_path, threads=threads)
             # the same file quantized as `export --int8` does, calibrated on these images
             int8 = quantize(onnx_path.read_bytes(), images[:CALIBRATION_IMAGES])
-            graders["onnx int8"] = (OnnxEngine.from_bytes(int8, threads=threads), "int8")
+            graders["onnx int8"] = OnnxEngine.from_bytes(int8, threads=threads)
             (Path(tmp) / "model_int8.onnx").write_bytes(int8)  # for OpenVINO, which reads files
         except ImportError as e:
             print(f"onnx: skipped ({e})")
@@ -166,13 +166,13 @@ def inference_rates(images: np.ndarray, seconds: float, repeats: int) -> Rates:
     return dict(sorted(rates.items(), key=lambda row: BATCHES.index(row[0][2:])))  # stable: runtimes in order
 
 
-def grading_rates(graders: dict[str, tuple[Engine, str]], images: np.ndarray, seconds: float, repeats: int) -> Rates:
-    """Images/s of each {name: (grader, precision)} at each of ``BATCHES``."""
+def grading_rates(graders: dict[str, Engine], images: np.ndarray, seconds: float, repeats: int) -> Rates:
+    """Images/s of each {name: grader} at each of ``BATCHES``, in the precision the grader reports."""
     rates = {}
     for batch, forward in BATCHES:
-        for name, (grader, precision) in graders.items():
+        for name, grader in graders.items():
             chunk = images[:batch]
-            rates[name, precision, batch, forward] = _rate(
+            rates[name, grader.precision, batch, forward] = _rate(
                 batch, _seconds(lambda g=grader, c=chunk, f=forward: g.outputs(c, batch_size=f), repeats, seconds)
             )
     return rates
@@ -218,7 +218,7 @@ def _openvino_child(folder: Path, seconds: float, repeats: int) -> None:
         except ImgradeError as e:  # OpenVINO missing or unable to compile the file
             print(json.dumps({"skipped": f"{name}: {e}"}))
             continue
-        graders[name] = (grader, grader.precision)
+        graders[name] = grader
     for (name, precision, batch, forward), rate in grading_rates(graders, images, seconds, repeats).items():
         print(json.dumps({"name": name, "precision": precision, "batch": batch, "forward": forward, "rate": rate}))
 
