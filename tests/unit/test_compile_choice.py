@@ -231,3 +231,12 @@ def test_off_and_a_resumed_auto_take_no_probe(monkeypatch):
     model, data = build_model(depth=11), _tiny_data()
     assert resolve_compile(TrainConfig(compile="off"), model, data, CPU) == CompileChoice("off")
     assert resolve_compile(TrainConfig(compile="auto"), model, data, CPU, resuming=True) == CompileChoice("off")
+
+
+def test_auto_trains_eagerly_where_the_probe_s_copies_do_not_fit_in_memory(monkeypatch):
+    def out_of_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(compile_probe, "probe", out_of_memory)
+    choice = resolve_compile(TrainConfig(batch_size=4), build_model(depth=11), _tiny_data(), CPU)
+    assert choice == CompileChoice("off", "compile auto -> off: no memory for the probe's copies of the network")

@@ -119,7 +119,10 @@ def resolve_compile(
     with kept_rng():
         x, target = probe_batch(data, cfg, device, world)
         if cfg.compile == "auto":
-            return probe(cfg, model, x, target, device, planned_steps(cfg, len(data.train_index)))
+            try:
+                return probe(cfg, model, x, target, device, planned_steps(cfg, len(data.train_index)))
+            except torch.OutOfMemoryError:  # two more copies of a network that only just fits
+                return CompileChoice("off", "compile auto -> off: no memory for the probe's copies of the network")
         try:
             step = _Step(model, cfg)
             compile_model(step.model)
