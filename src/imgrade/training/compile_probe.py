@@ -1,10 +1,10 @@
 """``--compile auto|on|off``: whether a run's training step is torch.compile'd, decided by measuring.
 
 torch.compile turns the network's forward and backward passes into generated kernels. Its first
-step pays a warm-up (tracing, then generating and compiling C++ or GPU code: minutes for the
-reference network on a 2-core CPU, far less when inductor's on-disk cache already holds the graph
-from an earlier run), after which a step may be faster, or not: on a CPU without bf16 units the
-gain is small. So ``auto`` measures, on the machine and the run at hand:
+step pays a warm-up (tracing, then generating and compiling C++ or GPU code: 47 s to minutes for
+the reference network on a shared 2-core CPU, seconds when inductor's on-disk cache already holds
+the graph from an earlier run), after which a step may be faster, or not: on that CPU (no bf16
+units) the compiled step was no faster when the cores were quiet. So ``auto`` measures, on the machine and the run at hand:
 
 1. Two deep copies of the network, each with its own optimizer, train on one real batch of the
    run's size and precision; the real network and optimizer are never touched, and every random
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import logging
 import random
 import statistics
 import time
@@ -48,13 +47,11 @@ from imgrade.core.perf import autocast_dtype
 from imgrade.training.loop import EpochBatchNormAverage, FitData, train_step, training_batch
 from imgrade.training.optim import build_optimizer
 
-logger = logging.getLogger(__name__)
-
 COMPILE_MARGIN = 0.05
 """auto compiles only when the compiled run, warm-up included, is at least this share faster."""
 PROBE_MIN_EAGER_S = 60.0
-"""auto compiles nothing for a run whose eager steps take less than this in all: a compile's
-warm-up alone takes longer on a CPU (and tens of seconds on a GPU)."""
+"""auto compiles nothing for a run whose eager steps take less than this in all: an uncached
+compile's warm-up alone took about as long on a CPU, so no speed-up could repay it."""
 PROBE_ROUNDS = 3
 """Eager and compiled steps timed, alternately, after the warm-up; the medians count."""
 FIX = "install a C++ compiler (g++ or clang; torch.compile on the CPU needs one), or train with --compile off"
