@@ -20,6 +20,7 @@ from imgrade.config import (
     AMP_CHOICES,
     BN_STATS,
     CLASS_WEIGHTS,
+    COMPILE_CHOICES,
     HEADS,
     OBJECTIVES,
     RESIZE_MODES,
@@ -43,6 +44,8 @@ class RunFlag:
     """The closed set of values, or a function giving it when the parser is built (the tasks)."""
     const: bool | None = None
     """A switch without a value that sets the field to this."""
+    bare: str | None = None
+    """With ``choices``: the value the flag means when given without one (``--compile`` is ``--compile on``)."""
     extra: Callable[[], str] | None = None
     """More help computed when the parser is built (the registered tasks and backbones)."""
 
@@ -83,7 +86,7 @@ RUN_FLAGS = (
     RunFlag("--deterministic", "train.deterministic", const=True),
     RunFlag("--threads", "train.threads", "N"),
     RunFlag("--amp", "train.amp", choices=AMP_CHOICES),
-    RunFlag("--compile", "train.compile", const=True),
+    RunFlag("--compile", "train.compile", choices=COMPILE_CHOICES, bare="on"),
     RunFlag("--log-to", "train.log_to", "TRACKERS"),
     RunFlag("--log-dir", "train.log_dir", "DIR"),
     RunFlag("--tracking-uri", "train.tracking_uri", "URI"),
@@ -210,6 +213,8 @@ def add_run_flags(
         default = (defaults or {}).get(f.key, field_default(f.key))
         if f.const is not None:
             text = text if f.const else f"switch off: {text[0].lower()}{text[1:]}"
+        if f.bare is not None:
+            text += f"; {f.flag} alone means {f.flag} {f.bare}"
         shown = f" (default: {format_value(default)})" if default is not None else ""
         text = (text + shown).replace("%", "%%")  # argparse expands %(name)s in help
         if f.const is not None:
@@ -217,7 +222,8 @@ def add_run_flags(
             continue
         choices = f.choices() if callable(f.choices) else f.choices
         value_type = {"int": int, "float": float}.get(_field_type(f.key))
-        group.add_argument(f.flag, dest=f.key, metavar=f.metavar, type=value_type, choices=choices, help=text)
+        bare = {"nargs": "?", "const": f.bare} if f.bare is not None else {}
+        group.add_argument(f.flag, dest=f.key, metavar=f.metavar, type=value_type, choices=choices, help=text, **bare)
 
 
 def flag_of(key: str) -> str:

@@ -44,6 +44,7 @@ CLASS_WEIGHTS = ("none", "balanced")
 BN_STATS = ("epoch", "ema")
 OBJECTIVES = ("qwk", "accuracy", "mae")
 AMP_CHOICES = ("auto", "bf16", "off")
+COMPILE_CHOICES = ("auto", "on", "off")
 TRACKERS = ("tensorboard", "mlflow")
 """The closed sets of values of some fields below (the CLI offers them as choices)."""
 
@@ -211,10 +212,13 @@ class TrainConfig:
 
     bf16 trains about 1.7x faster on such CPUs; evaluation and export stay fp32. The run's
     config.yaml records what auto chose."""
-    compile: bool = False
-    """torch.compile the model: pays on a GPU for long runs.
+    compile: str | bool = "auto"
+    """torch.compile the training step: auto (only where a short measured probe says the compiled
+    step repays its warm-up over the run), on, or off (eager).
 
-    Compiling takes a minute or so; on the CPU it gave no speed-up."""
+    The run's config.yaml records what auto chose, and --resume uses it again without probing.
+    true and false (configs and checkpoints from before the choice) read as on and off; YAML reads
+    an unquoted on or off as true or false too. See training/compile_probe.py for the probe."""
     init: str | None = None
     """Start from another run's weights (a run folder or a .pt checkpoint): the backbone always,
     the head too when the task and the grades match; else the head starts fresh."""
@@ -291,6 +295,10 @@ class TrainConfig:
             raise ConfigError(f"train.threads {self.threads} must be >= 0: set --threads")
         if self.amp not in AMP_CHOICES:
             raise ConfigError(f"train.amp {self.amp!r} is not auto, bf16 or off: set --amp")
+        if isinstance(self.compile, bool):  # a switch before the choice (and YAML's unquoted on/off)
+            self.compile = "on" if self.compile else "off"
+        if self.compile not in COMPILE_CHOICES:
+            raise ConfigError(f"train.compile {self.compile!r} is not auto, on or off: set --compile")
         if self.freeze_backbone_epochs < 0:
             raise ConfigError(
                 f"train.freeze_backbone_epochs {self.freeze_backbone_epochs} must be >= 0: set --freeze-backbone-epochs"

@@ -34,7 +34,7 @@ from imgrade.data.synthetic import GRADE_NAMES, generate_cucumbers
 from imgrade.evaluation.metrics import METRICS, grade_decision_metrics
 from imgrade.evaluation.report import format_number
 from imgrade.pipeline.evaluator import evaluate, score
-from imgrade.pipeline.runs import finished_training
+from imgrade.pipeline.runs import finished_training, recorded_compile
 from imgrade.pipeline.trainer import speed_settings, train
 from imgrade.runtime.run import RunFolder
 from imgrade.runtime.run_checkpoint import Checkpoint
@@ -139,6 +139,8 @@ def run_fewshot(
         pretrained = Path(cfg.train.init)
     else:
         pretrained = pretrain(cfg, real, out, synthetic_n=synthetic_n, epochs=pretrain_epochs, randomize=randomize)
+        if cfg.train.compile == "auto":  # decided once, by the pretraining's probe: fine-tuning does the same
+            cfg = cfg.with_overrides({"train.compile": recorded_compile(pretrained)})
     synthetic_model = TorchEngine.from_run(pretrained)
     own = _own_test_metrics(synthetic_model, pretrained)
     if own is not None:

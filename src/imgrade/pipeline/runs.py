@@ -64,6 +64,11 @@ def prepare_out(cfg: RunConfig, out: Path, resume: bool, overwrite: bool) -> tup
     return cfg, resume_state
 
 
+def recorded_compile(run: Path) -> str:
+    """The ``--compile`` choice, on or off, that the run in ``run`` recorded in its config.yaml."""
+    return load_config(run / "config.yaml").train.compile
+
+
 def choose_split(
     cfg: RunConfig, out: Path, imageset: ImageSet, resuming: bool, split: dict[str, np.ndarray] | None
 ) -> dict[str, np.ndarray]:

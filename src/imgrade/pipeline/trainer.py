@@ -38,11 +38,12 @@ from imgrade.models.heads import balanced_class_weights
 from imgrade.pipeline.calibrator import calibrate_run
 from imgrade.pipeline.evaluator import refresh_model_card
 from imgrade.pipeline.members import assemble_ensemble, mean_history, member_seed, member_state
-from imgrade.pipeline.runs import choose_split, data_summary, prepare_out
+from imgrade.pipeline.runs import choose_split, data_summary, prepare_out, recorded_compile
 from imgrade.runtime.run import RunFolder
 from imgrade.runtime.run_checkpoint import Checkpoint
 from imgrade.runtime.torch_engine import Outputs, TorchEngine
 from imgrade.training import distributed, tracking
+from imgrade.training.compile_probe import compile_model, resolve_compile
 from imgrade.training.loop import FitData, data_device, fit
 from imgrade.training.warm_start import load_init, plan_init
 
@@ -113,13 +114,17 @@ def _train_network(
     split = distributed.on_main(choose_split, cfg, out, imageset, resume_state is not None, split)
     _log_split(split)
     data = _fit_data(imageset, split, device)
-    model = _build_model(cfg, imageset, split, head_state, resume_state)
+    model = _build_model(cfg, imageset, split, head_state, resume_state).to(device)
+    compiling = distributed.on_main(
+        resolve_compile, cfg.train, model, data, device, distributed.world_size(), resume_state is not None
+    )  # rank 0 alone probes, and sends its choice
+    cfg = cfg.with_overrides({"train.compile": compiling.compile})
     if distributed.is_main() and resume_state is None:
-        # written only now, so a refused --init (other grades, another depth) leaves nothing in --out
+        # written only now, so a refused --init (other grades, another depth) leaves nothing in --out,
+        # and config.yaml records what --compile auto chose
         _write_run_start(out, cfg, imageset, split)
-    model = model.to(device)
-    if cfg.train.compile:
-        model.compile()  # in place, so parameter names and checkpoints stay as they are
+    if cfg.train.compile == "on":
+        compile_model(model)
     meta = _checkpoint_meta(cfg, imageset, data.mean.cpu(), model.head.state())
 
     t0 = time.perf_counter()
@@ -127,9 +132,10 @@ def _train_network(
     where = f"{device}" if world == 1 else f"{world} processes ({device.type}, DDP)"
     if device.type == "cpu":
         where += f", {torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}"
-    where += f", {precision_name(cfg.train.amp, device)}"
+    where += f", {precision_name(cfg.train.amp, device)}, {'compiled' if cfg.train.compile == 'on' else 'eager'}"
     logger.info(
         f"training {cfg.model.task} {describe(cfg.model.backbone, cfg.model.depth)} on {where} for {cfg.train.epochs} epochs -> {out}"
+        + (f"; {compiling.why}" if compiling.why else "")
     )
     done = list(resume_state.training.history) if resume_state is not None else []
     main = distributed.is_main()  # rank 0 alone logs to TensorBoard and MLflow
@@ -395,8 +401,12 @@ def _train_ensemble(
         )
         if state == "done":
             histories.append(read_history(member / "history.csv"))
-            continue
-        histories.append(_train(member_cfg, member, state == "resume", False, split, imageset, card=False))
+        else:
+            histories.append(_train(member_cfg, member, state == "resume", False, split, imageset, card=False))
+        if cfg.train.compile == "auto":  # the first member chose: the others, resumed or not, do the same
+            cfg = cfg.with_overrides({"train.compile": distributed.on_main(recorded_compile, member)})
+            if distributed.is_main():
+                write_text(out / "config.yaml", dump_config(cfg))
     history = mean_history(histories)
     if not distributed.is_main():
         return history

@@ -179,6 +179,61 @@ class EpochBatchNormAverage:
                 statistic.copy_(total / self.steps)
 
 
+def training_batch(
+    data: FitData,
+    index: torch.Tensor,
+    cfg: TrainConfig,
+    device,
+    generator: torch.Generator,
+    mean: torch.Tensor,
+    shard: tuple[int, int] = (0, 1),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images a step trains on, augmented as ``cfg`` says (drawing from ``generator``) and
+    normalised with ``mean`` (on ``device``), and their targets: the training rows ``index`` of
+    ``data``, this rank's share of them under DDP (``shard``: rank, world size)."""
+    rank, world = shard
+    # the batch's rows, where the set lives (on a GPU when data_device put it there)
+    on_data = to_device_async(data.train_index[index], data.train_x.device)
+    # moved while still uint8 (4x smaller than floats), so a GPU does the augmentation
+    x = take(data.train_x, on_data).to(device, non_blocking=True)  # (B, 3, H, W) uint8
+    target = data.train_y[on_data].to(device, non_blocking=True)
+    if cfg.augment:
+        x = random_shift_flip(x, cfg.shift, True, generator)
+    photometric_on = bool(cfg.color_jitter or cfg.rotate or cfg.blur)
+    if photometric_on:  # on [0, 1] floats, before the mean goes; else the plain path below
+        x = photometric(x.float().div_(255.0), cfg.color_jitter, cfg.rotate, cfg.blur, generator)
+    # sliced after augmenting the whole global batch, so every rank's generator stays in step
+    x, target = x[rank::world], target[rank::world]
+    x = x.sub(mean) if photometric_on else to_input(x, mean, device)
+    return x, target
+
+
+def train_step(
+    model, optimizer, x, target, device, amp: torch.dtype | None, share: float | None = None
+) -> torch.Tensor:
+    """One optimizer step on the batch ``x`` (already on ``device``, normalised); returns its loss.
+
+    ``share`` weights the loss under DDP, which averages the ranks' gradients: the share of the
+    global batch this rank holds, times the world size, so the average is the global batch's mean.
+    """
+    with autocast(device, amp):
+        outputs = model(x)
+    loss = model.loss(outputs.float(), target)  # the loss in fp32 whatever the forward ran in
+    optimizer.zero_grad(set_to_none=True)
+    (loss * share if share is not None else loss).backward()
+    optimizer.step()
+    return loss
+
+
+def eager_only(eager: bool = True):
+    """A context in which a ``model.compile()``d network runs eagerly (``eager`` False: does nothing).
+
+    Validation and a last, smaller batch run so: each would otherwise compile another graph (eval
+    mode, another size), costing about another warm-up for a few per cent of the work.
+    """
+    return torch.compiler.set_stance("force_eager") if eager else contextlib.nullcontext()
+
+
 def train_one_epoch(
     model,
     optimizer,
@@ -204,41 +259,29 @@ def train_one_epoch(
     order = torch.randperm(n, generator=generator)
     amp = autocast_dtype(cfg.amp, device)
     total, seen = torch.zeros((), device=device), 0
-    photometric_on = bool(cfg.color_jitter or cfg.rotate or cfg.blur)
     mean = data.mean.to(device)
+    compiled = cfg.compile == "on"
     for start in range(0, n, cfg.batch_size):
         index = order[start : start + cfg.batch_size]
         if len(index) < world:
             break  # DDP needs every rank to take the step
-        # the batch's rows, where the set lives (on a GPU when data_device put it there)
-        on_data = to_device_async(data.train_index[index], data.train_x.device)
-        # moved while still uint8 (4x smaller than floats), so a GPU does the augmentation
-        x = take(data.train_x, on_data).to(device, non_blocking=True)  # (B, 3, H, W) uint8
-        target = data.train_y[on_data].to(device, non_blocking=True)
-        if cfg.augment:
-            x = random_shift_flip(x, cfg.shift, True, generator)
-        if photometric_on:  # on [0, 1] floats, before the mean goes; else the plain path below
-            x = photometric(x.float().div_(255.0), cfg.color_jitter, cfg.rotate, cfg.blur, generator)
-        # sliced after augmenting the whole global batch, so every rank's generator stays in step
-        share = len(index[rank::world]) * world / len(index)  # 1.0 unless the batch splits unevenly
-        x, index, target = x[rank::world], index[rank::world], target[rank::world]
-        x = x.sub(mean) if photometric_on else to_input(x, mean, device)
-        with autocast(device, amp):
-            outputs = model(x)
-        loss = model.loss(outputs.float(), target)  # the loss in fp32 whatever the forward ran in
-        optimizer.zero_grad(set_to_none=True)
-        # DDP averages the ranks' gradients; weighting by share makes that the global batch's mean
-        (loss * share if world > 1 else loss).backward()
-        optimizer.step()
+        # a compiled network meets one batch size: a last, smaller batch would compile a second
+        # graph, taking about as long as the first, for one step an epoch
+        eager = compiled and len(index) < cfg.batch_size
+        rows = len(index[rank::world])  # this rank's share of the batch
+        share = rows * world / len(index)  # 1.0 unless the batch splits unevenly
+        x, target = training_batch(data, index, cfg, device, generator, mean, shard)
+        with eager_only(eager):
+            loss = train_step(model, optimizer, x, target, device, amp, share if world > 1 else None)
         if averages is not None:
             averages.add()
         if ema is not None:
             ema.update()  # after the step, while the BatchNorms hold this batch's statistics
         # accumulate on the device: float() here would be a GPU sync point on every step
-        total += loss.detach() * len(index)
-        seen += len(index)
+        total += loss.detach() * rows
+        seen += rows
         if progress is not None:
-            progress.update(len(index) * world)
+            progress.update(rows * world)
     if averages is not None:
         averages.finish()
     total, seen = sum_over_ranks(float(total), seen)
@@ -340,7 +383,8 @@ def fit(
         if ema is not None:
             ema.average_over_ranks()
         with ema.applied() if ema is not None else contextlib.nullcontext():  # the model holds the average within
-            val_loss, val_mae = validate_sharded(model, data, device, shard)
+            with eager_only(cfg.compile == "on"):
+                val_loss, val_mae = validate_sharded(model, data, device, shard)
         seconds = time.perf_counter() - t0
         row = {
             "epoch": epoch + 1,
