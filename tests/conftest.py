@@ -1,6 +1,7 @@
 """Fixtures shared by the whole suite."""
 
 import contextlib
+import importlib
 import os
 import resource
 import signal
@@ -208,3 +209,26 @@ def idle_grader():
         version = "test"
 
     return Idle()
+
+
+@pytest.fixture
+def interrupted_training(monkeypatch):
+    """``with interrupted_training(): main(["train", ...])``: inside the block, a training stops with
+    Ctrl+C (exit 130) right after writing its first epoch's history, as a user would stop it."""
+    trainer = importlib.import_module("imgrade.pipeline.trainer")  # the module; `pipeline.train` is the function
+    real_write = trainer.write_history
+
+    def interrupt_after_one_epoch(path, history):
+        real_write(path, history)
+        if len(history) == 1:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def interrupting():
+        monkeypatch.setattr(trainer, "write_history", interrupt_after_one_epoch)
+        try:
+            yield
+        finally:
+            monkeypatch.setattr(trainer, "write_history", real_write)
+
+    return interrupting

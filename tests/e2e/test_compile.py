@@ -96,22 +96,16 @@ def test_a_probe_that_compiled_and_said_off_leaves_the_weights_of_compile_off(sy
     assert _same(_weights(tmp_path / "off"), _weights(tmp_path / "probed"))
 
 
-def test_resume_keeps_the_recorded_choice_and_the_uninterrupted_weights(synth_dir, tmp_path, traced, monkeypatch):
+def test_resume_keeps_the_recorded_choice_and_the_uninterrupted_weights(
+    synth_dir, tmp_path, traced, interrupted_training
+):
     traced.pays = True
     assert main(_args(synth_dir, tmp_path / "whole")) == 0
     assert _recorded(tmp_path / "whole") == "on" and traced.probes == 1
 
-    real_write = TRAINING.write_history
-
-    def interrupt_after_one_epoch(path, history):
-        real_write(path, history)
-        if len(history) == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(TRAINING, "write_history", interrupt_after_one_epoch)
-    assert main(_args(synth_dir, tmp_path / "broken")) == 130
+    with interrupted_training():
+        assert main(_args(synth_dir, tmp_path / "broken")) == 130
     assert _recorded(tmp_path / "broken") == "on" and traced.probes == 2
-    monkeypatch.setattr(TRAINING, "write_history", real_write)
     traced.pays = False  # a probe now would say off: none runs
     assert main(["train", "--resume", "--out", str(tmp_path / "broken")]) == 0
     assert traced.probes == 2 and _recorded(tmp_path / "broken") == "on"

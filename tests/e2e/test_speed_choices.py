@@ -1,6 +1,5 @@
 """A run chooses its threads and precision, records them, says so, and --resume computes as it began."""
 
-import importlib
 import logging
 
 import pytest
@@ -10,8 +9,6 @@ import yaml
 from imgrade.cli import main
 from imgrade.core import perf, threads
 from imgrade.runtime.run_checkpoint import Checkpoint
-
-TRAINING = importlib.import_module("imgrade.pipeline.trainer")
 
 
 @pytest.fixture
@@ -36,17 +33,11 @@ def _recorded(run):
     return train["threads"], train["amp"]
 
 
-def test_a_run_records_its_choices_logs_them_and_resume_reuses_them(machine, synth_dir, tmp_path, monkeypatch, caplog):
+def test_a_run_records_its_choices_logs_them_and_resume_reuses_them(
+    machine, synth_dir, tmp_path, monkeypatch, caplog, interrupted_training
+):
     args = ["train", "-v", "--data", str(synth_dir), "--epochs", "2", "--depth", "11", "--device", "cpu"]
-    real_write = TRAINING.write_history
-
-    def interrupt_after_one_epoch(path, history):
-        real_write(path, history)
-        if len(history) == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(TRAINING, "write_history", interrupt_after_one_epoch)
-    with caplog.at_level(logging.DEBUG, logger="imgrade"):
+    with caplog.at_level(logging.DEBUG, logger="imgrade"), interrupted_training():
         assert main([*args, "--out", str(tmp_path / "run")]) == 130
     assert _recorded(tmp_path / "run") == (3, "bf16")
     assert torch.get_num_threads() == 3
@@ -55,7 +46,6 @@ def test_a_run_records_its_choices_logs_them_and_resume_reuses_them(machine, syn
     assert "on cpu, 3 threads, bf16 autocast" in log
 
     # the machine is idle now and would get 4 threads: the run goes on with the 3 it began with
-    monkeypatch.setattr(TRAINING, "write_history", real_write)
     machine.busy = 0.0
     torch.set_num_threads(1)
     caplog.clear()

@@ -25,6 +25,7 @@ import numpy as np
 from imgrade.core.cpu import cpu_model
 from imgrade.evaluation.metrics import quadratic_weighted_kappa
 from imgrade.runtime.grading import CPU_BATCH, Engine
+from imgrade.runtime.onnx_quantize import dropped
 
 MIN_AGREEMENT = 0.98
 """The least share of photos that must get the same grade in bf16 as in fp32."""
@@ -79,7 +80,7 @@ class Bf16Check:
             ("exact accuracy", self.fp32_accuracy, self.bf16_accuracy, self.accuracy_tolerance),
             ("QWK", self.fp32_qwk, self.bf16_qwk, self.qwk_tolerance),
         ):
-            if _dropped(before, after) > tolerance + 1e-9:
+            if dropped(before, after) > tolerance + 1e-9:
                 found.append(f"{metric} dropped from {before:.3f} to {after:.3f} (at most {tolerance:.3f} allowed)")
         if not self.bf16_rate > self.fp32_rate:
             found.append(f"bf16 was not faster ({self.bf16_rate:.0f} against {self.fp32_rate:.0f} images/s)")
@@ -131,15 +132,6 @@ class Bf16Check:
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers):
             return None
         return check
-
-
-def _dropped(before: float, after: float) -> float:
-    """How much ``after`` lost against ``before``; an undefined number counts as lost unless both are."""
-    if math.isnan(before) and math.isnan(after):
-        return 0.0
-    if math.isnan(after):
-        return math.inf
-    return 0.0 if math.isnan(before) else before - after
 
 
 def one_photo_qwk(targets: np.ndarray, grades: np.ndarray, num_grades: int) -> float:

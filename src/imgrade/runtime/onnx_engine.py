@@ -103,13 +103,7 @@ class OnnxEngine(Engine):
     def outputs(self, images: np.ndarray, batch_size: int | None = None) -> Outputs:
         """Run the graph on uint8 images (N, S, S, 3), ``batch_size`` (default ``CPU_BATCH``) at a time."""
         batch_size = batch_size or CPU_BATCH  # the session runs on the CPU execution provider
-        images = np.asarray(images)
-        size = self.image_size
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
-            raise DataError(
-                f"the ONNX grader takes uint8 images of shape (N, {size}, {size}, 3), got {images.dtype} {images.shape}"
-            )
-        assert len(images) > 0, "callers check for an empty set first"
+        images = self.checked(images)
         try:
             chunks = [
                 dict(
@@ -134,6 +128,21 @@ class OnnxEngine(Engine):
             joined["grade"].astype(np.int64) if "grade" in joined else None,
             joined["grade_set"].astype(bool) if "grade_set" in joined else None,
         )
+
+    def checked(self, images: np.ndarray) -> np.ndarray:
+        """``images`` as an array, if it is what the graph takes: uint8 (N, S, S, 3), N > 0.
+
+        Raises:
+            DataError: another type or shape.
+        """
+        images = np.asarray(images)
+        size = self.image_size
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
+            raise DataError(
+                f"the {'OpenVINO' if self.runtime == 'openvino' else 'ONNX'} grader takes uint8 images of shape (N, {size}, {size}, 3), got {images.dtype} {images.shape}"
+            )
+        assert len(images) > 0, "callers check for an empty set first"
+        return images
 
 
 def resize_mode(meta: dict) -> str:

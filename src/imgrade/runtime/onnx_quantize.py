@@ -75,7 +75,7 @@ class Int8Check:
         >>> Int8Check(50, 0.42, 0.80, 0.40, 0.80, 0.96, 0.01).passed
         False
         """
-        return all(_dropped(before, after) <= self.tolerance + 1e-9 for before, after in self._pairs())
+        return all(dropped(before, after) <= self.tolerance + 1e-9 for before, after in self._pairs())
 
     def _pairs(self) -> list[tuple[float, float]]:
         return [(self.fp32_accuracy, self.int8_accuracy), (self.fp32_qwk, self.int8_qwk)]
@@ -97,8 +97,12 @@ class Int8Check:
         return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(self).items()}
 
 
-def _dropped(before: float, after: float) -> float:
-    """How much ``after`` lost against ``before``; an undefined number counts as lost unless both are."""
+def dropped(before: float, after: float) -> float:
+    """How much ``after`` lost against ``before``; an undefined number counts as lost unless both are.
+
+    >>> round(dropped(0.82, 0.80), 3), dropped(0.8, 0.9) < 0, dropped(float("nan"), float("nan"))
+    (0.02, True, 0.0)
+    """
     if math.isnan(before) and math.isnan(after):
         return 0.0
     if math.isnan(after):

@@ -22,7 +22,7 @@ import numpy as np
 
 from imgrade.core.allocator import tcmalloc_loaded
 from imgrade.core.cpu import cpu_has_bf16
-from imgrade.core.errors import CheckpointError, ConfigError, DataError
+from imgrade.core.errors import CheckpointError, ConfigError
 from imgrade.core.threads import auto_threads
 from imgrade.runtime.grading import CPU_BATCH, Outputs
 from imgrade.runtime.onnx_engine import OnnxEngine
@@ -122,13 +122,7 @@ class OpenVinoEngine(OnnxEngine):
     def outputs(self, images: np.ndarray, batch_size: int | None = None) -> Outputs:
         """Run the graph on uint8 images (N, S, S, 3), ``batch_size`` (default ``CPU_BATCH``) at a time."""
         batch_size = batch_size or CPU_BATCH
-        images = np.asarray(images)
-        size = self.image_size
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
-            raise DataError(
-                f"the OpenVINO grader takes uint8 images of shape (N, {size}, {size}, 3), got {images.dtype} {images.shape}"
-            )
-        assert len(images) > 0, "callers check for an empty set first"
+        images = self.checked(images)
         request = self.compiled.create_infer_request()  # one per call: callers may grade from several threads
         chunks = []
         try:
