@@ -172,3 +172,22 @@ def test_serve_grades_with_openvino_and_says_so(trained_onnx, validation, tmp_pa
     expected = Grader.load(trained_onnx, runtime="openvino").grade(photo)
     assert record["grade"] == expected.name and record["score"] == pytest.approx(expected.score, abs=1e-5)
     assert "openvino" in log.read_text()
+
+
+def test_the_acceptance_test_grades_with_the_runtime_the_line_will_use(trained_onnx, synth_dir, tmp_path, capsys):
+    from imgrade.cli import main
+
+    metrics = {}
+    for runtime in ("onnx", "openvino"):
+        out = tmp_path / runtime
+        flags = ["--data", str(synth_dir), "--out", str(out), "--gallery", "0", "--runtime", runtime]
+        assert main(["evaluate", str(trained_onnx), *flags]) == 0
+        facts = json.loads((out / "metrics.json").read_text())
+        assert facts["model"]["runtime"] == runtime
+        metrics[runtime] = facts
+        name = {"onnx": "ONNX Runtime", "openvino": "OpenVINO"}[runtime]
+        assert f"{facts['model']['precision']}, graded by {name}." in (out / "model_card.md").read_text()
+    if not NATIVE_BF16:
+        assert metrics["openvino"]["accuracy"] == metrics["onnx"]["accuracy"]
+    assert main(["evaluate", str(trained_onnx.parent), "--runtime", "openvino"]) == 2
+    assert "grades an .onnx file" in capsys.readouterr().err

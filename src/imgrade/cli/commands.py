@@ -108,7 +108,13 @@ def cmd_evaluate(args) -> int:
     print(
         format_evaluation(
             pipeline.evaluate(
-                args.run, data=args.data, out=args.out, device=args.device, tta=args.tta, gallery=args.gallery
+                args.run,
+                data=args.data,
+                out=args.out,
+                device=args.device,
+                tta=args.tta,
+                gallery=args.gallery,
+                runtime=args.runtime,
             )
         )
     )

@@ -47,8 +47,9 @@ imgrade calibrate runs/p1 --objective accuracy""",
         "evaluate",
         "metrics and pictures for a trained run or an exported file",
         "Grade the run's test split (or every image of another set) and write predictions, metrics, plots and an "
-        "HTML report; prints the metrics. Given an exported .onnx file (fp32 or int8), grade it with ONNX Runtime on "
-        "--data: the acceptance test of the file that goes to the line, with its SHA-256 in the model card written.",
+        "HTML report; prints the metrics. Given an exported .onnx file (fp32 or int8), grade it on --data as predict "
+        "would (ONNX Runtime, or OpenVINO in bf16 where it passed its check): the acceptance test of the file that "
+        "goes to the line, with its SHA-256 and runtime in the model card written.",
         """
 imgrade evaluate runs/p1                        # writes runs/p1/eval-test/
 imgrade evaluate runs/p1 --data new-photos/ --out runs/p1/eval-new
@@ -67,6 +68,13 @@ imgrade evaluate p1.onnx --data held-back/      # writes p1-eval-held-back/ besi
         "MODEL-eval-DATANAME beside a .onnx file)",
     )
     p.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE)
+    p.add_argument(
+        "--runtime",
+        default="auto",
+        choices=["auto", "onnx", "openvino"],
+        help="what grades a .onnx file: auto picks as predict does here (OpenVINO in bf16 where the file's "
+        "bf16 check passed on a CPU with bf16 units, else ONNX Runtime)",
+    )
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help=TTA_HELP)
     p.add_argument(
         "--gallery",

@@ -16,6 +16,8 @@ from imgrade.core.version import __version__
 from imgrade.evaluation.metrics import METRICS, headline
 from imgrade.runtime.grading import Engine
 
+RUNTIME_NAMES = {"onnx": "ONNX Runtime", "openvino": "OpenVINO", "torch": "PyTorch"}
+
 
 def file_facts(model: Path, grader: Engine) -> dict[str, Any]:
     """The accepted file: name, SHA-256, size, precision, export date, versions, runtime."""
@@ -61,7 +63,7 @@ def acceptance_card(card: str | None, facts: dict[str, Any], metrics: dict[str, 
         f"## Acceptance: {facts['file']} on {metrics.get('data')}",
         "",
         f"Graded on {today} by imgrade {__version__} with ONNX Runtime, from the file itself: "
-        f"`{facts['file']}`, SHA-256 `{facts['sha256']}`, {facts['bytes']:,} bytes, {facts['precision']}.",
+        f"`{facts['file']}`, SHA-256 `{facts['sha256']}`, {facts['bytes']:,} bytes, {facts['precision']}, graded by {RUNTIME_NAMES.get(facts['runtime'], facts['runtime'])}.",
         "",
         f"{metrics.get('n')} photos.",
         "",

@@ -43,6 +43,7 @@ def evaluate(
     device: str = "auto",
     tta: bool | None = None,
     gallery: int = DEFAULT_PER_GRADE,
+    runtime: str = "auto",
 ) -> dict[str, Any]:
     """Score the run's test split (or every image of ``data``); write predictions, metrics, plots, report.
 
@@ -61,7 +62,12 @@ def evaluate(
     if gallery < 0:
         raise ConfigError(f"--gallery {gallery} is negative: give the photos to show per grade, or 0 for none")
     if Path(run).suffix.lower() == ".onnx":
-        return evaluate_file(run, data=data, out=out, tta=tta, gallery=gallery)
+        return evaluate_file(run, data=data, out=out, tta=tta, gallery=gallery, runtime=runtime)
+    if runtime != "auto":
+        raise ConfigError(
+            f"--runtime {runtime} grades an .onnx file, and {run} is a run (graded by PyTorch): export it "
+            f"(`imgrade export {run} --out model.onnx`) and evaluate model.onnx --data PHOTOS --runtime {runtime}"
+        )
     writes = data is None or out is None or inside(out, run_folder(run))
     with rewriting_run(run, "evaluate", writes=writes):
         return _evaluate_run(run, data=data, out=out, device=device, tta=tta, gallery=gallery)
@@ -111,9 +117,12 @@ def evaluate_file(
     out: str | Path | None = None,
     tta: bool | None = None,
     gallery: int = DEFAULT_PER_GRADE,
+    runtime: str = "auto",
 ) -> dict[str, Any]:
     """Accept an exported ``.onnx`` file on photos: what ``evaluate`` writes for a run, from the file
-    that goes to the line (ONNX Runtime, its own decision and calibration, int8 or fp32).
+    that goes to the line (its own decision and calibration, int8 or fp32), graded by the runtime
+    that will grade it there: ``runtime`` "auto" picks as ``predict`` does on this machine (ONNX
+    Runtime, or OpenVINO in bf16 where the file's bf16 check passed), or "onnx" or "openvino".
 
     Writes into ``out`` (default: ``MODEL-eval-DATA/`` beside the file) predictions.csv,
     metrics.json, the pictures, report.html, and model_card.md: the file's model card followed by
@@ -130,7 +139,9 @@ def evaluate_file(
         raise ConfigError(
             f"{model.name} is an exported grader and holds no photos: pass the photos to grade with --data"
         )
-    grader = load_grader(model, runtime="onnx", tta=tta)
+    if runtime not in ("auto", "onnx", "openvino"):
+        raise ConfigError(f"--runtime {runtime} cannot grade {model.name}: use auto, onnx or openvino")
+    grader = load_grader(model, runtime=runtime, tta=tta)
     imageset = _load_data(data, grader, DataConfig())
     name = _data_name(data)
     if len(imageset) == 0:
