@@ -241,8 +241,11 @@ def array_pixels(array: np.ndarray, name: str, resize: Resize | int) -> np.ndarr
     return square_pixels(Image.fromarray(np.ascontiguousarray(array)), resize, name)
 
 
-def load_image(path: str | os.PathLike, resize: Resize | int) -> np.ndarray:
-    """Read one image file into a (S, S, 3) uint8 RGB array, S = ``resize.size`` (see decode_image).
+def load_image(
+    path: str | os.PathLike, resize: Resize | int, *, check: Callable[[], None] | None = None
+) -> np.ndarray:
+    """Read one image file into a (S, S, 3) uint8 RGB array, S = ``resize.size`` (see decode_image,
+    which calls ``check`` between its steps).
 
     Only a regular file (a link to one too) of at most ``MAX_FILE_BYTES`` is read: a FIFO, a
     device or a socket is refused at once (``imgrade.core.io.read_regular_file``).
@@ -255,7 +258,7 @@ def load_image(path: str | os.PathLike, resize: Resize | int) -> np.ndarray:
         raise DataError(_missing(path)) from error
     except OSError as error:
         raise DataError(f"{name} cannot be read ({error.strerror or error}): check its permissions") from error
-    return decode_image(data, str(path), resize)
+    return decode_image(data, str(path), resize, check=check)
 
 
 def stored_size(path: str | os.PathLike) -> tuple[int, int]:
