@@ -1,9 +1,9 @@
 """`imgrade predict` on folders with bad photos: error rows, exit status, --out files, streaming."""
 
 import csv
-import importlib
 import io
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,10 +12,11 @@ from PIL import Image
 from imgrade import pipeline
 from imgrade.cli import main
 from imgrade.core.errors import CheckpointError
+from imgrade.data import prefetch
+from imgrade.data.prefetch import THREAD_NAME
 from imgrade.data.synthetic import generate_cucumbers
 from imgrade.runtime.torch_engine import TorchEngine
 
-PREDICTOR = importlib.import_module("imgrade.pipeline.predictor")  # the module; `pipeline.predict` is the function
 GOOD = 6
 BAD = {"truncated.jpg": "is truncated or corrupt", "notes.png": "is not an image Pillow can read"}
 
@@ -87,6 +88,8 @@ def test_every_photo_graded_is_status_0_and_silent(coral_run, photos, capsys):
         (["--format", "json", "--out", "{tmp}/g.csv"], "--format picks what goes to stdout"),
         (["--out", "{tmp}/grades.json"], "name it grades.csv, grades.jsonl"),
         (["--workers", "2"], "--engine ray"),
+        (["--decode-threads", "-1"], "--decode-threads -1 is negative: use 0"),
+        (["--decode-threads", "2", "--engine", "ray"], "--decode-threads is for --engine local"),
     ],
 )
 def test_a_bad_flag_is_status_2_and_grades_nothing(coral_run, photos, tmp_path, flags, says, capsys):
@@ -129,8 +132,11 @@ def test_out_in_a_folder_that_does_not_exist_is_one_line_and_status_2(coral_run,
     assert not out.parent.exists()
 
 
+@pytest.mark.parametrize("decode_threads", ["0", "2"])
 @pytest.mark.parametrize("stop, status", [(CheckpointError("the model failed"), 2), (KeyboardInterrupt(), 130)])
-def test_a_job_stopped_midway_leaves_the_old_file_as_it_was(coral_run, photos, tmp_path, monkeypatch, stop, status):
+def test_a_job_stopped_midway_leaves_the_old_file_as_it_was(
+    coral_run, photos, tmp_path, monkeypatch, stop, status, decode_threads
+):
     out = tmp_path / "grades.csv"
     out.write_text("yesterday's grades\n")
     outputs, calls = TorchEngine.outputs, []
@@ -143,26 +149,75 @@ def test_a_job_stopped_midway_leaves_the_old_file_as_it_was(coral_run, photos, t
 
     monkeypatch.setattr("imgrade.pipeline.predictor.CHUNK", 3)
     monkeypatch.setattr(TorchEngine, "outputs", fail_on_the_second_batch)
-    assert main(["predict", str(coral_run), str(photos), "--out", str(out)]) == status
+    argv = ["predict", str(coral_run), str(photos), "--out", str(out), "--decode-threads", decode_threads]
+    assert main(argv) == status
     assert calls == [3, 3] and out.read_text() == "yesterday's grades\n"
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
+    assert _decoder_threads() == []
+
+
+def _decoder_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(THREAD_NAME)]
+
+
+def test_decoder_threads_give_the_rows_of_decoding_in_the_grading_thread(coral_run, photos, monkeypatch):
+    monkeypatch.setattr("imgrade.pipeline.predictor.CHUNK", 3)  # 3 batches: 3 good, 3 good, 2 bad
+    texts, results = [], []
+    for decode_threads in (0, 1, 3):
+        stream = io.StringIO()
+        results.append(pipeline.predict(coral_run, [str(photos)], stream=stream, decode_threads=decode_threads))
+        texts.append(stream.getvalue())
+    assert texts[1] == texts[0] and texts[2] == texts[0]
+    assert results[1] == results[0] and results[2] == results[0]
+    assert len(texts[0].splitlines()) == 1 + GOOD + len(BAD)
+
+
+def test_a_writer_that_fails_stops_the_decoder_threads(coral_run, photos, monkeypatch):
+    class FullDisk(io.StringIO):
+        def write(self, text):
+            if self.tell() > 0:  # the header went through; the first batch's rows do not
+                raise OSError(28, "No space left on device")
+            return super().write(text)
+
+    monkeypatch.setattr("imgrade.pipeline.predictor.CHUNK", 2)
+    with pytest.raises(OSError, match="No space left"):
+        pipeline.predict(coral_run, [str(photos)], stream=FullDisk(), decode_threads=2)
+    assert _decoder_threads() == []
+
+
+def _watch_decoding(monkeypatch, stream: io.StringIO) -> list[int]:
+    """Lines on ``stream`` as each photo starts decoding, in the order the photos are listed."""
+    load_image, lines_seen = prefetch.load_image, {}
+
+    def watch(path, size, check=None):
+        lines_seen[path] = len(stream.getvalue().splitlines())
+        return load_image(path, size, check=check)
+
+    monkeypatch.setattr(prefetch, "load_image", watch)
+    return lines_seen
 
 
 def test_rows_are_written_as_each_batch_is_graded(coral_run, photos, monkeypatch):
-    """The rows of one batch are on the stream before the next batch's first photo is read."""
+    """Decoding in the grading thread: the rows of one batch are on the stream before the next
+    batch's first photo is read."""
     stream = io.StringIO()
-    load_image = PREDICTOR.load_image
-    lines_seen = []
-
-    def watch(path, size):
-        lines_seen.append(len(stream.getvalue().splitlines()))
-        return load_image(path, size)
-
     monkeypatch.setattr("imgrade.pipeline.predictor.CHUNK", 3)
-    monkeypatch.setattr("imgrade.pipeline.predictor.load_image", watch)
-    pipeline.predict(coral_run, [str(photos)], stream=stream)
+    lines_seen = _watch_decoding(monkeypatch, stream)
+    pipeline.predict(coral_run, [str(photos)], stream=stream, decode_threads=0)
     # the header comes first; each batch of 3 adds its rows before the next batch is decoded
-    assert lines_seen == [1, 1, 1, 4, 4, 4, 7, 7]
+    assert list(lines_seen.values()) == [1, 1, 1, 4, 4, 4, 7, 7]
+    assert len(stream.getvalue().splitlines()) == 1 + 8
+
+
+def test_decoder_threads_stay_at_most_two_batches_ahead_of_the_rows(coral_run, photos, monkeypatch):
+    stream = io.StringIO()
+    monkeypatch.setattr("imgrade.pipeline.predictor.CHUNK", 2)  # 4 batches
+    lines_seen = _watch_decoding(monkeypatch, stream)
+    pipeline.predict(coral_run, [str(photos)], stream=stream, decode_threads=2)
+    assert sorted(lines_seen) == sorted(str(p) for p in photos.iterdir())
+    # the last batch is decoded only once the first batch's rows (after the header) are written
+    last = [n for path, n in lines_seen.items() if Path(path).name in ("notes.png", "truncated.jpg")]
+    assert prefetch.AHEAD == 2 and min(last) >= 1 + 2
     assert len(stream.getvalue().splitlines()) == 1 + 8
 
 

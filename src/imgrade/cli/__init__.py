@@ -63,7 +63,7 @@ COMMANDS: dict[tuple[str, ...], Callable] = {
 COMPUTING = {("train",), ("calibrate",), ("compare",), ("fewshot",), ("evaluate",), ("predict",), ("demo",)}
 """Verbs that compute hard with torch: they announce themselves to other imgrade commands, and their
 OpenMP wait policy is chosen from the load (``imgrade.core.threads.settle_wait_policy``)."""
-UNWIND_ON_SIGTERM = {("export",), ("calibrate",), ("evaluate",)}
+UNWIND_ON_SIGTERM = {("export",), ("calibrate",), ("evaluate",), ("predict",)}
 """Verbs that stop on SIGTERM as on Ctrl-C, unwinding, so the file they were writing is removed
 (``imgrade.core.io.atomic_write``) rather than left as a temporary file. Training keeps the
 default: under torchrun an unwinding worker could wait for ever on peers that are gone, and a

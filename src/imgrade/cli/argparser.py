@@ -12,7 +12,7 @@ exit status (every verb):
   2    stopped: a bad flag, or an input, model or config it cannot use (one line on stderr says which)
   130  interrupted (Ctrl-C)
   141  stdout closed by its reader (imgrade predict ... | head)
-  143  terminated (SIGTERM; export, calibrate and evaluate remove what they were writing)"""
+  143  terminated (SIGTERM; export, calibrate, evaluate and predict remove what they were writing)"""
 """Stated in ``imgrade --help`` and in the help of the verbs whose status can be 1."""
 
 

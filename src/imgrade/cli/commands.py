@@ -138,6 +138,7 @@ def cmd_predict(args) -> int:
         runtime=args.runtime,
         tta=args.tta,
         keep_grades=False,  # the rows are written as they come: memory stays flat for any folder
+        decode_threads=args.decode_threads,
     )
     return photos_status(result.failed, result.photos, result.out, field="error" if args.format == "json" else None)
 
@@ -153,6 +154,8 @@ def predict_on_ray(args) -> int:
         raise ConfigError(
             "--engine ray grades an .onnx file into CSV, JSON lines or Parquet: drop --format json, --runtime torch, --device"
         )
+    if args.decode_threads is not None:
+        raise ConfigError("--decode-threads is for --engine local: each Ray actor decodes its photos on its own CPU")
     import_ray()  # Ray Data sets up its loggers when imported: quiet its progress lines after that, unless -v
     if not args.verbosity or args.verbosity < 1:
         for name in ("ray", "ray.data"):

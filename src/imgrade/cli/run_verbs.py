@@ -130,6 +130,14 @@ imgrade predict model.onnx archive/ paths.parquet --engine ray --out grades.parq
     )
     _add_runtime_flags(p)
     p.add_argument(
+        "--decode-threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="threads that decode the next photos while the network grades the current ones; 0 decodes in the "
+        "grading thread, one batch after the other (default: chosen from the usable cores, docs/deploy.md#predict)",
+    )
+    p.add_argument(
         "--tta",
         action=argparse.BooleanOptionalAction,
         default=None,

@@ -241,9 +241,7 @@ def array_pixels(array: np.ndarray, name: str, resize: Resize | int) -> np.ndarr
     return square_pixels(Image.fromarray(np.ascontiguousarray(array)), resize, name)
 
 
-def load_image(
-    path: str | os.PathLike, resize: Resize | int, *, check: Callable[[], None] | None = None
-) -> np.ndarray:
+def load_image(path: str | os.PathLike, resize: Resize | int, *, check: Callable[[], None] | None = None) -> np.ndarray:
     """Read one image file into a (S, S, 3) uint8 RGB array, S = ``resize.size`` (see decode_image,
     which calls ``check`` between its steps).
 

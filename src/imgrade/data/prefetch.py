@@ -58,6 +58,15 @@ class Decoded:
     """Position in ``paths`` -> why that photo could not be decoded (one line)."""
 
 
+def auto_decode_threads(cores: int) -> int:
+    """Decoder threads beside a network that computes on ``cores`` threads: half as many, at least one.
+
+    >>> auto_decode_threads(1), auto_decode_threads(2), auto_decode_threads(16)
+    (1, 1, 8)
+    """
+    return max(1, cores // 2)
+
+
 class _Stopped(BaseException):
     """Raised inside a decoder thread when the pool closes: not an Exception, so it passes through
     ``decode_image`` and Pillow and ends the part at once."""

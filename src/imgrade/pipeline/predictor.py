@@ -1,9 +1,11 @@
 """``imgrade predict``: grade image files, batch by batch, into CSV, JSON lines, Parquet or JSON.
 No torch import for .onnx graders.
 
-The photos are listed first, then decoded one file at a time and graded ``CHUNK`` at a time; each
-batch's rows are written before the next is read, so memory stays flat however many photos there
-are. A photo that cannot be read gets an error row (``imgrade.pipeline.rows``) and the job goes on.
+The photos are listed first, then graded ``CHUNK`` at a time while a few decoder threads decode the
+next chunks (``imgrade.data.prefetch``); each chunk's rows are written, in input order, as soon as
+it is graded, and at most ``imgrade.data.prefetch.AHEAD`` chunks are decoded ahead of it, so memory stays flat however
+many photos there are. A photo that cannot be read gets an error row (``imgrade.pipeline.rows``)
+and the job goes on.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
 from tqdm import tqdm
 
-from imgrade.core.errors import ConfigError, DataError, ImgradeError
-from imgrade.data.images import PROGRESS_MIN_IMAGES, list_images, load_image
+from imgrade.core.errors import ConfigError
+from imgrade.core.threads import auto_threads
+from imgrade.data.images import PROGRESS_MIN_IMAGES, list_images
+from imgrade.data.prefetch import ChunkDecoder, Decoded, auto_decode_threads, decode_photos
 from imgrade.pipeline.rows import FORMAT_OR_OUT, RowLayout, RowWrite, json_record, output_format, row_writer
 from imgrade.runtime import load_grader
 from imgrade.runtime.grading import Engine, Grade
@@ -75,6 +78,7 @@ def predict(
     stream: IO[str] | None = None,
     tta: bool | None = None,
     keep_grades: bool = True,
+    decode_threads: int | None = None,
 ) -> Prediction:
     """Grade each photo under ``inputs``, writing one row per photo as each batch is graded.
 
@@ -91,12 +95,17 @@ def predict(
         stream: where rows go without ``out`` (default: stdout).
         keep_grades: keep every grade in the result; False keeps memory flat for any number of
             photos (the rows are only written).
+        decode_threads: threads that decode the next chunks while one is graded; None: half the
+            threads the network computes on (``imgrade.core.threads.auto_threads``), at least one
+            (:func:`imgrade.data.prefetch.auto_decode_threads`); 0: each chunk is decoded in this
+            thread, then graded.
 
     Returns:
         The grades of the graded photos and the photos that could not be graded, each with its reason.
 
     Raises:
-        ConfigError: a bad ``fmt`` or ``out`` (or both given), or a runtime that cannot read ``run``.
+        ConfigError: a bad ``fmt`` or ``out`` (or both given), a negative ``decode_threads``, or a
+            runtime that cannot read ``run``.
         CheckpointError: ``run`` is not a model imgrade can load.
         DataError: an input does not exist or is a folder without photos.
         OutputError: the folder of ``out`` does not exist, or ``out`` cannot be written.
@@ -107,7 +116,12 @@ def predict(
         raise ConfigError(f"--format {fmt!r} is not csv or json")
     if out is not None:
         output_format(out)  # a wrong suffix or a missing folder fails before the model loads
+    if decode_threads is not None and decode_threads < 0:
+        raise ConfigError(
+            f"--decode-threads {decode_threads} is negative: use 0 (decode in the grading thread) or a count"
+        )
     grader = load_grader(run, runtime=runtime, device=device, tta=tta)
+    threads = auto_decode_threads(auto_threads().threads) if decode_threads is None else decode_threads
     paths = [str(p) for item in inputs for p in list_images(item)]
     layout = RowLayout.of(grader)
     result = Prediction(len(paths), out=None if out is None else str(out))
@@ -116,19 +130,20 @@ def predict(
         _json_list(stream) if fmt == "json" else row_writer(layout, out, stream) as write,
         tqdm(total=len(paths), desc="grading", unit="photo", disable=quiet) as progress,
     ):
-        for start in range(0, len(paths), CHUNK):
-            chunk = paths[start : start + CHUNK]
-            photos = list(grade_photos(grader, chunk))
-            for image, grade, error in photos:
-                if grade is None:
-                    result.failures.append(Failure(image, error))
-                elif keep_grades:
-                    result.grades.append(grade)
-            if fmt == "json":
-                write([json_record(image, grade and grade.to_dict(), error) for image, grade, error in photos])
-            else:
-                write([layout.row(image, grade and grade.to_dict(), error) for image, grade, error in photos])
-            progress.update(len(chunk))
+        decoder = ChunkDecoder(paths, grader.resize, chunk=CHUNK, threads=threads)
+        with decoder as chunks:
+            for decoded in chunks:
+                photos = list(_graded(grader, decoded))
+                for image, grade, error in photos:
+                    if grade is None:
+                        result.failures.append(Failure(image, error))
+                    elif keep_grades:
+                        result.grades.append(grade)
+                if fmt == "json":
+                    write([json_record(image, grade and grade.to_dict(), error) for image, grade, error in photos])
+                else:
+                    write([layout.row(image, grade and grade.to_dict(), error) for image, grade, error in photos])
+                progress.update(len(photos))
     return result
 
 
@@ -140,22 +155,16 @@ def grade_photos(
 
     A relative path is read below ``base`` where given (an absolute one stays as it is).
     """
-    size = grader.image_size
-    images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-    good: list[int] = []
-    errors: dict[int, str] = {}
-    for i, path in enumerate(paths):
-        try:
-            if not path:
-                raise DataError("an empty path: give each photo's path")
-            images[len(good)] = load_image(base / path if base is not None else path, grader.resize)
-            good.append(i)
-        except ImgradeError as error:
-            errors[i] = str(error)
-    grades = grader.results([paths[i] for i in good], grader.outputs(images[: len(good)])) if good else []
+    return _graded(grader, decode_photos(paths, grader.resize, base))
+
+
+def _graded(grader: Engine, decoded: Decoded) -> Iterator[tuple[str, Grade | None, str | None]]:
+    """:func:`grade_photos`'s rows for a chunk already decoded."""
+    good = decoded.good
+    grades = grader.results([decoded.paths[i] for i in good], grader.outputs(decoded.images)) if good else []
     by_index = dict(zip(good, grades))
-    for i, path in enumerate(paths):
-        yield path, by_index.get(i), errors.get(i)
+    for i, path in enumerate(decoded.paths):
+        yield path, by_index.get(i), decoded.errors.get(i)
 
 
 @contextlib.contextmanager
