@@ -87,9 +87,11 @@ def main() -> None:
             seconds, _ = batch_grade._timed(["predict", str(model), str(photos), *flags], stdout=out)
             first = _same_grades(first, out, n)  # decoding ahead changes no row
             reference = _same_grades(reference, out, n, exact=False)  # nor does the runtime, but for rounding
-            what = "decoding in the grading thread" if threads == "0" else f"--decode-threads {threads}"
+            what = {"0": "decoding in the grading thread", "auto": "default decoder threads"}.get(
+                threads, f"--decode-threads {threads}"
+            )
             rows.append(
-                (f"`imgrade predict MODEL FOLDER --runtime {runtime}{_precision(model, runtime)}`, {what}", n / seconds)
+                (f"`imgrade predict MODEL FOLDER --runtime {runtime}`{_precision(model, runtime)}, {what}", n / seconds)
             )
 
     bf16 = sorted(set(BF16_CPU_FLAGS) & cpu_flags())

@@ -8,14 +8,19 @@ graded. Each chunk is split into one part per thread, so the threads finish the 
 together and at most ``AHEAD + 1`` chunks of pixels exist at a time, however many photos there
 are and however many threads decode.
 
-Threads, not processes: Pillow's decoders and zlib and NumPy's copies release the GIL, and so does
-the network (ONNX Runtime, PyTorch), so a decoder thread and the grading thread run side by side.
-A process pool decoded 32x32 PNG files only a little faster than two threads (1,973 against 1,656
-photos/s on 2 shared cores, with the process pool already started), while each worker process
-costs a start-up of its own (importing NumPy and Pillow), a copy of every chunk back through a
-pipe, and signal handling of its own: Ctrl-C reaches every worker, each of which must be kept from
-printing a traceback and joined. A thread stops between two photos, or inside one (``decode_image``
-checks in as it reads), when the pool is closed.
+Threads, not processes. What the threads buy is overlap with the network, which releases the GIL
+while it computes (ONNX Runtime, OpenVINO, PyTorch): on 2 cores, in quiet rounds, the reference
+network graded 500 PNG photos of 32x32 at 467-472 photos/s decoding in the grading thread, and
+491-495 with one decoder thread beside it (medians of 6 rounds each; ``predict`` in one process).
+Among themselves, threads decode such small photos no faster than one thread (2,500 against 2,900
+photos/s): most of the time goes to Python code that holds the GIL. Two processes decoded 5,500
+photos/s, but a second decoder has no core to use on 2 cores, where the network keeps both busy
+(2 decoder threads: 454-463 photos/s; the network on one thread beside one decoder: 306), while a
+process pool brings what threads do not need: forking a process that runs the network's threads
+(or spawning one that imports NumPy and Pillow again), a copy of every chunk through a pipe, and
+Ctrl-C delivered to every worker, each of which must be kept from printing a traceback and joined.
+A thread stops between two photos, or inside one (``decode_image`` checks in as it reads), when
+the pool is closed.
 
 A photo that cannot be read gets its one-line message (``Decoded.errors``), exactly as when it is
 decoded in the grading thread; any other exception in a decoder thread (a bug, MemoryError) is
@@ -60,6 +65,12 @@ class Decoded:
 
 def auto_decode_threads(cores: int) -> int:
     """Decoder threads beside a network that computes on ``cores`` threads: half as many, at least one.
+
+    The network keeps its threads (on 2 cores, ``predict`` with the network on one thread beside one
+    decoder did 306 photos/s, with two beside one 491), and one decoder thread beside it was the
+    fastest on 2 cores (the module's docstring). On more cores, half is a middle course, not
+    measured, between small photos, for which the network is the slower part, and large ones, for
+    which decoding is; ``predict --decode-threads`` overrides it.
 
     >>> auto_decode_threads(1), auto_decode_threads(2), auto_decode_threads(16)
     (1, 1, 8)
