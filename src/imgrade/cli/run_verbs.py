@@ -135,7 +135,8 @@ imgrade predict model.onnx archive/ paths.parquet --engine ray --out grades.parq
         default=None,
         metavar="N",
         help="threads that decode the next photos while the network grades the current ones; 0 decodes in the "
-        "grading thread, one batch after the other (default: chosen from the usable cores, docs/deploy.md#predict)",
+        "grading thread, one batch after the other (default: half the usable cores not busy with other work, at "
+        "least one; docs/deploy.md#predict)",
     )
     p.add_argument(
         "--tta",
