@@ -151,7 +151,9 @@ def grade_photos(
     grader: Engine, paths: list[str], base: Path | None = None
 ) -> Iterator[tuple[str, Grade | None, str | None]]:
     """(path, grade, None) for each photo that decodes, (path, None, reason) for each that does not,
-    in order: one batch of ``predict``'s, and of the Ray job's actors (``imgrade.batch``).
+    in order, the photos decoded one after another in this thread: one batch of the Ray job's actors
+    (``imgrade.batch``, one CPU each); ``predict`` grades the chunks its decoder threads decode the
+    same way.
 
     A relative path is read below ``base`` where given (an absolute one stays as it is).
     """
