@@ -24,6 +24,16 @@ def _decoded_image_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _no_bf16_check_at_export():
+    """The tests' exports make no bf16 check, which on a CPU with bf16 units would load OpenVINO into
+    this process: the tests marked ``openvino`` that check it ask for it."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr("imgrade.pipeline.exporter.cpu_has_bf16", lambda: False)
+    yield
+    patch.undo()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _idle_cpu_for_thread_choice():
     """Runs choose their threads as on an idle machine, so two runs of one test train alike
     whatever else the machine does; tests of the choice itself patch this again."""

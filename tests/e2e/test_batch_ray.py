@@ -171,6 +171,7 @@ def test_special_files_in_a_list_get_error_rows(ray_cluster, model, photos, pred
     assert rows[3]["image"] == good and not rows[3]["error"] and rows[3]["score"] == predicted[good]["score"]
 
 
+@pytest.mark.openvino
 def test_openvino_on_every_actor_grades_as_plain_predict(ray_cluster, model, photos, predicted, tmp_path):
     pytest.importorskip("openvino", reason="OpenVINO is the optional extra imgrade[openvino]")
     out = tmp_path / "g.csv"

@@ -29,6 +29,7 @@ from imgrade.runtime.openvino_engine import OpenVinoEngine
 from imgrade.runtime.run import RunFolder
 
 pytest.importorskip("openvino", reason="OpenVINO is the optional extra imgrade[openvino]")
+pytestmark = pytest.mark.openvino  # run apart from the rest of the suite (Makefile)
 
 AMX = "processor\t: 0\nmodel name\t: Xeon with AMX\nflags\t\t: fpu avx2 avx512f amx_tile amx_bf16 amx_int8\n"
 NATIVE_BF16 = cpu_info.cpu_has_bf16()  # what this machine's OpenVINO will really compute in
@@ -99,7 +100,10 @@ def test_the_command_grades_with_openvino_as_with_onnx_runtime(trained_onnx, syn
     _same_grades(grades["onnx"], grades["openvino"], "bf16" if NATIVE_BF16 else "fp32")
 
 
-def test_export_checks_bf16_on_a_bf16_cpu_and_auto_follows_the_check(trained_run, validation, tmp_path, amx_flags):
+def test_export_checks_bf16_on_a_bf16_cpu_and_auto_follows_the_check(
+    trained_run, validation, tmp_path, amx_flags, monkeypatch
+):
+    monkeypatch.setattr("imgrade.pipeline.exporter.cpu_has_bf16", cpu_info.cpu_has_bf16)  # the faked flags
     out = tmp_path / "m.onnx"
     summary = export(trained_run, out=out)
     check = summary["bf16_check"]

@@ -15,6 +15,7 @@ compares against. This module never imports torch.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -109,7 +110,7 @@ class OpenVinoEngine(OnnxEngine):
             "PERFORMANCE_HINT": "LATENCY",  # one stream on every thread: a batch as soon as possible
         }
         try:
-            core = ov.Core()
+            core = _core(ov)
             compiled = core.compile_model(core.read_model(model), "CPU", config)
             ran = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
         except Exception as e:  # OpenVINO raises its own RuntimeError subtypes
@@ -144,6 +145,13 @@ class OpenVinoEngine(OnnxEngine):
             typed.get("grade"),
             typed.get("grade_set"),
         )
+
+
+@functools.cache
+def _core(ov):
+    """The process's one OpenVINO Core: it loads the CPU plugin once, and outlives every compiled model
+    (a model whose Core is gone may crash when it is freed)."""
+    return ov.Core()
 
 
 def _port(compiled, name: str):
