@@ -41,9 +41,9 @@ def file_facts(model: Path, grader: Engine) -> dict[str, Any]:
 def acceptance_card(card: str | None, facts: dict[str, Any], metrics: dict[str, Any]) -> str:
     """The file's model card followed by an acceptance section with ``metrics`` (Markdown).
 
-    >>> text = acceptance_card(None, {"file": "m.onnx", "sha256": "ab12", "bytes": 10, "precision": "fp32"},
-    ...                        {"data": "photos", "n": 3, "accuracy": 0.5, "per_grade": {}})
-    >>> "| accuracy | 0.500 |" in text and "`ab12`" in text
+    >>> facts = {"file": "m.onnx", "sha256": "ab12", "bytes": 10, "precision": "fp32", "runtime": "onnx"}
+    >>> text = acceptance_card(None, facts, {"data": "photos", "n": 3, "accuracy": 0.5, "per_grade": {}})
+    >>> "| accuracy | 0.500 |" in text and "`ab12`" in text and "fp32, graded by ONNX Runtime." in text
     True
     """
     graded = metrics.get("per_grade") is not None
