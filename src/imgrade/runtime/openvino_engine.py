@@ -62,11 +62,6 @@ class OpenVinoEngine(OnnxEngine):
             self.precision = precision
         self._ports = {name: _port(compiled, name) for name in self._outputs}
 
-    @property
-    def reference(self) -> OnnxEngine:
-        """The same file in ONNX Runtime, fp32: what the bf16 check compares against."""
-        return OnnxEngine(self.session, self.meta, self.name)
-
     @classmethod
     def from_file(  # type: ignore[override]
         cls, path: str | os.PathLike, threads: int | None = None, precision: str = "auto"
