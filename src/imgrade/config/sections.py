@@ -83,6 +83,14 @@ class DataConfig:
     cache: str = "auto"
     """Folder and CSV sets: where decoded images are kept so later runs skip decoding: 'auto'
     ($IMGRADE_CACHE_DIR, else ~/.cache/imgrade), 'off', or a folder."""
+    unlabeled: str | None = None
+    """Photos without grades to learn from as well: a folder (read recursively), a CSV with a
+    path column, or a text file listing one photo per line.
+
+    A teacher (--teacher, else the same recipe trained first on the labelled photos, into
+    OUT/teacher) grades them, and the network learns its grade probabilities on them
+    (noisy student: the student sees them augmented, the teacher saw them plain). Each epoch
+    is one pass over the labelled and unlabelled training photos together."""
 
     def __post_init__(self) -> None:
         if self.view not in VIEWS:
@@ -243,6 +251,19 @@ class TrainConfig:
 
     Member seeds are seed*K .. seed*K+K-1; the average is of their probabilities (of their scores
     for regression)."""
+    teacher: str | None = None
+    """Learn from this model's grade probabilities too (its scores for regression): a run folder,
+    a .pt checkpoint or an exported .onnx file, grading the same grades at the same image size.
+
+    On the labelled photos the loss is (1 - distill_weight) x the task's loss + distill_weight x
+    the cross-entropy with the teacher's probabilities; on --unlabeled photos the teacher's alone."""
+    distill: bool = False
+    """Train one network that learns from the recipe's ensemble: the recipe (--ensemble K, or a
+    preset) is trained first into OUT/teacher, unless --teacher names one, and the run itself is
+    a single network taught by it, on the labelled and any --unlabeled photos."""
+    distill_weight: float = 0.5
+    """With a teacher: the share of the teacher's probabilities in the loss on labelled photos
+    (0: the true grades alone; 1: the teacher's alone)."""
     ema: float = 0.0
     """Validate, keep and calibrate an exponential moving average of the weights with this decay
     (0: off; 0.99-0.999 suits a few hundred photos).
@@ -319,6 +340,10 @@ class TrainConfig:
             )
         if self.ema != 0 and not 0 < self.ema < 1:
             raise ConfigError(f"train.ema {self.ema} must be in (0, 1), e.g. 0.999, or 0 for none: set --ema")
+        if not 0 <= self.distill_weight <= 1:
+            raise ConfigError(
+                f"train.distill_weight {self.distill_weight} must be in [0, 1], e.g. 0.5: set --distill-weight"
+            )
 
 
 @dataclass

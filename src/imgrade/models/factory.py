@@ -57,6 +57,9 @@ class DecodesWithHead:
     def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.head.loss(outputs, target)
 
+    def distill_loss(self, outputs: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return self.head.distill_loss(outputs, teacher)
+
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
         return self.head.decode(outputs)
 

@@ -227,6 +227,22 @@ class Head(nn.Module):
         """Float score (B,) on the grade axis (0 = first grade, 1 = second, ...)."""
         raise NotImplementedError
 
+    teacher_kind: ClassVar[str] = "probabilities"
+    """What this head learns from a teacher (``--teacher``, ``--unlabeled``): the teacher's grade
+    "probabilities" (B, K), or its "scores" (B, 1) on the grade axis."""
+
+    def distill_loss(self, outputs: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """Per-image loss (B,) of ``outputs`` against a teacher's ``teacher_kind`` values (B, T):
+        the cross-entropy with the teacher's grade probabilities, here from :meth:`probabilities`.
+
+        >>> head = ClassificationHead(4, num_grades=2)
+        >>> teacher = torch.tensor([[0.5, 0.5]])
+        >>> round(float(Head.distill_loss(head, torch.zeros(1, 2), teacher)), 4)  # log 2
+        0.6931
+        """
+        log_p = torch.log(self.probabilities(outputs).float().clamp_min(1e-7))  # (B, K)
+        return -(teacher.to(log_p.dtype) * log_p).sum(dim=1)  # (B,)
+
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor | None:
         """Grade probabilities (B, K), rows summing to 1; None where the head has none."""
         raise NotImplementedError
@@ -316,6 +332,19 @@ class RegressionHead(Head):
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
         """The output itself, as (B,)."""
         return outputs[:, 0].float()  # (B,)
+
+    teacher_kind = "scores"
+
+    def distill_loss(self, outputs: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """Squared (or Huber) error (B,) between the output and the teacher's score (B, 1).
+
+        >>> RegressionHead(4).distill_loss(torch.tensor([[1.0], [3.0]]), torch.tensor([[1.0], [1.0]]))
+        tensor([0., 4.])
+        """
+        prediction, score = outputs[:, 0].float(), teacher[:, 0].float()  # (B,)
+        if self.loss_name == "huber":
+            return F.huber_loss(prediction, score, delta=1.0, reduction="none")
+        return F.mse_loss(prediction, score, reduction="none")
 
     def probabilities(self, outputs: torch.Tensor) -> None:
         """None: one number carries no distribution over grades."""
@@ -419,6 +448,15 @@ class ClassificationHead(GradedHead):
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         return torch.softmax(outputs.float(), dim=1)  # (B, K)
+
+    def distill_loss(self, outputs: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy (B,) between the teacher's probabilities (B, K) and the softmax.
+
+        >>> head = ClassificationHead(4, num_grades=2)
+        >>> head.distill_loss(torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]]))
+        tensor([0.6931])
+        """
+        return -(teacher.float() * torch.log_softmax(outputs.float(), dim=1)).sum(dim=1)  # (B,)
 
     def average(self, outputs: torch.Tensor) -> torch.Tensor:
         """Log of the members' mean softmax (B, K): its softmax is that mean.

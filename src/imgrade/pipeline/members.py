@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgrade.config import RunConfig
+from imgrade.config import RunConfig, load_config
 from imgrade.core.checkpoint import LAST
 from imgrade.core.errors import CheckpointError
 from imgrade.core.rundir import member_dir
-from imgrade.pipeline.runs import calibration_missing, finished_training
+from imgrade.pipeline.runs import calibration_missing, ensemble_finished, finished_training
 from imgrade.runtime.run_checkpoint import Checkpoint
 
 
@@ -40,6 +40,15 @@ def member_state(member: Path) -> str:
     if last is not None and finished_training(last) and not (last.grade_names and calibration_missing(member)):
         return "done"
     return "resume"
+
+
+def run_state(run: Path) -> str:
+    """'done', 'resume' or 'fresh' for a run folder of one network or of an ensemble."""
+    if not (run / "config.yaml").is_file():
+        return "fresh"
+    if load_config(run / "config.yaml").train.ensemble > 1:
+        return "done" if (run / "best.pt").is_file() and ensemble_finished(run) else "resume"
+    return member_state(run)
 
 
 def mean_history(histories: list[list[dict]]) -> list[dict]:

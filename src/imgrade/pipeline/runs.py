@@ -24,6 +24,7 @@ from imgrade.core.registry import head_entry
 from imgrade.core.rundir import MEMBERS, load_split
 from imgrade.data.imageset import ImageSet
 from imgrade.data.splits import hold_out_calibration, make_split
+from imgrade.data.unlabeled import list_pool
 from imgrade.models.backbones import check_backbone
 from imgrade.models.timm_backbone import HUB
 from imgrade.runtime.run_checkpoint import Checkpoint
@@ -61,7 +62,38 @@ def prepare_out(cfg: RunConfig, out: Path, resume: bool, overwrite: bool) -> tup
     if resume_state is None and cfg.train.init:
         find_run_checkpoint(cfg.train.init)  # a wrong path fails now, before the data is read
         cfg = cfg.with_overrides({"train.init": str(Path(cfg.train.init).resolve())})
+    if resume_state is None:
+        cfg = _resolve_teaching_paths(cfg)
     return cfg, resume_state
+
+
+def _resolve_teaching_paths(cfg: RunConfig) -> RunConfig:
+    """--unlabeled and --teacher checked to exist (before the data is read) and made absolute, as
+    the run records them; --distill-weight without a teacher is a no-op worth saying."""
+    changes = {}
+    if cfg.data.unlabeled:
+        if not Path(cfg.data.unlabeled).exists():
+            raise ConfigError(
+                f"--unlabeled {cfg.data.unlabeled} does not exist: pass a folder of photos, a CSV with a path column, "
+                "or a text file listing one photo per line"
+            )
+        list_pool(cfg.data.unlabeled)  # every listed photo exists and is a regular file: checked before training
+        changes["data.unlabeled"] = str(Path(cfg.data.unlabeled).resolve())
+    if cfg.train.teacher:
+        teacher = Path(cfg.train.teacher)
+        if teacher.suffix.lower() != ".onnx":
+            find_run_checkpoint(teacher)  # a run folder or .pt imgrade wrote; names the fix otherwise
+        elif not teacher.is_file():
+            raise ConfigError(
+                f"--teacher {teacher} does not exist: pass a run folder, a .pt checkpoint or an .onnx file"
+            )
+        changes["train.teacher"] = str(teacher.resolve())
+    return cfg.with_overrides(changes) if changes else cfg
+
+
+def started_training(out: Path) -> Checkpoint | None:
+    """The last.pt in ``out`` to go on from, or None where training has not finished an epoch."""
+    return Checkpoint.load(out / LAST) if (out / LAST).is_file() else None
 
 
 def recorded_compile(run: Path) -> str:

@@ -30,6 +30,7 @@ from imgrade.core.threads import auto_threads
 from imgrade.core.version import __version__
 from imgrade.data.imageset import ImageSet
 from imgrade.data.loader import load_dataset
+from imgrade.data.unlabeled import PhotoPool
 from imgrade.evaluation import plots
 from imgrade.evaluation.outputs import run_label
 from imgrade.models.backbones import describe
@@ -37,8 +38,16 @@ from imgrade.models.factory import build_model, head_class
 from imgrade.models.heads import balanced_class_weights
 from imgrade.pipeline.calibrator import calibrate_run
 from imgrade.pipeline.evaluator import refresh_model_card
-from imgrade.pipeline.members import assemble_ensemble, mean_history, member_seed, member_state
-from imgrade.pipeline.runs import choose_split, data_summary, prepare_out, recorded_compile
+from imgrade.pipeline.members import assemble_ensemble, mean_history, member_seed, member_state, run_state
+from imgrade.pipeline.runs import choose_split, data_summary, prepare_out, recorded_compile, started_training
+from imgrade.pipeline.teacher import (
+    TEACHER_RUN,
+    TeacherValues,
+    read_unlabeled,
+    self_taught,
+    teacher_config,
+    teacher_values,
+)
 from imgrade.runtime.run import RunFolder
 from imgrade.runtime.run_checkpoint import Checkpoint
 from imgrade.runtime.torch_engine import Outputs, TorchEngine
@@ -94,6 +103,8 @@ def _train(
             return speed_settings(run_cfg, resuming=resume_state is not None), resume_state
 
         cfg, resume_state = distributed.on_main(prepare)
+        if self_taught(cfg):
+            return _train_taught(cfg, out, resume, split, imageset)
         if cfg.train.ensemble > 1:
             return _train_ensemble(cfg, out, resume, split, imageset)
         return _train_network(cfg, out, resume_state, split, imageset, card=card)
@@ -113,7 +124,9 @@ def _train_network(
     head_state, cfg = _head_state(cfg, imageset, resume_state)
     split = distributed.on_main(choose_split, cfg, out, imageset, resume_state is not None, split)
     _log_split(split)
-    data = _fit_data(imageset, split, device)
+    pool = distributed.on_main(read_unlabeled, cfg, imageset)
+    taught = distributed.on_main(teacher_values, cfg, out, imageset, split["train"], pool, resume_state is not None)
+    data = _fit_data(imageset, split, device, pool, taught)
     model = _build_model(cfg, imageset, split, head_state, resume_state).to(device)
     compiling = distributed.on_main(
         resolve_compile, cfg.train, model, data, device, distributed.world_size(), resume_state is not None
@@ -229,15 +242,31 @@ def _log_split(split: Split) -> None:
     logger.info(f"split: {sizes['train']} train, {sizes['val']} val, {sizes['test']} test{held}")
 
 
-def _fit_data(imageset: ImageSet, split: Split, device: torch.device) -> FitData:
-    """The images as one uint8 tensor, the targets, the split's indexes and the training mean image."""
+def _fit_data(
+    imageset: ImageSet,
+    split: Split,
+    device: torch.device,
+    pool: PhotoPool | None = None,
+    taught: TeacherValues | None = None,
+) -> FitData:
+    """The images as one uint8 tensor, the targets, the split's indexes and the training mean image;
+    the unlabelled photos (``pool``) as more training rows after the set's, with NaN targets, and
+    the teacher's values (``taught``) for every row."""
     # a view, not a copy: a memory-mapped set is read a batch at a time, so it may exceed memory
     x = nhwc_to_tensor(np.asarray(imageset.images))  # (N, 3, H, W) uint8
     y = torch.from_numpy(imageset.targets.astype(np.float32))
     train_idx, val_idx = torch.from_numpy(split["train"]), torch.from_numpy(split["val"])
-    mean = mean_image(x, train_idx)  # (3, H, W): the reference's per-pixel mean
+    mean = mean_image(x, train_idx)  # (3, H, W): the reference's per-pixel mean, of the labelled photos
+    if pool is not None:  # one copy of the set, with the unlabelled photos after it
+        n, m = len(imageset), len(pool)
+        x = torch.cat([x, nhwc_to_tensor(np.asarray(pool.images))])  # (N + M, 3, H, W) uint8
+        y = torch.cat([y, torch.full((m,), float("nan"))])
+        train_idx = torch.cat([train_idx, torch.arange(n, n + m)])
+    teacher = torch.from_numpy(taught.values) if taught is not None else None  # (N + M, T)
     keep = data_device(x, device)
-    return FitData.from_set(x.to(keep), y.to(keep), train_idx, val_idx, mean.to(keep))
+    return FitData.from_set(
+        x.to(keep), y.to(keep), train_idx, val_idx, mean.to(keep), teacher.to(keep) if teacher is not None else None
+    )
 
 
 def _build_model(
@@ -374,6 +403,42 @@ def health_warnings(predictor: TorchEngine, val_set: ImageSet, outputs: Outputs)
             "targets): the model learned little; train longer, or try another --seed or --task"
         )
     return warnings
+
+
+def _train_taught(
+    cfg: RunConfig, out: Path, resume: bool, split: Split | None, imageset: ImageSet | None
+) -> list[dict]:
+    """``--unlabeled`` or ``--distill`` without ``--teacher``: the run's recipe is trained first on
+    the labelled photos alone, into ``out/teacher`` (a complete run, resumed as one), then the run
+    itself learns from it on the same split: as one network with --distill, else as the recipe says.
+
+    config.yaml then names the teacher (``train.teacher``), so a resumed run goes on as the student."""
+    imageset = imageset if imageset is not None else load_dataset(cfg.data)
+    distributed.on_main(read_unlabeled, cfg, imageset)  # decoded (into the cache) and checked before the teacher trains
+    have_split = resume and (out / "split.json").is_file()
+    split = distributed.on_main(choose_split, cfg, out, imageset, have_split, split)
+    if distributed.is_main() and not have_split:
+        _write_run_start(out, cfg, imageset, split)
+    teacher = out / TEACHER_RUN
+    state = distributed.on_main(run_state, teacher)
+    recipe = f"an ensemble of {cfg.train.ensemble}" if cfg.train.ensemble > 1 else "one network"
+    logger.info(
+        f"\nteacher: {cfg.model.task}, {recipe}, on the labelled photos -> {teacher}"
+        + {"done": ": already trained", "resume": ": resuming"}.get(state, "")
+    )
+    if state != "done":
+        _train(teacher_config(cfg), teacher, state == "resume", False, split, imageset)
+    student = cfg.with_overrides(
+        {"train.teacher": str(teacher.resolve()), **({"train.ensemble": 1} if cfg.train.distill else {})}
+    )
+    what = "one network" if student.train.ensemble == 1 else f"an ensemble of {student.train.ensemble}"
+    logger.info(f"\nstudent: {what} taught by {teacher} -> {out}")
+    if distributed.is_main():
+        write_text(out / "config.yaml", dump_config(student))
+    if student.train.ensemble > 1:
+        return _train_ensemble(student, out, True, split, imageset)
+    resume_state = distributed.on_main(started_training, out)
+    return _train_network(student, out, resume_state, split, imageset)
 
 
 def _train_ensemble(

@@ -150,6 +150,9 @@ class GradingDDP(DistributedDataParallel):
     def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.module.loss(outputs, target)
 
+    def distill_loss(self, outputs: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return self.module.distill_loss(outputs, teacher)
+
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """The model to train with: DDP over all ranks, or ``model`` itself when alone.

@@ -30,6 +30,7 @@ from imgrade.training import distributed
 from imgrade.training.distributed import sum_over_ranks
 from imgrade.training.ema import ModelEma
 from imgrade.training.optim import build_optimizer, lr_factor, set_lr
+from imgrade.training.teaching import taught_loss
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ class FitData:
     mean: torch.Tensor  # (3, H, W) float32 in [0, 1]: the training set's per-pixel mean
     train_index: torch.Tensor | None = None  # (N_train,) int64 rows of train_x
     val_index: torch.Tensor | None = None  # (N_val,) int64 rows of val_x
+    teacher: torch.Tensor | None = None
+    """(N, T) float32, a teacher's values for each row of ``train_x`` (training/teaching.py); None
+    untaught. A taught set's unlabelled rows have NaN in ``train_y``."""
 
     def __post_init__(self) -> None:
         if self.train_index is None:
@@ -68,9 +72,10 @@ class FitData:
         train_index: torch.Tensor,
         val_index: torch.Tensor,
         mean: torch.Tensor,
+        teacher: torch.Tensor | None = None,
     ) -> FitData:
         """Both splits as rows of one set of images and targets, which are not copied."""
-        return cls(images, targets, images, targets, mean, train_index, val_index)
+        return cls(images, targets, images, targets, mean, train_index, val_index, teacher)
 
 
 def data_device(images: torch.Tensor, device: torch.device) -> torch.device:
@@ -208,17 +213,39 @@ def training_batch(
     return x, target
 
 
+def teacher_batch(data: FitData, index: torch.Tensor, device, shard: tuple[int, int] = (0, 1)) -> torch.Tensor | None:
+    """The teacher's values (B, T) for the training rows ``index`` (this rank's share), on ``device``;
+    None for an untaught set."""
+    if data.teacher is None:
+        return None
+    rank, world = shard
+    return data.teacher[data.train_index[index].to(data.teacher.device)][rank::world].to(device, non_blocking=True)
+
+
 def train_step(
-    model, optimizer, x, target, device, amp: torch.dtype | None, share: float | None = None
+    model,
+    optimizer,
+    x,
+    target,
+    device,
+    amp: torch.dtype | None,
+    share: float | None = None,
+    teacher: torch.Tensor | None = None,
+    teacher_weight: float = 0.5,
 ) -> torch.Tensor:
     """One optimizer step on the batch ``x`` (already on ``device``, normalised); returns its loss.
 
     ``share`` weights the loss under DDP, which averages the ranks' gradients: the share of the
     global batch this rank holds, times the world size, so the average is the global batch's mean.
+    ``teacher``: the teacher's values for the batch, learnt from with ``teacher_weight`` on the
+    labelled photos (training/teaching.py); None trains on the grades alone.
     """
     with autocast(device, amp):
         outputs = model(x)
-    loss = model.loss(outputs.float(), target)  # the loss in fp32 whatever the forward ran in
+    if teacher is None:
+        loss = model.loss(outputs.float(), target)  # the loss in fp32 whatever the forward ran in
+    else:
+        loss = taught_loss(model, outputs.float(), target, teacher, teacher_weight)
     optimizer.zero_grad(set_to_none=True)
     (loss * share if share is not None else loss).backward()
     optimizer.step()
@@ -271,8 +298,11 @@ def train_one_epoch(
         rows = len(index[rank::world])  # this rank's share of the batch
         share = rows * world / len(index)  # 1.0 unless the batch splits unevenly
         x, target = training_batch(data, index, cfg, device, generator, mean, shard)
+        teacher = teacher_batch(data, index, device, shard)
         with eager_only(eager):
-            loss = train_step(model, optimizer, x, target, device, amp, share if world > 1 else None)
+            loss = train_step(
+                model, optimizer, x, target, device, amp, share if world > 1 else None, teacher, cfg.distill_weight
+            )
         if averages is not None:
             averages.add()
         if ema is not None:
