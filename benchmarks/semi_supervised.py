@@ -1,0 +1,244 @@
+"""Do unlabelled photos help? `train --unlabeled` and `--distill` on the real CUCUMBER-9 sample, with half the grades hidden.
+
+Usage (train in shards, one per core, then report):
+    python benchmarks/semi_supervised.py --out bench-semi --epochs 20 --seeds 3 --shard 0/2 &
+    python benchmarks/semi_supervised.py --out bench-semi --epochs 20 --seeds 3 --shard 1/2
+    python benchmarks/semi_supervised.py --out bench-semi --report [--docs docs]
+
+Per fold (each fold of the sample is the test set once; the rest splits 3:1 into train and
+validation, as `imgrade compare --folds` does) and seed, the grades of half the training photos
+(stratified by grade, drawn by the seed) are hidden, and the recipe (--task, one network) trains:
+
+- "labelled half": on the labelled half alone;
+- "labelled half + unlabelled half": taught by the run above (the teacher `train --unlabeled`
+  would train first: the same recipe, split and seed) on both halves, the hidden half through
+  `--unlabeled` as PNG files;
+- "all labels": on the whole training split with every grade.
+
+With --distill the teacher is also an ensemble of --distill-members networks on the labelled half
+("labelled half, ensemble"), distilled into one network on both halves ("distilled"), and the
+report times grading with each (photos per second, one thread, the exported .onnx files).
+
+The goal (issue 24): the unlabelled half recovers at least half of the gap between the two
+labelled-only runs, in exact accuracy and in QWK, each by more than one corrected standard error;
+the distilled network is within one standard error of the ensemble and grades 3x faster.
+Validation photos are always labelled (they pick the best epoch and calibrate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from imgrade import pipeline
+from imgrade.config import RunConfig
+from imgrade.core.io import write_csv, write_text
+from imgrade.data.loader import load_dataset
+from imgrade.evaluation.comparison import paired_test
+from imgrade.pipeline.comparer import fold_splits, score_recipe_run
+from imgrade.pipeline.recipe import parse_recipe
+
+SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/cucumber9-p1-sample/cucumber-9-python"
+HALF, BOTH, ALL = "labelled half", "labelled half + unlabelled half", "all labels"
+ENSEMBLE, DISTILLED = "labelled half, ensemble", "distilled, one network"
+METRICS = ("accuracy", "qwk", "within1", "grade_mae")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(SAMPLE))
+    parser.add_argument("--task", default="sord", help="the recipe's task (default sord, the preset's)")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--distill", action="store_true", help="also the ensemble teacher and the distilled network")
+    parser.add_argument("--distill-members", type=int, default=3)
+    parser.add_argument("--distill-seeds", type=int, default=None, help="seeds with --distill (default: all)")
+    parser.add_argument("--shard", default="0/1", help="I/N: train every N-th (fold, seed) from the I-th")
+    parser.add_argument("--out", default="bench-semi")
+    parser.add_argument("--report", action="store_true", help="read the rows trained so far and report")
+    parser.add_argument("--docs", default=None, help="with --report: write DOCS/results/semi_supervised.md")
+    args = parser.parse_args()
+    out = Path(args.out)
+    if args.report:
+        report(args, out)
+        return
+    index, count = (int(part) for part in args.shard.split("/"))
+    imageset = load_dataset(RunConfig.from_dict({"data": {"path": args.data}}).data)
+    splits = fold_splits(imageset, args.folds, seed=0)
+    units = [(fold, seed) for seed in range(args.seeds) for fold in range(args.folds)]
+    for fold, seed in units[index::count]:
+        rows_file = out / "rows" / f"f{fold}-s{seed}.csv"
+        if rows_file.is_file():
+            continue
+        t0 = time.perf_counter()
+        distill = args.distill and (args.distill_seeds is None or seed < args.distill_seeds)
+        rows = run_unit(args, imageset, splits[fold], fold, seed, out / f"f{fold}-s{seed}", distill)
+        write_csv(rows_file, rows)
+        print(f"fold {fold} seed {seed}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+
+
+def hide_half(targets: np.ndarray, train: np.ndarray, seed: int) -> np.ndarray:
+    """The training rows whose grades are hidden: every other photo of each grade, in a seeded order.
+
+    >>> hide_half(np.array([0, 0, 1, 1, 1, 0]), np.arange(6), 0).size
+    3
+    """
+    rng = np.random.default_rng(seed)
+    hidden = []
+    for grade in np.unique(targets[train]):
+        rows = rng.permutation(train[targets[train] == grade])
+        hidden.append(rows[rng.integers(2) :: 2])
+    return np.sort(np.concatenate(hidden))
+
+
+def run_unit(args, imageset, split: dict, fold: int, seed: int, folder: Path, distill: bool) -> list[dict]:
+    """Train the arms of one (fold, seed) and score each on the fold's test photos."""
+    hidden = hide_half(imageset.targets.astype(np.int64), split["train"], 1000 * seed + fold)
+    keep = np.setdiff1d(np.arange(len(imageset)), hidden)
+    position = np.full(len(imageset), -1)
+    position[keep] = np.arange(len(keep))
+    labelled = imageset.subset(keep)
+    half_split = {name: position[np.setdiff1d(rows, hidden)] for name, rows in split.items()}
+    pool = folder / "unlabelled"
+    pool.mkdir(parents=True, exist_ok=True)
+    for i in hidden:
+        Image.fromarray(np.asarray(imageset.images[i])).save(pool / f"{i}.png")
+    test_set = imageset.subset(split["test"])
+    recipe = parse_recipe(args.task)
+    n_train, n_test = len(split["train"]), len(split["test"])
+
+    def cfg(**train) -> RunConfig:
+        values = {"epochs": args.epochs, "seed": seed, "threads": 1, "compile": "off", **train}
+        return RunConfig.from_dict({"data": {"path": args.data}, "model": {"task": args.task}, "train": values})
+
+    def arm(name: str, run: Path, config: RunConfig, split_: dict, set_) -> list[dict]:
+        if not (run / "best.pt").is_file():
+            t0 = time.perf_counter()
+            pipeline.train(config, run, split=split_, imageset=set_, overwrite=True)
+            write_text(run / "seconds.txt", f"{time.perf_counter() - t0:.1f}")
+        seconds = float((run / "seconds.txt").read_text()) if (run / "seconds.txt").is_file() else None
+        rows = score_recipe_run(run, test_set, recipe, fold, seed, seconds)
+        return [{**r, "arm": name, "n_train": n_train, "n_test": n_test} for r in rows if "member" not in r["recipe"]]
+
+    rows = arm(HALF, folder / "half", cfg(), half_split, labelled)
+    unlabeled = cfg(teacher=str((folder / "half").resolve())).with_overrides({"data.unlabeled": str(pool.resolve())})
+    rows += arm(BOTH, folder / "both", unlabeled, half_split, labelled)
+    rows += arm(ALL, folder / "all", cfg(), split, imageset)
+    if distill:
+        rows += arm(ENSEMBLE, folder / "ensemble", cfg(ensemble=args.distill_members), half_split, labelled)
+        student = cfg(teacher=str((folder / "ensemble").resolve())).with_overrides(
+            {"data.unlabeled": str(pool.resolve())}
+        )
+        rows += arm(DISTILLED, folder / "distilled", student, half_split, labelled)
+    return rows
+
+
+def report(args, out: Path) -> None:
+    rows = []
+    for path in sorted((out / "rows").glob("*.csv")):
+        with path.open() as f:
+            rows += [_numbers(r) for r in csv.DictReader(f)]
+    rows = [r for r in rows if r["decision"] == "calibrated"]
+    if not rows:
+        sys.exit(f"no rows under {out / 'rows'}: train first (without --report)")
+    arms = [a for a in (HALF, BOTH, ALL, ENSEMBLE, DISTILLED) if any(r["arm"] == a for r in rows)]
+    by_arm = {a: [r for r in rows if r["arm"] == a] for a in arms}
+    resamples = sorted({(r["fold"], r["seed"]) for r in rows})
+    folds = len({f for f, _ in resamples})
+    lines = [
+        f"`{' '.join(['python', 'benchmarks/semi_supervised.py', *sys.argv[1:]])}` on {Path(args.data).name}: "
+        f"{len(resamples)} resamples (fold, seed), task {rows[0]['task']}, one network per arm unless named, "
+        f"{args.epochs} epochs, calibrated decisions.",
+        "",
+        "| arm | runs | accuracy | qwk | within1 | grade_mae | train s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for a in arms:
+        cells = [_mean_std([r[m] for r in by_arm[a]]) for m in METRICS]
+        seconds = [r["train_seconds"] for r in by_arm[a] if r.get("train_seconds") is not None]
+        lines.append(f"| {a} | {len(by_arm[a])} | {' | '.join(cells)} | {_mean_std(seconds, 0)} |")
+    lines += ["", "Paired differences, mean ± corrected standard error (Nadeau and Bengio), p:", ""]
+    pairs = [(BOTH, HALF), (ALL, HALF), (ALL, BOTH), (DISTILLED, ENSEMBLE), (DISTILLED, HALF)]
+    tests = {}
+    for new, ref in pairs:
+        if new in by_arm and ref in by_arm:
+            for m in ("accuracy", "qwk"):
+                t = paired_test(_paired(by_arm[new]), _paired(by_arm[ref]), m, folds=folds)
+                tests[(new, ref, m)] = t
+                if t is not None and t["diff_se"] is not None:
+                    lines.append(
+                        f"- {new} - {ref}, {m}: {t['diff']:+.3f} ± {t['diff_se']:.3f} (p={_p(t['p'])}, {t['pairs']} pairs)"
+                    )
+    lines += ["", *goal_lines(tests)]
+    text = "\n".join(lines)
+    print(text)
+    if args.docs:
+        write_text(
+            Path(args.docs) / "results" / "semi_supervised.md",
+            "<!-- written by benchmarks/semi_supervised.py; do not edit by hand -->\n" + text + "\n",
+        )
+
+
+def goal_lines(tests: dict) -> list[str]:
+    """Whether the unlabelled half recovered half the gap, and the distilled network matched the ensemble."""
+    lines = []
+    for m in ("accuracy", "qwk"):
+        gain, gap = tests.get((BOTH, HALF, m)), tests.get((ALL, HALF, m))
+        if gain is None or gap is None or gain["diff_se"] is None:
+            continue
+        share = gain["diff"] / gap["diff"] if gap["diff"] > 0 else float("nan")
+        met = gap["diff"] > 0 and share >= 0.5 and gain["diff"] > gain["diff_se"]
+        lines.append(
+            f"goal, {m}: the unlabelled half gained {gain['diff']:+.3f} ± {gain['diff_se']:.3f} of the "
+            f"{gap['diff']:+.3f} gap to all labels ({share:.0%}): {'met' if met else 'not met'} "
+            "(needs >= 50% of the gap and a gain above one standard error)"
+        )
+    for m in ("accuracy", "qwk"):
+        t = tests.get((DISTILLED, ENSEMBLE, m))
+        if t is not None and t["diff_se"] is not None:
+            within = abs(t["diff"]) <= t["diff_se"] or t["diff"] > 0
+            lines.append(
+                f"goal, distilled vs ensemble, {m}: {t['diff']:+.3f} ± {t['diff_se']:.3f}: "
+                f"{'within one standard error (or better)' if within else 'more than one standard error below'}"
+            )
+    return lines
+
+
+def _p(p: float | None) -> str:
+    return "-" if p is None else f"{p:.2g}"
+
+
+def _paired(rows: list[dict]) -> list[dict]:
+    return [{**r, "run_seed": r["seed"]} for r in rows]
+
+
+def _numbers(row: dict) -> dict:
+    out = {}
+    for key, value in row.items():
+        try:
+            out[key] = int(value) if key in ("fold", "seed", "run_seed", "n_train", "n_test") else float(value)
+        except (TypeError, ValueError):
+            out[key] = value if value != "" else None
+    return out
+
+
+def _mean_std(values: list, digits: int = 3) -> str:
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return "-"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.{digits}f}"
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", line_buffering=True)
+    main()
