@@ -5,7 +5,7 @@ import torch
 
 from imgrade.data.imageset import ImageSet
 from imgrade.models.factory import build_model
-from imgrade.pipeline.trainer import health_warnings
+from imgrade.pipeline.health import health_warnings
 from imgrade.runtime.torch_engine import Outputs, TorchEngine
 
 

@@ -6,6 +6,7 @@ RUN/members/mI (see pipeline/trainer.py), then grades with their average.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from imgrade.core.errors import CheckpointError
 from imgrade.core.rundir import member_dir
 from imgrade.pipeline.runs import calibration_missing, ensemble_finished, finished_training
 from imgrade.runtime.run_checkpoint import Checkpoint
+from imgrade.training import tracking
 
 
 def member_seed(seed: int, members: int, index: int) -> int:
@@ -84,3 +86,15 @@ def assemble_ensemble(cfg: RunConfig, out: Path, k: int) -> None:
         training=None,
     )
     ensemble.save(out / "best.pt")
+
+
+def member_tracking(cfg: RunConfig, out: Path) -> dict:
+    """An ensemble member logs where the ensemble does: its MLflow store, and its TensorBoard folder
+    under the ensemble's (a shared --log-dir would otherwise mix the members of several ensembles)."""
+    if not cfg.train.log_to:
+        return {}
+    overrides = {"train.log_dir": str(tracking.tensorboard_dir(cfg, out))}
+    if "mlflow" in cfg.train.log_to:
+        uri = cfg.train.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or tracking.default_tracking_uri(out)
+        overrides["train.tracking_uri"] = uri
+    return overrides

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from imgrade.core.device import resolve_device, seed_everything, set_determinism
 from imgrade.core.errors import ConfigError
 from imgrade.core.io import write_text
 from imgrade.core.perf import precision_name, resolve_amp
-from imgrade.core.preprocess import mean_image, nhwc_to_tensor, to_input
+from imgrade.core.preprocess import mean_image, nhwc_to_tensor
 from imgrade.core.registry import head_entry, head_settings
 from imgrade.core.rundir import member_dir, read_history, run_lock, save_split, write_history
 from imgrade.core.threads import auto_threads
@@ -38,7 +37,15 @@ from imgrade.models.factory import build_model, head_class
 from imgrade.models.heads import balanced_class_weights
 from imgrade.pipeline.calibrator import calibrate_run
 from imgrade.pipeline.evaluator import refresh_model_card
-from imgrade.pipeline.members import assemble_ensemble, mean_history, member_seed, member_state, run_state
+from imgrade.pipeline.health import check_and_calibrate
+from imgrade.pipeline.members import (
+    assemble_ensemble,
+    mean_history,
+    member_seed,
+    member_state,
+    member_tracking,
+    run_state,
+)
 from imgrade.pipeline.runs import choose_split, data_summary, prepare_out, recorded_compile, started_training
 from imgrade.pipeline.teacher import (
     TEACHER_RUN,
@@ -50,7 +57,6 @@ from imgrade.pipeline.teacher import (
 )
 from imgrade.runtime.run import RunFolder
 from imgrade.runtime.run_checkpoint import Checkpoint
-from imgrade.runtime.torch_engine import Outputs, TorchEngine
 from imgrade.training import distributed, tracking
 from imgrade.training.compile_probe import compile_model, resolve_compile
 from imgrade.training.loop import FitData, data_device, fit
@@ -162,7 +168,7 @@ def _train_network(
             f"done in {time.perf_counter() - t0:.0f}s: best val_loss {best['val_loss']:.4f} (val_mae {best['val_mae']:.3f}) "
             f"at epoch {best['epoch']}"
         )
-        _check_and_calibrate(cfg, out, imageset, split, card)
+        check_and_calibrate(cfg, out, imageset, split, card)
         trackers.log_end(out, history)
     return history
 
@@ -355,56 +361,6 @@ def _epoch_writer(cfg: RunConfig, out: Path, trackers: tracking.Trackers):
     return on_epoch_end
 
 
-def _member_tracking(cfg: RunConfig, out: Path) -> dict:
-    """An ensemble member logs where the ensemble does: its MLflow store, and its TensorBoard folder
-    under the ensemble's (a shared --log-dir would otherwise mix the members of several ensembles)."""
-    if not cfg.train.log_to:
-        return {}
-    overrides = {"train.log_dir": str(tracking.tensorboard_dir(cfg, out))}
-    if "mlflow" in cfg.train.log_to:
-        uri = cfg.train.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or tracking.default_tracking_uri(out)
-        overrides["train.tracking_uri"] = uri
-    return overrides
-
-
-def _check_and_calibrate(cfg: RunConfig, out: Path, imageset: ImageSet, split: Split, card: bool) -> None:
-    """Warn about a network that trained badly, fit cut points and grade sets on validation, then
-    (``card``: not for an ensemble's member) grade the test split once for the model card."""
-    folder = RunFolder.open(out)
-    predictor = folder.grader(device=cfg.train.device, tta=False)
-    val_set = imageset.subset(split["val"])
-    val_outputs = predictor.outputs(val_set.images)
-    for warning in health_warnings(predictor, val_set, val_outputs):
-        logger.warning(f"warning: {warning}")
-    if imageset.is_ordinal:
-        calibrate_run(folder, predictor, imageset, split, cfg.calibrate, strict=False, val_outputs=val_outputs)
-    if card:
-        refresh_model_card(out, predictor.with_tta() if cfg.calibrate.tta else predictor, cfg, imageset, split)
-
-
-def health_warnings(predictor: TorchEngine, val_set: ImageSet, outputs: Outputs) -> list[str]:
-    """Warnings about a model that trained badly: dead hidden units, near-constant predictions."""
-    warnings = []
-    model = predictor.model
-    with torch.no_grad():
-        x = nhwc_to_tensor(val_set.images[:512])
-        hidden = model.head.hidden(model.features(to_input(x, predictor.mean, predictor.device)))
-    if hidden is not None and len(hidden):
-        dead = int((hidden.amax(dim=0) <= 0).sum())
-        if dead > hidden.shape[1] // 2:
-            warnings.append(
-                f"{dead} of the head's {hidden.shape[1]} hidden ReLU units never fire on the validation images "
-                "(dead ReLUs): retrain with --head linear or another --seed"
-            )
-    spread, target_spread = float(np.std(outputs.scores)), float(np.std(val_set.targets))
-    if len(outputs.scores) > 1 and target_spread > 0 and spread < 0.1 * target_spread:
-        warnings.append(
-            f"the predictions on validation are near constant (std {spread:.3g} against {target_spread:.3g} for the "
-            "targets): the model learned little; train longer, or try another --seed or --task"
-        )
-    return warnings
-
-
 def _train_taught(
     cfg: RunConfig, out: Path, resume: bool, split: Split | None, imageset: ImageSet | None
 ) -> list[dict]:
@@ -458,7 +414,7 @@ def _train_ensemble(
     for i in range(k):
         seed = member_seed(cfg.train.seed, k, i)
         member = member_dir(out, i)
-        member_cfg = cfg.with_overrides({"train.ensemble": 1, "train.seed": seed, **_member_tracking(cfg, out)})
+        member_cfg = cfg.with_overrides({"train.ensemble": 1, "train.seed": seed, **member_tracking(cfg, out)})
         state = distributed.on_main(member_state, member)
         logger.info(
             f"\nensemble member {i + 1}/{k} (seed {seed}) -> {member}"
