@@ -153,7 +153,8 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _error_answer)
     app.include_router(open_routes)
     app.include_router(api_routes)
-    app.include_router(label_routes)
+    if labels is not None:
+        app.include_router(label_routes)  # only then: /openapi.json describes what this server serves
     app.mount("/static", StaticFiles(directory=static_dir), name="static")
     return app
 

@@ -34,7 +34,7 @@ import secrets
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -109,14 +109,16 @@ class Collector:
 
     Raises:
         ConfigError: the folder is a file, cannot be made or written, or is in use by another
-            server; a quota under 1 MB.
+            server; a quota that is not a positive number.
     """
 
     def __init__(self, folder: str | os.PathLike, quota_mb: float = DEFAULT_QUOTA_MB) -> None:
         self.folder = Path(folder)
         self._lock_fd: int | None = None
-        if not quota_mb >= 1:
-            raise ConfigError(f"--collect-quota-mb {quota_mb:g} is too small: give 1 MB or more (default 1024)")
+        if not 0 < quota_mb < float("inf"):
+            raise ConfigError(
+                f"--collect-quota-mb {quota_mb:g} must be a positive number of MB (default {DEFAULT_QUOTA_MB:g})"
+            )
         self.quota_bytes = int(quota_mb * MB)
         self._check_folder()
         self.index = self.folder / INDEX_FILE
@@ -131,6 +133,7 @@ class Collector:
         self.index_bytes = _size(_csv_line(list(COLUMNS))) + sum(_size(_csv_line(p.row())) for p in self.photos)
         self._lock = threading.Lock()
         self._pending = 0
+        self._last_received = datetime.min.replace(tzinfo=UTC)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgrade-collect")
         with self._lock:
             self._evict(self.quota_bytes)
@@ -191,6 +194,9 @@ class Collector:
                     self._pending -= 1
 
     def _keep(self, name: str, data: bytes, record: dict[str, Any], received: datetime) -> None:
+        # one microsecond apart at least: names sort in the order the photos came, one request's too
+        received = max(received, self._last_received + timedelta(microseconds=1))
+        self._last_received = received
         stamp = received.strftime("%Y%m%dT%H%M%S%fZ")
         file_name = f"{stamp}-{secrets.token_hex(4)}{_extension(data)}"
         grade_set = record.get("grade_set")
