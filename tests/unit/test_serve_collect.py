@@ -78,7 +78,7 @@ def test_every_photo_graded_is_kept_with_its_grade_under_a_name_the_server_makes
     assert [row["path"] for row in rows] == kept_files(pool)  # every file has its row, and no more
     assert all(SERVER_NAME.fullmatch(row["path"]) for row in rows), rows
     by_bytes = {(pool / row["path"]).read_bytes(): row for row in rows}
-    for (name, data), result in zip(uploads, results):
+    for (_, data), result in zip(uploads, results):
         row = by_bytes[data]  # the original bytes, unchanged
         assert row["grade"] == result["grade"]
         assert float(row["score"]) == pytest.approx(result["score"], rel=1e-5)
