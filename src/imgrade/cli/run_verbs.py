@@ -263,15 +263,15 @@ imgrade serve runs/p1 --label to_label.csv  # label photos in the page; labels g
     pool.add_argument(
         "--label",
         default=None,
-        metavar="TO_LABEL.csv",
+        metavar="CSV",
         help="label the photos this CSV lists (a path column) in the web page, one click each",
     )
     pool.add_argument(
         "--labels",
         default=None,
-        metavar="LABELS.csv",
+        metavar="CSV",
         help="--label: where the labels go, a path,target manifest for train --data "
-        "(default: labels.csv beside TO_LABEL.csv; grades.txt is written beside it)",
+        "(default: labels.csv beside the --label CSV; grades.txt is written beside it)",
     )
     Limits.add_flags(p.add_argument_group("limits (what one client may ask)"))
 
