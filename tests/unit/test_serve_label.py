@@ -152,11 +152,16 @@ def test_the_label_routes_need_the_token(grader, to_label):
         assert post_label(client, 0, grader.grade_names[0], headers=good).status_code == 200
 
 
-def test_without_label_the_routes_do_not_exist(grader):
+def test_without_label_the_routes_do_not_exist(grader, to_label):
     with TestClient(create_app(grader)) as client:
         assert client.get("/v1/model").json()["label"] is False
         assert client.get("/v1/label").status_code == 404
         assert client.get("/v1/label/photos/0").status_code == 404
+        assert not any(path.startswith("/v1/label") for path in client.get("/openapi.json").json()["paths"])
+    with TestClient(create_app(grader, labels=LabelQueue(to_label, None, grader.grade_names))) as client:
+        paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/label", "/v1/label/photos/{index}", "/v1/label/photos/{index}/grade", "/v1/label/undo"} <= set(paths)
+    assert {"400", "401", "404", "409", "415"} <= set(paths["/v1/label"]["post"]["responses"])
 
 
 def test_concurrent_clicks_never_lose_a_row_nor_label_a_photo_twice(grader, tmp_path):
@@ -215,6 +220,8 @@ def test_labels_for_another_model_or_a_bad_manifest_are_refused_at_start_up(grad
     assert main(["serve", str(trained_run), "--port", "0", "--label", str(to_label)]) == 2
     err = capsys.readouterr().err.strip()
     assert "grades.txt names the grades good, bad" in err and "\n" not in err
+    assert main(["serve", str(trained_run), "--port", "0", "--labels", str(to_label.parent / "l.csv")]) == 2
+    assert "add --label" in capsys.readouterr().err
 
     no_path = to_label.parent / "no_path.csv"
     no_path.write_text("file,target\na.png,\n")
