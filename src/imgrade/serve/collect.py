@@ -40,7 +40,7 @@ from typing import Any
 
 from PIL import Image
 
-from imgrade.core.errors import ConfigError
+from imgrade.core.errors import ConfigError, OutputError
 from imgrade.core.io import atomic_write, remove_stale_temporaries, write_text
 from imgrade.data.images import PILLOW_FORMATS, one_line
 from imgrade.serve.limits import DEFAULT_QUOTA_MB, MB
@@ -122,27 +122,29 @@ class Collector:
         self.quota_bytes = int(quota_mb * MB)
         self._check_folder()
         self.index = self.folder / INDEX_FILE
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._last_received = datetime.min.replace(tzinfo=UTC)
         self._hold_lock()
         try:
             remove_stale_temporaries(self.folder)
             self.photos = self._read_pool()
-        except BaseException:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-            raise
-        self.index_bytes = _size(_csv_line(list(COLUMNS))) + sum(_size(_csv_line(p.row())) for p in self.photos)
-        self._lock = threading.Lock()
-        self._pending = 0
-        self._last_received = datetime.min.replace(tzinfo=UTC)
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgrade-collect")
-        with self._lock:
-            self._evict(self.quota_bytes)
+            self.photo_bytes = sum(photo.size for photo in self.photos)
+            self.index_bytes = _size(_csv_line(list(COLUMNS))) + sum(_size(_csv_line(p.row())) for p in self.photos)
+            self._evict(self.quota_bytes)  # a smaller quota than the last server's
             self._rewrite_index()
+        except OutputError as error:
+            self._release()
+            raise ConfigError(f"--collect {self.folder}: {error}") from None
+        except BaseException:
+            self._release()
+            raise
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgrade-collect")
 
     @property
     def pool_bytes(self) -> int:
         """The bytes the photos and the index take."""
-        return sum(photo.size for photo in self.photos) + self.index_bytes
+        return self.photo_bytes + self.index_bytes
 
     def submit(self, uploads: list[tuple[str, bytes]], records: list[dict[str, Any]]) -> None:
         """Keep these graded photos, on the collector's thread; returns at once, never raises."""
@@ -172,6 +174,9 @@ class Collector:
     def close(self) -> None:
         """Write what is pending, then stop the thread and release the folder."""
         self._writer.shutdown(wait=True)
+        self._release()
+
+    def _release(self) -> None:
         if self._lock_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._lock_fd)
@@ -226,12 +231,14 @@ class Collector:
             raise
         with self._lock:
             self.photos.append(photo)
+            self.photo_bytes += photo.size
             self.index_bytes += _size(line)
 
     def _evict(self, target_bytes: int) -> None:
         """Remove the oldest photos until the pool takes at most ``target_bytes``; the lock is held."""
         while self.photos and self.pool_bytes > target_bytes:
             oldest = self.photos.pop(0)
+            self.photo_bytes -= oldest.size
             self.index_bytes -= _size(_csv_line(oldest.row()))
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.folder / oldest.path)
