@@ -78,6 +78,13 @@ def test_labelling_three_photos_by_clicking_gives_a_set_train_reads(
         assert any(grade in hint.text for grade in grades), hint.text  # the model's grade as a hint
         ARTIFACTS.mkdir(exist_ok=True)
         assert browser.save_screenshot(str(ARTIFACTS / "serve_label_page.png"))
+        try:
+            browser.set_window_size(390, 844)
+            width = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth];")
+            assert width[0] <= width[1], f"the labelling view is {width[0]}px wide in a {width[1]}px phone window"
+            assert browser.save_screenshot(str(ARTIFACTS / "serve_label_page_phone.png"))
+        finally:
+            browser.set_window_size(1280, 1600)  # the browser is shared by the whole session
 
         # a click, then an undo (key U) brings the same photo back
         buttons[0].click()
