@@ -211,6 +211,31 @@ def test_csv_grade_names(tmp_path):
     assert read_csv_manifest(numbered, 8, grade_order=["0", "1", "2"]).targets.tolist() == [2, 0]
 
 
+def test_csv_grade_names_take_the_order_of_a_grades_txt_beside_the_csv(tmp_path):
+    path = write_manifest(tmp_path, "path,target\nimages/a.png,bad\nimages/b.png,good\nimages/c.png,bad\n")
+    (tmp_path / "grades.txt").write_text("good\nok\nbad\n")
+    imageset = read_csv_manifest(path, 8)
+    assert imageset.grade_names == ["good", "ok", "bad"]  # ok too, though no row has it
+    assert imageset.targets.tolist() == [2, 0, 2]
+    assert read_csv_manifest(path, 8, grade_order=["bad", "good"]).targets.tolist() == [0, 1, 0]  # --grades wins
+    unknown = write_manifest(tmp_path, "path,target\nimages/a.png,good\nimages/b.png,great\n")
+    with pytest.raises(DataError) as excinfo:
+        read_csv_manifest(unknown, 8)
+    one_line_error(excinfo, "row 3", "'great'", f"add the grade to {tmp_path / 'grades.txt'}")
+
+
+def test_csv_grade_indexes_beside_a_grades_txt_stay_numbers(tmp_path):
+    """imgrade data synth writes grades.txt beside attributes.csv, whose targets are grade indexes."""
+    path = write_manifest(tmp_path, "path,target,length\nimages/a.png,0,1.5\nimages/b.png,2,2.5\n")
+    (tmp_path / "grades.txt").write_text("good\nok\nbad\n")
+    assert read_csv_manifest(path, 8).grade_names == ["0", "1", "2"]
+    assert read_csv_manifest(path, 8, target_column="length").targets.tolist() == [1.5, 2.5]
+    numbered = write_manifest(tmp_path, "path,target\nimages/a.png,3\nimages/b.png,1\n")
+    (tmp_path / "grades.txt").write_text("3\n2\n1\n")  # integer names: its order, not the numbers'
+    imageset = read_csv_manifest(numbered, 8)
+    assert imageset.grade_names == ["3", "2", "1"] and imageset.targets.tolist() == [0, 2]
+
+
 def test_csv_split_column_custom_target_and_absolute_path(tmp_path):
     absolute = write_image(tmp_path / "elsewhere" / "d.png")
     path = write_manifest(

@@ -120,6 +120,8 @@ def test_health_and_model_card(client, grader):
         "limits": {"max_files": 64, "max_upload_mb": 10.0, "max_decode_mb": 300.0},
         "auth": False,
         "model_card": grader.model_card,
+        "collect": False,
+        "label": False,
     }
     assert card["model_card"].startswith("# Model card: coral\n")
     assert client.get("/openapi.json").status_code == 200

@@ -218,6 +218,10 @@ def cmd_serve(args) -> int:
         limits=Limits.from_flags(args),
         threads=args.threads,
         tta=args.tta,
+        collect=args.collect,
+        collect_quota_mb=args.collect_quota_mb,
+        label=args.label,
+        labels=args.labels,
     )
     return 0
 

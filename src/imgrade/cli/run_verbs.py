@@ -8,7 +8,7 @@ from imgrade.cli.argparser import EXIT_STATUS, add_verb
 from imgrade.cli.run_flags import field_help
 from imgrade.config import OBJECTIVES
 from imgrade.evaluation.gallery import DEFAULT_PER_GRADE
-from imgrade.serve.limits import Limits
+from imgrade.serve.limits import DEFAULT_QUOTA_MB, Limits
 
 TTA_HELP = (
     "grade each image as the average of 6 views of it: itself, its mirror, shifts of 1/16 up, down, left, right "
@@ -214,7 +214,9 @@ imgrade predict model.onnx photos/""",
         "describe it, and GET /healthz answers while it is up.",
         """
 imgrade serve runs/p1                 # http://127.0.0.1:8000/
-imgrade serve model.onnx --port 9000 --token SECRET""",
+imgrade serve model.onnx --port 9000 --token SECRET
+imgrade serve runs/p1 --collect pool/ # keep every photo graded, for train --unlabeled pool/
+imgrade serve runs/p1 --label to_label.csv  # label photos in the page; labels go to labels.csv""",
     )
     p.add_argument("model", metavar="MODEL", help="run folder, .pt checkpoint or .onnx file")
     p.add_argument(
@@ -242,6 +244,34 @@ imgrade serve model.onnx --port 9000 --token SECRET""",
         action=argparse.BooleanOptionalAction,
         default=None,
         help=TTA_HELP + "; an .onnx file must have been exported with --tta",
+    )
+    pool = p.add_argument_group("collecting and labelling photos (docs/deploy.md)")
+    pool.add_argument(
+        "--collect",
+        default=None,
+        metavar="DIR",
+        help="keep every photo graded in DIR, with its grade in DIR/index.csv: an unlabelled pool for "
+        "train --unlabeled DIR and suggest",
+    )
+    pool.add_argument(
+        "--collect-quota-mb",
+        type=float,
+        default=DEFAULT_QUOTA_MB,
+        metavar="MB",
+        help=f"most MB the kept photos and the index take; the oldest go first (default {DEFAULT_QUOTA_MB:g})",
+    )
+    pool.add_argument(
+        "--label",
+        default=None,
+        metavar="CSV",
+        help="label the photos this CSV lists (a path column) in the web page, one click each",
+    )
+    pool.add_argument(
+        "--labels",
+        default=None,
+        metavar="CSV",
+        help="--label: where the labels go, a path,target manifest for train --data "
+        "(default: labels.csv beside the --label CSV; grades.txt is written beside it)",
     )
     Limits.add_flags(p.add_argument_group("limits (what one client may ask)"))
 

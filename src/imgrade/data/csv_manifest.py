@@ -3,6 +3,9 @@
 path,target,split
 images/a.jpg,0,train
 images/b.jpg,2,test
+
+A ``grades.txt`` beside the CSV (one grade name a line, best first, as class folders have it)
+gives the order of grade names in the target column.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 from imgrade.core.errors import ConfigError, DataError
 from imgrade.core.io import not_regular_file, open_regular_file
 from imgrade.data.cache import DecodeOptions, decode_images
+from imgrade.data.folders import GRADES_FILE, read_grades_file
 from imgrade.data.images import one_line
 from imgrade.data.imageset import SPLIT_NAMES, ImageSet
 from imgrade.data.resize import Resize
@@ -42,6 +46,10 @@ def read_csv_manifest(
 
     - with ``grade_order``: grade names from that order (an integer like 2 also matches the
       name "2", so a run trained on integer grades can read a new manifest);
+    - else, with a ``grades.txt`` beside the CSV (and ``continuous`` not True): grade names in its
+      order, unless every target is a number that is not one of its names (``imgrade data synth``
+      writes grades.txt beside attributes.csv, whose targets are grade indexes), which are read
+      as below;
     - else numbers: ``continuous=None`` reads all-integer targets as ordinal grades and anything
       else as a continuous value. Integer grades k become the names str(k) for k from the smallest
       to the largest value seen, and grade index k - smallest (the smallest integer ranks first).
@@ -50,7 +58,7 @@ def read_csv_manifest(
     Errors name the CSV and the row, counting the header as row 1, as a spreadsheet does.
 
     Raises:
-        DataError: a missing file, header or column; a missing, non-numeric or unknown target;
+        DataError: a missing file, header or column; a missing, non-numeric or unknown target; a bad grades.txt;
             integer grades spanning over ``MAX_INTEGER_GRADES``; a path that does not exist or is
             not a regular file (a FIFO, a device, a socket); a bad split; no rows; a corrupt image
             (naming the file).
@@ -87,9 +95,13 @@ def read_csv_manifest(
         ids.append(path_text)
         values.append((row_number, target_text))
         splits.append(split)
+    fix = "add the grade to --grades"
+    if grade_order is None and not continuous:
+        grade_order = _grades_beside(csv_path, [text for _, text in values])
+        fix = f"add the grade to {csv_path.parent / GRADES_FILE}"
     if grade_order is not None:
         grade_names: list[str] | None = list(grade_order)
-        targets = _grade_indexes(values, grade_names, csv_path)
+        targets = _grade_indexes(values, grade_names, csv_path, fix)
     else:
         grade_names, targets = _numeric_targets(values, csv_path, target_column, continuous)
     return ImageSet(
@@ -153,7 +165,25 @@ def _cell(cells: list[str], at: int | None) -> str:
     return cells[at].strip() if at is not None and at < len(cells) else ""
 
 
-def _grade_indexes(values: list[tuple[int, str]], grade_names: list[str], csv_path: Path) -> np.ndarray:
+def _grades_beside(csv_path: Path, targets: list[str]) -> list[str] | None:
+    """The grade order of the grades.txt beside ``csv_path`` if it names these targets; else None.
+
+    None where there is no grades.txt, or where every target is a number that is not one of its
+    names (grade indexes, as in the attributes.csv ``imgrade data synth`` writes beside one).
+    """
+    path = csv_path.parent / GRADES_FILE
+    if not path.exists() or path.is_dir():  # a FIFO too: refused as it is read
+        return None
+    names = read_grades_file(path)
+    known = set(names)
+    if all(text not in known and _parse_number(text) is not None for text in targets):
+        return None
+    return names
+
+
+def _grade_indexes(
+    values: list[tuple[int, str]], grade_names: list[str], csv_path: Path, fix: str = "add the grade to --grades"
+) -> np.ndarray:
     index = {name: i for i, name in enumerate(grade_names)}
     targets = np.empty(len(values), dtype=np.float32)
     for k, (row_number, text) in enumerate(values):
@@ -165,7 +195,7 @@ def _grade_indexes(values: list[tuple[int, str]], grade_names: list[str], csv_pa
         if name not in index:
             raise DataError(
                 f"{csv_path} row {row_number}: grade {text!r} is not in the grade order {grade_names}: "
-                "fix the target, or add the grade to --grades"
+                f"fix the target, or {fix}"
             )
         targets[k] = index[name]
     return targets

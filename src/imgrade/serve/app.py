@@ -18,6 +18,10 @@ pydantic models, which ``/openapi.json`` describes, are in :mod:`imgrade.serve.s
   now (at once, with ``Retry-After``; :mod:`imgrade.serve.decode_pool`). A photo that would take
   more than ``max_decode_mb`` to decode is a 400 naming it.
 - ``GET /v1/stats`` -> forward passes, images graded, largest and mean batch size.
+- With ``--collect DIR``, every photo graded is kept in DIR (:mod:`imgrade.serve.collect`);
+  ``GET /v1/model`` says so (``collect``).
+- With ``--label TO_LABEL.csv``, the ``/v1/label`` routes serve the photos to label and add labels
+  (:mod:`imgrade.serve.label_routes`); ``GET /v1/model`` says so (``label``).
 - With a token, every ``/v1/`` route needs ``Authorization: Bearer <token>`` (else 401).
 
 Every request gets one line in the access log (:mod:`imgrade.serve.access_log`).
@@ -28,6 +32,7 @@ internet, the service and its page do not.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -39,15 +44,19 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from imgrade.core.errors import ConfigError, DataError
+from imgrade.core.errors import ConfigError
 from imgrade.core.version import __version__
 from imgrade.runtime.grading import Engine
 from imgrade.serve.access_log import PHOTOS_GRADED, AccessLog
 from imgrade.serve.batcher import Batcher
-from imgrade.serve.decode_pool import DecodePool, PoolFull
+from imgrade.serve.collect import Collector
+from imgrade.serve.decode_pool import DecodePool
 from imgrade.serve.guards import BodyLimit, HeaderLimit, RequestTimeout, SecurityHeaders, require_token
+from imgrade.serve.label_routes import label_routes
+from imgrade.serve.labelling import LabelQueue
 from imgrade.serve.limits import Limits
 from imgrade.serve.schemas import GradeAnswer, Health, ModelInfo, Stats, error_responses
+from imgrade.serve.steps import grade_uploads
 
 STATIC_DIR = Path(__file__).with_name("static")
 """The web page: index.html (served at /) and the files it loads (served at /static/)."""
@@ -68,6 +77,8 @@ def create_app(
     token: str | None = None,
     limits: Limits = Limits(),
     static_dir: Path = STATIC_DIR,
+    collector: Collector | None = None,
+    labels: LabelQueue | None = None,
 ) -> FastAPI:
     """The service for ``grader`` as an ASGI app (run it with uvicorn, or test it with TestClient).
 
@@ -78,6 +89,8 @@ def create_app(
         token: the bearer token the ``/v1/`` routes require; None: no token.
         limits: what one client may ask (:class:`imgrade.serve.limits.Limits`).
         static_dir: the web page's folder.
+        collector: keeps every photo graded (``--collect``); closed when the app stops.
+        labels: the photos to label in the page and where their labels go (``--label``).
 
     Raises:
         ConfigError: an empty token.
@@ -96,6 +109,8 @@ def create_app(
         finally:
             decode_pool.close()
             await batcher.stop()
+            if collector is not None:
+                await asyncio.to_thread(collector.close)  # writes what is pending
 
     app = FastAPI(
         title="imgrade",
@@ -109,6 +124,8 @@ def create_app(
     app.state.decode_pool = decode_pool
     app.state.limits = limits
     app.state.token = token
+    app.state.collector = collector
+    app.state.labels = labels
     app.state.index_html = static_dir / "index.html"
     # checked here, once: a description that does not fit ModelInfo fails at start-up, not per request
     app.state.model_card = ModelInfo.model_validate(
@@ -122,6 +139,8 @@ def create_app(
             },
             "auth": token is not None,
             "model_card": grader.model_card,
+            "collect": collector is not None,
+            "label": labels is not None,
         }
     ).model_dump()
     # The last added runs first: the access log sees every answer, the timeout's clock covers the
@@ -134,6 +153,8 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _error_answer)
     app.include_router(open_routes)
     app.include_router(api_routes)
+    if labels is not None:
+        app.include_router(label_routes)  # only then: /openapi.json describes what this server serves
     app.mount("/static", StaticFiles(directory=static_dir), name="static")
     return app
 
@@ -194,23 +215,11 @@ async def grade(request: Request) -> dict[str, list[dict[str, Any]]]:
     state = request.app.state
     _require_multipart(request)
     uploads = await _read_uploads(request, state.limits.max_files)
-    grader: Engine = state.grader
-    try:
-        images = await state.decode_pool.decode(uploads, grader.resize)
-    except DataError as error:
-        raise HTTPException(400, _one_line(error)) from None
-    except PoolFull as error:
-        raise HTTPException(503, _one_line(error), headers={"Retry-After": "1"}) from None
-    try:
-        outputs = await state.batcher.submit(images)
-    except Exception as error:
-        raise HTTPException(
-            500,
-            f"the model failed on these images ({type(error).__name__}: {_one_line(error)}): "
-            "the server log has the details; report it if it happens again",
-        ) from None
+    records = await grade_uploads(state, uploads)
     setattr(request.state, PHOTOS_GRADED, len(uploads))
-    return {"results": grader.records([name for name, _ in uploads], outputs)}
+    if state.collector is not None:
+        state.collector.submit(uploads, records)  # on its own thread; the answer does not wait
+    return {"results": records}
 
 
 async def _error_answer(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -260,7 +269,3 @@ async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, byt
         return uploads
     finally:
         await form.close()
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())

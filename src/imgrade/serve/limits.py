@@ -20,6 +20,8 @@ MB = 1_000_000
 """Bytes in the megabyte of ``--max-upload-mb`` (decimal, as browsers and curl count)."""
 KIB = 1024
 """Bytes in the kilobyte of ``--max-header-kb`` (binary, as HTTP servers count)."""
+DEFAULT_QUOTA_MB = 1024.0
+"""``serve --collect``'s default ``--collect-quota-mb``: the most MB the kept photos and their index take."""
 
 
 def _flag(default: float | int, help_text: str) -> Any:

@@ -78,6 +78,30 @@ class ModelInfo(BaseModel):
     limits: ServerLimits
     auth: bool = Field(description="Whether the /v1/ routes need 'Authorization: Bearer TOKEN'.")
     model_card: str | None = Field(default=None, description="The model card (Markdown), when the model has one.")
+    collect: bool = Field(default=False, description="Whether every photo graded is kept (serve --collect DIR).")
+    label: bool = Field(default=False, description="Whether the /v1/label routes are on (serve --label TO_LABEL.csv).")
+
+
+class PhotoToLabel(BaseModel):
+    index: int = Field(description="The photo's number in TO_LABEL.csv, from 0: GET /v1/label/photos/{index}.")
+    path: str = Field(description="Its path as TO_LABEL.csv writes it.")
+    suggested: str | None = Field(description="TO_LABEL.csv's suggested column, when it has one: information only.")
+
+
+class LastLabel(BaseModel):
+    path: str = Field(description="The photo's path as LABELS.csv writes it.")
+    grade: str
+
+
+class LabelState(BaseModel):
+    """The answer of the ``/v1/label`` routes: progress and the next photo to label."""
+
+    total: int = Field(description="Photos in TO_LABEL.csv.")
+    labelled: int = Field(description="How many of them LABELS.csv holds.")
+    next: PhotoToLabel | None = Field(description="The next photo without a label; null when all are labelled.")
+    last: LastLabel | None = Field(description="The label POST /v1/label/undo would remove; null when none.")
+    labels_file: str = Field(description="LABELS.csv's file name.")
+    grades: list[str] = Field(description="The grades a label may have, in the model's order.")
 
 
 class Stats(BaseModel):
@@ -110,6 +134,7 @@ ERROR_MEANINGS = {
     400: "Bad input: no part named files, a part that is not an image (named), too many files, a malformed body.",
     401: "Missing or wrong token (the server was started with one).",
     404: "Not found.",
+    409: "The photo is labelled already.",
     408: "The body did not arrive within the request timeout.",
     413: "The body is over the upload limit.",
     415: "The body is not multipart/form-data.",

@@ -35,8 +35,10 @@ import uvicorn
 from imgrade.core.errors import ConfigError
 from imgrade.runtime import Engine, load_grader
 from imgrade.serve.app import create_app
+from imgrade.serve.collect import Collector
 from imgrade.serve.guards import HeadersTimeoutH11
-from imgrade.serve.limits import Limits
+from imgrade.serve.labelling import LabelQueue
+from imgrade.serve.limits import DEFAULT_QUOTA_MB, Limits
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,10 @@ def serve(
     limits: Limits = Limits(),
     threads: int | None = None,
     tta: bool | None = None,
+    collect: str | Path | None = None,
+    collect_quota_mb: float = DEFAULT_QUOTA_MB,
+    label: str | Path | None = None,
+    labels: str | Path | None = None,
 ) -> None:
     """Serve ``model`` over HTTP until Ctrl+C (routes: :mod:`imgrade.serve.app`).
 
@@ -73,25 +79,65 @@ def serve(
             a run with eager PyTorch, never with its in-memory export.
         token: the bearer token the API requires; None: no token.
         limits: what one client may ask (:class:`imgrade.serve.limits.Limits`).
+        collect: keep every photo graded in this folder (:mod:`imgrade.serve.collect`); None: keep none.
+        collect_quota_mb: the most MB the kept photos and their index take; the oldest go first.
+        label: a CSV of photos to label in the web page (:mod:`imgrade.serve.labelling`); None: no labelling.
+        labels: where the labels go; None: labels.csv beside ``label``.
 
     Raises:
-        ConfigError: an empty token, or a port that cannot be bound.
+        ConfigError: an empty token, a port that cannot be bound, a ``collect`` folder that cannot
+            be written, a ``label`` CSV that cannot be read, or a grades.txt beside the labels
+            that names other grades than the model's.
         CheckpointError: ``model`` is not a model imgrade can load.
     """
-    with _bind(host, port) as listener:
-        if token is None and not loopback(listener.getsockname()[0]):
-            logger.warning(OPEN_TO_THE_NETWORK.format(host=host))
-        loaded = load_grader(model, runtime=runtime, device=device, threads=threads, tta=tta)
-        grader = loaded if runtime == "torch" else loaded.for_serving(threads=threads)
-        app = create_app(grader, source_name=Path(model).name or str(model), token=token, limits=limits)
-        config = uvicorn_config(app, limits)
-        runtime_used = grader.runtime if grader is loaded else f"{grader.runtime}, exported in memory"
-        logger.info(_banner(model, grader, runtime_used, host, listener.getsockname()[1], token is not None))
-        try:
-            uvicorn.Server(config).run(sockets=[listener])
-        except KeyboardInterrupt:  # uvicorn raises Ctrl+C again once it has shut down gracefully
-            pass
+    if labels is not None and label is None:
+        raise ConfigError("--labels names where labels go, but there is nothing to label: add --label TO_LABEL.csv")
+    collector = Collector(collect, collect_quota_mb) if collect is not None else None
+    try:
+        with _bind(host, port) as listener:
+            if token is None and not loopback(listener.getsockname()[0]):
+                logger.warning(OPEN_TO_THE_NETWORK.format(host=host))
+            loaded = load_grader(model, runtime=runtime, device=device, threads=threads, tta=tta)
+            queue = LabelQueue(label, labels, loaded.grade_names) if label is not None else None
+            grader = loaded if runtime == "torch" else loaded.for_serving(threads=threads)
+            app = create_app(
+                grader,
+                source_name=Path(model).name or str(model),
+                token=token,
+                limits=limits,
+                collector=collector,
+                labels=queue,
+            )
+            config = uvicorn_config(app, limits)
+            runtime_used = grader.runtime if grader is loaded else f"{grader.runtime}, exported in memory"
+            logger.info(_banner(model, grader, runtime_used, host, listener.getsockname()[1], token is not None))
+            for line in _pool_lines(collector, queue):
+                logger.info(line)
+            try:
+                uvicorn.Server(config).run(sockets=[listener])
+            except KeyboardInterrupt:  # uvicorn raises Ctrl+C again once it has shut down gracefully
+                pass
+    finally:
+        if collector is not None:
+            collector.close()  # releases the folder when start-up failed; nothing to do after the app's own close
     logger.info("stopped")
+
+
+def _pool_lines(collector: Collector | None, queue: LabelQueue | None) -> list[str]:
+    """The lines logged after the banner: what is collected, what is labelled."""
+    lines = []
+    if collector is not None:
+        lines.append(
+            f"collecting every photo graded into {collector.folder} ({len(collector.photos)} there now, "
+            f"{collector.pool_bytes / 1e6:.1f} of {collector.quota_bytes / 1e6:g} MB; the oldest go first)"
+        )
+    if queue is not None:
+        state = queue.state()
+        lines.append(
+            f"labelling {queue.to_label} in the web page: {state['labelled']} of {state['total']} labelled, "
+            f"labels go to {queue.labels}"
+        )
+    return lines
 
 
 OPEN_TO_THE_NETWORK = (

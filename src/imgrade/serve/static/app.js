@@ -84,8 +84,11 @@
 
   // ------------------------------------------------------------------------------------ API
 
-  /** fetch() with the stored token; a 401 opens the token form and retries once a token is given. */
-  async function api(path, init = {}) {
+  /**
+   * fetch() with the stored token; a 401 opens the token form and retries once a token is given.
+   * The answer's JSON, or with read "blob" its body as a Blob (errors are JSON either way).
+   */
+  async function api(path, init = {}, read = "json") {
     for (;;) {
       const token = sessionStorage.getItem(TOKEN_KEY);
       const headers = new Headers(init.headers || {});
@@ -102,6 +105,7 @@
         await askForToken(Boolean(token));
         continue;
       }
+      if (response.ok && read === "blob") return response.blob();
       let body = null;
       try {
         body = await response.json();
@@ -502,4 +506,6 @@
 
   const modelReady = loadModel();
   updateSummary();
+  // what static/label.js, the labelling view, shares
+  window.imgrade = { api, showBanner, modelReady: modelReady.then(() => model) };
 })();
