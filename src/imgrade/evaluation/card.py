@@ -102,6 +102,9 @@ def _recipe(recipe: dict[str, Any]) -> str:
         "pretrained": "pretrained weights",
         "init": "started from",
         "ema": "weight averaging (EMA)",
+        "teacher": "taught by",
+        "distill_weight": "teacher's share of the loss on labelled photos",
+        "unlabeled": "unlabelled photos",
         "seed": "seed",
         "tta": "test-time augmentation",
     }

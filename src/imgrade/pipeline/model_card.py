@@ -103,9 +103,19 @@ def _recipe(cfg: RunConfig, grader: Engine) -> dict[str, Any]:
         "pretrained": _name(model.pretrained),
         "init": _name(train.init),
         "ema": train.ema or None,
+        **(_teaching(cfg) if train.teacher else {}),
         "seed": train.seed,
         "tta": bool(grader.tta),
         "ensemble": {"members": k, "seeds": [member_seed(train.seed, k, i) for i in range(k)]} if k > 1 else None,
+    }
+
+
+def _teaching(cfg: RunConfig) -> dict[str, Any]:
+    """The teacher, its share of the loss and the unlabelled photos of a taught run."""
+    return {
+        "teacher": _name(cfg.train.teacher),
+        "distill_weight": cfg.train.distill_weight,
+        "unlabeled": _name(cfg.data.unlabeled) if cfg.data.unlabeled else "none",
     }
 
 
