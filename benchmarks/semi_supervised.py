@@ -66,6 +66,13 @@ def main() -> None:
     parser.add_argument("--out", default="bench-semi")
     parser.add_argument("--report", action="store_true", help="read the rows trained so far and report")
     parser.add_argument("--docs", default=None, help="with --report: write DOCS/results/semi_supervised.md")
+    parser.add_argument(
+        "--speed",
+        type=int,
+        default=0,
+        metavar="PHOTOS",
+        help="with --report and --distill runs: time grading PHOTOS photos with the exported ensemble and distilled network",
+    )
     args = parser.parse_args()
     out = Path(args.out)
     if args.report:
@@ -178,6 +185,8 @@ def report(args, out: Path) -> None:
                     lines.append(
                         f"- {new} - {ref}, {m}: {t['diff']:+.3f} ± {t['diff_se']:.3f} (p={_p(t['p'])}, {t['pairs']} pairs)"
                     )
+    if args.speed and ENSEMBLE in by_arm:
+        lines += ["", *speed_lines(out, args.speed)]
     lines += ["", *goal_lines(tests)]
     text = "\n".join(lines)
     print(text)
@@ -186,6 +195,40 @@ def report(args, out: Path) -> None:
             Path(args.docs) / "results" / "semi_supervised.md",
             "<!-- written by benchmarks/semi_supervised.py; do not edit by hand -->\n" + text + "\n",
         )
+
+
+def speed_lines(out: Path, photos: int, repeats: int = 5) -> list[str]:
+    """Photos per second grading with the first resample's ensemble and distilled network, each
+    exported to .onnx and run by ONNX Runtime on one thread, timed in turn ``repeats`` times."""
+    from imgrade.pipeline.exporter import export
+    from imgrade.runtime.onnx_engine import OnnxEngine
+
+    folder = min(p for p in out.glob("f*-s*") if (p / "distilled" / "best.pt").is_file())
+    engines = {}
+    for arm, name in ((ENSEMBLE, "ensemble"), (DISTILLED, "distilled")):
+        onnx = folder / f"{name}.onnx"
+        if not onnx.is_file():
+            export(folder / name, out=onnx)
+        engines[arm] = OnnxEngine.from_file(onnx, threads=1)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (photos, engines[ENSEMBLE].image_size, engines[ENSEMBLE].image_size, 3), np.uint8)
+    times = {arm: [] for arm in engines}
+    for _ in range(repeats):
+        for arm, engine in engines.items():
+            t0 = time.perf_counter()
+            engine.outputs(images)
+            times[arm].append(time.perf_counter() - t0)
+    rates = {arm: photos / np.median(t) for arm, t in times.items()}
+    spread = {arm: (photos / max(t), photos / min(t)) for arm, t in times.items()}
+    lines = [
+        f"Grading speed ({folder.name}'s runs exported to .onnx, ONNX Runtime, 1 thread, {photos} photos, median of {repeats}, "
+        f"interleaved; {os.cpu_count()} cores, other work may have shared them):",
+        "",
+    ]
+    for arm, rate in rates.items():
+        lines.append(f"- {arm}: {rate:.0f} photos/s (range {spread[arm][0]:.0f}-{spread[arm][1]:.0f})")
+    lines.append(f"- the distilled network grades {rates[DISTILLED] / rates[ENSEMBLE]:.2f}x as fast as the ensemble")
+    return lines
 
 
 def goal_lines(tests: dict) -> list[str]:
