@@ -158,3 +158,10 @@ def test_a_teacher_of_other_grades_is_refused(trained_run, tmp_path, capsys):
     )
     errors = _errors(capsys)
     assert code == 2 and len(errors) == 1 and "pass a teacher trained on the same grades" in errors[0]
+
+
+def test_fewshot_refuses_to_teach_in_one_line(synth_dir, pool, tmp_path, capsys):
+    code = main(["fewshot", "--data", str(synth_dir), "--unlabeled", str(pool), "--out", str(tmp_path / "few")])
+    errors = _errors(capsys)
+    assert code == 2 and len(errors) == 1 and "fewshot does not teach" in errors[0]
+    assert not (tmp_path / "few").exists()

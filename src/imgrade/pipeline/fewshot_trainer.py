@@ -123,6 +123,11 @@ def run_fewshot(
         raise ConfigError(f"--randomize {randomize} must be between 0 and 1")
     if (out / "fewshot.json").exists():
         raise ConfigError(f"{out} already holds a finished fewshot recipe: choose another --out")
+    if cfg.data.unlabeled or cfg.train.teacher or cfg.train.distill:
+        raise ConfigError(
+            "fewshot does not teach (--unlabeled, --teacher, --distill): fine-tune its result instead, "
+            f"imgrade train --data {cfg.data.path} --init {out / 'finetune'} --unlabeled PHOTOS ..."
+        )
     real = imageset if imageset is not None else load_dataset(cfg.data)
     if split is None:
         split = make_split(real, parse_split(cfg.data.split), cfg.train.seed)
