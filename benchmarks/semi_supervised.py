@@ -128,11 +128,11 @@ def run_unit(args, imageset, split: dict, fold: int, seed: int, folder: Path, di
         return RunConfig.from_dict({"data": {"path": args.data}, "model": {"task": args.task}, "train": values})
 
     def arm(name: str, run: Path, config: RunConfig, split_: dict, set_) -> list[dict]:
-        if not (run / "best.pt").is_file():
+        if not (run / "seconds.txt").is_file():  # written once the run is complete
             t0 = time.perf_counter()
             pipeline.train(config, run, split=split_, imageset=set_, overwrite=True)
             write_text(run / "seconds.txt", f"{time.perf_counter() - t0:.1f}")
-        seconds = float((run / "seconds.txt").read_text()) if (run / "seconds.txt").is_file() else None
+        seconds = float((run / "seconds.txt").read_text())
         rows = score_recipe_run(run, test_set, recipe, fold, seed, seconds)
         return [{**r, "arm": name, "n_train": n_train, "n_test": n_test} for r in rows if "member" not in r["recipe"]]
 
