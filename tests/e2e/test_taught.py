@@ -165,3 +165,14 @@ def test_fewshot_refuses_to_teach_in_one_line(synth_dir, pool, tmp_path, capsys)
     errors = _errors(capsys)
     assert code == 2 and len(errors) == 1 and "fewshot does not teach" in errors[0]
     assert not (tmp_path / "few").exists()
+
+
+def test_an_ensemble_learns_from_unlabelled_photos_member_by_member(synth_dir, pool, tmp_path):
+    run = tmp_path / "semi-ensemble"
+    args = ["train", "--data", str(synth_dir), "--unlabeled", str(pool), "--ensemble", "2", "--task", "sord"]
+    assert main([*args, "--epochs", "1", "--depth", "11", "--threads", "1", "--out", str(run)]) == 0
+    assert Checkpoint.load(run / "teacher" / "best.pt").members == 2 and Checkpoint.load(run / "best.pt").members == 2
+    for member in ("m0", "m1"):
+        kept = TeacherValues.load(run / "members" / member / "teacher.npz")
+        assert kept.teacher == str((run / "teacher").resolve()) and len(kept.pool_ids) == 40
+    assert load_config(run / "config.yaml").train.teacher == str((run / "teacher").resolve())
