@@ -49,6 +49,7 @@ from imgrade.pipeline.recipe import parse_recipe
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/cucumber9-p1-sample/cucumber-9-python"
 HALF, BOTH, ALL = "labelled half", "labelled half + unlabelled half", "all labels"
 ENSEMBLE, DISTILLED = "labelled half, ensemble", "distilled, one network"
+PRESET_BOTH, PRESET_ALL = "labelled half + unlabelled half, ensemble", "all labels, ensemble"
 METRICS = ("accuracy", "qwk", "within1", "grade_mae")
 
 
@@ -62,6 +63,11 @@ def main() -> None:
     parser.add_argument("--distill", action="store_true", help="also the ensemble teacher and the distilled network")
     parser.add_argument("--distill-members", type=int, default=3)
     parser.add_argument("--distill-seeds", type=int, default=None, help="seeds with --distill (default: all)")
+    parser.add_argument(
+        "--preset",
+        action="store_true",
+        help="train the preset's arms instead: the --distill ensemble taught on both halves, and on all labels",
+    )
     parser.add_argument("--shard", default="0/1", help="I/N: train every N-th (fold, seed) from the I-th")
     parser.add_argument("--out", default="bench-semi")
     parser.add_argument("--report", action="store_true", help="read the rows trained so far and report")
@@ -82,13 +88,23 @@ def main() -> None:
     imageset = load_dataset(RunConfig.from_dict({"data": {"path": args.data}}).data)
     splits = fold_splits(imageset, args.folds, seed=0)
     units = [(fold, seed) for seed in range(args.seeds) for fold in range(args.folds)]
-    for fold, seed in units[index::count]:
-        rows_file = out / "rows" / f"f{fold}-s{seed}.csv"
+    if args.preset:  # after the --distill units, as their ensembles complete
+        units = [u for u in units if args.distill_seeds is None or u[1] < args.distill_seeds]
+    pending = units[index::count]
+    while pending:
+        fold, seed = pending.pop(0)
+        folder = out / f"f{fold}-s{seed}"
+        rows_file = out / "rows" / (f"f{fold}-s{seed}" + ("-preset" if args.preset else "") + ".csv")
         if rows_file.is_file():
             continue
+        if args.preset and not (folder / "ensemble" / "seconds.txt").is_file():
+            pending.append((fold, seed))  # its ensemble is still training elsewhere
+            time.sleep(30)
+            continue
         t0 = time.perf_counter()
+        unit = Unit(args, imageset, splits[fold], fold, seed, folder)
         distill = args.distill and (args.distill_seeds is None or seed < args.distill_seeds)
-        rows = run_unit(args, imageset, splits[fold], fold, seed, out / f"f{fold}-s{seed}", distill)
+        rows = run_preset(unit) if args.preset else run_unit(unit, distill)
         write_csv(rows_file, rows)
         print(f"fold {fold} seed {seed}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
@@ -107,45 +123,66 @@ def hide_half(targets: np.ndarray, train: np.ndarray, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(hidden))
 
 
-def run_unit(args, imageset, split: dict, fold: int, seed: int, folder: Path, distill: bool) -> list[dict]:
-    """Train the arms of one (fold, seed) and score each on the fold's test photos."""
-    hidden = hide_half(imageset.targets.astype(np.int64), split["train"], 1000 * seed + fold)
-    keep = np.setdiff1d(np.arange(len(imageset)), hidden)
-    position = np.full(len(imageset), -1)
-    position[keep] = np.arange(len(keep))
-    labelled = imageset.subset(keep)
-    half_split = {name: position[np.setdiff1d(rows, hidden)] for name, rows in split.items()}
-    pool = folder / "unlabelled"
-    pool.mkdir(parents=True, exist_ok=True)
-    for i in hidden:
-        Image.fromarray(np.asarray(imageset.images[i])).save(pool / f"{i}.png")
-    test_set = imageset.subset(split["test"])
-    recipe = parse_recipe(args.task)
-    n_train, n_test = len(split["train"]), len(split["test"])
+class Unit:
+    """One (fold, seed): the labelled half, the hidden half as PNG files, and how an arm is trained and scored."""
 
-    def cfg(**train) -> RunConfig:
-        values = {"epochs": args.epochs, "seed": seed, "threads": 1, "compile": "off", **train}
-        return RunConfig.from_dict({"data": {"path": args.data}, "model": {"task": args.task}, "train": values})
+    def __init__(self, args, imageset, split: dict, fold: int, seed: int, folder: Path):
+        self.args, self.fold, self.seed, self.folder = args, fold, seed, folder
+        hidden = hide_half(imageset.targets.astype(np.int64), split["train"], 1000 * seed + fold)
+        keep = np.setdiff1d(np.arange(len(imageset)), hidden)
+        position = np.full(len(imageset), -1)
+        position[keep] = np.arange(len(keep))
+        self.imageset, self.split = imageset, split
+        self.labelled = imageset.subset(keep)
+        self.half_split = {name: position[np.setdiff1d(rows, hidden)] for name, rows in split.items()}
+        self.pool = folder / "unlabelled"
+        self.pool.mkdir(parents=True, exist_ok=True)
+        for i in hidden:
+            if not (self.pool / f"{i}.png").is_file():
+                Image.fromarray(np.asarray(imageset.images[i])).save(self.pool / f"{i}.png")
+        self.test_set = imageset.subset(split["test"])
+        self.n_train, self.n_test = len(split["train"]), len(split["test"])
 
-    def arm(name: str, run: Path, config: RunConfig, split_: dict, set_) -> list[dict]:
+    def cfg(self, unlabeled: bool = False, **train) -> RunConfig:
+        values = {"epochs": self.args.epochs, "seed": self.seed, "threads": 1, "compile": "off", **train}
+        data = {"path": self.args.data, **({"unlabeled": str(self.pool.resolve())} if unlabeled else {})}
+        return RunConfig.from_dict({"data": data, "model": {"task": self.args.task}, "train": values})
+
+    def teacher(self, name: str) -> str:
+        return str((self.folder / name).resolve())
+
+    def arm(self, name: str, run: str, config: RunConfig, half: bool = True) -> list[dict]:
+        """Train ``run`` (unless complete) on the labelled half or on all labels, and score it on the test fold."""
+        run = self.folder / run
         if not (run / "seconds.txt").is_file():  # written once the run is complete
             t0 = time.perf_counter()
-            pipeline.train(config, run, split=split_, imageset=set_, overwrite=True)
+            split, imageset = (self.half_split, self.labelled) if half else (self.split, self.imageset)
+            pipeline.train(config, run, split=split, imageset=imageset, overwrite=True)
             write_text(run / "seconds.txt", f"{time.perf_counter() - t0:.1f}")
         seconds = float((run / "seconds.txt").read_text())
-        rows = score_recipe_run(run, test_set, recipe, fold, seed, seconds)
-        return [{**r, "arm": name, "n_train": n_train, "n_test": n_test} for r in rows if "member" not in r["recipe"]]
+        rows = score_recipe_run(run, self.test_set, parse_recipe(self.args.task), self.fold, self.seed, seconds)
+        extra = {"arm": name, "n_train": self.n_train, "n_test": self.n_test}
+        return [{**r, **extra} for r in rows if "member" not in r["recipe"]]
 
-    rows = arm(HALF, folder / "half", cfg(), half_split, labelled)
-    unlabeled = cfg(teacher=str((folder / "half").resolve())).with_overrides({"data.unlabeled": str(pool.resolve())})
-    rows += arm(BOTH, folder / "both", unlabeled, half_split, labelled)
-    rows += arm(ALL, folder / "all", cfg(), split, imageset)
+
+def run_unit(unit: Unit, distill: bool) -> list[dict]:
+    """The one-network arms, and with ``distill`` the ensemble on the labelled half and the network it teaches."""
+    rows = unit.arm(HALF, "half", unit.cfg())
+    rows += unit.arm(BOTH, "both", unit.cfg(unlabeled=True, teacher=unit.teacher("half")))
+    rows += unit.arm(ALL, "all", unit.cfg(), half=False)
     if distill:
-        rows += arm(ENSEMBLE, folder / "ensemble", cfg(ensemble=args.distill_members), half_split, labelled)
-        student = cfg(teacher=str((folder / "ensemble").resolve())).with_overrides(
-            {"data.unlabeled": str(pool.resolve())}
-        )
-        rows += arm(DISTILLED, folder / "distilled", student, half_split, labelled)
+        k = unit.args.distill_members
+        rows += unit.arm(ENSEMBLE, "ensemble", unit.cfg(ensemble=k))
+        rows += unit.arm(DISTILLED, "distilled", unit.cfg(unlabeled=True, teacher=unit.teacher("ensemble")))
+    return rows
+
+
+def run_preset(unit: Unit) -> list[dict]:
+    """The preset (an ensemble) taught by itself on both halves, and on all labels (its labelled-half
+    run is the "ensemble" arm, which must be complete)."""
+    k = unit.args.distill_members
+    rows = unit.arm(PRESET_BOTH, "preset-both", unit.cfg(unlabeled=True, ensemble=k, teacher=unit.teacher("ensemble")))
+    rows += unit.arm(PRESET_ALL, "preset-all", unit.cfg(ensemble=k), half=False)
     return rows
 
 
@@ -157,7 +194,9 @@ def report(args, out: Path) -> None:
     rows = [r for r in rows if r["decision"] == "calibrated"]
     if not rows:
         sys.exit(f"no rows under {out / 'rows'}: train first (without --report)")
-    arms = [a for a in (HALF, BOTH, ALL, ENSEMBLE, DISTILLED) if any(r["arm"] == a for r in rows)]
+    arms = [
+        a for a in (HALF, BOTH, ALL, ENSEMBLE, PRESET_BOTH, PRESET_ALL, DISTILLED) if any(r["arm"] == a for r in rows)
+    ]
     by_arm = {a: [r for r in rows if r["arm"] == a] for a in arms}
     resamples = sorted({(r["fold"], r["seed"]) for r in rows})
     folds = len({f for f, _ in resamples})
@@ -174,7 +213,14 @@ def report(args, out: Path) -> None:
         seconds = [r["train_seconds"] for r in by_arm[a] if r.get("train_seconds") is not None]
         lines.append(f"| {a} | {len(by_arm[a])} | {' | '.join(cells)} | {_mean_std(seconds, 0)} |")
     lines += ["", "Paired differences, mean ± corrected standard error (Nadeau and Bengio), p:", ""]
-    pairs = [(BOTH, HALF), (ALL, HALF), (ALL, BOTH), (DISTILLED, ENSEMBLE), (DISTILLED, HALF)]
+    pairs = [
+        (BOTH, HALF),
+        (ALL, HALF),
+        (PRESET_BOTH, ENSEMBLE),
+        (PRESET_ALL, ENSEMBLE),
+        (DISTILLED, ENSEMBLE),
+        (DISTILLED, HALF),
+    ]
     tests = {}
     for new, ref in pairs:
         if new in by_arm and ref in by_arm:
@@ -234,17 +280,21 @@ def speed_lines(out: Path, photos: int, repeats: int = 5) -> list[str]:
 def goal_lines(tests: dict) -> list[str]:
     """Whether the unlabelled half recovered half the gap, and the distilled network matched the ensemble."""
     lines = []
-    for m in ("accuracy", "qwk"):
-        gain, gap = tests.get((BOTH, HALF, m)), tests.get((ALL, HALF, m))
-        if gain is None or gap is None or gain["diff_se"] is None:
-            continue
-        share = gain["diff"] / gap["diff"] if gap["diff"] > 0 else float("nan")
-        met = gap["diff"] > 0 and share >= 0.5 and gain["diff"] > gain["diff_se"]
-        lines.append(
-            f"goal, {m}: the unlabelled half gained {gain['diff']:+.3f} ± {gain['diff_se']:.3f} of the "
-            f"{gap['diff']:+.3f} gap to all labels ({share:.0%}): {'met' if met else 'not met'} "
-            "(needs >= 50% of the gap and a gain above one standard error)"
-        )
+    for label, (both, half, all_) in {
+        "one network": (BOTH, HALF, ALL),
+        "ensemble (the preset)": (PRESET_BOTH, ENSEMBLE, PRESET_ALL),
+    }.items():
+        for m in ("accuracy", "qwk"):
+            gain, gap = tests.get((both, half, m)), tests.get((all_, half, m))
+            if gain is None or gap is None or gain["diff_se"] is None:
+                continue
+            share = f"{gain['diff'] / gap['diff']:.0%}" if gap["diff"] > 0 else "no gap"
+            met = gap["diff"] > 0 and gain["diff"] >= 0.5 * gap["diff"] and gain["diff"] > gain["diff_se"]
+            lines.append(
+                f"goal, {label}, {m}: the unlabelled half gained {gain['diff']:+.3f} ± {gain['diff_se']:.3f} of the "
+                f"{gap['diff']:+.3f} gap to all labels ({share}): {'met' if met else 'not met'} "
+                "(needs >= 50% of the gap and a gain above one standard error)"
+            )
     for m in ("accuracy", "qwk"):
         t = tests.get((DISTILLED, ENSEMBLE, m))
         if t is not None and t["diff_se"] is not None:
