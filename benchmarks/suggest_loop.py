@@ -16,7 +16,8 @@ fold x seed, the training seed.
 Prints the mean +- std over folds x seeds per round, the paired difference (suggest - random) with
 the corrected resampled t-test, and the labels the suggested curve needs to reach the random
 curve's final mean accuracy (linear between rounds), against the goal of 25% fewer. With --docs the
-table goes to DOCS/results/suggest_loop.md and the curves to DOCS/img/suggest_curve.png.
+table goes to DOCS/results/suggest_loop.md (every round's row to suggest_loop.csv) and the curves to
+DOCS/img/suggest_curve.png.
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ def main() -> None:
         from imgrade.core.io import write_text
 
         write_text(docs / "results" / "suggest_loop.md", report)
+        write_csv(docs / "results" / "suggest_loop.csv", rows)
         _plot(rows, args, docs / "img" / "suggest_curve.png")
-        print(f"wrote {docs / 'results' / 'suggest_loop.md'} and {docs / 'img' / 'suggest_curve.png'}")
+        print(f"wrote {docs / 'results'}/suggest_loop.md, .csv and {docs / 'img' / 'suggest_curve.png'}")
 
 
 def _loop(job: tuple[dict, int, int]) -> list[dict]:
