@@ -5,7 +5,8 @@
     print(grader.grade("photo.jpg").name)      # e.g. "L"
 
 ``Grader`` and ``Grade`` (imgrade.runtime.api) grade photos, without torch for an .onnx file;
-``train``, ``evaluate`` and ``compare`` are the verbs of ``imgrade.pipeline``, which needs torch.
+``train``, ``evaluate`` and ``compare`` are the verbs of ``imgrade.pipeline``, which needs torch;
+``suggest`` (which photos to label next) needs it only for a run, not for an .onnx file.
 Every name is imported on first use, so ``import imgrade`` alone loads neither; type checkers
 read the names from ``__init__.pyi``.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 from imgrade.core.version import __version__
 
-__all__ = ["Grade", "Grader", "compare", "evaluate", "train", "__version__"]
+__all__ = ["Grade", "Grader", "compare", "evaluate", "suggest", "train", "__version__"]
 
 _LAZY = {
     "Grade": "imgrade.runtime.api",
@@ -25,6 +26,7 @@ _LAZY = {
     "train": "imgrade.pipeline",
     "evaluate": "imgrade.pipeline",
     "compare": "imgrade.pipeline",
+    "suggest": "imgrade.pipeline",
 }
 """Public name -> the module that defines it."""
 

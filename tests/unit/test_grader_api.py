@@ -178,7 +178,7 @@ def test_a_model_file_of_another_kind_is_refused(photos, tmp_path):
 
 
 def test_the_package_names_its_api():
-    assert set(imgrade.__all__) == {"Grade", "Grader", "train", "evaluate", "compare", "__version__"}
+    assert set(imgrade.__all__) == {"Grade", "Grader", "train", "evaluate", "compare", "suggest", "__version__"}
     assert dir(imgrade) == sorted(imgrade.__all__)
     from imgrade import compare, evaluate, pipeline, train
 
@@ -239,3 +239,6 @@ def test_the_documented_examples_run(onnx_file, coral_run, synth_dir, photos, tm
     assert "3 3 0" in lines  # pipeline.predict: 3 photos, all graded, into grades.csv
     assert (tmp_path / "grades.csv").read_text().startswith("image,score,grade,grade_set,p_")
     assert (tmp_path / "runs" / "mine" / "eval-test" / "report.html").is_file()
+    assert (
+        (tmp_path / "to-label.csv").read_text().startswith("path,target,suggested,grade_set,uncertainty,rank\nphotos/c")
+    )

@@ -56,7 +56,7 @@ def test_no_module_imports_itself_back_through_others():
 def test_the_onnx_grading_path_imports_no_torch():
     code = (
         "import sys\n"
-        "import imgrade.runtime.api, imgrade.runtime.onnx_engine, imgrade.pipeline.predictor\n"
+        "import imgrade.runtime.api, imgrade.runtime.onnx_engine, imgrade.pipeline.predictor, imgrade.pipeline.suggester\n"
         "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -32,6 +32,7 @@ from imgrade.cli.commands import (
     cmd_model_summary,
     cmd_predict,
     cmd_serve,
+    cmd_suggest,
     cmd_train,
 )
 from imgrade.cli.extras import missing_extra
@@ -52,6 +53,7 @@ COMMANDS: dict[tuple[str, ...], Callable] = {
     ("fewshot",): cmd_fewshot,
     ("evaluate",): cmd_evaluate,
     ("predict",): cmd_predict,
+    ("suggest",): cmd_suggest,
     ("export",): cmd_export,
     ("serve",): cmd_serve,
     ("data", "info"): cmd_data_info,
@@ -60,10 +62,19 @@ COMMANDS: dict[tuple[str, ...], Callable] = {
     ("model", "summary"): cmd_model_summary,
     ("demo",): cmd_demo,
 }
-COMPUTING = {("train",), ("calibrate",), ("compare",), ("fewshot",), ("evaluate",), ("predict",), ("demo",)}
+COMPUTING = {
+    ("train",),
+    ("calibrate",),
+    ("compare",),
+    ("fewshot",),
+    ("evaluate",),
+    ("predict",),
+    ("suggest",),
+    ("demo",),
+}
 """Verbs that compute hard with torch: they announce themselves to other imgrade commands, and their
 OpenMP wait policy is chosen from the load (``imgrade.core.threads.settle_wait_policy``)."""
-UNWIND_ON_SIGTERM = {("export",), ("calibrate",), ("evaluate",), ("predict",)}
+UNWIND_ON_SIGTERM = {("export",), ("calibrate",), ("evaluate",), ("predict",), ("suggest",)}
 """Verbs that stop on SIGTERM as on Ctrl-C, unwinding, so the file they were writing is removed
 (``imgrade.core.io.atomic_write``) rather than left as a temporary file. Training keeps the
 default: under torchrun an unwinding worker could wait for ever on peers that are gone, and a

@@ -188,6 +188,25 @@ def photos_status(failed: int, photos: int, out: str | None, field: str | None =
     return 1
 
 
+def cmd_suggest(args) -> int:
+    from imgrade.pipeline.suggester import suggest
+
+    result = suggest(
+        args.run,
+        args.photos,
+        n=args.n,
+        out=args.out,
+        labelled=args.labelled,
+        diversity=args.diversity,
+        overwrite=args.overwrite,
+        device=args.device,
+        runtime=args.runtime,
+    )
+    log.info(result.summary())
+    log.info(f"next: fill in the target column of {result.out}, then train with --data {result.out}")
+    return 0
+
+
 def cmd_export(args) -> int:
     from imgrade import pipeline
     from imgrade.pipeline.exporter import format_export

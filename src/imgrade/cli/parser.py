@@ -20,6 +20,7 @@ examples:
   imgrade compare --data DATA --folds 5 --epochs 60 --out cmp   # regression vs classification vs ordinal
   imgrade fewshot --data path/to/cucumber-9-python --out runs/few   # pretrain on synthetic, fine-tune on real
   imgrade predict runs/p1 photos/ > grades.csv
+  imgrade suggest runs/p1 unlabelled/ --n 50               # which photos to label next: to-label.csv
   imgrade export runs/p1 --out p1.onnx                     # one file: network, grades, cut points, grade sets
   imgrade serve p1.onnx                                    # HTTP API and web page on http://127.0.0.1:8000/
 

@@ -165,6 +165,8 @@ imgrade predict model.onnx archive/ paths.parquet --engine ray --out grades.parq
         help="--engine ray: graders in the pool, and the CPUs of a Ray started here (default: every CPU)",
     )
 
+    _add_suggest(sub)
+
     p = add_verb(
         sub,
         "export",
@@ -274,6 +276,49 @@ imgrade serve runs/p1 --label to_label.csv  # label photos in the page; labels g
         "(default: labels.csv beside the --label CSV; grades.txt is written beside it)",
     )
     Limits.add_flags(p.add_argument_group("limits (what one client may ask)"))
+
+
+def _add_suggest(sub) -> None:
+    p = add_verb(
+        sub,
+        "suggest",
+        "which unlabelled photos to label next, as a manifest to fill in",
+        "Rank unlabelled photos by what a label would teach the grader: the photos whose grade it is least sure of "
+        "(the expected grade error under its probabilities, or closeness to a cut point), spread over how the photos "
+        "look so that the picks are not copies of one look. Writes the first N as a CSV manifest with the columns "
+        "path, target (empty: fill it in), suggested (the grader's grade), grade_set, uncertainty and rank; "
+        "once target is filled in, train --data reads it. Paths are relative to the CSV's folder where the photos "
+        "lie below it, else absolute. docs/training.md#which-photos-to-label-next",
+        """
+imgrade suggest runs/p1 new-photos/ --n 50                         # writes to-label.csv
+imgrade suggest model.onnx collected.csv --n 30 --labelled labelled.csv --out round2.csv""",
+        usage="%(prog)s RUN PHOTOS --n N [--out FILE] [--labelled DATA] [options]",
+    )
+    p.add_argument("run", metavar="RUN", help=RUN + ", or a .onnx file from export")
+    p.add_argument(
+        "photos",
+        metavar="PHOTOS",
+        help="the unlabelled photos: a folder (read recursively), a CSV with a path column, or a .txt list of paths",
+    )
+    p.add_argument("--n", type=int, required=True, metavar="N", help="how many photos to suggest")
+    p.add_argument(
+        "--out", default="to-label.csv", metavar="FILE", help="the CSV to write (default: to-label.csv here)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument(
+        "--labelled",
+        default=None,
+        metavar="DATA",
+        help="a labelled set (anything train --data reads): its photos, pixel for pixel, are left out of the pool",
+    )
+    p.add_argument(
+        "--diversity",
+        type=float,
+        default=0.5,
+        metavar="W",
+        help="0 ranks by uncertainty alone, 1 by spread over the photos' looks alone (default: 0.5, both)",
+    )
+    _add_runtime_flags(p)
 
 
 def _add_runtime_flags(p: argparse.ArgumentParser, auto: str = "onnx for a .onnx file, else torch") -> None:

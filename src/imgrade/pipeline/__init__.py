@@ -4,6 +4,7 @@
     calibrate      pipeline/calibrator.py    cut points and grade sets from a run's validation split
     evaluate       pipeline/evaluator.py     metrics, pictures and a report for a run's test split
     predict        pipeline/predictor.py     grades of image files (torch-free with an .onnx file)
+    suggest        pipeline/suggester.py     which unlabelled photos to label next (torch-free with an .onnx file)
     export         pipeline/exporter.py      a run as one ONNX grader file
     data_*         pipeline/datasets.py      describe, download or generate image sets
     model_summary  pipeline/architecture.py  the network's layer table
@@ -28,6 +29,7 @@ VERBS = {
     "calibrate": "calibrator",
     "evaluate": "evaluator",
     "predict": "predictor",
+    "suggest": "suggester",
     "export": "exporter",
     "compare": "comparer",
     "fewshot": "fewshot_trainer",

@@ -135,6 +135,12 @@ class Engine:
         (default: ``CPU_BATCH`` or ``GPU_BATCH``, by where the network runs)."""
         raise NotImplementedError
 
+    def features(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray | None:
+        """(N, D) the network's pooled features of uint8 images (N, S, S, 3), where this back end
+        exposes them (PyTorch: ``TorchEngine.features``); None here. Photos near each other in
+        this space look alike to the network (``imgrade suggest`` spreads its picks over it)."""
+        return None
+
     def for_serving(self, threads: int | None = None, spinning: bool | None = None) -> Engine:
         """The grader a long-lived process that grades a few photos per call (``imgrade serve``)
         should use: the same grades, from a back end that answers each small call sooner. A

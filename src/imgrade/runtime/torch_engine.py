@@ -209,6 +209,19 @@ class TorchEngine(Engine):
             torch.cat(native).numpy().astype(np.int64) if native else None,
         )
 
+    @torch.no_grad()
+    def features(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """(N, D) the backbone's pooled features of uint8 images (N, H, W, 3), ``batch_size`` per pass:
+        an ensemble's members' side by side, of the image itself under TTA."""
+        batch_size = batch_size or (GPU_BATCH if torch.device(self.device).type == "cuda" else CPU_BATCH)
+        model = self.model.model if isinstance(self.model, TTAModel) else self.model
+        members = list(model.members) if isinstance(model, EnsembleModel) else [model]
+        parts = []
+        for i in range(0, len(images), batch_size):
+            x = to_input(nhwc_to_tensor(np.asarray(images[i : i + batch_size])), self.mean, self.device)
+            parts.append(torch.cat([member.features(x) for member in members], dim=1).float().cpu())  # (B, D)
+        return torch.cat(parts).numpy()
+
 
 def _mismatch(model: torch.nn.Module, state, error: Exception) -> str:
     """What ``load_state_dict`` refused, in short (its own message lists every key)."""
