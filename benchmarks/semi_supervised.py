@@ -31,6 +31,7 @@ import argparse
 import csv
 import io
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -179,8 +180,14 @@ def run_unit(unit: Unit, distill: bool) -> list[dict]:
 
 def run_preset(unit: Unit) -> list[dict]:
     """The preset (an ensemble) taught by itself on both halves, and on all labels (its labelled-half
-    run is the "ensemble" arm, which must be complete)."""
+    run is the "ensemble" arm, which must be complete). Each ensemble's first member is the unit's
+    distilled, or all-labels, network: the same config, split and seed, so it is copied, not trained again."""
     k = unit.args.distill_members
+    # member 0 of each (seed = the unit's seed) is a run the unit has: the same config, split and seed
+    for run, member in (("preset-both", "distilled"), ("preset-all", "all")):
+        m0 = unit.folder / run / "members" / "m0"
+        if not m0.exists() and (unit.folder / member / "seconds.txt").is_file():
+            shutil.copytree(unit.folder / member, m0, ignore=shutil.ignore_patterns("*.onnx", "seconds.txt"))
     rows = unit.arm(PRESET_BOTH, "preset-both", unit.cfg(unlabeled=True, ensemble=k, teacher=unit.teacher("ensemble")))
     rows += unit.arm(PRESET_ALL, "preset-all", unit.cfg(ensemble=k), half=False)
     return rows
