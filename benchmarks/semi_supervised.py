@@ -219,6 +219,12 @@ def report(args, out: Path) -> None:
         cells = [_mean_std([r[m] for r in by_arm[a]]) for m in METRICS]
         seconds = [r["train_seconds"] for r in by_arm[a] if r.get("train_seconds") is not None]
         lines.append(f"| {a} | {len(by_arm[a])} | {' | '.join(cells)} | {_mean_std(seconds, 0)} |")
+    if PRESET_BOTH in by_arm:
+        lines += [
+            "",
+            f'The ensembles\' first member is the unit\'s "{DISTILLED}" (taught on both halves) or "{ALL}" network, '
+            "copied rather than trained again (the same config, split and seed): their train s counts the other members only.",
+        ]
     lines += ["", "Paired differences, mean ± corrected standard error (Nadeau and Bengio), p:", ""]
     pairs = [
         (BOTH, HALF),
