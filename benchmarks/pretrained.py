@@ -152,7 +152,7 @@ def results_table(rows: list[dict], sizes: list[int], recipes: list[str], *, fol
             cells += [_mean_std([r[m] for r in mine]) for m in ("accuracy", "qwk")]
             for metric in ("accuracy", "qwk"):
                 test = paired_test(mine, reference, metric, folds=folds) if reference and recipe != REFERENCE else None
-                cells.append(_gain(test))
+                cells.append(_gain(test) if reference else "no reference run at this size")
             cells.append(f"{np.mean([r['train_seconds'] for r in mine]):.0f}")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

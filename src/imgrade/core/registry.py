@@ -311,9 +311,8 @@ def resolve_backbone(
     if not entry.family and colon:
         raise ConfigError(f"backbone {name!r} takes no model name after ':': set {flag} {name}")
     if pretrained is not None and not entry.takes_pretrained:
-        usages = [e.usage for e in _BACKBONES.values() if e.takes_pretrained]
-        takers = " or ".join([", ".join(usages[:-1]), usages[-1]] if len(usages) > 1 else usages)
-        takers = takers or "none of the registered backbones"
+        takers = [e.usage for e in _BACKBONES.values() if e.takes_pretrained] or ["none of the registered backbones"]
+        takers = f"{', '.join(takers[:-1])} or {takers[-1]}" if len(takers) > 1 else takers[0]
         raise ConfigError(
             f"--pretrained is for {flag} {takers}; to start the {spec} network from a trained run, use --init RUN instead"
         )

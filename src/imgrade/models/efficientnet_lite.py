@@ -135,7 +135,8 @@ class MBConvBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, expansion: int) -> None:
         super().__init__()
         mid = in_channels * expansion
-        if expansion != 1:
+        self.expands = expansion != 1
+        if self.expands:
             self._expand_conv = conv(in_channels, mid, 1)
             self._bn0 = batch_norm(mid)
         self._depthwise_conv = conv(mid, mid, kernel, stride, groups=mid)
@@ -146,7 +147,7 @@ class MBConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
-        if hasattr(self, "_expand_conv"):
+        if self.expands:
             y = F.relu6(self._bn0(self._expand_conv(y)))  # (B, mid, H, W)
         y = F.relu6(self._bn1(self._depthwise_conv(y)))  # (B, mid, H / stride, W / stride)
         y = self._bn2(self._project_conv(y))  # (B, out, H / stride, W / stride): linear bottleneck, no activation
