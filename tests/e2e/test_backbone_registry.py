@@ -87,14 +87,18 @@ def test_an_unknown_backbone_is_a_one_line_error_with_the_closest_name(toy, synt
     assert main(["train", "--data", str(synth_dir), "--backbone", "tooy", "--out", str(out)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1] == (
-        "imgrade: error: unknown backbone 'tooy': did you mean 'toy'? set --backbone to one of reference, timm:NAME, toy"
+        "imgrade: error: unknown backbone 'tooy': did you mean 'toy'? set --backbone to one of reference, timm:NAME, "
+        "efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, toy"
     )
     assert not out.exists()
     with pytest.raises(ConfigError, match="did you mean 'timm:resnet18'"):
         RunConfig.from_dict({"model": {"backbone": "tim:resnet18"}})
     with pytest.raises(ConfigError, match="backbone 'toy' takes no model name after ':': set --backbone toy"):
         RunConfig.from_dict({"model": {"backbone": "toy:big"}})
-    with pytest.raises(ConfigError, match="--pretrained is for --backbone timm:NAME; to start the toy network"):
+    with pytest.raises(
+        ConfigError,
+        match="--pretrained is for --backbone timm:NAME, .* or efficientnet_lite2; to start the toy network",
+    ):
         RunConfig.from_dict({"model": {"backbone": "toy", "pretrained": "weights.pth"}})
 
 

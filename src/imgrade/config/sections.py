@@ -132,7 +132,9 @@ class ModelConfig:
     ``imgrade.core.registry.register_backbone``; ``describe_backbones()`` there says what each is."""
     pretrained: str | None = None
     """timm backbones: start from these weights, a .pth, .pt or .safetensors state dict of the same
-    model, or 'hub' for timm's own download (needs the internet); by default random weights."""
+    model, or 'hub' for timm's own download (needs the internet); efficientnet_lite0/1/2: 'imagenet'
+    for the ImageNet weights of the optional extra imgrade[efficientnet] (offline), or a state dict
+    file; by default random weights."""
     settings: dict[str, Any] = field(default_factory=dict)
     """The heads' own settings by name (loss, sord_beta, axes, ...), each declared by the head that
     reads it (``register_head(settings=...)``); in config.yaml they sit in this section beside

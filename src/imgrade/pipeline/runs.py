@@ -20,13 +20,12 @@ from imgrade.core.checkpoint import LAST, find_run_checkpoint
 from imgrade.core.errors import CheckpointError, ConfigError
 from imgrade.core.io import remove_stale_temporaries
 from imgrade.core.names import MODEL_CARD
-from imgrade.core.registry import head_entry
+from imgrade.core.registry import head_entry, pretrained_is_file
 from imgrade.core.rundir import MEMBERS, load_split
 from imgrade.data.imageset import ImageSet
 from imgrade.data.splits import hold_out_calibration, make_split
 from imgrade.data.unlabeled import list_pool
 from imgrade.models.backbones import check_backbone
-from imgrade.models.timm_backbone import HUB
 from imgrade.runtime.run_checkpoint import Checkpoint
 
 logger = logging.getLogger(__name__)
@@ -57,7 +56,7 @@ def prepare_out(cfg: RunConfig, out: Path, resume: bool, overwrite: bool) -> tup
         check_backbone(
             cfg.model.backbone, cfg.model.pretrained
         )  # the name, timm, the weights file: before the data is read
-    if resume_state is None and cfg.model.pretrained not in (None, HUB):
+    if resume_state is None and pretrained_is_file(cfg.model.backbone, cfg.model.pretrained):
         cfg = cfg.with_overrides({"model.pretrained": str(Path(cfg.model.pretrained).resolve())})
     if resume_state is None and cfg.train.init:
         find_run_checkpoint(cfg.train.init)  # a wrong path fails now, before the data is read
