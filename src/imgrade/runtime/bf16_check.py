@@ -69,11 +69,11 @@ class Bf16Check:
         >>> Bf16Check(200, "bf16", 0.63, 0.82, 0.625, 0.815, 0.99, 0.01, 0.012, 1900.0, 7100.0).problems
         []
         >>> Bf16Check(200, "fp32", 0.63, 0.82, 0.63, 0.82, 1.0, 0.01, 0.012, 1900.0, 1800.0).problems
-        ['OpenVINO computed in fp32 (no bf16 units on unknown CPU)', 'bf16 was not faster (1800 against 1900 images/s)']
+        ['OpenVINO computed in fp32, not bf16, on unknown CPU', 'bf16 was not faster (1800 against 1900 images/s)']
         """
         found = []
         if self.precision != "bf16":
-            found.append(f"OpenVINO computed in {self.precision} (no bf16 units on {self.cpu})")
+            found.append(f"OpenVINO computed in {self.precision}, not bf16, on {self.cpu}")
         if self.agreement < MIN_AGREEMENT:
             found.append(f"only {self.agreement:.1%} of the grades agree (at least {MIN_AGREEMENT:.0%} needed)")
         for metric, before, after, tolerance in (

@@ -113,7 +113,7 @@ class OpenVinoEngine(OnnxEngine):
             raise CheckpointError(
                 f"OpenVINO cannot compile {reference.name} ({first}): grade it with --runtime onnx"
             ) from None
-        return cls(reference, compiled, "bf16" if "bf16" in ran else "fp32")
+        return cls(reference, compiled, _precision_name(ran))
 
     def outputs(self, images: np.ndarray, batch_size: int | None = None) -> Outputs:
         """Run the graph on uint8 images (N, S, S, 3), ``batch_size`` (default ``CPU_BATCH``) at a time."""
@@ -155,3 +155,13 @@ def _port(compiled, name: str):
         if name in port.get_names():
             return port
     raise CheckpointError(f"OpenVINO lost the output {name!r} of the graph: grade it with --runtime onnx")
+
+
+def _precision_name(hint: str) -> str:
+    """ "bf16" or "fp32" from OpenVINO's INFERENCE_PRECISION_HINT as text (``str(ov.Type.bf16)`` is
+    ``<Type: 'bfloat16'>``; older releases said ``bf16``).
+
+    >>> _precision_name("<type: 'bfloat16'>"), _precision_name("bf16"), _precision_name("<type: 'float32'>")
+    ('bf16', 'bf16', 'fp32')
+    """
+    return "bf16" if "bf16" in hint or "bfloat16" in hint else "fp32"
