@@ -207,7 +207,16 @@ def report(args, out: Path) -> None:
     by_arm = {a: [r for r in rows if r["arm"] == a] for a in arms}
     resamples = sorted({(r["fold"], r["seed"]) for r in rows})
     folds = len({f for f, _ in resamples})
+    seeds = len({s for _, s in resamples})
+    distill_seeds = len({r["seed"] for r in rows if r["arm"] == ENSEMBLE})
+    trained = f"--epochs {args.epochs} --folds {folds} --seeds {seeds}"
+    if distill_seeds:
+        trained += f" --distill --distill-seeds {distill_seeds}"
     lines = [
+        f"Trained by `python benchmarks/semi_supervised.py {trained} --shard I/2` (I = 0, 1)"
+        + (" and then the same with `--preset`" if PRESET_BOTH in by_arm else "")
+        + ", each process on one thread.",
+        "",
         f"`{' '.join(['python', 'benchmarks/semi_supervised.py', *sys.argv[1:]])}` on {Path(args.data).name}: "
         f"{len(resamples)} resamples (fold, seed), task {rows[0]['task']}, one network per arm unless named, "
         f"{args.epochs} epochs, calibrated decisions.",
