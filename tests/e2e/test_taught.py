@@ -176,3 +176,12 @@ def test_an_ensemble_learns_from_unlabelled_photos_member_by_member(synth_dir, p
         kept = TeacherValues.load(run / "members" / member / "teacher.npz")
         assert kept.teacher == str((run / "teacher").resolve()) and len(kept.pool_ids) == 40
     assert load_config(run / "config.yaml").train.teacher == str((run / "teacher").resolve())
+
+
+def test_overwrite_trains_the_teacher_again(synth_dir, pool, tmp_path):
+    run = tmp_path / "again"
+    args = ["train", "--data", str(synth_dir), "--unlabeled", str(pool), "--epochs", "1", "--depth", "11"]
+    assert main([*args, "--threads", "1", "--out", str(run)]) == 0
+    first = Checkpoint.load(run / "teacher" / "best.pt").config.train.seed
+    assert main([*args, "--threads", "1", "--seed", "5", "--out", str(run), "--overwrite"]) == 0
+    assert first == 0 and Checkpoint.load(run / "teacher" / "best.pt").config.train.seed == 5

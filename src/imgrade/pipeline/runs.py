@@ -127,9 +127,12 @@ def _check_out_is_free(out: Path, overwrite: bool) -> None:
             "loss_curve.png",
             "mlflow.json",
             MODEL_CARD,
+            "teacher.npz",
         ):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / MEMBERS, ignore_errors=True)
+        if (out / "teacher" / "config.yaml").is_file():  # the teacher a self-taught run trained (OUT/teacher)
+            shutil.rmtree(out / "teacher", ignore_errors=True)
         return
     finished = False
     if (out / LAST).exists():
