@@ -87,7 +87,8 @@ def _check_tta(grader: Engine, source: str | Path, tta: bool | None) -> None:
 def onnx_grader(grader: Engine, model: str | bytes, runtime: str, threads: int | None = None) -> Engine:
     """The .onnx file ``grader`` (ONNX Runtime) was loaded from (``model``: its path or bytes) as
     ``runtime`` grades it: "onnx" -> ``grader`` itself, "openvino" -> compiled by OpenVINO, "auto"
-    -> as :func:`onnx_runtime_for` chooses here (it says why on a CPU with bf16 units).
+    -> as :func:`onnx_runtime_for` chooses here (on a CPU with bf16 units it logs why: as INFO when it
+    chose OpenVINO, as DEBUG when it kept ONNX Runtime).
 
     Raises:
         ConfigError: OpenVINO asked for and not installed.
@@ -98,8 +99,8 @@ def onnx_grader(grader: Engine, model: str | bytes, runtime: str, threads: int |
 
         native = cpu_has_bf16()
         runtime, why = onnx_runtime_for(grader.meta, native_bf16=native, openvino=native and openvino_available())
-        if native:
-            logger.info(f"runtime auto -> {runtime}: {why}")
+        if native:  # said where bf16 is used; why not, only with -v (every predict would repeat it)
+            (logger.info if runtime == "openvino" else logger.debug)(f"runtime auto -> {runtime}: {why}")
     if runtime != "openvino":
         return grader
     from imgrade.runtime.openvino_engine import OpenVinoEngine
