@@ -253,23 +253,18 @@ def load_weights(model: EfficientNetLite, path: Path, name: str, given: str) -> 
     Raises:
         ConfigError: not a readable state dict, or one that does not fit (counts of what differs).
     """
-    from imgrade.models.timm_backbone import read_state_dict  # the same reader and messages as timm's files
+    from imgrade.models.timm_backbone import (
+        read_state_dict,
+        state_dict_misfit,
+    )  # the same reader and messages as timm's files
 
     state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("_fc.")}
     expected = model.state_dict()
     state.setdefault("std", expected["std"])  # imgrade's own input scaling, in no foreign file
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    reshaped = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or reshaped:
-        counts = ", ".join(
-            f"{len(keys)} {kind}"
-            for kind, keys in (("missing", missing), ("unexpected", unexpected), ("reshaped", reshaped))
-            if keys
-        )
+    misfit = state_dict_misfit(expected, state)
+    if misfit:
         raise ConfigError(
-            f"--pretrained {given} does not fit {name} ({counts} of its {len(expected)} tensors, "
-            f"e.g. {(missing + unexpected + reshaped)[0][:80]}): pass '{IMAGENET}', or weights saved from this {name}"
+            f"--pretrained {given} does not fit {name} ({misfit}): pass '{IMAGENET}', or weights saved from this {name}"
         )
     model.load_state_dict(state, strict=True)
 

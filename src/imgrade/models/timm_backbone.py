@@ -209,18 +209,30 @@ def load_weights(model: nn.Module, path: Path, model_name: str) -> None:
         for k, v in state.items()
         if k in expected or not any(c and (k == c or k.startswith(c + ".")) for c in classifiers)
     }
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    reshaped = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or reshaped:
-        counts = ", ".join(
-            f"{len(keys)} {kind}"
-            for kind, keys in (("missing", missing), ("unexpected", unexpected), ("reshaped", reshaped))
-            if keys
-        )
-        example = (missing + unexpected + reshaped)[0]
+    misfit = state_dict_misfit(expected, state)
+    if misfit:
         raise ConfigError(
-            f"--pretrained {path} does not fit timm:{model_name} ({counts} of its {len(expected)} tensors, e.g. {example[:80]}): "
+            f"--pretrained {path} does not fit timm:{model_name} ({misfit}): "
             f"pass weights saved from timm.create_model({model_name!r}), or set --backbone to the model they were saved from"
         )
     model.load_state_dict(state)
+
+
+def state_dict_misfit(expected: dict, state: dict) -> str | None:
+    """What keeps ``state`` from loading strictly where ``expected`` is, in words; None when it fits.
+
+    >>> import torch
+    >>> state_dict_misfit({"a": torch.zeros(2), "b": torch.zeros(1)}, {"a": torch.zeros(3), "c": torch.zeros(1)})
+    '1 missing, 1 unexpected, 1 reshaped of its 2 tensors, e.g. b'
+    """
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if not (missing or unexpected or reshaped):
+        return None
+    counts = ", ".join(
+        f"{len(keys)} {kind}"
+        for kind, keys in (("missing", missing), ("unexpected", unexpected), ("reshaped", reshaped))
+        if keys
+    )
+    return f"{counts} of its {len(expected)} tensors, e.g. {(missing + unexpected + reshaped)[0][:80]}"
